@@ -1,0 +1,43 @@
+//! The command line: one file per command, each with its clap `Args` and a `run`.
+//! Commands parse and print; the logic they call lives in the library modules.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod serve;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "benchstack",
+    version,
+    about = "Plan/apply for TensorFlow Serving benchmark environments"
+)]
+pub struct Cli {
+    /// The state directory (a sled database).
+    #[arg(long, global = true, env = "BENCHSTACK_STATE", default_value = "state")]
+    pub state: std::path::PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the TF-Serving-compatible stand-in server (accepts tensorflow_model_server's flags).
+    Serve(serve::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! benchstack: Terraform-style plan/apply for TensorFlow Serving benchmark environments.
+//!
+//! The module map is in `../shared/DESIGN.md`; each module's own docs say what it holds.
+
+pub mod apply;
+pub mod cli;
+pub mod environment;
+pub mod graph;
+pub mod loadgen;
+pub mod manifest;
+pub mod plan;
+pub mod proto;
+pub mod provider;
+pub mod report;
+pub mod serve;
+pub mod stack;
+pub mod state;

@@ -1,0 +1,251 @@
+//! The vocabulary shared by the load generator, the stack language and the reports:
+//! protocols, arrival processes, stages and SLOs, and how their text forms parse.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Rest,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn parse(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "rest" | "http" => Ok(Protocol::Rest),
+            "grpc" => Ok(Protocol::Grpc),
+            other => Err(SpecError::Protocol(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+        })
+    }
+}
+
+/// How intended send times are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    /// Evenly spaced: 1/rate apart.
+    #[default]
+    Constant,
+    /// Exponential inter-arrival times with mean 1/rate (seeded).
+    Poisson,
+}
+
+impl Arrival {
+    pub fn parse(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "constant" => Ok(Arrival::Constant),
+            "poisson" => Ok(Arrival::Poisson),
+            other => Err(SpecError::Arrival(other.to_string())),
+        }
+    }
+}
+
+/// The offered load of one stage.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Rate {
+    /// Open loop: this many requests per second, on schedule.
+    PerSecond(f64),
+    /// Closed loop saturation over the connections (like wrk); reported as such.
+    Max,
+}
+
+impl Rate {
+    pub fn parse(s: &str) -> Result<Self, SpecError> {
+        if s == "max" {
+            return Ok(Rate::Max);
+        }
+        let r: f64 = s.parse().map_err(|_| SpecError::Rate(s.to_string()))?;
+        if !(r.is_finite() && r > 0.0) {
+            return Err(SpecError::Rate(s.to_string()));
+        }
+        Ok(Rate::PerSecond(r))
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rate::PerSecond(r) => write!(f, "{r}"),
+            Rate::Max => f.write_str("max"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    pub name: String,
+    pub rate: Rate,
+    #[serde(with = "duration_secs")]
+    pub duration: Duration,
+}
+
+impl Stage {
+    /// Parses `RATE:DURATION` as given to `--stage` (e.g. `3900:60s`, `max:10s`).
+    pub fn parse(s: &str, index: usize) -> Result<Self, SpecError> {
+        let (rate, duration) = s
+            .split_once(':')
+            .ok_or_else(|| SpecError::Stage(s.to_string()))?;
+        Ok(Stage {
+            name: format!("stage-{}", index + 1),
+            rate: Rate::parse(rate.trim())?,
+            duration: parse_duration(duration.trim())?,
+        })
+    }
+}
+
+/// What each request carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RequestSource {
+    /// A TF Serving JSON predict body (the text of a file such as `examples/requests/regression.json`).
+    Body(String),
+    /// Rows sampled from a CSV with a header, `batch_size` rows per request.
+    Data {
+        path: std::path::PathBuf,
+        batch_size: u32,
+    },
+}
+
+/// A latency objective: the `percentile` (e.g. 99.0) must stay at or below `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Slo {
+    pub percentile: f64,
+    #[serde(with = "duration_secs")]
+    pub limit: Duration,
+}
+
+impl Slo {
+    /// Parses `p99=50ms`, `p99.9=120ms`, `p50=5ms`.
+    pub fn parse(s: &str) -> Result<Self, SpecError> {
+        let (p, limit) = s
+            .split_once('=')
+            .ok_or_else(|| SpecError::Slo(s.to_string()))?;
+        let percentile =
+            Self::parse_percentile(p.trim()).ok_or_else(|| SpecError::Slo(s.to_string()))?;
+        let limit = parse_duration(limit.trim()).map_err(|_| SpecError::Slo(s.to_string()))?;
+        Ok(Slo { percentile, limit })
+    }
+
+    /// `p99` → 99.0, `p99.9` → 99.9, `p999` → 99.9 (as in `latency_ms.p999`).
+    pub fn parse_percentile(p: &str) -> Option<f64> {
+        let digits = p.strip_prefix('p')?;
+        let value: f64 = if digits.len() > 2 && !digits.contains('.') && digits.starts_with("99") {
+            // p999 → 99.9, p9999 → 99.99
+            format!("{}.{}", &digits[..2], &digits[2..]).parse().ok()?
+        } else {
+            digits.parse().ok()?
+        };
+        (value > 0.0 && value <= 100.0).then_some(value)
+    }
+
+    pub fn label(&self) -> String {
+        format!("p{}", self.percentile)
+    }
+}
+
+impl fmt::Display for Slo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "p{}<={}",
+            self.percentile,
+            humantime::format_duration(self.limit)
+        )
+    }
+}
+
+/// Parses `500ms`, `60s`, `2m`, `1m30s`, `250us`. A bare number is rejected: units are required.
+pub fn parse_duration(s: &str) -> Result<Duration, SpecError> {
+    let d = humantime::parse_duration(s).map_err(|_| SpecError::Duration(s.to_string()))?;
+    Ok(d)
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SpecError {
+    #[error("`{0}` is not a protocol: expected `rest` or `grpc`")]
+    Protocol(String),
+    #[error("`{0}` is not an arrival process: expected `constant` or `poisson`")]
+    Arrival(String),
+    #[error(
+        "`{0}` is not a rate: expected a number of requests per second greater than 0, or `max`"
+    )]
+    Rate(String),
+    #[error("`{0}` is not a stage: expected RATE:DURATION, e.g. `3900:60s`")]
+    Stage(String),
+    #[error("`{0}` is not an SLO: expected PERCENTILE=DURATION, e.g. `p99=50ms`")]
+    Slo(String),
+    #[error("`{0}` is not a duration: expected a number with a unit, e.g. `500ms`, `60s`, `2m`")]
+    Duration(String),
+}
+
+/// Serializes durations as fractional seconds (what the JSON formats carry).
+pub mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_parses_rate_and_duration() {
+        let s = Stage::parse("3900:60s", 1).unwrap();
+        assert_eq!(s.rate, Rate::PerSecond(3900.0));
+        assert_eq!(s.duration, Duration::from_secs(60));
+        assert_eq!(s.name, "stage-2");
+        assert_eq!(Stage::parse("max:1m", 0).unwrap().rate, Rate::Max);
+    }
+
+    #[test]
+    fn rates_that_are_not_positive_are_refused() {
+        assert!(Rate::parse("0").is_err());
+        assert!(Rate::parse("-5").is_err());
+        assert!(Rate::parse("fast").is_err());
+        assert!(Rate::parse("NaN").is_err());
+    }
+
+    #[test]
+    fn slo_parses_any_percentile() {
+        assert_eq!(Slo::parse("p99=50ms").unwrap().percentile, 99.0);
+        assert_eq!(Slo::parse("p99.9=1s").unwrap().percentile, 99.9);
+        assert_eq!(Slo::parse("p999=1s").unwrap().percentile, 99.9);
+        assert_eq!(
+            Slo::parse("p50=5ms").unwrap().limit,
+            Duration::from_millis(5)
+        );
+        assert!(Slo::parse("p99").is_err());
+        assert!(Slo::parse("q99=5ms").is_err());
+        assert!(Slo::parse("p101=5ms").is_err());
+        assert!(Slo::parse("p99=fast").is_err());
+    }
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
+        assert!(parse_duration("60").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,307 @@
+//! The execution queue in front of a servable. With batching on, it behaves like TF Serving's
+//! BasicBatchScheduler: tasks join the open batch until it is full or `batch_timeout_micros`
+//! has passed since the batch opened; at most `max_enqueued_batches` batches wait (a full queue
+//! refuses the task: UNAVAILABLE / HTTP 503); `num_batch_threads` threads run batches; a batch
+//! is padded up to the next `allowed_batch_sizes` entry. With batching off, every task is its
+//! own batch and the queue is unbounded, as in TF Serving without `--enable_batching`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::config::BatchingParams;
+use super::model::Servable;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExecError {
+    /// The queue is full (TF Serving: UNAVAILABLE "The batch scheduling queue … is full").
+    #[error("the batch scheduling queue to which this task was submitted is full")]
+    QueueFull,
+    #[error("task size {rows} is larger than maximum input batch size {max}")]
+    TooLarge { rows: usize, max: usize },
+    #[error("{0}")]
+    Internal(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+pub type Reply = oneshot::Receiver<Result<Vec<f32>, ExecError>>;
+
+struct Task {
+    rows: usize,
+    input: Vec<f32>,
+    reply: oneshot::Sender<Result<Vec<f32>, ExecError>>,
+}
+
+struct Batch {
+    tasks: Vec<Task>,
+    rows: usize,
+    opened: Instant,
+}
+
+struct Queue {
+    batches: VecDeque<Batch>,
+    closed: bool,
+}
+
+/// Counters a test or a user can read (exported as Prometheus text).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub tasks: AtomicU64,
+    pub batches: AtomicU64,
+    pub rows: AtomicU64,
+    pub padded_rows: AtomicU64,
+    pub rejected_queue_full: AtomicU64,
+    /// Batches by size bucket (≤1, ≤2, ≤4 … ≤2^15, larger).
+    pub batch_size_buckets: [AtomicU64; 17],
+}
+
+impl Counters {
+    pub const BUCKET_BOUNDS: [u64; 16] = [
+        1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768,
+    ];
+
+    fn record_batch(&self, rows: usize, padded: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.padded_rows
+            .fetch_add((padded - rows) as u64, Ordering::Relaxed);
+        let i = Self::BUCKET_BOUNDS
+            .iter()
+            .position(|b| rows as u64 <= *b)
+            .unwrap_or(16);
+        self.batch_size_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    params: Option<BatchingParams>,
+    servable: Arc<Servable>,
+    counters: Arc<Counters>,
+}
+
+/// The queue and its threads for one servable.
+pub struct Executor {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Executor {
+    /// `params = None` means batching off; `threads` is then the number of worker threads.
+    pub fn start(
+        servable: Arc<Servable>,
+        params: Option<BatchingParams>,
+        threads: usize,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let n = params
+            .as_ref()
+            .map(|p| p.num_batch_threads)
+            .unwrap_or(threads)
+            .max(1);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                batches: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            params,
+            servable,
+            counters,
+        });
+        let handles = (0..n)
+            .map(|i| {
+                let s = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("batch-{i}"))
+                    .spawn(move || worker(s))
+                    .expect("spawning a batch thread")
+            })
+            .collect();
+        Executor {
+            shared,
+            threads: Mutex::new(handles),
+        }
+    }
+
+    pub fn servable(&self) -> &Arc<Servable> {
+        &self.shared.servable
+    }
+
+    /// Queues `rows` rows; the reply carries the output rows.
+    pub fn submit(&self, rows: usize, input: Vec<f32>) -> Result<Reply, ExecError> {
+        let (tx, rx) = oneshot::channel();
+        let task = Task {
+            rows,
+            input,
+            reply: tx,
+        };
+        self.shared.counters.tasks.fetch_add(1, Ordering::Relaxed);
+        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.closed {
+            return Err(ExecError::ShuttingDown);
+        }
+        match &self.shared.params {
+            None => q.batches.push_back(Batch {
+                rows,
+                tasks: vec![task],
+                opened: Instant::now(),
+            }),
+            Some(p) => {
+                let limit = if p.enable_large_batch_splitting {
+                    usize::MAX
+                } else {
+                    p.max_batch_size
+                };
+                if rows > limit {
+                    return Err(ExecError::TooLarge {
+                        rows,
+                        max: p.max_batch_size,
+                    });
+                }
+                let joins_open = q
+                    .batches
+                    .back()
+                    .is_some_and(|b| b.rows + rows <= p.max_batch_size);
+                if joins_open {
+                    if let Some(b) = q.batches.back_mut() {
+                        b.rows += rows;
+                        b.tasks.push(task);
+                    }
+                } else {
+                    if q.batches.len() >= p.max_enqueued_batches {
+                        self.shared
+                            .counters
+                            .rejected_queue_full
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Err(ExecError::QueueFull);
+                    }
+                    q.batches.push_back(Batch {
+                        rows,
+                        tasks: vec![task],
+                        opened: Instant::now(),
+                    });
+                }
+            }
+        }
+        drop(q);
+        self.shared.ready.notify_one();
+        Ok(rx)
+    }
+
+    /// Stops taking tasks, lets queued batches finish, and joins the threads.
+    pub fn shutdown(&self) {
+        {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.closed = true;
+        }
+        self.shared.ready.notify_all();
+        let handles: Vec<_> =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Takes the front batch once it is ready: full, timed out, followed by a newer batch, or the
+/// queue is closing. Returns None when closed and drained.
+fn next_batch(s: &Shared) -> Option<Batch> {
+    let mut q = s.queue.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if let Some(front) = q.batches.front() {
+            let ready_at = match &s.params {
+                None => None,
+                Some(p) => {
+                    let full = front.rows >= p.max_batch_size;
+                    if full || q.batches.len() > 1 || q.closed {
+                        None
+                    } else {
+                        Some(front.opened + Duration::from_micros(p.batch_timeout_micros))
+                    }
+                }
+            };
+            match ready_at {
+                None => return q.batches.pop_front(),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        return q.batches.pop_front();
+                    }
+                    q = s
+                        .ready
+                        .wait_timeout(q, at - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        } else if q.closed {
+            return None;
+        } else {
+            q = s.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+fn padded_size(params: Option<&BatchingParams>, rows: usize) -> usize {
+    params
+        .and_then(|p| p.allowed_batch_sizes.iter().copied().find(|a| *a >= rows))
+        .unwrap_or(rows)
+}
+
+fn worker(s: Arc<Shared>) {
+    let in_width = s.servable.signature.row_width();
+    let out_width = s.servable.signature.output_row_width();
+    while let Some(batch) = next_batch(&s) {
+        // Wake another thread: the next batch may already be waiting.
+        s.ready.notify_one();
+        let padded = padded_size(s.params.as_ref(), batch.rows);
+        s.counters.record_batch(batch.rows, padded);
+        let result = if batch.tasks.len() == 1 && padded == batch.rows {
+            let mut tasks = batch.tasks;
+            let task = tasks.pop().map(|t| (t.rows, t.input, t.reply));
+            if let Some((rows, input, reply)) = task {
+                let _ = reply.send(s.servable.run(rows, input).map_err(ExecError::Internal));
+            }
+            continue;
+        } else {
+            let mut input = Vec::with_capacity(padded * in_width);
+            for t in &batch.tasks {
+                input.extend_from_slice(&t.input);
+            }
+            input.resize(padded * in_width, 0.0);
+            s.servable.run(padded, input)
+        };
+        match result {
+            Ok(out) => {
+                let mut offset = 0;
+                for t in batch.tasks {
+                    let n = t.rows * out_width;
+                    let part = out.get(offset..offset + n).map(|p| p.to_vec());
+                    offset += n;
+                    let _ = t.reply.send(part.ok_or_else(|| {
+                        ExecError::Internal(
+                            "the model returned fewer rows than it was given".into(),
+                        )
+                    }));
+                }
+            }
+            Err(e) => {
+                for t in batch.tasks {
+                    let _ = t.reply.send(Err(ExecError::Internal(e.clone())));
+                }
+            }
+        }
+    }
+}

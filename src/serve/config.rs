@@ -1,0 +1,531 @@
+//! TF Serving's configuration files, read the way tensorflow_model_server reads them:
+//! models.config (`ModelServerConfig` text proto) and batching_parameters.txt
+//! (`BatchingParameters` text proto with wrapped scalars).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::textproto::{self, Field, Message, Value};
+
+/// Which versions under a base path are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPolicy {
+    /// The `n` highest numeric versions (TF Serving's default is `latest { num_versions: 1 }`).
+    Latest(usize),
+    All,
+    Specific(Vec<i64>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEntry {
+    pub name: String,
+    pub base_path: PathBuf,
+    pub policy: VersionPolicy,
+    pub labels: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchingParams {
+    pub max_batch_size: usize,
+    pub batch_timeout_micros: u64,
+    pub max_enqueued_batches: usize,
+    pub num_batch_threads: usize,
+    pub allowed_batch_sizes: Vec<usize>,
+    pub pad_variable_length_inputs: bool,
+    pub enable_large_batch_splitting: bool,
+    pub max_execution_batch_size: Option<usize>,
+}
+
+impl Default for BatchingParams {
+    /// TF Serving's defaults for a session-run batcher.
+    fn default() -> Self {
+        BatchingParams {
+            max_batch_size: 1000,
+            batch_timeout_micros: 0,
+            max_enqueued_batches: 10,
+            num_batch_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            allowed_batch_sizes: Vec::new(),
+            pad_variable_length_inputs: false,
+            enable_large_batch_splitting: false,
+            max_execution_batch_size: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{col}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+}
+
+fn invalid(path: &Path, line: usize, col: usize, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        col,
+        message: message.into(),
+    }
+}
+
+fn read(path: &Path) -> Result<Message, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    textproto::parse(&text).map_err(|e| invalid(path, e.line, e.col, e.message))
+}
+
+fn expect_message<'a>(path: &Path, f: &'a Field) -> Result<&'a Message, ConfigError> {
+    match &f.value {
+        Value::Message(m) => Ok(m),
+        other => Err(invalid(
+            path,
+            f.line,
+            f.col,
+            format!("`{}` must be a message `{{ … }}`, found {other}", f.name),
+        )),
+    }
+}
+
+fn expect_string(path: &Path, f: &Field) -> Result<String, ConfigError> {
+    match &f.value {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(invalid(
+            path,
+            f.line,
+            f.col,
+            format!("`{}` must be a quoted string, found {other}", f.name),
+        )),
+    }
+}
+
+fn expect_int(path: &Path, f: &Field) -> Result<i64, ConfigError> {
+    match &f.value {
+        Value::Scalar(s) => s.parse().map_err(|_| {
+            invalid(
+                path,
+                f.line,
+                f.col,
+                format!("`{}` must be an integer, found `{s}`", f.name),
+            )
+        }),
+        other => Err(invalid(
+            path,
+            f.line,
+            f.col,
+            format!("`{}` must be an integer, found {other}", f.name),
+        )),
+    }
+}
+
+fn expect_bool(path: &Path, f: &Field) -> Result<bool, ConfigError> {
+    match &f.value {
+        Value::Scalar(s) if s == "true" => Ok(true),
+        Value::Scalar(s) if s == "false" => Ok(false),
+        other => Err(invalid(
+            path,
+            f.line,
+            f.col,
+            format!("`{}` must be true or false, found {other}", f.name),
+        )),
+    }
+}
+
+fn unknown(path: &Path, f: &Field, in_what: &str, known: &[&str]) -> ConfigError {
+    invalid(
+        path,
+        f.line,
+        f.col,
+        format!(
+            "unknown field `{}` in {in_what}; expected one of: {}",
+            f.name,
+            known.join(", ")
+        ),
+    )
+}
+
+/// Reads a models.config. Relative base paths resolve against the current directory, as
+/// tensorflow_model_server does.
+pub fn read_model_config(path: &Path) -> Result<Vec<ModelEntry>, ConfigError> {
+    let root = read(path)?;
+    let mut models = Vec::new();
+    for f in &root.fields {
+        if f.name != "model_config_list" {
+            return Err(unknown(
+                path,
+                f,
+                "ModelServerConfig",
+                &["model_config_list"],
+            ));
+        }
+        for c in &expect_message(path, f)?.fields {
+            if c.name != "config" {
+                return Err(unknown(path, c, "model_config_list", &["config"]));
+            }
+            models.push(read_model_entry(path, c)?);
+        }
+    }
+    if models.is_empty() {
+        return Err(invalid(
+            path,
+            1,
+            1,
+            "no models: expected `model_config_list { config { name: … base_path: … } }`",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &models {
+        if !seen.insert(m.name.clone()) {
+            return Err(invalid(
+                path,
+                1,
+                1,
+                format!("model `{}` is configured twice", m.name),
+            ));
+        }
+    }
+    Ok(models)
+}
+
+fn read_model_entry(path: &Path, c: &Field) -> Result<ModelEntry, ConfigError> {
+    const KNOWN: &[&str] = &[
+        "name",
+        "base_path",
+        "model_platform",
+        "model_version_policy",
+        "version_labels",
+        "logging_config",
+    ];
+    let mut name = None;
+    let mut base_path = None;
+    let mut policy = VersionPolicy::Latest(1);
+    let mut labels = BTreeMap::new();
+    for f in &expect_message(path, c)?.fields {
+        match f.name.as_str() {
+            "name" => name = Some(expect_string(path, f)?),
+            "base_path" => base_path = Some(PathBuf::from(expect_string(path, f)?)),
+            "model_platform" => {
+                let p = expect_string(path, f)?;
+                if p != "tensorflow" {
+                    return Err(invalid(
+                        path,
+                        f.line,
+                        f.col,
+                        format!("model_platform `{p}` is not supported: expected \"tensorflow\""),
+                    ));
+                }
+            }
+            "model_version_policy" => policy = read_policy(path, f)?,
+            "version_labels" => {
+                let (mut key, mut value) = (None, None);
+                for kv in &expect_message(path, f)?.fields {
+                    match kv.name.as_str() {
+                        "key" => key = Some(expect_string(path, kv)?),
+                        "value" => value = Some(expect_int(path, kv)?),
+                        _ => return Err(unknown(path, kv, "version_labels", &["key", "value"])),
+                    }
+                }
+                match (key, value) {
+                    (Some(k), Some(v)) => {
+                        labels.insert(k, v);
+                    }
+                    _ => {
+                        return Err(invalid(
+                            path,
+                            f.line,
+                            f.col,
+                            "version_labels needs both `key` and `value`",
+                        ));
+                    }
+                }
+            }
+            "logging_config" => {}
+            _ => return Err(unknown(path, f, "config", KNOWN)),
+        }
+    }
+    let name = name.ok_or_else(|| invalid(path, c.line, c.col, "config without `name`"))?;
+    let base_path = base_path.ok_or_else(|| {
+        invalid(
+            path,
+            c.line,
+            c.col,
+            format!("config `{name}` without `base_path`"),
+        )
+    })?;
+    Ok(ModelEntry {
+        name,
+        base_path,
+        policy,
+        labels,
+    })
+}
+
+fn read_policy(path: &Path, f: &Field) -> Result<VersionPolicy, ConfigError> {
+    let m = expect_message(path, f)?;
+    let Some(choice) = m.fields.first() else {
+        return Ok(VersionPolicy::Latest(1));
+    };
+    match choice.name.as_str() {
+        "latest" => {
+            let mut n = 1;
+            for x in &expect_message(path, choice)?.fields {
+                if x.name != "num_versions" {
+                    return Err(unknown(path, x, "latest", &["num_versions"]));
+                }
+                n = expect_int(path, x)?;
+                if n < 1 {
+                    return Err(invalid(
+                        path,
+                        x.line,
+                        x.col,
+                        "num_versions must be at least 1",
+                    ));
+                }
+            }
+            Ok(VersionPolicy::Latest(n as usize))
+        }
+        "all" => Ok(VersionPolicy::All),
+        "specific" => {
+            let mut versions = Vec::new();
+            for x in &expect_message(path, choice)?.fields {
+                if x.name != "versions" {
+                    return Err(unknown(path, x, "specific", &["versions"]));
+                }
+                versions.push(expect_int(path, x)?);
+            }
+            if versions.is_empty() {
+                return Err(invalid(
+                    path,
+                    choice.line,
+                    choice.col,
+                    "specific policy lists no versions",
+                ));
+            }
+            Ok(VersionPolicy::Specific(versions))
+        }
+        _ => Err(unknown(
+            path,
+            choice,
+            "model_version_policy",
+            &["latest", "all", "specific"],
+        )),
+    }
+}
+
+/// Reads batching_parameters.txt. Scalars may be wrapped (`max_batch_size { value: 8 }`, as
+/// TF Serving writes them) or bare (`max_batch_size: 8`).
+pub fn read_batching_parameters(path: &Path) -> Result<BatchingParams, ConfigError> {
+    const KNOWN: &[&str] = &[
+        "max_batch_size",
+        "batch_timeout_micros",
+        "max_enqueued_batches",
+        "num_batch_threads",
+        "allowed_batch_sizes",
+        "pad_variable_length_inputs",
+        "enable_large_batch_splitting",
+        "max_execution_batch_size",
+        "thread_pool_name",
+    ];
+    let root = read(path)?;
+    let mut p = BatchingParams::default();
+    for f in &root.fields {
+        // Unwrap `{ value: X }`.
+        let inner;
+        let scalar: &Field = match &f.value {
+            Value::Message(m) => {
+                let v = m.fields.iter().find(|x| x.name == "value").ok_or_else(|| {
+                    invalid(
+                        path,
+                        f.line,
+                        f.col,
+                        format!("`{}` must be `{{ value: … }}`", f.name),
+                    )
+                })?;
+                inner = Field {
+                    name: f.name.clone(),
+                    value: v.value.clone(),
+                    line: v.line,
+                    col: v.col,
+                };
+                &inner
+            }
+            _ => f,
+        };
+        let non_negative = |what: &Field| -> Result<u64, ConfigError> {
+            let v = expect_int(path, what)?;
+            u64::try_from(v).map_err(|_| {
+                invalid(
+                    path,
+                    what.line,
+                    what.col,
+                    format!("`{}` must not be negative, found {v}", what.name),
+                )
+            })
+        };
+        match f.name.as_str() {
+            "max_batch_size" => p.max_batch_size = non_negative(scalar)? as usize,
+            "batch_timeout_micros" => p.batch_timeout_micros = non_negative(scalar)?,
+            "max_enqueued_batches" => p.max_enqueued_batches = non_negative(scalar)? as usize,
+            "num_batch_threads" => p.num_batch_threads = non_negative(scalar)? as usize,
+            "allowed_batch_sizes" => p.allowed_batch_sizes.push(non_negative(scalar)? as usize),
+            "pad_variable_length_inputs" => {
+                p.pad_variable_length_inputs = expect_bool(path, scalar)?
+            }
+            "enable_large_batch_splitting" => {
+                p.enable_large_batch_splitting = expect_bool(path, scalar)?
+            }
+            "max_execution_batch_size" => {
+                p.max_execution_batch_size = Some(non_negative(scalar)? as usize)
+            }
+            "thread_pool_name" => {}
+            _ => return Err(unknown(path, f, "BatchingParameters", KNOWN)),
+        }
+    }
+    let first = root
+        .fields
+        .first()
+        .map(|f| (f.line, f.col))
+        .unwrap_or((1, 1));
+    if p.max_batch_size == 0 {
+        return Err(invalid(
+            path,
+            first.0,
+            first.1,
+            "max_batch_size must be at least 1",
+        ));
+    }
+    if p.num_batch_threads == 0 {
+        return Err(invalid(
+            path,
+            first.0,
+            first.1,
+            "num_batch_threads must be at least 1",
+        ));
+    }
+    if p.max_enqueued_batches == 0 {
+        return Err(invalid(
+            path,
+            first.0,
+            first.1,
+            "max_enqueued_batches must be at least 1",
+        ));
+    }
+    if !p.allowed_batch_sizes.is_empty() {
+        let at = root
+            .fields
+            .iter()
+            .find(|f| f.name == "allowed_batch_sizes")
+            .map(|f| (f.line, f.col))
+            .unwrap_or(first);
+        if p.allowed_batch_sizes.windows(2).any(|w| w[0] >= w[1]) || p.allowed_batch_sizes[0] == 0 {
+            return Err(invalid(
+                path,
+                at.0,
+                at.1,
+                format!(
+                    "allowed_batch_sizes must be increasing and positive, found {:?}",
+                    p.allowed_batch_sizes
+                ),
+            ));
+        }
+        let limit = p
+            .max_execution_batch_size
+            .filter(|_| p.enable_large_batch_splitting)
+            .unwrap_or(p.max_batch_size);
+        if p.allowed_batch_sizes.last() != Some(&limit) {
+            return Err(invalid(
+                path,
+                at.0,
+                at.1,
+                format!(
+                    "the last allowed_batch_sizes entry must equal max_batch_size ({limit}), found {:?}",
+                    p.allowed_batch_sizes
+                ),
+            ));
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn model_config_with_policy_and_labels() {
+        let f = write(
+            "model_config_list {\n config {\n  name: 'regression'\n  base_path: '/models/regression'\n  model_platform: \"tensorflow\"\n  model_version_policy { specific { versions: 1 versions: 2 } }\n  version_labels { key: 'stable' value: 1 }\n }\n}\n",
+        );
+        let m = read_model_config(f.path()).unwrap();
+        assert_eq!(m[0].name, "regression");
+        assert_eq!(m[0].policy, VersionPolicy::Specific(vec![1, 2]));
+        assert_eq!(m[0].labels["stable"], 1);
+    }
+
+    #[test]
+    fn model_config_errors_name_file_line_and_problem() {
+        let f = write("model_config_list {\n config {\n  name: 'r'\n  base_pth: '/x'\n }\n}\n");
+        let e = read_model_config(f.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("{}:4:3", f.path().display())), "{e}");
+        assert!(e.contains("unknown field `base_pth`"), "{e}");
+    }
+
+    #[test]
+    fn batching_parameters_wrapped_and_bare() {
+        let f = write(
+            "max_batch_size { value: 8000 }\nbatch_timeout_micros { value: 4 }\nmax_enqueued_batches { value: 100 }\nnum_batch_threads: 4\n",
+        );
+        let p = read_batching_parameters(f.path()).unwrap();
+        assert_eq!(
+            (
+                p.max_batch_size,
+                p.batch_timeout_micros,
+                p.max_enqueued_batches,
+                p.num_batch_threads
+            ),
+            (8000, 4, 100, 4)
+        );
+    }
+
+    #[test]
+    fn batching_parameters_refuse_bad_allowed_sizes_and_negatives() {
+        let f = write(
+            "max_batch_size { value: 32 }\nallowed_batch_sizes: 8\nallowed_batch_sizes: 16\n",
+        );
+        let e = read_batching_parameters(f.path()).unwrap_err().to_string();
+        assert!(
+            e.contains(":2:1") && e.contains("must equal max_batch_size (32)"),
+            "{e}"
+        );
+        let f = write("max_batch_size { value: -1 }\n");
+        let e = read_batching_parameters(f.path()).unwrap_err().to_string();
+        assert!(e.contains("must not be negative"), "{e}");
+        let f = write("batch_timeout_micros { value: 1.5 }\n");
+        assert!(
+            read_batching_parameters(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("must be an integer")
+        );
+    }
+}

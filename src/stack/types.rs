@@ -1,0 +1,201 @@
+//! The typed stack: what `stack::load` produces and what plan, apply and the providers consume.
+//! Every resource carries the span of its block so later errors can point at the source.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::loadgen::spec::{Arrival, Protocol, RequestSource, Slo, Stage};
+
+/// A location in a stack file (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct Span {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Cluster,
+    Model,
+    Serving,
+    Loadtest,
+}
+
+impl Kind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Cluster => "cluster",
+            Kind::Model => "model",
+            Kind::Serving => "serving",
+            Kind::Loadtest => "loadtest",
+        }
+    }
+}
+
+/// `KIND.NAME` or, for a `for_each` instance, `KIND.NAME["KEY"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Address {
+    pub kind: Kind,
+    pub name: String,
+    pub key: Option<String>,
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.kind.as_str(), self.name)?;
+        if let Some(k) = &self.key {
+            write!(f, "[{k:?}]")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stack {
+    /// The files the stack was read from, in load order.
+    pub files: Vec<PathBuf>,
+    /// Resource instances in a stable order (file order, then for_each key order).
+    pub resources: Vec<Resource>,
+    pub outputs: Vec<Output>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    pub address: Address,
+    pub span: Span,
+    /// Resources this one references (graph edges).
+    pub depends_on: Vec<Address>,
+    pub config: ResourceConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ResourceConfig {
+    Cluster(ClusterConfig),
+    Model(ModelConfig),
+    Serving(ServingConfig),
+    Loadtest(LoadtestConfig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Local,
+    Gke,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub provider: ProviderKind,
+    pub project: Option<String>,
+    pub location: Option<String>,
+    pub machine_type: Option<String>,
+    pub node_count: u32,
+    pub disk_size_gb: Option<u32>,
+    pub spot: bool,
+    pub private_nodes: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// The model's serving name (the block label).
+    pub name: String,
+    /// Absolute path of the versioned base path on this machine.
+    pub base_path: PathBuf,
+    /// Where the serving image finds it on Kubernetes (`/models/NAME` by default, or `gs://…`).
+    pub serving_path: Option<String>,
+}
+
+/// A scalar TF Serving flag value, rendered `--name=value`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FlagValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+}
+
+impl fmt::Display for FlagValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlagValue::Bool(b) => write!(f, "{b}"),
+            FlagValue::Int(i) => write!(f, "{i}"),
+            FlagValue::Float(x) => write!(f, "{x}"),
+            FlagValue::String(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServingConfig {
+    pub cluster: Address,
+    /// Required on gke; optional (and ignored) on a local cluster.
+    pub image: Option<String>,
+    pub replicas: u32,
+    pub models: Vec<Address>,
+    pub flags: BTreeMap<String, FlagValue>,
+    pub batching: Option<BatchingConfig>,
+}
+
+/// TF Serving's BatchingParameters (batching_parameters.txt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BatchingConfig {
+    pub max_batch_size: Option<u64>,
+    pub batch_timeout_micros: Option<u64>,
+    pub max_enqueued_batches: Option<u64>,
+    pub num_batch_threads: Option<u64>,
+    pub allowed_batch_sizes: Vec<u64>,
+    pub pad_variable_length_inputs: Option<bool>,
+    pub enable_large_batch_splitting: Option<bool>,
+    pub max_execution_batch_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadtestConfig {
+    pub cluster: Address,
+    pub target: Address,
+    pub model: String,
+    pub signature: Option<String>,
+    pub protocol: Protocol,
+    pub request: RequestSource,
+    pub workers: u32,
+    pub loadgen_image: Option<String>,
+    pub connections: u32,
+    pub arrival: Arrival,
+    pub seed: u64,
+    #[serde(with = "crate::loadgen::spec::duration_secs")]
+    pub warmup: Duration,
+    #[serde(with = "crate::loadgen::spec::duration_secs")]
+    pub timeout: Duration,
+    pub stages: Vec<Stage>,
+    pub slos: Vec<Slo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    pub name: String,
+    pub span: Span,
+    pub value: OutputValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OutputValue {
+    /// A value known when the stack is loaded.
+    Known(serde_json::Value),
+    /// An attribute a provider reports after apply (`serving.tf.rest_endpoint`).
+    Attribute { address: Address, attribute: String },
+}
