@@ -217,7 +217,7 @@ impl Executor {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(ExecError::QueueFull);
         }
-        let width = if rows == 0 { 0 } else { input.len() / rows };
+        let width = input.len().checked_div(rows).unwrap_or(0);
         let mut parts = Vec::with_capacity(pieces.len());
         let mut offset = 0;
         for (i, n) in pieces.iter().copied().enumerate() {
