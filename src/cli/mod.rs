@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod fmt;
 pub mod serve;
+pub mod validate;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,12 +28,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the TF-Serving-compatible stand-in server (accepts tensorflow_model_server's flags).
     Serve(serve::Args),
+    /// Check a stack: syntax, types, ranges, references and cycles, with every problem located.
+    Validate(validate::Args),
+    /// Rewrite stack files in the canonical format (--check: only list what would change).
+    Fmt(fmt::Args),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Fmt(args) => fmt::run(args),
     };
     match result {
         Ok(code) => code,
