@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod fmt;
+pub mod loadtest;
 pub mod serve;
 pub mod validate;
 
@@ -32,6 +33,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Rewrite stack files in the canonical format (--check: only list what would change).
     Fmt(fmt::Args),
+    /// Run an open-loop load test against a TF Serving REST or gRPC endpoint (like wrk or oha).
+    Loadtest(loadtest::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -40,6 +43,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Fmt(args) => fmt::run(args),
+        Command::Loadtest(args) => loadtest::run(args),
     };
     match result {
         Ok(code) => code,
