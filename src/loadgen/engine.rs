@@ -43,6 +43,9 @@ pub struct Ctx {
     pub room: Notify,
     pub waiting_for_room: Cell<bool>,
     pub timeout: Duration,
+    /// Connections that finished their first connection attempt (see `wait_ready`).
+    pub ready: Cell<usize>,
+    pub ready_notify: Notify,
 }
 
 impl Ctx {
@@ -59,6 +62,28 @@ impl Ctx {
             room: Notify::new(),
             waiting_for_room: Cell::new(false),
             timeout,
+            ready: Cell::new(0),
+            ready_notify: Notify::new(),
+        }
+    }
+
+    /// A connection task made its first connection attempt.
+    pub fn connected(&self) {
+        self.ready.set(self.ready.get() + 1);
+        self.ready_notify.notify_one();
+    }
+
+    /// Waits until `n` connection tasks have tried to connect, so the schedule does not
+    /// start while connections are still being opened (which would show up as lag).
+    pub async fn wait_ready(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while self.ready.get() < n {
+            if tokio::time::timeout_at(deadline, self.ready_notify.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
     }
 

@@ -206,12 +206,14 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, E
 /// One keep-alive connection: takes released requests (or, in a closed-loop stage, makes its
 /// own), sends them one at a time, and records each outcome. Reconnects after an error.
 pub async fn worker(ctx: Rc<Ctx>, addr: SocketAddr, requests: Rc<[Vec<u8>]>, first: usize) {
-    let mut conn: Option<TcpStream> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut i = first;
     let timeout = ctx.timeout;
     let sleep = tokio::time::sleep(timeout);
     tokio::pin!(sleep);
+    // Connect before the schedule starts (the run waits for every connection's attempt).
+    let mut conn = connect(addr, timeout).await.ok();
+    ctx.connected();
     while let Some(job) = ctx.next_job().await {
         let req = &requests[i % requests.len()];
         i = i.wrapping_add(1);

@@ -247,6 +247,7 @@ pub fn run_blocking(
                         first,
                     ));
                 }
+                ctx.wait_ready(spec.connections as usize).await;
                 let sink = QueueSink(ctx.clone());
                 engine::run(&ctx, &sink, &plan, progress).await;
             }

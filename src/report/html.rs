@@ -363,7 +363,14 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
                 .join(" vs ")
         )
     } else if let Some((l, r)) = runs.first() {
-        format!("benchstack loadtest: {} ({} {})", l, r.protocol, r.target)
+        if *l == r.target {
+            format!(
+                "benchstack loadtest: {} {} ({})",
+                r.protocol, r.target, r.model
+            )
+        } else {
+            format!("benchstack loadtest: {l} ({} {})", r.protocol, r.target)
+        }
     } else {
         "benchstack loadtest".to_string()
     };

@@ -64,12 +64,15 @@ pub fn stage_table(r: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} {} model={} connections={} arrival={:?}{}",
+        "{} {} model={} connections={} arrival={}{}",
         r.protocol,
         r.target,
         r.model,
         r.connections,
-        r.arrival,
+        match r.arrival {
+            crate::loadgen::spec::Arrival::Constant => "constant",
+            crate::loadgen::spec::Arrival::Poisson => "poisson",
+        },
         if r.workers > 1 {
             format!(" workers={}", r.workers)
         } else {
