@@ -28,14 +28,14 @@ pub enum Command {
     /// Run the TF-Serving-compatible stand-in server (accepts tensorflow_model_server's flags).
     Serve(serve::Args),
     /// Run an open-loop load test against a TF Serving REST or gRPC endpoint (like wrk or oha).
-    Loadtest(loadtest::Args),
+    Loadtest(Box<loadtest::Args>),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Loadtest(args) => loadtest::run(args),
+        Command::Loadtest(args) => loadtest::run(*args),
     };
     match result {
         Ok(code) => code,

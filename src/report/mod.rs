@@ -216,6 +216,9 @@ fn delta(a: f64, b: f64) -> String {
     format!("{:+.1}%", (b - a) / a * 100.0)
 }
 
+/// A compared quantity: label, how to read it, whether it is a latency in ms.
+type Metric = (&'static str, fn(&StageReport) -> f64, bool);
+
 /// Two runs side by side, stage by stage (matched by position), with relative changes.
 pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String {
     let (la, ra) = a;
@@ -239,7 +242,7 @@ pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String
             (None, Some(y)) => format!("- / {}", y.name),
             (None, None) => continue,
         };
-        let metrics: [(&str, fn(&StageReport) -> f64, bool); 8] = [
+        let metrics: [Metric; 8] = [
             ("rate /s", |s| s.achieved_rate, false),
             ("requests", |s| s.requests as f64, false),
             ("errors", |s| s.errors_total as f64, false),
