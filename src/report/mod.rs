@@ -286,3 +286,76 @@ pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::environment::Environment;
+    use crate::loadgen::record::StageRecorder;
+    use crate::loadgen::spec::{Protocol, Rate, Slo, Stage};
+    use std::time::{Duration, Instant};
+
+    fn run(latency_ms: u64) -> RunReport {
+        let slos = [Slo::parse("p99=10ms").unwrap()];
+        let stages = [100.0, 200.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &rate)| {
+                let mut r = StageRecorder::new(Stage {
+                    name: format!("stage-{}", i + 1),
+                    rate: Rate::PerSecond(rate),
+                    duration: Duration::from_secs(2),
+                });
+                let t0 = Instant::now();
+                r.begin(t0);
+                for k in 0..400u64 {
+                    let t = t0 + Duration::from_millis(k * 5);
+                    r.record_sent(t, t);
+                    r.record_done(t, t, t + Duration::from_millis(latency_ms + k % 7), Ok(()));
+                }
+                r.into_report(&slos)
+            })
+            .collect();
+        RunReport {
+            target: "http://127.0.0.1:1".into(),
+            protocol: Protocol::Rest,
+            model: "m".into(),
+            stages,
+            capacity: None,
+            environment: Environment::detect(),
+            arrival: Default::default(),
+            connections: 8,
+            slos: slos.to_vec(),
+            workers: 1,
+        }
+    }
+
+    #[test]
+    fn the_table_shows_every_stage_and_slo_verdicts() {
+        let t = stage_table(&run(1));
+        assert!(t.contains("stage-1") && t.contains("stage-2"));
+        assert!(t.contains("SLO p99 <= 10 ms: met"));
+        let t = stage_table(&run(20));
+        assert!(t.contains("MISSED"));
+    }
+
+    #[test]
+    fn the_anchor_line_totals_all_stages() {
+        let line = anchor_line(&run(1));
+        assert!(line.starts_with("ANCHOR requests=800 rps="), "{line}");
+        assert!(line.ends_with("errors=0"), "{line}");
+    }
+
+    #[test]
+    fn comparison_table_and_page_show_both_runs() {
+        let a = ("before".to_string(), run(1));
+        let b = ("after".to_string(), run(2));
+        let t = compare_table(&a, &b);
+        assert!(t.contains("A = before") && t.contains("B = after"));
+        assert!(t.contains("p99 ms"));
+        let page = html(&[a, b]);
+        assert!(page.contains("before vs after"));
+        assert_eq!(page.matches("<svg").count(), 3);
+        assert!(!page.contains("<script"));
+    }
+}
