@@ -34,7 +34,7 @@ pub enum Command {
     /// Rewrite stack files in the canonical format (--check: only list what would change).
     Fmt(fmt::Args),
     /// Run an open-loop load test against a TF Serving REST or gRPC endpoint (like wrk or oha).
-    Loadtest(loadtest::Args),
+    Loadtest(Box<loadtest::Args>),
 }
 
 pub fn main() -> ExitCode {
@@ -43,7 +43,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Fmt(args) => fmt::run(args),
-        Command::Loadtest(args) => loadtest::run(args),
+        Command::Loadtest(args) => loadtest::run(*args),
     };
     match result {
         Ok(code) => code,

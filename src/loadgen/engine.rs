@@ -43,6 +43,9 @@ pub struct Ctx {
     pub room: Notify,
     pub waiting_for_room: Cell<bool>,
     pub timeout: Duration,
+    /// Connections that finished their first connection attempt (see `wait_ready`).
+    pub ready: Cell<usize>,
+    pub ready_notify: Notify,
 }
 
 impl Ctx {
@@ -59,6 +62,28 @@ impl Ctx {
             room: Notify::new(),
             waiting_for_room: Cell::new(false),
             timeout,
+            ready: Cell::new(0),
+            ready_notify: Notify::new(),
+        }
+    }
+
+    /// A connection task made its first connection attempt.
+    pub fn connected(&self) {
+        self.ready.set(self.ready.get() + 1);
+        self.ready_notify.notify_one();
+    }
+
+    /// Waits until `n` connection tasks have tried to connect, so the schedule does not
+    /// start while connections are still being opened (which would show up as lag).
+    pub async fn wait_ready(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while self.ready.get() < n {
+            if tokio::time::timeout_at(deadline, self.ready_notify.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
     }
 
@@ -67,7 +92,8 @@ impl Ctx {
         let mut s = self.state.borrow_mut();
         s.in_flight += 1;
         if job.stage != WARMUP {
-            s.recs[job.stage as usize].record_lag(job.released.saturating_duration_since(job.intended));
+            s.recs[job.stage as usize]
+                .record_lag(job.released.saturating_duration_since(job.intended));
         }
     }
 
@@ -146,7 +172,16 @@ struct Ticker<'a> {
 
 impl Ticker<'_> {
     #[allow(clippy::too_many_arguments)]
-    fn tick(&mut self, ctx: &Ctx, now: Instant, name: &str, index: usize, stages: usize, start: Instant, duration: Duration) {
+    fn tick(
+        &mut self,
+        ctx: &Ctx,
+        now: Instant,
+        name: &str,
+        index: usize,
+        stages: usize,
+        start: Instant,
+        duration: Duration,
+    ) {
         let Some(f) = self.progress else { return };
         if now < self.next {
             return;
@@ -216,7 +251,18 @@ pub async fn run(
             rate: first.rate,
             duration: plan.warmup,
         };
-        run_stage(ctx, sink, plan, &mut timer, &mut ticker, &warm, WARMUP, start, n).await;
+        run_stage(
+            ctx,
+            sink,
+            plan,
+            &mut timer,
+            &mut ticker,
+            &warm,
+            WARMUP,
+            start,
+            n,
+        )
+        .await;
         start += plan.warmup;
     }
     for (i, stage) in plan.stages.iter().enumerate() {
@@ -227,7 +273,18 @@ pub async fn run(
             start = now;
         }
         ctx.state.borrow_mut().recs[i].begin(start);
-        run_stage(ctx, sink, plan, &mut timer, &mut ticker, stage, i as u32, start, n).await;
+        run_stage(
+            ctx,
+            sink,
+            plan,
+            &mut timer,
+            &mut ticker,
+            stage,
+            i as u32,
+            start,
+            n,
+        )
+        .await;
         start += stage.duration;
     }
     {
@@ -254,7 +311,11 @@ async fn run_stage(
     stages: usize,
 ) {
     let end = start + stage.duration;
-    let idx = if index == WARMUP { usize::MAX } else { index as usize };
+    let idx = if index == WARMUP {
+        usize::MAX
+    } else {
+        index as usize
+    };
     match stage.rate {
         Rate::Max => {
             ctx.state.borrow_mut().closed = Some(index);
@@ -314,5 +375,13 @@ async fn run_stage(
         }
     }
     ticker.next = Instant::now();
-    ticker.tick(ctx, Instant::now(), &stage.name, idx, stages, start, stage.duration);
+    ticker.tick(
+        ctx,
+        Instant::now(),
+        &stage.name,
+        idx,
+        stages,
+        start,
+        stage.duration,
+    );
 }

@@ -80,8 +80,7 @@ pub fn parse_reply(buf: &[u8], eof: bool) -> Result<Option<Reply>, ErrorKind> {
     let rest = &buf[head_len..];
     let body_ok = |body: &[u8]| {
         status == 200
-            && (find(body, b"\"predictions\"").is_some()
-                || find(body, b"\"outputs\"").is_some())
+            && (find(body, b"\"predictions\"").is_some() || find(body, b"\"outputs\"").is_some())
     };
     match framing {
         Framing::Length(n) => {
@@ -207,12 +206,14 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, E
 /// One keep-alive connection: takes released requests (or, in a closed-loop stage, makes its
 /// own), sends them one at a time, and records each outcome. Reconnects after an error.
 pub async fn worker(ctx: Rc<Ctx>, addr: SocketAddr, requests: Rc<[Vec<u8>]>, first: usize) {
-    let mut conn: Option<TcpStream> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut i = first;
     let timeout = ctx.timeout;
     let sleep = tokio::time::sleep(timeout);
     tokio::pin!(sleep);
+    // Connect before the schedule starts (the run waits for every connection's attempt).
+    let mut conn = connect(addr, timeout).await.ok();
+    ctx.connected();
     while let Some(job) = ctx.next_job().await {
         let req = &requests[i % requests.len()];
         i = i.wrapping_add(1);
@@ -289,7 +290,8 @@ mod tests {
 
     #[test]
     fn statuses_close_and_garbage_are_told_apart() {
-        let r = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let r =
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         let got = parse_reply(r, false).unwrap().unwrap();
         assert_eq!((got.status, got.keep_alive), (503, false));
         assert_eq!(

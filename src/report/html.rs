@@ -363,7 +363,14 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
                 .join(" vs ")
         )
     } else if let Some((l, r)) = runs.first() {
-        format!("benchstack loadtest: {} ({} {})", l, r.protocol, r.target)
+        if *l == r.target {
+            format!(
+                "benchstack loadtest: {} {} ({})",
+                r.protocol, r.target, r.model
+            )
+        } else {
+            format!("benchstack loadtest: {l} ({} {})", r.protocol, r.target)
+        }
     } else {
         "benchstack loadtest".to_string()
     };
@@ -522,7 +529,11 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
         if errs.iter().any(|p| p.1 > 0.0) {
             thr_series.push(Series {
                 label: format!("{prefix}errors per second"),
-                color: if multi { color.into() } else { "#dc2626".into() },
+                color: if multi {
+                    color.into()
+                } else {
+                    "#dc2626".into()
+                },
                 dash: true,
                 points: errs,
             });

@@ -64,12 +64,15 @@ pub fn stage_table(r: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} {} model={} connections={} arrival={:?}{}",
+        "{} {} model={} connections={} arrival={}{}",
         r.protocol,
         r.target,
         r.model,
         r.connections,
-        r.arrival,
+        match r.arrival {
+            crate::loadgen::spec::Arrival::Constant => "constant",
+            crate::loadgen::spec::Arrival::Poisson => "poisson",
+        },
         if r.workers > 1 {
             format!(" workers={}", r.workers)
         } else {
@@ -78,8 +81,8 @@ pub fn stage_table(r: &RunReport) -> String {
     );
     let mut rows = vec![
         [
-            "stage", "rate", "achieved", "requests", "errors", "p50", "p90", "p99", "p99.9",
-            "max", "mean", "svc p99", "lag p99",
+            "stage", "rate", "achieved", "requests", "errors", "p50", "p90", "p99", "p99.9", "max",
+            "mean", "svc p99", "lag p99",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -167,7 +170,10 @@ pub fn stage_table(r: &RunReport) -> String {
         }
         match c.rate {
             Some(rate) => {
-                let _ = writeln!(out, "capacity: {rate:.1} req/s (the highest probed rate whose SLOs held)");
+                let _ = writeln!(
+                    out,
+                    "capacity: {rate:.1} req/s (the highest probed rate whose SLOs held)"
+                );
             }
             None => {
                 let _ = writeln!(out, "capacity: none (no probed rate held its SLOs)");
@@ -183,7 +189,11 @@ pub fn anchor_line(r: &RunReport) -> String {
     let errors: u64 = r.stages.iter().map(|s| s.errors_total).sum();
     let secs: f64 = r.stages.iter().map(|s| s.duration_s).sum();
     let rps = if secs > 0.0 {
-        r.stages.iter().map(|s| s.achieved_rate * s.duration_s).sum::<f64>() / secs
+        r.stages
+            .iter()
+            .map(|s| s.achieved_rate * s.duration_s)
+            .sum::<f64>()
+            / secs
     } else {
         0.0
     };
@@ -194,7 +204,9 @@ pub fn anchor_line(r: &RunReport) -> String {
         ),
         _ => (0.0, 0.0),
     };
-    format!("ANCHOR requests={requests} rps={rps:.1} p50_ms={p50:.3} p99_ms={p99:.3} errors={errors}")
+    format!(
+        "ANCHOR requests={requests} rps={rps:.1} p50_ms={p50:.3} p99_ms={p99:.3} errors={errors}"
+    )
 }
 
 fn delta(a: f64, b: f64) -> String {
@@ -203,6 +215,9 @@ fn delta(a: f64, b: f64) -> String {
     }
     format!("{:+.1}%", (b - a) / a * 100.0)
 }
+
+/// A compared quantity: label, how to read it, whether it is a latency in ms.
+type Metric = (&'static str, fn(&StageReport) -> f64, bool);
 
 /// Two runs side by side, stage by stage (matched by position), with relative changes.
 pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String {
@@ -227,7 +242,7 @@ pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String
             (None, Some(y)) => format!("- / {}", y.name),
             (None, None) => continue,
         };
-        let metrics: [(&str, fn(&StageReport) -> f64, bool); 8] = [
+        let metrics: [Metric; 8] = [
             ("rate /s", |s| s.achieved_rate, false),
             ("requests", |s| s.requests as f64, false),
             ("errors", |s| s.errors_total as f64, false),
@@ -270,4 +285,77 @@ pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String
         (None, None) => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::environment::Environment;
+    use crate::loadgen::record::StageRecorder;
+    use crate::loadgen::spec::{Protocol, Rate, Slo, Stage};
+    use std::time::{Duration, Instant};
+
+    fn run(latency_ms: u64) -> RunReport {
+        let slos = [Slo::parse("p99=10ms").unwrap()];
+        let stages = [100.0, 200.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &rate)| {
+                let mut r = StageRecorder::new(Stage {
+                    name: format!("stage-{}", i + 1),
+                    rate: Rate::PerSecond(rate),
+                    duration: Duration::from_secs(2),
+                });
+                let t0 = Instant::now();
+                r.begin(t0);
+                for k in 0..400u64 {
+                    let t = t0 + Duration::from_millis(k * 5);
+                    r.record_sent(t, t);
+                    r.record_done(t, t, t + Duration::from_millis(latency_ms + k % 7), Ok(()));
+                }
+                r.into_report(&slos)
+            })
+            .collect();
+        RunReport {
+            target: "http://127.0.0.1:1".into(),
+            protocol: Protocol::Rest,
+            model: "m".into(),
+            stages,
+            capacity: None,
+            environment: Environment::detect(),
+            arrival: Default::default(),
+            connections: 8,
+            slos: slos.to_vec(),
+            workers: 1,
+        }
+    }
+
+    #[test]
+    fn the_table_shows_every_stage_and_slo_verdicts() {
+        let t = stage_table(&run(1));
+        assert!(t.contains("stage-1") && t.contains("stage-2"));
+        assert!(t.contains("SLO p99 <= 10 ms: met"));
+        let t = stage_table(&run(20));
+        assert!(t.contains("MISSED"));
+    }
+
+    #[test]
+    fn the_anchor_line_totals_all_stages() {
+        let line = anchor_line(&run(1));
+        assert!(line.starts_with("ANCHOR requests=800 rps="), "{line}");
+        assert!(line.ends_with("errors=0"), "{line}");
+    }
+
+    #[test]
+    fn comparison_table_and_page_show_both_runs() {
+        let a = ("before".to_string(), run(1));
+        let b = ("after".to_string(), run(2));
+        let t = compare_table(&a, &b);
+        assert!(t.contains("A = before") && t.contains("B = after"));
+        assert!(t.contains("p99 ms"));
+        let page = html(&[a, b]);
+        assert!(page.contains("before vs after"));
+        assert_eq!(page.matches("<svg").count(), 3);
+        assert!(!page.contains("<script"));
+    }
 }

@@ -3,7 +3,6 @@
 //! Include with `#[path = "support/http_target.rs"] mod http_target;`. Stops on drop.
 #![allow(dead_code)]
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -127,20 +126,23 @@ async fn handle(
     if !b.delay.is_zero() {
         tokio::time::sleep(b.delay).await;
     }
-    if b.drop_every > 0 && n % b.drop_every == 0 {
+    if b.drop_every > 0 && n.is_multiple_of(b.drop_every) {
         // hyper closes the connection without a reply when the service fails.
         return Err(Dropped);
     }
-    if b.status_503_every > 0 && n % b.status_503_every == 0 {
+    if b.status_503_every > 0 && n.is_multiple_of(b.status_503_every) {
         return Ok(Response::builder()
             .status(StatusCode::SERVICE_UNAVAILABLE)
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(b"{\"error\": \"overloaded\"}")))
+            .body(Full::new(Bytes::from_static(
+                b"{\"error\": \"overloaded\"}",
+            )))
             .unwrap());
     }
-    let _: Option<Infallible> = None;
     Ok(Response::builder()
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(b"{\"predictions\": [[0.4213]]}")))
+        .body(Full::new(Bytes::from_static(
+            b"{\"predictions\": [[0.4213]]}",
+        )))
         .unwrap())
 }
