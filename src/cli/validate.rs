@@ -11,6 +11,15 @@ pub struct Args {
     #[arg(default_value = ".")]
     pub path: PathBuf,
 
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+/// `--var` and `--var-file`, shared by every command that loads a stack (`#[command(flatten)]`).
+/// Precedence, later wins: a variable's default, `BENCHSTACK_VAR_NAME`, each `--var-file` in
+/// order, each `--var` in order (as in Terraform).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct VarArgs {
     /// Set a variable: --var NAME=VALUE (repeatable; wins over --var-file and BENCHSTACK_VAR_NAME).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = VarInputs::parse_var)]
     pub vars: Vec<(String, String)>,
@@ -20,7 +29,7 @@ pub struct Args {
     pub var_files: Vec<PathBuf>,
 }
 
-impl Args {
+impl VarArgs {
     pub fn var_inputs(&self) -> VarInputs {
         VarInputs {
             vars: self.vars.clone(),
@@ -30,7 +39,7 @@ impl Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    match stack::load(&args.path, &args.var_inputs()) {
+    match stack::load(&args.path, &args.vars.var_inputs()) {
         Ok(stack) => {
             let n = stack.resources.len();
             println!(

@@ -419,29 +419,6 @@ impl Loader {
         self.typed(cx, a, f)
     }
 
-    /// A required attribute: reports it missing at the block header.
-    fn req<T>(
-        &mut self,
-        cx: &Ctx,
-        c: &Checked,
-        block: &Block,
-        what: &str,
-        name: &str,
-        expected: &str,
-        f: impl Fn(&Value) -> Result<T, String>,
-    ) -> Option<T> {
-        if !c.attrs.contains_key(name) {
-            self.error(
-                cx.file,
-                header_range(block),
-                format!("found {what} without `{name}`, expected `{name} = {expected}`"),
-                None,
-            );
-            return None;
-        }
-        self.opt(cx, c, name, f)
-    }
-
     fn reference(&mut self, cx: &Ctx, a: &Attribute, kind: Kind) -> Option<Address> {
         let v = self.value(cx, a)?;
         match expect_ref(&v, kind, cx.decls) {
@@ -1121,15 +1098,18 @@ impl Loader {
             Some(k) => format!("{}-{k}", address.name),
             None => address.name.clone(),
         });
-        let base = self.req(
-            cx,
-            c,
-            block,
-            what,
-            "base_path",
-            "\"path/to/model\"",
-            as_string,
-        )?;
+        if !c.attrs.contains_key("base_path") {
+            self.error(
+                cx.file,
+                header_range(block),
+                format!(
+                    "found {what} without `base_path`, expected `base_path = \"path/to/model\"`"
+                ),
+                None,
+            );
+            return None;
+        }
+        let base = self.opt(cx, c, "base_path", as_string)?;
         let path = resolve(cx.scope.dir, &base);
         let a = c.attrs.get("base_path")?;
         match std::fs::metadata(&path) {

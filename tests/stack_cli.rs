@@ -1,0 +1,113 @@
+//! `benchstack validate` and `benchstack fmt` through the binary.
+
+use std::path::Path;
+use std::process::Command;
+
+fn benchstack(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_benchstack"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("benchstack runs")
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn validate_reports_success_and_the_resource_count_for_each_shipped_stack() {
+    for (stack, n) in [
+        ("stacks/local.hcl", 4),
+        ("stacks/local-sweep.hcl", 8),
+        ("stacks/gke.hcl", 5),
+    ] {
+        let out = benchstack(root(), &["validate", stack]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stack}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout.trim(),
+            format!("Success! The stack is valid: {n} resources.")
+        );
+    }
+}
+
+#[test]
+fn validate_defaults_to_the_current_directory_and_takes_vars() {
+    let dir = root().join("tests/fixtures/stacks/split");
+    let out = benchstack(&dir, &["validate", "--var", "replicas=2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = benchstack(&dir, &["validate", "--var", "replicas=0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("b_serving.hcl:12:14: replicas: found the number 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn fmt_check_lists_unformatted_files_and_fmt_rewrites_them() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let messy = "cluster \"local\" {\nprovider=\"local\"\n}\n\n\n";
+    std::fs::write(tmp.path().join("a.hcl"), messy).unwrap();
+    std::fs::write(
+        tmp.path().join("b.hcl"),
+        "model \"m\" {\n  base_path = \"x\"\n}\n",
+    )
+    .unwrap();
+
+    let out = benchstack(tmp.path(), &["fmt", "--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "./a.hcl");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("a.hcl")).unwrap(),
+        messy,
+        "--check changes nothing"
+    );
+
+    let out = benchstack(tmp.path(), &["fmt"]);
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("a.hcl")).unwrap(),
+        "cluster \"local\" {\n  provider = \"local\"\n}\n"
+    );
+    let out = benchstack(tmp.path(), &["fmt", "--check"]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn fmt_refuses_a_file_that_does_not_parse() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        tmp.path().join("bad.hcl"),
+        "serving \"tf\" {\n  replicas = \n}\n",
+    )
+    .unwrap();
+    let out = benchstack(tmp.path(), &["fmt", "bad.hcl"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.hcl:2:14: found invalid HCL syntax"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn shipped_stacks_are_formatted() {
+    let out = benchstack(root(), &["fmt", "--check", "stacks"]);
+    assert!(
+        out.status.success(),
+        "not formatted: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
