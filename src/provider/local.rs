@@ -31,6 +31,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct LocalProvider {
     state_dir: PathBuf,
+    /// The server to start instead of the PATH lookup (tests use the built benchstack).
+    server: Option<(PathBuf, Vec<String>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,7 +73,15 @@ impl LocalProvider {
     pub fn new(state_dir: &Path) -> Self {
         LocalProvider {
             state_dir: state_dir.to_path_buf(),
+            server: None,
         }
+    }
+
+    /// Starts `program ARGS… FLAGS…` as the server, instead of tensorflow_model_server on
+    /// PATH or this executable's `serve`.
+    pub fn with_server(mut self, program: PathBuf, args: Vec<String>) -> Self {
+        self.server = Some((program, args));
+        self
     }
 
     fn serving_models(
@@ -128,7 +138,10 @@ impl LocalProvider {
         };
         let flags =
             manifest::flag_list(s, &paths).map_err(|e| ProviderError::Failed(e.to_string()))?;
-        let (program, pre_args) = server_binary()?;
+        let (program, pre_args) = match &self.server {
+            Some(s) => s.clone(),
+            None => server_binary()?,
+        };
         let model_names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
 
         // A port chosen free can be taken before the server binds it: try again with new ones.

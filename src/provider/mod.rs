@@ -174,3 +174,41 @@ pub fn slug(a: &Address) -> PathBuf {
     }
     PathBuf::from(s)
 }
+
+/// Refresh and recovery for the planner, through the providers (read-only).
+pub struct Observer<'a> {
+    pub providers: &'a Providers,
+    pub state_dir: &'a Path,
+}
+
+impl Observer<'_> {
+    fn with_ctx<T>(&self, f: impl FnOnce(&Context) -> T) -> T {
+        let cancel = AtomicBool::new(false);
+        let note = |_v: serde_json::Value| Ok(());
+        let progress = |_m: String| {};
+        f(&Context {
+            state_dir: self.state_dir,
+            note: &note,
+            progress: &progress,
+            cancel: &cancel,
+        })
+    }
+}
+
+impl crate::plan::Observe for Observer<'_> {
+    fn read(&self, prior: &ResourceState) -> Result<Observation, String> {
+        let p = self
+            .providers
+            .get(&prior.provider)
+            .map_err(|e| e.to_string())?;
+        self.with_ctx(|ctx| p.read(ctx, prior))
+            .map_err(|e| e.to_string())
+    }
+
+    fn recover(&self, intent: &Intent, prior: Option<&ResourceState>) -> Option<serde_json::Value> {
+        let p = self.providers.get(&intent.provider).ok()?;
+        self.with_ctx(|ctx| p.recover(ctx, intent, prior, false))
+            .ok()
+            .flatten()
+    }
+}
