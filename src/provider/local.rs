@@ -374,7 +374,7 @@ impl Provider for LocalProvider {
         for (i, (grpc, rest)) in data.ports.iter().enumerate() {
             let flag = format!("--rest_api_port={rest}");
             let found = pids.iter().copied().find(|pid| {
-                procinfo::cmdline(*pid).is_some_and(|args| args.iter().any(|a| *a == flag))
+                procinfo::cmdline(*pid).is_some_and(|args| args.contains(&flag))
             });
             match found {
                 Some(pid) if models_available(*rest, &data.models, Duration::from_secs(2)) => {

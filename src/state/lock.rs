@@ -64,7 +64,7 @@ pub enum LockError {
     #[error(
         "the state in {dir} is locked by {holder}\n  wait for it to finish, or if it is gone run `benchstack state unlock --force`"
     )]
-    Held { dir: PathBuf, holder: LockInfo },
+    Held { dir: PathBuf, holder: Box<LockInfo> },
     #[error("cannot lock the state in {dir}: {source}")]
     Io {
         dir: PathBuf,
@@ -120,7 +120,7 @@ impl Lock {
                     }
                     return Err(LockError::Held {
                         dir: dir.to_path_buf(),
-                        holder,
+                        holder: Box::new(holder),
                     });
                 }
                 Err(e) => return Err(io(e)),
@@ -129,7 +129,7 @@ impl Lock {
         match read(&path)? {
             Some(holder) => Err(LockError::Held {
                 dir: dir.to_path_buf(),
-                holder,
+                holder: Box::new(holder),
             }),
             None => Err(io(std::io::Error::other("the lock file keeps changing"))),
         }
@@ -212,7 +212,7 @@ pub fn unlock(dir: &Path, force: bool) -> Result<Unlocked, LockError> {
     } else {
         Err(LockError::Held {
             dir: dir.to_path_buf(),
-            holder,
+            holder: Box::new(holder),
         })
     }
 }
