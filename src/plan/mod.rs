@@ -464,7 +464,7 @@ pub fn make(
             planned.insert(a.clone(), (action, fp.clone()));
             let before = prior.map(|p| p.config.clone());
             let attributes = match (&before, action) {
-                (_, Action::Delete) => vec![],
+                (_, Action::Delete | Action::NoOp) => vec![],
                 (Some(b), _) => attribute_diffs(&config_json(b), &config_json(&r.config)),
                 (None, _) => attribute_diffs(&Value::Null, &config_json(&r.config)),
             };
