@@ -373,9 +373,10 @@ impl Provider for LocalProvider {
         let mut replicas = Vec::new();
         for (i, (grpc, rest)) in data.ports.iter().enumerate() {
             let flag = format!("--rest_api_port={rest}");
-            let found = pids.iter().copied().find(|pid| {
-                procinfo::cmdline(*pid).is_some_and(|args| args.contains(&flag))
-            });
+            let found = pids
+                .iter()
+                .copied()
+                .find(|pid| procinfo::cmdline(*pid).is_some_and(|args| args.contains(&flag)));
             match found {
                 Some(pid) if models_available(*rest, &data.models, Duration::from_secs(2)) => {
                     replicas.push(Replica {
