@@ -342,11 +342,14 @@ impl Store {
         self.scan("hist/")
     }
 
-    /// Replaces the stored outputs.
+    /// Replaces the stored outputs (no write, and no new serial, when they are unchanged).
     pub fn set_outputs(
         &self,
         outputs: &BTreeMap<String, serde_json::Value>,
     ) -> Result<u64, StateError> {
+        if &self.outputs()? == outputs {
+            return Ok(self.meta()?.serial);
+        }
         let old: Vec<sled::IVec> = self
             .db
             .scan_prefix(b"output/")
