@@ -472,11 +472,32 @@ fn a_full_batch_queue_is_refused_with_503_and_unavailable() {
 }
 
 #[test]
-fn sigterm_finishes_and_exits_zero() {
-    let mut server = ServeProcess::start_model(&[]);
-    let (status, _) = http("GET", server.rest_port, "/v1/models/regression", "");
-    assert_eq!(status, 200);
+fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lone row waits out a 700 ms batch timeout: it is in flight when SIGTERM arrives.
+    let params = write_file(
+        &dir,
+        "b.txt",
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 700000 }\n",
+    );
+    let mut server =
+        ServeProcess::start_model(&["--enable_batching", "--batching_parameters_file", &params]);
+    let port = server.rest_port;
+    let row = expected().0[0].clone();
+    let in_flight = std::thread::spawn(move || {
+        http(
+            "POST",
+            port,
+            "/v1/models/regression:predict",
+            &json!({"instances": [row]}).to_string(),
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(server.terminate(), Some(0));
+    let (status, body) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "the in-flight request was cut off: {body}");
+    // And it no longer accepts.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
 #[test]
@@ -587,5 +608,60 @@ fn a_version_without_onnx_is_a_clear_error() {
     assert!(
         err.contains("m/3/model.onnx") && err.contains("ONNX export"),
         "{err}"
+    );
+}
+
+#[test]
+fn large_batch_splitting_runs_a_big_request_in_several_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = write_file(
+        &dir,
+        "batching_parameters.txt",
+        "max_batch_size { value: 4 }\nbatch_timeout_micros { value: 0 }\nmax_enqueued_batches { value: 10 }\nnum_batch_threads { value: 2 }\nenable_large_batch_splitting { value: true }\n",
+    );
+    let server =
+        ServeProcess::start_model(&["--enable_batching", "--batching_parameters_file", &params]);
+    let (instances, want) = expected();
+    let rows: Vec<Vec<f32>> = (0..10)
+        .map(|i| instances[i % instances.len()].clone())
+        .collect();
+    let wanted: Vec<f32> = (0..10).map(|i| want[i % want.len()]).collect();
+    let (status, body) = http(
+        "POST",
+        server.rest_port,
+        "/v1/models/regression:predict",
+        &json!({"instances": rows}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_close(
+        &predictions(&serde_json::from_str(&body).unwrap(), "predictions"),
+        &wanted,
+    );
+    let (_, text) = http(
+        "GET",
+        server.rest_port,
+        "/monitoring/prometheus/metrics",
+        "",
+    );
+    assert_eq!(
+        metric(&text, "benchstack_serve_batches_total"),
+        3,
+        "10 rows split into 4 + 4 + 2\n{text}"
+    );
+
+    // Without splitting, a task larger than max_batch_size is refused.
+    let plain = write_file(&dir, "plain.txt", "max_batch_size { value: 4 }\n");
+    let server =
+        ServeProcess::start_model(&["--enable_batching", "--batching_parameters_file", &plain]);
+    let (status, body) = http(
+        "POST",
+        server.rest_port,
+        "/v1/models/regression:predict",
+        &json!({"instances": rows}).to_string(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("larger than maximum input batch size 4"),
+        "{body}"
     );
 }

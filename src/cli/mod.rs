@@ -12,6 +12,9 @@ pub mod plan;
 pub mod results;
 pub mod serve;
 pub mod state;
+pub mod fmt;
+pub mod loadtest;
+pub mod validate;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +47,12 @@ pub enum Command {
     Results(results::Args),
     /// Inspect and repair the state.
     State(state::Args),
+    /// Check a stack: syntax, types, ranges, references and cycles, with every problem located.
+    Validate(validate::Args),
+    /// Rewrite stack files in the canonical format (--check: only list what would change).
+    Fmt(fmt::Args),
+    /// Run an open-loop load test against a TF Serving REST or gRPC endpoint (like wrk or oha).
+    Loadtest(loadtest::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -56,6 +65,9 @@ pub fn main() -> ExitCode {
         Command::Output(args) => output::run(&cli.state, args),
         Command::Results(args) => results::run(&cli.state, args),
         Command::State(args) => state::run(&cli.state, args),
+        Command::Validate(args) => validate::run(args),
+        Command::Fmt(args) => fmt::run(args),
+        Command::Loadtest(args) => loadtest::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,459 @@
 //! The open-loop load generator: arrival schedules, REST and gRPC clients, latency recording,
 //! stages, capacity search and distributed workers.
+//!
+//! Open loop: intended send times come from the schedule alone; latency is measured from the
+//! intended send time (no coordinated omission), and the report also carries the service time
+//! (from the actual send) and how late the generator itself released requests.
 
+pub mod engine;
+pub mod grpc;
+pub mod http1;
+pub mod record;
+pub mod request;
+pub mod result;
+pub mod schedule;
 pub mod spec;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::Duration;
+
+pub use result::{
+    Capacity, LagSummary, Percentiles, Probe, RunReport, SloVerdict, StageReport, TimelinePoint,
+    merge,
+};
+
+use engine::{Ctx, Job, RunPlan, Sink};
+use spec::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
+
+/// Everything a run needs. `LoadSpec::new` fills in sensible defaults for the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadSpec {
+    /// Base URLs, e.g. `http://127.0.0.1:8501` or `grpc://127.0.0.1:8500`; with several
+    /// (serving replicas) connections are spread across them.
+    pub targets: Vec<String>,
+    pub protocol: Protocol,
+    pub model: String,
+    pub signature: Option<String>,
+    pub request: RequestSource,
+    pub stages: Vec<Stage>,
+    /// Sent at the first stage's rate before the stages, not recorded.
+    pub warmup: Duration,
+    pub arrival: Arrival,
+    pub seed: u64,
+    /// REST keep-alive connections, or gRPC HTTP/2 connections.
+    pub connections: u32,
+    /// At most this many requests outstanding; the schedule waits (and the report says the
+    /// generator was the bottleneck) when it is reached. For gRPC `max` stages it is the
+    /// number of concurrent closed-loop streams (default: `connections`).
+    pub max_in_flight: Option<usize>,
+    /// Per request (and per connection attempt).
+    pub timeout: Duration,
+    pub slos: Vec<Slo>,
+}
+
+impl LoadSpec {
+    pub fn new(
+        targets: Vec<String>,
+        protocol: Protocol,
+        model: impl Into<String>,
+        request: RequestSource,
+        stages: Vec<Stage>,
+    ) -> Self {
+        LoadSpec {
+            targets,
+            protocol,
+            model: model.into(),
+            signature: None,
+            request,
+            stages,
+            warmup: Duration::ZERO,
+            arrival: Arrival::Constant,
+            seed: 1,
+            connections: 64,
+            max_in_flight: None,
+            timeout: Duration::from_secs(10),
+            slos: Vec::new(),
+        }
+    }
+}
+
+/// A snapshot for a live progress line (called about four times a second).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub stage: String,
+    pub stage_index: usize,
+    pub stages: usize,
+    pub warmup: bool,
+    pub elapsed: Duration,
+    pub duration: Duration,
+    pub requests: u64,
+    pub achieved_rate: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    pub in_flight: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the request {0}")]
+    Request(#[from] request::RequestError),
+    #[error("bad target {0}")]
+    Target(String),
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("cannot read the model's signature over gRPC: {0}")]
+    Metadata(String),
+    #[error("cannot start the load generator's runtime: {0}")]
+    Runtime(String),
+    #[error("histogram: {0}")]
+    Histogram(String),
+    #[error("cannot merge reports: {0}")]
+    Merge(String),
+}
+
+fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
+    if spec.targets.is_empty() {
+        return Err(LoadError::Invalid("no target given".into()));
+    }
+    if spec.stages.is_empty() {
+        return Err(LoadError::Invalid(
+            "no stages: give a rate and duration, or at least one stage".into(),
+        ));
+    }
+    if spec.connections == 0 {
+        return Err(LoadError::Invalid(
+            "connections must be at least 1".into(),
+        ));
+    }
+    if spec.max_in_flight == Some(0) {
+        return Err(LoadError::Invalid("max in flight must be at least 1".into()));
+    }
+    if spec.timeout.is_zero() {
+        return Err(LoadError::Invalid("the timeout must be greater than 0".into()));
+    }
+    for s in &spec.stages {
+        if let Rate::PerSecond(r) = s.rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(LoadError::Invalid(format!(
+                "stage `{}`: the rate must be greater than 0, found {r}",
+                s.name
+            )));
+        }
+        if s.duration.is_zero() {
+            return Err(LoadError::Invalid(format!(
+                "stage `{}`: the duration must be greater than 0",
+                s.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A REST target: the address to dial and the Host header.
+fn rest_target(target: &str) -> Result<(SocketAddr, String), LoadError> {
+    let rest = target.strip_prefix("http://").ok_or_else(|| {
+        LoadError::Target(format!(
+            "`{target}`: expected http://HOST:PORT for REST (https is not supported)"
+        ))
+    })?;
+    let hostport = rest.trim_end_matches('/');
+    if hostport.is_empty() || hostport.contains('/') {
+        return Err(LoadError::Target(format!(
+            "`{target}`: expected http://HOST:PORT (the predict path is added from --model)"
+        )));
+    }
+    let with_port = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| LoadError::Target(format!("`{target}`: {e}")))?
+        .next()
+        .ok_or_else(|| LoadError::Target(format!("`{target}`: the host has no address")))?;
+    Ok((addr, hostport.to_string()))
+}
+
+struct QueueSink(Rc<Ctx>);
+
+impl Sink for QueueSink {
+    fn dispatch(&self, job: Job) {
+        self.0.enqueue(job);
+    }
+}
+
+/// Runs the stages against the targets and returns the report. Blocking: it builds its own
+/// single-threaded runtime, so it is callable from synchronous code (not from inside a
+/// tokio runtime's async context).
+pub fn run_blocking(
+    spec: &LoadSpec,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<RunReport, LoadError> {
+    validate(spec)?;
+    let bodies = request::json_bodies(&spec.request, spec.signature.as_deref(), spec.seed)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LoadError::Runtime(e.to_string()))?;
+    let local = tokio::task::LocalSet::new();
+    let ctx = Rc::new(Ctx::new(&spec.stages, spec.timeout));
+    let plan = RunPlan {
+        stages: spec.stages.clone(),
+        warmup: spec.warmup,
+        arrival: spec.arrival,
+        seed: spec.seed,
+        max_in_flight: spec.max_in_flight,
+    };
+    local.block_on(&rt, async {
+        match spec.protocol {
+            Protocol::Rest => {
+                let mut targets = Vec::new();
+                for t in &spec.targets {
+                    let (addr, host) = rest_target(t)?;
+                    // Fail fast and clearly on an unreachable target, before any schedule.
+                    http1::connect(addr, spec.timeout).await.map_err(|_| {
+                        LoadError::Connect {
+                            target: t.clone(),
+                            reason: format!(
+                                "no TCP connection to {addr} within {}",
+                                humantime::format_duration(spec.timeout)
+                            ),
+                        }
+                    })?;
+                    let reqs: Rc<[Vec<u8>]> = bodies
+                        .iter()
+                        .map(|b| request::http_request(&host, &spec.model, b))
+                        .collect();
+                    targets.push((addr, reqs));
+                }
+                for i in 0..spec.connections as usize {
+                    let (addr, reqs) = &targets[i % targets.len()];
+                    // Spread connections over the pre-built bodies.
+                    let first = i.wrapping_mul(7919);
+                    tokio::task::spawn_local(http1::worker(ctx.clone(), *addr, reqs.clone(), first));
+                }
+                let sink = QueueSink(ctx.clone());
+                engine::run(&ctx, &sink, &plan, progress).await;
+            }
+            Protocol::Grpc => {
+                let mut channels = Vec::new();
+                for i in 0..spec.connections as usize {
+                    let t = &spec.targets[i % spec.targets.len()];
+                    channels.push(grpc::connect(t, spec.timeout).await?);
+                }
+                let parsed: Vec<request::Inputs> = bodies
+                    .iter()
+                    .map(|b| request::json_to_inputs(b))
+                    .collect::<Result<_, _>>()?;
+                let name = if parsed.iter().any(request::Inputs::needs_name) {
+                    grpc::input_name(channels[0].clone(), &spec.model, spec.signature.as_deref())
+                        .await?
+                } else {
+                    None
+                };
+                let reqs = parsed
+                    .iter()
+                    .map(|inp| {
+                        request::predict_request(
+                            inp,
+                            &spec.model,
+                            spec.signature.as_deref(),
+                            name.as_deref(),
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let pool = grpc::GrpcPool::new(ctx.clone(), channels, reqs);
+                if spec.stages.iter().any(|s| s.rate == Rate::Max) {
+                    let slots = spec.max_in_flight.unwrap_or(spec.connections as usize);
+                    for _ in 0..slots {
+                        tokio::task::spawn_local(pool.clone().closed_loop());
+                    }
+                }
+                let sink = grpc::GrpcSink(pool);
+                engine::run(&ctx, &sink, &plan, progress).await;
+            }
+        }
+        Ok::<(), LoadError>(())
+    })?;
+    // Stop the connection tasks before the runtime goes away.
+    drop(local);
+    let recs = std::mem::take(&mut ctx.state.borrow_mut().recs);
+    let stages = recs
+        .into_iter()
+        .map(|r| r.into_report(&spec.slos))
+        .collect();
+    Ok(RunReport {
+        target: spec.targets.join(","),
+        protocol: spec.protocol,
+        model: spec.model.clone(),
+        stages,
+        capacity: None,
+        environment: crate::environment::Environment::detect(),
+        arrival: spec.arrival,
+        connections: spec.connections,
+        slos: spec.slos.clone(),
+        workers: 1,
+    })
+}
+
+/// How `find_capacity` searches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacitySearch {
+    /// The first probe's rate.
+    pub start_rate: f64,
+    /// How long each probe runs.
+    pub probe_duration: Duration,
+    /// Stop bisecting when the bracket is narrower than this fraction of its upper end.
+    pub precision: f64,
+    /// Never probe above this rate.
+    pub max_rate: f64,
+    pub max_probes: usize,
+}
+
+impl Default for CapacitySearch {
+    fn default() -> Self {
+        CapacitySearch {
+            start_rate: 100.0,
+            probe_duration: Duration::from_secs(10),
+            precision: 0.05,
+            max_rate: 1_000_000.0,
+            max_probes: 20,
+        }
+    }
+}
+
+/// Why a probe did not hold, or `None` when it did: every SLO met, at most 1% errors, and
+/// the offered rate actually sent (within 1%).
+pub fn probe_failure(stage: &StageReport, rate: f64) -> Option<String> {
+    let mut why = Vec::new();
+    for v in stage.slos.iter().filter(|v| !v.met) {
+        why.push(format!(
+            "{} {:.2} ms > {} ms",
+            v.slo, v.observed_ms, v.limit_ms
+        ));
+    }
+    if stage.requests == 0 {
+        why.push("no request completed".into());
+    } else if stage.errors_total as f64 > 0.01 * stage.requests as f64 {
+        why.push(format!(
+            "{} of {} requests failed",
+            stage.errors_total, stage.requests
+        ));
+    }
+    if stage.achieved_rate < 0.99 * rate {
+        why.push(format!(
+            "only {:.1} req/s sent of {rate}",
+            stage.achieved_rate
+        ));
+    }
+    if let Some(b) = &stage.bottleneck {
+        why.push(b.clone());
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// The highest rate whose SLOs hold: doubles the rate from `start_rate` until a probe
+/// fails (or halves it until one passes), then bisects, as MLPerf's LoadGen does. Every
+/// probe is a stage of the returned report and is listed in `capacity.probes`.
+pub fn find_capacity(
+    spec: &LoadSpec,
+    search: &CapacitySearch,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<RunReport, LoadError> {
+    if spec.slos.is_empty() {
+        return Err(LoadError::Invalid(
+            "a capacity search needs at least one SLO (e.g. p99=50ms)".into(),
+        ));
+    }
+    if !(search.start_rate.is_finite() && search.start_rate > 0.0) {
+        return Err(LoadError::Invalid(
+            "the capacity search's start rate must be greater than 0".into(),
+        ));
+    }
+    let mut stages = Vec::new();
+    let mut probes = Vec::new();
+    let mut first: Option<RunReport> = None;
+    let mut probe = |rate: f64, stages: &mut Vec<StageReport>| -> Result<bool, LoadError> {
+        let n = stages.len();
+        let mut s = spec.clone();
+        s.stages = vec![Stage {
+            name: format!("probe-{} @{}", n + 1, fmt_rate(rate)),
+            rate: Rate::PerSecond(rate),
+            duration: search.probe_duration,
+        }];
+        // Warm up once, before the first probe.
+        if n > 0 {
+            s.warmup = Duration::ZERO;
+        }
+        let report = run_blocking(&s, progress)?;
+        let stage = report.stages[0].clone();
+        let failure = probe_failure(&stage, rate);
+        probes.push(Probe {
+            stage: n,
+            rate,
+            passed: failure.is_none(),
+            reason: failure.clone().unwrap_or_default(),
+        });
+        stages.push(stage);
+        if first.is_none() {
+            first = Some(report);
+        }
+        // Let the server drain queues left by a failed probe before the next one.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(failure.is_none())
+    };
+    let mut lo: Option<f64> = None;
+    let mut hi: Option<f64> = None;
+    let mut rate = search.start_rate;
+    let mut count = 0;
+    // Grow (or shrink) until the rate is bracketed.
+    while count < search.max_probes {
+        count += 1;
+        if probe(rate, &mut stages)? {
+            lo = Some(rate);
+            if hi.is_some() || rate * 2.0 > search.max_rate {
+                break;
+            }
+            rate *= 2.0;
+        } else {
+            hi = Some(rate);
+            if lo.is_some() {
+                break;
+            }
+            rate /= 2.0;
+            if rate < 1.0 {
+                break;
+            }
+        }
+    }
+    // Bisect.
+    while let (Some(l), Some(h)) = (lo, hi) {
+        if count >= search.max_probes || (h - l) / h <= search.precision {
+            break;
+        }
+        count += 1;
+        let mid = ((l + h) / 2.0).round().max(1.0);
+        if probe(mid, &mut stages)? {
+            lo = Some(mid);
+        } else {
+            hi = Some(mid);
+        }
+    }
+    let mut report = first.ok_or_else(|| LoadError::Invalid("no probe ran".into()))?;
+    report.stages = stages;
+    report.capacity = Some(Capacity { rate: lo, probes });
+    Ok(report)
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r.fract() == 0.0 {
+        format!("{r:.0}")
+    } else {
+        format!("{r:.1}")
+    }
+}

@@ -1,1 +1,273 @@
-//! See DESIGN.md (module map).
+//! Reports of load-test runs: the terminal table, the `ANCHOR` line for the anchors harness,
+//! run-to-run comparison, and a self-contained HTML page with charts.
+
+pub mod html;
+
+use std::fmt::Write as _;
+
+use crate::loadgen::{RunReport, StageReport};
+
+pub use html::html;
+
+fn rate_label(s: &StageReport) -> String {
+    match s.target_rate {
+        Some(r) if r.fract() == 0.0 => format!("{r:.0}/s"),
+        Some(r) => format!("{r:.1}/s"),
+        None => "max".into(),
+    }
+}
+
+fn f(ms: f64) -> String {
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else if ms >= 10.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.2}")
+    }
+}
+
+fn pad_table(rows: &[Vec<String>], right: &[bool]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let w = widths[c];
+            if c > 0 {
+                line.push_str("  ");
+            }
+            if right.get(c).copied().unwrap_or(true) {
+                let _ = write!(line, "{cell:>w$}");
+            } else {
+                let _ = write!(line, "{cell:<w$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The terminal table: one row per stage (latencies in ms, from the intended send time),
+/// then SLO verdicts, errors by kind, bottleneck warnings and the capacity result.
+pub fn stage_table(r: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} model={} connections={} arrival={:?}{}",
+        r.protocol,
+        r.target,
+        r.model,
+        r.connections,
+        r.arrival,
+        if r.workers > 1 {
+            format!(" workers={}", r.workers)
+        } else {
+            String::new()
+        }
+    );
+    let mut rows = vec![
+        [
+            "stage", "rate", "achieved", "requests", "errors", "p50", "p90", "p99", "p99.9",
+            "max", "mean", "svc p99", "lag p99",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+    ];
+    for s in &r.stages {
+        rows.push(vec![
+            s.name.clone(),
+            rate_label(s),
+            format!("{:.1}/s", s.achieved_rate),
+            s.requests.to_string(),
+            s.errors_total.to_string(),
+            f(s.latency_ms.p50),
+            f(s.latency_ms.p90),
+            f(s.latency_ms.p99),
+            f(s.latency_ms.p999),
+            f(s.latency_ms.max),
+            f(s.latency_ms.mean),
+            f(s.service_time_ms.p99),
+            f(s.generator_lag_ms.p99),
+        ]);
+    }
+    let mut right = vec![true; 13];
+    right[0] = false;
+    out.push_str(&pad_table(&rows, &right));
+    out.push_str("latencies in ms from the intended send time; svc = from the actual send; lag = generator lateness\n");
+    for s in &r.stages {
+        if s.closed_loop {
+            let _ = writeln!(
+                out,
+                "{}: closed loop (--rate max): each connection sends when its reply arrives; latency = service time",
+                s.name
+            );
+        }
+        for v in &s.slos {
+            let _ = writeln!(
+                out,
+                "{}: SLO {} <= {} ms: {} ({} ms)",
+                s.name,
+                v.slo,
+                v.limit_ms,
+                if v.met { "met" } else { "MISSED" },
+                if v.observed_ms < 0.0 {
+                    "no data".to_string()
+                } else {
+                    f(v.observed_ms)
+                }
+            );
+        }
+        if !s.errors.is_empty() {
+            let kinds: Vec<String> = s.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            let _ = writeln!(out, "{}: errors {}", s.name, kinds.join(" "));
+        }
+        if let Some(b) = &s.bottleneck {
+            let _ = writeln!(
+                out,
+                "{}: WARNING the load generator was the bottleneck: {b}",
+                s.name
+            );
+        }
+        if s.queue_wait_ms.p99 > 1.0 && !s.closed_loop {
+            let _ = writeln!(
+                out,
+                "{}: all connections were busy at times: requests waited up to {} ms for one (p99 {} ms); the wait counts in latency",
+                s.name,
+                f(s.queue_wait_ms.max),
+                f(s.queue_wait_ms.p99)
+            );
+        }
+    }
+    if let Some(c) = &r.capacity {
+        for p in &c.probes {
+            let _ = writeln!(
+                out,
+                "probe {:>2}: {:>10.1} req/s  {}{}",
+                p.stage + 1,
+                p.rate,
+                if p.passed { "held" } else { "failed" },
+                if p.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", p.reason)
+                }
+            );
+        }
+        match c.rate {
+            Some(rate) => {
+                let _ = writeln!(out, "capacity: {rate:.1} req/s (the highest probed rate whose SLOs held)");
+            }
+            None => {
+                let _ = writeln!(out, "capacity: none (no probed rate held its SLOs)");
+            }
+        }
+    }
+    out
+}
+
+/// The line `../shared/bench/anchors/run.sh` reads: totals over all stages.
+pub fn anchor_line(r: &RunReport) -> String {
+    let requests: u64 = r.stages.iter().map(|s| s.requests).sum();
+    let errors: u64 = r.stages.iter().map(|s| s.errors_total).sum();
+    let secs: f64 = r.stages.iter().map(|s| s.duration_s).sum();
+    let rps = if secs > 0.0 {
+        r.stages.iter().map(|s| s.achieved_rate * s.duration_s).sum::<f64>() / secs
+    } else {
+        0.0
+    };
+    let (p50, p99) = match r.total_latency() {
+        Ok(h) if !h.is_empty() => (
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+        ),
+        _ => (0.0, 0.0),
+    };
+    format!("ANCHOR requests={requests} rps={rps:.1} p50_ms={p50:.3} p99_ms={p99:.3} errors={errors}")
+}
+
+fn delta(a: f64, b: f64) -> String {
+    if a == 0.0 {
+        return "-".into();
+    }
+    format!("{:+.1}%", (b - a) / a * 100.0)
+}
+
+/// Two runs side by side, stage by stage (matched by position), with relative changes.
+pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String {
+    let (la, ra) = a;
+    let (lb, rb) = b;
+    let mut out = String::new();
+    let _ = writeln!(out, "A = {la}: {} {} {}", ra.protocol, ra.target, ra.model);
+    let _ = writeln!(out, "B = {lb}: {} {} {}", rb.protocol, rb.target, rb.model);
+    let mut rows = vec![
+        ["stage", "metric", "A", "B", "change"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    ];
+    let n = ra.stages.len().max(rb.stages.len());
+    for i in 0..n {
+        let (sa, sb) = (ra.stages.get(i), rb.stages.get(i));
+        let name = match (sa, sb) {
+            (Some(x), Some(y)) if x.name == y.name => x.name.clone(),
+            (Some(x), Some(y)) => format!("{} / {}", x.name, y.name),
+            (Some(x), None) => format!("{} / -", x.name),
+            (None, Some(y)) => format!("- / {}", y.name),
+            (None, None) => continue,
+        };
+        let metrics: [(&str, fn(&StageReport) -> f64, bool); 8] = [
+            ("rate /s", |s| s.achieved_rate, false),
+            ("requests", |s| s.requests as f64, false),
+            ("errors", |s| s.errors_total as f64, false),
+            ("p50 ms", |s| s.latency_ms.p50, true),
+            ("p90 ms", |s| s.latency_ms.p90, true),
+            ("p99 ms", |s| s.latency_ms.p99, true),
+            ("p99.9 ms", |s| s.latency_ms.p999, true),
+            ("max ms", |s| s.latency_ms.max, true),
+        ];
+        for (k, (label, get, is_ms)) in metrics.iter().enumerate() {
+            let va = sa.map(get);
+            let vb = sb.map(get);
+            let show = |v: Option<f64>| match v {
+                None => "-".to_string(),
+                Some(x) if *is_ms => f(x),
+                Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
+                Some(x) => format!("{x:.1}"),
+            };
+            rows.push(vec![
+                if k == 0 { name.clone() } else { String::new() },
+                label.to_string(),
+                show(va),
+                show(vb),
+                match (va, vb) {
+                    (Some(x), Some(y)) => delta(x, y),
+                    _ => "-".into(),
+                },
+            ]);
+        }
+    }
+    out.push_str(&pad_table(&rows, &[false, false, true, true, true]));
+    match (&ra.capacity, &rb.capacity) {
+        (Some(ca), Some(cb)) => {
+            let show = |c: Option<f64>| c.map(|r| format!("{r:.1} req/s")).unwrap_or("none".into());
+            let _ = writeln!(out, "capacity: A {}  B {}", show(ca.rate), show(cb.rate));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            let _ = writeln!(out, "capacity: searched in one run only");
+        }
+        (None, None) => {}
+    }
+    out
+}

@@ -28,7 +28,27 @@ pub enum ExecError {
     ShuttingDown,
 }
 
-pub type Reply = oneshot::Receiver<Result<Vec<f32>, ExecError>>;
+/// The outputs of a submitted task: one part, or several when a large task was split.
+pub struct Reply {
+    parts: Vec<oneshot::Receiver<Result<Vec<f32>, ExecError>>>,
+}
+
+impl Reply {
+    pub async fn wait(self) -> Result<Vec<f32>, ExecError> {
+        let mut out = Vec::new();
+        for part in self.parts {
+            let rows = part
+                .await
+                .map_err(|_| ExecError::Internal("the batch thread dropped the task".into()))??;
+            if out.is_empty() {
+                out = rows;
+            } else {
+                out.extend_from_slice(&rows);
+            }
+        }
+        Ok(out)
+    }
+}
 
 struct Task {
     rows: usize,
@@ -134,64 +154,102 @@ impl Executor {
     }
 
     /// Queues `rows` rows; the reply carries the output rows.
-    pub fn submit(&self, rows: usize, input: Vec<f32>) -> Result<Reply, ExecError> {
-        let (tx, rx) = oneshot::channel();
-        let task = Task {
-            rows,
-            input,
-            reply: tx,
-        };
+    pub fn submit(&self, rows: usize, mut input: Vec<f32>) -> Result<Reply, ExecError> {
         self.shared.counters.tasks.fetch_add(1, Ordering::Relaxed);
         let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.closed {
             return Err(ExecError::ShuttingDown);
         }
-        match &self.shared.params {
-            None => q.batches.push_back(Batch {
+        let Some(p) = &self.shared.params else {
+            let (tx, rx) = oneshot::channel();
+            let task = Task {
+                rows,
+                input,
+                reply: tx,
+            };
+            q.batches.push_back(Batch {
                 rows,
                 tasks: vec![task],
                 opened: Instant::now(),
-            }),
-            Some(p) => {
-                let limit = if p.enable_large_batch_splitting {
-                    usize::MAX
-                } else {
-                    p.max_batch_size
-                };
-                if rows > limit {
-                    return Err(ExecError::TooLarge {
-                        rows,
-                        max: p.max_batch_size,
-                    });
+            });
+            drop(q);
+            self.shared.ready.notify_one();
+            return Ok(Reply { parts: vec![rx] });
+        };
+        let open_room = q
+            .batches
+            .back()
+            .map(|b| p.max_batch_size.saturating_sub(b.rows))
+            .unwrap_or(0);
+        // The pieces this task becomes: whole, or (with large batch splitting, as TF Serving
+        // does) the room left in the open batch and then batches of the execution size.
+        let pieces: Vec<usize> =
+            if rows <= open_room || (rows <= p.max_batch_size && !p.enable_large_batch_splitting) {
+                vec![rows]
+            } else if p.enable_large_batch_splitting {
+                let exec_size = p
+                    .max_execution_batch_size
+                    .unwrap_or(p.max_batch_size)
+                    .min(p.max_batch_size)
+                    .max(1);
+                let mut v = Vec::new();
+                let mut left = rows;
+                if open_room > 0 {
+                    v.push(open_room.min(left));
+                    left -= open_room.min(left);
                 }
-                let joins_open = q
-                    .batches
-                    .back()
-                    .is_some_and(|b| b.rows + rows <= p.max_batch_size);
-                if joins_open {
-                    if let Some(b) = q.batches.back_mut() {
-                        b.rows += rows;
-                        b.tasks.push(task);
-                    }
-                } else {
-                    if q.batches.len() >= p.max_enqueued_batches {
-                        self.shared
-                            .counters
-                            .rejected_queue_full
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Err(ExecError::QueueFull);
-                    }
-                    q.batches.push_back(Batch {
-                        rows,
-                        tasks: vec![task],
-                        opened: Instant::now(),
-                    });
+                while left > 0 {
+                    v.push(exec_size.min(left));
+                    left -= exec_size.min(left);
                 }
+                v
+            } else {
+                return Err(ExecError::TooLarge {
+                    rows,
+                    max: p.max_batch_size,
+                });
+            };
+        let new_batches = pieces.len() - usize::from(pieces[0] <= open_room);
+        if q.batches.len() + new_batches > p.max_enqueued_batches {
+            self.shared
+                .counters
+                .rejected_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ExecError::QueueFull);
+        }
+        let width = input.len().checked_div(rows).unwrap_or(0);
+        let mut parts = Vec::with_capacity(pieces.len());
+        let mut offset = 0;
+        for (i, n) in pieces.iter().copied().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            parts.push(rx);
+            let chunk = if pieces.len() == 1 {
+                std::mem::take(&mut input)
+            } else {
+                input[offset * width..(offset + n) * width].to_vec()
+            };
+            offset += n;
+            let task = Task {
+                rows: n,
+                input: chunk,
+                reply: tx,
+            };
+            let fits_open = i == 0 && n <= open_room;
+            match q.batches.back_mut() {
+                Some(b) if fits_open => {
+                    b.rows += n;
+                    b.tasks.push(task);
+                }
+                _ => q.batches.push_back(Batch {
+                    rows: n,
+                    tasks: vec![task],
+                    opened: Instant::now(),
+                }),
             }
         }
         drop(q);
-        self.shared.ready.notify_one();
-        Ok(rx)
+        self.shared.ready.notify_all();
+        Ok(Reply { parts })
     }
 
     /// Stops taking tasks, lets queued batches finish, and joins the threads.

@@ -148,10 +148,7 @@ impl Core {
             ));
         }
         let reply = exec.submit(rows, input)?;
-        let out = reply.await.map_err(|_| ApiError {
-            code: Code::Internal,
-            message: "the batch thread dropped the task".into(),
-        })??;
+        let out = reply.wait().await?;
         Ok((servable, out))
     }
 

@@ -1,2 +1,38 @@
-//! See DESIGN.md (module map).
+//! The stack language: read HCL files, evaluate variables, functions and references, check
+//! types and ranges, and produce the typed [`types::Stack`] with a source span for every
+//! resource. See DESIGN.md ("The stack language") and `load` for the rules.
+
+mod diag;
+mod eval;
+mod fmt;
+mod funcs;
+mod load;
+mod source;
 pub mod types;
+mod value;
+mod vars;
+
+use std::path::Path;
+
+pub use diag::{Diagnostic, Diagnostics, Location};
+pub use fmt::{format_named, format_source};
+pub use vars::VarInputs;
+
+/// Loads a stack from one `*.hcl` file or every `*.hcl` in a directory (sorted by name).
+/// Variables come from defaults, `BENCHSTACK_VAR_*` in the environment, `vars.var_files` and
+/// `vars.vars`, later ones winning. Returns every problem found, not just the first.
+pub fn load(path: &Path, vars: &VarInputs) -> Result<types::Stack, Diagnostics> {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("BENCHSTACK_VAR_"))
+        .collect();
+    load::load_stack(path, vars, &env)
+}
+
+/// As [`load`], with the environment given explicitly (for tests and embedding).
+pub fn load_with_env(
+    path: &Path,
+    vars: &VarInputs,
+    env: &[(String, String)],
+) -> Result<types::Stack, Diagnostics> {
+    load::load_stack(path, vars, env)
+}

@@ -1,0 +1,318 @@
+//! The run itself, on one thread: a dispatcher releases requests at their intended send
+//! times (open loop) into a queue that the connection tasks drain; in a `max` stage the
+//! connections send back to back instead (closed loop). Everything shares one `Ctx` through
+//! `Rc<RefCell<..>>` on a current-thread runtime, so the hot path takes no locks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::Progress;
+use super::record::{ErrorKind, StageRecorder};
+use super::schedule::{PreciseTimer, Schedule};
+use super::spec::{Arrival, Rate, Stage};
+
+/// The stage index of warmup requests (sent, not recorded).
+pub const WARMUP: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    pub intended: Instant,
+    /// When the dispatcher released it (intended + generator lag).
+    pub released: Instant,
+    pub stage: u32,
+}
+
+pub struct State {
+    pub queue: VecDeque<Job>,
+    /// Released and not yet completed (queued or on the wire).
+    pub in_flight: usize,
+    /// The stage being run closed loop, if any.
+    pub closed: Option<u32>,
+    pub stop: bool,
+    pub recs: Vec<StageRecorder>,
+}
+
+pub struct Ctx {
+    pub state: RefCell<State>,
+    /// Wakes connection tasks when work is queued (or a closed stage starts, or the run stops).
+    pub work: Notify,
+    /// Wakes the dispatcher when a request completes while it waits for room under the cap.
+    pub room: Notify,
+    pub waiting_for_room: Cell<bool>,
+    pub timeout: Duration,
+}
+
+impl Ctx {
+    pub fn new(stages: &[Stage], timeout: Duration) -> Self {
+        Ctx {
+            state: RefCell::new(State {
+                queue: VecDeque::with_capacity(1024),
+                in_flight: 0,
+                closed: None,
+                stop: false,
+                recs: stages.iter().cloned().map(StageRecorder::new).collect(),
+            }),
+            work: Notify::new(),
+            room: Notify::new(),
+            waiting_for_room: Cell::new(false),
+            timeout,
+        }
+    }
+
+    /// Releases a request from the schedule (counts it in flight, records the lag).
+    pub fn release(&self, job: Job) {
+        let mut s = self.state.borrow_mut();
+        s.in_flight += 1;
+        if job.stage != WARMUP {
+            s.recs[job.stage as usize].record_lag(job.released.saturating_duration_since(job.intended));
+        }
+    }
+
+    pub fn enqueue(&self, job: Job) {
+        self.state.borrow_mut().queue.push_back(job);
+        self.work.notify_one();
+    }
+
+    /// The next request for a connection: a queued one, or in a closed-loop stage a fresh
+    /// one due now; `None` once the run has stopped.
+    pub async fn next_job(&self) -> Option<Job> {
+        loop {
+            {
+                let mut s = self.state.borrow_mut();
+                if let Some(j) = s.queue.pop_front() {
+                    return Some(j);
+                }
+                if let Some(stage) = s.closed {
+                    s.in_flight += 1;
+                    let now = Instant::now();
+                    return Some(Job {
+                        intended: now,
+                        released: now,
+                        stage,
+                    });
+                }
+                if s.stop {
+                    return None;
+                }
+            }
+            self.work.notified().await;
+        }
+    }
+
+    pub fn sent(&self, job: &Job, sent: Instant) {
+        if job.stage != WARMUP {
+            self.state.borrow_mut().recs[job.stage as usize].record_sent(job.released, sent);
+        }
+    }
+
+    pub fn done(&self, job: &Job, sent: Instant, done: Instant, outcome: Result<(), ErrorKind>) {
+        let mut s = self.state.borrow_mut();
+        s.in_flight -= 1;
+        if job.stage != WARMUP {
+            s.recs[job.stage as usize].record_done(job.intended, sent, done, outcome);
+        }
+        drop(s);
+        if self.waiting_for_room.get() {
+            self.room.notify_one();
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.state.borrow().in_flight
+    }
+}
+
+/// Where released requests go: the connection queue (HTTP/1.1), or a task per request (gRPC).
+pub trait Sink {
+    fn dispatch(&self, job: Job);
+}
+
+pub struct RunPlan {
+    pub stages: Vec<Stage>,
+    pub warmup: Duration,
+    pub arrival: Arrival,
+    pub seed: u64,
+    pub max_in_flight: Option<usize>,
+}
+
+struct Ticker<'a> {
+    progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
+    next: Instant,
+    every: Duration,
+}
+
+impl Ticker<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn tick(&mut self, ctx: &Ctx, now: Instant, name: &str, index: usize, stages: usize, start: Instant, duration: Duration) {
+        let Some(f) = self.progress else { return };
+        if now < self.next {
+            return;
+        }
+        self.next = now + self.every;
+        let elapsed = now.saturating_duration_since(start).min(duration);
+        let p = {
+            let s = ctx.state.borrow();
+            match s.recs.get(index) {
+                Some(r) if name != "warmup" => Progress {
+                    stage: name.to_string(),
+                    stage_index: index,
+                    stages,
+                    warmup: false,
+                    elapsed,
+                    duration,
+                    requests: r.completed,
+                    achieved_rate: if elapsed.as_secs_f64() > 0.0 {
+                        r.sent_in_window as f64 / elapsed.as_secs_f64()
+                    } else {
+                        0.0
+                    },
+                    p99_ms: r.p99_ms(),
+                    errors: r.errors_total,
+                    in_flight: s.in_flight,
+                },
+                _ => Progress {
+                    stage: "warmup".into(),
+                    stage_index: 0,
+                    stages,
+                    warmup: true,
+                    elapsed,
+                    duration,
+                    requests: 0,
+                    achieved_rate: 0.0,
+                    p99_ms: 0.0,
+                    errors: 0,
+                    in_flight: s.in_flight,
+                },
+            }
+        };
+        f(&p);
+    }
+}
+
+/// Runs the warmup and every stage on schedule, then waits (at most the request timeout)
+/// for the requests still in flight. The recorders in `ctx` hold the results.
+pub async fn run(
+    ctx: &Ctx,
+    sink: &dyn Sink,
+    plan: &RunPlan,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) {
+    let mut timer = PreciseTimer::new();
+    let mut ticker = Ticker {
+        progress,
+        next: Instant::now(),
+        every: Duration::from_millis(250),
+    };
+    let n = plan.stages.len();
+    let mut start = Instant::now();
+    if !plan.warmup.is_zero()
+        && let Some(first) = plan.stages.first()
+    {
+        let warm = Stage {
+            name: "warmup".into(),
+            rate: first.rate,
+            duration: plan.warmup,
+        };
+        run_stage(ctx, sink, plan, &mut timer, &mut ticker, &warm, WARMUP, start, n).await;
+        start += plan.warmup;
+    }
+    for (i, stage) in plan.stages.iter().enumerate() {
+        let now = Instant::now();
+        // A stage begins where the previous one's schedule ended, unless the generator is
+        // already past that (then now, so a stage is never compressed).
+        if start < now {
+            start = now;
+        }
+        ctx.state.borrow_mut().recs[i].begin(start);
+        run_stage(ctx, sink, plan, &mut timer, &mut ticker, stage, i as u32, start, n).await;
+        start += stage.duration;
+    }
+    {
+        let mut s = ctx.state.borrow_mut();
+        s.stop = true;
+    }
+    ctx.work.notify_waiters();
+    let deadline = Instant::now() + ctx.timeout + Duration::from_millis(200);
+    while ctx.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_stage(
+    ctx: &Ctx,
+    sink: &dyn Sink,
+    plan: &RunPlan,
+    timer: &mut PreciseTimer,
+    ticker: &mut Ticker<'_>,
+    stage: &Stage,
+    index: u32,
+    start: Instant,
+    stages: usize,
+) {
+    let end = start + stage.duration;
+    let idx = if index == WARMUP { usize::MAX } else { index as usize };
+    match stage.rate {
+        Rate::Max => {
+            ctx.state.borrow_mut().closed = Some(index);
+            ctx.work.notify_waiters();
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                ticker.tick(ctx, now, &stage.name, idx, stages, start, stage.duration);
+                let next = (now + Duration::from_millis(250)).min(end);
+                tokio::time::sleep_until(next.into()).await;
+            }
+            ctx.state.borrow_mut().closed = None;
+        }
+        Rate::PerSecond(rate) => {
+            let seed = plan.seed.wrapping_add(index as u64);
+            let mut sched = Schedule::new(plan.arrival, rate, seed);
+            let dur = stage.duration.as_secs_f64();
+            loop {
+                let off = sched.next_offset();
+                if off >= dur {
+                    break;
+                }
+                let intended = start + Duration::from_secs_f64(off);
+                let mut now = Instant::now();
+                if intended > now {
+                    ticker.tick(ctx, now, &stage.name, idx, stages, start, stage.duration);
+                    timer.sleep_until(intended).await;
+                    now = Instant::now();
+                }
+                if let Some(cap) = plan.max_in_flight
+                    && ctx.in_flight() >= cap
+                {
+                    if index != WARMUP {
+                        ctx.state.borrow_mut().recs[idx].cap_hits += 1;
+                    }
+                    ctx.waiting_for_room.set(true);
+                    while ctx.in_flight() >= cap {
+                        ctx.room.notified().await;
+                    }
+                    ctx.waiting_for_room.set(false);
+                    now = Instant::now();
+                }
+                let job = Job {
+                    intended,
+                    released: now,
+                    stage: index,
+                };
+                ctx.release(job);
+                sink.dispatch(job);
+            }
+            // Let the schedule's last interval run out before the next stage begins.
+            if Instant::now() < end {
+                timer.sleep_until(end).await;
+            }
+        }
+    }
+    ticker.next = Instant::now();
+    ticker.tick(ctx, Instant::now(), &stage.name, idx, stages, start, stage.duration);
+}

@@ -1,0 +1,323 @@
+//! Per-stage recording: fixed-size histograms, error counters and one summary per second.
+//! Nothing here grows with the number of requests, so memory stays flat however long the run.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::result::{
+    self, StageReport, TimelinePoint, bottleneck, encode_histogram, judge, lag_summary, ms,
+    new_histogram, percentiles,
+};
+use super::spec::{Rate, Slo, Stage};
+
+/// Why a request failed. Names (`kind()`) are the keys of `errors` in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// Could not open a connection.
+    Connect,
+    /// No complete reply within `--timeout`.
+    Timeout,
+    /// The server closed or reset the connection before the reply was complete.
+    Closed,
+    /// Another socket error.
+    Io,
+    /// A reply that is not HTTP, not a predict reply, or not a PredictResponse.
+    Malformed,
+    /// An HTTP status other than 200.
+    Http(u16),
+    /// A gRPC status other than OK.
+    /// (the code's number, so kinds sort)
+    Grpc(i32),
+}
+
+impl ErrorKind {
+    pub fn kind(&self) -> String {
+        match self {
+            ErrorKind::Connect => "connect".into(),
+            ErrorKind::Timeout => "timeout".into(),
+            ErrorKind::Closed => "closed".into(),
+            ErrorKind::Io => "io".into(),
+            ErrorKind::Malformed => "malformed".into(),
+            ErrorKind::Http(s) => format!("http_{s}"),
+            ErrorKind::Grpc(c) => format!("grpc_{}", grpc_code_name(tonic::Code::from_i32(*c))),
+        }
+    }
+}
+
+fn grpc_code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "ok",
+        Cancelled => "cancelled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
+}
+
+pub struct StageRecorder {
+    pub stage: Stage,
+    /// When the stage's schedule began and ends (set when the stage starts).
+    pub start: Option<Instant>,
+    pub end: Option<Instant>,
+    pub latency: Histogram<u64>,
+    pub service: Histogram<u64>,
+    pub lag: Histogram<u64>,
+    pub wait: Histogram<u64>,
+    pub errors: BTreeMap<ErrorKind, u64>,
+    pub errors_total: u64,
+    pub completed: u64,
+    pub sent_in_window: u64,
+    pub cap_hits: u64,
+    interval: Histogram<u64>,
+    interval_second: u32,
+    interval_requests: u64,
+    interval_errors: u64,
+    timeline: Vec<TimelinePoint>,
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
+impl StageRecorder {
+    pub fn new(stage: Stage) -> Self {
+        StageRecorder {
+            stage,
+            start: None,
+            end: None,
+            latency: new_histogram(),
+            service: new_histogram(),
+            lag: new_histogram(),
+            wait: new_histogram(),
+            errors: BTreeMap::new(),
+            errors_total: 0,
+            completed: 0,
+            sent_in_window: 0,
+            cap_hits: 0,
+            interval: new_histogram(),
+            interval_second: 0,
+            interval_requests: 0,
+            interval_errors: 0,
+            timeline: Vec::new(),
+        }
+    }
+
+    pub fn begin(&mut self, start: Instant) {
+        self.start = Some(start);
+        self.end = Some(start + self.stage.duration);
+    }
+
+    #[inline]
+    pub fn record_lag(&mut self, lag: Duration) {
+        self.lag.saturating_record(us(lag));
+    }
+
+    #[inline]
+    pub fn record_sent(&mut self, released: Instant, sent: Instant) {
+        self.wait
+            .saturating_record(us(sent.saturating_duration_since(released)));
+        if self.end.is_some_and(|end| sent < end) {
+            self.sent_in_window += 1;
+        }
+    }
+
+    /// Records one completed request (`intended` → `sent` → `done`).
+    #[inline]
+    pub fn record_done(
+        &mut self,
+        intended: Instant,
+        sent: Instant,
+        done: Instant,
+        outcome: Result<(), ErrorKind>,
+    ) {
+        self.completed += 1;
+        let second = self
+            .start
+            .map(|s| done.saturating_duration_since(s).as_secs() as u32)
+            .unwrap_or(0);
+        if second != self.interval_second {
+            self.roll(second);
+        }
+        self.interval_requests += 1;
+        match outcome {
+            Ok(()) => {
+                let latency = us(done.saturating_duration_since(intended));
+                self.latency.saturating_record(latency);
+                self.interval.saturating_record(latency);
+                self.service
+                    .saturating_record(us(done.saturating_duration_since(sent)));
+            }
+            Err(kind) => {
+                *self.errors.entry(kind).or_default() += 1;
+                self.errors_total += 1;
+                self.interval_errors += 1;
+            }
+        }
+    }
+
+    /// Closes the current one-second bucket (and empty ones up to `second`).
+    fn roll(&mut self, second: u32) {
+        if second < self.interval_second {
+            // A completion stamped before the current bucket (cannot normally happen):
+            // count it in the current bucket rather than rewrite history.
+            return;
+        }
+        self.flush_interval();
+        for t in self.interval_second + 1..second {
+            self.timeline.push(TimelinePoint {
+                t,
+                ..Default::default()
+            });
+        }
+        self.interval_second = second;
+    }
+
+    fn flush_interval(&mut self) {
+        if self.interval_requests == 0 && self.interval.is_empty() {
+            self.timeline.push(TimelinePoint {
+                t: self.interval_second,
+                ..Default::default()
+            });
+            return;
+        }
+        let h = &self.interval;
+        let (p50, p99, max) = if h.is_empty() {
+            (0.0, 0.0, 0.0)
+        } else {
+            (
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.max()),
+            )
+        };
+        self.timeline.push(TimelinePoint {
+            t: self.interval_second,
+            requests: self.interval_requests,
+            errors: self.interval_errors,
+            p50_ms: p50,
+            p99_ms: p99,
+            max_ms: max,
+        });
+        self.interval.reset();
+        self.interval_requests = 0;
+        self.interval_errors = 0;
+    }
+
+    pub fn p99_ms(&self) -> f64 {
+        if self.latency.is_empty() {
+            0.0
+        } else {
+            ms(self.latency.value_at_quantile(0.99))
+        }
+    }
+
+    pub fn into_report(mut self, slos: &[Slo]) -> StageReport {
+        if self.completed > 0 || self.start.is_some() {
+            self.flush_interval();
+        }
+        // Drop trailing buckets past the stage's end that hold nothing.
+        while self
+            .timeline
+            .last()
+            .is_some_and(|p| p.requests == 0 && p.t as f64 >= self.stage.duration.as_secs_f64())
+        {
+            self.timeline.pop();
+        }
+        let duration_s = self.stage.duration.as_secs_f64();
+        let reason = bottleneck(&self.lag, self.cap_hits);
+        StageReport {
+            name: self.stage.name.clone(),
+            target_rate: match self.stage.rate {
+                Rate::PerSecond(r) => Some(r),
+                Rate::Max => None,
+            },
+            closed_loop: matches!(self.stage.rate, Rate::Max),
+            duration_s,
+            requests: self.completed,
+            achieved_rate: if duration_s > 0.0 {
+                self.sent_in_window as f64 / duration_s
+            } else {
+                0.0
+            },
+            errors_total: self.errors_total,
+            errors: self.errors.iter().map(|(k, n)| (k.kind(), *n)).collect(),
+            latency_ms: percentiles(&self.latency),
+            service_time_ms: percentiles(&self.service),
+            generator_lag_ms: lag_summary(&self.lag),
+            queue_wait_ms: result::lag_summary(&self.wait),
+            histogram: encode_histogram(&self.latency),
+            service_time_histogram: encode_histogram(&self.service),
+            generator_lag_histogram: encode_histogram(&self.lag),
+            queue_wait_histogram: encode_histogram(&self.wait),
+            slos: judge(slos, &self.latency),
+            generator_bottleneck: reason.is_some(),
+            bottleneck: reason,
+            in_flight_cap_hits: self.cap_hits,
+            timeline: self.timeline,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage() -> Stage {
+        Stage {
+            name: "s".into(),
+            rate: Rate::PerSecond(100.0),
+            duration: Duration::from_secs(3),
+        }
+    }
+
+    #[test]
+    fn latency_counts_from_the_intended_send_time_and_service_from_the_actual_one() {
+        let mut r = StageRecorder::new(stage());
+        let t0 = Instant::now();
+        r.begin(t0);
+        let intended = t0;
+        let sent = t0 + Duration::from_millis(200);
+        let done = sent + Duration::from_millis(1);
+        r.record_done(intended, sent, done, Ok(()));
+        let rep = r.into_report(&[]);
+        assert!((rep.latency_ms.max - 201.0).abs() < 0.5, "{:?}", rep.latency_ms);
+        assert!((rep.service_time_ms.max - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn timeline_has_one_bucket_per_second_including_silent_ones() {
+        let mut r = StageRecorder::new(stage());
+        let t0 = Instant::now();
+        r.begin(t0);
+        for s in [0u64, 0, 2] {
+            let t = t0 + Duration::from_millis(s * 1000 + 10);
+            r.record_done(t, t, t + Duration::from_millis(1), Ok(()));
+        }
+        let t = t0 + Duration::from_millis(2500);
+        r.record_done(t, t, t, Err(ErrorKind::Http(503)));
+        let rep = r.into_report(&[]);
+        let counts: Vec<(u32, u64, u64)> = rep
+            .timeline
+            .iter()
+            .map(|p| (p.t, p.requests, p.errors))
+            .collect();
+        assert_eq!(counts, vec![(0, 2, 0), (1, 0, 0), (2, 2, 1)]);
+        assert_eq!(rep.errors.get("http_503"), Some(&1));
+        assert_eq!(rep.requests, 4);
+    }
+}

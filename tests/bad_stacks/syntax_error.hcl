@@ -1,0 +1,5 @@
+# expect: 4:14: found invalid HCL syntax
+
+serving "tf" {
+  replicas = 
+}
