@@ -7,13 +7,13 @@ use clap::{Parser, Subcommand};
 
 pub mod apply;
 pub mod destroy;
+pub mod fmt;
+pub mod loadtest;
 pub mod output;
 pub mod plan;
 pub mod results;
 pub mod serve;
 pub mod state;
-pub mod fmt;
-pub mod loadtest;
 pub mod validate;
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest Args does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the TF-Serving-compatible stand-in server (accepts tensorflow_model_server's flags).
