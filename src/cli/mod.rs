@@ -5,9 +5,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod apply;
+pub mod destroy;
 pub mod fmt;
 pub mod loadtest;
+pub mod output;
+pub mod plan;
+pub mod results;
 pub mod serve;
+pub mod state;
 pub mod validate;
 
 #[derive(Debug, Parser)]
@@ -25,10 +31,24 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest Args does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the TF-Serving-compatible stand-in server (accepts tensorflow_model_server's flags).
     Serve(serve::Args),
+    /// Show what apply would change.
+    Plan(plan::Args),
+    /// Make the running resources match the stack and run its load tests.
+    Apply(apply::Args),
+    /// Stop and forget everything in the state.
+    Destroy(destroy::Args),
+    /// The stack's outputs (rest_endpoint, grpc_endpoint, …).
+    Output(output::Args),
+    /// Stored load-test runs: list, show, compare, JSON, HTML.
+    Results(results::Args),
+    /// Inspect and repair the state.
+    State(state::Args),
     /// Check a stack: syntax, types, ranges, references and cycles, with every problem located.
     Validate(validate::Args),
     /// Rewrite stack files in the canonical format (--check: only list what would change).
@@ -41,6 +61,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Plan(args) => plan::run(&cli.state, args),
+        Command::Apply(args) => apply::run(&cli.state, args),
+        Command::Destroy(args) => destroy::run(&cli.state, args),
+        Command::Output(args) => output::run(&cli.state, args),
+        Command::Results(args) => results::run(&cli.state, args),
+        Command::State(args) => state::run(&cli.state, args),
         Command::Validate(args) => validate::run(args),
         Command::Fmt(args) => fmt::run(args),
         Command::Loadtest(args) => loadtest::run(*args),

@@ -1,0 +1,247 @@
+//! `benchstack apply [STACK | PLANFILE]`: make the running resources match the stack, in
+//! dependency order, and run the load tests; prints a progress line per resource.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use miette::{IntoDiagnostic, miette};
+
+use super::plan::{PlanFlags, check_providers, load_stack, make_plan, open_store};
+use crate::apply::{self, ApplyOptions, Event, Outcome, StepResult};
+use crate::plan::{self, Action, Plan};
+use crate::provider::Providers;
+use crate::state::Store;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A stack file, a directory of *.hcl files, or a plan file from `plan --out`.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Apply without asking.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many resources to change at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallelism: u32,
+    #[command(flatten)]
+    pub flags: PlanFlags,
+}
+
+/// A plan file is JSON with `format_version` and `lineage`; anything else is a stack.
+fn read_plan_file(path: &Path) -> Option<miette::Result<Plan>> {
+    if !path.is_file() {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("lineage")?;
+    v.get("format_version")?;
+    Some(serde_json::from_value(v).map_err(|e| {
+        miette!(
+            "{}: not a plan file this benchstack can read: {e}",
+            path.display()
+        )
+    }))
+}
+
+/// Asks on the terminal; refuses without one.
+pub fn confirm(question: &str, flag_hint: &str) -> miette::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(miette!(
+            "refusing to {flag_hint} without confirmation: there is no terminal to ask on; pass --auto-approve"
+        ));
+    }
+    print!("\n{question}\n  Only 'yes' will be accepted: ");
+    std::io::stdout().flush().into_diagnostic()?;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .into_diagnostic()?;
+    Ok(line.trim() == "yes")
+}
+
+/// Ctrl-C (or SIGTERM) sets the flag: no new work starts; a second one exits at once (130).
+pub fn cancel_on_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag));
+        let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
+    }
+    flag
+}
+
+fn past(a: Action) -> &'static str {
+    match a {
+        Action::Create => "created",
+        Action::Update => "updated",
+        Action::Replace => "replaced",
+        Action::Delete => "deleted",
+        Action::Run => "ran",
+        Action::NoOp => "unchanged",
+    }
+}
+
+fn doing(a: Action) -> &'static str {
+    match a {
+        Action::Create => "creating",
+        Action::Update => "updating",
+        Action::Replace => "replacing",
+        Action::Delete => "deleting",
+        Action::Run => "running",
+        Action::NoOp => "checking",
+    }
+}
+
+/// Prints apply's events, one line each (and a run's stage table).
+pub fn print_event(e: Event) {
+    match e {
+        Event::Recovered { address, adopted } => {
+            if adopted {
+                println!("{address}: recorded what an interrupted apply had started");
+            } else {
+                println!("{address}: cleaned up after an interrupted apply");
+            }
+        }
+        Event::Started { address, action } => println!("{address}: {}…", doing(action)),
+        Event::Progress { address, message } => println!("{address}: {message}"),
+        Event::Skipped { address, because } => {
+            println!("{address}: skipped ({because} failed)")
+        }
+        Event::Finished {
+            address,
+            action,
+            elapsed,
+            result,
+        } => {
+            let secs = elapsed.as_secs_f64();
+            match result {
+                StepResult::Done => println!("{address}: {} ({secs:.1}s)", past(action)),
+                StepResult::Failed(msg) => println!("{address}: FAILED after {secs:.1}s: {msg}"),
+                StepResult::Ran {
+                    run_id,
+                    slos_met,
+                    report,
+                } => {
+                    println!(
+                        "{address}: ran as run #{run_id} ({secs:.1}s){}",
+                        if slos_met { "" } else { " — SLO NOT MET" }
+                    );
+                    if let Ok(r) = serde_json::from_value::<crate::loadgen::RunReport>(report) {
+                        println!("{}", crate::report::stage_table(&r));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Prints the outcome; returns the exit code (0 ok, 1 failure or SLO miss, 130 interrupted).
+pub fn finish(
+    outcome: &Outcome,
+    plan: &Plan,
+    store: &Store,
+    verb: &str,
+) -> miette::Result<ExitCode> {
+    let s = plan.summary();
+    for (a, msg) in &outcome.failed {
+        println!("Error: {a}: {msg}");
+    }
+    if !outcome.skipped.is_empty() {
+        println!("Skipped because a dependency failed:");
+        for (a, because) in &outcome.skipped {
+            println!("  {a} (needs {because})");
+        }
+    }
+    for (a, id) in &outcome.slo_failures {
+        println!(
+            "{a}: run #{id} did not meet its SLO (results stored; see `benchstack results --run {id}`)"
+        );
+    }
+    if outcome.interrupted {
+        println!("Interrupted: the state is saved.");
+        if !outcome.not_started.is_empty() {
+            let names: Vec<String> = outcome.not_started.iter().map(|a| a.to_string()).collect();
+            println!("Not started: {}", names.join(", "));
+        }
+        return Ok(ExitCode::from(130));
+    }
+    if outcome.failed.is_empty() && outcome.skipped.is_empty() {
+        println!(
+            "\n{verb} complete: {} created, {} updated, {} replaced, {} deleted, {} run.",
+            s.create, s.update, s.replace, s.delete, s.run
+        );
+    } else {
+        println!(
+            "\n{verb} failed: {} of {} changes done.",
+            outcome.done.len(),
+            s.create + s.update + s.replace + s.delete + s.run
+        );
+    }
+    let outputs = store.outputs().map_err(|e| miette!("{e}"))?;
+    if !outputs.is_empty() && !plan.destroy {
+        println!("\nOutputs:");
+        for (k, v) in outputs {
+            println!("  {k} = {v}");
+        }
+    }
+    Ok(if outcome.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+    let providers = Providers::new(state_dir);
+    let from_file = read_plan_file(&args.path).transpose()?;
+    let stack = match &from_file {
+        Some(_) => None,
+        None => {
+            super::plan::parse_addresses("target", &args.flags.targets)?;
+            super::plan::parse_addresses("replace", &args.flags.replace)?;
+            let stack = load_stack(&args.path, &args.flags)?;
+            check_providers(&stack, &providers)?;
+            Some(stack)
+        }
+    };
+    let store = open_store(state_dir, "apply")?;
+    let plan = match from_file {
+        Some(plan) => {
+            apply::check_fresh(&plan, &store)
+                .map_err(|e| miette!("{}: {e}", args.path.display()))?;
+            apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
+            plan
+        }
+        None => {
+            apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
+            let plan = make_plan(stack.as_ref(), &store, &providers, &args.flags, false)?;
+            print!("{}", plan::render::text(&plan));
+            if plan.has_changes()
+                && !args.auto_approve
+                && !confirm("Apply these changes?", "apply")?
+            {
+                println!("Apply cancelled.");
+                return Ok(ExitCode::from(1));
+            }
+            plan
+        }
+    };
+    let cancel = cancel_on_signals();
+    let outcome = apply::execute(
+        &plan,
+        &store,
+        &providers,
+        &ApplyOptions {
+            parallelism: args.parallelism as usize,
+            operation: "apply".into(),
+        },
+        &cancel,
+        &print_event,
+    )
+    .map_err(|e| miette!("{e}"))?;
+    finish(&outcome, &plan, &store, "Apply")
+}

@@ -1,0 +1,63 @@
+//! `benchstack destroy`: stop and forget everything in the state, dependents first.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use miette::miette;
+
+use super::apply::{cancel_on_signals, confirm, finish, print_event};
+use super::plan::{PlanFlags, make_plan, open_store};
+use crate::apply::{self, ApplyOptions};
+use crate::plan;
+use crate::provider::Providers;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Destroy without asking.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Only these resources and what depends on them; repeatable.
+    #[arg(long = "target", value_name = "ADDR")]
+    pub targets: Vec<String>,
+    /// How many resources to delete at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallelism: u32,
+}
+
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+    let flags = PlanFlags {
+        targets: args.targets.clone(),
+        replace: vec![],
+        refresh: true,
+        vars: vec![],
+        var_files: vec![],
+    };
+    super::plan::parse_addresses("target", &flags.targets)?;
+    let providers = Providers::new(state_dir);
+    let store = open_store(state_dir, "destroy")?;
+    apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
+    let plan = make_plan(None, &store, &providers, &flags, true)?;
+    if !plan.has_changes() {
+        println!("Nothing to destroy: the state is empty.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", plan::render::text(&plan));
+    if !args.auto_approve && !confirm("Destroy all of these?", "destroy")? {
+        println!("Destroy cancelled.");
+        return Ok(ExitCode::from(1));
+    }
+    let cancel = cancel_on_signals();
+    let outcome = apply::execute(
+        &plan,
+        &store,
+        &providers,
+        &ApplyOptions {
+            parallelism: args.parallelism as usize,
+            operation: "destroy".into(),
+        },
+        &cancel,
+        &print_event,
+    )
+    .map_err(|e| miette!("{e}"))?;
+    finish(&outcome, &plan, &store, "Destroy")
+}

@@ -1,0 +1,71 @@
+//! `benchstack output [NAME] [--json]`: the stack's outputs as of the last apply.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use miette::{IntoDiagnostic, miette};
+
+use super::plan::open_store;
+use crate::state::Store;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// One output; its value alone is printed (strings without quotes, for scripts).
+    pub name: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+    let outputs = if Store::exists(state_dir) {
+        open_store(state_dir, "output")?
+            .outputs()
+            .map_err(|e| miette!("{e}"))?
+    } else {
+        Default::default()
+    };
+    match &args.name {
+        Some(name) => {
+            let v = outputs.get(name).ok_or_else(|| {
+                let known: Vec<&String> = outputs.keys().collect();
+                miette!(
+                    "no output `{name}` in the state in {}{}",
+                    state_dir.display(),
+                    if known.is_empty() {
+                        " (nothing applied yet)".to_string()
+                    } else {
+                        format!(
+                            "; outputs: {}",
+                            known
+                                .iter()
+                                .map(|k| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                )
+            })?;
+            match (args.json, v) {
+                (false, serde_json::Value::String(s)) => println!("{s}"),
+                _ => println!("{}", serde_json::to_string(v).into_diagnostic()?),
+            }
+        }
+        None if args.json => println!(
+            "{}",
+            serde_json::to_string_pretty(&outputs).into_diagnostic()?
+        ),
+        None if outputs.is_empty() => {
+            eprintln!(
+                "No outputs: nothing with outputs has been applied to {}.",
+                state_dir.display()
+            )
+        }
+        None => {
+            for (k, v) in &outputs {
+                println!("{k} = {v}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,159 @@
+//! `benchstack results`: the stored load-test runs — a list, one run's stage table, two runs
+//! compared, JSON, or an HTML page.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use miette::{IntoDiagnostic, miette};
+
+use super::plan::open_store;
+use crate::loadgen::RunReport;
+use crate::state::{self, RunRecord, Store, procinfo};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The load test whose latest run to show (e.g. loadtest.baseline).
+    pub address: Option<String>,
+    /// Show this run.
+    #[arg(long, value_name = "ID", conflicts_with = "compare")]
+    pub run: Option<u64>,
+    /// Compare two runs side by side.
+    #[arg(long, num_args = 2, value_names = ["RUN", "RUN"])]
+    pub compare: Option<Vec<u64>>,
+    /// Print JSON (the stored run records, histograms included).
+    #[arg(long)]
+    pub json: bool,
+    /// Write a self-contained HTML report of the selected runs to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+fn report(r: &RunRecord) -> miette::Result<RunReport> {
+    serde_json::from_value(r.report.clone()).map_err(|e| {
+        miette!(
+            "run #{} has a report this benchstack cannot read: {e}",
+            r.id
+        )
+    })
+}
+
+fn label(r: &RunRecord) -> String {
+    format!("#{} {}", r.id, r.address)
+}
+
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+    if !Store::exists(state_dir) {
+        return Err(miette!(
+            "no state in {}: nothing has been applied yet",
+            state_dir.display()
+        ));
+    }
+    let store = open_store(state_dir, "results")?;
+    let all = store.runs().map_err(|e| miette!("{e}"))?;
+    let get = |id: u64| -> miette::Result<RunRecord> {
+        all.iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .ok_or_else(|| miette!("no run #{id} in the state (runs: {})", ids(&all)))
+    };
+    let selected: Vec<RunRecord> = if let Some(ids) = &args.compare {
+        vec![get(ids[0])?, get(ids[1])?]
+    } else if let Some(id) = args.run {
+        vec![get(id)?]
+    } else if let Some(a) = &args.address {
+        let address = state::parse_address(a).map_err(|e| miette!("{e}"))?;
+        let latest = all.iter().rev().find(|r| r.address == address).cloned();
+        vec![latest.ok_or_else(|| miette!("no runs of {address} in the state"))?]
+    } else {
+        Vec::new()
+    };
+
+    if let Some(file) = &args.html {
+        let runs: Vec<RunRecord> = if selected.is_empty() {
+            // The latest run of every load test, side by side (e.g. a batching sweep).
+            let mut latest: std::collections::BTreeMap<String, RunRecord> = Default::default();
+            for r in &all {
+                latest.insert(r.address.to_string(), r.clone());
+            }
+            latest.into_values().collect()
+        } else {
+            selected.clone()
+        };
+        if runs.is_empty() {
+            return Err(miette!("no runs to report: nothing has run yet"));
+        }
+        let labelled: Vec<(String, RunReport)> = runs
+            .iter()
+            .map(|r| Ok((label(r), report(r)?)))
+            .collect::<miette::Result<_>>()?;
+        std::fs::write(file, crate::report::html(&labelled))
+            .map_err(|e| miette!("--html {}: {e}", file.display()))?;
+        println!("Wrote {} ({} run(s)).", file.display(), labelled.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    if args.json {
+        let v = if selected.is_empty() { &all } else { &selected };
+        println!("{}", serde_json::to_string_pretty(v).into_diagnostic()?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match selected.as_slice() {
+        [] => {
+            if all.is_empty() {
+                println!("No runs yet: `benchstack apply` runs the stack's load tests.");
+            }
+            println!(
+                "{:>4}  {:<28} {:<20}  {:>8}  {:<4}  config",
+                "run", "load test", "finished", "p99 ms", "SLO"
+            );
+            for r in &all {
+                let p99 = r.report["stages"]
+                    .as_array()
+                    .and_then(|s| s.last())
+                    .and_then(|s| s["latency_ms"]["p99"].as_f64())
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:>4}  {:<28} {:<20}  {:>8}  {:<4}  {}",
+                    r.id,
+                    r.address.to_string(),
+                    procinfo::rfc3339(r.finished),
+                    p99,
+                    if r.slos_met { "met" } else { "MISS" },
+                    r.config_hash
+                );
+            }
+        }
+        [one] => {
+            println!(
+                "Run #{} of {} (finished {}, on {} — {} × {}, config {})",
+                one.id,
+                one.address,
+                procinfo::rfc3339(one.finished),
+                one.environment.host,
+                one.environment.cpus,
+                one.environment.cpu_model,
+                one.config_hash
+            );
+            println!("{}", crate::report::stage_table(&report(one)?));
+        }
+        [a, b, ..] => {
+            let (la, lb) = (label(a), label(b));
+            println!(
+                "{}",
+                crate::report::compare_table(&(la, report(a)?), &(lb, report(b)?))
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ids(all: &[RunRecord]) -> String {
+    if all.is_empty() {
+        return "none".into();
+    }
+    all.iter()
+        .map(|r| r.id.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,146 @@
+//! `benchstack state list | show ADDR | rm ADDR | history | unlock [--force]`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use miette::{IntoDiagnostic, miette};
+
+use super::plan::open_store;
+use crate::state::{self, Store, lock, procinfo};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Every resource in the state.
+    List,
+    /// One resource as recorded: configuration, what the provider observed, rendered files.
+    Show { address: String },
+    /// Forget a resource without stopping it (it keeps running; benchstack no longer manages it).
+    Rm { address: String },
+    /// The history of operations: who, when, what, result.
+    History,
+    /// Free the lock left by a benchstack that died; --force frees a live holder's lock too.
+    Unlock {
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn require_state(dir: &Path) -> miette::Result<()> {
+    if Store::exists(dir) {
+        Ok(())
+    } else {
+        Err(miette!(
+            "no state in {}: nothing has been applied yet",
+            dir.display()
+        ))
+    }
+}
+
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+    match args.command {
+        Command::Unlock { force } => {
+            match lock::unlock(state_dir, force).map_err(|e| miette!("{e}"))? {
+                lock::Unlocked::NotLocked => {
+                    println!("The state in {} is not locked.", state_dir.display())
+                }
+                lock::Unlocked::RemovedStale(h) => {
+                    println!("Removed the lock of {h}, which is no longer running.")
+                }
+                lock::Unlocked::RemovedLive(h) => println!(
+                    "Removed the lock of {h}. That process still runs: two writers may now corrupt the state."
+                ),
+            }
+            if Store::exists(state_dir) {
+                let store = open_store(state_dir, "state unlock")?;
+                let mut e = state::history_entry("state unlock", None, None);
+                e.result = if force { "forced".into() } else { "ok".into() };
+                store.record_history(e).map_err(|e| miette!("{e}"))?;
+            }
+        }
+        Command::List => {
+            require_state(state_dir)?;
+            let store = open_store(state_dir, "state list")?;
+            for r in store.resources().map_err(|e| miette!("{e}"))? {
+                let detail = match r.observed.get("rest_endpoint").and_then(|v| v.as_str()) {
+                    Some(ep) => {
+                        let pids: Vec<String> = r.observed["replicas"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|x| x["pid"].as_u64())
+                                    .map(|p| p.to_string())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        format!("{ep} (pids {})", pids.join(", "))
+                    }
+                    None => r
+                        .last_run
+                        .map(|id| format!("last run #{id}"))
+                        .unwrap_or_default(),
+                };
+                println!(
+                    "{:<32} {:<6} {}  {}",
+                    r.address.to_string(),
+                    r.provider,
+                    procinfo::rfc3339(r.applied_at),
+                    detail
+                );
+            }
+            for i in store.intents().map_err(|e| miette!("{e}"))? {
+                println!(
+                    "{:<32} (unsettled {} from an interrupted apply; the next plan continues it)",
+                    i.address.to_string(),
+                    i.operation
+                );
+            }
+        }
+        Command::Show { address } => {
+            require_state(state_dir)?;
+            let a = state::parse_address(&address).map_err(|e| miette!("{e}"))?;
+            let store = open_store(state_dir, "state show")?;
+            let r = store
+                .resource(&a)
+                .map_err(|e| miette!("{e}"))?
+                .ok_or_else(|| miette!("no resource `{a}` in the state"))?;
+            println!("{}", serde_json::to_string_pretty(&r).into_diagnostic()?);
+        }
+        Command::Rm { address } => {
+            require_state(state_dir)?;
+            let a = state::parse_address(&address).map_err(|e| miette!("{e}"))?;
+            let store = open_store(state_dir, "state rm")?;
+            if store.resource(&a).map_err(|e| miette!("{e}"))?.is_none() {
+                return Err(miette!("no resource `{a}` in the state"));
+            }
+            store.remove_resource(&a).map_err(|e| miette!("{e}"))?;
+            let mut e = state::history_entry("state rm", Some(&a), None);
+            e.result = "ok".into();
+            store.record_history(e).map_err(|e| miette!("{e}"))?;
+            println!("Removed {a} from the state. Anything it runs keeps running, unmanaged.");
+        }
+        Command::History => {
+            require_state(state_dir)?;
+            let store = open_store(state_dir, "state history")?;
+            for h in store.history().map_err(|e| miette!("{e}"))? {
+                println!(
+                    "{:>4}  {}  {}@{}  {:<13} {:<28} {:<8} {}",
+                    h.id,
+                    procinfo::rfc3339(h.started),
+                    h.user,
+                    h.host,
+                    h.operation,
+                    h.address.unwrap_or_default(),
+                    h.action.unwrap_or_default(),
+                    h.result
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,76 @@
+//! A local load test: the load generator on this machine against every replica of the
+//! target serving resource; connections are spread across the replicas.
+
+use super::local::ServingObserved;
+use super::{Applied, Context, Inputs, ProviderError, RunOutcome};
+use crate::loadgen::spec::Protocol;
+use crate::loadgen::{self, LoadSpec, Progress};
+use crate::stack::types::LoadtestConfig;
+use crate::state::procinfo;
+
+pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied, ProviderError> {
+    let observed = inputs.observed.get(&l.target).ok_or_else(|| {
+        ProviderError::Failed(format!("{} is not running (not in the state)", l.target))
+    })?;
+    let serving: ServingObserved = serde_json::from_value(observed.clone()).map_err(|e| {
+        ProviderError::Failed(format!(
+            "{} has no usable endpoints recorded: {e}",
+            l.target
+        ))
+    })?;
+    let targets: Vec<String> = match l.protocol {
+        Protocol::Rest => serving.rest_endpoints.clone(),
+        Protocol::Grpc => serving
+            .grpc_endpoints
+            .iter()
+            .map(|e| format!("grpc://{e}"))
+            .collect(),
+    };
+    let mut spec = LoadSpec::new(
+        targets,
+        l.protocol,
+        l.model.clone(),
+        l.request.clone(),
+        l.stages.clone(),
+    );
+    spec.signature = l.signature.clone();
+    spec.warmup = l.warmup;
+    spec.arrival = l.arrival;
+    spec.seed = l.seed;
+    spec.connections = l.connections;
+    spec.timeout = l.timeout;
+    spec.slos = l.slos.clone();
+    let started = procinfo::now_unix();
+    let report_progress = |p: &Progress| {
+        (ctx.progress)(format!(
+            "{}{} ({}/{}): {:.0}s/{:.0}s, {} requests, {:.0} req/s, p99 {:.1} ms, {} errors",
+            if p.warmup { "warmup " } else { "" },
+            p.stage,
+            p.stage_index + 1,
+            p.stages,
+            p.elapsed.as_secs_f64(),
+            p.duration.as_secs_f64(),
+            p.requests,
+            p.achieved_rate,
+            p.p99_ms,
+            p.errors
+        ))
+    };
+    let report = loadgen::run_blocking(&spec, Some(&report_progress))
+        .map_err(|e| ProviderError::Failed(format!("the load test failed: {e}")))?;
+    let slos_met = report.slos_met() || l.slos.is_empty();
+    Ok(Applied {
+        observed: serde_json::json!({
+            "targets": spec.targets,
+            "protocol": l.protocol,
+        }),
+        run: Some(RunOutcome {
+            environment: report.environment.clone(),
+            report: serde_json::to_value(&report)
+                .map_err(|e| ProviderError::Failed(format!("the run report: {e}")))?,
+            slos_met,
+            started,
+            finished: procinfo::now_unix(),
+        }),
+    })
+}

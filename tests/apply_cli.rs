@@ -1,0 +1,355 @@
+//! End to end through the binary, in temp dirs: apply, plan, a batching edit, results,
+//! destroy, stale plan files, the lock, no TTY, and an apply killed during a load test.
+//! Load tests are tiny (200 req/s for 1 s) so the suite stays quick on a shared machine.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::prelude::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn stack(&self) -> PathBuf {
+        self.dir.path().join("stack.hcl")
+    }
+
+    /// The local stack: one serving replica with batching, a tiny REST load test.
+    fn write_stack(&self, max_batch_size: u32, duration: &str) {
+        let model = repo().join("examples/model/regression");
+        let request = repo().join("examples/requests/regression.json");
+        let text = format!(
+            r#"
+cluster "local" {{
+  provider = "local"
+}}
+
+model "regression" {{
+  base_path = "{model}"
+}}
+
+serving "tf" {{
+  cluster  = cluster.local
+  replicas = 1
+  models   = [model.regression]
+  batching {{
+    max_batch_size       = {max_batch_size}
+    batch_timeout_micros = 1000
+    max_enqueued_batches = 100
+    num_batch_threads    = 1
+  }}
+}}
+
+loadtest "smoke" {{
+  cluster  = cluster.local
+  target   = serving.tf
+  model    = "regression"
+  protocol = "rest"
+  request  = file("{request}")
+  stage {{ rate = 200, duration = "{duration}" }}
+  slo   {{ p99 = "10s" }}
+}}
+
+output "rest_endpoint" {{
+  value = serving.tf.rest_endpoint
+}}
+"#,
+            model = model.display(),
+            request = request.display(),
+        );
+        std::fs::write(self.stack(), text).unwrap();
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("benchstack").unwrap();
+        c.arg("--state")
+            .arg(self.state())
+            .args(args)
+            .stdin(Stdio::null());
+        c.current_dir(self.dir.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Serving processes started for this state directory.
+    fn servers(&self) -> Vec<u32> {
+        benchstack::state::procinfo::find_by_arg(&self.state().display().to_string())
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for pid in self.servers() {
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn apply_plan_edit_batching_compare_runs_and_destroy() {
+    let env = Env::new();
+    env.write_stack(8, "1s");
+    let stack = env.stack();
+
+    let (code, out, err) = env.run(&["apply", "--auto-approve", s(&stack)]);
+    assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
+    assert!(out.contains("serving.tf: created ("), "{out}");
+    assert!(out.contains("loadtest.smoke: ran as run #1"), "{out}");
+    assert_eq!(env.servers().len(), 1);
+
+    // Nothing to do: exit 0 with --detailed-exitcode.
+    let (code, out, err) = env.run(&["plan", "--detailed-exitcode", s(&stack)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("No changes."), "{out}");
+
+    // The outputs name a live endpoint.
+    let (code, endpoint, _) = env.run(&["output", "rest_endpoint"]);
+    assert_eq!(code, 0);
+    assert!(
+        endpoint.trim().starts_with("http://127.0.0.1:"),
+        "{endpoint}"
+    );
+
+    // A batching edit: an in-place update with the file diff, and the load test re-runs.
+    env.write_stack(16, "1s");
+    let (code, out, err) = env.run(&["plan", "--detailed-exitcode", s(&stack)]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        out.contains("~ serving.tf will be updated in place: batching changed"),
+        "{out}"
+    );
+    assert!(out.contains("-max_batch_size { value: 8 }"), "{out}");
+    assert!(out.contains("+max_batch_size { value: 16 }"), "{out}");
+    assert!(
+        out.contains("> loadtest.smoke will run: serving.tf will be updated"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Plan: 0 to create, 1 to update, 0 to replace, 0 to delete, 1 to run."),
+        "{out}"
+    );
+
+    let (code, json, _) = env.run(&["plan", "--json", s(&stack)]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["summary"]["update"], 1);
+    assert_eq!(v["summary"]["run"], 1);
+    let serving = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "serving.tf")
+        .unwrap();
+    assert_eq!(serving["action"], "update");
+    assert_eq!(serving["before"]["batching"]["max_batch_size"], 8);
+    assert_eq!(serving["after"]["batching"]["max_batch_size"], 16);
+
+    let before = env.servers();
+    let (code, out, err) = env.run(&["apply", "--auto-approve", s(&stack)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("loadtest.smoke: ran as run #2"), "{out}");
+    let after = env.servers();
+    assert_eq!(after.len(), 1);
+    assert_ne!(before, after, "the update restarts serving");
+
+    // Both runs are kept and compare.
+    let (code, out, err) = env.run(&["results", "--compare", "1", "2"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, json, _) = env.run(&["results", "--json"]);
+    assert_eq!(code, 0);
+    let runs: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    assert!(
+        runs[1]["report"]["stages"][0]["histogram"].is_string(),
+        "full histogram stored"
+    );
+    let html = env.dir.path().join("runs.html");
+    let (code, _, err) = env.run(&["results", "--compare", "1", "2", "--html", s(&html)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::metadata(&html).unwrap().len() > 0);
+
+    let (code, out, _) = env.run(&["state", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("serving.tf") && out.contains("loadtest.smoke"),
+        "{out}"
+    );
+    let (code, out, _) = env.run(&["state", "history"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("apply") && out.contains("run #2"), "{out}");
+
+    let (code, out, err) = env.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(env.servers().is_empty(), "destroy left a serving process");
+    let (_, out, _) = env.run(&["state", "list"]);
+    assert!(out.trim().is_empty(), "{out}");
+}
+
+#[test]
+fn a_stale_plan_file_is_refused() {
+    let env = Env::new();
+    env.write_stack(8, "1s");
+    let stack = env.stack();
+    let p1 = env.dir.path().join("p1.json");
+    let (code, out, err) = env.run(&[
+        "plan",
+        "--target",
+        "model.regression",
+        "--out",
+        s(&p1),
+        s(&stack),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // Another apply changes the state after the plan was made.
+    let (code, out, err) = env.run(&[
+        "apply",
+        "--auto-approve",
+        "--target",
+        "cluster.local",
+        s(&stack),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, _, err) = env.run(&["apply", s(&p1)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("stale"), "{err}");
+
+    // A fresh plan applies; a plan whose stack file was edited since does not.
+    let p2 = env.dir.path().join("p2.json");
+    let (code, _, _) = env.run(&[
+        "plan",
+        "--target",
+        "model.regression",
+        "--out",
+        s(&p2),
+        s(&stack),
+    ]);
+    assert_eq!(code, 0);
+    env.write_stack(9, "1s");
+    let (code, _, err) = env.run(&["apply", s(&p2)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("stack files changed"), "{err}");
+    env.write_stack(8, "1s");
+    let (code, out, err) = env.run(&["apply", s(&p2)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("model.regression: created"), "{out}");
+}
+
+#[test]
+fn a_second_writer_is_told_who_holds_the_lock() {
+    let env = Env::new();
+    env.write_stack(8, "1s");
+    let held = benchstack::state::Store::open(&env.state(), "apply").unwrap();
+    let (code, _, err) = env.run(&["plan", s(&env.stack())]);
+    assert_eq!(code, 1);
+    assert!(err.contains("locked by"), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(err.contains("`apply`"), "{err}");
+    assert!(err.contains("since"), "{err}");
+    drop(held);
+    let (code, _, err) = env.run(&["plan", s(&env.stack())]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn apply_without_auto_approve_and_without_a_terminal_is_refused() {
+    let env = Env::new();
+    env.write_stack(8, "1s");
+    let (code, _, err) = env.run(&["apply", s(&env.stack())]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--auto-approve"), "{err}");
+    assert!(env.servers().is_empty());
+}
+
+#[test]
+fn a_bad_stack_is_an_error_and_touches_no_state() {
+    let env = Env::new();
+    std::fs::write(
+        env.stack(),
+        "cluster \"local\" {\n  provider = \"local\"\n  colour = 3\n}\n",
+    )
+    .unwrap();
+    let (code, _, err) = env.run(&["plan", s(&env.stack())]);
+    assert_eq!(code, 1);
+    assert!(err.contains("colour"), "{err}");
+    assert!(!env.state().exists(), "a bad stack created state");
+}
+
+#[test]
+fn an_apply_killed_during_a_load_test_is_continued_without_a_second_server() {
+    let env = Env::new();
+    env.write_stack(8, "30s");
+    let stack = env.stack();
+    let mut child = env
+        .cmd(&["apply", "--auto-approve", s(&stack)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("loadtest.smoke: running") || Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(seen.contains("loadtest.smoke: running"), "{seen}");
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let first = env.servers();
+    assert_eq!(first.len(), 1, "serving outlives the killed apply");
+
+    // The next plan continues: serving stands, the load test runs again.
+    env.write_stack(8, "1s");
+    let (code, out, err) = env.run(&["plan", "--detailed-exitcode", s(&stack)]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("took over the lock"), "{err}");
+    assert!(!out.contains("serving.tf will"), "{out}");
+    assert!(out.contains("> loadtest.smoke will run"), "{out}");
+    let (code, out, err) = env.run(&["apply", "--auto-approve", s(&stack)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(env.servers(), first, "no second serving process");
+    let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0);
+    assert!(env.servers().is_empty());
+}

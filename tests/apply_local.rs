@@ -1,0 +1,223 @@
+//! Plan and apply through the library with the local provider: real `benchstack serve`
+//! processes on loopback ports, a real sled state.
+
+#[path = "support/local_stack.rs"]
+mod local_stack;
+
+use benchstack::apply;
+use benchstack::plan::{Action, PlanOptions};
+use benchstack::provider::local::models_available;
+use benchstack::stack::types::Kind;
+use benchstack::state::Store;
+use local_stack::*;
+use std::time::Duration;
+
+fn action(plan: &benchstack::plan::Plan, a: &str) -> Action {
+    plan.changes
+        .iter()
+        .find(|c| c.address.to_string() == a)
+        .map(|c| c.action)
+        .unwrap_or(Action::NoOp)
+}
+
+#[test]
+fn serving_is_created_updated_with_new_processes_refreshed_and_destroyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "test").unwrap();
+    let providers = providers(dir.path());
+    let serving = addr(Kind::Serving, "tf");
+    let opts = PlanOptions::default();
+
+    // Create: two replicas on distinct ports, both serving the model.
+    let p = plan(&store, &providers, Some(&serving_stack(2, 8)), &opts);
+    assert_eq!(action(&p, "serving.tf"), Action::Create);
+    let out = apply(&store, &providers, &p);
+    assert!(out.ok(), "{out:?}");
+    let first = pids(&store, &serving);
+    let mut reaper = Reaper(first.clone());
+    assert_eq!(first.len(), 2);
+    let rec = store.resource(&serving).unwrap().unwrap();
+    let ports: Vec<u16> = rec.observed["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rest_port"].as_u64().unwrap() as u16)
+        .collect();
+    assert_ne!(ports[0], ports[1]);
+    for port in &ports {
+        assert!(models_available(
+            *port,
+            &["regression".into()],
+            Duration::from_secs(5)
+        ));
+    }
+    assert_eq!(
+        store.outputs().unwrap()["rest_endpoint"],
+        format!("http://127.0.0.1:{}", ports[0])
+    );
+
+    // Unchanged: no changes after a refresh that finds both processes.
+    let p = plan(&store, &providers, Some(&serving_stack(2, 8)), &opts);
+    assert!(!p.has_changes(), "{}", benchstack::plan::render::text(&p));
+
+    // A batching change restarts serving with the new file; the old processes are gone.
+    let p = plan(&store, &providers, Some(&serving_stack(2, 16)), &opts);
+    assert_eq!(action(&p, "serving.tf"), Action::Update);
+    assert!(apply(&store, &providers, &p).ok());
+    let second = pids(&store, &serving);
+    reaper.0.extend(&second);
+    assert!(
+        first.iter().all(|p| !alive(*p)),
+        "old replicas still running"
+    );
+    assert!(second.iter().all(|p| alive(*p)));
+    let dir_now = store.resource(&serving).unwrap().unwrap().observed["directory"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let batching = std::fs::read_to_string(format!("{dir_now}/batching_parameters.txt")).unwrap();
+    assert!(
+        batching.contains("max_batch_size { value: 16 }"),
+        "{batching}"
+    );
+
+    // A replica killed behind benchstack's back: refresh notices, plan replaces.
+    unsafe {
+        libc::kill(second[1] as i32, libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let p = plan(&store, &providers, Some(&serving_stack(2, 16)), &opts);
+    assert_eq!(action(&p, "serving.tf"), Action::Replace);
+    let reason = p
+        .changes
+        .iter()
+        .find(|c| c.address == serving)
+        .unwrap()
+        .reason
+        .clone()
+        .unwrap();
+    assert!(reason.contains(&format!("pid {}", second[1])), "{reason}");
+    assert!(apply(&store, &providers, &p).ok());
+    let third = pids(&store, &serving);
+    reaper.0.extend(&third);
+    assert!(!alive(second[0]));
+
+    // Destroy stops every process and empties the state.
+    let destroy = PlanOptions {
+        destroy: true,
+        ..Default::default()
+    };
+    let p = plan(&store, &providers, None, &destroy);
+    assert!(apply(&store, &providers, &p).ok());
+    assert!(third.iter().all(|p| !alive(*p)), "destroy left a process");
+    assert!(store.resources().unwrap().is_empty());
+}
+
+#[test]
+fn a_server_started_but_not_recorded_is_adopted_not_started_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "test").unwrap();
+    let providers = providers(dir.path());
+    let serving = addr(Kind::Serving, "tf");
+    let stack = serving_stack(1, 8);
+    let opts = PlanOptions::default();
+    // Apply everything but serving.
+    let p = plan(
+        &store,
+        &providers,
+        Some(&stack),
+        &PlanOptions {
+            targets: vec![
+                addr(Kind::Model, "regression"),
+                addr(Kind::Cluster, "local"),
+            ],
+            ..Default::default()
+        },
+    );
+    assert!(apply(&store, &providers, &p).ok());
+
+    // Simulate an apply killed right after the server came up: the provider ran (intent
+    // written with its ports) but the resource was never recorded.
+    let p = plan(&store, &providers, Some(&stack), &opts);
+    let change = p
+        .changes
+        .iter()
+        .find(|c| c.address == serving)
+        .unwrap()
+        .clone();
+    let intent = std::sync::Mutex::new(benchstack::state::Intent {
+        address: serving.clone(),
+        operation: "create".into(),
+        provider: "local".into(),
+        config: change.after.clone(),
+        depends_on: change.depends_on.clone(),
+        rendered: change.rendered.clone(),
+        upstream: Default::default(),
+        data: serde_json::Value::Null,
+        pid: 1,
+        started: 0,
+    });
+    store.put_intent(&intent.lock().unwrap()).unwrap();
+    let note = |v: serde_json::Value| {
+        let mut i = intent.lock().unwrap();
+        i.data = v;
+        store
+            .put_intent(&i)
+            .map(|_| ())
+            .map_err(|e| benchstack::provider::ProviderError::State(e.to_string()))
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let ctx = benchstack::provider::Context {
+        state_dir: dir.path(),
+        note: &note,
+        progress: &|_| {},
+        cancel: &cancel,
+    };
+    let mut inputs = benchstack::provider::Inputs::default();
+    for r in &stack.resources {
+        inputs.configs.insert(r.address.clone(), r.config.clone());
+    }
+    use benchstack::provider::Provider;
+    let applied = providers
+        .local
+        .create(&ctx, &serving, change.after.as_ref().unwrap(), &inputs)
+        .unwrap();
+    let started: Vec<u32> = applied.observed["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pid"].as_u64().unwrap() as u32)
+        .collect();
+    let _reaper = Reaper(started.clone());
+    assert!(store.resource(&serving).unwrap().is_none());
+
+    // The next plan finds the running server through the intent: nothing to do.
+    let p = plan(&store, &providers, Some(&stack), &opts);
+    assert_eq!(
+        action(&p, "serving.tf"),
+        Action::NoOp,
+        "{}",
+        benchstack::plan::render::text(&p)
+    );
+
+    // Apply's recovery records it; no second server.
+    apply::recover(&store, &providers, &|_| {}).unwrap();
+    assert_eq!(pids(&store, &serving), started);
+    assert!(store.intents().unwrap().is_empty());
+    let p = plan(&store, &providers, Some(&stack), &opts);
+    assert!(!p.has_changes());
+    let dir_str = dir.path().display().to_string();
+    assert_eq!(benchstack::state::procinfo::find_by_arg(&dir_str).len(), 1);
+
+    let p = plan(
+        &store,
+        &providers,
+        None,
+        &PlanOptions {
+            destroy: true,
+            ..Default::default()
+        },
+    );
+    assert!(apply(&store, &providers, &p).ok());
+    assert!(benchstack::state::procinfo::find_by_arg(&dir_str).is_empty());
+}
