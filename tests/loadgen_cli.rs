@@ -13,8 +13,7 @@ use serve_process::{ServeProcess, repo};
 
 fn loadtest() -> Command {
     let mut c = Command::cargo_bin("benchstack").unwrap();
-    c.arg("loadtest")
-        .timeout(std::time::Duration::from_secs(60));
+    c.arg("loadtest").timeout(std::time::Duration::from_secs(60));
     c
 }
 
@@ -26,8 +25,9 @@ fn body() -> String {
 }
 
 fn json_of(out: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(out)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(out)))
+    serde_json::from_slice(out).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(out))
+    })
 }
 
 #[test]
@@ -35,26 +35,11 @@ fn json_output_has_the_documented_shape() {
     let server = HttpTarget::start(Behaviour::default());
     let out = loadtest()
         .args([&server.url(), "--model", "regression", "--request", &body()])
-        .args([
-            "--stage",
-            "200:1s",
-            "--stage",
-            "400:1s",
-            "--slo",
-            "p99=500ms",
-            "--json",
-        ])
+        .args(["--stage", "200:1s", "--stage", "400:1s", "--slo", "p99=500ms", "--json"])
         .assert()
         .success();
     let v = json_of(&out.get_output().stdout);
-    for k in [
-        "target",
-        "protocol",
-        "model",
-        "stages",
-        "capacity",
-        "environment",
-    ] {
+    for k in ["target", "protocol", "model", "stages", "capacity", "environment"] {
         assert!(v.get(k).is_some(), "missing {k}: {v}");
     }
     assert_eq!(v["protocol"], "rest");
@@ -105,12 +90,10 @@ fn the_table_and_anchor_line_are_printed() {
         .assert()
         .success()
         .stdout(predicate::str::contains("p99.9"))
-        .stdout(
-            predicate::str::is_match(
-                r"ANCHOR requests=300 rps=[0-9.]+ p50_ms=[0-9.]+ p99_ms=[0-9.]+ errors=0\n",
-            )
-            .unwrap(),
-        );
+        .stdout(predicate::str::is_match(
+            r"ANCHOR requests=300 rps=[0-9.]+ p50_ms=[0-9.]+ p99_ms=[0-9.]+ errors=0\n",
+        )
+        .unwrap());
 }
 
 #[test]
@@ -134,9 +117,7 @@ fn html_report_is_written_self_contained() {
     let page = dir.path().join("r.html");
     loadtest()
         .args([&server.url(), "--model", "regression", "--request", &body()])
-        .args([
-            "--stage", "100:1s", "--stage", "200:1s", "--quiet", "--html",
-        ])
+        .args(["--stage", "100:1s", "--stage", "200:1s", "--quiet", "--html"])
         .arg(&page)
         .assert()
         .success()
@@ -159,91 +140,16 @@ fn bad_input_exits_1_naming_the_flag_or_file() {
     let t = "http://127.0.0.1:9";
     let b = body();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec!["--rate", "0", "--duration", "1s", "--request", &b],
-            "--rate",
-        ),
-        (
-            vec!["--rate", "-5", "--duration", "1s", "--request", &b],
-            "--rate",
-        ),
-        (
-            vec!["--rate", "10", "--duration", "10", "--request", &b],
-            "--duration",
-        ),
+        (vec!["--rate", "0", "--duration", "1s", "--request", &b], "--rate"),
+        (vec!["--rate", "-5", "--duration", "1s", "--request", &b], "--rate"),
+        (vec!["--rate", "10", "--duration", "10", "--request", &b], "--duration"),
         (vec!["--stage", "10:soon", "--request", &b], "--stage"),
-        (
-            vec![
-                "--rate",
-                "10",
-                "--duration",
-                "1s",
-                "--slo",
-                "p99",
-                "--request",
-                &b,
-            ],
-            "--slo",
-        ),
-        (
-            vec![
-                "--rate",
-                "10",
-                "--duration",
-                "1s",
-                "--arrival",
-                "bursty",
-                "--request",
-                &b,
-            ],
-            "--arrival",
-        ),
-        (
-            vec![
-                "--rate",
-                "10",
-                "--duration",
-                "1s",
-                "--connections",
-                "0",
-                "--request",
-                &b,
-            ],
-            "--connections",
-        ),
-        (
-            vec![
-                "--rate",
-                "10",
-                "--duration",
-                "1s",
-                "--request",
-                not_json.to_str().unwrap(),
-            ],
-            "bad.json: is not JSON",
-        ),
-        (
-            vec![
-                "--rate",
-                "10",
-                "--duration",
-                "1s",
-                "--request",
-                not_predict.to_str().unwrap(),
-            ],
-            "rows.json: is not a TF Serving predict body",
-        ),
-        (
-            vec![
-                "--rate",
-                "10",
-                "--duration",
-                "1s",
-                "--data",
-                csv.to_str().unwrap(),
-            ],
-            "d.csv: line 3",
-        ),
+        (vec!["--rate", "10", "--duration", "1s", "--slo", "p99", "--request", &b], "--slo"),
+        (vec!["--rate", "10", "--duration", "1s", "--arrival", "bursty", "--request", &b], "--arrival"),
+        (vec!["--rate", "10", "--duration", "1s", "--connections", "0", "--request", &b], "--connections"),
+        (vec!["--rate", "10", "--duration", "1s", "--request", not_json.to_str().unwrap()], "bad.json: is not JSON"),
+        (vec!["--rate", "10", "--duration", "1s", "--request", not_predict.to_str().unwrap()], "rows.json: is not a TF Serving predict body"),
+        (vec!["--rate", "10", "--duration", "1s", "--data", csv.to_str().unwrap()], "d.csv: line 3"),
         (vec!["--rate", "10", "--duration", "1s"], "--request"),
         (vec!["--find-capacity", "--request", &b], "--slo"),
     ];
@@ -257,17 +163,7 @@ fn bad_input_exits_1_naming_the_flag_or_file() {
             .stderr(predicate::str::contains(expected));
     }
     loadtest()
-        .args([
-            "ftp://x:1",
-            "--model",
-            "m",
-            "--rate",
-            "1",
-            "--duration",
-            "1s",
-            "--request",
-            &b,
-        ])
+        .args(["ftp://x:1", "--model", "m", "--rate", "1", "--duration", "1s", "--request", &b])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("TARGET"));
@@ -283,16 +179,7 @@ fn an_unreachable_target_exits_1_within_the_connect_timeout() {
         let t = std::time::Instant::now();
         loadtest()
             .arg(format!("{scheme}://127.0.0.1:{port}"))
-            .args([
-                "--model",
-                "m",
-                "--rate",
-                "10",
-                "--duration",
-                "5s",
-                "--timeout",
-                "1s",
-            ])
+            .args(["--model", "m", "--rate", "10", "--duration", "5s", "--timeout", "1s"])
             .args(["--request", &body()])
             .assert()
             .code(1)
@@ -308,15 +195,7 @@ fn rest_and_grpc_work_against_benchstack_serve() {
     for target in [serve.rest_url(), grpc] {
         let out = loadtest()
             .args([&target, "--model", "regression", "--request", &body()])
-            .args([
-                "--rate",
-                "200",
-                "--duration",
-                "1s",
-                "--connections",
-                "4",
-                "--json",
-            ])
+            .args(["--rate", "200", "--duration", "1s", "--connections", "4", "--json"])
             .assert()
             .success();
         let v = json_of(&out.get_output().stdout);
@@ -328,31 +207,12 @@ fn rest_and_grpc_work_against_benchstack_serve() {
     let csv = repo().join("examples/model/test.csv");
     let out = loadtest()
         .arg(format!("grpc://127.0.0.1:{}", serve.grpc_port))
-        .args([
-            "--model",
-            "regression",
-            "--data",
-            csv.to_str().unwrap(),
-            "--batch-size",
-            "8",
-        ])
-        .args([
-            "--rate",
-            "100",
-            "--duration",
-            "1s",
-            "--connections",
-            "2",
-            "--json",
-        ])
+        .args(["--model", "regression", "--data", csv.to_str().unwrap(), "--batch-size", "8"])
+        .args(["--rate", "100", "--duration", "1s", "--connections", "2", "--json"])
         .assert()
         .success();
     let v = json_of(&out.get_output().stdout);
-    assert_eq!(
-        v["stages"][0]["errors_total"], 0,
-        "{}",
-        v["stages"][0]["errors"]
-    );
+    assert_eq!(v["stages"][0]["errors_total"], 0, "{}", v["stages"][0]["errors"]);
     // A wrong model and a row-format body: no signature to name the input; exit 1.
     let out = loadtest()
         .arg(format!("grpc://127.0.0.1:{}", serve.grpc_port))
@@ -360,21 +220,12 @@ fn rest_and_grpc_work_against_benchstack_serve() {
         .args(["--rate", "50", "--duration", "1s", "--json"])
         .assert();
     let o = out.get_output();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("signature"));
     // With named inputs no signature is needed: a wrong model is counted by its gRPC code.
     let dir = tempfile::tempdir().unwrap();
     let named = dir.path().join("named.json");
-    std::fs::write(
-        &named,
-        r#"{"instances": [{"features": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}]}"#,
-    )
-    .unwrap();
+    std::fs::write(&named, r#"{"instances": [{"features": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}]}"#).unwrap();
     let out = loadtest()
         .arg(format!("grpc://127.0.0.1:{}", serve.grpc_port))
         .args(["--model", "nope", "--request", named.to_str().unwrap()])
@@ -382,9 +233,5 @@ fn rest_and_grpc_work_against_benchstack_serve() {
         .assert()
         .success();
     let v = json_of(&out.get_output().stdout);
-    assert_eq!(
-        v["stages"][0]["errors"]["grpc_not_found"], 50,
-        "{}",
-        v["stages"][0]["errors"]
-    );
+    assert_eq!(v["stages"][0]["errors"]["grpc_not_found"], 50, "{}", v["stages"][0]["errors"]);
 }

@@ -11,8 +11,7 @@ use benchstack::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Slo, Sta
 use benchstack::loadgen::{self, LoadSpec};
 use http_target::{Behaviour, HttpTarget};
 
-const BODY: &str =
-    r#"{"instances": [[61.0, 1.0, 25.8, 90.0, 280.0, 195.4, 55.0, 5.0, 4.99, 90.0]]}"#;
+const BODY: &str = r#"{"instances": [[61.0, 1.0, 25.8, 90.0, 280.0, 195.4, 55.0, 5.0, 4.99, 90.0]]}"#;
 
 fn spec(url: String, rate: Rate, secs: f64, connections: u32) -> LoadSpec {
     let mut s = LoadSpec::new(
@@ -49,10 +48,7 @@ fn achieved_rate_holds_within_one_percent_at_2000_per_second() {
     // The warmup was sent but not recorded.
     let served = server.requests.load(std::sync::atomic::Ordering::Relaxed);
     assert!(served >= 6000 + 500, "server saw {served}");
-    assert_eq!(
-        st.timeline.iter().map(|p| p.requests).sum::<u64>(),
-        st.requests
-    );
+    assert_eq!(st.timeline.iter().map(|p| p.requests).sum::<u64>(), st.requests);
 }
 
 #[test]
@@ -61,8 +57,8 @@ fn a_server_freezing_300ms_of_every_second_shows_in_the_tail() {
         freeze: Some((Duration::from_secs(1), Duration::from_millis(300))),
         ..Behaviour::default()
     });
-    let r =
-        loadgen::run_blocking(&spec(server.url(), Rate::PerSecond(2000.0), 4.0, 64), None).unwrap();
+    let r = loadgen::run_blocking(&spec(server.url(), Rate::PerSecond(2000.0), 4.0, 64), None)
+        .unwrap();
     let st = &r.stages[0];
     assert_eq!(st.errors_total, 0, "{:?}", st.errors);
     // ~30% of requests wait out the rest of a freeze (uniform over 0–300 ms): the 90th
@@ -90,8 +86,8 @@ fn errors_are_counted_by_kind_for_503s_and_dropped_connections() {
         drop_every: 7,
         ..Behaviour::default()
     });
-    let r =
-        loadgen::run_blocking(&spec(server.url(), Rate::PerSecond(500.0), 2.0, 8), None).unwrap();
+    let r = loadgen::run_blocking(&spec(server.url(), Rate::PerSecond(500.0), 2.0, 8), None)
+        .unwrap();
     let st = &r.stages[0];
     let http_503 = st.errors.get("http_503").copied().unwrap_or(0);
     let closed = st.errors.get("closed").copied().unwrap_or(0);
@@ -201,11 +197,7 @@ fn capacity_search_grows_then_bisects_and_reports_every_probe() {
     assert!(cap.probes[0].passed, "{:?}", cap.probes);
     assert!(cap.probes.iter().any(|p| !p.passed), "{:?}", cap.probes);
     let rate = cap.rate.unwrap();
-    assert!(
-        (50.0..=260.0).contains(&rate),
-        "capacity {rate}: {:?}",
-        cap.probes
-    );
+    assert!((50.0..=260.0).contains(&rate), "capacity {rate}: {:?}", cap.probes);
     // The answer is the highest rate that passed.
     let best = cap
         .probes

@@ -41,12 +41,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value = "1")]
     pub batch_size: String,
     /// Requests per second, or `max` (closed loop over --connections, like wrk).
-    #[arg(
-        long,
-        value_name = "R",
-        allow_hyphen_values = true,
-        conflicts_with = "stage"
-    )]
+    #[arg(long, value_name = "R", allow_hyphen_values = true, conflicts_with = "stage")]
     pub rate: Option<String>,
     /// How long to run at --rate (e.g. 30s, 2m).
     #[arg(long, value_name = "D", allow_hyphen_values = true)]
@@ -190,9 +185,7 @@ pub fn build_spec(args: &Args) -> miette::Result<(LoadSpec, Option<CapacitySearc
         for (i, s) in args.stage.iter().enumerate() {
             let st = Stage::parse(s, i).map_err(|e| miette!("--stage: {e}"))?;
             if st.duration.is_zero() {
-                return Err(miette!(
-                    "--stage `{s}`: the duration must be greater than 0"
-                ));
+                return Err(miette!("--stage `{s}`: the duration must be greater than 0"));
             }
             stages.push(st);
         }

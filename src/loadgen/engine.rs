@@ -67,8 +67,7 @@ impl Ctx {
         let mut s = self.state.borrow_mut();
         s.in_flight += 1;
         if job.stage != WARMUP {
-            s.recs[job.stage as usize]
-                .record_lag(job.released.saturating_duration_since(job.intended));
+            s.recs[job.stage as usize].record_lag(job.released.saturating_duration_since(job.intended));
         }
     }
 
@@ -147,16 +146,7 @@ struct Ticker<'a> {
 
 impl Ticker<'_> {
     #[allow(clippy::too_many_arguments)]
-    fn tick(
-        &mut self,
-        ctx: &Ctx,
-        now: Instant,
-        name: &str,
-        index: usize,
-        stages: usize,
-        start: Instant,
-        duration: Duration,
-    ) {
+    fn tick(&mut self, ctx: &Ctx, now: Instant, name: &str, index: usize, stages: usize, start: Instant, duration: Duration) {
         let Some(f) = self.progress else { return };
         if now < self.next {
             return;
@@ -226,18 +216,7 @@ pub async fn run(
             rate: first.rate,
             duration: plan.warmup,
         };
-        run_stage(
-            ctx,
-            sink,
-            plan,
-            &mut timer,
-            &mut ticker,
-            &warm,
-            WARMUP,
-            start,
-            n,
-        )
-        .await;
+        run_stage(ctx, sink, plan, &mut timer, &mut ticker, &warm, WARMUP, start, n).await;
         start += plan.warmup;
     }
     for (i, stage) in plan.stages.iter().enumerate() {
@@ -248,18 +227,7 @@ pub async fn run(
             start = now;
         }
         ctx.state.borrow_mut().recs[i].begin(start);
-        run_stage(
-            ctx,
-            sink,
-            plan,
-            &mut timer,
-            &mut ticker,
-            stage,
-            i as u32,
-            start,
-            n,
-        )
-        .await;
+        run_stage(ctx, sink, plan, &mut timer, &mut ticker, stage, i as u32, start, n).await;
         start += stage.duration;
     }
     {
@@ -286,11 +254,7 @@ async fn run_stage(
     stages: usize,
 ) {
     let end = start + stage.duration;
-    let idx = if index == WARMUP {
-        usize::MAX
-    } else {
-        index as usize
-    };
+    let idx = if index == WARMUP { usize::MAX } else { index as usize };
     match stage.rate {
         Rate::Max => {
             ctx.state.borrow_mut().closed = Some(index);
@@ -350,13 +314,5 @@ async fn run_stage(
         }
     }
     ticker.next = Instant::now();
-    ticker.tick(
-        ctx,
-        Instant::now(),
-        &stage.name,
-        idx,
-        stages,
-        start,
-        stage.duration,
-    );
+    ticker.tick(ctx, Instant::now(), &stage.name, idx, stages, start, stage.duration);
 }

@@ -23,7 +23,9 @@ pub fn endpoint_uri(target: &str) -> Result<String, LoadError> {
         .strip_prefix("grpc://")
         .or_else(|| target.strip_prefix("http://"))
         .ok_or_else(|| {
-            LoadError::Target(format!("`{target}`: expected grpc://HOST:PORT for gRPC"))
+            LoadError::Target(format!(
+                "`{target}`: expected grpc://HOST:PORT for gRPC"
+            ))
         })?;
     let hostport = rest.trim_end_matches('/');
     if hostport.is_empty() || hostport.contains('/') {
@@ -50,10 +52,7 @@ pub async fn connect(target: &str, timeout: Duration) -> Result<Channel, LoadErr
         }),
         Err(_) => Err(LoadError::Connect {
             target: target.to_string(),
-            reason: format!(
-                "no connection within {}",
-                humantime::format_duration(timeout)
-            ),
+            reason: format!("no connection within {}", humantime::format_duration(timeout)),
         }),
     }
 }
@@ -104,11 +103,7 @@ pub async fn input_name(
         .ok_or_else(|| {
             LoadError::Metadata(format!(
                 "model `{model}` has no signature `{want}` (it has: {})",
-                map.signature_def
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                map.signature_def.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
     Ok((def.inputs.len() == 1)
@@ -124,12 +119,19 @@ pub struct GrpcPool {
 }
 
 impl GrpcPool {
-    pub fn new(ctx: Rc<Ctx>, channels: Vec<Channel>, requests: Vec<PredictRequest>) -> Rc<Self> {
+    pub fn new(
+        ctx: Rc<Ctx>,
+        channels: Vec<Channel>,
+        requests: Vec<PredictRequest>,
+    ) -> Rc<Self> {
         Rc::new(GrpcPool {
             ctx,
             clients: channels
                 .into_iter()
-                .map(|c| PredictionServiceClient::new(c).max_decoding_message_size(64 << 20))
+                .map(|c| {
+                    PredictionServiceClient::new(c)
+                        .max_decoding_message_size(64 << 20)
+                })
                 .collect(),
             requests: requests.into(),
             next: Cell::new(0),
@@ -160,19 +162,16 @@ fn classify(r: Result<tonic::Response<PredictResponse>, tonic::Status>) -> Resul
         Ok(_) => Ok(()),
         Err(s) => Err(match s.code() {
             tonic::Code::DeadlineExceeded => ErrorKind::Timeout,
-            tonic::Code::Cancelled if s.message().contains("Timeout expired") => ErrorKind::Timeout,
+            tonic::Code::Cancelled if s.message().contains("Timeout expired") => {
+                ErrorKind::Timeout
+            }
             tonic::Code::Unavailable if s.message().contains("connect") => ErrorKind::Connect,
             code => ErrorKind::Grpc(code as i32),
         }),
     }
 }
 
-async fn call(
-    ctx: &Ctx,
-    job: Job,
-    mut client: PredictionServiceClient<Channel>,
-    req: PredictRequest,
-) {
+async fn call(ctx: &Ctx, job: Job, mut client: PredictionServiceClient<Channel>, req: PredictRequest) {
     let sent = Instant::now();
     ctx.sent(&job, sent);
     let r = client.predict(req).await;

@@ -80,7 +80,8 @@ pub fn parse_reply(buf: &[u8], eof: bool) -> Result<Option<Reply>, ErrorKind> {
     let rest = &buf[head_len..];
     let body_ok = |body: &[u8]| {
         status == 200
-            && (find(body, b"\"predictions\"").is_some() || find(body, b"\"outputs\"").is_some())
+            && (find(body, b"\"predictions\"").is_some()
+                || find(body, b"\"outputs\"").is_some())
     };
     match framing {
         Framing::Length(n) => {
@@ -288,8 +289,7 @@ mod tests {
 
     #[test]
     fn statuses_close_and_garbage_are_told_apart() {
-        let r =
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let r = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         let got = parse_reply(r, false).unwrap().unwrap();
         assert_eq!((got.status, got.keep_alive), (503, false));
         assert_eq!(

@@ -124,17 +124,15 @@ fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
         ));
     }
     if spec.connections == 0 {
-        return Err(LoadError::Invalid("connections must be at least 1".into()));
+        return Err(LoadError::Invalid(
+            "connections must be at least 1".into(),
+        ));
     }
     if spec.max_in_flight == Some(0) {
-        return Err(LoadError::Invalid(
-            "max in flight must be at least 1".into(),
-        ));
+        return Err(LoadError::Invalid("max in flight must be at least 1".into()));
     }
     if spec.timeout.is_zero() {
-        return Err(LoadError::Invalid(
-            "the timeout must be greater than 0".into(),
-        ));
+        return Err(LoadError::Invalid("the timeout must be greater than 0".into()));
     }
     for s in &spec.stages {
         if let Rate::PerSecond(r) = s.rate
@@ -168,10 +166,7 @@ fn rest_target(target: &str) -> Result<(SocketAddr, String), LoadError> {
             "`{target}`: expected http://HOST:PORT (the predict path is added from --model)"
         )));
     }
-    let with_port = if hostport
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
+    let with_port = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
         hostport.to_string()
     } else {
         format!("{hostport}:80")
@@ -221,15 +216,15 @@ pub fn run_blocking(
                 for t in &spec.targets {
                     let (addr, host) = rest_target(t)?;
                     // Fail fast and clearly on an unreachable target, before any schedule.
-                    http1::connect(addr, spec.timeout)
-                        .await
-                        .map_err(|_| LoadError::Connect {
+                    http1::connect(addr, spec.timeout).await.map_err(|_| {
+                        LoadError::Connect {
                             target: t.clone(),
                             reason: format!(
                                 "no TCP connection to {addr} within {}",
                                 humantime::format_duration(spec.timeout)
                             ),
-                        })?;
+                        }
+                    })?;
                     let reqs: Rc<[Vec<u8>]> = bodies
                         .iter()
                         .map(|b| request::http_request(&host, &spec.model, b))
@@ -240,12 +235,7 @@ pub fn run_blocking(
                     let (addr, reqs) = &targets[i % targets.len()];
                     // Spread connections over the pre-built bodies.
                     let first = i.wrapping_mul(7919);
-                    tokio::task::spawn_local(http1::worker(
-                        ctx.clone(),
-                        *addr,
-                        reqs.clone(),
-                        first,
-                    ));
+                    tokio::task::spawn_local(http1::worker(ctx.clone(), *addr, reqs.clone(), first));
                 }
                 let sink = QueueSink(ctx.clone());
                 engine::run(&ctx, &sink, &plan, progress).await;

@@ -295,11 +295,7 @@ mod tests {
         let done = sent + Duration::from_millis(1);
         r.record_done(intended, sent, done, Ok(()));
         let rep = r.into_report(&[]);
-        assert!(
-            (rep.latency_ms.max - 201.0).abs() < 0.5,
-            "{:?}",
-            rep.latency_ms
-        );
+        assert!((rep.latency_ms.max - 201.0).abs() < 0.5, "{:?}", rep.latency_ms);
         assert!((rep.service_time_ms.max - 1.0).abs() < 0.01);
     }
 

@@ -68,9 +68,9 @@ fn check_predict_body(v: &Value) -> Result<(), RequestError> {
         (None, None) => Err(RequestError::NotPredictBody(
             "expected an `instances` (row format) or `inputs` (columnar) member".into(),
         )),
-        (Some(Value::Array(rows)), None) if rows.is_empty() => {
-            Err(RequestError::NotPredictBody("`instances` is empty".into()))
-        }
+        (Some(Value::Array(rows)), None) if rows.is_empty() => Err(RequestError::NotPredictBody(
+            "`instances` is empty".into(),
+        )),
         (Some(Value::Array(_)), None) => Ok(()),
         (Some(_), None) => Err(RequestError::NotPredictBody(
             "`instances` must be a list".into(),
@@ -91,7 +91,10 @@ pub fn read_csv(path: &Path) -> Result<Vec<Vec<f64>>, RequestError> {
         reason: "the file is empty; expected a header line of column names".into(),
     })?;
     let columns = header.split(',').count();
-    if header.split(',').all(|c| c.trim().parse::<f64>().is_ok()) {
+    if header
+        .split(',')
+        .all(|c| c.trim().parse::<f64>().is_ok())
+    {
         return Err(RequestError::Csv {
             line: 1,
             reason: "expected a header line of column names, found numbers".into(),
@@ -373,8 +376,7 @@ mod tests {
 
     #[test]
     fn rows_become_a_float_tensor_with_a_batch_dimension() {
-        let Inputs::Unnamed(t) =
-            json_to_inputs(r#"{"instances": [[1, 2, 3], [4, 5, 6]]}"#).unwrap()
+        let Inputs::Unnamed(t) = json_to_inputs(r#"{"instances": [[1, 2, 3], [4, 5, 6]]}"#).unwrap()
         else {
             panic!("expected an unnamed input")
         };
@@ -426,9 +428,6 @@ mod tests {
             }
         );
         std::fs::write(&p, "a,b\n1,x\n").unwrap();
-        assert!(matches!(
-            read_csv(&p),
-            Err(RequestError::Csv { line: 2, .. })
-        ));
+        assert!(matches!(read_csv(&p), Err(RequestError::Csv { line: 2, .. })));
     }
 }

@@ -456,11 +456,8 @@ mod tests {
         assert_eq!(m.slos, s.slos);
         assert_eq!(merged.workers, 3);
         // Averaging the parts' p99s would be wrong; the merged p99 is the p99 of all samples.
-        let avg_p99: f64 = reports
-            .iter()
-            .map(|r| r.stages[0].latency_ms.p99)
-            .sum::<f64>()
-            / 3.0;
+        let avg_p99: f64 =
+            reports.iter().map(|r| r.stages[0].latency_ms.p99).sum::<f64>() / 3.0;
         assert!((m.latency_ms.p99 - avg_p99).abs() > 1.0);
     }
 

@@ -522,11 +522,7 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
         if errs.iter().any(|p| p.1 > 0.0) {
             thr_series.push(Series {
                 label: format!("{prefix}errors per second"),
-                color: if multi {
-                    color.into()
-                } else {
-                    "#dc2626".into()
-                },
+                color: if multi { color.into() } else { "#dc2626".into() },
                 dash: true,
                 points: errs,
             });

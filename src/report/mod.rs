@@ -78,8 +78,8 @@ pub fn stage_table(r: &RunReport) -> String {
     );
     let mut rows = vec![
         [
-            "stage", "rate", "achieved", "requests", "errors", "p50", "p90", "p99", "p99.9", "max",
-            "mean", "svc p99", "lag p99",
+            "stage", "rate", "achieved", "requests", "errors", "p50", "p90", "p99", "p99.9",
+            "max", "mean", "svc p99", "lag p99",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -167,10 +167,7 @@ pub fn stage_table(r: &RunReport) -> String {
         }
         match c.rate {
             Some(rate) => {
-                let _ = writeln!(
-                    out,
-                    "capacity: {rate:.1} req/s (the highest probed rate whose SLOs held)"
-                );
+                let _ = writeln!(out, "capacity: {rate:.1} req/s (the highest probed rate whose SLOs held)");
             }
             None => {
                 let _ = writeln!(out, "capacity: none (no probed rate held its SLOs)");
@@ -186,11 +183,7 @@ pub fn anchor_line(r: &RunReport) -> String {
     let errors: u64 = r.stages.iter().map(|s| s.errors_total).sum();
     let secs: f64 = r.stages.iter().map(|s| s.duration_s).sum();
     let rps = if secs > 0.0 {
-        r.stages
-            .iter()
-            .map(|s| s.achieved_rate * s.duration_s)
-            .sum::<f64>()
-            / secs
+        r.stages.iter().map(|s| s.achieved_rate * s.duration_s).sum::<f64>() / secs
     } else {
         0.0
     };
@@ -201,9 +194,7 @@ pub fn anchor_line(r: &RunReport) -> String {
         ),
         _ => (0.0, 0.0),
     };
-    format!(
-        "ANCHOR requests={requests} rps={rps:.1} p50_ms={p50:.3} p99_ms={p99:.3} errors={errors}"
-    )
+    format!("ANCHOR requests={requests} rps={rps:.1} p50_ms={p50:.3} p99_ms={p99:.3} errors={errors}")
 }
 
 fn delta(a: f64, b: f64) -> String {

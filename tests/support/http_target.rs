@@ -135,16 +135,12 @@ async fn handle(
         return Ok(Response::builder()
             .status(StatusCode::SERVICE_UNAVAILABLE)
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(
-                b"{\"error\": \"overloaded\"}",
-            )))
+            .body(Full::new(Bytes::from_static(b"{\"error\": \"overloaded\"}")))
             .unwrap());
     }
     let _: Option<Infallible> = None;
     Ok(Response::builder()
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(
-            b"{\"predictions\": [[0.4213]]}",
-        )))
+        .body(Full::new(Bytes::from_static(b"{\"predictions\": [[0.4213]]}")))
         .unwrap())
 }
