@@ -60,8 +60,13 @@ pub fn text(plan: &Plan) -> String {
         out.push('\n');
         match c.action {
             Action::Delete => {}
-            Action::Create => {
-                for a in &c.attributes {
+            _ if c.before.is_none() => {
+                // A new resource: its settings, without the unset ones.
+                for a in c
+                    .attributes
+                    .iter()
+                    .filter(|a| !matches!(a.after, None | Some(Value::Null)))
+                {
                     let _ = writeln!(out, "    + {} = {}", a.path, show(&a.after));
                 }
             }
