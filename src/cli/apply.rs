@@ -230,18 +230,34 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
             plan
         }
     };
+    execute_and_finish(&plan, &store, &providers, args.parallelism, "apply")
+}
+
+/// Executes an approved plan (Ctrl-C stops new work) and prints the outcome; shared by apply
+/// and destroy. `operation` is recorded in the history and capitalised in the summary.
+pub fn execute_and_finish(
+    plan: &Plan,
+    store: &Store,
+    providers: &Providers,
+    parallelism: u32,
+    operation: &str,
+) -> miette::Result<ExitCode> {
     let cancel = cancel_on_signals();
     let outcome = apply::execute(
-        &plan,
-        &store,
-        &providers,
+        plan,
+        store,
+        providers,
         &ApplyOptions {
-            parallelism: args.parallelism as usize,
-            operation: "apply".into(),
+            parallelism: parallelism as usize,
+            operation: operation.into(),
         },
         &cancel,
         &print_event,
     )
     .map_err(|e| miette!("{e}"))?;
-    finish(&outcome, &plan, &store, "Apply")
+    let mut verb = operation.to_string();
+    if let Some(first) = verb.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    finish(&outcome, plan, store, &verb)
 }

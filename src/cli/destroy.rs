@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use miette::miette;
 
-use super::apply::{cancel_on_signals, confirm, finish, print_event};
+use super::apply::{confirm, execute_and_finish, print_event};
 use super::plan::{PlanFlags, make_plan, open_store};
-use crate::apply::{self, ApplyOptions};
+use crate::apply;
 use crate::plan;
 use crate::provider::Providers;
 
@@ -46,18 +46,5 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
         println!("Destroy cancelled.");
         return Ok(ExitCode::from(1));
     }
-    let cancel = cancel_on_signals();
-    let outcome = apply::execute(
-        &plan,
-        &store,
-        &providers,
-        &ApplyOptions {
-            parallelism: args.parallelism as usize,
-            operation: "destroy".into(),
-        },
-        &cancel,
-        &print_event,
-    )
-    .map_err(|e| miette!("{e}"))?;
-    finish(&outcome, &plan, &store, "Destroy")
+    execute_and_finish(&plan, &store, &providers, args.parallelism, "destroy")
 }
