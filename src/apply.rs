@@ -254,12 +254,29 @@ pub fn execute(
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<(usize, Duration, StepResult)>();
         let mut running = 0usize;
+        // A load test runs alone: nothing else starts while it measures, and it starts only
+        // when nothing else is running, so parallel steps (another load test, a server
+        // starting) never share the machine with a measurement.
+        let mut measuring = false;
         loop {
             while running < parallelism
+                && !measuring
                 && !cancel.load(Ordering::SeqCst)
                 && fatal.lock().map(|f| f.is_none()).unwrap_or(false)
             {
-                let Some(i) = ready.pop_first() else { break };
+                let pick = if running == 0 {
+                    ready.pop_first()
+                } else {
+                    let other = ready
+                        .iter()
+                        .copied()
+                        .find(|j| work[*j].action != Action::Run);
+                    other.inspect(|j| {
+                        ready.remove(j);
+                    })
+                };
+                let Some(i) = pick else { break };
+                measuring = work[i].action == Action::Run;
                 running += 1;
                 let c = work[i];
                 let tx = tx.clone();
@@ -294,6 +311,9 @@ pub fn execute(
             running -= 1;
             finished[i] = true;
             let c = work[i];
+            if c.action == Action::Run {
+                measuring = false;
+            }
             match &result {
                 StepResult::Failed(msg) => {
                     outcome.failed.push((c.address.clone(), msg.clone()));

@@ -353,3 +353,79 @@ fn an_apply_killed_during_a_load_test_is_continued_without_a_second_server() {
     assert_eq!(code, 0);
     assert!(env.servers().is_empty());
 }
+
+#[test]
+fn load_tests_never_measure_at_the_same_time_and_a_missed_slo_exits_1_after_storing() {
+    let env = Env::new();
+    let model = repo().join("examples/model/regression");
+    let request = repo().join("examples/requests/regression.json");
+    // Two independent serving/loadtest pairs: with parallelism 4 they could overlap, and a
+    // measurement shared with another is not a measurement. The SLO of 1 µs cannot be met.
+    let text = format!(
+        r#"
+cluster "local" {{
+  provider = "local"
+}}
+
+model "regression" {{
+  base_path = "{model}"
+}}
+
+serving "tf" {{
+  for_each = toset(["a", "b"])
+  cluster  = cluster.local
+  models   = [model.regression]
+}}
+
+loadtest "smoke" {{
+  for_each = serving.tf
+  target   = each.value
+  request  = file("{request}")
+  stage {{ rate = 100, duration = "1s" }}
+  slo   {{ p99 = "1us" }}
+}}
+"#,
+        model = model.display(),
+        request = request.display(),
+    );
+    std::fs::write(env.stack(), text).unwrap();
+    let (code, out, err) = env.run(&[
+        "apply",
+        "--auto-approve",
+        "--parallelism",
+        "4",
+        s(&env.stack()),
+    ]);
+    assert_eq!(code, 1, "a missed SLO fails the apply\n{out}\n{err}");
+    assert!(out.contains("did not meet its SLO"), "{out}");
+
+    let (code, json, err) = env.run(&["results", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let runs = v
+        .as_array()
+        .or_else(|| v["runs"].as_array())
+        .expect("a list of runs");
+    assert_eq!(
+        runs.len(),
+        2,
+        "both runs are stored despite the missed SLO: {json}"
+    );
+    let mut windows: Vec<(u64, u64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["started"].as_u64().unwrap(),
+                r["finished"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    windows.sort();
+    assert!(
+        windows[0].1 <= windows[1].0,
+        "the two load tests overlapped: {windows:?}"
+    );
+    let (code, _, err) = env.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(env.servers().is_empty());
+}
