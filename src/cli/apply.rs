@@ -97,7 +97,46 @@ fn doing(a: Action) -> &'static str {
 }
 
 /// Prints apply's events, one line each (and a run's stage table).
+/// Whether an in-place progress line is open on the terminal (it must end before other output).
+static PROGRESS_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn end_progress_line() {
+    if PROGRESS_OPEN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        println!();
+    }
+}
+
+/// On a terminal, progress rewrites one line in place. Elsewhere (CI logs, pipes) a line is
+/// printed when a new phase begins (the text before the first ':') and then every 5 s, so a
+/// log stays readable.
+fn progress_line(address: &str, message: &str) {
+    static LAST: std::sync::Mutex<Option<(String, std::time::Instant)>> =
+        std::sync::Mutex::new(None);
+    if std::io::stdout().is_terminal() {
+        print!("\r\x1b[2K{address}: {message}");
+        let _ = std::io::stdout().flush();
+        PROGRESS_OPEN.store(true, std::sync::atomic::Ordering::SeqCst);
+        return;
+    }
+    let phase = format!(
+        "{address}: {}",
+        message.split(':').next().unwrap_or(message)
+    );
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let due = match &*last {
+        Some((p, at)) => *p != phase || at.elapsed() >= std::time::Duration::from_secs(5),
+        None => true,
+    };
+    if due {
+        println!("{address}: {message}");
+        *last = Some((phase, std::time::Instant::now()));
+    }
+}
+
 pub fn print_event(e: Event) {
+    if !matches!(e, Event::Progress { .. }) {
+        end_progress_line();
+    }
     match e {
         Event::Recovered { address, adopted } => {
             if adopted {
@@ -107,7 +146,7 @@ pub fn print_event(e: Event) {
             }
         }
         Event::Started { address, action } => println!("{address}: {}…", doing(action)),
-        Event::Progress { address, message } => println!("{address}: {message}"),
+        Event::Progress { address, message } => progress_line(&address.to_string(), &message),
         Event::Skipped { address, because } => {
             println!("{address}: skipped ({because} failed)")
         }
