@@ -388,3 +388,29 @@ fn rest_and_grpc_work_against_benchstack_serve() {
         v["stages"][0]["errors"]
     );
 }
+
+#[test]
+fn a_csv_whose_columns_do_not_fit_the_model_is_refused_before_the_run() {
+    let server = ServeProcess::start_model(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("nine.csv");
+    std::fs::write(&csv, "a,b,c,d,e,f,g,h,i\n1,2,3,4,5,6,7,8,9\n").unwrap();
+    let grpc = format!("grpc://127.0.0.1:{}", server.grpc_port);
+    for target in [server.rest_url(), grpc] {
+        let out = Command::cargo_bin("benchstack")
+            .unwrap()
+            .args(["loadtest", &target, "--model", "regression", "--data"])
+            .arg(&csv)
+            .args(["--rate", "100", "--duration", "1s", "--quiet"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{target}: {err}");
+        assert!(
+            err.contains("nine.csv")
+                && err.contains("9 columns")
+                && err.contains("takes 10 values per row"),
+            "{target}: {err}"
+        );
+    }
+}

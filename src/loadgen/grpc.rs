@@ -76,6 +76,18 @@ pub async fn input_name(
     model: &str,
     signature: Option<&str>,
 ) -> Result<Option<String>, LoadError> {
+    Ok(signature_input(channel, model, signature)
+        .await?
+        .map(|(name, _)| name))
+}
+
+/// The signature's single input: its name and shape (-1 = any), from GetModelMetadata.
+/// `None` when the signature has several inputs.
+pub async fn signature_input(
+    channel: Channel,
+    model: &str,
+    signature: Option<&str>,
+) -> Result<Option<(String, Vec<i64>)>, LoadError> {
     let mut client = PredictionServiceClient::new(channel);
     let req = GetModelMetadataRequest {
         model_spec: Some(ModelSpec {
@@ -112,8 +124,16 @@ pub async fn input_name(
             ))
         })?;
     Ok((def.inputs.len() == 1)
-        .then(|| def.inputs.keys().next().cloned())
-        .flatten())
+        .then(|| def.inputs.iter().next())
+        .flatten()
+        .map(|(name, info)| {
+            let shape = info
+                .tensor_shape
+                .as_ref()
+                .map(|t| t.dim.iter().map(|d| d.size).collect())
+                .unwrap_or_default();
+            (name.clone(), shape)
+        }))
 }
 
 pub struct GrpcPool {

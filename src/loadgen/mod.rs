@@ -112,6 +112,91 @@ pub enum LoadError {
     Histogram(String),
     #[error("cannot merge reports: {0}")]
     Merge(String),
+    #[error(
+        "{}: rows have {columns} columns, but model `{model}` takes {width} values per row (input `{input}` has shape {shape:?})",
+        path.display()
+    )]
+    DataWidth {
+        path: std::path::PathBuf,
+        columns: usize,
+        model: String,
+        input: String,
+        shape: Vec<i64>,
+        width: usize,
+    },
+}
+
+/// Refuses a CSV whose rows do not fit the model's input, before any load is sent. Shapes
+/// with an unknown non-batch dimension cannot be checked and pass.
+fn check_data_width(spec: &LoadSpec, input: Option<(String, Vec<i64>)>) -> Result<(), LoadError> {
+    let (RequestSource::Data { path, .. }, Some((input, shape))) = (&spec.request, input) else {
+        return Ok(());
+    };
+    if shape.len() < 2 || shape[1..].iter().any(|d| *d <= 0) {
+        return Ok(());
+    }
+    let width = shape[1..].iter().product::<i64>() as usize;
+    let columns = request::read_csv(path)?
+        .first()
+        .map(|r| r.len())
+        .unwrap_or(0);
+    if columns == width {
+        return Ok(());
+    }
+    Err(LoadError::DataWidth {
+        path: path.clone(),
+        columns,
+        model: spec.model.clone(),
+        input,
+        shape,
+        width,
+    })
+}
+
+/// The model's single input (name, shape) from TF Serving's REST metadata, if the target
+/// answers it; anything else (another server, several inputs) gives `None`.
+async fn rest_signature_input(
+    addr: SocketAddr,
+    host: &str,
+    model: &str,
+    signature: Option<&str>,
+    timeout: Duration,
+) -> Option<(String, Vec<i64>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!(
+            "GET /v1/models/{model}/metadata HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        if head.split_whitespace().nth(1) != Some("200") {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let def = &v["metadata"]["signature_def"]["signature_def"]
+            [signature.unwrap_or("serving_default")];
+        let inputs = def["inputs"].as_object()?;
+        if inputs.len() != 1 {
+            return None;
+        }
+        let (name, info) = inputs.iter().next()?;
+        let shape = info["tensor_shape"]["dim"]
+            .as_array()?
+            .iter()
+            .map(|d| {
+                d["size"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .or_else(|| d["size"].as_i64())
+            })
+            .collect::<Option<Vec<i64>>>()?;
+        Some((name.clone(), shape))
+    };
+    tokio::time::timeout(timeout, fetch).await.ok().flatten()
 }
 
 fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
@@ -230,6 +315,17 @@ pub fn run_blocking(
                                 humantime::format_duration(spec.timeout)
                             ),
                         })?;
+                    if matches!(spec.request, RequestSource::Data { .. }) {
+                        let input = rest_signature_input(
+                            addr,
+                            &host,
+                            &spec.model,
+                            spec.signature.as_deref(),
+                            spec.timeout,
+                        )
+                        .await;
+                        check_data_width(spec, input)?;
+                    }
                     let reqs: Rc<[Vec<u8>]> = bodies
                         .iter()
                         .map(|b| request::http_request(&host, &spec.model, b))
@@ -262,8 +358,15 @@ pub fn run_blocking(
                     .map(|b| request::json_to_inputs(b))
                     .collect::<Result<_, _>>()?;
                 let name = if parsed.iter().any(request::Inputs::needs_name) {
-                    grpc::input_name(channels[0].clone(), &spec.model, spec.signature.as_deref())
-                        .await?
+                    let input = grpc::signature_input(
+                        channels[0].clone(),
+                        &spec.model,
+                        spec.signature.as_deref(),
+                    )
+                    .await?;
+                    let name = input.as_ref().map(|(n, _)| n.clone());
+                    check_data_width(spec, input)?;
+                    name
                 } else {
                     None
                 };
