@@ -420,23 +420,7 @@ impl Loader {
     }
 
     fn reference(&mut self, cx: &Ctx, a: &Attribute, kind: Kind) -> Option<Address> {
-        let v = self.value(cx, a)?;
-        match expect_ref(&v, kind, cx.decls) {
-            Ok(addr) => Some(addr),
-            Err(expected) => {
-                self.error(
-                    cx.file,
-                    range_of(&a.value),
-                    format!(
-                        "{}: found {}, expected {expected}",
-                        a.key.value(),
-                        v.describe()
-                    ),
-                    None,
-                );
-                None
-            }
-        }
+        self.typed(cx, a, |v| expect_ref(v, kind, cx.decls))
     }
 }
 
