@@ -116,7 +116,14 @@ mod tests {
             .args(["-c", "sleep 30; true", &marker])
             .spawn()
             .unwrap();
-        let found = find_by_arg(&marker);
+        // Between fork and exec the child still shows the test binary's command line, so look
+        // until the exec has happened (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut found = find_by_arg(&marker);
+        while found.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            found = find_by_arg(&marker);
+        }
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(found, vec![child.id()]);
