@@ -65,6 +65,8 @@ fn stack(n: usize) -> Stack {
                 image: None,
                 replicas: 1,
                 models: vec![m.clone()],
+                cpu: None,
+                memory: None,
                 flags: BTreeMap::new(),
                 batching: Some(BatchingConfig {
                     max_batch_size: Some(i as u64 + 1),

@@ -1,7 +1,13 @@
 # The two-cluster GKE setup from the original benchmark: TF Serving on e2-highcpu-8 nodes and
-# distributed load generation on e2-highcpu-32 nodes.
+# distributed load generation from a second cluster on e2-highcpu-32 nodes, so the load crosses
+# the same network path real clients do.
 #
 #   benchstack plan stacks/gke.hcl --var project=my-gcp-project
+#   benchstack apply stacks/gke.hcl --var project=my-gcp-project
+#
+# The n2-highcpu-8 variant with a 15000 req/s stage:
+#
+#   benchstack apply stacks/gke.hcl --var-file stacks/gke-n2-highcpu-8.vars.hcl --var project=…
 
 variable "project" {
   type    = string
@@ -12,11 +18,26 @@ variable "location" {
   default = "us-central1-a"
 }
 
+variable "serving_machine_type" {
+  description = "The serving nodes (e2-highcpu-8 in the original; n2-highcpu-8 is faster per core)."
+  default     = "e2-highcpu-8"
+}
+
+variable "stage_duration" {
+  default = "60s"
+}
+
+variable "peak_rates" {
+  description = "Extra load tests beyond the original two stages, by name: rate in req/s."
+  type        = map(number)
+  default     = {}
+}
+
 cluster "serving" {
   provider     = "gke"
   project      = var.project
   location     = var.location
-  machine_type = "e2-highcpu-8"
+  machine_type = var.serving_machine_type
   node_count   = 3
   labels = {
     purpose = "tf-serving-benchmark"
@@ -39,9 +60,11 @@ model "regression" {
 
 serving "tf" {
   cluster  = cluster.serving
-  image    = "tensorflow/serving:2.19.0"
+  image    = "gcr.io/${var.project}/tf-serving-regression:latest" # deploy/serving.Dockerfile
   replicas = 3
   models   = [model.regression]
+  cpu      = "7"
+  memory   = "4Gi"
   flags = {
     tensorflow_intra_op_parallelism = 4
     tensorflow_inter_op_parallelism = 4
@@ -62,12 +85,32 @@ loadtest "baseline" {
   data          = "../examples/model/test.csv" # rows sampled per request, as the original locust user did
   batch_size    = 1
   workers       = 4 # distributed: an Indexed Job of 4 worker pods
-  loadgen_image = "gcr.io/${var.project}/benchstack:latest"
-  stage { rate = 300, duration = "60s" }
-  stage { rate = 3900, duration = "60s" }
+  loadgen_image = "gcr.io/${var.project}/benchstack:latest" # deploy/loadgen.Dockerfile
+  stage { rate = 300, duration = var.stage_duration }
+  stage { rate = 3900, duration = var.stage_duration }
   slo { p99 = "50ms" }
 }
 
-output "endpoint" {
+loadtest "peak" {
+  for_each = var.peak_rates
+
+  cluster       = cluster.loadgen
+  target        = serving.tf
+  model         = "regression"
+  protocol      = "grpc"
+  data          = "../examples/model/test.csv"
+  batch_size    = 1
+  workers       = 8
+  loadgen_image = "gcr.io/${var.project}/benchstack:latest"
+  stage { rate = each.value, duration = var.stage_duration }
+  slo { p99 = "50ms" }
+  depends_on = [loadtest.baseline]
+}
+
+output "rest_endpoint" {
   value = serving.tf.rest_endpoint
+}
+
+output "grpc_endpoint" {
+  value = serving.tf.grpc_endpoint
 }

@@ -11,10 +11,12 @@ pub mod fmt;
 pub mod loadtest;
 pub mod output;
 pub mod plan;
+pub mod render;
 pub mod results;
 pub mod serve;
 pub mod state;
 pub mod validate;
+pub mod worker;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +57,11 @@ pub enum Command {
     Fmt(fmt::Args),
     /// Run an open-loop load test against a TF Serving REST or gRPC endpoint (like wrk or oha).
     Loadtest(Box<loadtest::Args>),
+    /// Write the files apply would send (models.config, batching_parameters.txt,
+    /// kubernetes.yaml, load-test Jobs), for review and GitOps.
+    Render(render::Args),
+    /// One pod of a distributed load test (run by the Indexed Job apply creates).
+    Worker(worker::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -70,6 +77,8 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Fmt(args) => fmt::run(args),
         Command::Loadtest(args) => loadtest::run(*args),
+        Command::Render(args) => render::run(args),
+        Command::Worker(args) => worker::run(args),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -229,12 +230,14 @@ impl Ticker<'_> {
 
 /// Runs the warmup and every stage on schedule, then waits (at most the request timeout)
 /// for the requests still in flight. The recorders in `ctx` hold the results.
+/// Runs the plan's stages; returns false when `cancel` was set (the run stopped early).
 pub async fn run(
     ctx: &Ctx,
     sink: &dyn Sink,
     plan: &RunPlan,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
-) {
+    cancel: &AtomicBool,
+) -> bool {
     let mut timer = PreciseTimer::new();
     let mut ticker = Ticker {
         progress,
@@ -261,11 +264,15 @@ pub async fn run(
             WARMUP,
             start,
             n,
+            cancel,
         )
         .await;
         start += plan.warmup;
     }
     for (i, stage) in plan.stages.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
         let now = Instant::now();
         // A stage begins where the previous one's schedule ended, unless the generator is
         // already past that (then now, so a stage is never compressed).
@@ -283,6 +290,7 @@ pub async fn run(
             i as u32,
             start,
             n,
+            cancel,
         )
         .await;
         start += stage.duration;
@@ -296,6 +304,7 @@ pub async fn run(
     while ctx.in_flight() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    !cancel.load(Ordering::Relaxed)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -309,6 +318,7 @@ async fn run_stage(
     index: u32,
     start: Instant,
     stages: usize,
+    cancel: &AtomicBool,
 ) {
     let end = start + stage.duration;
     let idx = if index == WARMUP {
@@ -322,7 +332,7 @@ async fn run_stage(
             ctx.work.notify_waiters();
             loop {
                 let now = Instant::now();
-                if now >= end {
+                if now >= end || cancel.load(Ordering::Relaxed) {
                     break;
                 }
                 ticker.tick(ctx, now, &stage.name, idx, stages, start, stage.duration);
@@ -337,7 +347,7 @@ async fn run_stage(
             let dur = stage.duration.as_secs_f64();
             loop {
                 let off = sched.next_offset();
-                if off >= dur {
+                if off >= dur || cancel.load(Ordering::Relaxed) {
                     break;
                 }
                 let intended = start + Duration::from_secs_f64(off);
@@ -369,7 +379,7 @@ async fn run_stage(
                 sink.dispatch(job);
             }
             // Let the schedule's last interval run out before the next stage begins.
-            if Instant::now() < end {
+            if Instant::now() < end && !cancel.load(Ordering::Relaxed) {
                 timer.sleep_until(end).await;
             }
         }

@@ -13,9 +13,11 @@ pub mod request;
 pub mod result;
 pub mod schedule;
 pub mod spec;
+pub mod worker;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 pub use result::{
@@ -108,6 +110,8 @@ pub enum LoadError {
     Metadata(String),
     #[error("cannot start the load generator's runtime: {0}")]
     Runtime(String),
+    #[error("cancelled before the last stage finished")]
+    Cancelled,
     #[error("histogram: {0}")]
     Histogram(String),
     #[error("cannot merge reports: {0}")]
@@ -284,6 +288,16 @@ pub fn run_blocking(
     spec: &LoadSpec,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<RunReport, LoadError> {
+    run_blocking_until(spec, progress, &AtomicBool::new(false))
+}
+
+/// `run_blocking` that stops sending when `cancel` is set (Ctrl-C during apply) and then
+/// returns `LoadError::Cancelled`: a partial run is not a result.
+pub fn run_blocking_until(
+    spec: &LoadSpec,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+    cancel: &AtomicBool,
+) -> Result<RunReport, LoadError> {
     validate(spec)?;
     let bodies = request::json_bodies(&spec.request, spec.signature.as_deref(), spec.seed)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -299,6 +313,7 @@ pub fn run_blocking(
         seed: spec.seed,
         max_in_flight: spec.max_in_flight,
     };
+    let mut completed = false;
     local.block_on(&rt, async {
         match spec.protocol {
             Protocol::Rest => {
@@ -345,7 +360,7 @@ pub fn run_blocking(
                 }
                 ctx.wait_ready(spec.connections as usize).await;
                 let sink = QueueSink(ctx.clone());
-                engine::run(&ctx, &sink, &plan, progress).await;
+                completed = engine::run(&ctx, &sink, &plan, progress, cancel).await;
             }
             Protocol::Grpc => {
                 let mut channels = Vec::new();
@@ -389,13 +404,16 @@ pub fn run_blocking(
                     }
                 }
                 let sink = grpc::GrpcSink(pool);
-                engine::run(&ctx, &sink, &plan, progress).await;
+                completed = engine::run(&ctx, &sink, &plan, progress, cancel).await;
             }
         }
         Ok::<(), LoadError>(())
     })?;
     // Stop the connection tasks before the runtime goes away.
     drop(local);
+    if !completed {
+        return Err(LoadError::Cancelled);
+    }
     let recs = std::mem::take(&mut ctx.state.borrow_mut().recs);
     let stages = recs
         .into_iter()

@@ -2,6 +2,8 @@
 //! batching_parameters.txt (text protos, see API-NOTES.md) and the flag list. The output is
 //! deterministic (fixed field order, sorted flags) so plans diff cleanly.
 
+pub mod k8s;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -30,6 +32,14 @@ pub enum ManifestError {
     ManagedFlag(String),
     #[error("a serving resource needs at least one model")]
     NoModels,
+    #[error("{0} runs on Kubernetes and needs `image` (e.g. \"tensorflow/serving:2.19.0\")")]
+    MissingImage(String),
+    #[error(
+        "{0} runs on Kubernetes and needs `loadgen_image` (built from deploy/loadgen.Dockerfile)"
+    )]
+    MissingLoadgenImage(String),
+    #[error("cannot render the Kubernetes objects: {0}")]
+    Render(String),
 }
 
 /// Where the model base paths point: this machine's path, or the path inside the serving image.
@@ -204,6 +214,8 @@ mod tests {
             .into_iter()
             .collect(),
             batching,
+            cpu: None,
+            memory: None,
         }
     }
 

@@ -315,6 +315,8 @@ enum Health {
     Ok,
     Gone(String),
     Drifted(String),
+    /// Alive, but changed outside benchstack: the prior config was replaced by what is live.
+    Modified(String),
 }
 
 /// Makes a plan. `stack` is None for a destroy plan. `observe` is None with `--refresh=false`.
@@ -413,6 +415,15 @@ pub fn make(
                 }
                 Ok(Observation::Gone(reason)) => Health::Gone(reason),
                 Ok(Observation::Drifted(reason)) => Health::Drifted(reason),
+                Ok(Observation::Modified {
+                    observed,
+                    config,
+                    what,
+                }) => {
+                    prior.observed = observed;
+                    prior.config = *config;
+                    Health::Modified(what)
+                }
                 Err(e) => Health::Drifted(format!("refresh failed: {e}")),
             };
             health.insert(a.clone(), h);
@@ -461,6 +472,15 @@ pub fn make(
                     interrupted: interrupted.get(&a).cloned(),
                 },
             );
+            let reason = match (health.get(&a), action) {
+                (Some(Health::Modified(what)), Action::Update | Action::Replace) => {
+                    Some(match reason {
+                        Some(r) => format!("{r} ({what} outside benchstack)"),
+                        None => format!("{what} outside benchstack"),
+                    })
+                }
+                _ => reason,
+            };
             planned.insert(a.clone(), (action, fp.clone()));
             let before = prior.map(|p| p.config.clone());
             let attributes = match (&before, action) {

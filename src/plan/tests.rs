@@ -69,6 +69,8 @@ pub(crate) fn local_stack(max_batch: u64) -> Stack {
                     image: None,
                     replicas: 1,
                     models: vec![m.clone()],
+                    cpu: None,
+                    memory: None,
                     flags: BTreeMap::new(),
                     batching: Some(BatchingConfig {
                         max_batch_size: Some(max_batch),

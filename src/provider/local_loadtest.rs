@@ -1,18 +1,27 @@
 //! A local load test: the load generator on this machine against every replica of the
 //! target serving resource; connections are spread across the replicas.
 
-use super::local::ServingObserved;
+use serde::Deserialize;
+
 use super::{Applied, Context, Inputs, ProviderError, RunOutcome};
 use crate::loadgen::spec::Protocol;
 use crate::loadgen::{self, LoadSpec, Progress};
 use crate::stack::types::LoadtestConfig;
 use crate::state::procinfo;
 
+/// What any serving provider records about where it listens (local processes, or a
+/// Kubernetes Service): REST base URLs and gRPC host:port pairs.
+#[derive(Deserialize)]
+struct ServingEndpoints {
+    rest_endpoints: Vec<String>,
+    grpc_endpoints: Vec<String>,
+}
+
 pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied, ProviderError> {
     let observed = inputs.observed.get(&l.target).ok_or_else(|| {
         ProviderError::Failed(format!("{} is not running (not in the state)", l.target))
     })?;
-    let serving: ServingObserved = serde_json::from_value(observed.clone()).map_err(|e| {
+    let serving: ServingEndpoints = serde_json::from_value(observed.clone()).map_err(|e| {
         ProviderError::Failed(format!(
             "{} has no usable endpoints recorded: {e}",
             l.target
@@ -56,8 +65,11 @@ pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied
             p.errors
         ))
     };
-    let report = loadgen::run_blocking(&spec, Some(&report_progress))
-        .map_err(|e| ProviderError::Failed(format!("the load test failed: {e}")))?;
+    let report = match loadgen::run_blocking_until(&spec, Some(&report_progress), ctx.cancel) {
+        Ok(r) => r,
+        Err(loadgen::LoadError::Cancelled) => return Err(ProviderError::Interrupted),
+        Err(e) => return Err(ProviderError::Failed(format!("the load test failed: {e}"))),
+    };
     let slos_met = report.slos_met() || l.slos.is_empty();
     Ok(Applied {
         observed: serde_json::json!({

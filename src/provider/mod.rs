@@ -4,6 +4,7 @@
 //! Providers never print: they return what they observed, and report progress through the
 //! context for the CLI to show.
 
+pub mod gcp;
 pub mod local;
 mod local_loadtest;
 
@@ -49,6 +50,15 @@ pub enum Observation {
     Gone(String),
     /// Partly broken or replaced: plan replaces it.
     Drifted(String),
+    /// Alive, but changed outside benchstack (a cluster resized by hand, a Deployment
+    /// scaled): `config` is what is live, and the plan diffs the stack against it, so the
+    /// change shows as an update or a replacement with `what` in its reason (e.g.
+    /// `node_count changed from 3 to 5`).
+    Modified {
+        observed: serde_json::Value,
+        config: Box<ResourceConfig>,
+        what: String,
+    },
 }
 
 /// The outcome of create/update.
@@ -132,6 +142,7 @@ impl Providers {
         match name {
             "local" => Ok(&self.local),
             "gke" => Err(ProviderError::Unsupported("gke")),
+            "kubernetes" => Err(ProviderError::Unsupported("kubernetes")),
             _ => Err(ProviderError::Failed(format!("unknown provider `{name}`"))),
         }
     }
@@ -144,19 +155,23 @@ pub fn provider_name(kind: ProviderKind) -> &'static str {
     }
 }
 
-/// The provider of a resource: its cluster's (or its own, for a cluster); `local` for models.
+/// The provider of a resource: a cluster's own (`local` or `gke`); for serving and load tests
+/// on a gke cluster, `kubernetes` (the workloads on it), else `local`; `local` for models.
 /// `clusters` maps cluster addresses to their provider kind.
 pub fn provider_for(
     config: &ResourceConfig,
     clusters: &BTreeMap<Address, ProviderKind>,
 ) -> &'static str {
-    let kind = match config {
-        ResourceConfig::Cluster(c) => Some(c.provider),
-        ResourceConfig::Model(_) => None,
-        ResourceConfig::Serving(s) => clusters.get(&s.cluster).copied(),
-        ResourceConfig::Loadtest(l) => clusters.get(&l.cluster).copied(),
+    let workload = |cluster: &Address| match clusters.get(cluster) {
+        Some(ProviderKind::Gke) => "kubernetes",
+        _ => "local",
     };
-    kind.map(provider_name).unwrap_or("local")
+    match config {
+        ResourceConfig::Cluster(c) => provider_name(c.provider),
+        ResourceConfig::Model(_) => "local",
+        ResourceConfig::Serving(s) => workload(&s.cluster),
+        ResourceConfig::Loadtest(l) => workload(&l.cluster),
+    }
 }
 
 /// A directory name for an address (`serving.tf["small"]` → `serving.tf-small`).

@@ -48,6 +48,8 @@ const SERVING_ATTRS: &[&str] = &[
     "replicas",
     "models",
     "flags",
+    "cpu",
+    "memory",
     "for_each",
     "depends_on",
 ];
@@ -341,6 +343,31 @@ fn as_uint(v: &Value, min: u64, max: u64) -> Result<u64, String> {
     match as_number(v) {
         Some(n) if n.fract() == 0.0 && n >= min as f64 && n <= max as f64 => Ok(n as u64),
         _ => Err(expected),
+    }
+}
+
+/// A Kubernetes resource quantity: a positive number with an optional suffix (`7`, `7500m`,
+/// `0.5`, `4Gi`, `512M`). Numbers are accepted and written as they read.
+fn as_quantity(v: &Value, expected: &str) -> Result<String, String> {
+    let text = match v {
+        Value::Number(n) if *n > 0.0 => return Ok(format!("{n}")),
+        Value::String(s) => s.trim().to_string(),
+        _ => return Err(expected.to_string()),
+    };
+    const SUFFIXES: &[&str] = &[
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E", "",
+    ];
+    let ok = SUFFIXES.iter().any(|suffix| {
+        text.strip_suffix(suffix).is_some_and(|num| {
+            !num.is_empty()
+                && num.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && num.parse::<f64>().is_ok_and(|n| n > 0.0)
+        })
+    });
+    if ok {
+        Ok(text)
+    } else {
+        Err(expected.to_string())
     }
 }
 
@@ -1242,6 +1269,12 @@ impl Loader {
         let batching = batching_blocks
             .first()
             .and_then(|b| self.decode_batching(cx, b));
+        let cpu = self.opt(cx, c, "cpu", |v| {
+            as_quantity(v, "a CPU quantity such as \"7\" or \"7500m\"")
+        });
+        let memory = self.opt(cx, c, "memory", |v| {
+            as_quantity(v, "a memory quantity such as \"4Gi\" or \"512Mi\"")
+        });
         Some(ServingConfig {
             cluster: cluster?,
             image,
@@ -1249,6 +1282,8 @@ impl Loader {
             models,
             flags: flags.unwrap_or_default(),
             batching,
+            cpu,
+            memory,
         })
     }
 

@@ -149,6 +149,12 @@ pub struct ServingConfig {
     pub models: Vec<Address>,
     pub flags: BTreeMap<String, FlagValue>,
     pub batching: Option<BatchingConfig>,
+    /// The CPU each replica requests on Kubernetes (a quantity such as `"7"` or `"7500m"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// The memory each replica requests on Kubernetes (a quantity such as `"4Gi"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }
 
 /// TF Serving's BatchingParameters (batching_parameters.txt).

@@ -72,6 +72,8 @@ pub fn serving_stack(replicas: u32, max_batch: u64) -> Stack {
                     image: None,
                     replicas,
                     models: vec![m],
+                    cpu: None,
+                    memory: None,
                     flags: BTreeMap::new(),
                     batching: Some(BatchingConfig {
                         max_batch_size: Some(max_batch),

@@ -1,0 +1,129 @@
+//! `benchstack render STACK --out DIR`: the files apply would send, for review and GitOps.
+//! Per serving resource `DIR/<name>/` holds models.config, batching_parameters.txt, the flag
+//! list and (on a gke cluster) kubernetes.yaml with exactly the objects apply sends; per
+//! distributed load test `DIR/loadtest-<name>/job.yaml` holds its Indexed Job.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use miette::{IntoDiagnostic, WrapErr, miette};
+
+use super::validate::VarArgs;
+use crate::loadgen::spec::Protocol;
+use crate::loadgen::worker::WorkerSpec;
+use crate::manifest::{self, ModelPaths, k8s};
+use crate::stack::types::{Address, ProviderKind, ResourceConfig, Stack};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A stack file or a directory of *.hcl files.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// The directory to write into (created if missing; files benchstack writes are replaced).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let stack = match crate::stack::load(&args.path, &args.vars.var_inputs()) {
+        Ok(s) => s,
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let files = render_stack(&stack).map_err(|e| miette!("{e}"))?;
+    for (rel, text) in &files {
+        let path = args.out.join(rel);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&path, text)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if files.is_empty() {
+        println!("nothing to render: the stack has no serving resources or load tests");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every rendered file, keyed by its path relative to the output directory.
+pub fn render_stack(stack: &Stack) -> Result<BTreeMap<PathBuf, String>, String> {
+    let clusters: BTreeMap<&Address, ProviderKind> = stack
+        .resources
+        .iter()
+        .filter_map(|r| match &r.config {
+            ResourceConfig::Cluster(c) => Some((&r.address, c.provider)),
+            _ => None,
+        })
+        .collect();
+    let on_gke = |a: &Address| clusters.get(a) == Some(&ProviderKind::Gke);
+    let configs: BTreeMap<&Address, &ResourceConfig> = stack
+        .resources
+        .iter()
+        .map(|r| (&r.address, &r.config))
+        .collect();
+    let mut out = BTreeMap::new();
+    for r in &stack.resources {
+        let at = |e: &dyn std::fmt::Display| format!("{} ({}): {e}", r.address, r.span);
+        match &r.config {
+            ResourceConfig::Serving(s) => {
+                let models = s
+                    .models
+                    .iter()
+                    .map(|m| match configs.get(m) {
+                        Some(ResourceConfig::Model(m)) => Ok(m.clone()),
+                        _ => Err(at(&format!("model {m} is not in the stack"))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let dir = Path::new(&k8s::object_name(&r.address)).to_path_buf();
+                let paths = if on_gke(&s.cluster) {
+                    ModelPaths::Image
+                } else {
+                    ModelPaths::Local
+                };
+                for (name, text) in
+                    manifest::render_serving(s, &models, paths).map_err(|e| at(&e))?
+                {
+                    out.insert(dir.join(name), text);
+                }
+                if on_gke(&s.cluster) {
+                    let objects =
+                        k8s::serving_objects(&r.address, s, &models).map_err(|e| at(&e))?;
+                    out.insert(
+                        dir.join("kubernetes.yaml"),
+                        objects.to_yaml().map_err(|e| at(&e))?,
+                    );
+                }
+            }
+            ResourceConfig::Loadtest(l) if on_gke(&l.cluster) => {
+                // The serving endpoints exist only after apply.
+                let (scheme, port) = match l.protocol {
+                    Protocol::Rest => ("http", k8s::REST_PORT),
+                    Protocol::Grpc => ("grpc", k8s::GRPC_PORT),
+                };
+                let target = format!(
+                    "{scheme}://{}-known-after-apply:{port}",
+                    k8s::object_name(&l.target)
+                );
+                let spec = WorkerSpec::for_loadtest(l, vec![target]).map_err(|e| at(&e))?;
+                let json = serde_json::to_string(&spec).map_err(|e| at(&e))?;
+                let name = k8s::object_name(&r.address);
+                let job = k8s::loadtest_job(&r.address, l, &name, &json).map_err(|e| at(&e))?;
+                out.insert(
+                    PathBuf::from(format!("loadtest-{name}")).join("job.yaml"),
+                    k8s::job_yaml(&job).map_err(|e| at(&e))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,93 @@
+//! `benchstack worker`: one pod of a distributed load test. Reads the whole test's spec from
+//! `BENCHSTACK_WORKER_SPEC` (or `--spec FILE`) and its index from `JOB_COMPLETION_INDEX` (or
+//! `--index`), waits for the common start, runs its share with the same library code as
+//! `benchstack loadtest`, and prints its report (JSON, base64 HdrHistograms) as the last line
+//! of its output, where the coordinator reads it from the pod log.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use miette::{IntoDiagnostic, WrapErr, miette};
+
+use crate::loadgen::worker::{self, WorkerSpec};
+use crate::loadgen::{self, Progress};
+use crate::manifest::k8s::WORKER_SPEC_ENV;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Read the spec from FILE instead of the BENCHSTACK_WORKER_SPEC environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// This worker's index (default: JOB_COMPLETION_INDEX, set by an Indexed Job).
+    #[arg(long)]
+    pub index: Option<u32>,
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let text = match &args.spec {
+        Some(path) => std::fs::read_to_string(path)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot read --spec {}", path.display()))?,
+        None => std::env::var(WORKER_SPEC_ENV).map_err(|_| {
+            miette!("{WORKER_SPEC_ENV} is not set: a worker gets its spec from the Job (or pass --spec FILE)")
+        })?,
+    };
+    let spec: WorkerSpec = serde_json::from_str(&text)
+        .into_diagnostic()
+        .wrap_err("the worker spec is not valid JSON of the expected shape")?;
+    let index = match args.index {
+        Some(i) => i,
+        None => worker::index_from_env().map_err(|e| miette!("{e}"))?,
+    };
+    let scratch = tempfile::tempdir()
+        .into_diagnostic()
+        .wrap_err("cannot make a scratch directory")?;
+    let share = spec
+        .share(index, scratch.path())
+        .map_err(|e| miette!("{e}"))?;
+
+    let (wait, late) = spec.wait_for_start(SystemTime::now());
+    if !wait.is_zero() {
+        eprintln!(
+            "worker {index}/{}: starting in {:.1}s",
+            spec.workers,
+            wait.as_secs_f64()
+        );
+        std::thread::sleep(wait);
+    } else if !late.is_zero() {
+        eprintln!(
+            "worker {index}/{}: started {:.1}s after the common start",
+            spec.workers,
+            late.as_secs_f64()
+        );
+    }
+
+    // A line every few seconds: pod logs are read by people too, but not redrawn.
+    let last = Mutex::new(Instant::now() - Duration::from_secs(60));
+    let show = |p: &Progress| {
+        let Ok(mut last) = last.lock() else { return };
+        if last.elapsed() >= Duration::from_secs(5) {
+            *last = Instant::now();
+            eprintln!(
+                "worker {index}: {}{} {:.0}s/{:.0}s {} requests {:.0} req/s p99 {:.2} ms errors {}",
+                if p.warmup { "warmup " } else { "" },
+                p.stage,
+                p.elapsed.as_secs_f64(),
+                p.duration.as_secs_f64(),
+                p.requests,
+                p.achieved_rate,
+                p.p99_ms,
+                p.errors
+            );
+        }
+    };
+    let report = loadgen::run_blocking(&share, Some(&show)).map_err(|e| miette!("{e}"))?;
+    let line = serde_json::to_string(&report).into_diagnostic()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").into_diagnostic()?;
+    out.flush().into_diagnostic()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,542 @@
+//! The Kubernetes objects for a serving resource (Namespace, ConfigMap, Deployment, Service)
+//! and for a distributed load test (an Indexed Job of `benchstack worker` pods): exactly what
+//! the kubernetes provider sends with server-side apply and what `benchstack render` writes.
+//! Deterministic, so renders and plans diff cleanly.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, Namespace,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+
+use super::{
+    BATCHING_PARAMETERS, FilePaths, MODELS_CONFIG, ManifestError, ModelPaths, batching_parameters,
+    flag_list, models_config,
+};
+use crate::stack::types::{Address, LoadtestConfig, ModelConfig, ServingConfig};
+
+/// Every object benchstack makes lives in this namespace.
+pub const NAMESPACE: &str = "benchstack";
+pub const FIELD_MANAGER: &str = "benchstack";
+pub const GRPC_PORT: u16 = 8500;
+pub const REST_PORT: u16 = 8501;
+/// Where the ConfigMap is mounted in the serving container.
+pub const CONFIG_DIR: &str = "/config";
+pub const DEFAULT_CPU: &str = "1";
+pub const DEFAULT_MEMORY: &str = "1Gi";
+/// The environment variable that carries a worker's spec (JSON) into its pod.
+pub const WORKER_SPEC_ENV: &str = "BENCHSTACK_WORKER_SPEC";
+
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The resource address in a label-safe form (`serving.tf`, `loadtest.sweep.small`).
+pub const LABEL_ADDRESS: &str = "benchstack.dev/address";
+
+/// A DNS-1035 label for an address: the name, with a for_each key appended
+/// (`serving.tf["small"]` → `tf-small`), lower-cased, other characters as `-`, at most 63.
+pub fn object_name(address: &Address) -> String {
+    let mut raw = address.name.clone();
+    if let Some(k) = &address.key {
+        raw.push('-');
+        raw.push_str(k);
+    }
+    dns_label(&raw)
+}
+
+fn dns_label(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut out = out.trim_matches('-').to_string();
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert_str(0, "x-");
+    }
+    out.truncate(63);
+    out.trim_end_matches('-').to_string()
+}
+
+fn address_label(address: &Address) -> String {
+    let mut s = format!("{}.{}", address.kind.as_str(), address.name);
+    if let Some(k) = &address.key {
+        s.push('.');
+        s.push_str(k);
+    }
+    // Label values: alphanumerics, '-', '_', '.', at most 63, alphanumeric at both ends.
+    let mut v: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    v.truncate(63);
+    v.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+fn labels(address: &Address, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_string(), object_name(address)),
+        (LABEL_COMPONENT.to_string(), component.to_string()),
+        (LABEL_MANAGED_BY.to_string(), "benchstack".to_string()),
+        (LABEL_ADDRESS.to_string(), address_label(address)),
+    ])
+}
+
+fn meta(name: &str, labels: &BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(NAMESPACE.to_string()),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    }
+}
+
+pub fn namespace() -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(NAMESPACE.to_string()),
+            labels: Some(BTreeMap::from([(
+                LABEL_MANAGED_BY.to_string(),
+                "benchstack".to_string(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The objects of one serving resource, in the order they are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServingObjects {
+    pub namespace: Namespace,
+    pub config_map: ConfigMap,
+    pub deployment: Deployment,
+    pub service: Service,
+}
+
+impl ServingObjects {
+    /// The object (and Deployment, Service, ConfigMap) name.
+    pub fn name(&self) -> &str {
+        self.deployment.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// A multi-document kubernetes.yaml of all four, in apply order.
+    pub fn to_yaml(&self) -> Result<String, ManifestError> {
+        yaml_documents(&[
+            &to_json(&self.namespace)?,
+            &to_json(&self.config_map)?,
+            &to_json(&self.deployment)?,
+            &to_json(&self.service)?,
+        ])
+    }
+}
+
+fn to_json<T: Serialize>(object: &T) -> Result<serde_json::Value, ManifestError> {
+    serde_json::to_value(object).map_err(|e| ManifestError::Render(e.to_string()))
+}
+
+/// Objects as `---`-separated YAML documents.
+pub fn yaml_documents(objects: &[&serde_json::Value]) -> Result<String, ManifestError> {
+    let mut out = String::new();
+    for o in objects {
+        out.push_str("---\n");
+        let doc = serde_saphyr::to_string(o).map_err(|e| ManifestError::Render(e.to_string()))?;
+        out.push_str(&doc);
+        if !doc.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// Namespace, ConfigMap (models.config, batching_parameters.txt), Deployment (the stack's
+/// image, replicas and TF Serving flags, ports 8500/8501, requests, a readiness probe on the
+/// REST model status) and a LoadBalancer Service (8500 grpc, 8501 rest).
+pub fn serving_objects(
+    address: &Address,
+    serving: &ServingConfig,
+    models: &[ModelConfig],
+) -> Result<ServingObjects, ManifestError> {
+    let name = object_name(address);
+    let image = serving
+        .image
+        .clone()
+        .ok_or_else(|| ManifestError::MissingImage(address.to_string()))?;
+    let labels = labels(address, "serving");
+    let selector = BTreeMap::from([
+        (LABEL_NAME.to_string(), name.clone()),
+        (LABEL_COMPONENT.to_string(), "serving".to_string()),
+    ]);
+
+    let mut data = BTreeMap::new();
+    data.insert(
+        MODELS_CONFIG.to_string(),
+        models_config(models, ModelPaths::Image)?,
+    );
+    if let Some(b) = &serving.batching {
+        data.insert(BATCHING_PARAMETERS.to_string(), batching_parameters(b));
+    }
+    let config_map = ConfigMap {
+        metadata: meta(&name, &labels),
+        data: Some(data),
+        ..Default::default()
+    };
+
+    let files = FilePaths {
+        models_config: format!("{CONFIG_DIR}/{MODELS_CONFIG}"),
+        batching_parameters: format!("{CONFIG_DIR}/{BATCHING_PARAMETERS}"),
+    };
+    let mut args = vec![
+        format!("--port={GRPC_PORT}"),
+        format!("--rest_api_port={REST_PORT}"),
+    ];
+    args.extend(flag_list(serving, &files)?);
+
+    // The readiness probe asks for the first model's status: ready once it is loaded.
+    let probe_model = models.first().ok_or(ManifestError::NoModels)?;
+    let quantity = |q: &Option<String>, default: &str| {
+        Quantity(q.clone().unwrap_or_else(|| default.to_string()))
+    };
+    let requests = BTreeMap::from([
+        ("cpu".to_string(), quantity(&serving.cpu, DEFAULT_CPU)),
+        (
+            "memory".to_string(),
+            quantity(&serving.memory, DEFAULT_MEMORY),
+        ),
+    ]);
+    let container = Container {
+        name: "tensorflow-serving".to_string(),
+        image: Some(image),
+        args: Some(args),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("grpc".to_string()),
+                container_port: i32::from(GRPC_PORT),
+                protocol: Some("TCP".to_string()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("rest".to_string()),
+                container_port: i32::from(REST_PORT),
+                protocol: Some("TCP".to_string()),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(requests),
+            ..Default::default()
+        }),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(format!("/v1/models/{}", probe_model.name)),
+                port: IntOrString::String("rest".to_string()),
+                ..Default::default()
+            }),
+            initial_delay_seconds: Some(5),
+            period_seconds: Some(5),
+            failure_threshold: Some(60),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "config".to_string(),
+            mount_path: CONFIG_DIR.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(&name, &labels),
+        spec: Some(DeploymentSpec {
+            replicas: Some(serving.replicas as i32),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels.clone()),
+                    // A ConfigMap edit alone does not restart pods: the checksum does.
+                    annotations: Some(BTreeMap::from([(
+                        "benchstack.dev/config-sha256".to_string(),
+                        config_checksum(config_map.data.as_ref()),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "config".to_string(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: name.clone(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: meta(&name, &labels),
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".to_string()),
+            selector: Some(selector),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("grpc".to_string()),
+                    port: i32::from(GRPC_PORT),
+                    target_port: Some(IntOrString::String("grpc".to_string())),
+                    protocol: Some("TCP".to_string()),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("rest".to_string()),
+                    port: i32::from(REST_PORT),
+                    target_port: Some(IntOrString::String("rest".to_string())),
+                    protocol: Some("TCP".to_string()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(ServingObjects {
+        namespace: namespace(),
+        config_map,
+        deployment,
+        service,
+    })
+}
+
+fn config_checksum(data: Option<&BTreeMap<String, String>>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in data.into_iter().flatten() {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The Indexed Job of a distributed load test: `workers` pods of `benchstack worker`, each
+/// given the whole spec (JSON, in `BENCHSTACK_WORKER_SPEC`) and its index by Kubernetes
+/// (`JOB_COMPLETION_INDEX`). `name` is the Job's name (unique per run).
+pub fn loadtest_job(
+    address: &Address,
+    loadtest: &LoadtestConfig,
+    name: &str,
+    spec_json: &str,
+) -> Result<Job, ManifestError> {
+    let image = loadtest
+        .loadgen_image
+        .clone()
+        .ok_or_else(|| ManifestError::MissingLoadgenImage(address.to_string()))?;
+    let labels = labels(address, "loadgen");
+    let workers = loadtest.workers.max(1) as i32;
+    Ok(Job {
+        metadata: meta(name, &labels),
+        spec: Some(JobSpec {
+            completion_mode: Some("Indexed".to_string()),
+            completions: Some(workers),
+            parallelism: Some(workers),
+            // A failed worker fails the run: its share of the load is missing.
+            backoff_limit: Some(0),
+            ttl_seconds_after_finished: Some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_string()),
+                    containers: vec![Container {
+                        name: "worker".to_string(),
+                        image: Some(image),
+                        args: Some(vec!["worker".to_string()]),
+                        env: Some(vec![EnvVar {
+                            name: WORKER_SPEC_ENV.to_string(),
+                            value: Some(spec_json.to_string()),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The Job as one YAML document.
+pub fn job_yaml(job: &Job) -> Result<String, ManifestError> {
+    yaml_documents(&[&to_json(job)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::types::{BatchingConfig, FlagValue, Kind};
+
+    fn addr(kind: Kind, name: &str, key: Option<&str>) -> Address {
+        Address {
+            kind,
+            name: name.into(),
+            key: key.map(String::from),
+        }
+    }
+
+    /// The original experiment's settings.
+    fn original() -> ServingConfig {
+        ServingConfig {
+            cluster: addr(Kind::Cluster, "serving", None),
+            image: Some("tensorflow/serving:2.19.0".into()),
+            replicas: 3,
+            models: vec![addr(Kind::Model, "regression", None)],
+            flags: BTreeMap::from([
+                (
+                    "tensorflow_intra_op_parallelism".to_string(),
+                    FlagValue::Int(4),
+                ),
+                (
+                    "tensorflow_inter_op_parallelism".to_string(),
+                    FlagValue::Int(4),
+                ),
+            ]),
+            batching: Some(BatchingConfig {
+                max_batch_size: Some(8000),
+                batch_timeout_micros: Some(4),
+                max_enqueued_batches: Some(100),
+                num_batch_threads: Some(4),
+                ..Default::default()
+            }),
+            cpu: None,
+            memory: None,
+        }
+    }
+
+    fn model() -> ModelConfig {
+        ModelConfig {
+            name: "regression".into(),
+            base_path: "/here/examples/model/regression".into(),
+            serving_path: Some("/models/regression".into()),
+        }
+    }
+
+    #[test]
+    fn the_deployment_carries_the_original_experiments_arguments() {
+        let o = serving_objects(&addr(Kind::Serving, "tf", None), &original(), &[model()]).unwrap();
+        let spec = o.deployment.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let c = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            c.args.as_ref().unwrap(),
+            &[
+                "--port=8500",
+                "--rest_api_port=8501",
+                "--model_config_file=/config/models.config",
+                "--enable_batching=true",
+                "--batching_parameters_file=/config/batching_parameters.txt",
+                "--tensorflow_inter_op_parallelism=4",
+                "--tensorflow_intra_op_parallelism=4",
+            ]
+        );
+        let data = o.config_map.data.as_ref().unwrap();
+        assert!(data["models.config"].contains("base_path: \"/models/regression\""));
+        assert_eq!(
+            data["batching_parameters.txt"],
+            "max_batch_size { value: 8000 }\nbatch_timeout_micros { value: 4 }\nmax_enqueued_batches { value: 100 }\nnum_batch_threads { value: 4 }\n"
+        );
+        let svc = o.service.spec.as_ref().unwrap();
+        assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
+        let ports: Vec<i32> = svc.ports.as_ref().unwrap().iter().map(|p| p.port).collect();
+        assert_eq!(ports, [8500, 8501]);
+    }
+
+    #[test]
+    fn yaml_has_four_documents_with_api_version_and_kind() {
+        let o = serving_objects(&addr(Kind::Serving, "tf", None), &original(), &[model()]).unwrap();
+        let yaml = o.to_yaml().unwrap();
+        assert_eq!(yaml.matches("---\n").count(), 4, "{yaml}");
+        for kind in ["Namespace", "ConfigMap", "Deployment", "Service"] {
+            assert!(yaml.contains(&format!("kind: {kind}")), "{kind} in\n{yaml}");
+        }
+        assert!(yaml.contains("apiVersion: apps/v1"), "{yaml}");
+    }
+
+    #[test]
+    fn a_batching_change_changes_the_pod_template() {
+        let a = serving_objects(&addr(Kind::Serving, "tf", None), &original(), &[model()]).unwrap();
+        let mut changed = original();
+        changed.batching.as_mut().unwrap().batch_timeout_micros = Some(1000);
+        let b = serving_objects(&addr(Kind::Serving, "tf", None), &changed, &[model()]).unwrap();
+        assert_ne!(
+            a.deployment.spec.unwrap().template.metadata,
+            b.deployment.spec.unwrap().template.metadata,
+            "the config checksum must roll the pods"
+        );
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        assert_eq!(
+            object_name(&addr(Kind::Serving, "tf", Some("small"))),
+            "tf-small"
+        );
+        assert_eq!(
+            object_name(&addr(Kind::Serving, "TF_main", Some("8 k"))),
+            "tf-main-8-k"
+        );
+        assert_eq!(object_name(&addr(Kind::Serving, "1st", None)), "x-1st");
+        assert_eq!(
+            address_label(&addr(Kind::Serving, "tf", Some("a b"))),
+            "serving.tf.a_b"
+        );
+    }
+
+    #[test]
+    fn serving_without_an_image_is_refused() {
+        let mut s = original();
+        s.image = None;
+        assert_eq!(
+            serving_objects(&addr(Kind::Serving, "tf", None), &s, &[model()]),
+            Err(ManifestError::MissingImage("serving.tf".into()))
+        );
+    }
+}
