@@ -429,3 +429,110 @@ loadtest "smoke" {{
     assert_eq!(code, 0, "{err}");
     assert!(env.servers().is_empty());
 }
+
+#[test]
+fn ctrl_c_during_a_load_test_stops_it_saves_the_state_and_exits_130() {
+    let env = Env::new();
+    env.write_stack(8, "60s");
+    let stack = env.stack();
+    let mut child = env
+        .cmd(&["apply", "--auto-approve", s(&stack)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("loadtest.smoke: running") {
+            break;
+        }
+    }
+    assert!(seen.contains("loadtest.smoke: running"), "{seen}");
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    // The 60 s stage is cut short: the rest of the output arrives and the process ends well
+    // before the stage would have (the bound only keeps a broken build from hanging).
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("Interrupted: the state is saved."), "{seen}");
+
+    // Serving was recorded, no partial run was stored, and the next plan re-runs the test.
+    let (code, out, _) = env.run(&["state", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("serving.tf"), "{out}");
+    let (_, runs, _) = env.run(&["results", "--json"]);
+    assert!(
+        !runs.contains("\"stages\""),
+        "a cancelled run is not a result: {runs}"
+    );
+    let (code, out, err) = env.run(&["plan", "--detailed-exitcode", s(&stack)]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(out.contains("> loadtest.smoke will run"), "{out}");
+    assert!(!out.contains("serving.tf will"), "{out}");
+    let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0);
+    assert!(env.servers().is_empty());
+}
+
+#[test]
+fn plan_without_refresh_trusts_the_state_and_with_refresh_sees_a_dead_server() {
+    let env = Env::new();
+    env.write_stack(8, "1s");
+    let stack = env.stack();
+    let (code, out, err) = env.run(&["apply", "--auto-approve", s(&stack)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for pid in env.servers() {
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.servers().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out, err) = env.run(&["plan", "--detailed-exitcode", "--refresh=false", s(&stack)]);
+    assert_eq!(
+        code, 0,
+        "without refresh the state is believed: {out}\n{err}"
+    );
+    let (code, out, err) = env.run(&["plan", "--detailed-exitcode", s(&stack)]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(out.contains("serving.tf"), "{out}");
+    let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_plan_file_applies_from_another_working_directory() {
+    let env = Env::new();
+    env.write_stack(8, "1s");
+    let plan_file = env.dir.path().join("tf.plan");
+    let (code, out, err) = env.run(&["plan", "--out", s(&plan_file), "stack.hcl"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = env
+        .cmd(&["apply", s(&plan_file)])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0);
+}

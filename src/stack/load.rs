@@ -558,7 +558,11 @@ pub fn load_stack(
             bodies.push(b);
         }
     }
-    let stack_files: Vec<PathBuf> = paths.clone();
+    // Absolute, so a plan file made here can be applied from any working directory.
+    let stack_files: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
 
     // 2. Top-level blocks.
     let mut variables: Vec<(String, Decl)> = Vec::new();
