@@ -2,8 +2,8 @@
 # The configuration (models.config, batching_parameters.txt) comes from the ConfigMap that
 # benchstack renders and mounts at /config; the arguments come from the stack.
 #
-#   docker build -f deploy/serving.Dockerfile -t gcr.io/PROJECT/tf-serving-regression:1 .
-#   docker push gcr.io/PROJECT/tf-serving-regression:1
+#   docker build -f deploy/serving.Dockerfile -t gcr.io/PROJECT/tf-serving-regression:latest .
+#   docker push gcr.io/PROJECT/tf-serving-regression:latest
 #
 # SavedModels written by TF 2.21 use the DisableCopyOnRead op: use a TF Serving release at
 # least as new as the TensorFlow that exported the model.
