@@ -4,7 +4,7 @@
 //! distributed load test `DIR/loadtest-<name>/job.yaml` holds its Indexed Job.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, WrapErr, miette};
@@ -12,7 +12,9 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 use super::validate::VarArgs;
 use crate::loadgen::spec::Protocol;
 use crate::loadgen::worker::WorkerSpec;
-use crate::manifest::{self, ModelPaths, k8s};
+use crate::manifest::k8s;
+use crate::plan::{cluster_providers, render_resource};
+use crate::provider::provider_for;
 use crate::stack::types::{Address, ProviderKind, ResourceConfig, Stack};
 
 #[derive(Debug, clap::Args)]
@@ -65,42 +67,18 @@ pub fn render_stack(stack: &Stack) -> Result<BTreeMap<PathBuf, String>, String> 
         })
         .collect();
     let on_gke = |a: &Address| clusters.get(a) == Some(&ProviderKind::Gke);
-    let configs: BTreeMap<&Address, &ResourceConfig> = stack
-        .resources
-        .iter()
-        .map(|r| (&r.address, &r.config))
-        .collect();
+    let kinds = cluster_providers(stack);
     let mut out = BTreeMap::new();
     for r in &stack.resources {
         let at = |e: &dyn std::fmt::Display| format!("{} ({}): {e}", r.address, r.span);
         match &r.config {
-            ResourceConfig::Serving(s) => {
-                let models = s
-                    .models
-                    .iter()
-                    .map(|m| match configs.get(m) {
-                        Some(ResourceConfig::Model(m)) => Ok(m.clone()),
-                        _ => Err(at(&format!("model {m} is not in the stack"))),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let dir = Path::new(&k8s::object_name(&r.address)).to_path_buf();
-                let paths = if on_gke(&s.cluster) {
-                    ModelPaths::Image
-                } else {
-                    ModelPaths::Local
-                };
+            ResourceConfig::Serving(_) => {
+                let provider = provider_for(&r.config, &kinds);
+                let dir = PathBuf::from(k8s::object_name(&r.address));
                 for (name, text) in
-                    manifest::render_serving(s, &models, paths).map_err(|e| at(&e))?
+                    render_resource(r, stack, provider).map_err(|e| e.to_string())?
                 {
                     out.insert(dir.join(name), text);
-                }
-                if on_gke(&s.cluster) {
-                    let objects =
-                        k8s::serving_objects(&r.address, s, &models).map_err(|e| at(&e))?;
-                    out.insert(
-                        dir.join("kubernetes.yaml"),
-                        objects.to_yaml().map_err(|e| at(&e))?,
-                    );
                 }
             }
             ResourceConfig::Loadtest(l) if on_gke(&l.cluster) => {

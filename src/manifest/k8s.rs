@@ -25,6 +25,8 @@ use super::{
 };
 use crate::stack::types::{Address, LoadtestConfig, ModelConfig, ServingConfig};
 
+/// The rendered file holding a serving resource's objects (plans diff it; render writes it).
+pub const KUBERNETES_YAML: &str = "kubernetes.yaml";
 /// Every object benchstack makes lives in this namespace.
 pub const NAMESPACE: &str = "benchstack";
 pub const FIELD_MANAGER: &str = "benchstack";

@@ -287,11 +287,21 @@ pub fn render_resource(
     } else {
         ModelPaths::Image
     };
-    manifest::render_serving(s, &models, paths).map_err(|e| PlanError::Resource {
+    let located = |e: manifest::ManifestError| PlanError::Resource {
         address: r.address.to_string(),
         span: r.span.to_string(),
         message: e.to_string(),
-    })
+    };
+    let mut files = manifest::render_serving(s, &models, paths).map_err(located)?;
+    if provider == "kubernetes" {
+        // The objects themselves, so a reviewer sees exactly what the rollout sends.
+        let objects = manifest::k8s::serving_objects(&r.address, s, &models).map_err(located)?;
+        files.insert(
+            manifest::k8s::KUBERNETES_YAML.to_string(),
+            objects.to_yaml().map_err(located)?,
+        );
+    }
+    Ok(files)
 }
 
 /// A resource state as it would be had the intent's call completed.
@@ -650,7 +660,10 @@ fn decide(
             if !changed.is_empty() || !files_changed.is_empty() {
                 let mut what: Vec<String> = changed.clone();
                 for f in files_changed {
-                    if f != manifest::FLAGS && !what.iter().any(|w| f.starts_with(w.as_str())) {
+                    if f != manifest::FLAGS
+                        && f != manifest::k8s::KUBERNETES_YAML
+                        && !what.iter().any(|w| f.starts_with(w.as_str()))
+                    {
                         what.push(f.clone());
                     }
                 }
