@@ -97,6 +97,35 @@ output "rest_endpoint" {{
         )
     }
 
+    /// Starts `apply --auto-approve` on the stack and reads its output until the load test
+    /// runs; returns the child, the rest of its output and what was read so far.
+    fn apply_until_the_load_test_runs(
+        &self,
+    ) -> (
+        std::process::Child,
+        std::io::Lines<BufReader<std::process::ChildStdout>>,
+        String,
+    ) {
+        let mut child = self
+            .cmd(&["apply", "--auto-approve", s(&self.stack())])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.starts_with("loadtest.smoke: running") {
+                break;
+            }
+        }
+        assert!(seen.contains("loadtest.smoke: running"), "{seen}");
+        (child, lines, seen)
+    }
+
     /// Serving processes started for this state directory.
     fn servers(&self) -> Vec<u32> {
         benchstack::state::procinfo::find_by_arg(&self.state().display().to_string())
@@ -315,24 +344,7 @@ fn an_apply_killed_during_a_load_test_is_continued_without_a_second_server() {
     let env = Env::new();
     env.write_stack(8, "30s");
     let stack = env.stack();
-    let mut child = env
-        .cmd(&["apply", "--auto-approve", s(&stack)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut seen = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.starts_with("loadtest.smoke: running") || Instant::now() > deadline {
-            break;
-        }
-    }
-    assert!(seen.contains("loadtest.smoke: running"), "{seen}");
+    let (mut child, _lines, _seen) = env.apply_until_the_load_test_runs();
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -435,24 +447,7 @@ fn ctrl_c_during_a_load_test_stops_it_saves_the_state_and_exits_130() {
     let env = Env::new();
     env.write_stack(8, "60s");
     let stack = env.stack();
-    let mut child = env
-        .cmd(&["apply", "--auto-approve", s(&stack)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut seen = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.starts_with("loadtest.smoke: running") {
-            break;
-        }
-    }
-    assert!(seen.contains("loadtest.smoke: running"), "{seen}");
+    let (mut child, lines, mut seen) = env.apply_until_the_load_test_runs();
     std::thread::sleep(Duration::from_millis(500));
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);

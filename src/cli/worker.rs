@@ -71,17 +71,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let Ok(mut last) = last.lock() else { return };
         if last.elapsed() >= Duration::from_secs(5) {
             *last = Instant::now();
-            eprintln!(
-                "worker {index}: {}{} {:.0}s/{:.0}s {} requests {:.0} req/s p99 {:.2} ms errors {}",
-                if p.warmup { "warmup " } else { "" },
-                p.stage,
-                p.elapsed.as_secs_f64(),
-                p.duration.as_secs_f64(),
-                p.requests,
-                p.achieved_rate,
-                p.p99_ms,
-                p.errors
-            );
+            eprintln!("worker {index}: {}", p.summary());
         }
     };
     let report = loadgen::run_blocking(&share, Some(&show)).map_err(|e| miette!("{e}"))?;

@@ -50,21 +50,7 @@ pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied
     spec.timeout = l.timeout;
     spec.slos = l.slos.clone();
     let started = procinfo::now_unix();
-    let report_progress = |p: &Progress| {
-        (ctx.progress)(format!(
-            "{}{} ({}/{}): {:.0}s/{:.0}s, {} requests, {:.0} req/s, p99 {:.1} ms, {} errors",
-            if p.warmup { "warmup " } else { "" },
-            p.stage,
-            p.stage_index + 1,
-            p.stages,
-            p.elapsed.as_secs_f64(),
-            p.duration.as_secs_f64(),
-            p.requests,
-            p.achieved_rate,
-            p.p99_ms,
-            p.errors
-        ))
-    };
+    let report_progress = |p: &Progress| (ctx.progress)(p.summary());
     let report = match loadgen::run_blocking_until(&spec, Some(&report_progress), ctx.cancel) {
         Ok(r) => r,
         Err(loadgen::LoadError::Cancelled) => return Err(ProviderError::Interrupted),
