@@ -23,8 +23,17 @@ variable "serving_machine_type" {
   default     = "e2-highcpu-8"
 }
 
+variable "replicas" {
+  default = 3
+}
+
 variable "stage_duration" {
   default = "60s"
+}
+
+variable "rate_scale" {
+  description = "Scales every stage's rate: 0.1 tries the whole setup at a tenth of the load."
+  default     = 1
 }
 
 variable "peak_rates" {
@@ -61,7 +70,7 @@ model "regression" {
 serving "tf" {
   cluster  = cluster.serving
   image    = "gcr.io/${var.project}/tf-serving-regression:latest" # deploy/serving.Dockerfile
-  replicas = 3
+  replicas = var.replicas
   models   = [model.regression]
   cpu      = "7"
   memory   = "4Gi"
@@ -86,8 +95,8 @@ loadtest "baseline" {
   batch_size    = 1
   workers       = 4 # distributed: an Indexed Job of 4 worker pods
   loadgen_image = "gcr.io/${var.project}/benchstack:latest" # deploy/loadgen.Dockerfile
-  stage { rate = 300, duration = var.stage_duration }
-  stage { rate = 3900, duration = var.stage_duration }
+  stage { rate = 300 * var.rate_scale, duration = var.stage_duration }
+  stage { rate = 3900 * var.rate_scale, duration = var.stage_duration }
   slo { p99 = "50ms" }
 }
 
@@ -102,7 +111,7 @@ loadtest "peak" {
   batch_size    = 1
   workers       = 8
   loadgen_image = "gcr.io/${var.project}/benchstack:latest"
-  stage { rate = each.value, duration = var.stage_duration }
+  stage { rate = each.value * var.rate_scale, duration = var.stage_duration }
   slo { p99 = "50ms" }
   depends_on = [loadtest.baseline]
 }
