@@ -395,6 +395,47 @@ fn operation_still_running_at_the_timeout_is_named() {
         err.contains("was still PENDING after 0s; it goes on in GKE"),
         "{err}"
     );
+    // A cluster still being created is left to finish, not deleted.
+    assert_eq!(emu.count_containing("DELETE", "/clusters/serving"), 0);
+    assert!(emu.cluster(PROJECT, LOCATION, "serving").is_some());
+}
+
+#[test]
+fn failed_resize_operation_reports_its_message_and_keeps_the_cluster() {
+    let emu = GkeEmulator::start();
+    emu.set_polls_until_done(1);
+    let p = provider(&emu);
+    let a = address("serving");
+    let rec = Recorder::default();
+    let observed = create(&p, &rec, &a, &config(2)).unwrap();
+    let prior = record(&a, &config(2), observed);
+    emu.fail_next_operation(
+        "Node pool benchstack: instance group resize failed: ZONE_RESOURCE_POOL_EXHAUSTED",
+    );
+    let err = rec
+        .with(|ctx| {
+            p.update(
+                ctx,
+                &prior,
+                &ResourceConfig::Cluster(config(4)),
+                &Inputs::default(),
+            )
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "resizing cluster serving (project bench-proj, location us-central1-a): operation operation-"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(
+            "failed: Node pool benchstack: instance group resize failed: ZONE_RESOURCE_POOL_EXHAUSTED"
+        ),
+        "{err}"
+    );
+    assert!(emu.cluster(PROJECT, LOCATION, "serving").is_some());
 }
 
 #[test]

@@ -540,6 +540,27 @@ impl GkeProvider {
         ctx: &Context<'_>,
         honour_cancel: bool,
     ) -> Result<(), ProviderError> {
+        let name = first.name.clone();
+        match self
+            .poll_until_done(client, r, first, action, ctx, honour_cancel)
+            .await?
+        {
+            None => Ok(()),
+            Some(message) => Err(self.operation_failed(r, action, &name, &message, "")),
+        }
+    }
+
+    /// Polls until DONE: Ok(None) when the operation succeeded, Ok(Some(its error message))
+    /// when it failed; Err when waiting itself failed (timeout, cancel, API error).
+    async fn poll_until_done(
+        &self,
+        client: &ClusterManager,
+        r: &ClusterRef,
+        first: Operation,
+        action: &'static str,
+        ctx: &Context<'_>,
+        honour_cancel: bool,
+    ) -> Result<Option<String>, ProviderError> {
         let started = Instant::now();
         let timeout = self.timeout()?;
         let mut interval = self.poll_interval()?;
@@ -547,12 +568,10 @@ impl GkeProvider {
         let mut op = first;
         loop {
             if op.status == operation::Status::Done {
-                return match &op.error {
-                    Some(e) if e.code != 0 || !e.message.is_empty() => {
-                        Err(self.operation_failed(r, action, &name, &e.message))
-                    }
-                    _ => Ok(()),
-                };
+                return Ok(match &op.error {
+                    Some(e) if e.code != 0 || !e.message.is_empty() => Some(e.message.clone()),
+                    _ => None,
+                });
             }
             (ctx.progress)(format!(
                 "{action} cluster {}: {}, {}",
@@ -596,6 +615,7 @@ impl GkeProvider {
         action: &'static str,
         operation: &str,
         message: &str,
+        cleanup: &str,
     ) -> ProviderError {
         GkeError::OperationFailed {
             action,
@@ -606,7 +626,7 @@ impl GkeProvider {
             } else {
                 message.to_string()
             },
-            cleanup: String::new(),
+            cleanup: cleanup.to_string(),
         }
         .into()
     }
@@ -645,15 +665,14 @@ impl GkeProvider {
             .map_err(|e| r.api_error("creating", &e))?;
         Self::note(ctx, r, "create", Some(&op.name))?;
         let op_name = op.name.clone();
-        match self.wait(client, r, op, "creating", ctx, true).await {
-            Ok(()) => {}
-            Err(ProviderError::Failed(message)) if message.contains(&op_name) => {
-                // GKE keeps a cluster whose creation failed, in ERROR: remove it so the
-                // failure leaves nothing behind and the next apply can create it afresh.
-                let cleanup = self.remove_failed(client, ctx, r).await;
-                return Err(ProviderError::Failed(format!("{message}{cleanup}")));
-            }
-            Err(e) => return Err(e),
+        let outcome = self
+            .poll_until_done(client, r, op, "creating", ctx, true)
+            .await?;
+        if let Some(message) = outcome {
+            // GKE keeps a cluster whose creation failed, in ERROR: remove it so the failure
+            // leaves nothing behind and the next apply can create it afresh.
+            let cleanup = self.remove_failed(client, ctx, r).await;
+            return Err(self.operation_failed(r, "creating", &op_name, &message, &cleanup));
         }
         let live = self.get_existing(client, r, "creating").await?;
         Ok(observed_of(r, &live))
