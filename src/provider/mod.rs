@@ -5,6 +5,7 @@
 //! context for the CLI to show.
 
 pub mod gcp;
+pub mod gke;
 pub mod local;
 mod local_loadtest;
 
@@ -129,19 +130,21 @@ pub trait Provider: Send + Sync {
 /// The providers of this build.
 pub struct Providers {
     pub local: local::LocalProvider,
+    pub gke: gke::GkeProvider,
 }
 
 impl Providers {
     pub fn new(state_dir: &Path) -> Self {
         Providers {
             local: local::LocalProvider::new(state_dir),
+            gke: gke::GkeProvider::new(),
         }
     }
 
     pub fn get(&self, name: &str) -> Result<&dyn Provider, ProviderError> {
         match name {
             "local" => Ok(&self.local),
-            "gke" => Err(ProviderError::Unsupported("gke")),
+            "gke" => Ok(&self.gke),
             "kubernetes" => Err(ProviderError::Unsupported("kubernetes")),
             _ => Err(ProviderError::Failed(format!("unknown provider `{name}`"))),
         }

@@ -1,0 +1,1062 @@
+//! The gke provider: a `cluster` with `provider = "gke"` is a GKE cluster with one node pool
+//! (`benchstack`), managed through google-cloud-container-v1 over REST. Every change is a
+//! GKE long-running operation that is polled (backing off) until DONE, under a timeout, with
+//! progress reported and cancellation honoured between polls.
+//!
+//! Before each remote call the provider notes project, location, cluster name and step in the
+//! intent, and the operation name once GKE returns it, so an interrupted apply can be
+//! continued by `recover`: it waits for a still-running operation and adopts the cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use google_cloud_container_v1::client::ClusterManager;
+use google_cloud_container_v1::model::{
+    Cluster, IPAllocationPolicy, NodeConfig, NodePool, Operation, PrivateClusterConfig, cluster,
+    operation,
+};
+use google_cloud_gax::error::rpc::Code;
+use serde::{Deserialize, Serialize};
+
+use super::gcp::{self, GkeClusterObserved};
+use super::{Applied, Context, Inputs, Observation, Provider, ProviderError};
+use crate::stack::types::{Address, ClusterConfig, ResourceConfig};
+use crate::state::{Intent, ResourceState};
+
+/// The one node pool benchstack creates in each cluster.
+pub const NODE_POOL: &str = "benchstack";
+/// How long a GKE operation may run before the provider gives up waiting (humantime).
+pub const TIMEOUT_ENV: &str = "BENCHSTACK_GKE_TIMEOUT";
+/// The control-plane range for private nodes (the original script's choice).
+pub const MASTER_CIDR: &str = "172.16.0.32/28";
+/// GKE cluster names are limited to 40 characters.
+const MAX_CLUSTER_NAME: usize = 40;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const POLL_CAP: Duration = Duration::from_secs(15);
+/// How often a sleep between polls looks at the cancel flag.
+const CANCEL_CHECK: Duration = Duration::from_millis(100);
+
+/// What can go wrong talking to GKE. Every message names the cluster, project and location.
+#[derive(Debug, thiserror::Error)]
+pub enum GkeError {
+    #[error("cluster {address}: `{field}` is required for provider \"gke\"")]
+    MissingField {
+        address: String,
+        field: &'static str,
+    },
+    #[error("cannot start the GKE client: {0}")]
+    Client(String),
+    #[error(
+        "{action} {cluster}: quota exceeded{quota}: {message}; nothing was created. Request more quota for the project, or use a smaller machine_type or node_count, or another location"
+    )]
+    Quota {
+        action: &'static str,
+        cluster: Box<ClusterRef>,
+        quota: String,
+        message: String,
+    },
+    #[error(
+        "{action} {cluster}: a cluster of that name already exists and is not recorded in this state; delete it (`gcloud container clusters delete {name} --project {project} --location {location}`) or rename the cluster block", name = .cluster.name, project = .cluster.project, location = .cluster.location
+    )]
+    AlreadyExists {
+        action: &'static str,
+        cluster: Box<ClusterRef>,
+    },
+    #[error(
+        "{action} {cluster}: {message}; check the Application Default Credentials (`gcloud auth application-default login`), that project {project} exists, that the Kubernetes Engine API is enabled and that the account may manage clusters in it", project = .cluster.project
+    )]
+    Denied {
+        action: &'static str,
+        cluster: Box<ClusterRef>,
+        message: String,
+    },
+    #[error("{action} {cluster}: {message}")]
+    Api {
+        action: &'static str,
+        cluster: Box<ClusterRef>,
+        message: String,
+    },
+    #[error("{action} {cluster}: operation {operation} failed: {message}{cleanup}")]
+    OperationFailed {
+        action: &'static str,
+        cluster: Box<ClusterRef>,
+        operation: String,
+        message: String,
+        /// What was done about a cluster the failed operation left behind.
+        cleanup: String,
+    },
+    #[error(
+        "{action} {cluster}: operation {operation} was still {status} after {waited}; it goes on in GKE: run `benchstack plan` again later (raise {TIMEOUT_ENV} to wait longer)"
+    )]
+    Timeout {
+        action: &'static str,
+        cluster: Box<ClusterRef>,
+        operation: String,
+        status: String,
+        waited: String,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<GkeError> for ProviderError {
+    fn from(e: GkeError) -> Self {
+        ProviderError::Failed(e.to_string())
+    }
+}
+
+/// Which GKE cluster a resource is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRef {
+    pub project: String,
+    pub location: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ClusterRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cluster {} (project {}, location {})",
+            self.name, self.project, self.location
+        )
+    }
+}
+
+impl ClusterRef {
+    pub fn for_config(address: &Address, c: &ClusterConfig) -> Result<ClusterRef, GkeError> {
+        let missing = |field| GkeError::MissingField {
+            address: address.to_string(),
+            field,
+        };
+        Ok(ClusterRef {
+            project: c.project.clone().ok_or_else(|| missing("project"))?,
+            location: c.location.clone().ok_or_else(|| missing("location"))?,
+            name: cluster_name(address),
+        })
+    }
+
+    fn parent(&self) -> String {
+        format!("projects/{}/locations/{}", self.project, self.location)
+    }
+
+    fn path(&self) -> String {
+        format!("{}/clusters/{}", self.parent(), self.name)
+    }
+
+    fn node_pool_path(&self) -> String {
+        format!("{}/nodePools/{NODE_POOL}", self.path())
+    }
+
+    /// `get_operation` wants the full resource name; GKE returns a bare operation id.
+    fn operation_path(&self, operation: &str) -> String {
+        if operation.contains('/') {
+            operation.to_string()
+        } else {
+            format!("{}/operations/{operation}", self.parent())
+        }
+    }
+
+    fn api_error(&self, action: &'static str, e: &google_cloud_gax::error::Error) -> GkeError {
+        let (code, message) = match e.status() {
+            Some(s) => (Some(s.code), s.message.clone()),
+            None => (None, e.to_string()),
+        };
+        let cluster = Box::new(self.clone());
+        match code {
+            Some(Code::ResourceExhausted) => GkeError::Quota {
+                action,
+                quota: quota_name(&message)
+                    .map(|q| format!(" ({q})"))
+                    .unwrap_or_default(),
+                cluster,
+                message,
+            },
+            Some(Code::AlreadyExists) => GkeError::AlreadyExists { action, cluster },
+            Some(Code::PermissionDenied | Code::Unauthenticated) => GkeError::Denied {
+                action,
+                cluster,
+                message,
+            },
+            _ if e.is_authentication() => GkeError::Denied {
+                action,
+                cluster,
+                message,
+            },
+            _ => GkeError::Api {
+                action,
+                cluster,
+                message,
+            },
+        }
+    }
+}
+
+/// Recorded in the intent before each remote call (and again with the operation name).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GkeIntent {
+    #[serde(flatten)]
+    cluster: ClusterRef,
+    /// create, delete, resize or labels.
+    step: String,
+    #[serde(default)]
+    operation: Option<String>,
+}
+
+/// The GKE cluster name of an address: its DNS label, cut to GKE's 40 characters.
+pub fn cluster_name(address: &Address) -> String {
+    let full = crate::manifest::k8s::object_name(address);
+    let cut: String = full.chars().take(MAX_CLUSTER_NAME).collect();
+    cut.trim_end_matches('-').to_string()
+}
+
+/// The quota a RESOURCE_EXHAUSTED message names (`… resource "CPUS": …` or `Quota 'CPUS' …`).
+fn quota_name(message: &str) -> Option<String> {
+    for (open, close) in [("resource \"", '"'), ("Quota '", '\''), ("quota '", '\'')] {
+        if let Some(start) = message.find(open) {
+            let rest = &message[start + open.len()..];
+            if let Some(end) = rest.find(close) {
+                return Some(rest[..end].to_string());
+            }
+        }
+    }
+    None
+}
+
+/// `2m10s`, `45s`, `1h3m0s`.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, sec) => format!("{h}h{m}m{sec}s"),
+    }
+}
+
+fn operation_status(op: &Operation) -> String {
+    op.status.name().unwrap_or("UNKNOWN").to_string()
+}
+
+fn cluster_status(c: &Cluster) -> String {
+    c.status.name().unwrap_or("UNKNOWN").to_string()
+}
+
+/// The node pool benchstack manages, or the first one.
+fn managed_pool(c: &Cluster) -> Option<&NodePool> {
+    c.node_pools
+        .iter()
+        .find(|p| p.name == NODE_POOL)
+        .or_else(|| c.node_pools.first())
+}
+
+/// Nodes per zone of the managed pool. `currentNodeCount` is the cluster's total over all its
+/// pools and zones; `initialNodeCount` stays at the creation value after a resize.
+/// (`currentNodeCount` is deprecated in the API but still the one live count GKE reports.)
+#[allow(deprecated)]
+fn live_node_count(c: &Cluster) -> u32 {
+    let pool = managed_pool(c);
+    let zones = pool.map(|p| p.locations.len()).unwrap_or(0).max(1) as i32;
+    let pools = c.node_pools.len().max(1) as i32;
+    if c.current_node_count > 0 && pools == 1 {
+        (c.current_node_count / zones).max(0) as u32
+    } else {
+        pool.map(|p| p.initial_node_count.max(0) as u32)
+            .unwrap_or(0)
+    }
+}
+
+/// Why a cluster is unhealthy: its status message, else its conditions' messages.
+/// (`statusMessage` is deprecated for `conditions`; GKE still fills either.)
+#[allow(deprecated)]
+fn status_message(c: &Cluster) -> String {
+    if !c.status_message.is_empty() {
+        return c.status_message.clone();
+    }
+    let conditions: Vec<&str> = c
+        .conditions
+        .iter()
+        .map(|x| x.message.as_str())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if conditions.is_empty() {
+        "no message".into()
+    } else {
+        conditions.join("; ")
+    }
+}
+
+fn observed_of(r: &ClusterRef, c: &Cluster) -> GkeClusterObserved {
+    let pool = managed_pool(c);
+    let config = pool.and_then(|p| p.config.as_ref());
+    GkeClusterObserved {
+        project: r.project.clone(),
+        location: r.location.clone(),
+        name: r.name.clone(),
+        endpoint: c.endpoint.clone(),
+        ca_certificate: c
+            .master_auth
+            .as_ref()
+            .map(|a| a.cluster_ca_certificate.clone())
+            .unwrap_or_default(),
+        status: cluster_status(c),
+        node_pool: pool.map(|p| p.name.clone()).unwrap_or_default(),
+        node_count: live_node_count(c),
+        machine_type: config.map(|n| n.machine_type.clone()).unwrap_or_default(),
+        cpu_platform: config
+            .map(|n| n.min_cpu_platform.clone())
+            .filter(|p| !p.is_empty()),
+    }
+}
+
+fn to_json(o: &GkeClusterObserved) -> serde_json::Value {
+    serde_json::to_value(o).unwrap_or_default()
+}
+
+fn cluster_config(config: &ResourceConfig) -> Result<&ClusterConfig, ProviderError> {
+    match config {
+        ResourceConfig::Cluster(c) => Ok(c),
+        _ => Err(ProviderError::Failed(
+            "the gke provider manages clusters only".into(),
+        )),
+    }
+}
+
+/// The cluster to create: one named node pool, labels, private nodes with IP aliases.
+/// `privateClusterConfig.enablePrivateNodes` is deprecated in favour of network settings that
+/// need a prepared subnetwork; it is still honoured and matches the original script.
+#[allow(deprecated)]
+fn cluster_spec(r: &ClusterRef, c: &ClusterConfig) -> Cluster {
+    let mut node_config = NodeConfig::new().set_spot(c.spot);
+    if let Some(m) = &c.machine_type {
+        node_config = node_config.set_machine_type(m.clone());
+    }
+    if let Some(gb) = c.disk_size_gb {
+        node_config = node_config.set_disk_size_gb(i32::try_from(gb).unwrap_or(i32::MAX));
+    }
+    let pool = NodePool::new()
+        .set_name(NODE_POOL)
+        .set_config(node_config)
+        .set_initial_node_count(i32::try_from(c.node_count).unwrap_or(i32::MAX));
+    let mut cluster = Cluster::new()
+        .set_name(r.name.clone())
+        .set_node_pools([pool])
+        .set_resource_labels(c.labels.clone());
+    if c.private_nodes {
+        cluster = cluster
+            .set_private_cluster_config(
+                PrivateClusterConfig::new()
+                    .set_enable_private_nodes(true)
+                    .set_master_ipv4_cidr_block(MASTER_CIDR),
+            )
+            .set_ip_allocation_policy(IPAllocationPolicy::new().set_use_ip_aliases(true));
+    }
+    cluster
+}
+
+/// Where and how the provider talks to GKE; `None` fields come from the environment.
+#[derive(Debug, Clone, Default)]
+struct Settings {
+    endpoint: Option<String>,
+    poll_interval: Option<Duration>,
+    timeout: Option<Duration>,
+}
+
+pub struct GkeProvider {
+    settings: Settings,
+    /// Built on first use: the runtime the async client runs on, and the client.
+    runtime: Mutex<Option<Arc<tokio::runtime::Runtime>>>,
+    client: Mutex<Option<ClusterManager>>,
+}
+
+impl Default for GkeProvider {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GkeProvider {
+    /// Google's endpoint with Application Default Credentials, or the emulator named by
+    /// `BENCHSTACK_GKE_ENDPOINT` with anonymous credentials.
+    pub fn new() -> Self {
+        GkeProvider {
+            settings: Settings::default(),
+            runtime: Mutex::new(None),
+            client: Mutex::new(None),
+        }
+    }
+
+    /// Talks to an emulator at `url` (anonymous credentials, no retries) regardless of the
+    /// environment.
+    pub fn with_emulator(mut self, url: impl Into<String>) -> Self {
+        self.settings.endpoint = Some(url.into().trim_end_matches('/').to_string());
+        self
+    }
+
+    /// The first interval between operation polls, instead of `BENCHSTACK_POLL_INTERVAL`.
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.settings.poll_interval = Some(interval);
+        self
+    }
+
+    /// How long to wait for one operation, instead of `BENCHSTACK_GKE_TIMEOUT`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = Some(timeout);
+        self
+    }
+
+    fn poll_interval(&self) -> Result<Duration, ProviderError> {
+        match self.settings.poll_interval {
+            Some(d) => Ok(d),
+            None => gcp::poll_interval(),
+        }
+    }
+
+    fn timeout(&self) -> Result<Duration, ProviderError> {
+        if let Some(d) = self.settings.timeout {
+            return Ok(d);
+        }
+        match std::env::var(TIMEOUT_ENV) {
+            Ok(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+                GkeError::Config(format!(
+                    "{TIMEOUT_ENV}={s:?}: {e}; expected a duration such as 45m or 1h"
+                ))
+                .into()
+            }),
+            Err(_) => Ok(DEFAULT_TIMEOUT),
+        }
+    }
+
+    fn runtime(&self) -> Result<Arc<tokio::runtime::Runtime>, ProviderError> {
+        let mut slot = self
+            .runtime
+            .lock()
+            .map_err(|_| GkeError::Client("runtime lock poisoned".into()))?;
+        if let Some(rt) = slot.as_ref() {
+            return Ok(rt.clone());
+        }
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("benchstack-gke")
+                .enable_all()
+                .build()
+                .map_err(ProviderError::io("starting the GKE client runtime"))?,
+        );
+        *slot = Some(rt.clone());
+        Ok(rt)
+    }
+
+    /// Runs `f` with the client on the provider's runtime, from a plain thread.
+    fn run<T>(
+        &self,
+        f: impl AsyncFnOnce(&ClusterManager) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        let rt = self.runtime()?;
+        rt.block_on(async {
+            let client = self.client().await?;
+            f(&client).await
+        })
+    }
+
+    async fn client(&self) -> Result<ClusterManager, ProviderError> {
+        if let Some(c) = self
+            .client
+            .lock()
+            .map_err(|_| GkeError::Client("client lock poisoned".into()))?
+            .as_ref()
+        {
+            return Ok(c.clone());
+        }
+        let endpoint = self
+            .settings
+            .endpoint
+            .clone()
+            .or_else(gcp::emulator_endpoint);
+        let built = match endpoint {
+            Some(url) => {
+                // An emulator: nothing may look for credentials or retry off loopback.
+                ClusterManager::builder()
+                    .with_endpoint(url)
+                    .with_credentials(
+                        google_cloud_auth::credentials::anonymous::Builder::new().build(),
+                    )
+                    .with_retry_policy(google_cloud_gax::retry_policy::NeverRetry)
+                    .build()
+                    .await
+            }
+            None => ClusterManager::builder().build().await,
+        }
+        .map_err(|e| {
+            GkeError::Client(format!(
+                "{e} (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)"
+            ))
+        })?;
+        let mut slot = self
+            .client
+            .lock()
+            .map_err(|_| GkeError::Client("client lock poisoned".into()))?;
+        Ok(slot.get_or_insert(built).clone())
+    }
+
+    /// The live cluster, or None when GKE says it does not exist.
+    async fn get(
+        &self,
+        client: &ClusterManager,
+        r: &ClusterRef,
+    ) -> Result<Option<Cluster>, ProviderError> {
+        match client.get_cluster().set_name(r.path()).send().await {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if e.status().is_some_and(|s| s.code == Code::NotFound) => Ok(None),
+            Err(e) => Err(r.api_error("reading", &e).into()),
+        }
+    }
+
+    async fn get_existing(
+        &self,
+        client: &ClusterManager,
+        r: &ClusterRef,
+        action: &'static str,
+    ) -> Result<Cluster, ProviderError> {
+        self.get(client, r).await?.ok_or_else(|| {
+            GkeError::Api {
+                action,
+                cluster: Box::new(r.clone()),
+                message: "GKE reports no such cluster (deleted outside benchstack?)".into(),
+            }
+            .into()
+        })
+    }
+
+    /// Polls the operation until DONE, backing off; fails with the operation's own error.
+    /// `cancel` is None during recovery, which has nobody to interrupt it.
+    async fn wait(
+        &self,
+        client: &ClusterManager,
+        r: &ClusterRef,
+        first: Operation,
+        action: &'static str,
+        ctx: &Context<'_>,
+        honour_cancel: bool,
+    ) -> Result<(), ProviderError> {
+        let name = first.name.clone();
+        match self
+            .poll_until_done(client, r, first, action, ctx, honour_cancel)
+            .await?
+        {
+            None => Ok(()),
+            Some(message) => Err(self.operation_failed(r, action, &name, &message, "")),
+        }
+    }
+
+    /// Polls until DONE: Ok(None) when the operation succeeded, Ok(Some(its error message))
+    /// when it failed; Err when waiting itself failed (timeout, cancel, API error).
+    async fn poll_until_done(
+        &self,
+        client: &ClusterManager,
+        r: &ClusterRef,
+        first: Operation,
+        action: &'static str,
+        ctx: &Context<'_>,
+        honour_cancel: bool,
+    ) -> Result<Option<String>, ProviderError> {
+        let started = Instant::now();
+        let timeout = self.timeout()?;
+        let mut interval = self.poll_interval()?;
+        let name = first.name.clone();
+        let mut op = first;
+        loop {
+            if op.status == operation::Status::Done {
+                return Ok(match &op.error {
+                    Some(e) if e.code != 0 || !e.message.is_empty() => Some(e.message.clone()),
+                    _ => None,
+                });
+            }
+            (ctx.progress)(format!(
+                "{action} cluster {}: {}, {}",
+                r.name,
+                operation_status(&op),
+                short_duration(started.elapsed())
+            ));
+            if started.elapsed() >= timeout {
+                return Err(GkeError::Timeout {
+                    action,
+                    cluster: Box::new(r.clone()),
+                    operation: name,
+                    status: operation_status(&op),
+                    waited: short_duration(started.elapsed()),
+                }
+                .into());
+            }
+            let wake = Instant::now() + interval;
+            while Instant::now() < wake {
+                if honour_cancel && ctx.cancel.load(Ordering::SeqCst) {
+                    return Err(ProviderError::Interrupted);
+                }
+                tokio::time::sleep(CANCEL_CHECK.min(wake - Instant::now())).await;
+            }
+            if honour_cancel && ctx.cancel.load(Ordering::SeqCst) {
+                return Err(ProviderError::Interrupted);
+            }
+            interval = gcp::backoff(interval, POLL_CAP);
+            op = client
+                .get_operation()
+                .set_name(r.operation_path(&name))
+                .send()
+                .await
+                .map_err(|e| r.api_error(action, &e))?;
+        }
+    }
+
+    fn operation_failed(
+        &self,
+        r: &ClusterRef,
+        action: &'static str,
+        operation: &str,
+        message: &str,
+        cleanup: &str,
+    ) -> ProviderError {
+        GkeError::OperationFailed {
+            action,
+            cluster: Box::new(r.clone()),
+            operation: operation.to_string(),
+            message: if message.is_empty() {
+                "no reason given".into()
+            } else {
+                message.to_string()
+            },
+            cleanup: cleanup.to_string(),
+        }
+        .into()
+    }
+
+    fn note(
+        ctx: &Context,
+        r: &ClusterRef,
+        step: &str,
+        operation: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        (ctx.note)(
+            serde_json::to_value(GkeIntent {
+                cluster: r.clone(),
+                step: step.to_string(),
+                operation: operation.map(str::to_string),
+            })
+            .unwrap_or_default(),
+        )
+    }
+
+    async fn create_cluster(
+        &self,
+        client: &ClusterManager,
+        ctx: &Context<'_>,
+        r: &ClusterRef,
+        c: &ClusterConfig,
+    ) -> Result<GkeClusterObserved, ProviderError> {
+        Self::note(ctx, r, "create", None)?;
+        (ctx.progress)(format!("creating cluster {}", r.name));
+        let op = client
+            .create_cluster()
+            .set_parent(r.parent())
+            .set_cluster(cluster_spec(r, c))
+            .send()
+            .await
+            .map_err(|e| r.api_error("creating", &e))?;
+        Self::note(ctx, r, "create", Some(&op.name))?;
+        let op_name = op.name.clone();
+        let outcome = self
+            .poll_until_done(client, r, op, "creating", ctx, true)
+            .await?;
+        if let Some(message) = outcome {
+            // GKE keeps a cluster whose creation failed, in ERROR: remove it so the failure
+            // leaves nothing behind and the next apply can create it afresh.
+            let cleanup = self.remove_failed(client, ctx, r).await;
+            return Err(self.operation_failed(r, "creating", &op_name, &message, &cleanup));
+        }
+        let live = self.get_existing(client, r, "creating").await?;
+        Ok(observed_of(r, &live))
+    }
+
+    /// Deletes what a failed create left; says what happened, for the error message.
+    async fn remove_failed(
+        &self,
+        client: &ClusterManager,
+        ctx: &Context<'_>,
+        r: &ClusterRef,
+    ) -> String {
+        match self.get(client, r).await {
+            Ok(None) => "; nothing was left behind".into(),
+            Ok(Some(_)) => match self.delete_cluster(client, ctx, r, false).await {
+                Ok(()) => "; the failed cluster was deleted".into(),
+                Err(e) => {
+                    format!("; deleting the failed cluster also failed ({e}): delete it by hand")
+                }
+            },
+            Err(e) => format!("; could not check for a failed cluster left behind ({e})"),
+        }
+    }
+
+    async fn delete_cluster(
+        &self,
+        client: &ClusterManager,
+        ctx: &Context<'_>,
+        r: &ClusterRef,
+        honour_cancel: bool,
+    ) -> Result<(), ProviderError> {
+        Self::note(ctx, r, "delete", None)?;
+        (ctx.progress)(format!("deleting cluster {}", r.name));
+        let op = match client.delete_cluster().set_name(r.path()).send().await {
+            Ok(op) => op,
+            Err(e) if e.status().is_some_and(|s| s.code == Code::NotFound) => return Ok(()),
+            Err(e) => return Err(r.api_error("deleting", &e).into()),
+        };
+        Self::note(ctx, r, "delete", Some(&op.name))?;
+        self.wait(client, r, op, "deleting", ctx, honour_cancel)
+            .await
+    }
+
+    async fn update_cluster(
+        &self,
+        client: &ClusterManager,
+        ctx: &Context<'_>,
+        r: &ClusterRef,
+        c: &ClusterConfig,
+    ) -> Result<GkeClusterObserved, ProviderError> {
+        // Compare with what is live, not what was recorded: a resize outside benchstack is
+        // exactly what this update may be undoing.
+        let live = self.get_existing(client, r, "updating").await?;
+        if live_node_count(&live) != c.node_count {
+            Self::note(ctx, r, "resize", None)?;
+            (ctx.progress)(format!(
+                "resizing cluster {} from {} to {} nodes",
+                r.name,
+                live_node_count(&live),
+                c.node_count
+            ));
+            let op = client
+                .set_node_pool_size()
+                .set_name(r.node_pool_path())
+                .set_node_count(i32::try_from(c.node_count).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(|e| r.api_error("resizing", &e))?;
+            Self::note(ctx, r, "resize", Some(&op.name))?;
+            self.wait(client, r, op, "resizing", ctx, true).await?;
+        }
+        let live = self.get_existing(client, r, "updating").await?;
+        let live_labels: BTreeMap<String, String> = live
+            .resource_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if live_labels != c.labels {
+            Self::note(ctx, r, "labels", None)?;
+            (ctx.progress)(format!("setting the labels of cluster {}", r.name));
+            let op = client
+                .set_labels()
+                .set_name(r.path())
+                .set_resource_labels(c.labels.iter().collect::<HashMap<_, _>>())
+                .set_label_fingerprint(live.label_fingerprint.clone())
+                .send()
+                .await
+                .map_err(|e| r.api_error("labelling", &e))?;
+            Self::note(ctx, r, "labels", Some(&op.name))?;
+            self.wait(client, r, op, "labelling", ctx, true).await?;
+        }
+        let live = self.get_existing(client, r, "updating").await?;
+        Ok(observed_of(r, &live))
+    }
+
+    async fn refresh(
+        &self,
+        client: &ClusterManager,
+        prior: &ResourceState,
+        c: &ClusterConfig,
+    ) -> Result<Observation, ProviderError> {
+        let r = match serde_json::from_value::<GkeClusterObserved>(prior.observed.clone()) {
+            Ok(o) => ClusterRef {
+                project: o.project,
+                location: o.location,
+                name: o.name,
+            },
+            Err(_) => ClusterRef::for_config(&prior.address, c)?,
+        };
+        let Some(live) = self.get(client, &r).await? else {
+            return Ok(Observation::Gone(format!(
+                "cluster {} (project {}, location {}) was deleted outside benchstack",
+                r.name, r.project, r.location
+            )));
+        };
+        let status = live.status.clone();
+        if matches!(
+            status,
+            cluster::Status::Error | cluster::Status::Degraded | cluster::Status::Stopping
+        ) {
+            let why = status_message(&live);
+            return Ok(Observation::Drifted(format!(
+                "cluster {} is {}: {why}",
+                r.name,
+                cluster_status(&live)
+            )));
+        }
+        let observed = observed_of(&r, &live);
+        let mut changes = Vec::new();
+        let mut live_config = c.clone();
+        // While GKE is still provisioning it may report no nodes yet: not a drift.
+        let settled = status == cluster::Status::Running;
+        if settled && observed.node_count != c.node_count {
+            changes.push(format!(
+                "node_count changed from {} to {}",
+                c.node_count, observed.node_count
+            ));
+            live_config.node_count = observed.node_count;
+        }
+        if let Some(recorded) = &c.machine_type
+            && !observed.machine_type.is_empty()
+            && &observed.machine_type != recorded
+        {
+            changes.push(format!(
+                "machine_type changed from {recorded} to {}",
+                observed.machine_type
+            ));
+            live_config.machine_type = Some(observed.machine_type.clone());
+        }
+        if changes.is_empty() {
+            Ok(Observation::Present(to_json(&observed)))
+        } else {
+            Ok(Observation::Modified {
+                observed: to_json(&observed),
+                config: Box::new(ResourceConfig::Cluster(live_config)),
+                what: changes.join(", "),
+            })
+        }
+    }
+
+    async fn recover_cluster(
+        &self,
+        client: &ClusterManager,
+        ctx: &Context<'_>,
+        data: &GkeIntent,
+        clean_up: bool,
+    ) -> Result<Option<serde_json::Value>, ProviderError> {
+        let r = &data.cluster;
+        if let Some(name) = &data.operation {
+            let op = client
+                .get_operation()
+                .set_name(r.operation_path(name))
+                .send()
+                .await;
+            match op {
+                Ok(op) if op.status != operation::Status::Done => {
+                    if !clean_up {
+                        // Still at work in GKE: nothing to adopt yet; apply will wait for it.
+                        return Ok(None);
+                    }
+                    let action = match data.step.as_str() {
+                        "delete" => "deleting",
+                        "create" => "creating",
+                        _ => "updating",
+                    };
+                    if let Err(e) = self.wait(client, r, op, action, ctx, false).await {
+                        // A failed create is cleaned up below like any other leftover.
+                        if data.step != "create" {
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.status().is_some_and(|s| s.code == Code::NotFound) => {}
+                Err(e) => return Err(r.api_error("recovering", &e).into()),
+            }
+        }
+        let live = self.get(client, r).await?;
+        match (data.step.as_str(), live) {
+            ("delete", Some(_)) => {
+                if clean_up {
+                    self.delete_cluster(client, ctx, r, false).await?;
+                }
+                Ok(None)
+            }
+            (_, Some(c)) if c.status == cluster::Status::Error => {
+                if clean_up {
+                    self.delete_cluster(client, ctx, r, false).await?;
+                }
+                Ok(None)
+            }
+            ("delete", None) | (_, None) => Ok(None),
+            (_, Some(c)) => Ok(Some(to_json(&observed_of(r, &c)))),
+        }
+    }
+}
+
+impl Provider for GkeProvider {
+    fn name(&self) -> &'static str {
+        "gke"
+    }
+
+    fn read(&self, _ctx: &Context, prior: &ResourceState) -> Result<Observation, ProviderError> {
+        let c = cluster_config(&prior.config)?;
+        self.run(async |client| self.refresh(client, prior, c).await)
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        address: &Address,
+        config: &ResourceConfig,
+        _inputs: &Inputs,
+    ) -> Result<Applied, ProviderError> {
+        let c = cluster_config(config)?;
+        let r = ClusterRef::for_config(address, c)?;
+        let observed = self.run(async |client| self.create_cluster(client, ctx, &r, c).await)?;
+        Ok(Applied {
+            observed: to_json(&observed),
+            run: None,
+        })
+    }
+
+    fn update(
+        &self,
+        ctx: &Context,
+        prior: &ResourceState,
+        config: &ResourceConfig,
+        _inputs: &Inputs,
+    ) -> Result<Applied, ProviderError> {
+        let c = cluster_config(config)?;
+        let r = ClusterRef::for_config(&prior.address, c)?;
+        let observed = self.run(async |client| self.update_cluster(client, ctx, &r, c).await)?;
+        Ok(Applied {
+            observed: to_json(&observed),
+            run: None,
+        })
+    }
+
+    fn delete(&self, ctx: &Context, prior: &ResourceState) -> Result<(), ProviderError> {
+        let r = match serde_json::from_value::<GkeClusterObserved>(prior.observed.clone()) {
+            Ok(o) => ClusterRef {
+                project: o.project,
+                location: o.location,
+                name: o.name,
+            },
+            Err(_) => ClusterRef::for_config(&prior.address, cluster_config(&prior.config)?)?,
+        };
+        self.run(async |client| self.delete_cluster(client, ctx, &r, true).await)
+    }
+
+    fn recover(
+        &self,
+        ctx: &Context,
+        intent: &Intent,
+        _prior: Option<&ResourceState>,
+        clean_up: bool,
+    ) -> Result<Option<serde_json::Value>, ProviderError> {
+        let Ok(data) = serde_json::from_value::<GkeIntent>(intent.data.clone()) else {
+            // No note: the provider never reached GKE.
+            return Ok(None);
+        };
+        self.run(async |client| self.recover_cluster(client, ctx, &data, clean_up).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::types::Kind;
+
+    fn addr(name: &str, key: Option<&str>) -> Address {
+        Address {
+            kind: Kind::Cluster,
+            name: name.into(),
+            key: key.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn cluster_name_is_a_dns_label_cut_to_forty_characters() {
+        assert_eq!(cluster_name(&addr("serving", None)), "serving");
+        assert_eq!(cluster_name(&addr("Serving_A", Some("x"))), "serving-a-x");
+        let long = cluster_name(&addr(&"abcdefghij".repeat(6), None));
+        assert_eq!(long.len(), 40);
+        // A cut that ends on a separator drops it.
+        let cut = cluster_name(&addr(&format!("{}_b", "a".repeat(39)), None));
+        assert_eq!(cut, "a".repeat(39));
+    }
+
+    #[test]
+    fn quota_name_is_taken_from_gke_messages() {
+        assert_eq!(
+            quota_name(
+                "Insufficient regional quota to satisfy request: resource \"CPUS\": request requires '64.0' and is short '40.0'"
+            )
+            .as_deref(),
+            Some("CPUS")
+        );
+        assert_eq!(
+            quota_name("Quota 'SSD_TOTAL_GB' exceeded.  Limit: 500.0").as_deref(),
+            Some("SSD_TOTAL_GB")
+        );
+        assert_eq!(quota_name("something else"), None);
+    }
+
+    #[test]
+    fn durations_are_shown_compactly() {
+        assert_eq!(short_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(short_duration(Duration::from_secs(130)), "2m10s");
+        assert_eq!(short_duration(Duration::from_secs(3723)), "1h2m3s");
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn node_count_is_per_zone_of_the_managed_pool() {
+        let pool = NodePool::new()
+            .set_name(NODE_POOL)
+            .set_initial_node_count(3)
+            .set_locations(["us-central1-a", "us-central1-b"]);
+        let mut c = Cluster::new().set_node_pools([pool]);
+        // Provisioning: no current count yet, the pool's initial count stands.
+        assert_eq!(live_node_count(&c), 3);
+        c.current_node_count = 10;
+        assert_eq!(live_node_count(&c), 5);
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn private_nodes_come_with_ip_aliases_and_the_master_range() {
+        let r = ClusterRef {
+            project: "p".into(),
+            location: "l".into(),
+            name: "serving".into(),
+        };
+        let mut c = ClusterConfig {
+            provider: crate::stack::types::ProviderKind::Gke,
+            project: Some("p".into()),
+            location: Some("l".into()),
+            machine_type: Some("e2-highcpu-8".into()),
+            node_count: 3,
+            disk_size_gb: Some(50),
+            spot: true,
+            private_nodes: false,
+            labels: BTreeMap::from([("team".to_string(), "perf".to_string())]),
+        };
+        let public = cluster_spec(&r, &c);
+        assert!(public.private_cluster_config.is_none());
+        assert!(public.ip_allocation_policy.is_none());
+        let pool = &public.node_pools[0];
+        assert_eq!(pool.name, NODE_POOL);
+        assert_eq!(pool.initial_node_count, 3);
+        let nc = pool.config.as_ref().unwrap();
+        assert_eq!(
+            (nc.machine_type.as_str(), nc.disk_size_gb, nc.spot),
+            ("e2-highcpu-8", 50, true)
+        );
+        assert_eq!(public.resource_labels["team"], "perf");
+
+        c.private_nodes = true;
+        let private = cluster_spec(&r, &c);
+        let pcc = private.private_cluster_config.unwrap();
+        assert!(pcc.enable_private_nodes);
+        assert_eq!(pcc.master_ipv4_cidr_block, MASTER_CIDR);
+        assert!(private.ip_allocation_policy.unwrap().use_ip_aliases);
+    }
+}
