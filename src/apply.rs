@@ -502,7 +502,7 @@ fn step_inner(
                     Ok(StepResult::Done)
                 }
                 Err(e) => {
-                    store.clear_intent(&c.address)?;
+                    settle_failed_intent(store, &c.address, &e)?;
                     Ok(StepResult::Failed(e.to_string()))
                 }
             };
@@ -522,8 +522,7 @@ fn step_inner(
     let applied = match applied {
         Ok(a) => a,
         Err(e) => {
-            // Whatever the provider half-did, it cleaned up itself; the prior record stands.
-            store.clear_intent(&c.address)?;
+            settle_failed_intent(store, &c.address, &e)?;
             return Ok(StepResult::Failed(e.to_string()));
         }
     };
@@ -570,6 +569,21 @@ fn step_inner(
             store.put_resource(&record)?;
             Ok(StepResult::Done)
         }
+    }
+}
+
+/// After a failed provider call: a failure cleaned up after itself, so the prior record
+/// stands and the intent goes; an interruption (Ctrl-C while a cluster is still being
+/// created) keeps the intent, so the next plan finds what the call started and adopts it.
+fn settle_failed_intent(
+    store: &Store,
+    address: &Address,
+    error: &ProviderError,
+) -> Result<(), StateError> {
+    if matches!(error, ProviderError::Interrupted) {
+        Ok(())
+    } else {
+        store.clear_intent(address).map(|_serial| ())
     }
 }
 
