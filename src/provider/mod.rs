@@ -5,6 +5,7 @@
 //! context for the CLI to show.
 
 pub mod gcp;
+pub mod kubernetes;
 pub mod local;
 mod local_loadtest;
 
@@ -129,12 +130,14 @@ pub trait Provider: Send + Sync {
 /// The providers of this build.
 pub struct Providers {
     pub local: local::LocalProvider,
+    pub kubernetes: kubernetes::KubernetesProvider,
 }
 
 impl Providers {
     pub fn new(state_dir: &Path) -> Self {
         Providers {
             local: local::LocalProvider::new(state_dir),
+            kubernetes: kubernetes::KubernetesProvider::new(),
         }
     }
 
@@ -142,7 +145,7 @@ impl Providers {
         match name {
             "local" => Ok(&self.local),
             "gke" => Err(ProviderError::Unsupported("gke")),
-            "kubernetes" => Err(ProviderError::Unsupported("kubernetes")),
+            "kubernetes" => Ok(&self.kubernetes),
             _ => Err(ProviderError::Failed(format!("unknown provider `{name}`"))),
         }
     }
