@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::Once;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use benchstack::loadgen::result::{RunReport, decode_histogram};
@@ -52,6 +52,8 @@ struct Harness {
     notes: Mutex<Vec<Value>>,
     progress: Mutex<Vec<String>>,
     cancel: AtomicBool,
+    /// Cancels (as Ctrl-C would) once a progress message contains this.
+    cancel_on: Option<&'static str>,
 }
 
 impl Harness {
@@ -62,6 +64,7 @@ impl Harness {
             notes: Mutex::new(Vec::new()),
             progress: Mutex::new(Vec::new()),
             cancel: AtomicBool::new(false),
+            cancel_on: None,
         }
     }
 
@@ -70,7 +73,12 @@ impl Harness {
             self.notes.lock().unwrap().push(v);
             Ok(())
         };
-        let progress = |m: String| self.progress.lock().unwrap().push(m);
+        let progress = |m: String| {
+            if self.cancel_on.is_some_and(|c| m.contains(c)) {
+                self.cancel.store(true, Ordering::SeqCst);
+            }
+            self.progress.lock().unwrap().push(m)
+        };
         f(&Context {
             state_dir: self.dir.path(),
             note: &note,
@@ -530,18 +538,8 @@ fn a_failed_worker_fails_the_run_naming_its_pod_and_last_log_line_and_the_job_is
     let emu = K8sEmulator::start(Options::new(BIN));
     emu.fail_worker(1, "worker 1: cannot reach the target: connection refused");
     let p = KubernetesProvider::new();
-    let mut inputs = Inputs::default();
-    inputs
-        .observed
-        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(&emu, "loadgen"));
     // Nothing listens there: the run must fail on the broken worker, not on the others.
-    inputs.observed.insert(
-        addr(Kind::Serving, "tf"),
-        serde_json::json!({
-            "rest_endpoints": ["http://127.0.0.1:9"],
-            "grpc_endpoints": ["127.0.0.1:9"],
-        }),
-    );
+    let inputs = unreachable_target_inputs(&emu);
     let msg = failed_message(h.with(|ctx| {
         p.create(
             ctx,
@@ -567,4 +565,89 @@ fn a_failed_worker_fails_the_run_naming_its_pod_and_last_log_line_and_the_job_is
     assert!(emu.names("jobs").is_empty(), "{:?}", emu.names("jobs"));
     assert!(emu.names("pods").is_empty(), "{:?}", emu.names("pods"));
     assert_eq!(emu.running_processes(), 0);
+}
+
+/// Load-test inputs whose target nothing listens on: for runs that fail or are stopped.
+fn unreachable_target_inputs(emu: &K8sEmulator) -> Inputs {
+    let mut inputs = Inputs::default();
+    inputs
+        .observed
+        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(emu, "loadgen"));
+    inputs.observed.insert(
+        addr(Kind::Serving, "tf"),
+        serde_json::json!({
+            "rest_endpoints": ["http://127.0.0.1:9"],
+            "grpc_endpoints": ["127.0.0.1:9"],
+        }),
+    );
+    inputs
+}
+
+#[test]
+fn a_cancelled_load_test_stops_between_polls_and_deletes_its_job() {
+    let mut h = Harness::new();
+    h.cancel_on = Some("workers running");
+    let emu = K8sEmulator::start(Options::new(BIN));
+    let p = KubernetesProvider::new();
+    let result = h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Loadtest, "baseline"),
+            &ResourceConfig::Loadtest(loadtest(2)),
+            &unreachable_target_inputs(&emu),
+        )
+    });
+    assert!(
+        matches!(result, Err(ProviderError::Interrupted)),
+        "{:?}",
+        result.map(|a| a.observed)
+    );
+    assert_eq!(emu.pod_records().len(), 2, "the Job had started its pods");
+    assert!(emu.names("jobs").is_empty(), "{:?}", emu.names("jobs"));
+    assert_eq!(emu.running_processes(), 0);
+}
+
+#[test]
+fn a_cancelled_rollout_wait_stops_with_interrupted_and_recovery_adopts_nothing_unready() {
+    let mut h = Harness::new();
+    h.cancel_on = Some("rollout");
+    let emu = K8sEmulator::start(Options::new(BIN));
+    emu.never_ready("tf");
+    let p = KubernetesProvider::new();
+    let tf = addr(Kind::Serving, "tf");
+    let config = ResourceConfig::Serving(serving(2));
+    let result = h.with(|ctx| p.create(ctx, &tf, &config, &serving_inputs(&emu)));
+    assert!(
+        matches!(result, Err(ProviderError::Interrupted)),
+        "{:?}",
+        result.map(|a| a.observed)
+    );
+    // What the interrupted create applied is not adopted (not ready), and apply removes it.
+    let intent = Intent {
+        address: tf,
+        operation: "create".into(),
+        provider: "kubernetes".into(),
+        config: Some(config),
+        depends_on: vec![],
+        rendered: BTreeMap::new(),
+        upstream: BTreeMap::new(),
+        data: h.notes.lock().unwrap()[0].clone(),
+        pid: 1,
+        started: 0,
+    };
+    h.cancel.store(false, Ordering::SeqCst);
+    assert_eq!(
+        h.with(|ctx| p.recover(ctx, &intent, None, false)).unwrap(),
+        None
+    );
+    assert!(
+        emu.object("deployments", "benchstack", "tf").is_some(),
+        "plan touches nothing"
+    );
+    assert_eq!(
+        h.with(|ctx| p.recover(ctx, &intent, None, true)).unwrap(),
+        None
+    );
+    assert_eq!(emu.object("deployments", "benchstack", "tf"), None);
+    assert_eq!(emu.object("services", "benchstack", "tf"), None);
 }

@@ -234,6 +234,13 @@ impl K8sEmulator {
             .is_some()
     }
 
+    /// Puts an object back as it was (e.g. after `remove`).
+    pub fn insert(&self, resource: &str, namespace: &str, name: &str, object: Value) {
+        lock(&self.state)
+            .objects
+            .insert(key(resource, namespace, name), object);
+    }
+
     /// The stored object (`resource` is the plural path segment: `deployments`, `jobs`, …;
     /// namespace `""` for namespaces themselves).
     pub fn object(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {

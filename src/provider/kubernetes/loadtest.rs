@@ -392,50 +392,37 @@ impl Follow<'_> {
         Ok(reports)
     }
 
-    /// Why the run failed: `why`, then every pod that did not succeed with its phase, exit
-    /// code, reason and last log line.
+    /// Why the run failed: `why`, then the pods to blame with their phase, exit code, reason
+    /// and last log line (the failed ones, or when none failed, every unfinished one), and
+    /// the workers that have no pod at all.
     async fn failure(&self, pods: &[Pod], why: &str) -> ProviderError {
-        let mut lines = Vec::new();
         let mut sorted: Vec<&Pod> = pods.iter().collect();
         sorted.sort_by_key(|p| pod_index(p));
-        for p in sorted {
-            let phase = pod_phase(p);
-            if phase == "Succeeded" {
-                continue;
-            }
-            let name = pod_name(p);
-            let mut line = format!(
-                "pod {name} (worker {}): {phase}",
-                pod_index(p)
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "?".into())
-            );
-            let terminated = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first())
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.terminated.as_ref());
-            if let Some(t) = terminated {
-                line.push_str(&format!(", exit code {}", t.exit_code));
-                if let Some(r) = &t.reason {
-                    line.push_str(&format!(" ({r})"));
-                }
-                if let Some(m) = t.message.as_deref().filter(|m| !m.is_empty()) {
-                    line.push_str(&format!(": {m}"));
-                }
-            }
-            if phase != "Pending" {
-                match self.log(name).await {
-                    Ok(log) => match last_line(&log) {
-                        Some(last) => line.push_str(&format!("; last log line: {last}")),
-                        None => line.push_str("; its log is empty"),
-                    },
-                    Err(e) => line.push_str(&format!("; no log: {e}")),
-                }
-            }
-            lines.push(line);
+        let failed: Vec<&Pod> = sorted
+            .iter()
+            .copied()
+            .filter(|p| pod_phase(p) == "Failed")
+            .collect();
+        let unfinished: Vec<&Pod> = sorted
+            .iter()
+            .copied()
+            .filter(|p| !matches!(pod_phase(p), "Failed" | "Succeeded"))
+            .collect();
+        let blamed = if failed.is_empty() {
+            &unfinished
+        } else {
+            &failed
+        };
+        let mut lines = Vec::new();
+        for p in blamed {
+            lines.push(self.describe(p).await);
+        }
+        if !failed.is_empty() && !unfinished.is_empty() {
+            let names: Vec<String> = unfinished
+                .iter()
+                .map(|p| format!("{} ({})", pod_name(p), pod_phase(p)))
+                .collect();
+            lines.push(format!("stopped with the Job: {}", names.join(", ")));
         }
         let found: Vec<u32> = pods.iter().filter_map(pod_index).collect();
         let missing: Vec<String> = (0..self.spec.workers)
@@ -454,6 +441,44 @@ impl Follow<'_> {
                 format!("\n  {}", lines.join("\n  "))
             }
         ))
+    }
+
+    /// One pod: its phase, how its container ended, and the last line of its log.
+    async fn describe(&self, p: &Pod) -> String {
+        let phase = pod_phase(p);
+        let name = pod_name(p);
+        let mut line = format!(
+            "pod {name} (worker {}): {phase}",
+            pod_index(p)
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "?".into())
+        );
+        let terminated = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref());
+        if let Some(t) = terminated {
+            line.push_str(&format!(", exit code {}", t.exit_code));
+            if let Some(r) = &t.reason {
+                line.push_str(&format!(" ({r})"));
+            }
+            if let Some(m) = t.message.as_deref().filter(|m| !m.is_empty()) {
+                line.push_str(&format!(": {m}"));
+            }
+        }
+        if phase != "Pending" {
+            match self.log(name).await {
+                Ok(log) => match last_line(&log) {
+                    Some(last) => line.push_str(&format!("; last log line: {last}")),
+                    None => line.push_str("; its log is empty"),
+                },
+                Err(e) => line.push_str(&format!("; no log: {e}")),
+            }
+        }
+        line
     }
 }
 

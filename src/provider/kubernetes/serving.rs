@@ -210,7 +210,7 @@ fn rollout(d: &Deployment, applied_generation: i64) -> Rollout {
                     .unwrap_or_default(),
                 c.message
                     .as_deref()
-                    .map(|m| format!(": {m}"))
+                    .map(|m| format!(": {}", m.trim_end_matches('.')))
                     .unwrap_or_default()
             )
         })
