@@ -31,6 +31,9 @@ fn setup() {
         std::env::set_var("BENCHSTACK_POLL_INTERVAL", "20ms");
         std::env::set_var("BENCHSTACK_WORKER_START_DELAY", "1s");
         std::env::set_var("BENCHSTACK_ROLLOUT_TIMEOUT", "1s");
+        // Anonymous credentials: no test asks Application Default Credentials for a token
+        // (no GKE client is made in this binary, so the URL itself is never contacted).
+        std::env::set_var("BENCHSTACK_GKE_ENDPOINT", "http://127.0.0.1:9");
     });
 }
 
@@ -107,6 +110,10 @@ fn gke_cluster(emu: &K8sEmulator, name: &str) -> Value {
     })
     .unwrap()
 }
+
+/// A self-signed CA (EC P-256, valid until 2126), as a GKE cluster's
+/// `masterAuth.clusterCaCertificate` carries one.
+const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBkjCCATegAwIBAgIUdfRvVuBcYqNcNNMayM6QciUQcQEwCgYIKoZIzj0EAwIw\nHTEbMBkGA1UEAwwSYmVuY2hzdGFjay10ZXN0LWNhMCAXDTI2MTEyNTAyNTAwNloY\nDzIxMjYxMTAxMDI1MDA2WjAdMRswGQYDVQQDDBJiZW5jaHN0YWNrLXRlc3QtY2Ew\nWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASqQzdRIKYkujM8NRe4o/J2bEdAvV89\nH7ewxWqDxz5x3tREkUyLAdSCMTghdbNU6SkwFqmI/yNZHgchKeyV8N1to1MwUTAd\nBgNVHQ4EFgQUbcRNgk9gi9frLiVbGHhAX9W9HsIwHwYDVR0jBBgwFoAUbcRNgk9g\ni9frLiVbGHhAX9W9HsIwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBG\nAiEA1zENN3mxW6QkbgWnr/wUodsUysU6xm2Hkw4wpmi5A3UCIQC2E/N9zipxphH3\n6IeC48kLJEzY4OGhANDE31IlJv9c2Q==\n-----END CERTIFICATE-----\n";
 
 fn model() -> ModelConfig {
     ModelConfig {
@@ -650,4 +657,54 @@ fn a_cancelled_rollout_wait_stops_with_interrupted_and_recovery_adopts_nothing_u
     );
     assert_eq!(emu.object("deployments", "benchstack", "tf"), None);
     assert_eq!(emu.object("services", "benchstack", "tf"), None);
+}
+
+#[test]
+fn a_bare_gke_endpoint_is_reached_over_https_trusting_the_cluster_ca() {
+    use base64::Engine as _;
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    let mut cluster: GkeClusterObserved =
+        serde_json::from_value(gke_cluster(&emu, "serving")).unwrap();
+    // Real GKE records a bare address: https is implied, and the emulator speaks only http.
+    cluster.endpoint = emu.addr.to_string();
+    cluster.ca_certificate = base64::engine::general_purpose::STANDARD.encode(TEST_CA_PEM);
+    let mut inputs = serving_inputs(&emu);
+    inputs.observed.insert(
+        addr(Kind::Cluster, "serving"),
+        serde_json::to_value(&cluster).unwrap(),
+    );
+    let p = KubernetesProvider::new();
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(serving(1)),
+            &inputs,
+        )
+    }));
+    assert!(msg.starts_with("applying Namespace benchstack:"), "{msg}");
+    // rustls read the emulator's plain-HTTP answer as a TLS record: the client spoke TLS.
+    assert!(msg.contains("InvalidContentType"), "{msg}");
+    assert_eq!(
+        emu.request_count(),
+        0,
+        "a TLS handshake is not an HTTP request"
+    );
+
+    // A damaged CA is refused before anything is sent.
+    cluster.ca_certificate = "not base64!".into();
+    inputs.observed.insert(
+        addr(Kind::Cluster, "serving"),
+        serde_json::to_value(&cluster).unwrap(),
+    );
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(serving(1)),
+            &inputs,
+        )
+    }));
+    assert!(msg.contains("the cluster CA is not base64"), "{msg}");
 }

@@ -159,8 +159,24 @@ fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ProviderEr
                 String::new()
             }
         )),
-        other => ProviderError::Failed(format!("{what}: {other}")),
+        other => ProviderError::Failed(format!("{what}: {}", with_causes(&other))),
     }
+}
+
+/// An error with its chain of causes (kube's own text for a connection error is only
+/// "client error (Connect)"; the cause says refused, TLS, DNS, …).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
