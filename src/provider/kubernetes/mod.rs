@@ -35,6 +35,8 @@ pub const WORKER_START_DELAY_ENV: &str = "BENCHSTACK_WORKER_START_DELAY";
 
 const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_WORKER_START_DELAY: Duration = Duration::from_secs(60);
+/// How long one API call may wait for its answer.
+const API_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Polls back off to at most this.
 const POLL_CAP: Duration = Duration::from_secs(10);
 
@@ -91,6 +93,11 @@ impl ClusterConnection {
         })?;
         let mut config = kube::Config::new(uri);
         config.default_namespace = crate::manifest::k8s::NAMESPACE.to_string();
+        // Every call here is a short request/response (no watches): a server that stops
+        // answering fails the call instead of hanging the apply. Counted from the write, so
+        // time a pooled connection sat idle does not count.
+        config.read_timeout = Some(API_READ_TIMEOUT);
+        config.reset_reader_on_write = true;
         if !self.ca_certificate.trim().is_empty() {
             config.root_cert = Some(ca_der_certificates(&self.ca_certificate)?);
         }
