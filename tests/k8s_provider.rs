@@ -708,3 +708,58 @@ fn a_bare_gke_endpoint_is_reached_over_https_trusting_the_cluster_ca() {
     }));
     assert!(msg.contains("the cluster CA is not base64"), "{msg}");
 }
+
+#[test]
+fn a_grpc_load_test_sends_to_the_service_grpc_port() {
+    let h = Harness::new();
+    let stand_in = StandIn::start(
+        Path::new(BIN),
+        "regression",
+        &repo().join("examples/model/regression"),
+    );
+    let mut opts = Options::new(BIN);
+    opts.load_balancer_ip = stand_in.ip.clone();
+    let emu = K8sEmulator::start(opts);
+    let p = KubernetesProvider::new();
+    let tf = addr(Kind::Serving, "tf");
+    let serving_applied = h
+        .with(|ctx| {
+            p.create(
+                ctx,
+                &tf,
+                &ResourceConfig::Serving(serving(1)),
+                &serving_inputs(&emu),
+            )
+        })
+        .unwrap();
+    let mut inputs = Inputs::default();
+    inputs
+        .observed
+        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(&emu, "loadgen"));
+    inputs.observed.insert(tf, serving_applied.observed);
+    let mut config = loadtest(2);
+    config.protocol = Protocol::Grpc;
+    config.stages[0].rate = Rate::PerSecond(60.0);
+    config.stages[0].duration = Duration::from_secs(1);
+    let applied = h
+        .with(|ctx| {
+            p.create(
+                ctx,
+                &addr(Kind::Loadtest, "grpc"),
+                &ResourceConfig::Loadtest(config),
+                &inputs,
+            )
+        })
+        .unwrap();
+    let target = format!("grpc://{}:8500", stand_in.ip);
+    assert_eq!(applied.observed["targets"], serde_json::json!([target]));
+    let merged: RunReport = serde_json::from_value(applied.run.unwrap().report).unwrap();
+    assert_eq!(merged.protocol, Protocol::Grpc);
+    assert_eq!(merged.workers, 2);
+    assert!(merged.stages[0].requests > 0);
+    assert_eq!(
+        merged.stages[0].errors_total, 0,
+        "{:?}",
+        merged.stages[0].errors
+    );
+}

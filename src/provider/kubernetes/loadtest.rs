@@ -231,6 +231,25 @@ fn last_line(log: &str) -> Option<&str> {
     log.lines().map(str::trim).rfind(|l| !l.is_empty())
 }
 
+/// What runs `elapsed` after the common start: `warmup`, `stage 3900 req/s`, `stage max`,
+/// or `finishing` once the last stage is over.
+fn stage_at(spec: &WorkerSpec, elapsed: Duration) -> String {
+    if elapsed < spec.warmup {
+        return "warmup".to_string();
+    }
+    let mut end = spec.warmup;
+    for s in &spec.stages {
+        end += s.duration;
+        if elapsed < end {
+            return match s.rate {
+                Rate::PerSecond(r) => format!("stage {r:.0} req/s"),
+                Rate::Max => "stage max".to_string(),
+            };
+        }
+    }
+    "finishing".to_string()
+}
+
 struct Follow<'a> {
     ctx: &'a Context<'a>,
     jobs: &'a Api<Job>,
@@ -322,31 +341,13 @@ impl Follow<'_> {
             Ok(elapsed) => {
                 line.push_str(&format!(
                     ", {}, {}s/{}s",
-                    self.stage_at(elapsed),
+                    stage_at(self.spec, elapsed),
                     secs(elapsed),
                     secs(total)
                 ));
             }
         }
         line
-    }
-
-    /// The stage running `elapsed` after the common start.
-    fn stage_at(&self, elapsed: Duration) -> String {
-        if elapsed < self.spec.warmup {
-            return "warmup".to_string();
-        }
-        let mut end = self.spec.warmup;
-        for s in &self.spec.stages {
-            end += s.duration;
-            if elapsed < end {
-                return match s.rate {
-                    Rate::PerSecond(r) => format!("stage {r:.0} req/s"),
-                    Rate::Max => "stage max".to_string(),
-                };
-            }
-        }
-        "finishing".to_string()
     }
 
     /// Every worker's report, read from the last line of its pod's log.
@@ -503,6 +504,39 @@ mod tests {
         let n = job_name(&long, 1_700_000_000);
         assert!(n.len() <= 63, "{n}");
         assert!(n.ends_with("-1700000000"), "{n}");
+    }
+
+    #[test]
+    fn progress_names_the_stage_running_since_the_common_start() {
+        use crate::loadgen::spec::{Arrival, Stage};
+        use crate::loadgen::worker::WorkerRequest;
+        let stage = |rate, secs| Stage {
+            name: "s".into(),
+            rate,
+            duration: Duration::from_secs(secs),
+        };
+        let spec = WorkerSpec {
+            targets: vec!["http://127.0.0.1:8501".into()],
+            protocol: Protocol::Rest,
+            model: "m".into(),
+            signature: None,
+            request: WorkerRequest::Body { body: "{}".into() },
+            stages: vec![stage(Rate::PerSecond(300.0), 60), stage(Rate::Max, 10)],
+            warmup: Duration::from_secs(5),
+            arrival: Arrival::Constant,
+            seed: 1,
+            connections: 1,
+            timeout: Duration::from_secs(1),
+            slos: vec![],
+            workers: 4,
+            start_at_unix_ms: None,
+        };
+        let at = |s| stage_at(&spec, Duration::from_secs(s));
+        assert_eq!(at(0), "warmup");
+        assert_eq!(at(5), "stage 300 req/s");
+        assert_eq!(at(64), "stage 300 req/s");
+        assert_eq!(at(65), "stage max");
+        assert_eq!(at(75), "finishing");
     }
 
     #[test]
