@@ -763,3 +763,51 @@ fn a_grpc_load_test_sends_to_the_service_grpc_port() {
         merged.stages[0].errors
     );
 }
+
+#[test]
+fn a_worker_whose_pod_vanished_fails_the_run_naming_the_missing_index() {
+    let h = Harness::new();
+    let stand_in = StandIn::start(
+        Path::new(BIN),
+        "regression",
+        &repo().join("examples/model/regression"),
+    );
+    let mut opts = Options::new(BIN);
+    opts.load_balancer_ip = stand_in.ip.clone();
+    let emu = K8sEmulator::start(opts);
+    emu.vanish_worker(1);
+    let p = KubernetesProvider::new();
+    let tf = addr(Kind::Serving, "tf");
+    let serving_applied = h
+        .with(|ctx| {
+            p.create(
+                ctx,
+                &tf,
+                &ResourceConfig::Serving(serving(1)),
+                &serving_inputs(&emu),
+            )
+        })
+        .unwrap();
+    let mut inputs = Inputs::default();
+    inputs
+        .observed
+        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(&emu, "loadgen"));
+    inputs.observed.insert(tf, serving_applied.observed);
+    let mut config = loadtest(2);
+    config.stages[0].rate = Rate::PerSecond(40.0);
+    config.stages[0].duration = Duration::from_secs(1);
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Loadtest, "baseline"),
+            &ResourceConfig::Loadtest(config),
+            &inputs,
+        )
+    }));
+    assert!(
+        msg.contains("reports success but no succeeded pod has worker index 1"),
+        "{msg}"
+    );
+    assert!(msg.contains("no pod for worker 1"), "{msg}");
+    assert!(emu.names("jobs").is_empty(), "{:?}", emu.names("jobs"));
+}

@@ -88,6 +88,11 @@ struct State {
     never_ready: HashSet<String>,
     /// Worker index → the log line a failing worker prints before it exits 1.
     failing_workers: HashMap<u32, String>,
+    /// Worker indexes whose pod object disappears once it succeeded (garbage-collected or
+    /// deleted by hand); the Job still counts it, as the real Job controller does.
+    vanishing_workers: HashSet<u32>,
+    /// Job → succeeded pods whose objects are gone.
+    vanished_succeeded: HashMap<String, i64>,
     requests: Vec<Recorded>,
     pods: Vec<PodRecord>,
     children: HashMap<String, Arc<Mutex<Child>>>,
@@ -115,6 +120,8 @@ impl K8sEmulator {
             polls: HashMap::new(),
             never_ready: HashSet::new(),
             failing_workers: HashMap::new(),
+            vanishing_workers: HashSet::new(),
+            vanished_succeeded: HashMap::new(),
             requests: Vec::new(),
             pods: Vec::new(),
             children: HashMap::new(),
@@ -192,6 +199,12 @@ impl K8sEmulator {
         lock(&self.state)
             .failing_workers
             .insert(index, log_line.to_string());
+    }
+
+    /// Pods with this completion index vanish once they succeeded, while the Job keeps
+    /// counting them as succeeded.
+    pub fn vanish_worker(&self, index: u32) {
+        lock(&self.state).vanishing_workers.insert(index);
     }
 
     pub fn set_load_balancer_ip(&self, ip: &str) {
@@ -1042,7 +1055,14 @@ fn watch_pod(
             "startedAt": "2025-01-01T00:00:00Z",
             "finishedAt": "2025-01-01T00:00:01Z",
         }});
+        let index = pod["metadata"]["labels"][INDEX_LABEL]
+            .as_str()
+            .and_then(|i| i.parse::<u32>().ok());
         s.counter += 1;
+        if ok && index.is_some_and(|i| s.vanishing_workers.contains(&i)) {
+            s.objects.remove(&key("pods", &namespace, &pod_name));
+            *s.vanished_succeeded.entry(job_name.clone()).or_default() += 1;
+        }
     }
     update_job_status(&state, &namespace, &job_name);
 }
@@ -1065,13 +1085,18 @@ fn update_job_status(state: &Arc<Mutex<State>>, namespace: &str, job_name: &str)
                 .to_string()
         })
         .collect();
+    let vanished = s.vanished_succeeded.get(job_name).copied().unwrap_or(0);
     let Some(job) = s.objects.get_mut(&key("jobs", namespace, job_name)) else {
         return;
     };
     let completions = job["spec"]["completions"].as_i64().unwrap_or(1);
     let backoff_limit = job["spec"]["backoffLimit"].as_i64().unwrap_or(6);
     let count = |p: &str| phases.iter().filter(|x| x.as_str() == p).count() as i64;
-    let (active, succeeded, failed) = (count("Running"), count("Succeeded"), count("Failed"));
+    let (active, succeeded, failed) = (
+        count("Running"),
+        count("Succeeded") + vanished,
+        count("Failed"),
+    );
     let mut status =
         json!({"startTime": "2025-01-01T00:00:00Z", "active": active, "ready": active});
     if succeeded > 0 {
