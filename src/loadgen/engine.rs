@@ -163,6 +163,8 @@ pub struct RunPlan {
     pub arrival: Arrival,
     pub seed: u64,
     pub max_in_flight: Option<usize>,
+    /// See `Schedule::with_phase`.
+    pub phase: f64,
 }
 
 struct Ticker<'a> {
@@ -343,7 +345,7 @@ async fn run_stage(
         }
         Rate::PerSecond(rate) => {
             let seed = plan.seed.wrapping_add(index as u64);
-            let mut sched = Schedule::new(plan.arrival, rate, seed);
+            let mut sched = Schedule::new(plan.arrival, rate, seed).with_phase(plan.phase);
             let dur = stage.duration.as_secs_f64();
             loop {
                 let off = sched.next_offset();

@@ -52,6 +52,9 @@ pub struct LoadSpec {
     /// Per request (and per connection attempt).
     pub timeout: Duration,
     pub slos: Vec<Slo>,
+    /// Constant arrivals start this fraction of an interval late (distributed worker i of
+    /// N: i/N, so the workers together follow one generator's schedule).
+    pub phase: f64,
 }
 
 impl LoadSpec {
@@ -76,6 +79,7 @@ impl LoadSpec {
             max_in_flight: None,
             timeout: Duration::from_secs(10),
             slos: Vec::new(),
+            phase: 0.0,
         }
     }
 }
@@ -332,6 +336,7 @@ pub fn run_blocking_until(
         arrival: spec.arrival,
         seed: spec.seed,
         max_in_flight: spec.max_in_flight,
+        phase: spec.phase,
     };
     let mut completed = false;
     local.block_on(&rt, async {

@@ -131,6 +131,7 @@ impl WorkerSpec {
         spec.arrival = self.arrival;
         // Distinct seeds so Poisson arrivals and row sampling differ between workers.
         spec.seed = self.seed.wrapping_add(u64::from(index));
+        spec.phase = f64::from(index) / n;
         spec.connections = self.connections;
         spec.timeout = self.timeout;
         spec.slos = self.slos.clone();
@@ -215,6 +216,7 @@ mod tests {
         assert_eq!(w1.stages[0].rate, Rate::PerSecond(975.0));
         assert_eq!(w1.stages[1].rate, Rate::Max);
         assert_eq!(w1.seed, 8);
+        assert_eq!(w1.phase, 0.25);
         match &w1.request {
             RequestSource::Data { path, batch_size } => {
                 assert_eq!(std::fs::read_to_string(path).unwrap(), "a,b\n1,2\n");

@@ -6,6 +6,7 @@
 
 pub mod gcp;
 pub mod gke;
+pub mod kubernetes;
 pub mod local;
 mod local_loadtest;
 
@@ -21,8 +22,6 @@ use crate::state::{Intent, ResourceState};
 pub enum ProviderError {
     #[error("{0}")]
     Failed(String),
-    #[error("the `{0}` provider is not available in this build yet; use `provider = \"local\"`")]
-    Unsupported(&'static str),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -131,6 +130,7 @@ pub trait Provider: Send + Sync {
 pub struct Providers {
     pub local: local::LocalProvider,
     pub gke: gke::GkeProvider,
+    pub kubernetes: kubernetes::KubernetesProvider,
 }
 
 impl Providers {
@@ -138,6 +138,7 @@ impl Providers {
         Providers {
             local: local::LocalProvider::new(state_dir),
             gke: gke::GkeProvider::new(),
+            kubernetes: kubernetes::KubernetesProvider::new(),
         }
     }
 
@@ -145,7 +146,7 @@ impl Providers {
         match name {
             "local" => Ok(&self.local),
             "gke" => Ok(&self.gke),
-            "kubernetes" => Err(ProviderError::Unsupported("kubernetes")),
+            "kubernetes" => Ok(&self.kubernetes),
             _ => Err(ProviderError::Failed(format!("unknown provider `{name}`"))),
         }
     }

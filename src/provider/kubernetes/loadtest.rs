@@ -1,0 +1,547 @@
+//! A distributed load test: an Indexed Job of `benchstack worker` pods on the load-generation
+//! cluster. Every worker gets the whole spec and a common start time; each prints its report
+//! as the last line of its log, and the reports are merged (histograms added). The Job is
+//! deleted afterwards, whether the run succeeded or not.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ClusterConnection, DEFAULT_WORKER_START_DELAY, POLL_CAP, WORKER_START_DELAY_ENV, env_duration,
+    is_not_found, kube_error, pause, secs,
+};
+use crate::loadgen::result::{self, RunReport};
+use crate::loadgen::spec::{Protocol, Rate};
+use crate::loadgen::worker::WorkerSpec;
+use crate::manifest::k8s::{self, FIELD_MANAGER, NAMESPACE, loadtest_job, object_name};
+use crate::provider::{Applied, Context, Inputs, ProviderError, RunOutcome, gcp};
+use crate::stack::types::{Address, LoadtestConfig};
+use crate::state::procinfo;
+
+/// The label Kubernetes puts on an Indexed Job's pods with their index.
+const INDEX_LABEL: &str = "batch.kubernetes.io/job-completion-index";
+const WORKER_CONTAINER: &str = "worker";
+/// Time allowed beyond the lead time and the stages, for pods that start late and for the
+/// last replies to arrive.
+const RUN_MARGIN: Duration = Duration::from_secs(120);
+
+/// What the provider records for a load test on Kubernetes (the run itself is stored apart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadtestObserved {
+    pub cluster: ClusterConnection,
+    pub namespace: String,
+    /// The Job of the last run (deleted once its reports were read).
+    pub job: String,
+    pub workers: u32,
+    pub targets: Vec<String>,
+    pub protocol: Protocol,
+}
+
+/// The Job a run makes, recorded in the intent before it is created so an interrupted run's
+/// Job can be removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JobRef {
+    cluster: ClusterConnection,
+    namespace: String,
+    job: String,
+}
+
+/// What any serving provider records about where it listens.
+#[derive(Deserialize)]
+struct ServingEndpoints {
+    rest_endpoints: Vec<String>,
+    grpc_endpoints: Vec<String>,
+}
+
+fn targets(l: &LoadtestConfig, inputs: &Inputs) -> Result<Vec<String>, ProviderError> {
+    let observed = inputs.observed.get(&l.target).ok_or_else(|| {
+        ProviderError::Failed(format!("{} is not running (not in the state)", l.target))
+    })?;
+    let serving: ServingEndpoints = serde_json::from_value(observed.clone()).map_err(|e| {
+        ProviderError::Failed(format!(
+            "{} has no usable endpoints recorded: {e}",
+            l.target
+        ))
+    })?;
+    let targets: Vec<String> = match l.protocol {
+        Protocol::Rest => serving.rest_endpoints,
+        Protocol::Grpc => serving
+            .grpc_endpoints
+            .iter()
+            .map(|e| format!("grpc://{e}"))
+            .collect(),
+    };
+    if targets.is_empty() {
+        return Err(ProviderError::Failed(format!(
+            "{} records no {} endpoint",
+            l.target, l.protocol
+        )));
+    }
+    Ok(targets)
+}
+
+/// `<object name>-<unix seconds>`, within the 63 characters a Job name may have.
+fn job_name(address: &Address, unix_secs: u64) -> String {
+    let suffix = format!("-{unix_secs}");
+    let mut base = object_name(address);
+    base.truncate(63 - suffix.len());
+    format!("{}{suffix}", base.trim_end_matches('-'))
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One run: create the Job, follow it, read and merge the reports, delete the Job.
+pub(super) async fn run(
+    ctx: &Context<'_>,
+    address: &Address,
+    l: &LoadtestConfig,
+    inputs: &Inputs,
+) -> Result<Applied, ProviderError> {
+    let cluster = ClusterConnection::from_inputs(inputs, &l.cluster)?;
+    let targets = targets(l, inputs)?;
+    let mut spec = WorkerSpec::for_loadtest(l, targets.clone())
+        .map_err(|e| ProviderError::Failed(format!("{address}: {e}")))?;
+    let lead = env_duration(WORKER_START_DELAY_ENV, DEFAULT_WORKER_START_DELAY)?;
+    let start_at = SystemTime::now() + lead;
+    spec.start_at_unix_ms = Some(unix_ms(start_at));
+    let spec_json = serde_json::to_string(&spec)
+        .map_err(|e| ProviderError::Failed(format!("the worker spec: {e}")))?;
+    let name = job_name(address, procinfo::now_unix());
+    let job = loadtest_job(address, l, &name, &spec_json)
+        .map_err(|e| ProviderError::Failed(format!("{address}: {e}")))?;
+
+    (ctx.note)(
+        serde_json::to_value(JobRef {
+            cluster: cluster.clone(),
+            namespace: NAMESPACE.to_string(),
+            job: name.clone(),
+        })
+        .unwrap_or_default(),
+    )?;
+    let client = cluster.client().await?;
+    // The load-generation cluster may never have run anything of benchstack's.
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            NAMESPACE,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&k8s::namespace()),
+        )
+        .await
+        .map_err(kube_error(format!("applying Namespace {NAMESPACE}")))?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client, NAMESPACE);
+    let started = procinfo::now_unix();
+    (ctx.progress)(format!(
+        "creating Job {NAMESPACE}/{name} of {} workers",
+        spec.workers
+    ));
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .map_err(kube_error(format!("creating Job {NAMESPACE}/{name}")))?;
+
+    let follow = Follow {
+        ctx,
+        jobs: &jobs,
+        pods: &pods,
+        name: &name,
+        spec: &spec,
+        start_at,
+        lead,
+    };
+    let outcome = follow.reports().await;
+    // The Job goes in every case: a finished Job's pods only hold on to cluster resources.
+    let removed = delete_job(&jobs, &name).await;
+    let reports = outcome?;
+    removed?;
+
+    let merged = result::merge(&reports)
+        .map_err(|e| ProviderError::Failed(format!("merging the workers' reports: {e}")))?;
+    let slos_met = merged.slos_met() || l.slos.is_empty();
+    let observed = LoadtestObserved {
+        cluster,
+        namespace: NAMESPACE.to_string(),
+        job: name,
+        workers: spec.workers,
+        targets,
+        protocol: l.protocol,
+    };
+    Ok(Applied {
+        observed: serde_json::to_value(&observed).unwrap_or_default(),
+        run: Some(RunOutcome {
+            environment: merged.environment.clone(),
+            report: serde_json::to_value(&merged)
+                .map_err(|e| ProviderError::Failed(format!("the run report: {e}")))?,
+            slos_met,
+            started,
+            finished: procinfo::now_unix(),
+        }),
+    })
+}
+
+async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), ProviderError> {
+    match jobs.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(kube_error(format!("deleting Job {NAMESPACE}/{name}"))(e)),
+    }
+}
+
+/// Deletes the Job recorded in a load test's observed state or intent, if it is still there.
+pub(super) async fn delete_leftover(recorded: &serde_json::Value) -> Result<(), ProviderError> {
+    let Ok(r) = serde_json::from_value::<JobRef>(recorded.clone()) else {
+        // No Job was ever created (or nothing was recorded): nothing to remove.
+        return Ok(());
+    };
+    let client = r.cluster.client().await?;
+    let jobs: Api<Job> = Api::namespaced(client, &r.namespace);
+    delete_job(&jobs, &r.job).await
+}
+
+fn pod_index(p: &Pod) -> Option<u32> {
+    let meta = &p.metadata;
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(INDEX_LABEL))
+        .or_else(|| meta.annotations.as_ref().and_then(|a| a.get(INDEX_LABEL)))
+        .and_then(|v| v.parse().ok())
+}
+
+fn pod_name(p: &Pod) -> &str {
+    p.metadata.name.as_deref().unwrap_or("(unnamed pod)")
+}
+
+fn pod_phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// The last non-empty line of a log.
+fn last_line(log: &str) -> Option<&str> {
+    log.lines().map(str::trim).rfind(|l| !l.is_empty())
+}
+
+/// What runs `elapsed` after the common start: `warmup`, `stage 3900 req/s`, `stage max`,
+/// or `finishing` once the last stage is over.
+fn stage_at(spec: &WorkerSpec, elapsed: Duration) -> String {
+    if elapsed < spec.warmup {
+        return "warmup".to_string();
+    }
+    let mut end = spec.warmup;
+    for s in &spec.stages {
+        end += s.duration;
+        if elapsed < end {
+            return match s.rate {
+                Rate::PerSecond(r) => format!("stage {r:.0} req/s"),
+                Rate::Max => "stage max".to_string(),
+            };
+        }
+    }
+    "finishing".to_string()
+}
+
+struct Follow<'a> {
+    ctx: &'a Context<'a>,
+    jobs: &'a Api<Job>,
+    pods: &'a Api<Pod>,
+    name: &'a str,
+    spec: &'a WorkerSpec,
+    start_at: SystemTime,
+    lead: Duration,
+}
+
+impl Follow<'_> {
+    async fn list_pods(&self) -> Result<Vec<Pod>, ProviderError> {
+        let lp = ListParams::default().labels(&format!("job-name={}", self.name));
+        Ok(self
+            .pods
+            .list(&lp)
+            .await
+            .map_err(kube_error(format!(
+                "listing the pods of Job {NAMESPACE}/{}",
+                self.name
+            )))?
+            .items)
+    }
+
+    async fn log(&self, pod: &str) -> Result<String, ProviderError> {
+        let lp = LogParams {
+            container: Some(WORKER_CONTAINER.to_string()),
+            ..Default::default()
+        };
+        self.pods.logs(pod, &lp).await.map_err(kube_error(format!(
+            "reading the log of pod {NAMESPACE}/{pod}"
+        )))
+    }
+
+    /// Follows the Job until every worker succeeded (then returns their reports, in index
+    /// order) or one failed, the run timed out or was cancelled.
+    async fn reports(&self) -> Result<Vec<RunReport>, ProviderError> {
+        let workers = self.spec.workers;
+        let deadline_after =
+            self.lead + self.spec.expected_duration() + RUN_MARGIN + self.spec.timeout;
+        let started = Instant::now();
+        let mut interval = gcp::poll_interval()?;
+        loop {
+            let job = self
+                .jobs
+                .get_status(self.name)
+                .await
+                .map_err(kube_error(format!("reading Job {NAMESPACE}/{}", self.name)))?;
+            let status = job.status.unwrap_or_default();
+            let pods = self.list_pods().await?;
+            let job_failed = status.failed.unwrap_or(0) > 0
+                || status.conditions.iter().flatten().any(|c| {
+                    (c.type_ == "Failed" || c.type_ == "FailureTarget") && c.status == "True"
+                });
+            if job_failed || pods.iter().any(|p| pod_phase(p) == "Failed") {
+                return Err(self.failure(&pods, "a worker failed").await);
+            }
+            if status.succeeded.unwrap_or(0) >= workers as i32 {
+                return self.collect(&pods).await;
+            }
+            if started.elapsed() >= deadline_after {
+                return Err(self
+                    .failure(
+                        &pods,
+                        &format!(
+                            "the run did not finish within {}",
+                            humantime::format_duration(deadline_after)
+                        ),
+                    )
+                    .await);
+            }
+            (self.ctx.progress)(self.progress_line(&pods));
+            pause(self.ctx, interval).await?;
+            interval = gcp::backoff(interval, POLL_CAP);
+        }
+    }
+
+    fn progress_line(&self, pods: &[Pod]) -> String {
+        let workers = self.spec.workers;
+        let running = pods.iter().filter(|p| pod_phase(p) == "Running").count();
+        let done = pods.iter().filter(|p| pod_phase(p) == "Succeeded").count();
+        let mut line = format!("{running}/{workers} workers running");
+        if done > 0 {
+            line.push_str(&format!(", {done} done"));
+        }
+        let total = self.spec.expected_duration();
+        match SystemTime::now().duration_since(self.start_at) {
+            Err(wait) => line.push_str(&format!(", starting in {}s", secs(wait.duration()))),
+            Ok(elapsed) => {
+                line.push_str(&format!(
+                    ", {}, {}s/{}s",
+                    stage_at(self.spec, elapsed),
+                    secs(elapsed),
+                    secs(total)
+                ));
+            }
+        }
+        line
+    }
+
+    /// Every worker's report, read from the last line of its pod's log.
+    async fn collect(&self, pods: &[Pod]) -> Result<Vec<RunReport>, ProviderError> {
+        let mut by_index: BTreeMap<u32, &Pod> = BTreeMap::new();
+        for p in pods.iter().filter(|p| pod_phase(p) == "Succeeded") {
+            if let Some(i) = pod_index(p) {
+                by_index.insert(i, p);
+            }
+        }
+        let missing: Vec<String> = (0..self.spec.workers)
+            .filter(|i| !by_index.contains_key(i))
+            .map(|i| i.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(self
+                .failure(
+                    pods,
+                    &format!(
+                        "Job {NAMESPACE}/{} reports success but no succeeded pod has worker index {}",
+                        self.name,
+                        missing.join(", ")
+                    ),
+                )
+                .await);
+        }
+        let mut reports = Vec::with_capacity(by_index.len());
+        for (i, p) in by_index {
+            let name = pod_name(p);
+            let log = self.log(name).await?;
+            let line = last_line(&log).ok_or_else(|| {
+                ProviderError::Failed(format!(
+                    "pod {name} (worker {i}) succeeded but its log is empty: no report"
+                ))
+            })?;
+            let report: RunReport = serde_json::from_str(line).map_err(|e| {
+                ProviderError::Failed(format!(
+                    "pod {name} (worker {i}): the last log line is not a report ({e}): {line}"
+                ))
+            })?;
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// Why the run failed: `why`, then the pods to blame with their phase, exit code, reason
+    /// and last log line (the failed ones, or when none failed, every unfinished one), and
+    /// the workers that have no pod at all.
+    async fn failure(&self, pods: &[Pod], why: &str) -> ProviderError {
+        let mut sorted: Vec<&Pod> = pods.iter().collect();
+        sorted.sort_by_key(|p| pod_index(p));
+        let failed: Vec<&Pod> = sorted
+            .iter()
+            .copied()
+            .filter(|p| pod_phase(p) == "Failed")
+            .collect();
+        let unfinished: Vec<&Pod> = sorted
+            .iter()
+            .copied()
+            .filter(|p| !matches!(pod_phase(p), "Failed" | "Succeeded"))
+            .collect();
+        let blamed = if failed.is_empty() {
+            &unfinished
+        } else {
+            &failed
+        };
+        let mut lines = Vec::new();
+        for p in blamed {
+            lines.push(self.describe(p).await);
+        }
+        if !failed.is_empty() && !unfinished.is_empty() {
+            let names: Vec<String> = unfinished
+                .iter()
+                .map(|p| format!("{} ({})", pod_name(p), pod_phase(p)))
+                .collect();
+            lines.push(format!("stopped with the Job: {}", names.join(", ")));
+        }
+        let found: Vec<u32> = pods.iter().filter_map(pod_index).collect();
+        let missing: Vec<String> = (0..self.spec.workers)
+            .filter(|i| !found.contains(i))
+            .map(|i| i.to_string())
+            .collect();
+        if !missing.is_empty() {
+            lines.push(format!("no pod for worker {}", missing.join(", ")));
+        }
+        ProviderError::Failed(format!(
+            "load test Job {NAMESPACE}/{}: {why}{}",
+            self.name,
+            if lines.is_empty() {
+                String::new()
+            } else {
+                format!("\n  {}", lines.join("\n  "))
+            }
+        ))
+    }
+
+    /// One pod: its phase, how its container ended, and the last line of its log.
+    async fn describe(&self, p: &Pod) -> String {
+        let phase = pod_phase(p);
+        let name = pod_name(p);
+        let mut line = format!(
+            "pod {name} (worker {}): {phase}",
+            pod_index(p)
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "?".into())
+        );
+        let terminated = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref());
+        if let Some(t) = terminated {
+            line.push_str(&format!(", exit code {}", t.exit_code));
+            if let Some(r) = &t.reason {
+                line.push_str(&format!(" ({r})"));
+            }
+            if let Some(m) = t.message.as_deref().filter(|m| !m.is_empty()) {
+                line.push_str(&format!(": {m}"));
+            }
+        }
+        if phase != "Pending" {
+            match self.log(name).await {
+                Ok(log) => match last_line(&log) {
+                    Some(last) => line.push_str(&format!("; last log line: {last}")),
+                    None => line.push_str("; its log is empty"),
+                },
+                Err(e) => line.push_str(&format!("; no log: {e}")),
+            }
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::types::Kind;
+
+    #[test]
+    fn job_names_are_unique_per_second_and_fit_a_label() {
+        let a = Address {
+            kind: Kind::Loadtest,
+            name: "baseline".into(),
+            key: None,
+        };
+        assert_eq!(job_name(&a, 1_700_000_000), "baseline-1700000000");
+        let long = Address {
+            kind: Kind::Loadtest,
+            name: "x".repeat(80),
+            key: None,
+        };
+        let n = job_name(&long, 1_700_000_000);
+        assert!(n.len() <= 63, "{n}");
+        assert!(n.ends_with("-1700000000"), "{n}");
+    }
+
+    #[test]
+    fn progress_names_the_stage_running_since_the_common_start() {
+        use crate::loadgen::spec::{Arrival, Stage};
+        use crate::loadgen::worker::WorkerRequest;
+        let stage = |rate, secs| Stage {
+            name: "s".into(),
+            rate,
+            duration: Duration::from_secs(secs),
+        };
+        let spec = WorkerSpec {
+            targets: vec!["http://127.0.0.1:8501".into()],
+            protocol: Protocol::Rest,
+            model: "m".into(),
+            signature: None,
+            request: WorkerRequest::Body { body: "{}".into() },
+            stages: vec![stage(Rate::PerSecond(300.0), 60), stage(Rate::Max, 10)],
+            warmup: Duration::from_secs(5),
+            arrival: Arrival::Constant,
+            seed: 1,
+            connections: 1,
+            timeout: Duration::from_secs(1),
+            slos: vec![],
+            workers: 4,
+            start_at_unix_ms: None,
+        };
+        let at = |s| stage_at(&spec, Duration::from_secs(s));
+        assert_eq!(at(0), "warmup");
+        assert_eq!(at(5), "stage 300 req/s");
+        assert_eq!(at(64), "stage 300 req/s");
+        assert_eq!(at(65), "stage max");
+        assert_eq!(at(75), "finishing");
+    }
+
+    #[test]
+    fn the_report_is_the_last_non_empty_line() {
+        assert_eq!(last_line("starting\n{\"a\":1}\n\n"), Some("{\"a\":1}"));
+        assert_eq!(last_line("\n \n"), None);
+    }
+}

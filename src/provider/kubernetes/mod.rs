@@ -1,0 +1,375 @@
+//! The `kubernetes` provider: the workloads on a GKE cluster, through kube. A serving resource
+//! is a Namespace, ConfigMap, Deployment and LoadBalancer Service applied server-side (field
+//! manager `benchstack`); a load test is an Indexed Job of `benchstack worker` pods whose
+//! reports are read from the pod logs and merged.
+//!
+//! The apply engine calls providers from plain threads, so the provider owns a tokio runtime
+//! (built on first use) and blocks on it. Everything needed to reach the cluster again (its
+//! endpoint and CA) is recorded in the observed state, because `read` and `delete` get only the
+//! prior state.
+
+mod loadtest;
+mod serving;
+
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::gcp::{self, GkeClusterObserved};
+use super::{Applied, Context, Inputs, Observation, Provider, ProviderError};
+use crate::stack::types::{Address, ResourceConfig};
+use crate::state::{Intent, ResourceState};
+
+pub use loadtest::LoadtestObserved;
+pub use serving::ServingObserved;
+
+/// How long a serving rollout (and then its LoadBalancer address) may take (humantime,
+/// default 10m).
+pub const ROLLOUT_TIMEOUT_ENV: &str = "BENCHSTACK_ROLLOUT_TIMEOUT";
+/// How far in the future a load test's workers start together, so that every pod is
+/// scheduled and has pulled its image first (humantime, default 60s).
+pub const WORKER_START_DELAY_ENV: &str = "BENCHSTACK_WORKER_START_DELAY";
+
+const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_WORKER_START_DELAY: Duration = Duration::from_secs(60);
+/// How long one API call may wait for its answer.
+const API_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Polls back off to at most this.
+const POLL_CAP: Duration = Duration::from_secs(10);
+
+/// How to reach a cluster's Kubernetes API: copied from the gke provider's observed state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterConnection {
+    /// A bare IP or host (real GKE: `https://` is implied), or a URL with a scheme (an
+    /// emulator), used as is.
+    pub endpoint: String,
+    /// Base64 of the cluster CA's PEM; empty when there is none.
+    #[serde(default)]
+    pub ca_certificate: String,
+}
+
+impl ClusterConnection {
+    /// The connection of the cluster at `cluster`, from the resource's inputs.
+    pub fn from_inputs(inputs: &Inputs, cluster: &Address) -> Result<Self, ProviderError> {
+        let observed = inputs.observed.get(cluster).ok_or_else(|| {
+            ProviderError::Failed(format!(
+                "{cluster} has no recorded state: create the cluster first"
+            ))
+        })?;
+        let gke: GkeClusterObserved = serde_json::from_value(observed.clone()).map_err(|e| {
+            ProviderError::Failed(format!(
+                "{cluster} is not a GKE cluster with a recorded endpoint: {e}"
+            ))
+        })?;
+        if gke.endpoint.trim().is_empty() {
+            return Err(ProviderError::Failed(format!(
+                "{cluster} has no control-plane endpoint yet (status {})",
+                gke.status
+            )));
+        }
+        Ok(ClusterConnection {
+            endpoint: gke.endpoint,
+            ca_certificate: gke.ca_certificate,
+        })
+    }
+
+    /// True for an endpoint that carries its own scheme (an emulator or a proxy on loopback).
+    fn has_scheme(&self) -> bool {
+        self.endpoint.contains("://")
+    }
+
+    /// A kube client for this cluster.
+    async fn client(&self) -> Result<kube::Client, ProviderError> {
+        let url = if self.has_scheme() {
+            self.endpoint.clone()
+        } else {
+            format!("https://{}", self.endpoint)
+        };
+        let uri: http::Uri = url.parse().map_err(|e| {
+            ProviderError::Failed(format!("the cluster endpoint {url:?} is not a URL: {e}"))
+        })?;
+        let mut config = kube::Config::new(uri);
+        config.default_namespace = crate::manifest::k8s::NAMESPACE.to_string();
+        // Every call here is a short request/response (no watches): a server that stops
+        // answering fails the call instead of hanging the apply. Counted from the write, so
+        // time a pooled connection sat idle does not count.
+        config.read_timeout = Some(API_READ_TIMEOUT);
+        config.reset_reader_on_write = true;
+        // Plain HTTP (an emulator) has no TLS to trust a CA for.
+        if url.starts_with("https://") && !self.ca_certificate.trim().is_empty() {
+            config.root_cert = Some(ca_der_certificates(&self.ca_certificate)?);
+        }
+        // An endpoint with its own scheme is an emulator: no Google token is asked for.
+        if !self.has_scheme()
+            && let Some(token) = gcp::access_token().await?
+        {
+            config.auth_info.token = Some(token.into());
+        }
+        kube::Client::try_from(config).map_err(|e| {
+            ProviderError::Failed(format!("cannot make a Kubernetes client for {url}: {e}"))
+        })
+    }
+}
+
+/// The DER certificates in `masterAuth.clusterCaCertificate` (base64 of one or more PEM
+/// blocks).
+pub fn ca_der_certificates(base64_pem: &str) -> Result<Vec<Vec<u8>>, ProviderError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let pem_bytes = b64
+        .decode(base64_pem.trim())
+        .map_err(|e| ProviderError::Failed(format!("the cluster CA is not base64: {e}")))?;
+    let pem = String::from_utf8(pem_bytes)
+        .map_err(|_| ProviderError::Failed("the cluster CA is not a PEM text".into()))?;
+    let mut certs = Vec::new();
+    let mut body: Option<String> = None;
+    for line in pem.lines().map(str::trim) {
+        if line.starts_with("-----BEGIN CERTIFICATE") {
+            body = Some(String::new());
+        } else if line.starts_with("-----END CERTIFICATE") {
+            let text = body.take().unwrap_or_default();
+            certs.push(b64.decode(text).map_err(|e| {
+                ProviderError::Failed(format!("the cluster CA holds a damaged certificate: {e}"))
+            })?);
+        } else if let Some(b) = body.as_mut() {
+            b.push_str(line);
+        }
+    }
+    if certs.is_empty() {
+        return Err(ProviderError::Failed(
+            "the cluster CA holds no PEM certificate".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// A kube error as a provider error that says what was being done.
+fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ProviderError {
+    let what = what.into();
+    move |e| match e {
+        kube::Error::Api(s) => ProviderError::Failed(format!(
+            "{what}: {} ({}{})",
+            if s.message.is_empty() {
+                "the API server refused"
+            } else {
+                s.message.as_str()
+            },
+            if s.reason.is_empty() {
+                "error"
+            } else {
+                s.reason.as_str()
+            },
+            if s.code != 0 {
+                format!(", HTTP {}", s.code)
+            } else {
+                String::new()
+            }
+        )),
+        other => ProviderError::Failed(format!("{what}: {}", with_causes(&other))),
+    }
+}
+
+/// An error with its chain of causes (kube's own text for a connection error is only
+/// "client error (Connect)"; the cause says refused, TLS, DNS, …).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.is_not_found())
+}
+
+/// A duration from an environment variable (humantime), or `default` when unset.
+fn env_duration(name: &str, default: Duration) -> Result<Duration, ProviderError> {
+    match std::env::var(name) {
+        Ok(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+            ProviderError::Failed(format!(
+                "{name}={s:?}: {e}; expected a duration such as 90s or 10m"
+            ))
+        }),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Sleeps `d`, waking early to honour a cancellation.
+async fn pause(ctx: &Context<'_>, d: Duration) -> Result<(), ProviderError> {
+    let step = Duration::from_millis(100);
+    let mut left = d;
+    while !left.is_zero() {
+        if ctx.cancel.load(Ordering::SeqCst) {
+            return Err(ProviderError::Interrupted);
+        }
+        let now = left.min(step);
+        tokio::time::sleep(now).await;
+        left -= now;
+    }
+    if ctx.cancel.load(Ordering::SeqCst) {
+        return Err(ProviderError::Interrupted);
+    }
+    Ok(())
+}
+
+/// Whole seconds, for progress lines.
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+#[derive(Default)]
+pub struct KubernetesProvider {
+    runtime: OnceLock<tokio::runtime::Runtime>,
+}
+
+impl KubernetesProvider {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        if self.runtime.get().is_none() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("benchstack-kubernetes")
+                .enable_all()
+                .build()
+                .map_err(ProviderError::io("starting the Kubernetes client runtime"))?;
+            // Another thread may have won the race; its runtime is as good as ours.
+            let _ = self.runtime.set(rt);
+        }
+        match self.runtime.get() {
+            Some(rt) => rt.block_on(f),
+            None => Err(ProviderError::Failed(
+                "the Kubernetes client runtime is not available".into(),
+            )),
+        }
+    }
+}
+
+fn unsupported(config: &ResourceConfig) -> ProviderError {
+    let kind = match config {
+        ResourceConfig::Cluster(_) => "cluster",
+        ResourceConfig::Model(_) => "model",
+        ResourceConfig::Serving(_) => "serving resource",
+        ResourceConfig::Loadtest(_) => "load test",
+    };
+    ProviderError::Failed(format!(
+        "the kubernetes provider manages serving and load tests, not a {kind}"
+    ))
+}
+
+impl Provider for KubernetesProvider {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn read(&self, ctx: &Context, prior: &ResourceState) -> Result<Observation, ProviderError> {
+        match &prior.config {
+            ResourceConfig::Serving(s) => self.block_on(serving::read(ctx, prior, s)),
+            // A load test's results stand; nothing of it lives between runs.
+            ResourceConfig::Loadtest(_) => Ok(Observation::Present(prior.observed.clone())),
+            other => Err(unsupported(other)),
+        }
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        address: &Address,
+        config: &ResourceConfig,
+        inputs: &Inputs,
+    ) -> Result<Applied, ProviderError> {
+        match config {
+            ResourceConfig::Serving(s) => self.block_on(serving::apply(ctx, address, s, inputs)),
+            ResourceConfig::Loadtest(l) => self.block_on(loadtest::run(ctx, address, l, inputs)),
+            other => Err(unsupported(other)),
+        }
+    }
+
+    fn update(
+        &self,
+        ctx: &Context,
+        prior: &ResourceState,
+        config: &ResourceConfig,
+        inputs: &Inputs,
+    ) -> Result<Applied, ProviderError> {
+        // Server-side apply makes create and update the same call: a rolling update.
+        self.create(ctx, &prior.address, config, inputs)
+    }
+
+    fn delete(&self, ctx: &Context, prior: &ResourceState) -> Result<(), ProviderError> {
+        match &prior.config {
+            ResourceConfig::Serving(_) => self.block_on(serving::delete(ctx, &prior.observed)),
+            ResourceConfig::Loadtest(_) => {
+                self.block_on(loadtest::delete_leftover(&prior.observed))
+            }
+            other => Err(unsupported(other)),
+        }
+    }
+
+    fn recover(
+        &self,
+        ctx: &Context,
+        intent: &Intent,
+        prior: Option<&ResourceState>,
+        clean_up: bool,
+    ) -> Result<Option<serde_json::Value>, ProviderError> {
+        match &intent.config {
+            Some(ResourceConfig::Serving(_)) => {
+                self.block_on(serving::recover(ctx, intent, prior, clean_up))
+            }
+            Some(ResourceConfig::Loadtest(_)) => {
+                // An interrupted run is re-run: adopt nothing, remove its Job.
+                if clean_up {
+                    self.block_on(loadtest::delete_leftover(&intent.data))?;
+                }
+                Ok(None)
+            }
+            None if intent.operation == "delete" => {
+                if clean_up && let Some(p) = prior {
+                    self.delete(ctx, p)?;
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base64_pem_ca_becomes_der_certificates() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let der = [0x30u8, 0x82, 0x01, 0x0a, 0x02];
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            b64.encode(der)
+        );
+        let certs = ca_der_certificates(&b64.encode(pem)).unwrap();
+        assert_eq!(certs, vec![der.to_vec()]);
+    }
+
+    #[test]
+    fn a_ca_without_a_certificate_is_refused() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let err = ca_der_certificates(&b64.encode("not a pem")).unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        assert!(ca_der_certificates("%%%").is_err());
+    }
+}

@@ -1,0 +1,491 @@
+//! A serving resource on Kubernetes: Namespace, ConfigMap, Deployment and LoadBalancer
+//! Service applied server-side, then the rollout and the Service address waited for.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ClusterConnection, DEFAULT_ROLLOUT_TIMEOUT, POLL_CAP, ROLLOUT_TIMEOUT_ENV, env_duration,
+    is_not_found, kube_error, pause, secs,
+};
+use crate::manifest::k8s::{FIELD_MANAGER, GRPC_PORT, NAMESPACE, REST_PORT, serving_objects};
+use crate::provider::gcp;
+use crate::provider::{Applied, Context, Inputs, Observation, ProviderError};
+use crate::stack::types::{Address, ModelConfig, ResourceConfig, ServingConfig};
+use crate::state::{Intent, ResourceState};
+
+/// What the provider records for a serving resource on Kubernetes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServingObserved {
+    pub cluster: ClusterConnection,
+    pub namespace: String,
+    /// The Deployment, Service and ConfigMap name.
+    pub name: String,
+    /// The Deployment's `metadata.generation` the rollout was waited for.
+    pub generation: i64,
+    pub replicas: u32,
+    /// The Service's LoadBalancer IP or host name.
+    pub address: String,
+    pub rest_endpoint: String,
+    pub grpc_endpoint: String,
+    /// One entry each: the Service address (the load balancer spreads over the replicas).
+    pub rest_endpoints: Vec<String>,
+    pub grpc_endpoints: Vec<String>,
+}
+
+impl ServingObserved {
+    fn new(
+        cluster: ClusterConnection,
+        name: String,
+        generation: i64,
+        replicas: u32,
+        address: String,
+    ) -> Self {
+        // An IPv6 literal needs brackets in a URL and in host:port.
+        let host = if address.contains(':') {
+            format!("[{address}]")
+        } else {
+            address.clone()
+        };
+        let rest = format!("http://{host}:{REST_PORT}");
+        let grpc = format!("{host}:{GRPC_PORT}");
+        ServingObserved {
+            cluster,
+            namespace: NAMESPACE.to_string(),
+            name,
+            generation,
+            replicas,
+            address,
+            rest_endpoint: rest.clone(),
+            grpc_endpoint: grpc.clone(),
+            rest_endpoints: vec![rest],
+            grpc_endpoints: vec![grpc],
+        }
+    }
+
+    fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// Recorded in the intent before anything is applied, so an interrupted apply can find what
+/// it made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ServingIntent {
+    cluster: ClusterConnection,
+    namespace: String,
+    name: String,
+    objects: Vec<String>,
+}
+
+fn serving_models(s: &ServingConfig, inputs: &Inputs) -> Result<Vec<ModelConfig>, ProviderError> {
+    s.models
+        .iter()
+        .map(|a| match inputs.configs.get(a) {
+            Some(ResourceConfig::Model(m)) => Ok(m.clone()),
+            _ => Err(ProviderError::Failed(format!("model {a} is not available"))),
+        })
+        .collect()
+}
+
+struct Apis {
+    deployments: Api<Deployment>,
+    services: Api<Service>,
+    config_maps: Api<ConfigMap>,
+}
+
+impl Apis {
+    async fn new(cluster: &ClusterConnection, namespace: &str) -> Result<Self, ProviderError> {
+        Ok(Self::with(cluster.client().await?, namespace))
+    }
+
+    fn with(client: kube::Client, namespace: &str) -> Self {
+        Apis {
+            deployments: Api::namespaced(client.clone(), namespace),
+            services: Api::namespaced(client.clone(), namespace),
+            config_maps: Api::namespaced(client, namespace),
+        }
+    }
+}
+
+/// Create or update: apply the four objects, wait for the rollout and the Service address.
+pub(super) async fn apply(
+    ctx: &Context<'_>,
+    address: &Address,
+    s: &ServingConfig,
+    inputs: &Inputs,
+) -> Result<Applied, ProviderError> {
+    let cluster = ClusterConnection::from_inputs(inputs, &s.cluster)?;
+    let models = serving_models(s, inputs)?;
+    let objects = serving_objects(address, s, &models)
+        .map_err(|e| ProviderError::Failed(format!("{address}: {e}")))?;
+    let name = objects.name().to_string();
+    let timeout = env_duration(ROLLOUT_TIMEOUT_ENV, DEFAULT_ROLLOUT_TIMEOUT)?;
+    (ctx.note)(
+        serde_json::to_value(ServingIntent {
+            cluster: cluster.clone(),
+            namespace: NAMESPACE.to_string(),
+            name: name.clone(),
+            objects: vec![
+                format!("Namespace {NAMESPACE}"),
+                format!("ConfigMap {name}"),
+                format!("Deployment {name}"),
+                format!("Service {name}"),
+            ],
+        })
+        .unwrap_or_default(),
+    )?;
+
+    let client = cluster.client().await?;
+    let apis = Apis::with(client.clone(), NAMESPACE);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    (ctx.progress)(format!(
+        "applying Namespace {NAMESPACE}, ConfigMap, Deployment and Service {name}"
+    ));
+    Api::<Namespace>::all(client)
+        .patch(NAMESPACE, &params, &Patch::Apply(&objects.namespace))
+        .await
+        .map_err(kube_error(format!("applying Namespace {NAMESPACE}")))?;
+    apis.config_maps
+        .patch(&name, &params, &Patch::Apply(&objects.config_map))
+        .await
+        .map_err(kube_error(format!("applying ConfigMap {NAMESPACE}/{name}")))?;
+    let deployment = apis
+        .deployments
+        .patch(&name, &params, &Patch::Apply(&objects.deployment))
+        .await
+        .map_err(kube_error(format!(
+            "applying Deployment {NAMESPACE}/{name}"
+        )))?;
+    apis.services
+        .patch(&name, &params, &Patch::Apply(&objects.service))
+        .await
+        .map_err(kube_error(format!("applying Service {NAMESPACE}/{name}")))?;
+
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let generation = wait_for_rollout(ctx, &apis.deployments, &name, generation, timeout).await?;
+    let lb = wait_for_address(ctx, &apis.services, &name, timeout).await?;
+    Ok(Applied {
+        observed: ServingObserved::new(cluster, name, generation, s.replicas, lb).to_value(),
+        run: None,
+    })
+}
+
+/// Where a Deployment's rollout stands.
+struct Rollout {
+    done: bool,
+    desired: i32,
+    updated: i32,
+    available: i32,
+    ready: i32,
+    generation: i64,
+    observed_generation: i64,
+    conditions: String,
+}
+
+fn rollout(d: &Deployment, applied_generation: i64) -> Rollout {
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let generation = d.metadata.generation.unwrap_or(0).max(applied_generation);
+    let status = d.status.clone().unwrap_or_default();
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let ready = status.ready_replicas.unwrap_or(0);
+    let observed_generation = status.observed_generation.unwrap_or(0);
+    let conditions = status
+        .conditions
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={}{}{}",
+                c.type_,
+                c.status,
+                c.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                c.message
+                    .as_deref()
+                    .map(|m| format!(": {}", m.trim_end_matches('.')))
+                    .unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Rollout {
+        done: observed_generation >= generation && updated == desired && available == desired,
+        desired,
+        updated,
+        available,
+        ready,
+        generation,
+        observed_generation,
+        conditions,
+    }
+}
+
+/// Polls the Deployment's status until the rollout of (at least) `generation` is complete;
+/// returns the generation rolled out.
+async fn wait_for_rollout(
+    ctx: &Context<'_>,
+    deployments: &Api<Deployment>,
+    name: &str,
+    generation: i64,
+    timeout: Duration,
+) -> Result<i64, ProviderError> {
+    let started = Instant::now();
+    let mut interval = gcp::poll_interval()?;
+    loop {
+        let d = deployments
+            .get_status(name)
+            .await
+            .map_err(kube_error(format!(
+                "reading the rollout of Deployment {NAMESPACE}/{name}"
+            )))?;
+        let r = rollout(&d, generation);
+        if r.done {
+            return Ok(r.generation);
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
+            return Err(ProviderError::Failed(format!(
+                "the rollout of Deployment {NAMESPACE}/{name} did not finish within {}: \
+                 {} of {} replicas updated, {} available, {} ready (generation {} observed {}){}",
+                humantime::format_duration(timeout),
+                r.updated,
+                r.desired,
+                r.available,
+                r.ready,
+                r.generation,
+                r.observed_generation,
+                if r.conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!("; conditions: {}", r.conditions)
+                }
+            )));
+        }
+        (ctx.progress)(format!(
+            "rollout {}/{} replicas available, {}s",
+            r.available,
+            r.desired,
+            secs(elapsed)
+        ));
+        pause(ctx, interval).await?;
+        interval = gcp::backoff(interval, POLL_CAP);
+    }
+}
+
+/// The Service's LoadBalancer IP or host name, when it has one.
+fn load_balancer_address(s: &Service) -> Option<String> {
+    let ingress = s
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?;
+    let first = ingress.first()?;
+    first
+        .ip
+        .clone()
+        .filter(|ip| !ip.is_empty())
+        .or_else(|| first.hostname.clone().filter(|h| !h.is_empty()))
+}
+
+async fn wait_for_address(
+    ctx: &Context<'_>,
+    services: &Api<Service>,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, ProviderError> {
+    let started = Instant::now();
+    let mut interval = gcp::poll_interval()?;
+    loop {
+        let s = services
+            .get_status(name)
+            .await
+            .map_err(kube_error(format!("reading Service {NAMESPACE}/{name}")))?;
+        if let Some(a) = load_balancer_address(&s) {
+            return Ok(a);
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
+            return Err(ProviderError::Failed(format!(
+                "Service {NAMESPACE}/{name} got no LoadBalancer address within {} \
+                 (status.loadBalancer.ingress is empty)",
+                humantime::format_duration(timeout)
+            )));
+        }
+        (ctx.progress)(format!(
+            "waiting for the LoadBalancer address, {}s",
+            secs(elapsed)
+        ));
+        pause(ctx, interval).await?;
+        interval = gcp::backoff(interval, POLL_CAP);
+    }
+}
+
+fn parse_observed(observed: &serde_json::Value) -> Result<ServingObserved, ProviderError> {
+    serde_json::from_value(observed.clone()).map_err(|e| {
+        ProviderError::Failed(format!(
+            "the recorded state of this serving resource is unreadable: {e}"
+        ))
+    })
+}
+
+/// Refresh: both objects present, scaled as recorded, with an address.
+pub(super) async fn read(
+    _ctx: &Context<'_>,
+    prior: &ResourceState,
+    s: &ServingConfig,
+) -> Result<Observation, ProviderError> {
+    let o = parse_observed(&prior.observed)?;
+    let apis = Apis::new(&o.cluster, &o.namespace).await?;
+    let what = |kind: &str| format!("reading {kind} {}/{}", o.namespace, o.name);
+    let Some(deployment) = apis
+        .deployments
+        .get_opt(&o.name)
+        .await
+        .map_err(kube_error(what("Deployment")))?
+    else {
+        return Ok(Observation::Gone(format!(
+            "Deployment {}/{} no longer exists",
+            o.namespace, o.name
+        )));
+    };
+    let Some(service) = apis
+        .services
+        .get_opt(&o.name)
+        .await
+        .map_err(kube_error(what("Service")))?
+    else {
+        return Ok(Observation::Gone(format!(
+            "Service {}/{} no longer exists",
+            o.namespace, o.name
+        )));
+    };
+    let Some(address) = load_balancer_address(&service) else {
+        return Ok(Observation::Drifted(format!(
+            "Service {}/{} has no LoadBalancer address",
+            o.namespace, o.name
+        )));
+    };
+    let live_replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|sp| sp.replicas)
+        .unwrap_or(1)
+        .max(0) as u32;
+    let observed = ServingObserved::new(
+        o.cluster.clone(),
+        o.name.clone(),
+        deployment.metadata.generation.unwrap_or(o.generation),
+        live_replicas,
+        address,
+    )
+    .to_value();
+    if live_replicas != s.replicas {
+        let mut live = s.clone();
+        live.replicas = live_replicas;
+        return Ok(Observation::Modified {
+            observed,
+            config: Box::new(ResourceConfig::Serving(live)),
+            what: format!("replicas changed from {} to {live_replicas}", s.replicas),
+        });
+    }
+    Ok(Observation::Present(observed))
+}
+
+async fn delete_objects(
+    cluster: &ClusterConnection,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ProviderError> {
+    let apis = Apis::new(cluster, namespace).await?;
+    let params = DeleteParams::background();
+    let ignore_missing = |r: Result<(), kube::Error>, kind: &str| match r {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(kube_error(format!("deleting {kind} {namespace}/{name}"))(e)),
+    };
+    let deleted = apis.services.delete(name, &params).await.map(|_| ());
+    ignore_missing(deleted, "Service")?;
+    let deleted = apis.deployments.delete(name, &params).await.map(|_| ());
+    ignore_missing(deleted, "Deployment")?;
+    let deleted = apis.config_maps.delete(name, &params).await.map(|_| ());
+    ignore_missing(deleted, "ConfigMap")?;
+    // The namespace is shared with other serving resources and load tests: it stays.
+    Ok(())
+}
+
+pub(super) async fn delete(
+    ctx: &Context<'_>,
+    observed: &serde_json::Value,
+) -> Result<(), ProviderError> {
+    let o = parse_observed(observed)?;
+    (ctx.progress)(format!(
+        "deleting Service, Deployment and ConfigMap {}/{}",
+        o.namespace, o.name
+    ));
+    delete_objects(&o.cluster, &o.namespace, &o.name).await
+}
+
+/// An interrupted create or update: adopt the Deployment when it is rolled out and its
+/// Service has an address; with `clean_up`, remove the objects of a create that did not get
+/// that far.
+pub(super) async fn recover(
+    ctx: &Context<'_>,
+    intent: &Intent,
+    prior: Option<&ResourceState>,
+    clean_up: bool,
+) -> Result<Option<serde_json::Value>, ProviderError> {
+    if intent.operation == "delete" {
+        if clean_up && let Some(p) = prior {
+            delete(ctx, &p.observed).await?;
+        }
+        return Ok(None);
+    }
+    let Ok(data) = serde_json::from_value::<ServingIntent>(intent.data.clone()) else {
+        // The provider never got as far as recording what it would apply.
+        return Ok(None);
+    };
+    let apis = Apis::new(&data.cluster, &data.namespace).await?;
+    let read = |kind: &str| format!("reading {kind} {}/{}", data.namespace, data.name);
+    let deployment = apis
+        .deployments
+        .get_opt(&data.name)
+        .await
+        .map_err(kube_error(read("Deployment")))?;
+    let service = apis
+        .services
+        .get_opt(&data.name)
+        .await
+        .map_err(kube_error(read("Service")))?;
+    if let (Some(d), Some(s)) = (&deployment, &service) {
+        let r = rollout(d, 0);
+        if r.done
+            && let Some(address) = load_balancer_address(s)
+        {
+            return Ok(Some(
+                ServingObserved::new(
+                    data.cluster.clone(),
+                    data.name.clone(),
+                    r.generation,
+                    r.desired.max(0) as u32,
+                    address,
+                )
+                .to_value(),
+            ));
+        }
+    }
+    // An update leaves the objects to the next apply; a create that did not finish is removed.
+    if clean_up && prior.is_none() {
+        delete_objects(&data.cluster, &data.namespace, &data.name).await?;
+    }
+    Ok(None)
+}

@@ -1,0 +1,813 @@
+//! The kubernetes provider through the library API against the loopback Kubernetes emulator:
+//! server-side apply, rollouts, drift, deletion, and distributed load tests whose worker pods
+//! are real `benchstack worker` processes sending load to a real `benchstack serve`.
+
+#[path = "support/k8s_emulator.rs"]
+mod k8s_emulator;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use benchstack::loadgen::result::{RunReport, decode_histogram};
+use benchstack::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Stage};
+use benchstack::provider::gcp::GkeClusterObserved;
+use benchstack::provider::kubernetes::KubernetesProvider;
+use benchstack::provider::{Applied, Context, Inputs, Observation, Provider, ProviderError};
+use benchstack::stack::types::*;
+use benchstack::state::{Intent, ResourceState};
+use k8s_emulator::{K8sEmulator, Options, StandIn};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_benchstack");
+
+/// Env vars are process-global: every test sets the same ones, once.
+fn setup() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| unsafe {
+        std::env::set_var("BENCHSTACK_POLL_INTERVAL", "20ms");
+        std::env::set_var("BENCHSTACK_WORKER_START_DELAY", "1s");
+        std::env::set_var("BENCHSTACK_ROLLOUT_TIMEOUT", "1s");
+        // Anonymous credentials: no test asks Application Default Credentials for a token
+        // (no GKE client is made in this binary, so the URL itself is never contacted).
+        std::env::set_var("BENCHSTACK_GKE_ENDPOINT", "http://127.0.0.1:9");
+    });
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn addr(kind: Kind, name: &str) -> Address {
+    Address {
+        kind,
+        name: name.into(),
+        key: None,
+    }
+}
+
+/// Collects what the provider notes and reports.
+struct Harness {
+    dir: tempfile::TempDir,
+    notes: Mutex<Vec<Value>>,
+    progress: Mutex<Vec<String>>,
+    cancel: AtomicBool,
+    /// Cancels (as Ctrl-C would) once a progress message contains this.
+    cancel_on: Option<&'static str>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        setup();
+        Harness {
+            dir: tempfile::tempdir().unwrap(),
+            notes: Mutex::new(Vec::new()),
+            progress: Mutex::new(Vec::new()),
+            cancel: AtomicBool::new(false),
+            cancel_on: None,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Context) -> T) -> T {
+        let note = |v: Value| {
+            self.notes.lock().unwrap().push(v);
+            Ok(())
+        };
+        let progress = |m: String| {
+            if self.cancel_on.is_some_and(|c| m.contains(c)) {
+                self.cancel.store(true, Ordering::SeqCst);
+            }
+            self.progress.lock().unwrap().push(m)
+        };
+        f(&Context {
+            state_dir: self.dir.path(),
+            note: &note,
+            progress: &progress,
+            cancel: &self.cancel,
+        })
+    }
+
+    fn progress(&self) -> Vec<String> {
+        self.progress.lock().unwrap().clone()
+    }
+}
+
+fn gke_cluster(emu: &K8sEmulator, name: &str) -> Value {
+    serde_json::to_value(GkeClusterObserved {
+        project: "test-project".into(),
+        location: "us-central1-a".into(),
+        name: name.into(),
+        endpoint: emu.url(),
+        ca_certificate: String::new(),
+        status: "RUNNING".into(),
+        node_pool: "default-pool".into(),
+        node_count: 3,
+        machine_type: "e2-highcpu-8".into(),
+        cpu_platform: None,
+    })
+    .unwrap()
+}
+
+/// A self-signed CA (EC P-256, valid until 2126), as a GKE cluster's
+/// `masterAuth.clusterCaCertificate` carries one.
+const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBkjCCATegAwIBAgIUdfRvVuBcYqNcNNMayM6QciUQcQEwCgYIKoZIzj0EAwIw\nHTEbMBkGA1UEAwwSYmVuY2hzdGFjay10ZXN0LWNhMCAXDTI2MTEyNTAyNTAwNloY\nDzIxMjYxMTAxMDI1MDA2WjAdMRswGQYDVQQDDBJiZW5jaHN0YWNrLXRlc3QtY2Ew\nWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASqQzdRIKYkujM8NRe4o/J2bEdAvV89\nH7ewxWqDxz5x3tREkUyLAdSCMTghdbNU6SkwFqmI/yNZHgchKeyV8N1to1MwUTAd\nBgNVHQ4EFgQUbcRNgk9gi9frLiVbGHhAX9W9HsIwHwYDVR0jBBgwFoAUbcRNgk9g\ni9frLiVbGHhAX9W9HsIwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBG\nAiEA1zENN3mxW6QkbgWnr/wUodsUysU6xm2Hkw4wpmi5A3UCIQC2E/N9zipxphH3\n6IeC48kLJEzY4OGhANDE31IlJv9c2Q==\n-----END CERTIFICATE-----\n";
+
+fn model() -> ModelConfig {
+    ModelConfig {
+        name: "regression".into(),
+        base_path: repo().join("examples/model/regression"),
+        serving_path: None,
+    }
+}
+
+fn serving(replicas: u32) -> ServingConfig {
+    ServingConfig {
+        cluster: addr(Kind::Cluster, "serving"),
+        image: Some("tensorflow/serving:2.19.0".into()),
+        replicas,
+        models: vec![addr(Kind::Model, "regression")],
+        flags: BTreeMap::new(),
+        batching: Some(BatchingConfig {
+            max_batch_size: Some(64),
+            batch_timeout_micros: Some(1000),
+            ..Default::default()
+        }),
+        cpu: None,
+        memory: None,
+    }
+}
+
+fn serving_inputs(emu: &K8sEmulator) -> Inputs {
+    let mut inputs = Inputs::default();
+    inputs
+        .observed
+        .insert(addr(Kind::Cluster, "serving"), gke_cluster(emu, "serving"));
+    inputs.configs.insert(
+        addr(Kind::Model, "regression"),
+        ResourceConfig::Model(model()),
+    );
+    inputs
+}
+
+fn state_of(address: Address, config: ResourceConfig, observed: &Value) -> ResourceState {
+    ResourceState {
+        address,
+        provider: "kubernetes".into(),
+        config,
+        depends_on: vec![],
+        observed: observed.clone(),
+        rendered: BTreeMap::new(),
+        upstream: BTreeMap::new(),
+        fingerprint: String::new(),
+        applied_at: 0,
+        last_run: None,
+    }
+}
+
+fn loadtest(workers: u32) -> LoadtestConfig {
+    LoadtestConfig {
+        cluster: addr(Kind::Cluster, "loadgen"),
+        target: addr(Kind::Serving, "tf"),
+        model: "regression".into(),
+        signature: None,
+        protocol: Protocol::Rest,
+        request: RequestSource::Data {
+            path: repo().join("examples/model/test.csv"),
+            batch_size: 1,
+        },
+        workers,
+        loadgen_image: Some("gcr.io/test-project/benchstack:test".into()),
+        connections: 6,
+        arrival: Arrival::Constant,
+        seed: 7,
+        warmup: Duration::ZERO,
+        timeout: Duration::from_secs(5),
+        stages: vec![Stage {
+            name: "steady".into(),
+            rate: Rate::PerSecond(150.0),
+            duration: Duration::from_secs(2),
+        }],
+        slos: vec![],
+    }
+}
+
+fn failed_message(r: Result<Applied, ProviderError>) -> String {
+    match r {
+        Ok(a) => panic!("expected a failure, got {:?}", a.observed),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn serving_is_applied_rolled_out_refreshed_scaled_outside_updated_and_deleted() {
+    let h = Harness::new();
+    let mut opts = Options::new(BIN);
+    opts.load_balancer_ip = "127.31.41.59".into();
+    let emu = K8sEmulator::start(opts);
+    let p = KubernetesProvider::new();
+    let tf = addr(Kind::Serving, "tf");
+    let inputs = serving_inputs(&emu);
+
+    let applied = h
+        .with(|ctx| p.create(ctx, &tf, &ResourceConfig::Serving(serving(2)), &inputs))
+        .unwrap();
+    let o = &applied.observed;
+    assert_eq!(o["rest_endpoint"], "http://127.31.41.59:8501");
+    assert_eq!(o["grpc_endpoint"], "127.31.41.59:8500");
+    assert_eq!(
+        o["rest_endpoints"],
+        serde_json::json!(["http://127.31.41.59:8501"])
+    );
+    assert_eq!(
+        o["grpc_endpoints"],
+        serde_json::json!(["127.31.41.59:8500"])
+    );
+    assert_eq!(o["namespace"], "benchstack");
+    assert_eq!(o["name"], "tf");
+    assert_eq!(o["cluster"]["endpoint"], emu.url());
+    let first_generation = o["generation"].as_i64().unwrap();
+
+    // The four objects went out by server-side apply, forced, as field manager benchstack.
+    let applies: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    let paths: Vec<&str> = applies.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/namespaces/benchstack",
+            "/api/v1/namespaces/benchstack/configmaps/tf",
+            "/apis/apps/v1/namespaces/benchstack/deployments/tf",
+            "/api/v1/namespaces/benchstack/services/tf",
+        ]
+    );
+    for r in &applies {
+        assert!(
+            r.content_type.starts_with("application/apply-patch+yaml"),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.query.get("fieldManager").map(String::as_str),
+            Some("benchstack")
+        );
+        assert_eq!(r.query.get("force").map(String::as_str), Some("true"));
+    }
+    let cm = emu.object("configmaps", "benchstack", "tf").unwrap();
+    assert!(
+        cm["data"]["batching_parameters.txt"]
+            .as_str()
+            .unwrap()
+            .contains("max_batch_size { value: 64 }")
+    );
+    // The intent was noted before anything was applied, and the wait was reported.
+    assert_eq!(h.notes.lock().unwrap()[0]["name"], "tf");
+    let progress = h.progress();
+    assert!(
+        progress
+            .iter()
+            .any(|m| m.starts_with("rollout 0/2 replicas available")),
+        "{progress:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .any(|m| m.starts_with("waiting for the LoadBalancer address")),
+        "{progress:?}"
+    );
+
+    let prior = state_of(
+        tf.clone(),
+        ResourceConfig::Serving(serving(2)),
+        &applied.observed,
+    );
+    match h.with(|ctx| p.read(ctx, &prior)).unwrap() {
+        Observation::Present(o) => assert_eq!(o["rest_endpoint"], "http://127.31.41.59:8501"),
+        other => panic!("expected Present, got {other:?}"),
+    }
+
+    // Scaled by hand: the refresh reports what is live.
+    emu.scale("benchstack", "tf", 5);
+    match h.with(|ctx| p.read(ctx, &prior)).unwrap() {
+        Observation::Modified { config, what, .. } => {
+            assert_eq!(what, "replicas changed from 2 to 5");
+            match *config {
+                ResourceConfig::Serving(s) => assert_eq!(s.replicas, 5),
+                other => panic!("expected a serving config, got {other:?}"),
+            }
+        }
+        other => panic!("expected Modified, got {other:?}"),
+    }
+
+    // The update takes the replicas back (force), as a new generation whose rollout is waited.
+    let before = emu.request_count();
+    let updated = h
+        .with(|ctx| p.update(ctx, &prior, &ResourceConfig::Serving(serving(3)), &inputs))
+        .unwrap();
+    assert!(updated.observed["generation"].as_i64().unwrap() > first_generation);
+    let deployment = emu.object("deployments", "benchstack", "tf").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(
+        deployment["status"]["observedGeneration"],
+        deployment["metadata"]["generation"]
+    );
+    let status_reads = emu.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/deployments/tf/status"))
+        .count();
+    assert!(status_reads >= 2, "the rollout was not waited for");
+    let prior = state_of(
+        tf.clone(),
+        ResourceConfig::Serving(serving(3)),
+        &updated.observed,
+    );
+    assert!(matches!(
+        h.with(|ctx| p.read(ctx, &prior)).unwrap(),
+        Observation::Present(_)
+    ));
+
+    h.with(|ctx| p.delete(ctx, &prior)).unwrap();
+    for resource in ["deployments", "services", "configmaps"] {
+        assert_eq!(emu.object(resource, "benchstack", "tf"), None, "{resource}");
+    }
+    assert!(
+        emu.object("namespaces", "", "benchstack").is_some(),
+        "the shared namespace stays"
+    );
+    match h.with(|ctx| p.read(ctx, &prior)).unwrap() {
+        Observation::Gone(why) => assert!(why.contains("Deployment benchstack/tf"), "{why}"),
+        other => panic!("expected Gone, got {other:?}"),
+    }
+    // Deleting again finds nothing to delete, which is fine.
+    h.with(|ctx| p.delete(ctx, &prior)).unwrap();
+}
+
+#[test]
+fn a_rollout_that_never_becomes_ready_times_out_saying_what_is_stuck() {
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    emu.never_ready("tf");
+    let p = KubernetesProvider::new();
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(serving(2)),
+            &serving_inputs(&emu),
+        )
+    }));
+    assert!(
+        msg.contains("Deployment benchstack/tf did not finish within 1s"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("2 of 2 replicas updated, 0 available"),
+        "{msg}"
+    );
+    assert!(msg.contains("ProgressDeadlineExceeded"), "{msg}");
+    assert!(msg.contains("has timed out progressing"), "{msg}");
+}
+
+#[test]
+fn an_interrupted_create_is_adopted_once_its_deployment_is_ready() {
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    let p = KubernetesProvider::new();
+    let tf = addr(Kind::Serving, "tf");
+    let config = ResourceConfig::Serving(serving(1));
+    let applied = h
+        .with(|ctx| p.create(ctx, &tf, &config, &serving_inputs(&emu)))
+        .unwrap();
+    let intent = Intent {
+        address: tf.clone(),
+        operation: "create".into(),
+        provider: "kubernetes".into(),
+        config: Some(config),
+        depends_on: vec![],
+        rendered: BTreeMap::new(),
+        upstream: BTreeMap::new(),
+        data: h.notes.lock().unwrap()[0].clone(),
+        pid: 1,
+        started: 0,
+    };
+    let adopted = h
+        .with(|ctx| p.recover(ctx, &intent, None, false))
+        .unwrap()
+        .expect("a ready Deployment is adopted");
+    assert_eq!(
+        adopted["rest_endpoints"],
+        applied.observed["rest_endpoints"]
+    );
+    assert_eq!(adopted["generation"], applied.observed["generation"]);
+}
+
+/// The reports the workers printed, from the pod logs the emulator kept.
+fn worker_reports(emu: &K8sEmulator, job: &str) -> Vec<RunReport> {
+    let pods: Vec<_> = emu
+        .pod_records()
+        .into_iter()
+        .filter(|p| p.job == job)
+        .collect();
+    pods.iter()
+        .map(|p| {
+            let log = p.log_text();
+            let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+            serde_json::from_str(last).unwrap_or_else(|e| panic!("{}: {e}: {log}", p.pod))
+        })
+        .collect()
+}
+
+#[test]
+fn a_distributed_load_test_merges_the_reports_of_three_worker_pods() {
+    let h = Harness::new();
+    let stand_in = StandIn::start(
+        Path::new(BIN),
+        "regression",
+        &repo().join("examples/model/regression"),
+    );
+    let mut opts = Options::new(BIN);
+    opts.load_balancer_ip = stand_in.ip.clone();
+    let emu = K8sEmulator::start(opts);
+    let p = KubernetesProvider::new();
+
+    let tf = addr(Kind::Serving, "tf");
+    let serving_applied = h
+        .with(|ctx| {
+            p.create(
+                ctx,
+                &tf,
+                &ResourceConfig::Serving(serving(2)),
+                &serving_inputs(&emu),
+            )
+        })
+        .unwrap();
+    let mut inputs = Inputs::default();
+    inputs
+        .observed
+        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(&emu, "loadgen"));
+    inputs
+        .observed
+        .insert(tf.clone(), serving_applied.observed.clone());
+
+    let baseline = addr(Kind::Loadtest, "baseline");
+    let applied = h
+        .with(|ctx| {
+            p.create(
+                ctx,
+                &baseline,
+                &ResourceConfig::Loadtest(loadtest(3)),
+                &inputs,
+            )
+        })
+        .unwrap();
+    let observed = applied.observed.clone();
+    let job = observed["job"].as_str().unwrap().to_string();
+    assert!(job.starts_with("baseline-"), "{job}");
+    assert_eq!(applied.observed["workers"], 3);
+    assert_eq!(
+        applied.observed["targets"],
+        serde_json::json!([format!("http://{}:8501", stand_in.ip)])
+    );
+
+    let run = applied.run.expect("a load test returns its run");
+    assert!(run.slos_met);
+    let merged: RunReport = serde_json::from_value(run.report).unwrap();
+    let workers = worker_reports(&emu, &job);
+    assert_eq!(workers.len(), 3);
+    assert_eq!(merged.workers, 3);
+
+    let requests: u64 = workers.iter().map(|w| w.stages[0].requests).sum();
+    assert!(requests > 0);
+    assert_eq!(merged.stages[0].requests, requests);
+    assert_eq!(
+        merged.stages[0].errors_total, 0,
+        "{:?}",
+        merged.stages[0].errors
+    );
+
+    // The merged histogram is the union of the workers': counts add up, the max is theirs.
+    let merged_hist = decode_histogram(&merged.stages[0].histogram).unwrap();
+    let hists: Vec<_> = workers
+        .iter()
+        .map(|w| decode_histogram(&w.stages[0].histogram).unwrap())
+        .collect();
+    assert_eq!(
+        merged_hist.len(),
+        hists.iter().map(|h| h.len()).sum::<u64>()
+    );
+    assert_eq!(
+        merged_hist.max(),
+        hists.iter().map(|h| h.max()).max().unwrap()
+    );
+
+    // Each pod got its own index and the whole spec.
+    let mut indexes: Vec<u32> = emu
+        .pod_records()
+        .iter()
+        .filter(|p| p.job == job)
+        .map(|p| p.index)
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, [0, 1, 2]);
+    assert!(
+        h.progress().iter().any(|m| m.contains("workers running")),
+        "{:?}",
+        h.progress()
+    );
+
+    // The Job is gone afterwards, and nothing of the run lives on.
+    assert!(emu.names("jobs").is_empty(), "{:?}", emu.names("jobs"));
+    let delete = emu
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "DELETE" && r.path.ends_with(&format!("/jobs/{job}")))
+        .expect("the Job was deleted");
+    assert!(
+        delete.body.contains("\"propagationPolicy\":\"Background\""),
+        "{}",
+        delete.body
+    );
+    let prior = state_of(baseline, ResourceConfig::Loadtest(loadtest(3)), &observed);
+    match h.with(|ctx| p.read(ctx, &prior)).unwrap() {
+        Observation::Present(o) => assert_eq!(o["job"], job.as_str()),
+        other => panic!("expected Present, got {other:?}"),
+    }
+    h.with(|ctx| p.delete(ctx, &prior)).unwrap();
+}
+
+#[test]
+fn a_failed_worker_fails_the_run_naming_its_pod_and_last_log_line_and_the_job_is_deleted() {
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    emu.fail_worker(1, "worker 1: cannot reach the target: connection refused");
+    let p = KubernetesProvider::new();
+    // Nothing listens there: the run must fail on the broken worker, not on the others.
+    let inputs = unreachable_target_inputs(&emu);
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Loadtest, "baseline"),
+            &ResourceConfig::Loadtest(loadtest(3)),
+            &inputs,
+        )
+    }));
+    let failed_pod = emu
+        .pod_records()
+        .into_iter()
+        .find(|p| p.index == 1)
+        .expect("a pod for worker 1");
+    assert!(
+        msg.contains(&format!("pod {} (worker 1): Failed", failed_pod.pod)),
+        "{msg}"
+    );
+    assert!(msg.contains("exit code 1 (Error)"), "{msg}");
+    assert!(
+        msg.contains("last log line: worker 1: cannot reach the target: connection refused"),
+        "{msg}"
+    );
+    assert!(emu.names("jobs").is_empty(), "{:?}", emu.names("jobs"));
+    assert!(emu.names("pods").is_empty(), "{:?}", emu.names("pods"));
+    assert_eq!(emu.running_processes(), 0);
+}
+
+/// Load-test inputs whose target nothing listens on: for runs that fail or are stopped.
+fn unreachable_target_inputs(emu: &K8sEmulator) -> Inputs {
+    let mut inputs = Inputs::default();
+    inputs
+        .observed
+        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(emu, "loadgen"));
+    inputs.observed.insert(
+        addr(Kind::Serving, "tf"),
+        serde_json::json!({
+            "rest_endpoints": ["http://127.0.0.1:9"],
+            "grpc_endpoints": ["127.0.0.1:9"],
+        }),
+    );
+    inputs
+}
+
+#[test]
+fn a_cancelled_load_test_stops_between_polls_and_deletes_its_job() {
+    let mut h = Harness::new();
+    h.cancel_on = Some("workers running");
+    let emu = K8sEmulator::start(Options::new(BIN));
+    let p = KubernetesProvider::new();
+    let result = h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Loadtest, "baseline"),
+            &ResourceConfig::Loadtest(loadtest(2)),
+            &unreachable_target_inputs(&emu),
+        )
+    });
+    assert!(
+        matches!(result, Err(ProviderError::Interrupted)),
+        "{:?}",
+        result.map(|a| a.observed)
+    );
+    assert_eq!(emu.pod_records().len(), 2, "the Job had started its pods");
+    assert!(emu.names("jobs").is_empty(), "{:?}", emu.names("jobs"));
+    assert_eq!(emu.running_processes(), 0);
+}
+
+#[test]
+fn a_cancelled_rollout_wait_stops_with_interrupted_and_recovery_adopts_nothing_unready() {
+    let mut h = Harness::new();
+    h.cancel_on = Some("rollout");
+    let emu = K8sEmulator::start(Options::new(BIN));
+    emu.never_ready("tf");
+    let p = KubernetesProvider::new();
+    let tf = addr(Kind::Serving, "tf");
+    let config = ResourceConfig::Serving(serving(2));
+    let result = h.with(|ctx| p.create(ctx, &tf, &config, &serving_inputs(&emu)));
+    assert!(
+        matches!(result, Err(ProviderError::Interrupted)),
+        "{:?}",
+        result.map(|a| a.observed)
+    );
+    // What the interrupted create applied is not adopted (not ready), and apply removes it.
+    let intent = Intent {
+        address: tf,
+        operation: "create".into(),
+        provider: "kubernetes".into(),
+        config: Some(config),
+        depends_on: vec![],
+        rendered: BTreeMap::new(),
+        upstream: BTreeMap::new(),
+        data: h.notes.lock().unwrap()[0].clone(),
+        pid: 1,
+        started: 0,
+    };
+    h.cancel.store(false, Ordering::SeqCst);
+    assert_eq!(
+        h.with(|ctx| p.recover(ctx, &intent, None, false)).unwrap(),
+        None
+    );
+    assert!(
+        emu.object("deployments", "benchstack", "tf").is_some(),
+        "plan touches nothing"
+    );
+    assert_eq!(
+        h.with(|ctx| p.recover(ctx, &intent, None, true)).unwrap(),
+        None
+    );
+    assert_eq!(emu.object("deployments", "benchstack", "tf"), None);
+    assert_eq!(emu.object("services", "benchstack", "tf"), None);
+}
+
+#[test]
+fn a_bare_gke_endpoint_is_reached_over_https_trusting_the_cluster_ca() {
+    use base64::Engine as _;
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    let mut cluster: GkeClusterObserved =
+        serde_json::from_value(gke_cluster(&emu, "serving")).unwrap();
+    // Real GKE records a bare address: https is implied, and the emulator speaks only http.
+    cluster.endpoint = emu.addr.to_string();
+    cluster.ca_certificate = base64::engine::general_purpose::STANDARD.encode(TEST_CA_PEM);
+    let mut inputs = serving_inputs(&emu);
+    inputs.observed.insert(
+        addr(Kind::Cluster, "serving"),
+        serde_json::to_value(&cluster).unwrap(),
+    );
+    let p = KubernetesProvider::new();
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(serving(1)),
+            &inputs,
+        )
+    }));
+    assert!(msg.starts_with("applying Namespace benchstack:"), "{msg}");
+    // rustls read the emulator's plain-HTTP answer as a TLS record: the client spoke TLS.
+    assert!(msg.contains("InvalidContentType"), "{msg}");
+    assert_eq!(
+        emu.request_count(),
+        0,
+        "a TLS handshake is not an HTTP request"
+    );
+
+    // A damaged CA is refused before anything is sent.
+    cluster.ca_certificate = "not base64!".into();
+    inputs.observed.insert(
+        addr(Kind::Cluster, "serving"),
+        serde_json::to_value(&cluster).unwrap(),
+    );
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(serving(1)),
+            &inputs,
+        )
+    }));
+    assert!(msg.contains("the cluster CA is not base64"), "{msg}");
+}
+
+#[test]
+fn a_grpc_load_test_sends_to_the_service_grpc_port() {
+    let h = Harness::new();
+    let stand_in = StandIn::start(
+        Path::new(BIN),
+        "regression",
+        &repo().join("examples/model/regression"),
+    );
+    let mut opts = Options::new(BIN);
+    opts.load_balancer_ip = stand_in.ip.clone();
+    let emu = K8sEmulator::start(opts);
+    let p = KubernetesProvider::new();
+    let tf = addr(Kind::Serving, "tf");
+    let serving_applied = h
+        .with(|ctx| {
+            p.create(
+                ctx,
+                &tf,
+                &ResourceConfig::Serving(serving(1)),
+                &serving_inputs(&emu),
+            )
+        })
+        .unwrap();
+    let mut inputs = Inputs::default();
+    inputs
+        .observed
+        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(&emu, "loadgen"));
+    inputs.observed.insert(tf, serving_applied.observed);
+    let mut config = loadtest(2);
+    config.protocol = Protocol::Grpc;
+    config.stages[0].rate = Rate::PerSecond(60.0);
+    config.stages[0].duration = Duration::from_secs(1);
+    let applied = h
+        .with(|ctx| {
+            p.create(
+                ctx,
+                &addr(Kind::Loadtest, "grpc"),
+                &ResourceConfig::Loadtest(config),
+                &inputs,
+            )
+        })
+        .unwrap();
+    let target = format!("grpc://{}:8500", stand_in.ip);
+    assert_eq!(applied.observed["targets"], serde_json::json!([target]));
+    let merged: RunReport = serde_json::from_value(applied.run.unwrap().report).unwrap();
+    assert_eq!(merged.protocol, Protocol::Grpc);
+    assert_eq!(merged.workers, 2);
+    assert!(merged.stages[0].requests > 0);
+    assert_eq!(
+        merged.stages[0].errors_total, 0,
+        "{:?}",
+        merged.stages[0].errors
+    );
+}
+
+#[test]
+fn a_worker_whose_pod_vanished_fails_the_run_naming_the_missing_index() {
+    let h = Harness::new();
+    let stand_in = StandIn::start(
+        Path::new(BIN),
+        "regression",
+        &repo().join("examples/model/regression"),
+    );
+    let mut opts = Options::new(BIN);
+    opts.load_balancer_ip = stand_in.ip.clone();
+    let emu = K8sEmulator::start(opts);
+    emu.vanish_worker(1);
+    let p = KubernetesProvider::new();
+    let tf = addr(Kind::Serving, "tf");
+    let serving_applied = h
+        .with(|ctx| {
+            p.create(
+                ctx,
+                &tf,
+                &ResourceConfig::Serving(serving(1)),
+                &serving_inputs(&emu),
+            )
+        })
+        .unwrap();
+    let mut inputs = Inputs::default();
+    inputs
+        .observed
+        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(&emu, "loadgen"));
+    inputs.observed.insert(tf, serving_applied.observed);
+    let mut config = loadtest(2);
+    config.stages[0].rate = Rate::PerSecond(40.0);
+    config.stages[0].duration = Duration::from_secs(1);
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Loadtest, "baseline"),
+            &ResourceConfig::Loadtest(config),
+            &inputs,
+        )
+    }));
+    assert!(
+        msg.contains("reports success but no succeeded pod has worker index 1"),
+        "{msg}"
+    );
+    assert!(msg.contains("no pod for worker 1"), "{msg}");
+    assert!(emu.names("jobs").is_empty(), "{:?}", emu.names("jobs"));
+}
