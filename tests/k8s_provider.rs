@@ -30,7 +30,7 @@ fn setup() {
     ONCE.call_once(|| unsafe {
         std::env::set_var("BENCHSTACK_POLL_INTERVAL", "20ms");
         std::env::set_var("BENCHSTACK_WORKER_START_DELAY", "1s");
-        std::env::set_var("BENCHSTACK_ROLLOUT_TIMEOUT", "1s");
+        std::env::set_var("BENCHSTACK_ROLLOUT_TIMEOUT", "60s");
         // Anonymous credentials: no test asks Application Default Credentials for a token
         // (no GKE client is made in this binary, so the URL itself is never contacted).
         std::env::set_var("BENCHSTACK_GKE_ENDPOINT", "http://127.0.0.1:9");
@@ -351,7 +351,7 @@ fn a_rollout_that_never_becomes_ready_times_out_saying_what_is_stuck() {
     let h = Harness::new();
     let emu = K8sEmulator::start(Options::new(BIN));
     emu.never_ready("tf");
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(1));
     let msg = failed_message(h.with(|ctx| {
         p.create(
             ctx,

@@ -229,11 +229,26 @@ fn secs(d: Duration) -> u64 {
 #[derive(Default)]
 pub struct KubernetesProvider {
     runtime: OnceLock<tokio::runtime::Runtime>,
+    /// Overrides `BENCHSTACK_ROLLOUT_TIMEOUT` (tests: one provider with a short timeout
+    /// without changing the process environment for the others).
+    rollout_timeout: Option<Duration>,
 }
 
 impl KubernetesProvider {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_rollout_timeout(mut self, timeout: Duration) -> Self {
+        self.rollout_timeout = Some(timeout);
+        self
+    }
+
+    fn rollout_timeout(&self) -> Result<Duration, ProviderError> {
+        match self.rollout_timeout {
+            Some(t) => Ok(t),
+            None => env_duration(ROLLOUT_TIMEOUT_ENV, DEFAULT_ROLLOUT_TIMEOUT),
+        }
     }
 
     fn block_on<T>(
@@ -293,7 +308,10 @@ impl Provider for KubernetesProvider {
         inputs: &Inputs,
     ) -> Result<Applied, ProviderError> {
         match config {
-            ResourceConfig::Serving(s) => self.block_on(serving::apply(ctx, address, s, inputs)),
+            ResourceConfig::Serving(s) => {
+                let timeout = self.rollout_timeout()?;
+                self.block_on(serving::apply(ctx, address, s, inputs, timeout))
+            }
             ResourceConfig::Loadtest(l) => self.block_on(loadtest::run(ctx, address, l, inputs)),
             other => Err(unsupported(other)),
         }

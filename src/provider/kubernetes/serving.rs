@@ -118,13 +118,13 @@ pub(super) async fn apply(
     address: &Address,
     s: &ServingConfig,
     inputs: &Inputs,
+    timeout: Duration,
 ) -> Result<Applied, ProviderError> {
     let cluster = ClusterConnection::from_inputs(inputs, &s.cluster)?;
     let models = serving_models(s, inputs)?;
     let objects = serving_objects(address, s, &models)
         .map_err(|e| ProviderError::Failed(format!("{address}: {e}")))?;
     let name = objects.name().to_string();
-    let timeout = env_duration(ROLLOUT_TIMEOUT_ENV, DEFAULT_ROLLOUT_TIMEOUT)?;
     (ctx.note)(
         serde_json::to_value(ServingIntent {
             cluster: cluster.clone(),
