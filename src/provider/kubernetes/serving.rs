@@ -8,10 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ClusterConnection, DEFAULT_ROLLOUT_TIMEOUT, POLL_CAP, ROLLOUT_TIMEOUT_ENV, env_duration,
-    is_not_found, kube_error, pause, secs,
-};
+use super::{ClusterConnection, POLL_CAP, is_not_found, kube_error, pause, secs};
 use crate::manifest::k8s::{FIELD_MANAGER, GRPC_PORT, NAMESPACE, REST_PORT, serving_objects};
 use crate::provider::gcp;
 use crate::provider::{Applied, Context, Inputs, Observation, ProviderError};
