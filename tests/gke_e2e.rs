@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use gke_emulator::GkeEmulator;
-use k8s_emulator::{K8sEmulator, Options, StandIn};
+use k8s_emulator::{K8sEmulator, StandIn};
 
 const BIN: &str = env!("CARGO_BIN_EXE_benchstack");
 
@@ -31,14 +31,8 @@ struct World {
 
 impl World {
     fn start() -> World {
-        let stand_in = StandIn::start(
-            Path::new(BIN),
-            "regression",
-            &repo().join("examples/model/regression"),
-        );
-        let mut opts = Options::new(BIN);
-        opts.load_balancer_ip = stand_in.ip.clone();
-        let k8s = K8sEmulator::start(opts);
+        let (k8s, stand_in) =
+            K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
         let gke = GkeEmulator::start();
         gke.set_cluster_endpoint(&k8s.url());
         World {

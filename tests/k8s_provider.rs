@@ -19,7 +19,7 @@ use benchstack::provider::kubernetes::KubernetesProvider;
 use benchstack::provider::{Applied, Context, Inputs, Observation, Provider, ProviderError};
 use benchstack::stack::types::*;
 use benchstack::state::{Intent, ResourceState};
-use k8s_emulator::{K8sEmulator, Options, StandIn};
+use k8s_emulator::{K8sEmulator, Options};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_benchstack");
@@ -421,37 +421,42 @@ fn worker_reports(emu: &K8sEmulator, job: &str) -> Vec<RunReport> {
         .collect()
 }
 
-#[test]
-fn a_distributed_load_test_merges_the_reports_of_three_worker_pods() {
-    let h = Harness::new();
-    let stand_in = StandIn::start(
-        Path::new(BIN),
-        "regression",
-        &repo().join("examples/model/regression"),
-    );
-    let mut opts = Options::new(BIN);
-    opts.load_balancer_ip = stand_in.ip.clone();
-    let emu = K8sEmulator::start(opts);
-    let p = KubernetesProvider::new();
-
-    let tf = addr(Kind::Serving, "tf");
-    let serving_applied = h
+/// Serving `tf` with `replicas` rolled out on the emulator, and the inputs of a load test on
+/// cluster.loadgen (same emulator) against it.
+fn serve_for_load_tests(
+    h: &Harness,
+    p: &KubernetesProvider,
+    emu: &K8sEmulator,
+    tf: &Address,
+    replicas: u32,
+) -> Inputs {
+    let applied = h
         .with(|ctx| {
             p.create(
                 ctx,
-                &tf,
-                &ResourceConfig::Serving(serving(2)),
-                &serving_inputs(&emu),
+                tf,
+                &ResourceConfig::Serving(serving(replicas)),
+                &serving_inputs(emu),
             )
         })
         .unwrap();
     let mut inputs = Inputs::default();
     inputs
         .observed
-        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(&emu, "loadgen"));
+        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(emu, "loadgen"));
+    inputs.observed.insert(tf.clone(), applied.observed);
     inputs
-        .observed
-        .insert(tf.clone(), serving_applied.observed.clone());
+}
+
+#[test]
+fn a_distributed_load_test_merges_the_reports_of_three_worker_pods() {
+    let h = Harness::new();
+    let (emu, stand_in) =
+        K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
+    let p = KubernetesProvider::new();
+
+    let tf = addr(Kind::Serving, "tf");
+    let inputs = serve_for_load_tests(&h, &p, &emu, &tf, 2);
 
     let baseline = addr(Kind::Loadtest, "baseline");
     let applied = h
@@ -712,31 +717,11 @@ fn a_bare_gke_endpoint_is_reached_over_https_trusting_the_cluster_ca() {
 #[test]
 fn a_grpc_load_test_sends_to_the_service_grpc_port() {
     let h = Harness::new();
-    let stand_in = StandIn::start(
-        Path::new(BIN),
-        "regression",
-        &repo().join("examples/model/regression"),
-    );
-    let mut opts = Options::new(BIN);
-    opts.load_balancer_ip = stand_in.ip.clone();
-    let emu = K8sEmulator::start(opts);
+    let (emu, stand_in) =
+        K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
     let p = KubernetesProvider::new();
     let tf = addr(Kind::Serving, "tf");
-    let serving_applied = h
-        .with(|ctx| {
-            p.create(
-                ctx,
-                &tf,
-                &ResourceConfig::Serving(serving(1)),
-                &serving_inputs(&emu),
-            )
-        })
-        .unwrap();
-    let mut inputs = Inputs::default();
-    inputs
-        .observed
-        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(&emu, "loadgen"));
-    inputs.observed.insert(tf, serving_applied.observed);
+    let inputs = serve_for_load_tests(&h, &p, &emu, &tf, 1);
     let mut config = loadtest(2);
     config.protocol = Protocol::Grpc;
     config.stages[0].rate = Rate::PerSecond(60.0);
@@ -767,32 +752,12 @@ fn a_grpc_load_test_sends_to_the_service_grpc_port() {
 #[test]
 fn a_worker_whose_pod_vanished_fails_the_run_naming_the_missing_index() {
     let h = Harness::new();
-    let stand_in = StandIn::start(
-        Path::new(BIN),
-        "regression",
-        &repo().join("examples/model/regression"),
-    );
-    let mut opts = Options::new(BIN);
-    opts.load_balancer_ip = stand_in.ip.clone();
-    let emu = K8sEmulator::start(opts);
+    let (emu, _stand_in) =
+        K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
     emu.vanish_worker(1);
     let p = KubernetesProvider::new();
     let tf = addr(Kind::Serving, "tf");
-    let serving_applied = h
-        .with(|ctx| {
-            p.create(
-                ctx,
-                &tf,
-                &ResourceConfig::Serving(serving(1)),
-                &serving_inputs(&emu),
-            )
-        })
-        .unwrap();
-    let mut inputs = Inputs::default();
-    inputs
-        .observed
-        .insert(addr(Kind::Cluster, "loadgen"), gke_cluster(&emu, "loadgen"));
-    inputs.observed.insert(tf, serving_applied.observed);
+    let inputs = serve_for_load_tests(&h, &p, &emu, &tf, 1);
     let mut config = loadtest(2);
     config.stages[0].rate = Rate::PerSecond(40.0);
     config.stages[0].duration = Duration::from_secs(1);

@@ -113,6 +113,15 @@ fn lock(state: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
 }
 
 impl K8sEmulator {
+    /// An emulator whose LoadBalancer address is a real `benchstack serve` of the example
+    /// model (what worker pods send to); both stop on drop.
+    pub fn with_stand_in(program: &Path, model_base_path: &Path) -> (K8sEmulator, StandIn) {
+        let stand_in = StandIn::start(program, "regression", model_base_path);
+        let mut opts = Options::new(program);
+        opts.load_balancer_ip = stand_in.ip.clone();
+        (K8sEmulator::start(opts), stand_in)
+    }
+
     pub fn start(opts: Options) -> K8sEmulator {
         let state = Arc::new(Mutex::new(State {
             opts,
