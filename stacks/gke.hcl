@@ -36,6 +36,11 @@ variable "rate_scale" {
   default     = 1
 }
 
+variable "slo_p99" {
+  description = "The latency objective of every load test (apply exits 1 when a stage misses it)."
+  default     = "50ms"
+}
+
 variable "peak_rates" {
   description = "Extra load tests beyond the original two stages, by name: rate in req/s."
   type        = map(number)
@@ -97,7 +102,7 @@ loadtest "baseline" {
   loadgen_image = "gcr.io/${var.project}/benchstack:latest" # deploy/loadgen.Dockerfile
   stage { rate = 300 * var.rate_scale, duration = var.stage_duration }
   stage { rate = 3900 * var.rate_scale, duration = var.stage_duration }
-  slo { p99 = "50ms" }
+  slo { p99 = var.slo_p99 }
 }
 
 loadtest "peak" {
@@ -112,7 +117,7 @@ loadtest "peak" {
   workers       = 8
   loadgen_image = "gcr.io/${var.project}/benchstack:latest"
   stage { rate = each.value * var.rate_scale, duration = var.stage_duration }
-  slo { p99 = "50ms" }
+  slo { p99 = var.slo_p99 }
   depends_on = [loadtest.baseline]
 }
 

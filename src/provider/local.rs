@@ -84,19 +84,6 @@ impl LocalProvider {
         self
     }
 
-    fn serving_models(
-        s: &ServingConfig,
-        inputs: &Inputs,
-    ) -> Result<Vec<ModelConfig>, ProviderError> {
-        s.models
-            .iter()
-            .map(|a| match inputs.configs.get(a) {
-                Some(ResourceConfig::Model(m)) => Ok(m.clone()),
-                _ => Err(ProviderError::Failed(format!("model {a} is not available"))),
-            })
-            .collect()
-    }
-
     fn start_serving(
         &self,
         ctx: &Context,
@@ -104,7 +91,7 @@ impl LocalProvider {
         s: &ServingConfig,
         inputs: &Inputs,
     ) -> Result<ServingObserved, ProviderError> {
-        let models = Self::serving_models(s, inputs)?;
+        let models = super::serving_models(s, inputs)?;
         let files = manifest::render_serving(s, &models, ModelPaths::Local)
             .map_err(|e| ProviderError::Failed(e.to_string()))?;
         let generation = format!(

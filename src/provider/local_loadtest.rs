@@ -1,40 +1,13 @@
 //! A local load test: the load generator on this machine against every replica of the
 //! target serving resource; connections are spread across the replicas.
 
-use serde::Deserialize;
-
 use super::{Applied, Context, Inputs, ProviderError, RunOutcome};
-use crate::loadgen::spec::Protocol;
 use crate::loadgen::{self, LoadSpec, Progress};
 use crate::stack::types::LoadtestConfig;
 use crate::state::procinfo;
 
-/// What any serving provider records about where it listens (local processes, or a
-/// Kubernetes Service): REST base URLs and gRPC host:port pairs.
-#[derive(Deserialize)]
-struct ServingEndpoints {
-    rest_endpoints: Vec<String>,
-    grpc_endpoints: Vec<String>,
-}
-
 pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied, ProviderError> {
-    let observed = inputs.observed.get(&l.target).ok_or_else(|| {
-        ProviderError::Failed(format!("{} is not running (not in the state)", l.target))
-    })?;
-    let serving: ServingEndpoints = serde_json::from_value(observed.clone()).map_err(|e| {
-        ProviderError::Failed(format!(
-            "{} has no usable endpoints recorded: {e}",
-            l.target
-        ))
-    })?;
-    let targets: Vec<String> = match l.protocol {
-        Protocol::Rest => serving.rest_endpoints.clone(),
-        Protocol::Grpc => serving
-            .grpc_endpoints
-            .iter()
-            .map(|e| format!("grpc://{e}"))
-            .collect(),
-    };
+    let targets = super::load_test_targets(l, inputs)?;
     let mut spec = LoadSpec::new(
         targets,
         l.protocol,

@@ -178,6 +178,60 @@ pub fn provider_for(
     }
 }
 
+/// The model configurations a serving resource lists, from its inputs.
+pub fn serving_models(
+    s: &crate::stack::types::ServingConfig,
+    inputs: &Inputs,
+) -> Result<Vec<crate::stack::types::ModelConfig>, ProviderError> {
+    s.models
+        .iter()
+        .map(|a| match inputs.configs.get(a) {
+            Some(ResourceConfig::Model(m)) => Ok(m.clone()),
+            _ => Err(ProviderError::Failed(format!("model {a} is not available"))),
+        })
+        .collect()
+}
+
+/// What every serving provider records about where it listens (local processes, or a
+/// Kubernetes Service): REST base URLs and gRPC host:port pairs.
+#[derive(serde::Deserialize)]
+struct ServingEndpoints {
+    rest_endpoints: Vec<String>,
+    grpc_endpoints: Vec<String>,
+}
+
+/// The base URLs a load test sends to: the target's REST endpoints (`http://…`) or its gRPC
+/// ones (`grpc://HOST:PORT`), from the target's observed state.
+pub fn load_test_targets(
+    l: &crate::stack::types::LoadtestConfig,
+    inputs: &Inputs,
+) -> Result<Vec<String>, ProviderError> {
+    let observed = inputs.observed.get(&l.target).ok_or_else(|| {
+        ProviderError::Failed(format!("{} is not running (not in the state)", l.target))
+    })?;
+    let serving: ServingEndpoints = serde_json::from_value(observed.clone()).map_err(|e| {
+        ProviderError::Failed(format!(
+            "{} has no usable endpoints recorded: {e}",
+            l.target
+        ))
+    })?;
+    let targets: Vec<String> = match l.protocol {
+        crate::loadgen::spec::Protocol::Rest => serving.rest_endpoints,
+        crate::loadgen::spec::Protocol::Grpc => serving
+            .grpc_endpoints
+            .iter()
+            .map(|e| format!("grpc://{e}"))
+            .collect(),
+    };
+    if targets.is_empty() {
+        return Err(ProviderError::Failed(format!(
+            "{} records no {} endpoint",
+            l.target, l.protocol
+        )));
+    }
+    Ok(targets)
+}
+
 /// A directory name for an address (`serving.tf["small"]` → `serving.tf-small`).
 pub fn slug(a: &Address) -> PathBuf {
     let mut s = format!("{}.{}", a.kind.as_str(), a.name);

@@ -51,40 +51,6 @@ struct JobRef {
     job: String,
 }
 
-/// What any serving provider records about where it listens.
-#[derive(Deserialize)]
-struct ServingEndpoints {
-    rest_endpoints: Vec<String>,
-    grpc_endpoints: Vec<String>,
-}
-
-fn targets(l: &LoadtestConfig, inputs: &Inputs) -> Result<Vec<String>, ProviderError> {
-    let observed = inputs.observed.get(&l.target).ok_or_else(|| {
-        ProviderError::Failed(format!("{} is not running (not in the state)", l.target))
-    })?;
-    let serving: ServingEndpoints = serde_json::from_value(observed.clone()).map_err(|e| {
-        ProviderError::Failed(format!(
-            "{} has no usable endpoints recorded: {e}",
-            l.target
-        ))
-    })?;
-    let targets: Vec<String> = match l.protocol {
-        Protocol::Rest => serving.rest_endpoints,
-        Protocol::Grpc => serving
-            .grpc_endpoints
-            .iter()
-            .map(|e| format!("grpc://{e}"))
-            .collect(),
-    };
-    if targets.is_empty() {
-        return Err(ProviderError::Failed(format!(
-            "{} records no {} endpoint",
-            l.target, l.protocol
-        )));
-    }
-    Ok(targets)
-}
-
 /// `<object name>-<unix seconds>`, within the 63 characters a Job name may have.
 fn job_name(address: &Address, unix_secs: u64) -> String {
     let suffix = format!("-{unix_secs}");
@@ -107,7 +73,7 @@ pub(super) async fn run(
     inputs: &Inputs,
 ) -> Result<Applied, ProviderError> {
     let cluster = ClusterConnection::from_inputs(inputs, &l.cluster)?;
-    let targets = targets(l, inputs)?;
+    let targets = super::super::load_test_targets(l, inputs)?;
     let mut spec = WorkerSpec::for_loadtest(l, targets.clone())
         .map_err(|e| ProviderError::Failed(format!("{address}: {e}")))?;
     let lead = env_duration(WORKER_START_DELAY_ENV, DEFAULT_WORKER_START_DELAY)?;

@@ -12,7 +12,7 @@ use super::{ClusterConnection, POLL_CAP, is_not_found, kube_error, pause, secs};
 use crate::manifest::k8s::{FIELD_MANAGER, GRPC_PORT, NAMESPACE, REST_PORT, serving_objects};
 use crate::provider::gcp;
 use crate::provider::{Applied, Context, Inputs, Observation, ProviderError};
-use crate::stack::types::{Address, ModelConfig, ResourceConfig, ServingConfig};
+use crate::stack::types::{Address, ResourceConfig, ServingConfig};
 use crate::state::{Intent, ResourceState};
 
 /// What the provider records for a serving resource on Kubernetes.
@@ -79,16 +79,6 @@ struct ServingIntent {
     objects: Vec<String>,
 }
 
-fn serving_models(s: &ServingConfig, inputs: &Inputs) -> Result<Vec<ModelConfig>, ProviderError> {
-    s.models
-        .iter()
-        .map(|a| match inputs.configs.get(a) {
-            Some(ResourceConfig::Model(m)) => Ok(m.clone()),
-            _ => Err(ProviderError::Failed(format!("model {a} is not available"))),
-        })
-        .collect()
-}
-
 struct Apis {
     deployments: Api<Deployment>,
     services: Api<Service>,
@@ -118,7 +108,7 @@ pub(super) async fn apply(
     timeout: Duration,
 ) -> Result<Applied, ProviderError> {
     let cluster = ClusterConnection::from_inputs(inputs, &s.cluster)?;
-    let models = serving_models(s, inputs)?;
+    let models = super::super::serving_models(s, inputs)?;
     let objects = serving_objects(address, s, &models)
         .map_err(|e| ProviderError::Failed(format!("{address}: {e}")))?;
     let name = objects.name().to_string();
