@@ -362,6 +362,26 @@ fn quota_refusal_names_the_quota_and_says_nothing_was_created() {
 }
 
 #[test]
+fn a_permission_refusal_says_to_check_the_credentials_and_the_project() {
+    let emu = GkeEmulator::start();
+    let p = provider(&emu);
+    emu.deny_next_request();
+    let err = create(&p, &Recorder::default(), &address("serving"), &config(1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cluster serving (project bench-proj, location us-central1-a)"),
+        "{err}"
+    );
+    assert!(err.contains("container.clusters.create"), "{err}");
+    assert!(
+        err.contains("check the Application Default Credentials"),
+        "{err}"
+    );
+    assert_eq!(emu.cluster_count(), 0);
+}
+
+#[test]
 fn existing_cluster_of_the_same_name_is_reported_with_what_to_do() {
     let emu = GkeEmulator::start();
     emu.set_polls_until_done(0);

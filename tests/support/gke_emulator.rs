@@ -63,6 +63,7 @@ struct State {
     cluster_ca: String,
     fail_next_operation: Option<String>,
     refuse_next_create: bool,
+    deny_next_request: bool,
     requests: Vec<(String, String)>,
 }
 
@@ -155,6 +156,12 @@ impl GkeEmulator {
     /// in ERROR, as GKE does).
     pub fn fail_next_operation(&self, message: &str) {
         self.state.lock().unwrap().fail_next_operation = Some(message.to_string());
+    }
+
+    /// The next request of any kind is refused with 403 PERMISSION_DENIED, as GKE answers an
+    /// account without container.clusters permissions (or a project without the API).
+    pub fn deny_next_request(&self) {
+        self.state.lock().unwrap().deny_next_request = true;
     }
 
     /// The next create is refused with 429 RESOURCE_EXHAUSTED, as a CPU quota does.
@@ -288,6 +295,13 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
     };
     let mut st = state.lock().unwrap();
     st.requests.push((method.to_string(), path.clone()));
+    if std::mem::take(&mut st.deny_next_request) {
+        return error(
+            403,
+            "PERMISSION_DENIED",
+            "Required \"container.clusters.create\" permission(s) for \"projects/bench-proj\".",
+        );
+    }
     route(&mut st, &method, &path, body)
 }
 
