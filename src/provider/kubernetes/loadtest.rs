@@ -93,9 +93,9 @@ pub(super) async fn run(
         })
         .unwrap_or_default(),
     )?;
-    let client = cluster.client().await?;
+    let apis = Apis::new(&cluster).await?;
     // The load-generation cluster may never have run anything of benchstack's.
-    Api::<Namespace>::all(client.clone())
+    Api::<Namespace>::all(apis.client().await?)
         .patch(
             NAMESPACE,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -103,8 +103,7 @@ pub(super) async fn run(
         )
         .await
         .map_err(kube_error(format!("applying Namespace {NAMESPACE}")))?;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
-    let pods: Api<Pod> = Api::namespaced(client, NAMESPACE);
+    let (jobs, _) = apis.get().await?;
     let started = procinfo::now_unix();
     (ctx.progress)(format!(
         "creating Job {NAMESPACE}/{name} of {} workers",
@@ -116,8 +115,7 @@ pub(super) async fn run(
 
     let follow = Follow {
         ctx,
-        jobs: &jobs,
-        pods: &pods,
+        apis: &apis,
         name: &name,
         spec: &spec,
         start_at,
@@ -125,7 +123,10 @@ pub(super) async fn run(
     };
     let outcome = follow.reports().await;
     // The Job goes in every case: a finished Job's pods only hold on to cluster resources.
-    let removed = delete_job(&jobs, &name).await;
+    let removed = match apis.get().await {
+        Ok((jobs, _)) => delete_job(&jobs, &name).await,
+        Err(e) => Err(e),
+    };
     let reports = outcome?;
     removed?;
 
@@ -216,10 +217,50 @@ fn stage_at(spec: &WorkerSpec, elapsed: Duration) -> String {
     "finishing".to_string()
 }
 
+/// Google access tokens live an hour; clients for a long run are remade well before that.
+const CLIENT_MAX_AGE: Duration = Duration::from_secs(30 * 60);
+
+/// A client of the load-generation cluster, remade (with a fresh token) once it is older
+/// than `CLIENT_MAX_AGE`.
+struct Apis<'a> {
+    cluster: &'a ClusterConnection,
+    current: std::sync::Mutex<(kube::Client, Instant)>,
+}
+
+impl<'a> Apis<'a> {
+    async fn new(cluster: &'a ClusterConnection) -> Result<Apis<'a>, ProviderError> {
+        let client = cluster.client().await?;
+        Ok(Apis {
+            cluster,
+            current: std::sync::Mutex::new((client, Instant::now())),
+        })
+    }
+
+    async fn client(&self) -> Result<kube::Client, ProviderError> {
+        let poisoned = || ProviderError::Failed("the Kubernetes client lock was poisoned".into());
+        {
+            let cur = self.current.lock().map_err(|_| poisoned())?;
+            if cur.1.elapsed() < CLIENT_MAX_AGE {
+                return Ok(cur.0.clone());
+            }
+        }
+        let client = self.cluster.client().await?;
+        *self.current.lock().map_err(|_| poisoned())? = (client.clone(), Instant::now());
+        Ok(client)
+    }
+
+    async fn get(&self) -> Result<(Api<Job>, Api<Pod>), ProviderError> {
+        let client = self.client().await?;
+        Ok((
+            Api::namespaced(client.clone(), NAMESPACE),
+            Api::namespaced(client, NAMESPACE),
+        ))
+    }
+}
+
 struct Follow<'a> {
     ctx: &'a Context<'a>,
-    jobs: &'a Api<Job>,
-    pods: &'a Api<Pod>,
+    apis: &'a Apis<'a>,
     name: &'a str,
     spec: &'a WorkerSpec,
     start_at: SystemTime,
@@ -229,8 +270,8 @@ struct Follow<'a> {
 impl Follow<'_> {
     async fn list_pods(&self) -> Result<Vec<Pod>, ProviderError> {
         let lp = ListParams::default().labels(&format!("job-name={}", self.name));
-        Ok(self
-            .pods
+        let (_, pods) = self.apis.get().await?;
+        Ok(pods
             .list(&lp)
             .await
             .map_err(kube_error(format!(
@@ -245,7 +286,8 @@ impl Follow<'_> {
             container: Some(WORKER_CONTAINER.to_string()),
             ..Default::default()
         };
-        self.pods.logs(pod, &lp).await.map_err(kube_error(format!(
+        let (_, pods) = self.apis.get().await?;
+        pods.logs(pod, &lp).await.map_err(kube_error(format!(
             "reading the log of pod {NAMESPACE}/{pod}"
         )))
     }
@@ -259,8 +301,8 @@ impl Follow<'_> {
         let started = Instant::now();
         let mut interval = gcp::poll_interval()?;
         loop {
-            let job = self
-                .jobs
+            let (jobs, _) = self.apis.get().await?;
+            let job = jobs
                 .get_status(self.name)
                 .await
                 .map_err(kube_error(format!("reading Job {NAMESPACE}/{}", self.name)))?;
