@@ -816,6 +816,49 @@ pub fn load_stack(
         });
     }
 
+    // 9. Where load can go: a load test on a gke cluster runs in pods on that cluster, which
+    // cannot reach serving on this machine's loopback.
+    let cluster_kind = |a: &Address| {
+        resources
+            .iter()
+            .find(|r| &r.address == a)
+            .and_then(|r| match &r.config {
+                ResourceConfig::Cluster(c) => Some(c.provider),
+                _ => None,
+            })
+    };
+    for r in &resources {
+        let ResourceConfig::Loadtest(l) = &r.config else {
+            continue;
+        };
+        let target_cluster =
+            resources
+                .iter()
+                .find(|t| t.address == l.target)
+                .and_then(|t| match &t.config {
+                    ResourceConfig::Serving(s) => Some(&s.cluster),
+                    _ => None,
+                });
+        if cluster_kind(&l.cluster) == Some(ProviderKind::Gke)
+            && let Some(tc) = target_cluster
+            && cluster_kind(tc) == Some(ProviderKind::Local)
+        {
+            let span = r.span.clone();
+            let line_text = ld
+                .files
+                .iter()
+                .find(|f| f.path == span.file)
+                .map(|f| f.line_text(span.line).to_string())
+                .unwrap_or_default();
+            ld.diags.push(Diagnostic {
+                location: Location::Source { span, line_text, width: "loadtest".len() },
+                message: format!("{}: found a load test on {} (gke) against {} on {tc} (local), expected a target the load-generation pods can reach: serving on a gke cluster", r.address, l.cluster, l.target),
+                help: Some(format!("run the load test on a local cluster, or move {} to a gke cluster", l.target)),
+                note: None,
+            });
+        }
+    }
+
     if !ld.diags.is_empty() {
         ld.diags.finish();
         return Err(ld.diags);
