@@ -38,6 +38,9 @@ pub const DEFAULT_CPU: &str = "1";
 pub const DEFAULT_MEMORY: &str = "1Gi";
 /// The environment variable that carries a worker's spec (JSON) into its pod.
 pub const WORKER_SPEC_ENV: &str = "BENCHSTACK_WORKER_SPEC";
+/// Linux refuses to exec with one environment string over 128 KiB (MAX_ARG_STRLEN); stay
+/// clear of it so a pod never fails to start on its own spec.
+pub const MAX_WORKER_SPEC_BYTES: usize = 120 * 1024;
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
@@ -368,6 +371,11 @@ pub fn loadtest_job(
         .loadgen_image
         .clone()
         .ok_or_else(|| ManifestError::MissingLoadgenImage(address.to_string()))?;
+    if spec_json.len() > MAX_WORKER_SPEC_BYTES {
+        return Err(ManifestError::WorkerSpecTooLarge {
+            bytes: spec_json.len(),
+        });
+    }
     let labels = labels(address, "loadgen");
     let workers = loadtest.workers.max(1) as i32;
     Ok(Job {
@@ -529,6 +537,36 @@ mod tests {
         assert_eq!(
             address_label(&addr(Kind::Serving, "tf", Some("a b"))),
             "serving.tf.a_b"
+        );
+    }
+
+    #[test]
+    fn a_worker_spec_too_large_for_an_environment_variable_is_refused() {
+        let l = LoadtestConfig {
+            cluster: addr(Kind::Cluster, "loadgen", None),
+            target: addr(Kind::Serving, "tf", None),
+            model: "regression".into(),
+            signature: None,
+            protocol: crate::loadgen::spec::Protocol::Grpc,
+            request: crate::loadgen::spec::RequestSource::Body("{}".into()),
+            workers: 2,
+            loadgen_image: Some("img".into()),
+            connections: 8,
+            arrival: Default::default(),
+            seed: 1,
+            warmup: std::time::Duration::ZERO,
+            timeout: std::time::Duration::from_secs(1),
+            stages: vec![],
+            slos: vec![],
+        };
+        let a = addr(Kind::Loadtest, "big", None);
+        assert!(loadtest_job(&a, &l, "big", "{}").is_ok());
+        let huge = "x".repeat(MAX_WORKER_SPEC_BYTES + 1);
+        assert_eq!(
+            loadtest_job(&a, &l, "big", &huge),
+            Err(ManifestError::WorkerSpecTooLarge {
+                bytes: MAX_WORKER_SPEC_BYTES + 1
+            })
         );
     }
 

@@ -38,6 +38,11 @@ pub enum ManifestError {
         "{0} runs on Kubernetes and needs `loadgen_image` (built from deploy/loadgen.Dockerfile)"
     )]
     MissingLoadgenImage(String),
+    #[error(
+        "the worker spec is {bytes} bytes with its request data inline, over the {} a pod's environment variable can carry; use a smaller CSV (a sample of rows) or a request body",
+        k8s::MAX_WORKER_SPEC_BYTES
+    )]
+    WorkerSpecTooLarge { bytes: usize },
     #[error("cannot render the Kubernetes objects: {0}")]
     Render(String),
 }
