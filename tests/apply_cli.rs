@@ -531,3 +531,26 @@ fn a_plan_file_applies_from_another_working_directory() {
     let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_local_load_test_with_workers_runs_them_as_processes_and_stores_one_merged_run() {
+    let env = Env::new();
+    env.write_stack(8, "1s");
+    let text = std::fs::read_to_string(env.stack()).unwrap().replace(
+        "  protocol = \"rest\"\n",
+        "  protocol = \"rest\"\n  workers  = 2\n",
+    );
+    std::fs::write(env.stack(), text).unwrap();
+    let (code, out, err) = env.run(&["apply", "--auto-approve", s(&env.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("workers=2"), "{out}");
+    let (code, runs, err) = env.run(&["results", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    let report = &runs[0]["report"];
+    assert_eq!(report["workers"], 2, "{report}");
+    // 200 req/s for 1 s, split over two interleaved schedules: exactly one generator's 200.
+    assert_eq!(report["stages"][0]["requests"], 200, "{report}");
+    let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0);
+}

@@ -1,13 +1,26 @@
 //! A local load test: the load generator on this machine against every replica of the
-//! target serving resource; connections are spread across the replicas.
+//! target serving resource; connections are spread across the replicas. With `workers > 1`
+//! it runs that many `benchstack worker` processes (each generator is single-threaded, so
+//! this is how a local test uses several cores) and merges their reports, as on Kubernetes.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Applied, Context, Inputs, ProviderError, RunOutcome};
+use crate::loadgen::result::{self, RunReport};
+use crate::loadgen::worker::WorkerSpec;
 use crate::loadgen::{self, LoadSpec, Progress};
 use crate::stack::types::LoadtestConfig;
 use crate::state::procinfo;
 
 pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied, ProviderError> {
     let targets = super::load_test_targets(l, inputs)?;
+    if l.workers > 1 {
+        let started = procinfo::now_unix();
+        let report = run_worker_processes(ctx, l, targets.clone())?;
+        return outcome(l, targets, report, started);
+    }
     let mut spec = LoadSpec::new(
         targets,
         l.protocol,
@@ -29,11 +42,21 @@ pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied
         Err(loadgen::LoadError::Cancelled) => return Err(ProviderError::Interrupted),
         Err(e) => return Err(ProviderError::Failed(format!("the load test failed: {e}"))),
     };
+    outcome(l, spec.targets, report, started)
+}
+
+fn outcome(
+    l: &LoadtestConfig,
+    targets: Vec<String>,
+    report: RunReport,
+    started: u64,
+) -> Result<Applied, ProviderError> {
     let slos_met = report.slos_met() || l.slos.is_empty();
     Ok(Applied {
         observed: serde_json::json!({
-            "targets": spec.targets,
+            "targets": targets,
             "protocol": l.protocol,
+            "workers": l.workers,
         }),
         run: Some(RunOutcome {
             environment: report.environment.clone(),
@@ -44,4 +67,154 @@ pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied
             finished: procinfo::now_unix(),
         }),
     })
+}
+
+/// How long the workers get to start before the common start time.
+const LOCAL_START_DELAY: Duration = Duration::from_millis(500);
+
+struct WorkerProcess {
+    index: u32,
+    child: Child,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn read_all(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut text);
+        }
+        text
+    })
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+/// `workers` processes of this executable's `worker` command, each given the whole spec and
+/// its index; their reports (last stdout line) merged. Ctrl-C kills them.
+fn run_worker_processes(
+    ctx: &Context,
+    l: &LoadtestConfig,
+    targets: Vec<String>,
+) -> Result<RunReport, ProviderError> {
+    let mut spec = WorkerSpec::for_loadtest(l, targets)
+        .map_err(|e| ProviderError::Failed(format!("the load test failed: {e}")))?;
+    let start_at = SystemTime::now() + LOCAL_START_DELAY;
+    spec.start_at_unix_ms = start_at
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64);
+    let mut spec_file =
+        tempfile::NamedTempFile::new().map_err(ProviderError::io("writing the worker spec"))?;
+    serde_json::to_writer(&mut spec_file, &spec)
+        .map_err(|e| ProviderError::Failed(format!("writing the worker spec: {e}")))?;
+    let exe = std::env::current_exe().map_err(ProviderError::io("finding benchstack"))?;
+    let mut workers = Vec::new();
+    for index in 0..spec.workers {
+        let spawned = Command::new(&exe)
+            .arg("worker")
+            .arg("--spec")
+            .arg(spec_file.path())
+            .arg("--index")
+            .arg(index.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                kill_all(&mut workers);
+                return Err(ProviderError::Io {
+                    what: format!("starting worker {index} ({})", exe.display()),
+                    source: e,
+                });
+            }
+        };
+        let stdout = read_all(child.stdout.take());
+        let stderr = read_all(child.stderr.take());
+        workers.push(WorkerProcess {
+            index,
+            child,
+            stdout,
+            stderr,
+        });
+    }
+
+    let began = Instant::now();
+    let expected = LOCAL_START_DELAY + spec.expected_duration();
+    let mut last_progress = Instant::now() - Duration::from_secs(1);
+    loop {
+        if ctx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            kill_all(&mut workers);
+            return Err(ProviderError::Interrupted);
+        }
+        let mut running = 0;
+        for w in &mut workers {
+            if matches!(w.child.try_wait(), Ok(None)) {
+                running += 1;
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        if last_progress.elapsed() >= Duration::from_millis(500) {
+            last_progress = Instant::now();
+            (ctx.progress)(format!(
+                "{running}/{} workers running, {:.0}s/{:.0}s",
+                spec.workers,
+                began.elapsed().as_secs_f64(),
+                expected.as_secs_f64()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for w in workers {
+        let WorkerProcess {
+            index,
+            mut child,
+            stdout,
+            stderr,
+        } = w;
+        let status = child
+            .wait()
+            .map_err(ProviderError::io("waiting for a worker"))?;
+        let out = stdout.join().unwrap_or_default();
+        let err = stderr.join().unwrap_or_default();
+        if !status.success() {
+            failures.push(format!(
+                "worker {index}: exited with {status}: {}",
+                last_line(&err)
+            ));
+            continue;
+        }
+        match serde_json::from_str::<RunReport>(last_line(&out)) {
+            Ok(r) => reports.push(r),
+            Err(e) => failures.push(format!("worker {index}: no report on its last line ({e})")),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(ProviderError::Failed(format!(
+            "the load test failed: {}",
+            failures.join("; ")
+        )));
+    }
+    result::merge(&reports)
+        .map_err(|e| ProviderError::Failed(format!("merging the workers' reports: {e}")))
+}
+
+fn kill_all(workers: &mut [WorkerProcess]) {
+    for w in workers.iter_mut() {
+        let _ = w.child.kill();
+        let _ = w.child.wait();
+    }
 }

@@ -1778,9 +1778,6 @@ impl Loader {
                     {
                         self.error(d.file, d.block_header.clone(), format!("found {} on {} (provider \"gke\") without `loadgen_image`, expected `loadgen_image = \"REGISTRY/benchstack:TAG\"`", d.resource.address, l.cluster), None);
                     }
-                    if clusters.get(&l.cluster) == Some(&ProviderKind::Local) && l.workers > 1 {
-                        // A local load test is one process: workers only shard across pods.
-                    }
                     let served: Vec<String> = target
                         .models
                         .iter()
