@@ -132,7 +132,8 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
     }
     if let Some(out) = &args.out {
         let bytes = serde_json::to_vec_pretty(&plan).into_diagnostic()?;
-        std::fs::write(out, bytes)
+        // 0600: a plan file embeds the stack and the state's lineage.
+        crate::state::private::write_private(out, &bytes)
             .map_err(|e| miette!("--out {}: cannot write the plan file: {e}", out.display()))?;
         if !args.json {
             println!(

@@ -92,7 +92,7 @@ impl Lock {
             dir: dir.to_path_buf(),
             source,
         };
-        fs::create_dir_all(dir).map_err(io)?;
+        super::private::ensure_state_dir(dir).map_err(io)?;
         let path = dir.join(LOCK_FILE);
         let info = LockInfo::for_this_process(operation);
         let mut took_over = None;
@@ -151,7 +151,8 @@ impl Drop for Lock {
 fn create_with_content(dir: &Path, path: &Path, info: &LockInfo) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{LOCK_FILE}.{}", std::process::id()));
     {
-        let mut f = fs::File::create(&tmp)?;
+        let _ = fs::remove_file(&tmp);
+        let mut f = super::private::create_new_private(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?)?;
         f.sync_all()?;
     }

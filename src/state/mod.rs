@@ -8,6 +8,7 @@
 //! so scans come back in order).
 
 pub mod lock;
+pub mod private;
 pub mod procinfo;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,12 @@ pub enum StateError {
     },
     #[error("state database error: {0}")]
     Db(#[from] sled::Error),
+    #[error("cannot make {dir} private to its owner (0700): {source}")]
+    Private {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "the state in {dir} was written by a newer benchstack (schema {found}; this build reads up to {supported}): upgrade benchstack"
     )]
@@ -167,13 +174,21 @@ impl Store {
     /// Takes the lock for `operation`, then opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, operation: &str) -> Result<Store, StateError> {
         let lock = Lock::acquire(dir, operation)?;
+        let db_dir = dir.join("db");
+        let private = |source: std::io::Error| StateError::Private {
+            dir: db_dir.clone(),
+            source,
+        };
+        private::ensure_private_dir(&db_dir).map_err(private)?;
         let db = sled::Config::new()
-            .path(dir.join("db"))
+            .path(&db_dir)
             .open()
             .map_err(|source| StateError::Open {
                 dir: dir.to_path_buf(),
                 source,
             })?;
+        // sled creates its files with the process umask.
+        private::restrict_tree(&db_dir).map_err(private)?;
         let store = Store {
             db,
             dir: dir.to_path_buf(),

@@ -67,6 +67,10 @@ struct State {
     requests: Vec<(String, String)>,
 }
 
+/// The legacy `masterAuth` password and client key every cluster reports: a state or plan
+/// file that contains it has recorded a credential.
+pub const LEGACY_SECRET: &str = "LEGACY-CREDENTIAL-b8e1f0c4";
+
 pub struct GkeEmulator {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
@@ -554,7 +558,15 @@ fn finish(st: &mut State, op: &mut Op) {
         Effect::Create => {
             cluster["status"] = json!("RUNNING");
             cluster["endpoint"] = json!(endpoint);
-            cluster["masterAuth"] = json!({ "clusterCaCertificate": ca });
+            // GKE still returns legacy basic-auth and client-certificate credentials for
+            // clusters made with them: benchstack must never record them.
+            cluster["masterAuth"] = json!({
+                "clusterCaCertificate": ca,
+                "username": "admin",
+                "password": LEGACY_SECRET,
+                "clientCertificate": LEGACY_SECRET,
+                "clientKey": LEGACY_SECRET,
+            });
             cluster["currentMasterVersion"] = json!("1.33.5-gke.1000000");
             let mut total = 0;
             if let Some(pools) = cluster["nodePools"].as_array_mut() {
