@@ -102,7 +102,10 @@ loadtest "baseline" {
   loadgen_image = "gcr.io/${var.project}/benchstack:latest" # deploy/loadgen.Dockerfile
   stage { rate = 300 * var.rate_scale, duration = var.stage_duration }
   stage { rate = 3900 * var.rate_scale, duration = var.stage_duration }
-  slo { p99 = var.slo_p99 }
+  slo {
+    p99    = var.slo_p99
+    errors = "0.1%"
+  }
 }
 
 loadtest "peak" {
@@ -117,7 +120,10 @@ loadtest "peak" {
   workers       = 8
   loadgen_image = "gcr.io/${var.project}/benchstack:latest"
   stage { rate = each.value * var.rate_scale, duration = var.stage_duration }
-  slo { p99 = var.slo_p99 }
+  slo {
+    p99    = var.slo_p99
+    errors = "0.1%"
+  }
   depends_on = [loadtest.baseline]
 }
 

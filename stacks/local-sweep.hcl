@@ -51,7 +51,10 @@ loadtest "sweep" {
   warmup     = "1s"
   stage { rate = 300, duration = "5s" }
   stage { rate = 2000, duration = "5s" }
-  slo { p99 = "50ms" }
+  slo {
+    p99    = "50ms"
+    errors = "0.1%"
+  }
 }
 
 output "small_endpoint" {

@@ -367,7 +367,7 @@ fn an_apply_killed_during_a_load_test_is_continued_without_a_second_server() {
 }
 
 #[test]
-fn load_tests_never_measure_at_the_same_time_and_a_missed_slo_exits_1_after_storing() {
+fn load_tests_never_measure_at_the_same_time_and_a_missed_slo_exits_2_after_storing() {
     let env = Env::new();
     let model = repo().join("examples/model/regression");
     let request = repo().join("examples/requests/regression.json");
@@ -408,7 +408,10 @@ loadtest "smoke" {{
         "4",
         s(&env.stack()),
     ]);
-    assert_eq!(code, 1, "a missed SLO fails the apply\n{out}\n{err}");
+    assert_eq!(
+        code, 2,
+        "a missed SLO exits 2 (applied and stored, objective not met)\n{out}\n{err}"
+    );
     assert!(out.contains("did not meet its SLO"), "{out}");
 
     let (code, json, err) = env.run(&["results", "--json"]);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use benchstack::loadgen::spec::{Arrival, Protocol, Rate, RequestSource};
+use benchstack::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Slo};
 use benchstack::stack::types::{Address, FlagValue, Kind, OutputValue, ResourceConfig, Stack};
 use benchstack::stack::{VarInputs, load_with_env};
 
@@ -61,7 +61,11 @@ fn local_stack_loads_with_defaults_edges_and_resolved_paths() {
     assert_eq!(l.stages.len(), 2);
     assert_eq!(l.stages[1].rate, Rate::PerSecond(3900.0));
     assert_eq!(l.stages[0].duration, Duration::from_secs(5));
-    assert_eq!(l.slos[0].percentile, 99.0);
+    assert!(
+        matches!(l.slos[0], Slo::Latency { percentile, .. } if percentile == 99.0),
+        "{:?}",
+        l.slos
+    );
     let RequestSource::Data { path, batch_size } = &l.request else {
         panic!("data request")
     };

@@ -16,6 +16,9 @@ use crate::provider::Providers;
 use crate::state::Store;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 applied and every load test met its SLOs, 1 an error (nothing or only part applied), 2 applied and stored but a load test missed an SLO, 130 interrupted (the state is saved)."
+)]
 pub struct Args {
     /// A stack file, a directory of *.hcl files, or a plan file from `plan --out`.
     #[arg(default_value = ".")]
@@ -178,7 +181,8 @@ pub fn print_event(e: Event) {
     }
 }
 
-/// Prints the outcome; returns the exit code (0 ok, 1 failure or SLO miss, 130 interrupted).
+/// Prints the outcome; returns the exit code (0 ok, 1 failure, 2 applied but an SLO was
+/// missed, 130 interrupted).
 pub fn finish(
     outcome: &Outcome,
     plan: &Plan,
@@ -213,6 +217,19 @@ pub fn finish(
             "\n{verb} complete: {} created, {} updated, {} replaced, {} deleted, {} run.",
             s.create, s.update, s.replace, s.delete, s.run
         );
+        if !outcome.slo_failures.is_empty() {
+            let missed: Vec<String> = outcome
+                .slo_failures
+                .iter()
+                .map(|(a, id)| format!("{a} (run #{id})"))
+                .collect();
+            println!(
+                "SLO missed: {} of {} load tests: {}.",
+                outcome.slo_failures.len(),
+                outcome.runs.len(),
+                missed.join(", ")
+            );
+        }
     } else {
         println!(
             "\n{verb} failed: {} of {} changes done.",
@@ -227,11 +244,17 @@ pub fn finish(
             println!("  {k} = {v}");
         }
     }
-    Ok(if outcome.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    // 1 for anything that did not get done; 2 when everything was applied and stored but a
+    // load test missed an SLO (like `loadtest`), so scripts can tell the two apart.
+    Ok(
+        if !outcome.failed.is_empty() || !outcome.skipped.is_empty() {
+            ExitCode::from(1)
+        } else if !outcome.slo_failures.is_empty() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {

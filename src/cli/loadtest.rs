@@ -72,7 +72,9 @@ pub struct Args {
     /// Per request and per connection attempt.
     #[arg(long, value_name = "D", default_value = "10s")]
     pub timeout: String,
-    /// A latency objective PERCENTILE=DURATION (repeatable), e.g. p99=50ms, p99.9=200ms.
+    /// An objective (repeatable): PERCENTILE=DURATION (p99=50ms, p99.9=200ms) or errors=PERCENT
+    /// (errors=0.1%). Failed requests count against every objective as requests that never
+    /// completed.
     #[arg(long, value_name = "SLO")]
     pub slo: Vec<String>,
     /// Search the highest rate whose SLOs hold (grow from --rate, default 100, then bisect); each probe runs --duration.

@@ -484,25 +484,12 @@ impl Default for CapacitySearch {
     }
 }
 
-/// Why a probe did not hold, or `None` when it did: every SLO met, at most 1% errors, and
-/// the offered rate actually sent (within 1%). Generator lag alone does not fail a probe:
-/// it is part of the measured latency, and the report flags it.
+/// Why a probe did not hold, or `None` when it did: the stage's verdict
+/// (`result::stage_failures`: every SLO with failed requests counted) and the offered rate
+/// actually sent (within 1%). Generator lag alone does not fail a probe: it is part of the
+/// measured latency, and the report flags it.
 pub fn probe_failure(stage: &StageReport, rate: f64) -> Option<String> {
-    let mut why = Vec::new();
-    for v in stage.slos.iter().filter(|v| !v.met) {
-        why.push(format!(
-            "{} {:.2} ms > {} ms",
-            v.slo, v.observed_ms, v.limit_ms
-        ));
-    }
-    if stage.requests == 0 {
-        why.push("no request completed".into());
-    } else if stage.errors_total as f64 > 0.01 * stage.requests as f64 {
-        why.push(format!(
-            "{} of {} requests failed",
-            stage.errors_total, stage.requests
-        ));
-    }
+    let mut why = result::stage_failures(stage);
     if stage.achieved_rate < 0.99 * rate {
         why.push(format!(
             "only {:.1} req/s sent of {rate}",
@@ -510,6 +497,17 @@ pub fn probe_failure(stage: &StageReport, rate: f64) -> Option<String> {
         ));
     }
     (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// The objectives a capacity search judges probes by: the given ones, plus `errors=1%` when
+/// none bounds the error rate, so that a configuration that sheds load by failing fast is
+/// never crowned (the added objective is listed in the report like the others).
+pub fn capacity_slos(slos: &[Slo]) -> Vec<Slo> {
+    let mut out = slos.to_vec();
+    if !out.iter().any(|s| matches!(s, Slo::ErrorRate { .. })) {
+        out.push(Slo::ErrorRate { errors: 0.01 });
+    }
+    out
 }
 
 /// The highest rate whose SLOs hold: doubles the rate from `start_rate` until a probe
@@ -533,9 +531,11 @@ pub fn find_capacity(
     let mut stages = Vec::new();
     let mut probes = Vec::new();
     let mut first: Option<RunReport> = None;
+    let slos = capacity_slos(&spec.slos);
     let mut probe = |rate: f64, stages: &mut Vec<StageReport>| -> Result<bool, LoadError> {
         let n = stages.len();
         let mut s = spec.clone();
+        s.slos = slos.clone();
         s.stages = vec![Stage {
             name: format!("probe-{} @{}", n + 1, fmt_rate(rate)),
             rate: Rate::PerSecond(rate),

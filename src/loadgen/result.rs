@@ -9,7 +9,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::LoadError;
-use super::spec::{Protocol, Slo};
+use super::spec::{Protocol, Slo, format_error_rate};
 use crate::environment::Environment;
 
 /// Lowest and highest trackable latency in microseconds (1 µs … 60 s) and the precision.
@@ -66,6 +66,9 @@ pub struct StageReport {
     pub achieved_rate: f64,
     pub errors_total: u64,
     pub errors: BTreeMap<String, u64>,
+    /// `errors_total / requests` (0 when nothing completed): what the `errors` SLO judges.
+    #[serde(default)]
+    pub error_rate: f64,
     /// Completion − intended send time (the latency a user would see; no coordinated omission).
     pub latency_ms: Percentiles,
     /// Completion − actual send time (what the server and network took).
@@ -119,12 +122,28 @@ pub struct LagSummary {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SloVerdict {
-    /// e.g. `p99`.
+    /// `p99`, `p99.9`, or `errors` for the error-rate objective.
     pub slo: String,
+    /// The percentile of a latency objective (0 for `errors`).
+    #[serde(default)]
     pub percentile: f64,
+    /// The latency limit (0 for `errors`).
+    #[serde(default)]
     pub limit_ms: f64,
+    /// The percentile over all requests, failed ones counted as never completing; -1 when it
+    /// falls among the failed requests (or nothing was sent): no finite latency meets it.
+    #[serde(default)]
     pub observed_ms: f64,
+    /// The error-rate limit as a fraction (`errors` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_error_rate: Option<f64>,
+    /// The stage's error rate as a fraction (`errors` only; see also the stage's `error_rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_error_rate: Option<f64>,
     pub met: bool,
+    /// One sentence: what was observed against what limit, and why it missed.
+    #[serde(default)]
+    pub detail: String,
 }
 
 /// One second of a stage, by completion time. Percentiles of merged reports are the highest
@@ -213,28 +232,146 @@ pub fn decode_histogram(s: &str) -> Result<Histogram<u64>, LoadError> {
     Ok(out)
 }
 
-pub fn judge(slos: &[Slo], latency: &Histogram<u64>) -> Vec<SloVerdict> {
+/// The one verdict function: every objective judged over all of a stage's requests, where
+/// `latency` holds the successful ones and `failed` counts the rest. A failed request counts
+/// as one that never completed within any limit, so the q-th percentile over all requests is
+/// the successful requests' value at rank ⌈q·N⌉, or infinite when that rank lies among the
+/// failures. A stage with no requests meets nothing.
+pub fn judge(slos: &[Slo], latency: &Histogram<u64>, failed: u64) -> Vec<SloVerdict> {
+    let ok = latency.len();
+    let total = ok.saturating_add(failed);
+    let error_rate = if total == 0 {
+        None
+    } else {
+        Some(failed as f64 / total as f64)
+    };
     slos.iter()
-        .map(|slo| {
-            let observed_ms = if latency.is_empty() {
-                f64::INFINITY
-            } else {
-                ms(latency.value_at_quantile(slo.percentile / 100.0))
-            };
-            let limit_ms = slo.limit.as_secs_f64() * 1000.0;
-            SloVerdict {
-                slo: slo.label(),
-                percentile: slo.percentile,
-                limit_ms,
-                observed_ms: if observed_ms.is_finite() {
-                    observed_ms
-                } else {
-                    -1.0
-                },
-                met: observed_ms <= limit_ms,
+        .map(|slo| match *slo {
+            Slo::Latency { percentile, limit } => {
+                let limit_ms = limit.as_secs_f64() * 1000.0;
+                let observed = percentile_counting_failures(latency, failed, percentile / 100.0);
+                let met = observed.is_some_and(|v| v <= limit_ms);
+                let detail = match (observed, error_rate) {
+                    (None, None) => "no request was sent".to_string(),
+                    (None, Some(rate)) => format!(
+                        "{} of requests failed, so the {} is a request that never completed (limit {} ms)",
+                        format_error_rate(rate),
+                        slo.label(),
+                        fmt_ms(limit_ms)
+                    ),
+                    (Some(v), _) => format!(
+                        "{} {} ms {} {} ms{}",
+                        slo.label(),
+                        fmt_ms(v),
+                        if met { "<=" } else { ">" },
+                        fmt_ms(limit_ms),
+                        if failed > 0 {
+                            format!(" ({failed} failed requests counted as too slow)")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                };
+                SloVerdict {
+                    slo: slo.label(),
+                    percentile,
+                    limit_ms,
+                    observed_ms: observed.unwrap_or(-1.0),
+                    limit_error_rate: None,
+                    observed_error_rate: None,
+                    met,
+                    detail,
+                }
+            }
+            Slo::ErrorRate { errors } => {
+                let met = error_rate.is_some_and(|r| r <= errors);
+                let detail = match error_rate {
+                    None => "no request was sent".to_string(),
+                    Some(r) => format!(
+                        "errors {} ({failed} of {total}) {} {}",
+                        format_error_rate(r),
+                        if met { "<=" } else { ">" },
+                        format_error_rate(errors)
+                    ),
+                };
+                SloVerdict {
+                    slo: slo.label(),
+                    percentile: 0.0,
+                    limit_ms: 0.0,
+                    observed_ms: -1.0,
+                    limit_error_rate: Some(errors),
+                    observed_error_rate: error_rate,
+                    met,
+                    detail,
+                }
             }
         })
         .collect()
+}
+
+/// The `quantile` (0..=1) of all requests in ms, failures counted as infinitely slow; None
+/// when it falls among the failures or there are no requests.
+pub fn percentile_counting_failures(
+    latency: &Histogram<u64>,
+    failed: u64,
+    quantile: f64,
+) -> Option<f64> {
+    let ok = latency.len();
+    let total = ok.saturating_add(failed);
+    if total == 0 {
+        return None;
+    }
+    // The 1-based rank of the request at this quantile (the small epsilon keeps 0.99 × 1000
+    // at rank 990 despite floating point).
+    let rank = ((quantile * total as f64) - 1e-9).ceil().max(1.0) as u64;
+    if rank > ok {
+        return None;
+    }
+    // The same rank among the successful requests alone; the half keeps `ceil` in
+    // hdrhistogram's lookup on exactly this rank.
+    let q = ((rank as f64 - 0.5) / ok as f64).clamp(0.0, 1.0);
+    Some(ms(latency.value_at_quantile(q)))
+}
+
+/// Failed over all completed requests (0 when none completed).
+pub fn error_rate(failed: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        failed as f64 / requests as f64
+    }
+}
+
+fn fmt_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Whether a stage passed, and if not, why: every objective's verdict (failures counted) and
+/// a stage that completed no request. This is the only place that decides pass/fail; the
+/// terminal, `apply`, `--find-capacity` and `tune` all read it.
+pub fn stage_failures(stage: &StageReport) -> Vec<String> {
+    let mut why: Vec<String> = stage
+        .slos
+        .iter()
+        .filter(|v| !v.met)
+        .map(|v| {
+            if v.detail.is_empty() {
+                format!("{} missed", v.slo)
+            } else {
+                v.detail.clone()
+            }
+        })
+        .collect();
+    if stage.requests == 0 && why.is_empty() {
+        why.push("no request completed".into());
+    }
+    why
 }
 
 /// Whether the generator limited the stage, and why.
@@ -261,9 +398,10 @@ impl StageReport {
 }
 
 impl RunReport {
-    /// True when every stage met every SLO (and there is at least one stage).
+    /// True when every stage met every SLO, failures counted (and there is at least one
+    /// stage). With no SLOs, a stage that completed requests passes.
     pub fn slos_met(&self) -> bool {
-        !self.stages.is_empty() && self.stages.iter().all(|s| s.slos.iter().all(|v| v.met))
+        !self.stages.is_empty() && self.stages.iter().all(|s| stage_failures(s).is_empty())
     }
 
     /// True when the generator limited any stage.
@@ -352,6 +490,7 @@ pub fn merge(reports: &[RunReport]) -> Result<RunReport, LoadError> {
             duration_s = duration_s.max(s.duration_s);
         }
         let reason = bottleneck(&lag, cap_hits);
+        let errors_total: u64 = errors.values().sum();
         stages.push(StageReport {
             name: s0.name.clone(),
             target_rate: any_rate.then_some(rate),
@@ -359,8 +498,9 @@ pub fn merge(reports: &[RunReport]) -> Result<RunReport, LoadError> {
             duration_s,
             requests,
             achieved_rate: achieved,
-            errors_total: errors.values().sum(),
+            errors_total,
             errors,
+            error_rate: error_rate(errors_total, requests),
             latency_ms: percentiles(&lat),
             service_time_ms: percentiles(&svc),
             generator_lag_ms: lag_summary(&lag),
@@ -369,7 +509,7 @@ pub fn merge(reports: &[RunReport]) -> Result<RunReport, LoadError> {
             service_time_histogram: encode_histogram(&svc),
             generator_lag_histogram: encode_histogram(&lag),
             queue_wait_histogram: encode_histogram(&wait),
-            slos: judge(&first.slos, &lat),
+            slos: judge(&first.slos, &lat, errors_total),
             generator_bottleneck: reason.is_some(),
             bottleneck: reason,
             in_flight_cap_hits: cap_hits,
@@ -471,6 +611,110 @@ mod tests {
         b.stages.push(b.stages[0].clone());
         assert!(matches!(merge(&[a, b]), Err(LoadError::Merge(_))));
         assert!(matches!(merge(&[]), Err(LoadError::Merge(_))));
+    }
+
+    fn histogram_of(samples_us: &[u64]) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for &us in samples_us {
+            h.record(us).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn five_percent_fast_failures_miss_p99_however_fast_the_successes() {
+        // 950 successes at 1 ms, 50 failures (a fast 503 each): p99 is a failed request.
+        let ok = histogram_of(&[1_000; 950]);
+        let v = judge(&[Slo::parse("p99=50ms").unwrap()], &ok, 50);
+        assert!(!v[0].met, "{v:?}");
+        assert_eq!(v[0].observed_ms, -1.0);
+        assert!(
+            v[0].detail.contains("5% of requests failed"),
+            "{}",
+            v[0].detail
+        );
+        // The same stage meets p90: the 900th request is a success.
+        let v = judge(&[Slo::parse("p90=50ms").unwrap()], &ok, 50);
+        assert!(v[0].met, "{v:?}");
+        assert!(
+            v[0].detail.contains("50 failed requests counted"),
+            "{}",
+            v[0].detail
+        );
+    }
+
+    #[test]
+    fn failures_shift_the_percentile_towards_the_slow_successes() {
+        // 985 at 1 ms, 5 at 100 ms, 10 failures. Without the failures p99 is rank 981 of 990:
+        // 1 ms. With them it is rank 990 of 1000, a 100 ms success.
+        let mut samples = vec![1_000u64; 985];
+        samples.extend([100_000u64; 5]);
+        let ok = histogram_of(&samples);
+        let alone = judge(&[Slo::parse("p99=50ms").unwrap()], &ok, 0);
+        assert!(alone[0].met, "{alone:?}");
+        let counted = judge(&[Slo::parse("p99=50ms").unwrap()], &ok, 10);
+        assert!(!counted[0].met, "{counted:?}");
+        assert!((counted[0].observed_ms - 100.0).abs() < 0.2, "{counted:?}");
+    }
+
+    #[test]
+    fn without_failures_the_verdict_reads_the_tables_percentile() {
+        let samples: Vec<u64> = (1..=1000).map(|i| i * 100).collect();
+        let ok = histogram_of(&samples);
+        let table = percentiles(&ok);
+        for (label, shown) in [
+            ("p50", table.p50),
+            ("p90", table.p90),
+            ("p99", table.p99),
+            ("p99.9", table.p999),
+        ] {
+            let v = judge(&[Slo::parse(&format!("{label}=1s")).unwrap()], &ok, 0);
+            assert_eq!(v[0].observed_ms, shown, "{label}");
+        }
+    }
+
+    #[test]
+    fn the_error_rate_slo_compares_failed_over_all_requests() {
+        let ok = histogram_of(&[1_000; 950]);
+        let one_pct = Slo::parse("errors=1%").unwrap();
+        let v = judge(&[one_pct], &ok, 50);
+        assert!(!v[0].met);
+        assert_eq!(v[0].observed_error_rate, Some(0.05));
+        assert!(
+            v[0].detail.contains("5% (50 of 1000) > 1%"),
+            "{}",
+            v[0].detail
+        );
+        let v = judge(&[Slo::parse("errors=5%").unwrap()], &ok, 50);
+        assert!(v[0].met);
+        let v = judge(&[Slo::parse("errors=0%").unwrap()], &ok, 0);
+        assert!(v[0].met);
+    }
+
+    #[test]
+    fn nothing_sent_meets_no_objective() {
+        let empty = new_histogram();
+        let v = judge(
+            &[
+                Slo::parse("p99=1s").unwrap(),
+                Slo::parse("errors=100%").unwrap(),
+            ],
+            &empty,
+            0,
+        );
+        assert!(v.iter().all(|v| !v.met), "{v:?}");
+    }
+
+    #[test]
+    fn all_failed_requests_fail_every_objective() {
+        let empty = new_histogram();
+        let v = judge(&[Slo::parse("p50=1s").unwrap()], &empty, 10);
+        assert!(!v[0].met);
+        assert!(
+            v[0].detail.contains("100% of requests failed"),
+            "{}",
+            v[0].detail
+        );
     }
 
     #[test]

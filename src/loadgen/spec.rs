@@ -118,24 +118,45 @@ pub enum RequestSource {
     },
 }
 
-/// A latency objective: the `percentile` (e.g. 99.0) must stay at or below `limit`.
+/// An objective every stage is judged against. A failed request (any error kind, timeouts
+/// included) counts against every objective: for a latency percentile it is a request that
+/// never completed within the limit, so 5% failures miss `p99` (as MLPerf LoadGen and k6's
+/// `http_req_failed` treat them).
+///
+/// Serialized untagged so that the latency form keeps the shape stored by earlier versions
+/// (`{"percentile": 99.0, "limit": 0.05}`); the error-rate form is `{"errors": 0.001}`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Slo {
-    pub percentile: f64,
-    #[serde(with = "duration_secs")]
-    pub limit: Duration,
+#[serde(untagged)]
+pub enum Slo {
+    /// The `percentile` (e.g. 99.0) of all requests, failures counted as never completing,
+    /// must stay at or below `limit`.
+    Latency {
+        percentile: f64,
+        #[serde(with = "duration_secs")]
+        limit: Duration,
+    },
+    /// At most this fraction (0.001 = 0.1%) of the requests may fail.
+    ErrorRate { errors: f64 },
 }
 
 impl Slo {
-    /// Parses `p99=50ms`, `p99.9=120ms`, `p50=5ms`.
+    /// Parses `p99=50ms`, `p99.9=120ms`, `p50=5ms`, `errors=0.1%`.
     pub fn parse(s: &str) -> Result<Self, SpecError> {
         let (p, limit) = s
             .split_once('=')
             .ok_or_else(|| SpecError::Slo(s.to_string()))?;
+        if p.trim() == "errors" {
+            let errors =
+                parse_error_rate(limit.trim()).ok_or_else(|| SpecError::Slo(s.to_string()))?;
+            return Ok(Slo::ErrorRate { errors });
+        }
         let percentile =
             Self::parse_percentile(p.trim()).ok_or_else(|| SpecError::Slo(s.to_string()))?;
         let limit = parse_duration(limit.trim()).map_err(|_| SpecError::Slo(s.to_string()))?;
-        Ok(Slo { percentile, limit })
+        if limit.is_zero() {
+            return Err(SpecError::Slo(s.to_string()));
+        }
+        Ok(Slo::Latency { percentile, limit })
     }
 
     /// `p99` → 99.0, `p99.9` → 99.9, `p999` → 99.9 (as in `latency_ms.p999`).
@@ -150,19 +171,48 @@ impl Slo {
         (value > 0.0 && value <= 100.0).then_some(value)
     }
 
+    /// `p99`, or `errors`.
     pub fn label(&self) -> String {
-        format!("p{}", self.percentile)
+        match self {
+            Slo::Latency { percentile, .. } => format!("p{percentile}"),
+            Slo::ErrorRate { .. } => "errors".into(),
+        }
     }
+
+    /// The latency limit in milliseconds, for a latency objective.
+    pub fn limit_ms(&self) -> Option<f64> {
+        match self {
+            Slo::Latency { limit, .. } => Some(limit.as_secs_f64() * 1000.0),
+            Slo::ErrorRate { .. } => None,
+        }
+    }
+}
+
+/// Parses an error-rate limit: `0.1%`, `1%`, `0%`, or a fraction `0.001`. Between 0 and 100%.
+pub fn parse_error_rate(s: &str) -> Option<f64> {
+    let fraction = match s.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().ok()? / 100.0,
+        None => s.parse::<f64>().ok()?,
+    };
+    (fraction.is_finite() && (0.0..=1.0).contains(&fraction)).then_some(fraction)
+}
+
+/// `0.1%`, `5%`, `0%`: an error rate as people write it.
+pub fn format_error_rate(fraction: f64) -> String {
+    let pct = fraction * 100.0;
+    let text = format!("{pct:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}%")
 }
 
 impl fmt::Display for Slo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "p{}<={}",
-            self.percentile,
-            humantime::format_duration(self.limit)
-        )
+        match self {
+            Slo::Latency { percentile, limit } => {
+                write!(f, "p{}<={}", percentile, humantime::format_duration(*limit))
+            }
+            Slo::ErrorRate { errors } => write!(f, "errors<={}", format_error_rate(*errors)),
+        }
     }
 }
 
@@ -184,7 +234,9 @@ pub enum SpecError {
     Rate(String),
     #[error("`{0}` is not a stage: expected RATE:DURATION, e.g. `3900:60s`")]
     Stage(String),
-    #[error("`{0}` is not an SLO: expected PERCENTILE=DURATION, e.g. `p99=50ms`")]
+    #[error(
+        "`{0}` is not an SLO: expected PERCENTILE=DURATION (e.g. `p99=50ms`) or errors=PERCENT (e.g. `errors=0.1%`)"
+    )]
     Slo(String),
     #[error("`{0}` is not a duration: expected a number with a unit, e.g. `500ms`, `60s`, `2m`")]
     Duration(String),
@@ -226,19 +278,65 @@ mod tests {
         assert!(Rate::parse("NaN").is_err());
     }
 
+    fn percentile(s: &str) -> f64 {
+        match Slo::parse(s).unwrap() {
+            Slo::Latency { percentile, .. } => percentile,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn slo_parses_any_percentile() {
-        assert_eq!(Slo::parse("p99=50ms").unwrap().percentile, 99.0);
-        assert_eq!(Slo::parse("p99.9=1s").unwrap().percentile, 99.9);
-        assert_eq!(Slo::parse("p999=1s").unwrap().percentile, 99.9);
+        assert_eq!(percentile("p99=50ms"), 99.0);
+        assert_eq!(percentile("p99.9=1s"), 99.9);
+        assert_eq!(percentile("p999=1s"), 99.9);
         assert_eq!(
-            Slo::parse("p50=5ms").unwrap().limit,
-            Duration::from_millis(5)
+            Slo::parse("p50=5ms").unwrap(),
+            Slo::Latency {
+                percentile: 50.0,
+                limit: Duration::from_millis(5)
+            }
         );
+        assert!(Slo::parse("p99=0ms").is_err());
         assert!(Slo::parse("p99").is_err());
         assert!(Slo::parse("q99=5ms").is_err());
         assert!(Slo::parse("p101=5ms").is_err());
         assert!(Slo::parse("p99=fast").is_err());
+    }
+
+    #[test]
+    fn error_rate_slo_parses_percent_and_fraction() {
+        assert_eq!(
+            Slo::parse("errors=0.1%").unwrap(),
+            Slo::ErrorRate { errors: 0.001 }
+        );
+        assert_eq!(
+            Slo::parse("errors=0").unwrap(),
+            Slo::ErrorRate { errors: 0.0 }
+        );
+        assert_eq!(
+            Slo::parse("errors = 5%").unwrap(),
+            Slo::ErrorRate { errors: 0.05 }
+        );
+        assert!(Slo::parse("errors=101%").is_err());
+        assert!(Slo::parse("errors=-1%").is_err());
+        assert!(Slo::parse("errors=lots").is_err());
+        assert_eq!(format_error_rate(0.001), "0.1%");
+        assert_eq!(format_error_rate(0.05), "5%");
+        assert_eq!(format_error_rate(0.0), "0%");
+    }
+
+    #[test]
+    fn slos_keep_the_stored_json_shape() {
+        let latency = Slo::parse("p99=50ms").unwrap();
+        let json = serde_json::to_value(latency).unwrap();
+        assert_eq!(json, serde_json::json!({"percentile": 99.0, "limit": 0.05}));
+        let back: Slo = serde_json::from_value(json).unwrap();
+        assert_eq!(back, latency);
+        let errors = Slo::parse("errors=1%").unwrap();
+        let json = serde_json::to_value(errors).unwrap();
+        assert_eq!(json, serde_json::json!({"errors": 0.01}));
+        assert_eq!(serde_json::from_value::<Slo>(json).unwrap(), errors);
     }
 
     #[test]

@@ -280,11 +280,16 @@ fn summary_table(runs: &[(String, RunReport)]) -> String {
                 .slos
                 .iter()
                 .map(|v| {
+                    let limit = match v.limit_error_rate {
+                        Some(rate) => crate::loadgen::spec::format_error_rate(rate),
+                        None => format!("{} ms", v.limit_ms),
+                    };
                     format!(
-                        r#"<span class="{}">{} ≤ {} ms {}</span>"#,
+                        r#"<span class="{}" title="{}">{} ≤ {} {}</span>"#,
                         if v.met { "ok" } else { "bad" },
+                        esc(&v.detail),
                         esc(&v.slo),
-                        v.limit_ms,
+                        esc(&limit),
                         if v.met { "✓" } else { "✗" }
                     )
                 })
@@ -459,7 +464,7 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
         .map(|(_, r)| {
             r.slos
                 .iter()
-                .map(|s| (s.limit.as_secs_f64() * 1000.0, format!("SLO {}", s.label())))
+                .filter_map(|s| Some((s.limit_ms()?, format!("SLO {}", s.label()))))
                 .collect()
         })
         .unwrap_or_default();

@@ -5,6 +5,8 @@ pub mod html;
 
 use std::fmt::Write as _;
 
+use crate::loadgen::result::SloVerdict;
+use crate::loadgen::spec::format_error_rate;
 use crate::loadgen::{RunReport, StageReport};
 
 pub use html::html;
@@ -58,6 +60,52 @@ fn pad_table(rows: &[Vec<String>], right: &[bool]) -> String {
     out
 }
 
+/// A stage's error rate in percent, as the table shows it.
+fn error_pct(rate: f64) -> String {
+    if rate == 0.0 {
+        "0".into()
+    } else if rate < 0.0001 {
+        format!("{:.4}", rate * 100.0)
+    } else if rate < 0.01 {
+        format!("{:.2}", rate * 100.0)
+    } else {
+        format!("{:.1}", rate * 100.0)
+    }
+}
+
+/// One SLO verdict as a line: the objective, met or MISSED, and what was observed.
+fn slo_line(v: &SloVerdict, s: &StageReport) -> String {
+    let verdict = if v.met { "met" } else { "MISSED" };
+    match v.limit_error_rate {
+        Some(limit) => format!(
+            "SLO errors <= {}: {verdict} ({} of {} failed, {})",
+            format_error_rate(limit),
+            s.errors_total,
+            s.requests,
+            format_error_rate(v.observed_error_rate.unwrap_or(s.error_rate))
+        ),
+        None => {
+            let observed = if v.observed_ms >= 0.0 {
+                let counted = if s.errors_total > 0 {
+                    format!(", {} failed requests counted as too slow", s.errors_total)
+                } else {
+                    String::new()
+                };
+                format!("{} ms{counted}", f(v.observed_ms))
+            } else if s.requests == 0 {
+                "no request completed".into()
+            } else {
+                format!(
+                    "{} of requests failed: the {} request never completed",
+                    format_error_rate(s.error_rate),
+                    v.slo
+                )
+            };
+            format!("SLO {} <= {} ms: {verdict} ({observed})", v.slo, v.limit_ms)
+        }
+    }
+}
+
 /// The terminal table: one row per stage (latencies in ms, from the intended send time),
 /// then SLO verdicts, errors by kind, bottleneck warnings and the capacity result.
 pub fn stage_table(r: &RunReport) -> String {
@@ -81,8 +129,8 @@ pub fn stage_table(r: &RunReport) -> String {
     );
     let mut rows = vec![
         [
-            "stage", "rate", "achieved", "requests", "errors", "p50", "p90", "p99", "p99.9", "max",
-            "mean", "svc p99", "lag p99",
+            "stage", "rate", "achieved", "requests", "errors", "err %", "p50", "p90", "p99",
+            "p99.9", "max", "mean", "svc p99", "lag p99",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -95,6 +143,7 @@ pub fn stage_table(r: &RunReport) -> String {
             format!("{:.1}/s", s.achieved_rate),
             s.requests.to_string(),
             s.errors_total.to_string(),
+            error_pct(s.error_rate),
             f(s.latency_ms.p50),
             f(s.latency_ms.p90),
             f(s.latency_ms.p99),
@@ -105,7 +154,7 @@ pub fn stage_table(r: &RunReport) -> String {
             f(s.generator_lag_ms.p99),
         ]);
     }
-    let mut right = vec![true; 13];
+    let mut right = vec![true; 14];
     right[0] = false;
     out.push_str(&pad_table(&rows, &right));
     out.push_str("latencies in ms from the intended send time; svc = from the actual send; lag = generator lateness\n");
@@ -118,19 +167,7 @@ pub fn stage_table(r: &RunReport) -> String {
             );
         }
         for v in &s.slos {
-            let _ = writeln!(
-                out,
-                "{}: SLO {} <= {} ms: {} ({} ms)",
-                s.name,
-                v.slo,
-                v.limit_ms,
-                if v.met { "met" } else { "MISSED" },
-                if v.observed_ms < 0.0 {
-                    "no data".to_string()
-                } else {
-                    f(v.observed_ms)
-                }
-            );
+            let _ = writeln!(out, "{}: {}", s.name, slo_line(v, s));
         }
         if !s.errors.is_empty() {
             let kinds: Vec<String> = s.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
@@ -337,6 +374,49 @@ mod tests {
         assert!(t.contains("SLO p99 <= 10 ms: met"));
         let t = stage_table(&run(20));
         assert!(t.contains("MISSED"));
+    }
+
+    #[test]
+    fn the_table_counts_failed_requests_against_the_slos() {
+        // 95 fast successes and 5 fast 503s: p99 and errors<=1% both miss.
+        let slos = [
+            Slo::parse("p99=10ms").unwrap(),
+            Slo::parse("errors=1%").unwrap(),
+        ];
+        let mut r = StageRecorder::new(Stage {
+            name: "stage-1".into(),
+            rate: Rate::PerSecond(100.0),
+            duration: Duration::from_secs(1),
+        });
+        let t0 = Instant::now();
+        r.begin(t0);
+        for k in 0..100u64 {
+            let t = t0 + Duration::from_millis(k * 10);
+            r.record_sent(t, t);
+            let outcome = if k % 20 == 19 {
+                Err(crate::loadgen::record::ErrorKind::Http(503))
+            } else {
+                Ok(())
+            };
+            r.record_done(t, t, t + Duration::from_millis(1), outcome);
+        }
+        let mut report = run(1);
+        report.stages = vec![r.into_report(&slos)];
+        report.slos = slos.to_vec();
+        assert!(!report.slos_met());
+        let t = stage_table(&report);
+        assert!(
+            t.contains(
+                "SLO p99 <= 10 ms: MISSED (5% of requests failed: the p99 request never completed)"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("SLO errors <= 1%: MISSED (5 of 100 failed, 5%)"),
+            "{t}"
+        );
+        assert!(t.contains("err %"), "{t}");
+        assert_eq!(report.stages[0].error_rate, 0.05);
     }
 
     #[test]

@@ -1693,17 +1693,31 @@ impl Loader {
                     cx.file,
                     range_of(&inner.ident),
                     format!(
-                        "found the block `{}` in slo, expected percentiles such as p99 = \"50ms\"",
+                        "found the block `{}` in slo, expected percentiles such as p99 = \"50ms\" or errors = \"0.1%\"",
                         inner.ident.value()
                     ),
                     None,
                 ),
                 Structure::Attribute(a) => {
                     let key = a.key.value().as_str();
+                    if key == "errors" {
+                        if let Some(text) = self.typed(cx, a, as_string) {
+                            match crate::loadgen::spec::parse_error_rate(text.trim()) {
+                                Some(errors) => out.push(Slo::ErrorRate { errors }),
+                                None => self.error(
+                                    cx.file,
+                                    range_of(&a.value),
+                                    format!("errors: found \"{text}\", expected a percentage of failed requests between 0% and 100%, such as \"0.1%\""),
+                                    None,
+                                ),
+                            }
+                        }
+                        continue;
+                    }
                     let Some(percentile) = Slo::parse_percentile(key) else {
-                        let help = suggest(key, ["p50", "p90", "p99", "p999"])
+                        let help = suggest(key, ["p50", "p90", "p99", "p999", "errors"])
                             .map(|s| format!("did you mean `{s}`?"));
-                        self.error(cx.file, range_of(&a.key), format!("found `{key}` in slo, expected a percentile such as p50, p90, p99 or p999"), help);
+                        self.error(cx.file, range_of(&a.key), format!("found `{key}` in slo, expected a percentile such as p50, p90, p99 or p999, or errors"), help);
                         continue;
                     };
                     match self.typed(cx, a, as_duration) {
@@ -1713,7 +1727,7 @@ impl Loader {
                             format!("{key}: found 0s, expected a latency limit greater than zero"),
                             None,
                         ),
-                        Some(limit) => out.push(Slo { percentile, limit }),
+                        Some(limit) => out.push(Slo::Latency { percentile, limit }),
                         None => {}
                     }
                 }
