@@ -72,6 +72,9 @@ pub struct Args {
     /// Per request and per connection attempt.
     #[arg(long, value_name = "D", default_value = "10s")]
     pub timeout: String,
+    /// The largest reply body accepted (REST body or gRPC message); a larger one is a `malformed` error.
+    #[arg(long, value_name = "BYTES", default_value = "67108864")]
+    pub max_response_bytes: String,
     /// An objective (repeatable): PERCENTILE=DURATION (p99=50ms, p99.9=200ms) or errors=PERCENT
     /// (errors=0.1%). Failed requests count against every objective as requests that never
     /// completed.
@@ -237,6 +240,16 @@ pub fn build_spec(args: &Args) -> miette::Result<(LoadSpec, Option<CapacitySearc
     spec.max_in_flight = max_in_flight;
     spec.timeout = timeout;
     spec.slos = slos;
+    spec.max_response_bytes = flag(
+        "max-response-bytes",
+        &args.max_response_bytes,
+        "a whole number of bytes ≥ 1",
+    )?;
+    if spec.max_response_bytes == 0 {
+        return Err(miette!(
+            "--max-response-bytes 0: expected a whole number of bytes ≥ 1"
+        ));
+    }
     let search = if args.find_capacity {
         if args.stage.len() > 1 {
             return Err(miette!(

@@ -11,6 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::LoadError;
 use super::engine::{Ctx, Job, Sink};
+use super::pending::Pending;
 use super::record::ErrorKind;
 use crate::proto::serving::prediction_service_client::PredictionServiceClient;
 use crate::proto::serving::{
@@ -144,12 +145,18 @@ pub struct GrpcPool {
 }
 
 impl GrpcPool {
-    pub fn new(ctx: Rc<Ctx>, channels: Vec<Channel>, requests: Vec<PredictRequest>) -> Rc<Self> {
+    /// `max_reply` caps a PredictResponse's size (a larger one is an error, not memory).
+    pub fn new(
+        ctx: Rc<Ctx>,
+        channels: Vec<Channel>,
+        requests: Vec<PredictRequest>,
+        max_reply: usize,
+    ) -> Rc<Self> {
         Rc::new(GrpcPool {
             ctx,
             clients: channels
                 .into_iter()
-                .map(|c| PredictionServiceClient::new(c).max_decoding_message_size(64 << 20))
+                .map(|c| PredictionServiceClient::new(c).max_decoding_message_size(max_reply))
                 .collect(),
             requests: requests.into(),
             next: Cell::new(0),
@@ -194,10 +201,12 @@ async fn call(
     req: PredictRequest,
 ) {
     let sent = Instant::now();
+    // Recorded even if the task is dropped (the run stopped waiting) before the reply.
+    let mut pending = Pending::new(ctx, job, sent);
     ctx.sent(&job, sent);
     let r = client.predict(req).await;
     let done = Instant::now();
-    ctx.done(&job, sent, done, classify(r));
+    pending.finish(done, classify(r));
 }
 
 /// Open loop: every released request becomes its own task.

@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod grpc;
 pub mod http1;
+pub mod pending;
 pub mod record;
 pub mod request;
 pub mod result;
@@ -55,6 +56,9 @@ pub struct LoadSpec {
     /// Constant arrivals start this fraction of an interval late (distributed worker i of
     /// N: i/N, so the workers together follow one generator's schedule).
     pub phase: f64,
+    /// The largest reply body accepted (REST body, gRPC message); a larger one is a
+    /// `malformed` error and its connection is reopened.
+    pub max_response_bytes: u64,
 }
 
 impl LoadSpec {
@@ -80,6 +84,7 @@ impl LoadSpec {
             timeout: Duration::from_secs(10),
             slos: Vec::new(),
             phase: 0.0,
+            max_response_bytes: http1::DEFAULT_MAX_BODY,
         }
     }
 }
@@ -160,10 +165,20 @@ fn check_data_width(spec: &LoadSpec, input: Option<(String, Vec<i64>)>) -> Resul
     let (RequestSource::Data { path, .. }, Some((input, shape))) = (&spec.request, input) else {
         return Ok(());
     };
-    if shape.len() < 2 || shape[1..].iter().any(|d| *d <= 0) {
+    let Some(dims) = shape.get(1..).filter(|d| !d.is_empty()) else {
+        return Ok(());
+    };
+    if dims.iter().any(|d| *d <= 0) {
         return Ok(());
     }
-    let width = shape[1..].iter().product::<i64>() as usize;
+    // The shape comes from the server: a product that overflows fits no CSV row anyway.
+    let Some(width) = dims
+        .iter()
+        .try_fold(1i64, |w, &d| w.checked_mul(d))
+        .and_then(|w| usize::try_from(w).ok())
+    else {
+        return Ok(());
+    };
     let columns = request::read_csv(path)?
         .first()
         .map(|r| r.len())
@@ -181,8 +196,55 @@ fn check_data_width(spec: &LoadSpec, input: Option<(String, Vec<i64>)>) -> Resul
     })
 }
 
+/// The most a metadata reply may carry; TF Serving's are a few kilobytes.
+const MAX_METADATA_BYTES: usize = 16 << 20;
+
+/// One GET over a fresh HTTP/1.1 connection (hyper): the status and at most `cap` bytes of
+/// body. The caller bounds the time.
+async fn http_get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    cap: usize,
+) -> Result<(u16, bytes::Bytes), String> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    // The connection runs beside the request; it is aborted once we are done (or the
+    // caller's timeout drops us), so a server that never finishes holds nothing.
+    let driver = AbortOnDrop(tokio::spawn(conn));
+    let req = http::Request::get(path)
+        .header(http::header::HOST, host)
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), cap)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    drop(driver);
+    Ok((status, body))
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The model's single input (name, shape) from TF Serving's REST metadata, if the target
-/// answers it; anything else (another server, several inputs) gives `None`.
+/// answers it; anything else (another server, several inputs, no answer within the
+/// timeout) gives `None`.
 async fn rest_signature_input(
     addr: SocketAddr,
     host: &str,
@@ -190,42 +252,40 @@ async fn rest_signature_input(
     signature: Option<&str>,
     timeout: Duration,
 ) -> Option<(String, Vec<i64>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!(
-            "GET /v1/models/{model}/metadata HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        if head.split_whitespace().nth(1) != Some("200") {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(body).ok()?;
-        let def = &v["metadata"]["signature_def"]["signature_def"]
-            [signature.unwrap_or("serving_default")];
-        let inputs = def["inputs"].as_object()?;
-        if inputs.len() != 1 {
-            return None;
-        }
-        let (name, info) = inputs.iter().next()?;
-        let shape = info["tensor_shape"]["dim"]
-            .as_array()?
-            .iter()
-            .map(|d| {
-                d["size"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .or_else(|| d["size"].as_i64())
-            })
-            .collect::<Option<Vec<i64>>>()?;
-        Some((name.clone(), shape))
-    };
-    tokio::time::timeout(timeout, fetch).await.ok().flatten()
+    let path = format!("/v1/models/{model}/metadata");
+    let (status, body) =
+        tokio::time::timeout(timeout, http_get(addr, host, &path, MAX_METADATA_BYTES))
+            .await
+            .ok()?
+            .ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let def =
+        &v["metadata"]["signature_def"]["signature_def"][signature.unwrap_or("serving_default")];
+    let inputs = def["inputs"].as_object()?;
+    if inputs.len() != 1 {
+        return None;
+    }
+    let (name, info) = inputs.iter().next()?;
+    let shape = info["tensor_shape"]["dim"]
+        .as_array()?
+        .iter()
+        .map(|d| {
+            d["size"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .or_else(|| d["size"].as_i64())
+        })
+        .collect::<Option<Vec<i64>>>()?;
+    Some((name.clone(), shape))
 }
+
+/// At most this many stages in one run: each holds several fixed-size histograms.
+pub const MAX_STAGES: usize = 1000;
+/// At most this many connections (each is a task and a socket).
+pub const MAX_CONNECTIONS: u32 = 100_000;
 
 fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
     if spec.targets.is_empty() {
@@ -239,6 +299,40 @@ fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
     if spec.connections == 0 {
         return Err(LoadError::Invalid("connections must be at least 1".into()));
     }
+    if spec.connections > MAX_CONNECTIONS {
+        return Err(LoadError::Invalid(format!(
+            "connections: found {}, expected at most {MAX_CONNECTIONS}",
+            spec.connections
+        )));
+    }
+    if spec.stages.len() > MAX_STAGES {
+        return Err(LoadError::Invalid(format!(
+            "found {} stages, expected at most {MAX_STAGES} (--stage flags or stage blocks)",
+            spec.stages.len()
+        )));
+    }
+    // Bounded here as well as in `parse_duration`: specs also come from worker JSON and
+    // library callers, and the engine adds these to `Instant`s.
+    let total = spec
+        .stages
+        .iter()
+        .try_fold(spec.warmup, |t, s| t.checked_add(s.duration))
+        .filter(|t| *t <= spec::MAX_DURATION);
+    if total.is_none() {
+        return Err(LoadError::Invalid(
+            "the warmup and stages together last longer than 366 days, the most a run may".into(),
+        ));
+    }
+    if spec.timeout > spec::MAX_DURATION {
+        return Err(LoadError::Invalid(
+            "the timeout is longer than 366 days".into(),
+        ));
+    }
+    if spec.max_response_bytes == 0 {
+        return Err(LoadError::Invalid(
+            "the reply size cap must be at least 1 byte".into(),
+        ));
+    }
     if spec.max_in_flight == Some(0) {
         return Err(LoadError::Invalid(
             "max in flight must be at least 1".into(),
@@ -251,11 +345,12 @@ fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
     }
     for s in &spec.stages {
         if let Rate::PerSecond(r) = s.rate
-            && !(r.is_finite() && r > 0.0)
+            && !(r.is_finite() && r > 0.0 && r <= spec::MAX_RATE)
         {
             return Err(LoadError::Invalid(format!(
-                "stage `{}`: the rate must be greater than 0, found {r}",
-                s.name
+                "stage `{}`: the rate must be greater than 0 and at most {}, found {r}",
+                s.name,
+                spec::MAX_RATE
             )));
         }
         if s.duration.is_zero() {
@@ -372,6 +467,10 @@ pub fn run_blocking_until(
                         .collect();
                     targets.push((addr, reqs));
                 }
+                let limits = http1::Limits {
+                    max_body: spec.max_response_bytes,
+                    ..http1::Limits::default()
+                };
                 for i in 0..spec.connections as usize {
                     let (addr, reqs) = &targets[i % targets.len()];
                     // Spread connections over the pre-built bodies.
@@ -381,6 +480,7 @@ pub fn run_blocking_until(
                         *addr,
                         reqs.clone(),
                         first,
+                        limits,
                     ));
                 }
                 ctx.wait_ready(spec.connections as usize).await;
@@ -421,7 +521,8 @@ pub fn run_blocking_until(
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let pool = grpc::GrpcPool::new(ctx.clone(), channels, reqs);
+                let max_reply = usize::try_from(spec.max_response_bytes).unwrap_or(usize::MAX);
+                let pool = grpc::GrpcPool::new(ctx.clone(), channels, reqs, max_reply);
                 if spec.stages.iter().any(|s| s.rate == Rate::Max) {
                     let slots = spec.max_in_flight.unwrap_or(spec.connections as usize);
                     for _ in 0..slots {
@@ -434,10 +535,19 @@ pub fn run_blocking_until(
         }
         Ok::<(), LoadError>(())
     })?;
-    // Stop the connection tasks before the runtime goes away.
+    // Stop the connection tasks before the runtime goes away. Their requests still on the
+    // wire are recorded as they are dropped (`pending::Pending`).
     drop(local);
     if !completed {
         return Err(LoadError::Cancelled);
+    }
+    // Requests still queued for a connection when the run stopped waiting were released
+    // at least a timeout ago: they count as timeouts, so every scheduled request is in
+    // the report.
+    let queued: Vec<Job> = ctx.state.borrow_mut().queue.drain(..).collect();
+    let now = std::time::Instant::now();
+    for job in queued {
+        ctx.done(&job, job.released, now, Err(record::ErrorKind::Timeout));
     }
     let recs = std::mem::take(&mut ctx.state.borrow_mut().recs);
     let stages = recs

@@ -16,6 +16,11 @@ use super::spec::RequestSource;
 
 /// How many distinct bodies are pre-built from CSV rows (requests cycle through them).
 pub const SAMPLED_BODIES: usize = 1024;
+/// The most rows one request may carry (as the stack language allows).
+pub const MAX_BATCH_SIZE: u32 = 1_000_000;
+/// The most rows sampled in all (fewer distinct bodies for large batches), so memory stays
+/// bounded whatever the batch size.
+const MAX_SAMPLED_ROWS: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RequestError {
@@ -27,6 +32,8 @@ pub enum RequestError {
     Csv { line: usize, reason: String },
     #[error("cannot be read: {0}")]
     Io(String),
+    #[error("a batch size of {0} rows is too large: expected at most {MAX_BATCH_SIZE}")]
+    BatchSize(u32),
 }
 
 /// Builds the JSON predict bodies: the file's body as is, or `SAMPLED_BODIES` bodies of
@@ -50,6 +57,9 @@ pub fn json_bodies(
             }
         }
         RequestSource::Data { path, batch_size } => {
+            if *batch_size > MAX_BATCH_SIZE {
+                return Err(RequestError::BatchSize(*batch_size));
+            }
             let rows = read_csv(path)?;
             sample_bodies(&rows, *batch_size as usize, signature, seed)
         }
@@ -140,7 +150,7 @@ fn sample_bodies(
     let count = if batch_size >= rows.len() && rows.len() == 1 {
         1
     } else {
-        SAMPLED_BODIES
+        (MAX_SAMPLED_ROWS / batch_size.max(1)).clamp(1, SAMPLED_BODIES)
     };
     (0..count)
         .map(|_| {

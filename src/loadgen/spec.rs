@@ -71,6 +71,9 @@ impl Rate {
         if !(r.is_finite() && r > 0.0) {
             return Err(SpecError::Rate(s.to_string()));
         }
+        if r > MAX_RATE {
+            return Err(SpecError::RateTooHigh(s.to_string()));
+        }
         Ok(Rate::PerSecond(r))
     }
 }
@@ -216,9 +219,25 @@ impl fmt::Display for Slo {
     }
 }
 
+/// The longest duration accepted anywhere (stages, warmup, timeouts, SLO limits): far
+/// beyond any load test, and far enough from the limits of `Instant` and `f64` seconds that
+/// adding several can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The highest open-loop rate accepted (requests per second, over all workers): beyond it a
+/// schedule could never be kept, only queued without bound.
+pub const MAX_RATE: f64 = 10_000_000.0;
+
 /// Parses `500ms`, `60s`, `2m`, `1m30s`, `250us`. A bare number is rejected: units are required.
+/// At most `MAX_DURATION`.
 pub fn parse_duration(s: &str) -> Result<Duration, SpecError> {
-    let d = humantime::parse_duration(s).map_err(|_| SpecError::Duration(s.to_string()))?;
+    let d = humantime::parse_duration(s).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => SpecError::DurationTooLong(s.to_string()),
+        _ => SpecError::Duration(s.to_string()),
+    })?;
+    if d > MAX_DURATION {
+        return Err(SpecError::DurationTooLong(s.to_string()));
+    }
     Ok(d)
 }
 
@@ -240,6 +259,10 @@ pub enum SpecError {
     Slo(String),
     #[error("`{0}` is not a duration: expected a number with a unit, e.g. `500ms`, `60s`, `2m`")]
     Duration(String),
+    #[error("`{0}` is too long: expected a duration of at most 366 days")]
+    DurationTooLong(String),
+    #[error("`{0}` is too high a rate: expected at most 10000000 requests per second")]
+    RateTooHigh(String),
 }
 
 /// Serializes durations as fractional seconds (what the JSON formats carry).
@@ -345,5 +368,30 @@ mod tests {
         assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
         assert!(parse_duration("60").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn absurd_durations_and_rates_are_refused_not_overflowed() {
+        for d in [
+            "300000000000y",
+            "367d",
+            "99999999999999999999999s",
+            "500000000y",
+        ] {
+            assert_eq!(
+                parse_duration(d),
+                Err(SpecError::DurationTooLong(d.into())),
+                "{d}"
+            );
+        }
+        assert_eq!(parse_duration("366d").unwrap(), MAX_DURATION);
+        assert_eq!(
+            Rate::parse("1e300"),
+            Err(SpecError::RateTooHigh("1e300".into()))
+        );
+        assert!(Rate::parse("inf").is_err());
+        assert_eq!(Rate::parse("1e7").unwrap(), Rate::PerSecond(MAX_RATE));
+        assert!(Stage::parse("1e300:1s", 0).is_err());
+        assert!(Stage::parse("10:300000000000y", 0).is_err());
     }
 }

@@ -48,10 +48,14 @@ fn pad_table(rows: &[Vec<String>], right: &[bool]) -> String {
             if c > 0 {
                 line.push_str("  ");
             }
+            // Padded by hand: `{:>w$}` panics for widths above u16::MAX (a long stage name).
+            let pad = w.saturating_sub(cell.chars().count());
             if right.get(c).copied().unwrap_or(true) {
-                let _ = write!(line, "{cell:>w$}");
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
             } else {
-                let _ = write!(line, "{cell:<w$}");
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push_str(line.trim_end());

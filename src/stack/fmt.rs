@@ -173,7 +173,9 @@ fn format_lines(src: &str) -> String {
                 let key = &t[..k];
                 let rest = t[k..].trim_start();
                 let value = rest[1..].trim_start();
-                out.push(format!("{indent}{key:<w$} = {value}"));
+                // Padded by hand: `{:<w$}` panics for widths above u16::MAX.
+                let pad = " ".repeat(w.saturating_sub(key.chars().count()));
+                out.push(format!("{indent}{key}{pad} = {value}"));
             }
             _ => out.push(format!("{indent}{t}")),
         }

@@ -384,6 +384,26 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// The widest width or precision `format` accepts: a stack needs a few digits, and Rust's
+/// formatter panics beyond u16::MAX (a padded string would also take memory without bound).
+const MAX_FORMAT_WIDTH: usize = 1000;
+
+/// A width or precision of `format`, refused (not silently zeroed) when too large.
+fn format_width(digits: &str, what: &str) -> Result<usize, FuncError> {
+    digits
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n <= MAX_FORMAT_WIDTH)
+        .ok_or_else(|| {
+            err(
+                Some(0),
+                format!(
+                    "found the {what} {digits} in the format string, expected at most {MAX_FORMAT_WIDTH}"
+                ),
+            )
+        })
+}
+
 /// Terraform's `format`: `%s %d %f %v %q %t %%` with optional width and precision.
 fn format(spec: &str, args: &[Value]) -> Result<String, FuncError> {
     let mut out = String::new();
@@ -422,7 +442,11 @@ fn format(spec: &str, args: &[Value]) -> Result<String, FuncError> {
                 p.push(d);
                 chars.next();
             }
-            precision = Some(p.parse().unwrap_or(0));
+            precision = Some(if p.is_empty() {
+                0
+            } else {
+                format_width(&p, "precision")?
+            });
         }
         let Some(verb) = chars.next() else {
             return Err(err(
@@ -475,7 +499,11 @@ fn format(spec: &str, args: &[Value]) -> Result<String, FuncError> {
                 ),
             ));
         };
-        let w: usize = width.parse().unwrap_or(0);
+        let w: usize = if width.is_empty() {
+            0
+        } else {
+            format_width(&width, "width")?
+        };
         let len = s.chars().count();
         if len >= w {
             out.push_str(&s);
@@ -525,6 +553,31 @@ mod tests {
         assert_eq!(v, s("a-007 1.50 \"x\" %"));
         assert!(call("format", &[s("%d"), s("x")], Path::new("/")).is_err());
         assert!(call("format", &[s("%s %s"), s("x")], Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn format_refuses_absurd_widths_and_precisions() {
+        let one = Value::Number(1.0);
+        for spec in [
+            "%.70000f",
+            "%.99999999999999999999999f",
+            "%70000d",
+            "%99999999999999999999s",
+        ] {
+            let e = call("format", &[s(spec), one.clone()], Path::new("/")).unwrap_err();
+            assert!(
+                e.message.contains("expected at most 1000"),
+                "{spec}: {}",
+                e.message
+            );
+        }
+        assert_eq!(
+            call("format", &[s("%.1000f"), one.clone()], Path::new("/"))
+                .unwrap()
+                .to_template_string()
+                .map(|t| t.len()),
+            Some(1002)
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@ use super::types::*;
 use super::value::{Reference, Value, suggest};
 use super::vars::{self, VarInputs};
 use crate::graph::Graph;
-use crate::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Slo, Stage, parse_duration};
+use crate::loadgen::spec::{
+    Arrival, MAX_RATE, Protocol, Rate, RequestSource, Slo, SpecError, Stage, parse_duration,
+};
 
 const TOP_BLOCKS: &[&str] = &[
     "variable", "cluster", "model", "serving", "loadtest", "output",
@@ -382,8 +384,10 @@ fn as_bool(v: &Value) -> Result<bool, String> {
 
 fn as_duration(v: &Value) -> Result<Duration, String> {
     match v {
-        Value::String(s) => parse_duration(s)
-            .map_err(|_| "a duration with a unit, e.g. \"500ms\", \"60s\", \"2m\"".to_string()),
+        Value::String(s) => parse_duration(s).map_err(|e| match e {
+            SpecError::DurationTooLong(_) => "a duration of at most 366 days".to_string(),
+            _ => "a duration with a unit, e.g. \"500ms\", \"60s\", \"2m\"".to_string(),
+        }),
         _ => Err("a duration string with a unit, e.g. \"500ms\", \"60s\", \"2m\"".into()),
     }
 }
@@ -1613,6 +1617,25 @@ impl Loader {
         if !c.blocks.iter().any(|b| b.ident.value().as_str() == "stage") {
             self.error(cx.file, header_range(block), format!("found {what} without a stage, expected at least one `stage {{ rate = 300, duration = \"60s\" }}`"), None);
         }
+        // The load generator refuses these too; here they are found at validate, located.
+        if stages.len() > crate::loadgen::MAX_STAGES {
+            self.error(
+                cx.file,
+                header_range(block),
+                format!(
+                    "found {what} with {} stages, expected at most {}",
+                    stages.len(),
+                    crate::loadgen::MAX_STAGES
+                ),
+                None,
+            );
+        } else if stages
+            .iter()
+            .try_fold(warmup, |t, s| t.checked_add(s.duration))
+            .is_none_or(|t| t > crate::loadgen::spec::MAX_DURATION)
+        {
+            self.error(cx.file, header_range(block), format!("found {what} whose warmup and stages last longer than 366 days, expected a shorter run"), None);
+        }
         Some(LoadtestConfig {
             // Filled in by the cross-resource checks (default: the target's cluster).
             cluster: dec.loadtest_cluster.clone().unwrap_or(Address {
@@ -1644,12 +1667,17 @@ impl Loader {
                 self.error(cx.file, range_of(&b.ident), "found a stage without `rate`, expected `rate = 300` (requests per second) or `rate = \"max\"`".to_string(), None);
                 None
             }
-            Some(a) => self.typed(cx, a, |v| match v {
-                Value::Number(n) if n.is_finite() && *n > 0.0 => Ok(Rate::PerSecond(*n)),
-                Value::String(s) => Rate::parse(s).map_err(|_| {
-                    "a number of requests per second greater than 0, or \"max\"".to_string()
-                }),
-                _ => Err("a number of requests per second greater than 0, or \"max\"".into()),
+            Some(a) => self.typed(cx, a, |v| {
+                let expected = || {
+                    format!("a number of requests per second greater than 0 and at most {MAX_RATE}, or \"max\"")
+                };
+                match v {
+                    Value::Number(n) if n.is_finite() && *n > 0.0 && *n <= MAX_RATE => {
+                        Ok(Rate::PerSecond(*n))
+                    }
+                    Value::String(s) => Rate::parse(s).map_err(|_| expected()),
+                    _ => Err(expected()),
+                }
             }),
         };
         let duration = match c.attrs.get("duration") {
