@@ -87,8 +87,8 @@ pub fn decode_input(
     let values: Vec<f32> = match DataType::try_from(t.dtype) {
         Ok(DataType::DtFloat) => {
             if !t.tensor_content.is_empty() {
-                // count <= MAX_ELEMENTS, so this cannot overflow; checked all the same.
-                let need = count.checked_mul(4).unwrap_or(usize::MAX);
+                // count <= MAX_ELEMENTS, so this cannot overflow; saturating all the same.
+                let need = count.saturating_mul(4);
                 if t.tensor_content.len() != need {
                     return Err(ApiError::invalid(format!(
                         "tensor_content holds {} bytes; shape {dims:?} of DT_FLOAT needs {need}",
