@@ -67,6 +67,47 @@ pub struct Args {
     /// Accepted for compatibility: the stand-in always exposes /monitoring/prometheus/metrics.
     #[arg(long = "monitoring_config_file")]
     pub monitoring_config_file: Option<PathBuf>,
+    /// Open connections allowed per port (REST and gRPC each); more wait until one closes.
+    #[arg(long = "max_connections", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request head (and to start the next one on a
+    /// kept-alive HTTP/1 connection) before the connection is closed.
+    #[arg(
+        long = "header_read_timeout_ms",
+        env = "BENCHSTACK_SERVE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 30_000,
+        hide = true
+    )]
+    pub header_read_timeout_ms: u64,
+    /// Milliseconds a connection may send and take nothing before it is closed.
+    #[arg(
+        long = "idle_timeout_ms",
+        env = "BENCHSTACK_SERVE_IDLE_TIMEOUT_MS",
+        default_value_t = 300_000,
+        hide = true
+    )]
+    pub idle_timeout_ms: u64,
+}
+
+/// Longest timeout the hidden timeout flags take (a day): beyond it is surely a typo, and a
+/// deadline that far out is no defence.
+const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// Most connections per port.
+const MAX_CONNECTIONS: usize = 1 << 20;
+
+/// Refuses a flag value outside `lo..=hi`, naming the flag.
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    flag: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> miette::Result<T> {
+    if value < lo || value > hi {
+        return Err(miette!(
+            "--{flag}={value} is out of range: expected {lo} to {hi}"
+        ));
+    }
+    Ok(value)
 }
 
 pub fn options(args: &Args) -> miette::Result<ServeOptions> {
@@ -92,14 +133,40 @@ pub fn options(args: &Args) -> miette::Result<ServeOptions> {
         }
         (false, None) => None,
     };
+    // Thread counts become spawned threads: bound them like num_batch_threads (0 = cores).
+    let threads = |flag, v| check_range(flag, v, 0, config::MAX_THREADS);
+    threads(
+        "tensorflow_intra_op_parallelism",
+        args.tensorflow_intra_op_parallelism,
+    )?;
+    threads("grpc_max_threads", args.grpc_max_threads)?;
+    let net = serve::net::NetLimits {
+        max_connections: check_range("max_connections", args.max_connections, 1, MAX_CONNECTIONS)?,
+        header_read_timeout: std::time::Duration::from_millis(check_range(
+            "header_read_timeout_ms",
+            args.header_read_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )?),
+        idle_timeout: std::time::Duration::from_millis(check_range(
+            "idle_timeout_ms",
+            args.idle_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )?),
+    };
     Ok(ServeOptions {
         bind: args.bind,
         grpc_port: args.port,
         rest_port: args.rest_api_port,
         models,
         batching,
-        inference_threads: args.tensorflow_inter_op_parallelism,
-        io_threads: args.rest_api_num_threads,
+        inference_threads: threads(
+            "tensorflow_inter_op_parallelism",
+            args.tensorflow_inter_op_parallelism,
+        )?,
+        io_threads: threads("rest_api_num_threads", args.rest_api_num_threads)?,
+        net,
     })
 }
 

@@ -113,12 +113,13 @@ pub struct Executor {
 
 impl Executor {
     /// `params = None` means batching off; `threads` is then the number of worker threads.
+    /// Fails when the OS refuses a thread (the count itself was bounded when it was read).
     pub fn start(
         servable: Arc<Servable>,
         params: Option<BatchingParams>,
         threads: usize,
         counters: Arc<Counters>,
-    ) -> Self {
+    ) -> Result<Self, std::io::Error> {
         let n = params
             .as_ref()
             .map(|p| p.num_batch_threads)
@@ -134,19 +135,23 @@ impl Executor {
             servable,
             counters,
         });
-        let handles = (0..n)
-            .map(|i| {
-                let s = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("batch-{i}"))
-                    .spawn(move || worker(s))
-                    .expect("spawning a batch thread")
-            })
-            .collect();
-        Executor {
+        let executor = Executor {
             shared,
-            threads: Mutex::new(handles),
+            threads: Mutex::new(Vec::with_capacity(n)),
+        };
+        for i in 0..n {
+            let s = executor.shared.clone();
+            // On error, dropping `executor` stops and joins the threads already started.
+            let handle = std::thread::Builder::new()
+                .name(format!("batch-{i}"))
+                .spawn(move || worker(s))?;
+            executor
+                .threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(handle);
         }
+        Ok(executor)
     }
 
     pub fn servable(&self) -> &Arc<Servable> {
@@ -182,41 +187,49 @@ impl Executor {
             .map(|b| p.max_batch_size.saturating_sub(b.rows))
             .unwrap_or(0);
         // The pieces this task becomes: whole, or (with large batch splitting, as TF Serving
-        // does) the room left in the open batch and then batches of the execution size.
-        let pieces: Vec<usize> =
-            if rows <= open_room || (rows <= p.max_batch_size && !p.enable_large_batch_splitting) {
-                vec![rows]
-            } else if p.enable_large_batch_splitting {
-                let exec_size = p
-                    .max_execution_batch_size
-                    .unwrap_or(p.max_batch_size)
-                    .min(p.max_batch_size)
-                    .max(1);
-                let mut v = Vec::new();
-                let mut left = rows;
-                if open_room > 0 {
-                    v.push(open_room.min(left));
-                    left -= open_room.min(left);
-                }
-                while left > 0 {
-                    v.push(exec_size.min(left));
-                    left -= exec_size.min(left);
-                }
-                v
-            } else {
-                return Err(ExecError::TooLarge {
-                    rows,
-                    max: p.max_batch_size,
-                });
-            };
-        let new_batches = pieces.len() - usize::from(pieces[0] <= open_room);
-        if q.batches.len() + new_batches > p.max_enqueued_batches {
+        // does) the room left in the open batch and then batches of the execution size. Their
+        // number is worked out before any is allocated: `rows` is the client's, and a queue
+        // that cannot take them all refuses the task whole.
+        let exec_size = p
+            .max_execution_batch_size
+            .unwrap_or(p.max_batch_size)
+            .min(p.max_batch_size)
+            .max(1);
+        let whole =
+            rows <= open_room || (rows <= p.max_batch_size && !p.enable_large_batch_splitting);
+        if !whole && !p.enable_large_batch_splitting {
+            return Err(ExecError::TooLarge {
+                rows,
+                max: p.max_batch_size,
+            });
+        }
+        let first = if whole { rows } else { open_room.min(rows) };
+        let new_batches = if whole {
+            usize::from(rows > open_room)
+        } else {
+            (rows - first).div_ceil(exec_size)
+        };
+        if q.batches.len().saturating_add(new_batches) > p.max_enqueued_batches {
             self.shared
                 .counters
                 .rejected_queue_full
                 .fetch_add(1, Ordering::Relaxed);
             return Err(ExecError::QueueFull);
         }
+        let pieces: Vec<usize> = if whole {
+            vec![rows]
+        } else {
+            let mut v = Vec::with_capacity(new_batches + 1);
+            if first > 0 {
+                v.push(first);
+            }
+            let mut left = rows - first;
+            while left > 0 {
+                v.push(exec_size.min(left));
+                left -= exec_size.min(left);
+            }
+            v
+        };
         let width = input.len().checked_div(rows).unwrap_or(0);
         let mut parts = Vec::with_capacity(pieces.len());
         let mut offset = 0;

@@ -7,6 +7,21 @@ use std::path::{Path, PathBuf};
 
 use super::textproto::{self, Field, Message, Value};
 
+// Bounds on counts read from files and flags. TF Serving's tuned values are far below them
+// (8000 rows, 4 threads, 100 queued batches, microseconds of timeout); they exist so that a
+// typo or a hostile file is a config error at startup, not a billion threads or an
+// allocation of terabytes.
+/// Most batch threads per servable (`num_batch_threads`) and most inference or front-end threads.
+pub const MAX_THREADS: usize = 1024;
+/// Most rows per batch (`max_batch_size`, `max_execution_batch_size`, `allowed_batch_sizes`).
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+/// Most batches waiting (`max_enqueued_batches`).
+pub const MAX_ENQUEUED_BATCHES: usize = 1_000_000;
+/// Longest `batch_timeout_micros`: a minute (a batch that waits longer is surely a typo).
+pub const MAX_BATCH_TIMEOUT_MICROS: u64 = 60_000_000;
+/// Largest config file read (models.config, batching_parameters.txt).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 /// Which versions under a base path are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionPolicy {
@@ -81,10 +96,28 @@ fn invalid(path: &Path, line: usize, col: usize, message: impl Into<String>) -> 
 }
 
 fn read(path: &Path) -> Result<Message, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    use std::io::Read as _;
+    let read_err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    // One byte past the limit tells a file at the limit from a larger one.
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(invalid(
+            path,
+            1,
+            1,
+            format!(
+                "the file is larger than {} MiB; a config file is a few lines",
+                MAX_CONFIG_BYTES >> 20
+            ),
+        ));
+    }
     textproto::parse(&text).map_err(|e| invalid(path, e.line, e.col, e.message))
 }
 
@@ -115,12 +148,13 @@ fn expect_string(path: &Path, f: &Field) -> Result<String, ConfigError> {
 fn expect_int(path: &Path, f: &Field) -> Result<i64, ConfigError> {
     match &f.value {
         Value::Scalar(s) => s.parse().map_err(|_| {
-            invalid(
-                path,
-                f.line,
-                f.col,
-                format!("`{}` must be an integer, found `{s}`", f.name),
-            )
+            let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+            let message = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                format!("`{}` is {s}, out of range for a 64-bit integer", f.name)
+            } else {
+                format!("`{}` must be an integer, found `{s}`", f.name)
+            };
+            invalid(path, f.line, f.col, message)
         }),
         other => Err(invalid(
             path,
@@ -375,12 +409,33 @@ pub fn read_batching_parameters(path: &Path) -> Result<BatchingParams, ConfigErr
                 )
             })
         };
+        let bounded = |what: &Field, max: u64| -> Result<u64, ConfigError> {
+            let v = non_negative(what)?;
+            if v > max {
+                return Err(invalid(
+                    path,
+                    what.line,
+                    what.col,
+                    format!("`{}` is {v}; the stand-in accepts at most {max}", what.name),
+                ));
+            }
+            Ok(v)
+        };
+        // Every bound is at most usize::MAX on 64-bit targets, so the casts are exact.
         match f.name.as_str() {
-            "max_batch_size" => p.max_batch_size = non_negative(scalar)? as usize,
-            "batch_timeout_micros" => p.batch_timeout_micros = non_negative(scalar)?,
-            "max_enqueued_batches" => p.max_enqueued_batches = non_negative(scalar)? as usize,
-            "num_batch_threads" => p.num_batch_threads = non_negative(scalar)? as usize,
-            "allowed_batch_sizes" => p.allowed_batch_sizes.push(non_negative(scalar)? as usize),
+            "max_batch_size" => p.max_batch_size = bounded(scalar, MAX_BATCH_SIZE as u64)? as usize,
+            "batch_timeout_micros" => {
+                p.batch_timeout_micros = bounded(scalar, MAX_BATCH_TIMEOUT_MICROS)?
+            }
+            "max_enqueued_batches" => {
+                p.max_enqueued_batches = bounded(scalar, MAX_ENQUEUED_BATCHES as u64)? as usize
+            }
+            "num_batch_threads" => {
+                p.num_batch_threads = bounded(scalar, MAX_THREADS as u64)? as usize
+            }
+            "allowed_batch_sizes" => p
+                .allowed_batch_sizes
+                .push(bounded(scalar, MAX_BATCH_SIZE as u64)? as usize),
             "pad_variable_length_inputs" => {
                 p.pad_variable_length_inputs = expect_bool(path, scalar)?
             }
@@ -388,7 +443,7 @@ pub fn read_batching_parameters(path: &Path) -> Result<BatchingParams, ConfigErr
                 p.enable_large_batch_splitting = expect_bool(path, scalar)?
             }
             "max_execution_batch_size" => {
-                p.max_execution_batch_size = Some(non_negative(scalar)? as usize)
+                p.max_execution_batch_size = Some(bounded(scalar, MAX_BATCH_SIZE as u64)? as usize)
             }
             "thread_pool_name" => {}
             _ => return Err(unknown(path, f, "BatchingParameters", KNOWN)),
@@ -527,5 +582,59 @@ mod tests {
                 .to_string()
                 .contains("must be an integer")
         );
+        let f = write("batch_timeout_micros { value: 99999999999999999999 }\n");
+        assert!(
+            read_batching_parameters(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+    }
+
+    #[test]
+    fn absurd_batching_counts_are_config_errors_naming_file_line_and_field() {
+        for (text, field, max) in [
+            (
+                "num_batch_threads { value: 1000000000 }\n",
+                "num_batch_threads",
+                "1024",
+            ),
+            ("max_batch_size: 10000000000\n", "max_batch_size", "1048576"),
+            (
+                "max_enqueued_batches { value: 1000000000000 }\n",
+                "max_enqueued_batches",
+                "1000000",
+            ),
+            (
+                "batch_timeout_micros { value: 18446744073709551 }\n",
+                "batch_timeout_micros",
+                "60000000",
+            ),
+            (
+                "max_execution_batch_size { value: 4294967296 }\n",
+                "max_execution_batch_size",
+                "1048576",
+            ),
+            (
+                "allowed_batch_sizes: 4294967296\n",
+                "allowed_batch_sizes",
+                "1048576",
+            ),
+        ] {
+            let f = write(text);
+            let e = read_batching_parameters(f.path()).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{}:1:", f.path().display())), "{e}");
+            assert!(e.contains(&format!("`{field}`")) && e.contains(max), "{e}");
+        }
+    }
+
+    #[test]
+    fn deeply_nested_and_oversized_config_files_are_errors() {
+        let f = write(&"model_config_list {".repeat(100_000));
+        let e = read_model_config(f.path()).unwrap_err().to_string();
+        assert!(e.contains("nest more than"), "{e}");
+        let f = write(&"#".repeat(MAX_CONFIG_BYTES as usize + 1));
+        let e = read_batching_parameters(f.path()).unwrap_err().to_string();
+        assert!(e.contains("larger than 16 MiB"), "{e}");
     }
 }

@@ -8,6 +8,50 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::batching::{Counters, ExecError, Executor};
 use super::model::{LoadedModel, Servable};
 
+/// The largest REST body or gRPC message the stand-in reads. A batch of 8000 rows of 10
+/// floats is 320 KB, so this is generous; it also sets the element bound below.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The most elements an input tensor may have: as many f32 as the largest message can carry.
+/// Dense values can never exceed it (they would not fit the message); it is what bounds a
+/// single broadcast value (`float_val: [x]` with a large shape), which TensorFlow allows.
+pub const MAX_ELEMENTS: usize = MAX_MESSAGE_BYTES / std::mem::size_of::<f32>();
+
+/// TensorFlow's own limit on the rank of a tensor (TensorShape::MaxDimensions).
+pub const MAX_DIMS: usize = 254;
+
+/// The element count of a client-declared shape: refuses negative sizes, too many dims, an
+/// overflowing product and more than [`MAX_ELEMENTS`], before anything is allocated from it.
+pub fn element_count(name: &str, dims: &[i64]) -> Result<usize, ApiError> {
+    if dims.len() > MAX_DIMS {
+        return Err(ApiError::invalid(format!(
+            "input \"{name}\" has {} dimensions; a tensor has at most {MAX_DIMS}",
+            dims.len()
+        )));
+    }
+    let mut count: usize = 1;
+    for d in dims {
+        let size = usize::try_from(*d).map_err(|_| {
+            ApiError::invalid(format!(
+                "input \"{name}\" has shape {dims:?}: dimension {d} is negative"
+            ))
+        })?;
+        count = count.checked_mul(size).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "input \"{name}\" has shape {dims:?}: the element count overflows"
+            ))
+        })?;
+    }
+    // A zero dim anywhere makes the product 0, so checking once at the end is exact.
+    if count > MAX_ELEMENTS {
+        return Err(ApiError::invalid(format!(
+            "input \"{name}\" has shape {dims:?}: {count} elements exceed the limit of {MAX_ELEMENTS} (what a {} MiB message can carry as DT_FLOAT)",
+            MAX_MESSAGE_BYTES >> 20
+        )));
+    }
+    Ok(count)
+}
+
 /// TF Serving's error categories as they map to gRPC codes and HTTP statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -269,5 +313,40 @@ pub fn check_signature(servable: &Servable, signature: &str) -> Result<(), ApiEr
             "Serving signature name: \"{signature}\" not found in signature def; expected \"{}\"",
             servable.signature.name
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_count_refuses_overflow_negatives_rank_and_giants() {
+        assert_eq!(element_count("x", &[3, 10]), Ok(30));
+        assert_eq!(element_count("x", &[]), Ok(1));
+        assert_eq!(element_count("x", &[0, i64::MAX]), Ok(0));
+        let giant = element_count("x", &[1_000_000_000_000, 10]).unwrap_err();
+        assert_eq!(giant.code, Code::InvalidArgument);
+        assert!(
+            giant.message.contains("exceed the limit"),
+            "{}",
+            giant.message
+        );
+        let overflow = element_count("x", &[i64::MAX, i64::MAX]).unwrap_err();
+        assert!(
+            overflow.message.contains("overflows"),
+            "{}",
+            overflow.message
+        );
+        let negative = element_count("x", &[-1, 10]).unwrap_err();
+        assert!(
+            negative.message.contains("negative"),
+            "{}",
+            negative.message
+        );
+        let rank = element_count("x", &[1; MAX_DIMS + 1]).unwrap_err();
+        assert!(rank.message.contains("at most 254"), "{}", rank.message);
+        assert_eq!(element_count("x", &[MAX_ELEMENTS as i64]), Ok(MAX_ELEMENTS));
+        assert!(element_count("x", &[MAX_ELEMENTS as i64 + 1]).is_err());
     }
 }

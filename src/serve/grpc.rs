@@ -54,33 +54,45 @@ pub fn decode_input(
             input.key
         )));
     }
-    let t = &req.inputs[&input.key];
-    let dims: Vec<i64> = t
-        .tensor_shape
-        .as_ref()
+    let Some(t) = req.inputs.get(&input.key) else {
+        return Err(ApiError::invalid(format!(
+            "the request has no input \"{}\"",
+            input.key
+        )));
+    };
+    let shape = t.tensor_shape.as_ref();
+    if shape.is_some_and(|s| s.unknown_rank) {
+        return Err(ApiError::invalid(format!(
+            "input \"{}\" has an unknown rank; expected shape {:?} (-1 = any)",
+            input.key, input.shape
+        )));
+    }
+    let dims: Vec<i64> = shape
         .map(|s| s.dim.iter().map(|d| d.size).collect())
         .unwrap_or_default();
+    // Rank, signs and the product are checked before anything is sized from them: the shape
+    // is the client's word, and a 40-byte message can declare [10^12, 10].
+    let count = super::core::element_count(&input.key, &dims)?;
     if dims.len() != input.shape.len()
         || dims
             .iter()
             .zip(&input.shape)
             .any(|(d, e)| *e >= 0 && d != e)
-        || dims.iter().any(|d| *d < 0)
     {
         return Err(ApiError::invalid(format!(
             "input \"{}\" has shape {dims:?}; expected {:?} (-1 = any)",
             input.key, input.shape
         )));
     }
-    let count: usize = dims.iter().map(|d| *d as usize).product();
     let values: Vec<f32> = match DataType::try_from(t.dtype) {
         Ok(DataType::DtFloat) => {
             if !t.tensor_content.is_empty() {
-                if t.tensor_content.len() != count * 4 {
+                // count <= MAX_ELEMENTS, so this cannot overflow; saturating all the same.
+                let need = count.saturating_mul(4);
+                if t.tensor_content.len() != need {
                     return Err(ApiError::invalid(format!(
-                        "tensor_content holds {} bytes; shape {dims:?} of DT_FLOAT needs {}",
+                        "tensor_content holds {} bytes; shape {dims:?} of DT_FLOAT needs {need}",
                         t.tensor_content.len(),
-                        count * 4
                     )));
                 }
                 t.tensor_content
@@ -90,7 +102,7 @@ pub fn decode_input(
             } else if t.float_val.len() == count {
                 t.float_val.clone()
             } else if t.float_val.len() == 1 {
-                // TF fills the whole tensor from a single value.
+                // TF fills the whole tensor from a single value; element_count bounded it.
                 vec![t.float_val[0]; count]
             } else {
                 return Err(ApiError::invalid(format!(
@@ -109,8 +121,13 @@ pub fn decode_input(
             )));
         }
     };
-    let rows = count.checked_div(width).unwrap_or(0);
-    Ok((rows, values))
+    if width == 0 || count % width != 0 {
+        return Err(ApiError::invalid(format!(
+            "input \"{}\" has shape {dims:?}, which is not whole rows of {width} values",
+            input.key
+        )));
+    }
+    Ok((count / width, values))
 }
 
 fn tensor_info(t: &TensorSpec) -> TensorInfo {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod core;
 pub mod grpc;
 pub mod model;
+pub mod net;
 pub mod rest;
 pub mod textproto;
 
@@ -16,12 +17,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use self::batching::{Counters, Executor};
 use self::config::{BatchingParams, ConfigError, ModelEntry};
-use self::core::{Core, RequestCounters, ServedModel};
+use self::core::{Core, MAX_MESSAGE_BYTES, RequestCounters, ServedModel};
+use self::net::{Acceptor, NetLimits};
 
 /// Everything `benchstack serve` needs, resolved from TF Serving's flags.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct ServeOptions {
     pub inference_threads: usize,
     /// Runtime threads for the REST/gRPC front ends (0 = cores).
     pub io_threads: usize,
+    /// Connection cap and timeouts for both listeners.
+    pub net: NetLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,16 +81,17 @@ pub fn build_core(opts: &ServeOptions) -> Result<Core, ServeError> {
     let mut models = BTreeMap::new();
     for entry in &opts.models {
         let loaded = model::load(entry)?;
-        let executors = loaded
-            .versions
-            .iter()
-            .map(|(v, s)| {
-                (
-                    *v,
-                    Executor::start(s.clone(), opts.batching.clone(), threads, counters.clone()),
-                )
-            })
-            .collect();
+        let mut executors = BTreeMap::new();
+        for (v, s) in &loaded.versions {
+            let exec = Executor::start(s.clone(), opts.batching.clone(), threads, counters.clone())
+                .map_err(|e| {
+                    ServeError::Runtime(format!(
+                        "model `{}` version {v}: cannot start its batch threads: {e}",
+                        entry.name
+                    ))
+                })?;
+            executors.insert(*v, exec);
+        }
         models.insert(
             entry.name.clone(),
             ServedModel {
@@ -105,6 +110,7 @@ pub fn build_core(opts: &ServeOptions) -> Result<Core, ServeError> {
 
 /// Runs the server until SIGTERM or SIGINT; `on_ready` gets the bound ports once both listen.
 pub fn run(opts: ServeOptions, on_ready: impl FnOnce(Ready)) -> Result<(), ServeError> {
+    net::raise_nofile_limit();
     let core = Arc::new(build_core(&opts)?);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if opts.io_threads > 0 {
@@ -157,16 +163,26 @@ async fn serve(
 
     let svc = grpc::Service { core: core.clone() };
     let mut grpc_stop = stop_rx.clone();
+    let limits = opts.net;
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(net::H2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(net::H2_KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(net::H2_MAX_CONCURRENT_STREAMS)
             .add_service(
                 crate::proto::serving::prediction_service_server::PredictionServiceServer::new(
                     svc.clone(),
-                ),
+                )
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .add_service(crate::proto::serving::model_service_server::ModelServiceServer::new(svc))
+            .add_service(
+                crate::proto::serving::model_service_server::ModelServiceServer::new(svc)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            // Our own accept loop: tonic's retries a failing accept at once (a spin on
+            // EMFILE) and has no cap on connections or deadline on silent ones.
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                Acceptor::new(grpc, limits, "gRPC").into_stream(),
                 async move {
                     let _ = grpc_stop.wait_for(|s| *s).await;
                 },
@@ -175,17 +191,27 @@ async fn serve(
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut rest_stop = stop_rx.clone();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Slowloris: the whole head must arrive in time, however slowly it trickles.
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(net::H2_KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(net::H2_KEEPALIVE_TIMEOUT)
+        .max_concurrent_streams(net::H2_MAX_CONCURRENT_STREAMS);
+    let mut rest_acceptor = Acceptor::new(rest, limits, "REST");
     loop {
         tokio::select! {
-            accepted = rest.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
+            stream = rest_acceptor.accept() => {
                 let core = core.clone();
                 let service = service_fn(move |req| {
                     let core = core.clone();
                     async move { Ok::<_, std::convert::Infallible>(rest::handle(core, req).await) }
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -196,7 +222,7 @@ async fn serve(
         }
     }
     // Stop accepting (the listener drops here), let in-flight requests finish.
-    drop(rest);
+    drop(rest_acceptor);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown()).await;
     let _ = grpc_task.await;
     signals.abort();

@@ -162,6 +162,10 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// How deeply messages may nest. TF Serving's files nest four levels; protobuf's own parsers
+/// stop at 100, which we copy so a file of 100k `{` is an error, not a stack overflow.
+pub const MAX_DEPTH: usize = 100;
+
 /// Parses a whole text-format message.
 pub fn parse(src: &str) -> Result<Message, ParseError> {
     let mut lx = Lexer {
@@ -170,11 +174,24 @@ pub fn parse(src: &str) -> Result<Message, ParseError> {
         line: 1,
         col: 1,
     };
-    let msg = parse_fields(&mut lx, None)?;
+    let msg = parse_fields(&mut lx, None, 0)?;
     Ok(msg)
 }
 
-fn parse_fields(lx: &mut Lexer<'_>, open: Option<(usize, usize)>) -> Result<Message, ParseError> {
+fn parse_fields(
+    lx: &mut Lexer<'_>,
+    open: Option<(usize, usize)>,
+    depth: usize,
+) -> Result<Message, ParseError> {
+    if let Some((l, c)) = open
+        && depth > MAX_DEPTH
+    {
+        return Err(lx.err(
+            l,
+            c,
+            format!("messages nest more than {MAX_DEPTH} levels deep here"),
+        ));
+    }
     let mut msg = Message::default();
     loop {
         let (tok, line, col) = lx.next()?;
@@ -206,7 +223,7 @@ fn parse_fields(lx: &mut Lexer<'_>, open: Option<(usize, usize)>) -> Result<Mess
             (tok, vline, vcol) = lx.next()?;
         }
         let value = match tok {
-            Token::Open => Value::Message(parse_fields(lx, Some((vline, vcol)))?),
+            Token::Open => Value::Message(parse_fields(lx, Some((vline, vcol)), depth + 1)?),
             Token::Str(s) if had_colon => Value::String(s),
             Token::Ident(s) if had_colon => Value::Scalar(s),
             other => {
@@ -282,5 +299,21 @@ mod tests {
         assert_eq!((e.line, e.col), (1, 8));
         let e = parse("name: 'x\n").unwrap_err();
         assert!(e.message.contains("unterminated"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = "a {".repeat(100_000);
+        let e = parse(&deep).unwrap_err();
+        assert!(e.message.contains("nest more than 100"), "{}", e.message);
+        assert_eq!(e.line, 1);
+        let ok = format!("{}{}", "a {".repeat(MAX_DEPTH), "}".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+        let too_deep = format!(
+            "{}{}",
+            "a <".repeat(MAX_DEPTH + 1),
+            ">".repeat(MAX_DEPTH + 1)
+        );
+        assert!(parse(&too_deep).is_err());
     }
 }
