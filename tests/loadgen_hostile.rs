@@ -568,3 +568,33 @@ fn deeply_nested_hcl_is_refused_located_not_a_stack_overflow() {
     let deep_var = format!("v={}", "[".repeat(100_000));
     assert_refused(benchstack(&["validate", path, "--var", &deep_var]), &["v"]);
 }
+
+/// The stand-in closes a kept-alive connection that stays quiet past its header-read
+/// timeout. At 4 req/s on one connection every request after the first finds it closed: the
+/// generator sends again on a fresh connection instead of reporting `closed` errors.
+#[test]
+fn a_keep_alive_connection_closed_while_idle_is_reopened_not_counted_as_an_error() {
+    let server = serve_process::ServeProcess::start_model(&["--header_read_timeout_ms", "100"]);
+    let body = repo().join("examples/requests/regression.json");
+    let out = Command::cargo_bin("benchstack")
+        .unwrap()
+        .timeout(Duration::from_secs(60))
+        .args(["loadtest", &server.rest_url(), "--model", "regression"])
+        .arg("--request")
+        .arg(&body)
+        .args(["--rate", "4", "--duration", "2s", "--connections", "1"])
+        .args(["--json", "--slo", "errors=0%"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let stage = &v["stages"][0];
+    assert_eq!(stage["requests"], 8, "{stage}");
+    assert_eq!(stage["errors_total"], 0, "{stage}");
+    assert_eq!(out.status.code(), Some(0), "{stage}");
+}

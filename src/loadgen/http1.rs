@@ -512,12 +512,15 @@ fn io_kind(e: &io::Error) -> ErrorKind {
 /// Writes one request and reads its reply. `buf` only ever holds bytes not yet consumed by
 /// the parser (a partial head or chunk-size line), so it stays within the head cap plus
 /// one read.
+/// `received` tells afterwards whether any byte of a reply arrived.
 async fn exchange(
     s: &mut TcpStream,
     req: &[u8],
     buf: &mut Vec<u8>,
     parser: &mut ReplyParser,
+    received: &mut bool,
 ) -> Result<Reply, ErrorKind> {
+    *received = false;
     s.write_all(req).await.map_err(|e| io_kind(&e))?;
     buf.clear();
     parser.reset();
@@ -529,6 +532,7 @@ async fn exchange(
         if n == 0 {
             return parser.finish();
         }
+        *received = true;
         let (used, reply) = parser.feed(buf)?;
         if let Some(mut r) = reply {
             // Bytes nobody asked for: the connection's framing cannot be trusted.
@@ -634,6 +638,7 @@ async fn connection(
         };
         i = i.wrapping_add(1);
         ctx.sent(&job, sent);
+        let reused = conn.is_some();
         let stream = match conn.as_mut() {
             Some(s) => s,
             None => match connect(addr, timeout).await {
@@ -649,9 +654,23 @@ async fn connection(
         sleep
             .as_mut()
             .reset(tokio::time::Instant::from_std(sent + timeout));
+        let attempt = async {
+            let mut received = false;
+            match exchange(stream, req, &mut buf, &mut parser, &mut received).await {
+                // A kept-alive connection the server closed while it sat idle (servers close
+                // quiet connections, the stand-in after its header-read timeout): nothing of
+                // a reply came, so send once more on a fresh connection, as HTTP clients do.
+                // The latency still counts from the intended send time.
+                Err(ErrorKind::Closed) if reused && !received => {
+                    *stream = connect(addr, timeout).await?;
+                    exchange(stream, req, &mut buf, &mut parser, &mut received).await
+                }
+                other => other,
+            }
+        };
         let outcome = tokio::select! {
             biased;
-            r = exchange(stream, req, &mut buf, &mut parser) => r,
+            r = attempt => r,
             _ = &mut sleep => Err(ErrorKind::Timeout),
         };
         let done = Instant::now();
