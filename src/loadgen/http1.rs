@@ -509,18 +509,19 @@ fn io_kind(e: &io::Error) -> ErrorKind {
     }
 }
 
+/// How long a kept-alive connection sits unused before it is checked for a close by the
+/// server ahead of the next request.
+const IDLE_LOOK: Duration = Duration::from_millis(20);
+
 /// Writes one request and reads its reply. `buf` only ever holds bytes not yet consumed by
 /// the parser (a partial head or chunk-size line), so it stays within the head cap plus
 /// one read.
-/// `received` tells afterwards whether any byte of a reply arrived.
 async fn exchange(
     s: &mut TcpStream,
     req: &[u8],
     buf: &mut Vec<u8>,
     parser: &mut ReplyParser,
-    received: &mut bool,
 ) -> Result<Reply, ErrorKind> {
-    *received = false;
     s.write_all(req).await.map_err(|e| io_kind(&e))?;
     buf.clear();
     parser.reset();
@@ -532,7 +533,6 @@ async fn exchange(
         if n == 0 {
             return parser.finish();
         }
-        *received = true;
         let (used, reply) = parser.feed(buf)?;
         if let Some(mut r) = reply {
             // Bytes nobody asked for: the connection's framing cannot be trusted.
@@ -624,6 +624,7 @@ async fn connection(
     tokio::pin!(sleep);
     // Connect before the schedule starts (the run waits for every connection's attempt).
     let mut conn = connect(addr, timeout).await.ok();
+    let mut last_done = Instant::now();
     if !announced.get() {
         announced.set(true);
         ctx.connected();
@@ -654,26 +655,28 @@ async fn connection(
         sleep
             .as_mut()
             .reset(tokio::time::Instant::from_std(sent + timeout));
-        let attempt = async {
-            let mut received = false;
-            match exchange(stream, req, &mut buf, &mut parser, &mut received).await {
-                // A kept-alive connection the server closed while it sat idle (servers close
-                // quiet connections, the stand-in after its header-read timeout): nothing of
-                // a reply came, so send once more on a fresh connection, as HTTP clients do.
-                // The latency still counts from the intended send time.
-                Err(ErrorKind::Closed) if reused && !received => {
-                    *stream = connect(addr, timeout).await?;
-                    exchange(stream, req, &mut buf, &mut parser, &mut received).await
-                }
-                other => other,
-            }
-        };
         let outcome = tokio::select! {
             biased;
-            r = attempt => r,
+            r = async {
+                // A kept-alive connection that sat idle may have been closed by the server
+                // (servers close quiet connections; the stand-in after its header-read
+                // timeout). Look before sending, as HTTP clients do, so that is not counted as
+                // the request's failure; a close that comes after the request was sent still
+                // is. Busy connections skip the look (a read syscall).
+                if reused && sent.saturating_duration_since(last_done) >= IDLE_LOOK {
+                    let mut probe = [0u8; 1];
+                    match stream.try_read(&mut probe) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        // End of stream, stray bytes or an error: not fit for a request.
+                        _ => *stream = connect(addr, timeout).await?,
+                    }
+                }
+                exchange(stream, req, &mut buf, &mut parser).await
+            } => r,
             _ = &mut sleep => Err(ErrorKind::Timeout),
         };
         let done = Instant::now();
+        last_done = done;
         let result = match outcome {
             Ok(reply) => {
                 if !reply.keep_alive {
