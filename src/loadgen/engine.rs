@@ -1,8 +1,9 @@
 //! The run itself, on one thread: a dispatcher releases requests at their intended send
 //! times (open loop) into a queue that the connection tasks drain; in a `max` stage the
 //! connections send back to back instead (closed loop). Each wake-up of the dispatcher also
-//! releases the requests due within `RELEASE_WINDOW` after it (see there). Everything shares one `Ctx` through
-//! `Rc<RefCell<..>>` on a current-thread runtime, so the hot path takes no locks.
+//! releases the requests due within `RELEASE_WINDOW` after it (see there). Everything shares
+//! one `Ctx` through `Rc<RefCell<..>>` on a current-thread runtime, so the hot path takes no
+//! locks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -21,7 +22,7 @@ pub const WARMUP: u32 = u32::MAX;
 
 /// A dispatcher wake-up also releases the requests due this soon after it. Waking the
 /// thread costs more CPU than the send itself (a timer, an idle exit, a context switch:
-/// ~25 µs on a 2-core VM), so at 3900 req/s one wake-up per request made the generator cost
+/// ~23 µs on a 2-core VM), so at 3900 req/s one wake-up per request made the generator cost
 /// more than oha per request. Released early, a request is sent at most this much before its
 /// intended time, and its latency then counts from the actual send (see `Ctx::done`), so
 /// it is never shorter than what the server took; one sent late still counts from the
