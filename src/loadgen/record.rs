@@ -239,7 +239,7 @@ impl StageRecorder {
             self.timeline.pop();
         }
         let duration_s = self.stage.duration.as_secs_f64();
-        let reason = bottleneck(&self.lag, self.cap_hits);
+        let reason = bottleneck(&self.lag, self.cap_hits, result::late_threshold(slos));
         StageReport {
             name: self.stage.name.clone(),
             target_rate: match self.stage.rate {

@@ -166,10 +166,12 @@ impl PreciseTimer {
                     let mut buf = [0u8; 8];
                     // SAFETY: reading the 8-byte expiration count into our buffer.
                     let n = unsafe { libc::read(raw, buf.as_mut_ptr().cast(), 8) };
+                    // Readiness is cleared after a successful read too: left set, the next
+                    // sleep would first read an empty timer (one wasted syscall per wake-up).
+                    guard.clear_ready();
                     if n == 8 {
                         return;
                     }
-                    guard.clear_ready();
                     if Instant::now() >= deadline {
                         return;
                     }
