@@ -93,7 +93,7 @@ impl LocalProvider {
     ) -> Result<ServingObserved, ProviderError> {
         let models = super::serving_models(s, inputs)?;
         let files = manifest::render_serving(s, &models, ModelPaths::Local)
-            .map_err(|e| ProviderError::Failed(e.to_string()))?;
+            .map_err(|e| ProviderError::other(e.to_string()))?;
         let generation = format!(
             "g{}-{}",
             std::time::SystemTime::now()
@@ -124,7 +124,7 @@ impl LocalProvider {
                 .to_string(),
         };
         let flags =
-            manifest::flag_list(s, &paths).map_err(|e| ProviderError::Failed(e.to_string()))?;
+            manifest::flag_list(s, &paths).map_err(|e| ProviderError::other(e.to_string()))?;
         let (program, pre_args) = match &self.server {
             Some(s) => s.clone(),
             None => server_binary()?,
@@ -192,7 +192,7 @@ impl LocalProvider {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
-        Err(last_err.unwrap_or_else(|| ProviderError::Failed("serving did not start".into())))
+        Err(last_err.unwrap_or_else(|| ProviderError::other("serving did not start")))
     }
 
     fn stop_serving(&self, o: &ServingObserved) {
@@ -228,10 +228,8 @@ impl Provider for LocalProvider {
                 }
             }
             ResourceConfig::Serving(_) => {
-                let o: ServingObserved =
-                    serde_json::from_value(prior.observed.clone()).map_err(|e| {
-                        ProviderError::Failed(format!("unreadable observed state: {e}"))
-                    })?;
+                let o: ServingObserved = serde_json::from_value(prior.observed.clone())
+                    .map_err(|e| ProviderError::other(format!("unreadable observed state: {e}")))?;
                 let mut dead = Vec::new();
                 let mut unhealthy = Vec::new();
                 for (i, r) in o.replicas.iter().enumerate() {
@@ -253,10 +251,15 @@ impl Provider for LocalProvider {
                 } else if !dead.is_empty() {
                     Ok(Observation::Drifted(format!("{} exited", dead.join(", "))))
                 } else if !unhealthy.is_empty() {
-                    Ok(Observation::Drifted(format!(
-                        "{} does not report its models AVAILABLE",
-                        unhealthy.join(", ")
-                    )))
+                    // Running, but its status could not be read (busy, loading): a failure to
+                    // read is never a reason to replace it.
+                    Ok(Observation::Unsettled {
+                        observed: prior.observed.clone(),
+                        warning: format!(
+                            "{} did not report its models AVAILABLE in time",
+                            unhealthy.join(", ")
+                        ),
+                    })
                 } else {
                     Ok(Observation::Present(prior.observed.clone()))
                 }
@@ -447,7 +450,7 @@ fn model_versions(m: &ModelConfig) -> Result<Vec<u64>, ProviderError> {
         .collect();
     versions.sort_unstable();
     if versions.is_empty() {
-        return Err(ProviderError::Failed(format!(
+        return Err(ProviderError::other(format!(
             "model `{}`: {} holds no numeric version folder (expected e.g. {}/1/saved_model.pb)",
             m.name,
             m.base_path.display(),
@@ -525,7 +528,7 @@ fn wait_ready(r: &Replica, models: &[String], timeout: Duration) -> Result<(), P
     let deadline = Instant::now() + timeout;
     loop {
         if !is_alive(r.pid, r.start_time) {
-            return Err(ProviderError::Failed(format!(
+            return Err(ProviderError::other(format!(
                 "the server (pid {}) exited while starting; the end of {}:\n{}",
                 r.pid,
                 r.log.display(),
@@ -536,7 +539,7 @@ fn wait_ready(r: &Replica, models: &[String], timeout: Duration) -> Result<(), P
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(ProviderError::Failed(format!(
+            return Err(ProviderError::other(format!(
                 "the server (pid {}) did not report {} AVAILABLE within {}s; see {}",
                 r.pid,
                 models.join(", "),
