@@ -211,7 +211,7 @@ pub enum PlanError {
     Refresh {
         address: Address,
         #[source]
-        error: ProviderError,
+        error: Box<ProviderError>,
     },
     /// What an interrupted apply left could not be checked: its record is kept.
     #[error(
@@ -221,7 +221,7 @@ pub enum PlanError {
         address: Address,
         operation: String,
         #[source]
-        error: ProviderError,
+        error: Box<ProviderError>,
     },
 }
 
@@ -394,7 +394,7 @@ pub fn make(
                 .map_err(|error| PlanError::Recover {
                     address: a.clone(),
                     operation: intent.operation.clone(),
-                    error,
+                    error: Box::new(error),
                 })?
                 .and_then(|obs| adopted(intent, obs)),
             None => None,
@@ -514,7 +514,7 @@ pub fn make(
                 Err(error) => {
                     return Err(PlanError::Refresh {
                         address: a.clone(),
-                        error,
+                        error: Box::new(error),
                     });
                 }
             };
