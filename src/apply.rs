@@ -23,6 +23,11 @@ pub enum Event {
         address: Address,
         adopted: bool,
     },
+    /// What an interrupted apply left could not be checked: the intent is kept.
+    RecoveryFailed {
+        address: Address,
+        message: String,
+    },
     Started {
         address: Address,
         action: Action,
@@ -102,6 +107,11 @@ pub enum ApplyError {
     Plan(#[from] crate::plan::PlanError),
     #[error(transparent)]
     Cycle(#[from] crate::graph::CycleError),
+    #[error(
+        "what an interrupted apply left could not be checked, so its record is kept and nothing was changed: {}; try again when the API answers",
+        .0.iter().map(|(a, m)| format!("{a}: {m}")).collect::<Vec<_>>().join("; ")
+    )]
+    Recovery(Vec<(Address, String)>),
 }
 
 pub struct ApplyOptions {
@@ -137,7 +147,10 @@ pub fn check_fresh(plan: &Plan, store: &Store) -> Result<(), ApplyError> {
 }
 
 /// Settles the intents an interrupted apply left: adopts what it completed (a serving process
-/// that came up is recorded, never started twice) and removes what it half-made.
+/// that came up is recorded, never started twice) and removes what it half-made. An intent
+/// whose provider could not be asked (an API error, an unknown provider) is kept, reported,
+/// and makes this return `ApplyError::Recovery` once the others are settled: dropping it
+/// would forget what the interrupted call may have made.
 pub fn recover(
     store: &Store,
     providers: &Providers,
@@ -152,16 +165,29 @@ pub fn recover(
         progress: &progress,
         cancel: &cancel,
     };
+    let mut failures = Vec::new();
     for intent in store.intents()? {
         let prior = store.resource(&intent.address)?;
-        let adopted = match providers.get(&intent.provider) {
-            Ok(p) => p
-                .recover(&ctx, &intent, prior.as_ref(), true)
-                .unwrap_or(None),
-            Err(_) => None,
-        };
+        let recovered = providers
+            .get(&intent.provider)
+            .and_then(|p| p.recover(&ctx, &intent, prior.as_ref(), true));
         let mut entry =
             state::history_entry("recover", Some(&intent.address), Some(&intent.operation));
+        let adopted = match recovered {
+            Ok(a) => a,
+            Err(e) => {
+                let message = e.to_string();
+                entry.result = format!("failed (the intent is kept): {message}");
+                entry.finished = procinfo::now_unix();
+                store.record_history(entry)?;
+                events(Event::RecoveryFailed {
+                    address: intent.address.clone(),
+                    message: message.clone(),
+                });
+                failures.push((intent.address.clone(), message));
+                continue;
+            }
+        };
         match (adopted, &intent.config) {
             (Some(observed), Some(config)) => {
                 store.put_resource(&ResourceState {
@@ -194,7 +220,11 @@ pub fn recover(
         entry.finished = procinfo::now_unix();
         store.record_history(entry)?;
     }
-    Ok(())
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(ApplyError::Recovery(failures))
+    }
 }
 
 /// Executes the plan's changes. Errors of individual resources are in the outcome; an Err is
@@ -517,7 +547,7 @@ fn step_inner(
             .and_then(|()| provider.create(&ctx, &c.address, after, &inputs)),
         (Action::Run, Some(after), Some(p)) => provider.update(&ctx, p, after, &inputs),
         (_, Some(after), _) => provider.create(&ctx, &c.address, after, &inputs),
-        (_, None, _) => Err(ProviderError::Failed("nothing to apply".into())),
+        (_, None, _) => Err(ProviderError::other("nothing to apply")),
     };
     let applied = match applied {
         Ok(a) => a,
@@ -573,14 +603,18 @@ fn step_inner(
 }
 
 /// After a failed provider call: a failure cleaned up after itself, so the prior record
-/// stands and the intent goes; an interruption (Ctrl-C while a cluster is still being
-/// created) keeps the intent, so the next plan finds what the call started and adopts it.
+/// stands and the intent goes. The intent stays when what the call did is unknown: an
+/// interruption (Ctrl-C while a cluster is still being created), or a request that reached
+/// the API and got no answer (a timeout, a 503 after retries); the next plan then asks the
+/// provider what is there and adopts it, instead of forgetting something that may exist.
 fn settle_failed_intent(
     store: &Store,
     address: &Address,
     error: &ProviderError,
 ) -> Result<(), StateError> {
-    if matches!(error, ProviderError::Interrupted) {
+    let outcome_unknown = matches!(error, ProviderError::Interrupted)
+        || (matches!(error, ProviderError::Unavailable(_)) && !error.unsent());
+    if outcome_unknown {
         Ok(())
     } else {
         store.clear_intent(address).map(|_serial| ())

@@ -221,3 +221,149 @@ fn a_server_started_but_not_recorded_is_adopted_not_started_twice() {
     assert!(apply(&store, &providers, &p).ok());
     assert!(benchstack::state::procinfo::find_by_arg(&dir_str).is_empty());
 }
+
+/// The serving record of a (tampered) state: `directory` and `replicas` as given.
+fn serving_record(
+    directory: &str,
+    replicas: serde_json::Value,
+) -> benchstack::state::ResourceState {
+    let stack = serving_stack(1, 8);
+    let s = stack
+        .resources
+        .iter()
+        .find(|r| r.address.kind == Kind::Serving)
+        .unwrap();
+    benchstack::state::ResourceState {
+        address: s.address.clone(),
+        provider: "local".into(),
+        config: s.config.clone(),
+        depends_on: s.depends_on.clone(),
+        observed: serde_json::json!({
+            "binary": "benchstack",
+            "directory": directory,
+            "models": ["regression"],
+            "replicas": replicas,
+            "rest_endpoint": "http://127.0.0.1:9",
+            "grpc_endpoint": "127.0.0.1:9",
+            "rest_endpoints": ["http://127.0.0.1:9"],
+            "grpc_endpoints": ["127.0.0.1:9"],
+            "started_at": 0,
+        }),
+        rendered: Default::default(),
+        upstream: Default::default(),
+        fingerprint: String::new(),
+        applied_at: 0,
+        last_run: None,
+    }
+}
+
+/// Deletes through the local provider, returning what it reported.
+fn delete_local(state: &std::path::Path, prior: &benchstack::state::ResourceState) -> Vec<String> {
+    use benchstack::provider::Provider;
+    let said = std::sync::Mutex::new(Vec::new());
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let progress = |m: String| said.lock().unwrap().push(m);
+    let ctx = benchstack::provider::Context {
+        state_dir: state,
+        note: &|_| Ok(()),
+        progress: &progress,
+        cancel: &cancel,
+    };
+    providers(state).local.delete(&ctx, prior).unwrap();
+    said.into_inner().unwrap()
+}
+
+#[test]
+fn a_tampered_state_never_makes_delete_remove_a_directory_benchstack_does_not_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let local = state.join("local").join("serving.tf");
+    std::fs::create_dir_all(&local).unwrap();
+    // Something precious outside the state, and an old working directory without the marker.
+    let victim = dir.path().join("precious");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("data"), "keep me").unwrap();
+    std::fs::write(victim.join(benchstack::provider::local::OWNED_MARKER), "").unwrap();
+    let unmarked = local.join("g-old");
+    std::fs::create_dir_all(&unmarked).unwrap();
+    std::fs::write(unmarked.join("models.config"), "old").unwrap();
+    std::os::unix::fs::symlink(&victim, local.join("g-link")).unwrap();
+    let parent_hop = format!("{}/../../../precious", local.display());
+
+    for recorded in [
+        "/".to_string(),
+        "..".to_string(),
+        "".to_string(),
+        "precious".to_string(),
+        victim.display().to_string(),
+        parent_hop,
+        local.join("g-link").display().to_string(),
+        state.join("local").display().to_string(),
+        unmarked.display().to_string(),
+    ] {
+        let said = delete_local(&state, &serving_record(&recorded, serde_json::json!([])));
+        assert!(
+            said.iter().any(|m| m.starts_with("warning: left")),
+            "{recorded:?}: no warning in {said:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(victim.join("data")).unwrap(),
+        "keep me"
+    );
+    assert!(unmarked.join("models.config").is_file());
+    assert!(state.join("local").is_dir());
+
+    // A directory benchstack made (it carries the marker) is removed.
+    let owned = local.join("g-new");
+    std::fs::create_dir_all(&owned).unwrap();
+    std::fs::write(owned.join(benchstack::provider::local::OWNED_MARKER), "").unwrap();
+    let said = delete_local(
+        &state,
+        &serving_record(&owned.display().to_string(), serde_json::json!([])),
+    );
+    assert!(said.is_empty(), "{said:?}");
+    assert!(!owned.exists());
+}
+
+#[test]
+fn delete_stops_only_the_recorded_process_with_its_start_time_never_by_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let working = state.join("local").join("serving.tf").join("g1");
+    std::fs::create_dir_all(&working).unwrap();
+    std::fs::write(working.join(benchstack::provider::local::OWNED_MARKER), "").unwrap();
+    // A process that mentions the working directory but was never recorded, and one whose pid
+    // is recorded with another start time (a reused pid).
+    let mut unrecorded = std::process::Command::new("sh")
+        .args(["-c", "sleep 30; true", &working.display().to_string()])
+        .spawn()
+        .unwrap();
+    let mut reused = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(vec![unrecorded.id(), reused.id()]);
+    let start = benchstack::state::procinfo::start_time(reused.id()).unwrap();
+    let replicas = serde_json::json!([{
+        "pid": reused.id(),
+        "start_time": start + 1,
+        "grpc_port": 9,
+        "rest_port": 9,
+        "log": working.join("replica-1.log"),
+    }]);
+    delete_local(
+        &state,
+        &serving_record(&working.display().to_string(), replicas),
+    );
+    assert!(
+        alive(unrecorded.id()),
+        "a process was matched by its command line"
+    );
+    assert!(alive(reused.id()), "a reused pid was signalled");
+    assert!(!working.exists());
+    let _ = unrecorded.kill();
+    let _ = reused.kill();
+    let _ = unrecorded.wait();
+    let _ = reused.wait();
+}

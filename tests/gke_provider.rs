@@ -16,7 +16,7 @@ use std::time::Duration;
 use assert_cmd::prelude::*;
 use benchstack::provider::gcp::GkeClusterObserved;
 use benchstack::provider::gke::GkeProvider;
-use benchstack::provider::{Context, Inputs, Observation, Provider, ProviderError};
+use benchstack::provider::{Context, ErrorKind, Inputs, Observation, Provider, ProviderError};
 use benchstack::stack::types::{Address, ClusterConfig, Kind, ProviderKind, ResourceConfig};
 use benchstack::state::{Intent, ResourceState};
 use gke_emulator::GkeEmulator;
@@ -283,7 +283,7 @@ fn cluster_deleted_outside_reads_as_gone_and_deleting_it_succeeds() {
 }
 
 #[test]
-fn degraded_cluster_reads_as_drifted_with_its_status_message() {
+fn degraded_cluster_reads_as_unsettled_with_a_warning_and_an_error_cluster_as_drifted() {
     let emu = GkeEmulator::start();
     let p = provider(&emu);
     let a = address("serving");
@@ -298,12 +298,81 @@ fn degraded_cluster_reads_as_drifted_with_its_status_message() {
         "Node pool benchstack has unhealthy nodes"
     ));
     match rec.with(|ctx| p.read(ctx, &prior)).unwrap() {
+        Observation::Unsettled { observed, warning } => {
+            assert_eq!(observed["status"], "DEGRADED");
+            assert!(
+                warning.starts_with(
+                    "cluster serving is DEGRADED: Node pool benchstack has unhealthy nodes"
+                ),
+                "{warning}"
+            );
+        }
+        other => panic!("expected Unsettled, got {other:?}"),
+    }
+    for busy in ["RECONCILING", "PROVISIONING"] {
+        assert!(emu.set_cluster_status(PROJECT, LOCATION, "serving", busy, ""));
+        let got = rec.with(|ctx| p.read(ctx, &prior)).unwrap();
+        assert!(
+            matches!(got, Observation::Unsettled { .. }),
+            "{busy}: {got:?}"
+        );
+    }
+    assert!(emu.set_cluster_status(
+        PROJECT,
+        LOCATION,
+        "serving",
+        "ERROR",
+        "All cluster resources were brought up, but the cluster API is reporting that: only 0 nodes out of 1 have registered"
+    ));
+    match rec.with(|ctx| p.read(ctx, &prior)).unwrap() {
         Observation::Drifted(why) => assert_eq!(
             why,
-            "cluster serving is DEGRADED: Node pool benchstack has unhealthy nodes"
+            "cluster serving is ERROR: All cluster resources were brought up, but the cluster API is reporting that: only 0 nodes out of 1 have registered"
         ),
         other => panic!("expected Drifted, got {other:?}"),
     }
+}
+
+#[test]
+fn a_503_once_on_the_cluster_get_is_retried_and_the_refresh_is_clean() {
+    let emu = GkeEmulator::start();
+    let p = provider(&emu).with_retry_budget(Duration::from_secs(20));
+    let a = address("serving");
+    let rec = Recorder::default();
+    let observed = create(&p, &rec, &a, &config(1)).unwrap();
+    let prior = record(&a, &config(1), observed);
+    let path = format!("/v1/projects/{PROJECT}/locations/{LOCATION}/clusters/serving");
+    let gets_before = emu.count("GET", &path);
+    emu.unavailable_cluster_gets("serving", 1);
+    match rec.with(|ctx| p.read(ctx, &prior)).unwrap() {
+        Observation::Present(v) => assert_eq!(v["status"], "RUNNING"),
+        other => panic!("expected Present, got {other:?}"),
+    }
+    assert_eq!(
+        emu.count("GET", &path) - gets_before,
+        2,
+        "one 503, one retry"
+    );
+}
+
+#[test]
+fn a_persistent_503_on_the_cluster_get_is_an_unavailable_error_with_the_api_message() {
+    let emu = GkeEmulator::start();
+    let p = provider(&emu).with_retry_budget(Duration::from_millis(600));
+    let a = address("serving");
+    let rec = Recorder::default();
+    let observed = create(&p, &rec, &a, &config(1)).unwrap();
+    let prior = record(&a, &config(1), observed);
+    emu.unavailable_cluster_gets("serving", u32::MAX);
+    let err = rec.with(|ctx| p.read(ctx, &prior)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(err.message(), Some(GkeEmulator::UNAVAILABLE_MESSAGE));
+    let text = err.to_string();
+    assert!(text.contains("cluster serving"), "{text}");
+    assert!(text.contains(GkeEmulator::UNAVAILABLE_MESSAGE), "{text}");
+    // Reading never deletes.
+    assert_eq!(emu.count_containing("DELETE", "/clusters/"), 0);
+    assert!(emu.cluster(PROJECT, LOCATION, "serving").is_some());
 }
 
 #[test]
@@ -582,6 +651,7 @@ cluster "serving" {{
             .args(args)
             .env("BENCHSTACK_GKE_ENDPOINT", &self.endpoint)
             .env("BENCHSTACK_POLL_INTERVAL", "20ms")
+            .env("BENCHSTACK_RETRY_BUDGET", "2s")
             .env_remove("BENCHSTACK_GKE_TIMEOUT")
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -647,4 +717,150 @@ fn binary_failed_create_keeps_the_state_and_the_next_plan_proposes_it_again() {
     let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
     assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
     assert_eq!(emu.cluster_count(), 1);
+}
+
+/// Every file under `dir`, by relative path, with its bytes.
+fn files_of(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+impl Cli {
+    /// What the state holds, as the state commands show it: resources, the record of
+    /// `cluster.serving`, and the history (a write of any kind adds to one of them).
+    fn dump(&self) -> String {
+        let mut all = String::new();
+        for args in [
+            &["state", "list"][..],
+            &["state", "show", "cluster.serving"],
+            &["state", "history"],
+        ] {
+            let (code, out, err) = self.run(args);
+            assert_eq!(code, 0, "{args:?}: {out}\n{err}");
+            all.push_str(&out);
+        }
+        all
+    }
+}
+
+#[test]
+fn binary_plan_apply_and_destroy_stop_on_a_persistent_503_and_change_nothing() {
+    let emu = GkeEmulator::start();
+    let cli = Cli::new(&emu);
+    let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
+    assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
+    let dump = cli.dump();
+    let files = files_of(&cli.state());
+    let posts = emu.count_containing("POST", "/clusters");
+
+    emu.unavailable_cluster_gets("serving", u32::MAX);
+    for args in [
+        vec!["plan", s(&cli.stack())],
+        vec!["plan", "--detailed-exitcode", s(&cli.stack())],
+        vec!["apply", "--auto-approve", s(&cli.stack())],
+        vec!["destroy", "--auto-approve"],
+    ] {
+        let (code, out, err) = cli.run(&args);
+        assert_eq!(code, 1, "{args:?} should fail:\n{out}\n{err}");
+        assert!(
+            err.contains("cluster.serving: refresh failed"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(GkeEmulator::UNAVAILABLE_MESSAGE),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("--refresh=false"), "{args:?}: {err}");
+        assert!(!out.contains("replace"), "{args:?}: {out}");
+    }
+    // Nothing was deleted or created, and the state is as it was, byte for byte.
+    assert_eq!(emu.count_containing("DELETE", "/clusters"), 0);
+    assert_eq!(emu.count_containing("POST", "/clusters"), posts);
+    assert!(emu.cluster(PROJECT, LOCATION, "serving").is_some());
+    assert_eq!(files_of(&cli.state()), files, "the state directory changed");
+    assert_eq!(cli.dump(), dump);
+
+    // The way out while the API is down: plan from the recorded state.
+    let (code, out, err) = cli.run(&[
+        "plan",
+        "--refresh=false",
+        "--detailed-exitcode",
+        s(&cli.stack()),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("No changes."), "{out}");
+}
+
+#[test]
+fn binary_plan_is_clean_after_one_503_that_a_retry_cures() {
+    let emu = GkeEmulator::start();
+    let cli = Cli::new(&emu);
+    let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
+    assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
+    emu.unavailable_cluster_gets("serving", 1);
+    let (code, out, err) = cli.run(&["plan", "--detailed-exitcode", s(&cli.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("No changes."), "{out}");
+    let path = format!("/v1/projects/{PROJECT}/locations/{LOCATION}/clusters/serving");
+    assert!(
+        emu.requests()
+            .iter()
+            .filter(|(m, p)| m == "GET" && *p == path)
+            .count()
+            >= 2
+    );
+}
+
+#[test]
+fn binary_error_cluster_is_replaced_quoting_gke_and_degraded_one_only_warns() {
+    let emu = GkeEmulator::start();
+    let cli = Cli::new(&emu);
+    let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
+    assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
+
+    assert!(emu.set_cluster_status(
+        PROJECT,
+        LOCATION,
+        "serving",
+        "DEGRADED",
+        "Node pool benchstack has unhealthy nodes"
+    ));
+    let (code, out, err) = cli.run(&["plan", "--detailed-exitcode", s(&cli.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("No changes."), "{out}");
+    assert!(
+        err.contains("Warning: cluster.serving: cluster serving is DEGRADED: Node pool benchstack has unhealthy nodes"),
+        "{err}"
+    );
+    // apply with the degraded cluster changes nothing either.
+    let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(emu.count_containing("DELETE", "/clusters"), 0);
+
+    assert!(emu.set_cluster_status(
+        PROJECT,
+        LOCATION,
+        "serving",
+        "ERROR",
+        "Insufficient CPU quota to recreate the node pool"
+    ));
+    let (code, out, err) = cli.run(&["plan", "--detailed-exitcode", s(&cli.stack())]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(out.contains("replace"), "{out}");
+    assert!(
+        out.contains("cluster serving is ERROR: Insufficient CPU quota to recreate the node pool"),
+        "{out}"
+    );
 }

@@ -16,7 +16,9 @@ use benchstack::loadgen::result::{RunReport, decode_histogram};
 use benchstack::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Stage};
 use benchstack::provider::gcp::GkeClusterObserved;
 use benchstack::provider::kubernetes::KubernetesProvider;
-use benchstack::provider::{Applied, Context, Inputs, Observation, Provider, ProviderError};
+use benchstack::provider::{
+    Applied, Context, ErrorKind, Inputs, Observation, Provider, ProviderError,
+};
 use benchstack::stack::types::*;
 use benchstack::state::{Intent, ResourceState};
 use k8s_emulator::{K8sEmulator, Options};
@@ -31,6 +33,9 @@ fn setup() {
         std::env::set_var("BENCHSTACK_POLL_INTERVAL", "20ms");
         std::env::set_var("BENCHSTACK_WORKER_START_DELAY", "1s");
         std::env::set_var("BENCHSTACK_ROLLOUT_TIMEOUT", "60s");
+        // Providers made with Providers::new (no per-test budget) give up on an unavailable
+        // API after this long.
+        std::env::set_var("BENCHSTACK_RETRY_BUDGET", "1s");
         // Anonymous credentials: no test asks Application Default Credentials for a token
         // (no GKE client is made in this binary, so the URL itself is never contacted).
         std::env::set_var("BENCHSTACK_GKE_ENDPOINT", "http://127.0.0.1:9");
@@ -403,6 +408,155 @@ fn an_interrupted_create_is_adopted_once_its_deployment_is_ready() {
         applied.observed["rest_endpoints"]
     );
     assert_eq!(adopted["generation"], applied.observed["generation"]);
+}
+
+#[test]
+fn a_503_reading_a_deployment_is_retried_and_a_persistent_one_is_an_error_never_a_drift() {
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    let tf = addr(Kind::Serving, "tf");
+    let config = ResourceConfig::Serving(serving(1));
+    let applied = h
+        .with(|ctx| KubernetesProvider::new().create(ctx, &tf, &config, &serving_inputs(&emu)))
+        .unwrap();
+    let prior = state_of(tf.clone(), config.clone(), &applied.observed);
+
+    // Once: the retry gets the answer and the refresh is clean.
+    let p = KubernetesProvider::new().with_retry_budget(Duration::from_secs(20));
+    emu.unavailable_gets("deployments", "tf", 1);
+    let before = emu.request_count();
+    match h.with(|ctx| p.read(ctx, &prior)).unwrap() {
+        Observation::Present(o) => assert_eq!(o["name"], "tf"),
+        other => panic!("expected Present, got {other:?}"),
+    }
+    let reads: Vec<u16> = emu.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/deployments/tf"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(reads, [503, 200]);
+
+    // Persistently: an unavailable error naming the Deployment with the API's message.
+    let p = KubernetesProvider::new().with_retry_budget(Duration::from_millis(600));
+    emu.unavailable_gets("deployments", "tf", u32::MAX);
+    let before = emu.request_count();
+    let err = h.with(|ctx| p.read(ctx, &prior)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(err.message(), Some(K8sEmulator::UNAVAILABLE_MESSAGE));
+    let text = err.to_string();
+    assert!(text.contains("reading Deployment benchstack/tf"), "{text}");
+    assert!(text.contains("HTTP 503"), "{text}");
+    // And recovery of an interrupted update says it could not look, instead of "nothing".
+    let intent = Intent {
+        address: tf.clone(),
+        operation: "update".into(),
+        provider: "kubernetes".into(),
+        config: Some(config),
+        depends_on: vec![],
+        rendered: BTreeMap::new(),
+        upstream: BTreeMap::new(),
+        data: h.notes.lock().unwrap()[0].clone(),
+        pid: 1,
+        started: 0,
+    };
+    let err = h
+        .with(|ctx| p.recover(ctx, &intent, Some(&prior), true))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        emu.requests()[before..].iter().all(|r| r.method == "GET"),
+        "nothing but reads while the API is unavailable"
+    );
+    assert!(emu.object("deployments", "benchstack", "tf").is_some());
+
+    // A 404 is gone, as before.
+    emu.unavailable_gets("deployments", "tf", 0);
+    assert!(emu.remove("deployments", "benchstack", "tf"));
+    assert!(matches!(
+        h.with(|ctx| p.read(ctx, &prior)).unwrap(),
+        Observation::Gone(_)
+    ));
+}
+
+#[test]
+fn a_recovery_that_cannot_read_the_api_keeps_the_intent_and_stops_the_plan() {
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    let tf = addr(Kind::Serving, "tf");
+    let config = ResourceConfig::Serving(serving(1));
+    h.with(|ctx| KubernetesProvider::new().create(ctx, &tf, &config, &serving_inputs(&emu)))
+        .unwrap();
+    let store = benchstack::state::Store::open(h.dir.path(), "test").unwrap();
+    store
+        .put_intent(&Intent {
+            address: tf.clone(),
+            operation: "create".into(),
+            provider: "kubernetes".into(),
+            config: Some(config),
+            depends_on: vec![],
+            rendered: BTreeMap::new(),
+            upstream: BTreeMap::new(),
+            data: h.notes.lock().unwrap()[0].clone(),
+            pid: 1,
+            started: 0,
+        })
+        .unwrap();
+    let providers = benchstack::provider::Providers::new(h.dir.path());
+    emu.unavailable_gets("deployments", "tf", u32::MAX);
+    let before = emu.request_count();
+
+    let events = Mutex::new(Vec::new());
+    let err = benchstack::apply::recover(&store, &providers, &|e| {
+        events.lock().unwrap().push(format!("{e:?}"))
+    })
+    .unwrap_err();
+    match &err {
+        benchstack::apply::ApplyError::Recovery(failed) => {
+            assert_eq!(failed.len(), 1);
+            assert_eq!(failed[0].0, tf);
+            assert!(
+                failed[0].1.contains(K8sEmulator::UNAVAILABLE_MESSAGE),
+                "{err}"
+            );
+        }
+        other => panic!("expected a recovery error, got {other:?}"),
+    }
+    assert!(
+        events.lock().unwrap()[0].contains("RecoveryFailed"),
+        "{events:?}"
+    );
+    assert_eq!(store.intents().unwrap().len(), 1, "the intent is kept");
+    assert!(store.resource(&tf).unwrap().is_none());
+    let history = store.history().unwrap();
+    assert!(
+        history
+            .last()
+            .is_some_and(|e| e.result.starts_with("failed (the intent is kept)")),
+        "{history:?}"
+    );
+
+    // A plan does not plan over it: it stops, naming the resource.
+    let observer = benchstack::provider::Observer {
+        providers: &providers,
+        state_dir: store.dir(),
+    };
+    let snap = store.snapshot().unwrap();
+    let err =
+        benchstack::plan::make(None, &snap, Some(&observer), &Default::default()).unwrap_err();
+    assert!(
+        matches!(&err, benchstack::plan::PlanError::Recover { address, .. } if *address == tf),
+        "{err:?}"
+    );
+    assert!(
+        emu.requests()[before..].iter().all(|r| r.method == "GET"),
+        "nothing but reads while the API is unavailable"
+    );
+
+    // Once the API answers, the Deployment the interrupted call made is adopted.
+    emu.unavailable_gets("deployments", "tf", 0);
+    benchstack::apply::recover(&store, &providers, &|_| {}).unwrap();
+    assert!(store.intents().unwrap().is_empty());
+    assert!(store.resource(&tf).unwrap().is_some());
 }
 
 /// The reports the workers printed, from the pod logs the emulator kept.

@@ -148,6 +148,11 @@ pub fn print_event(e: Event) {
                 println!("{address}: cleaned up after an interrupted apply");
             }
         }
+        Event::RecoveryFailed { address, message } => {
+            eprintln!(
+                "{address}: could not check what an interrupted apply left ({message}); its record is kept"
+            );
+        }
         Event::Started { address, action } => println!("{address}: {}…", doing(action)),
         Event::Progress { address, message } => progress_line(&address.to_string(), &message),
         Event::Skipped { address, because } => {
@@ -282,6 +287,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
             apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
             let plan = make_plan(stack.as_ref(), &store, &providers, &args.flags, false)?;
             print!("{}", plan::render::text(&plan));
+            super::plan::print_warnings(&plan);
             if plan.has_changes()
                 && !args.auto_approve
                 && !confirm("Apply these changes?", "apply")?

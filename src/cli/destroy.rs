@@ -19,6 +19,11 @@ pub struct Args {
     /// Only these resources and what depends on them; repeatable.
     #[arg(long = "target", value_name = "ADDR")]
     pub targets: Vec<String>,
+    /// Check what is actually running first (`--refresh=false` trusts the state, e.g. while
+    /// an API cannot be read).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub refresh: bool,
     /// How many resources to delete at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallelism: u32,
@@ -28,7 +33,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
     let flags = PlanFlags {
         targets: args.targets.clone(),
         replace: vec![],
-        refresh: true,
+        refresh: args.refresh,
         vars: vec![],
         var_files: vec![],
     };
@@ -42,6 +47,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", plan::render::text(&plan));
+    super::plan::print_warnings(&plan);
     if !args.auto_approve && !confirm("Destroy all of these?", "destroy")? {
         println!("Destroy cancelled.");
         return Ok(ExitCode::from(1));

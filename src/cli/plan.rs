@@ -114,6 +114,14 @@ pub fn make_plan(
     plan::make(stack, &snap, observe, &opts).map_err(|e| miette!("{e}"))
 }
 
+/// What refresh found worth telling but not worth a change, on stderr (after the plan, so a
+/// `--json` stdout stays one document).
+pub fn print_warnings(plan: &Plan) {
+    for w in &plan.warnings {
+        eprintln!("Warning: {}: {}", w.address, w.message);
+    }
+}
+
 pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
     parse_addresses("target", &args.flags.targets)?;
     parse_addresses("replace", &args.flags.replace)?;
@@ -130,6 +138,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
     } else {
         print!("{}", plan::render::text(&plan));
     }
+    print_warnings(&plan);
     if let Some(out) = &args.out {
         let bytes = serde_json::to_vec_pretty(&plan).into_diagnostic()?;
         // 0600: a plan file embeds the stack and the state's lineage.

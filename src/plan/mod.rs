@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::graph::{CycleError, Graph};
 use crate::manifest::{self, ModelPaths};
-use crate::provider::{Observation, provider_for};
+use crate::provider::{Observation, ProviderError, provider_for};
 use crate::stack::types::{
     Address, Kind, ModelConfig, ProviderKind, Resource, ResourceConfig, Stack,
 };
@@ -116,6 +116,15 @@ pub struct Plan {
     pub destroy: bool,
     pub changes: Vec<Change>,
     pub created: u64,
+    /// What refresh found worth telling but not worth a change (a cluster DEGRADED).
+    #[serde(default)]
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Warning {
+    pub address: Address,
+    pub message: String,
 }
 
 impl Plan {
@@ -164,6 +173,11 @@ impl Plan {
             "stack_hash": self.stack_hash,
             "destroy": self.destroy,
             "changes": changes,
+            "warnings": self
+                .warnings
+                .iter()
+                .map(|w| serde_json::json!({"address": w.address.to_string(), "message": w.message}))
+                .collect::<Vec<_>>(),
             "summary": self.summary(),
         })
     }
@@ -189,13 +203,38 @@ pub enum PlanError {
         #[source]
         source: std::io::Error,
     },
+    /// A refresh that failed stops the plan: a resource that could not be read is never
+    /// planned as a replacement (or anything else).
+    #[error(
+        "{address}: refresh failed: {error}\nNothing was planned or changed. Try again when the API answers, or plan from the recorded state without reading it: --refresh=false"
+    )]
+    Refresh {
+        address: Address,
+        #[source]
+        error: Box<ProviderError>,
+    },
+    /// What an interrupted apply left could not be checked: its record is kept.
+    #[error(
+        "{address}: an earlier apply was interrupted during its {operation}, and checking what it left failed: {error}\nThe record is kept and nothing was planned or changed; try again when the API answers"
+    )]
+    Recover {
+        address: Address,
+        operation: String,
+        #[source]
+        error: Box<ProviderError>,
+    },
 }
 
 /// What refresh and recovery need from the providers (read-only).
 pub trait Observe {
-    fn read(&self, prior: &ResourceState) -> Result<Observation, String>;
-    /// What an unsettled intent completed, if anything (without cleaning anything up).
-    fn recover(&self, intent: &Intent, prior: Option<&ResourceState>) -> Option<Value>;
+    fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError>;
+    /// What an unsettled intent completed, if anything (without cleaning anything up). An
+    /// error means "could not tell", never "nothing".
+    fn recover(
+        &self,
+        intent: &Intent,
+        prior: Option<&ResourceState>,
+    ) -> Result<Option<Value>, ProviderError>;
 }
 
 #[derive(Debug, Clone, Default)]
@@ -349,9 +388,17 @@ pub fn make(
     let mut priors: BTreeMap<Address, ResourceState> = snap.resources.clone();
     let mut interrupted: BTreeMap<Address, String> = BTreeMap::new();
     for (a, intent) in &snap.intents {
-        let recovered = observe
-            .and_then(|o| o.recover(intent, priors.get(a)))
-            .and_then(|obs| adopted(intent, obs));
+        let recovered = match observe {
+            Some(o) => o
+                .recover(intent, priors.get(a))
+                .map_err(|error| PlanError::Recover {
+                    address: a.clone(),
+                    operation: intent.operation.clone(),
+                    error: Box::new(error),
+                })?
+                .and_then(|obs| adopted(intent, obs)),
+            None => None,
+        };
         match recovered {
             Some(r) => {
                 priors.insert(a.clone(), r);
@@ -413,10 +460,32 @@ pub fn make(
 
     // Refresh.
     let mut health: BTreeMap<Address, Health> = BTreeMap::new();
+    let mut warnings: Vec<Warning> = Vec::new();
     if let Some(o) = observe {
-        for (a, prior) in priors.iter_mut() {
-            if !in_scope(a) {
+        // Clusters first: what runs on a cluster that is gone is gone too, and what runs on
+        // one about to be replaced goes with it; neither is read (its API may not answer,
+        // and that must not stop the plan).
+        let mut order: Vec<Address> = priors.keys().cloned().collect();
+        order.sort_by_key(|a| a.kind != Kind::Cluster);
+        for a in order {
+            if !in_scope(&a) {
                 continue;
+            }
+            let Some(prior) = priors.get_mut(&a) else {
+                continue;
+            };
+            let on_cluster = prior.depends_on.iter().find_map(|d| match health.get(d) {
+                Some(Health::Gone(_)) if d.kind == Kind::Cluster => Some((d.clone(), true)),
+                Some(Health::Drifted(_)) if d.kind == Kind::Cluster => Some((d.clone(), false)),
+                _ => None,
+            });
+            match on_cluster {
+                Some((c, true)) => {
+                    health.insert(a.clone(), Health::Gone(format!("{c} no longer exists")));
+                    continue;
+                }
+                Some((_, false)) => continue,
+                None => {}
             }
             let h = match o.read(prior) {
                 Ok(Observation::Present(obs)) => {
@@ -425,6 +494,14 @@ pub fn make(
                 }
                 Ok(Observation::Gone(reason)) => Health::Gone(reason),
                 Ok(Observation::Drifted(reason)) => Health::Drifted(reason),
+                Ok(Observation::Unsettled { observed, warning }) => {
+                    prior.observed = observed;
+                    warnings.push(Warning {
+                        address: a.clone(),
+                        message: warning,
+                    });
+                    Health::Ok
+                }
                 Ok(Observation::Modified {
                     observed,
                     config,
@@ -434,7 +511,12 @@ pub fn make(
                     prior.config = *config;
                     Health::Modified(what)
                 }
-                Err(e) => Health::Drifted(format!("refresh failed: {e}")),
+                Err(error) => {
+                    return Err(PlanError::Refresh {
+                        address: a.clone(),
+                        error: Box::new(error),
+                    });
+                }
             };
             health.insert(a.clone(), h);
         }
@@ -563,6 +645,7 @@ pub fn make(
         destroy: opts.destroy,
         changes,
         created: crate::state::procinfo::now_unix(),
+        warnings,
     })
 }
 

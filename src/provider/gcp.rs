@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ProviderError;
+use google_cloud_gax::error::rpc::Code;
+
+use super::{ErrorKind, ProviderError};
 
 /// Points the GKE client at another base URL (an emulator) and switches to anonymous
 /// credentials, so nothing reaches Google or the metadata server.
@@ -27,7 +29,7 @@ pub fn emulator_endpoint() -> Option<String> {
 pub fn poll_interval() -> Result<Duration, ProviderError> {
     match std::env::var(POLL_INTERVAL_ENV) {
         Ok(s) => humantime::parse_duration(s.trim()).map_err(|e| {
-            ProviderError::Failed(format!(
+            ProviderError::invalid(format!(
                 "{POLL_INTERVAL_ENV}={s:?}: {e}; expected a duration such as 500ms or 2s"
             ))
         }),
@@ -52,15 +54,83 @@ pub async fn access_token() -> Result<Option<String>, ProviderError> {
         .with_scopes([CLOUD_PLATFORM_SCOPE])
         .build_access_token_credentials()
         .map_err(|e| {
-            ProviderError::Failed(format!(
+            ProviderError::new(ErrorKind::Permission, "", format!(
                 "no Google credentials: {e} (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)"
             ))
         })?;
-    let token = credentials
-        .access_token()
-        .await
-        .map_err(|e| ProviderError::Failed(format!("cannot get a Google access token: {e}")))?;
+    let token = credentials.access_token().await.map_err(|e| {
+        let kind = if e.is_transient() {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Permission
+        };
+        ProviderError::new(kind, "getting a Google access token", e.to_string())
+    })?;
     Ok(Some(token.token))
+}
+
+/// The kind of a Google API error, its message as the API gave it, and whether the request
+/// never left this machine. The service's status code decides where there is one; then the
+/// HTTP status (an error from a proxy or load balancer has no status body); then how the
+/// call failed locally (connect, timeout, I/O).
+pub fn classify(e: &google_cloud_gax::error::Error) -> (ErrorKind, String, bool) {
+    if let Some(s) = e.status() {
+        let kind = match s.code {
+            Code::NotFound => ErrorKind::NotFound,
+            Code::Unavailable | Code::Internal | Code::DeadlineExceeded => ErrorKind::Unavailable,
+            Code::ResourceExhausted if is_rate_limit(&s.message) => ErrorKind::Throttled,
+            Code::ResourceExhausted => ErrorKind::Quota,
+            Code::PermissionDenied | Code::Unauthenticated => ErrorKind::Permission,
+            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => ErrorKind::Conflict,
+            Code::InvalidArgument | Code::OutOfRange => ErrorKind::Invalid,
+            _ => match e.http_status_code() {
+                Some(code) => http_kind(code),
+                None => ErrorKind::Other,
+            },
+        };
+        return (kind, s.message.clone(), false);
+    }
+    if let Some(code) = e.http_status_code() {
+        return (http_kind(code), e.to_string(), false);
+    }
+    if e.is_transient_and_before_rpc() || e.is_connect() {
+        return (ErrorKind::Unavailable, e.to_string(), true);
+    }
+    if e.is_timeout() || e.is_io() || e.is_transport() {
+        return (ErrorKind::Unavailable, e.to_string(), false);
+    }
+    if e.is_authentication() {
+        return (ErrorKind::Permission, e.to_string(), true);
+    }
+    (ErrorKind::Other, e.to_string(), false)
+}
+
+/// The kind an HTTP status alone implies.
+pub fn http_kind(code: u16) -> ErrorKind {
+    match code {
+        404 | 410 => ErrorKind::NotFound,
+        429 => ErrorKind::Throttled,
+        500 | 502 | 503 | 504 => ErrorKind::Unavailable,
+        401 | 403 => ErrorKind::Permission,
+        409 | 412 => ErrorKind::Conflict,
+        400 | 422 => ErrorKind::Invalid,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// RESOURCE_EXHAUSTED is both a resource quota (CPUs: retrying will not help) and a request
+/// rate limit (`… per minute`: it will); Google says which only in the message.
+fn is_rate_limit(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "per minute",
+        "per second",
+        "per 100 seconds",
+        "rate limit",
+        "too many requests",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 /// What the gke provider records for a cluster (its `observed` state). The kubernetes

@@ -8,7 +8,7 @@
 //! continued by `recover`: it waits for a still-running operation and adopts the cluster.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,11 +17,11 @@ use google_cloud_container_v1::model::{
     Cluster, IPAllocationPolicy, NodeConfig, NodePool, Operation, PrivateClusterConfig, cluster,
     operation,
 };
-use google_cloud_gax::error::rpc::Code;
 use serde::{Deserialize, Serialize};
 
 use super::gcp::{self, GkeClusterObserved};
-use super::{Applied, Context, Inputs, Observation, Provider, ProviderError};
+use super::retry::{self, Call, RetryPolicy};
+use super::{Applied, Context, ErrorKind, Failure, Inputs, Observation, Provider, ProviderError};
 use crate::stack::types::{Address, ClusterConfig, ResourceConfig};
 use crate::state::{Intent, ResourceState};
 
@@ -77,6 +77,9 @@ pub enum GkeError {
         action: &'static str,
         cluster: Box<ClusterRef>,
         message: String,
+        kind: ErrorKind,
+        /// The request never reached GKE.
+        unsent: bool,
     },
     #[error("{action} {cluster}: operation {operation} failed: {message}{cleanup}")]
     OperationFailed {
@@ -102,8 +105,85 @@ pub enum GkeError {
 }
 
 impl From<GkeError> for ProviderError {
+    /// Keeps GKE's message and the cluster apart (for policies and tests) and the full text
+    /// with its advice for people.
     fn from(e: GkeError) -> Self {
-        ProviderError::Failed(e.to_string())
+        let text = e.to_string();
+        let (kind, what, message, unsent) = match &e {
+            GkeError::MissingField { address, .. } => {
+                (ErrorKind::Invalid, address.clone(), text.clone(), false)
+            }
+            GkeError::Config(m) => (ErrorKind::Invalid, String::new(), m.clone(), false),
+            GkeError::Client(m) => (ErrorKind::Other, String::new(), m.clone(), false),
+            GkeError::Quota {
+                action,
+                cluster,
+                message,
+                ..
+            } => (
+                ErrorKind::Quota,
+                format!("{action} {cluster}"),
+                message.clone(),
+                false,
+            ),
+            GkeError::AlreadyExists { action, cluster } => (
+                ErrorKind::Conflict,
+                format!("{action} {cluster}"),
+                "already exists".into(),
+                false,
+            ),
+            GkeError::Denied {
+                action,
+                cluster,
+                message,
+            } => (
+                ErrorKind::Permission,
+                format!("{action} {cluster}"),
+                message.clone(),
+                false,
+            ),
+            GkeError::Api {
+                action,
+                cluster,
+                message,
+                kind,
+                unsent,
+            } => (
+                *kind,
+                format!("{action} {cluster}"),
+                message.clone(),
+                *unsent,
+            ),
+            GkeError::OperationFailed {
+                action,
+                cluster,
+                message,
+                ..
+            } => (
+                ErrorKind::Other,
+                format!("{action} {cluster}"),
+                message.clone(),
+                false,
+            ),
+            GkeError::Timeout {
+                action, cluster, ..
+            } => (
+                ErrorKind::Other,
+                format!("{action} {cluster}"),
+                text.clone(),
+                false,
+            ),
+        };
+        ProviderError::of(
+            kind,
+            Failure {
+                what,
+                message,
+                text: Some(text),
+                unsent,
+                attempts: None,
+            },
+        )
     }
 }
 
@@ -160,13 +240,13 @@ impl ClusterRef {
     }
 
     fn api_error(&self, action: &'static str, e: &google_cloud_gax::error::Error) -> GkeError {
-        let (code, message) = match e.status() {
-            Some(s) => (Some(s.code), s.message.clone()),
-            None => (None, e.to_string()),
-        };
+        let (kind, message, unsent) = gcp::classify(e);
         let cluster = Box::new(self.clone());
-        match code {
-            Some(Code::ResourceExhausted) => GkeError::Quota {
+        let already_exists = e
+            .status()
+            .is_some_and(|s| s.code == google_cloud_gax::error::rpc::Code::AlreadyExists);
+        match kind {
+            ErrorKind::Quota => GkeError::Quota {
                 action,
                 quota: quota_name(&message)
                     .map(|q| format!(" ({q})"))
@@ -174,13 +254,8 @@ impl ClusterRef {
                 cluster,
                 message,
             },
-            Some(Code::AlreadyExists) => GkeError::AlreadyExists { action, cluster },
-            Some(Code::PermissionDenied | Code::Unauthenticated) => GkeError::Denied {
-                action,
-                cluster,
-                message,
-            },
-            _ if e.is_authentication() => GkeError::Denied {
+            ErrorKind::Conflict if already_exists => GkeError::AlreadyExists { action, cluster },
+            ErrorKind::Permission if !unsent || e.is_authentication() => GkeError::Denied {
                 action,
                 cluster,
                 message,
@@ -189,6 +264,8 @@ impl ClusterRef {
                 action,
                 cluster,
                 message,
+                kind,
+                unsent,
             },
         }
     }
@@ -317,8 +394,8 @@ fn to_json(o: &GkeClusterObserved) -> serde_json::Value {
 fn cluster_config(config: &ResourceConfig) -> Result<&ClusterConfig, ProviderError> {
     match config {
         ResourceConfig::Cluster(c) => Ok(c),
-        _ => Err(ProviderError::Failed(
-            "the gke provider manages clusters only".into(),
+        _ => Err(ProviderError::invalid(
+            "the gke provider manages clusters only",
         )),
     }
 }
@@ -361,6 +438,7 @@ struct Settings {
     endpoint: Option<String>,
     poll_interval: Option<Duration>,
     timeout: Option<Duration>,
+    retry_budget: Option<Duration>,
 }
 
 pub struct GkeProvider {
@@ -398,6 +476,20 @@ impl GkeProvider {
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.settings.poll_interval = Some(interval);
         self
+    }
+
+    /// How long to keep retrying a call that meets a transient failure, instead of
+    /// `BENCHSTACK_RETRY_BUDGET`.
+    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
+        self.settings.retry_budget = Some(budget);
+        self
+    }
+
+    fn retry_policy(&self) -> Result<RetryPolicy, ProviderError> {
+        match self.settings.retry_budget {
+            Some(b) => Ok(RetryPolicy::with_budget(b)),
+            None => RetryPolicy::from_env(),
+        }
     }
 
     /// How long to wait for one operation, instead of `BENCHSTACK_GKE_TIMEOUT`.
@@ -474,9 +566,11 @@ impl GkeProvider {
             .endpoint
             .clone()
             .or_else(gcp::emulator_endpoint);
+        // The client's own retries are off in every case: `retry::retry` is the one loop, with
+        // one budget, that also honours a cancel (two nested loops would multiply).
         let built = match endpoint {
             Some(url) => {
-                // An emulator: nothing may look for credentials or retry off loopback.
+                // An emulator: nothing may look for credentials off loopback.
                 ClusterManager::builder()
                     .with_endpoint(url)
                     .with_credentials(
@@ -486,7 +580,12 @@ impl GkeProvider {
                     .build()
                     .await
             }
-            None => ClusterManager::builder().build().await,
+            None => {
+                ClusterManager::builder()
+                    .with_retry_policy(google_cloud_gax::retry_policy::NeverRetry)
+                    .build()
+                    .await
+            }
         }
         .map_err(|e| {
             GkeError::Client(format!(
@@ -500,16 +599,45 @@ impl GkeProvider {
         Ok(slot.get_or_insert(built).clone())
     }
 
-    /// The live cluster, or None when GKE says it does not exist.
+    /// Sends a request with the provider's retry policy; GKE errors are classified by
+    /// `api_error`.
+    async fn call<T, Fut>(
+        &self,
+        r: &ClusterRef,
+        action: &'static str,
+        kind: Call,
+        cancel: &AtomicBool,
+        send: impl Fn() -> Fut,
+    ) -> Result<T, ProviderError>
+    where
+        Fut: std::future::Future<Output = Result<T, google_cloud_gax::error::Error>>,
+    {
+        let policy = self.retry_policy()?;
+        retry::retry(&policy, cancel, kind, || async {
+            send()
+                .await
+                .map_err(|e| ProviderError::from(r.api_error(action, &e)))
+        })
+        .await
+    }
+
+    /// The live cluster, or None when GKE says it does not exist (NOT_FOUND, and nothing
+    /// else: any other failure is an error, retried first when it is transient).
     async fn get(
         &self,
         client: &ClusterManager,
         r: &ClusterRef,
+        cancel: &AtomicBool,
     ) -> Result<Option<Cluster>, ProviderError> {
-        match client.get_cluster().set_name(r.path()).send().await {
+        let got = self
+            .call(r, "reading", Call::Idempotent, cancel, || {
+                client.get_cluster().set_name(r.path()).send()
+            })
+            .await;
+        match got {
             Ok(c) => Ok(Some(c)),
-            Err(e) if e.status().is_some_and(|s| s.code == Code::NotFound) => Ok(None),
-            Err(e) => Err(r.api_error("reading", &e).into()),
+            Err(ProviderError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -518,12 +646,15 @@ impl GkeProvider {
         client: &ClusterManager,
         r: &ClusterRef,
         action: &'static str,
+        cancel: &AtomicBool,
     ) -> Result<Cluster, ProviderError> {
-        self.get(client, r).await?.ok_or_else(|| {
+        self.get(client, r, cancel).await?.ok_or_else(|| {
             GkeError::Api {
                 action,
                 cluster: Box::new(r.clone()),
                 message: "GKE reports no such cluster (deleted outside benchstack?)".into(),
+                kind: ErrorKind::NotFound,
+                unsent: false,
             }
             .into()
         })
@@ -600,12 +731,14 @@ impl GkeProvider {
                 return Err(ProviderError::Interrupted);
             }
             interval = gcp::backoff(interval, POLL_CAP);
-            op = client
-                .get_operation()
-                .set_name(r.operation_path(&name))
-                .send()
-                .await
-                .map_err(|e| r.api_error(action, &e))?;
+            op = self
+                .call(r, action, Call::Idempotent, ctx.cancel, || {
+                    client
+                        .get_operation()
+                        .set_name(r.operation_path(&name))
+                        .send()
+                })
+                .await?;
         }
     }
 
@@ -656,13 +789,16 @@ impl GkeProvider {
     ) -> Result<GkeClusterObserved, ProviderError> {
         Self::note(ctx, r, "create", None)?;
         (ctx.progress)(format!("creating cluster {}", r.name));
-        let op = client
-            .create_cluster()
-            .set_parent(r.parent())
-            .set_cluster(cluster_spec(r, c))
-            .send()
-            .await
-            .map_err(|e| r.api_error("creating", &e))?;
+        let spec = cluster_spec(r, c);
+        let op = self
+            .call(r, "creating", Call::Once, ctx.cancel, || {
+                client
+                    .create_cluster()
+                    .set_parent(r.parent())
+                    .set_cluster(spec.clone())
+                    .send()
+            })
+            .await?;
         Self::note(ctx, r, "create", Some(&op.name))?;
         let op_name = op.name.clone();
         let outcome = self
@@ -674,7 +810,7 @@ impl GkeProvider {
             let cleanup = self.remove_failed(client, ctx, r).await;
             return Err(self.operation_failed(r, "creating", &op_name, &message, &cleanup));
         }
-        let live = self.get_existing(client, r, "creating").await?;
+        let live = self.get_existing(client, r, "creating", ctx.cancel).await?;
         Ok(observed_of(r, &live))
     }
 
@@ -685,7 +821,7 @@ impl GkeProvider {
         ctx: &Context<'_>,
         r: &ClusterRef,
     ) -> String {
-        match self.get(client, r).await {
+        match self.get(client, r, ctx.cancel).await {
             Ok(None) => "; nothing was left behind".into(),
             Ok(Some(_)) => match self.delete_cluster(client, ctx, r, false).await {
                 Ok(()) => "; the failed cluster was deleted".into(),
@@ -706,10 +842,15 @@ impl GkeProvider {
     ) -> Result<(), ProviderError> {
         Self::note(ctx, r, "delete", None)?;
         (ctx.progress)(format!("deleting cluster {}", r.name));
-        let op = match client.delete_cluster().set_name(r.path()).send().await {
+        let sent = self
+            .call(r, "deleting", Call::Once, ctx.cancel, || {
+                client.delete_cluster().set_name(r.path()).send()
+            })
+            .await;
+        let op = match sent {
             Ok(op) => op,
-            Err(e) if e.status().is_some_and(|s| s.code == Code::NotFound) => return Ok(()),
-            Err(e) => return Err(r.api_error("deleting", &e).into()),
+            Err(ProviderError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
         };
         Self::note(ctx, r, "delete", Some(&op.name))?;
         self.wait(client, r, op, "deleting", ctx, honour_cancel)
@@ -725,7 +866,7 @@ impl GkeProvider {
     ) -> Result<GkeClusterObserved, ProviderError> {
         // Compare with what is live, not what was recorded: a resize outside benchstack is
         // exactly what this update may be undoing.
-        let live = self.get_existing(client, r, "updating").await?;
+        let live = self.get_existing(client, r, "updating", ctx.cancel).await?;
         if live_node_count(&live) != c.node_count {
             Self::note(ctx, r, "resize", None)?;
             (ctx.progress)(format!(
@@ -734,17 +875,19 @@ impl GkeProvider {
                 live_node_count(&live),
                 c.node_count
             ));
-            let op = client
-                .set_node_pool_size()
-                .set_name(r.node_pool_path())
-                .set_node_count(i32::try_from(c.node_count).unwrap_or(i32::MAX))
-                .send()
-                .await
-                .map_err(|e| r.api_error("resizing", &e))?;
+            let op = self
+                .call(r, "resizing", Call::Once, ctx.cancel, || {
+                    client
+                        .set_node_pool_size()
+                        .set_name(r.node_pool_path())
+                        .set_node_count(i32::try_from(c.node_count).unwrap_or(i32::MAX))
+                        .send()
+                })
+                .await?;
             Self::note(ctx, r, "resize", Some(&op.name))?;
             self.wait(client, r, op, "resizing", ctx, true).await?;
         }
-        let live = self.get_existing(client, r, "updating").await?;
+        let live = self.get_existing(client, r, "updating", ctx.cancel).await?;
         let live_labels: BTreeMap<String, String> = live
             .resource_labels
             .iter()
@@ -753,24 +896,27 @@ impl GkeProvider {
         if live_labels != c.labels {
             Self::note(ctx, r, "labels", None)?;
             (ctx.progress)(format!("setting the labels of cluster {}", r.name));
-            let op = client
-                .set_labels()
-                .set_name(r.path())
-                .set_resource_labels(c.labels.iter().collect::<HashMap<_, _>>())
-                .set_label_fingerprint(live.label_fingerprint.clone())
-                .send()
-                .await
-                .map_err(|e| r.api_error("labelling", &e))?;
+            let op = self
+                .call(r, "labelling", Call::Once, ctx.cancel, || {
+                    client
+                        .set_labels()
+                        .set_name(r.path())
+                        .set_resource_labels(c.labels.iter().collect::<HashMap<_, _>>())
+                        .set_label_fingerprint(live.label_fingerprint.clone())
+                        .send()
+                })
+                .await?;
             Self::note(ctx, r, "labels", Some(&op.name))?;
             self.wait(client, r, op, "labelling", ctx, true).await?;
         }
-        let live = self.get_existing(client, r, "updating").await?;
+        let live = self.get_existing(client, r, "updating", ctx.cancel).await?;
         Ok(observed_of(r, &live))
     }
 
     async fn refresh(
         &self,
         client: &ClusterManager,
+        ctx: &Context<'_>,
         prior: &ResourceState,
         c: &ClusterConfig,
     ) -> Result<Observation, ProviderError> {
@@ -782,25 +928,42 @@ impl GkeProvider {
             },
             Err(_) => ClusterRef::for_config(&prior.address, c)?,
         };
-        let Some(live) = self.get(client, &r).await? else {
+        let Some(live) = self.get(client, &r, ctx.cancel).await? else {
             return Ok(Observation::Gone(format!(
                 "cluster {} (project {}, location {}) was deleted outside benchstack",
                 r.name, r.project, r.location
             )));
         };
         let status = live.status.clone();
-        if matches!(
-            status,
-            cluster::Status::Error | cluster::Status::Degraded | cluster::Status::Stopping
-        ) {
-            let why = status_message(&live);
-            return Ok(Observation::Drifted(format!(
-                "cluster {} is {}: {why}",
-                r.name,
-                cluster_status(&live)
-            )));
-        }
         let observed = observed_of(&r, &live);
+        // Only ERROR is broken for good: GKE says so, and its message says why. A cluster
+        // that is degraded, busy or starting is left alone (it may recover, and replacing it
+        // would destroy everything on it); the user is told. STOPPING means someone is
+        // deleting it: the next plan after that shows a create.
+        match status {
+            cluster::Status::Error => {
+                return Ok(Observation::Drifted(format!(
+                    "cluster {} is ERROR: {}",
+                    r.name,
+                    status_message(&live)
+                )));
+            }
+            cluster::Status::Degraded
+            | cluster::Status::Reconciling
+            | cluster::Status::Provisioning
+            | cluster::Status::Stopping => {
+                return Ok(Observation::Unsettled {
+                    observed: to_json(&observed),
+                    warning: format!(
+                        "cluster {} is {}: {}; nothing is planned for it until it settles",
+                        r.name,
+                        cluster_status(&live),
+                        status_message(&live)
+                    ),
+                });
+            }
+            _ => {}
+        }
         let mut changes = Vec::new();
         let mut live_config = c.clone();
         // While GKE is still provisioning it may report no nodes yet: not a drift.
@@ -842,10 +1005,13 @@ impl GkeProvider {
     ) -> Result<Option<serde_json::Value>, ProviderError> {
         let r = &data.cluster;
         if let Some(name) = &data.operation {
-            let op = client
-                .get_operation()
-                .set_name(r.operation_path(name))
-                .send()
+            let op = self
+                .call(r, "recovering", Call::Idempotent, ctx.cancel, || {
+                    client
+                        .get_operation()
+                        .set_name(r.operation_path(name))
+                        .send()
+                })
                 .await;
             match op {
                 Ok(op) if op.status != operation::Status::Done => {
@@ -866,11 +1032,11 @@ impl GkeProvider {
                     }
                 }
                 Ok(_) => {}
-                Err(e) if e.status().is_some_and(|s| s.code == Code::NotFound) => {}
-                Err(e) => return Err(r.api_error("recovering", &e).into()),
+                Err(ProviderError::NotFound(_)) => {}
+                Err(e) => return Err(e),
             }
         }
-        let live = self.get(client, r).await?;
+        let live = self.get(client, r, ctx.cancel).await?;
         match (data.step.as_str(), live) {
             ("delete", Some(_)) => {
                 if clean_up {
@@ -895,9 +1061,9 @@ impl Provider for GkeProvider {
         "gke"
     }
 
-    fn read(&self, _ctx: &Context, prior: &ResourceState) -> Result<Observation, ProviderError> {
+    fn read(&self, ctx: &Context, prior: &ResourceState) -> Result<Observation, ProviderError> {
         let c = cluster_config(&prior.config)?;
-        self.run(async |client| self.refresh(client, prior, c).await)
+        self.run(async |client| self.refresh(client, ctx, prior, c).await)
     }
 
     fn create(

@@ -3,14 +3,15 @@
 //! on free loopback ports, with their files under `STATE/local/ADDR/GENERATION/`; a load test
 //! runs the load generator here.
 //!
-//! Every serving process carries its generation directory in its command line
-//! (`--model_config_file=…/GENERATION/models.config`), so processes started by an apply that
-//! was killed before it recorded their pids are found again by scanning /proc.
+//! Every process started is noted in the intent (pid and start time) as soon as it runs, so an
+//! apply killed before it recorded the resource leaves enough to find exactly those
+//! processes again; nothing is ever matched by its command line. A directory is removed only
+//! when it lies under `STATE/local/` and carries the marker file benchstack writes into the
+//! directories it makes: a tampered or stale state cannot make it delete anything else.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -28,6 +29,10 @@ use crate::state::{Intent, ResourceState};
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// SIGTERM, then this long to finish in-flight requests, then SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Written into every working directory benchstack makes; only such directories are removed.
+pub const OWNED_MARKER: &str = ".benchstack-owned";
+/// A model status reply larger than this is not a TF Serving status.
+const MAX_STATUS_BODY: usize = 1 << 20;
 
 pub struct LocalProvider {
     state_dir: PathBuf,
@@ -59,7 +64,7 @@ pub struct ServingObserved {
     pub started_at: u64,
 }
 
-/// Recorded in the intent before any process starts.
+/// Recorded in the intent before any process starts, and again as each one starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ServingIntent {
     directory: PathBuf,
@@ -67,6 +72,9 @@ struct ServingIntent {
     ports: Vec<(u16, u16)>,
     models: Vec<String>,
     binary: String,
+    /// The processes started so far (pid and start time): what recovery may adopt or stop.
+    #[serde(default)]
+    replicas: Vec<Replica>,
 }
 
 impl LocalProvider {
@@ -93,7 +101,7 @@ impl LocalProvider {
     ) -> Result<ServingObserved, ProviderError> {
         let models = super::serving_models(s, inputs)?;
         let files = manifest::render_serving(s, &models, ModelPaths::Local)
-            .map_err(|e| ProviderError::Failed(e.to_string()))?;
+            .map_err(|e| ProviderError::other(e.to_string()))?;
         let generation = format!(
             "g{}-{}",
             std::time::SystemTime::now()
@@ -102,13 +110,13 @@ impl LocalProvider {
                 .unwrap_or(0),
             std::process::id()
         );
-        let dir = self
-            .state_dir
-            .join("local")
-            .join(slug(address))
-            .join(generation);
+        // Absolute, so the directory recorded in the state means the same from anywhere.
+        let dir = self.local_root()?.join(slug(address)).join(generation);
         std::fs::create_dir_all(&dir)
             .map_err(ProviderError::io(format!("creating {}", dir.display())))?;
+        let marker = dir.join(OWNED_MARKER);
+        std::fs::write(&marker, format!("made by benchstack for {address}\n"))
+            .map_err(ProviderError::io(format!("writing {}", marker.display())))?;
         for (name, text) in &files {
             if name != manifest::FLAGS {
                 let p = dir.join(name);
@@ -124,7 +132,7 @@ impl LocalProvider {
                 .to_string(),
         };
         let flags =
-            manifest::flag_list(s, &paths).map_err(|e| ProviderError::Failed(e.to_string()))?;
+            manifest::flag_list(s, &paths).map_err(|e| ProviderError::other(e.to_string()))?;
         let (program, pre_args) = match &self.server {
             Some(s) => s.clone(),
             None => server_binary()?,
@@ -136,27 +144,35 @@ impl LocalProvider {
         for _attempt in 0..3 {
             let ports = free_port_pairs(s.replicas as usize)
                 .map_err(ProviderError::io("choosing free loopback ports"))?;
-            (ctx.note)(
-                serde_json::to_value(ServingIntent {
-                    directory: dir.clone(),
-                    ports: ports.clone(),
-                    models: model_names.clone(),
-                    binary: program.display().to_string(),
-                })
-                .unwrap_or_default(),
-            )?;
+            let mut intent = ServingIntent {
+                directory: dir.clone(),
+                ports: ports.clone(),
+                models: model_names.clone(),
+                binary: program.display().to_string(),
+                replicas: Vec::new(),
+            };
+            (ctx.note)(serde_json::to_value(&intent).unwrap_or_default())?;
             let mut replicas = Vec::new();
             let mut failed = None;
             for (i, (grpc, rest)) in ports.iter().enumerate() {
                 let log = dir.join(format!("replica-{}.log", i + 1));
                 match spawn_server(&program, &pre_args, &flags, *grpc, *rest, &log) {
-                    Ok(pid) => replicas.push(Replica {
-                        pid,
-                        start_time: procinfo::start_time(pid),
-                        grpc_port: *grpc,
-                        rest_port: *rest,
-                        log,
-                    }),
+                    Ok(pid) => {
+                        replicas.push(Replica {
+                            pid,
+                            start_time: procinfo::start_time(pid),
+                            grpc_port: *grpc,
+                            rest_port: *rest,
+                            log,
+                        });
+                        intent.replicas = replicas.clone();
+                        if let Err(e) =
+                            (ctx.note)(serde_json::to_value(&intent).unwrap_or_default())
+                        {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
                     Err(e) => {
                         failed = Some(e);
                         break;
@@ -191,20 +207,82 @@ impl LocalProvider {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        Err(last_err.unwrap_or_else(|| ProviderError::Failed("serving did not start".into())))
+        self.remove_dir(ctx, &dir);
+        Err(last_err.unwrap_or_else(|| ProviderError::other("serving did not start")))
     }
 
-    fn stop_serving(&self, o: &ServingObserved) {
+    /// `STATE/local`, absolute.
+    fn local_root(&self) -> Result<PathBuf, ProviderError> {
+        std::path::absolute(self.state_dir.join("local")).map_err(ProviderError::io(format!(
+            "resolving {}",
+            self.state_dir.join("local").display()
+        )))
+    }
+
+    /// Stops the recorded processes (those still the same processes: pid and start time) and
+    /// removes the working directory if it is benchstack's own.
+    fn stop_serving(&self, ctx: &Context, o: &ServingObserved) {
         for r in &o.replicas {
             stop_process(r.pid, r.start_time, STOP_GRACE);
         }
-        // Anything else started from that directory (e.g. by an interrupted apply).
-        for pid in procinfo::find_by_arg(&o.directory.display().to_string()) {
-            stop_process(pid, procinfo::start_time(pid), STOP_GRACE);
-        }
-        let _ = std::fs::remove_dir_all(&o.directory);
+        self.remove_dir(ctx, &o.directory);
     }
+
+    /// Removes a working directory taken from the state, if [`owned_dir`] allows; otherwise
+    /// leaves it and says why (through progress: providers do not print).
+    fn remove_dir(&self, ctx: &Context, dir: &Path) {
+        let root = match self.local_root() {
+            Ok(r) => r,
+            Err(e) => {
+                (ctx.progress)(format!("warning: left {} in place: {e}", dir.display()));
+                return;
+            }
+        };
+        match owned_dir(&root, dir) {
+            Ok(Some(d)) => {
+                if let Err(e) = std::fs::remove_dir_all(&d) {
+                    (ctx.progress)(format!("warning: could not remove {}: {e}", d.display()));
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                (ctx.progress)(format!("warning: left {} in place: {why}", dir.display()));
+            }
+        }
+    }
+}
+
+/// The directory to remove, if `dir` (from the state, so not trusted) is one benchstack made:
+/// absolute, without `..`, strictly inside `root` once symlinks are resolved, and carrying
+/// [`OWNED_MARKER`]. Ok(None) when it no longer exists; Err(why) when it must be left alone.
+pub fn owned_dir(root: &Path, dir: &Path) -> Result<Option<PathBuf>, String> {
+    if dir.as_os_str().is_empty() {
+        return Err("the recorded directory is empty".into());
+    }
+    if !dir.is_absolute() {
+        return Err("the recorded directory is not an absolute path".into());
+    }
+    if dir.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err("the recorded directory contains `..`".into());
+    }
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let real = std::fs::canonicalize(dir).map_err(|e| format!("cannot resolve it: {e}"))?;
+    let real_root = std::fs::canonicalize(root)
+        .map_err(|e| format!("it is not inside {} ({e})", root.display()))?;
+    if real == real_root || !real.starts_with(&real_root) {
+        return Err(format!(
+            "it is not a working directory inside {}",
+            real_root.display()
+        ));
+    }
+    if !real.join(OWNED_MARKER).is_file() {
+        return Err(format!(
+            "it has no {OWNED_MARKER} marker (made by an older benchstack, or not by benchstack); remove it by hand if it is no longer needed"
+        ));
+    }
+    Ok(Some(real))
 }
 
 impl Provider for LocalProvider {
@@ -228,10 +306,8 @@ impl Provider for LocalProvider {
                 }
             }
             ResourceConfig::Serving(_) => {
-                let o: ServingObserved =
-                    serde_json::from_value(prior.observed.clone()).map_err(|e| {
-                        ProviderError::Failed(format!("unreadable observed state: {e}"))
-                    })?;
+                let o: ServingObserved = serde_json::from_value(prior.observed.clone())
+                    .map_err(|e| ProviderError::other(format!("unreadable observed state: {e}")))?;
                 let mut dead = Vec::new();
                 let mut unhealthy = Vec::new();
                 for (i, r) in o.replicas.iter().enumerate() {
@@ -253,10 +329,15 @@ impl Provider for LocalProvider {
                 } else if !dead.is_empty() {
                     Ok(Observation::Drifted(format!("{} exited", dead.join(", "))))
                 } else if !unhealthy.is_empty() {
-                    Ok(Observation::Drifted(format!(
-                        "{} does not report its models AVAILABLE",
-                        unhealthy.join(", ")
-                    )))
+                    // Running, but its status could not be read (busy, loading): a failure to
+                    // read is never a reason to replace it.
+                    Ok(Observation::Unsettled {
+                        observed: prior.observed.clone(),
+                        warning: format!(
+                            "{} did not report its models AVAILABLE in time",
+                            unhealthy.join(", ")
+                        ),
+                    })
                 } else {
                     Ok(Observation::Present(prior.observed.clone()))
                 }
@@ -306,7 +387,7 @@ impl Provider for LocalProvider {
                 // but the model is served throughout.
                 let new = self.start_serving(ctx, &prior.address, s, inputs)?;
                 if let Ok(old) = serde_json::from_value::<ServingObserved>(prior.observed.clone()) {
-                    self.stop_serving(&old);
+                    self.stop_serving(ctx, &old);
                 }
                 Ok(Applied {
                     observed: serde_json::to_value(new).unwrap_or_default(),
@@ -317,18 +398,18 @@ impl Provider for LocalProvider {
         }
     }
 
-    fn delete(&self, _ctx: &Context, prior: &ResourceState) -> Result<(), ProviderError> {
+    fn delete(&self, ctx: &Context, prior: &ResourceState) -> Result<(), ProviderError> {
         if let ResourceConfig::Serving(_) = prior.config
             && let Ok(o) = serde_json::from_value::<ServingObserved>(prior.observed.clone())
         {
-            self.stop_serving(&o);
+            self.stop_serving(ctx, &o);
         }
         Ok(())
     }
 
     fn recover(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         intent: &Intent,
         prior: Option<&ResourceState>,
         clean_up: bool,
@@ -339,7 +420,7 @@ impl Provider for LocalProvider {
                 && clean_up
                 && let Some(p) = prior
             {
-                self.delete(_ctx, p)?;
+                self.delete(ctx, p)?;
             }
             return Ok(None);
         };
@@ -347,7 +428,7 @@ impl Provider for LocalProvider {
             prior.and_then(|p| serde_json::from_value::<ServingObserved>(p.observed.clone()).ok());
         if intent.operation == "delete" {
             if clean_up && let Some(o) = &prior_observed {
-                self.stop_serving(o);
+                self.stop_serving(ctx, o);
             }
             return Ok(None);
         }
@@ -355,24 +436,15 @@ impl Provider for LocalProvider {
             // The provider never got as far as choosing ports: nothing was started.
             return Ok(None);
         };
-        let dir = data.directory.display().to_string();
-        let pids = procinfo::find_by_arg(&dir);
+        // Exactly the processes the interrupted call noted, if they are still those processes.
         let mut replicas = Vec::new();
-        for (i, (grpc, rest)) in data.ports.iter().enumerate() {
-            let flag = format!("--rest_api_port={rest}");
-            let found = pids
-                .iter()
-                .copied()
-                .find(|pid| procinfo::cmdline(*pid).is_some_and(|args| args.contains(&flag)));
+        for (grpc, rest) in &data.ports {
+            let found = data.replicas.iter().find(|r| {
+                r.rest_port == *rest && r.grpc_port == *grpc && is_alive(r.pid, r.start_time)
+            });
             match found {
-                Some(pid) if models_available(*rest, &data.models, Duration::from_secs(2)) => {
-                    replicas.push(Replica {
-                        pid,
-                        start_time: procinfo::start_time(pid),
-                        grpc_port: *grpc,
-                        rest_port: *rest,
-                        log: data.directory.join(format!("replica-{}.log", i + 1)),
-                    })
+                Some(r) if models_available(*rest, &data.models, Duration::from_secs(2)) => {
+                    replicas.push(r.clone())
                 }
                 _ => break,
             }
@@ -390,15 +462,15 @@ impl Provider for LocalProvider {
                 && let Some(old) = &prior_observed
                 && old.directory != o.directory
             {
-                self.stop_serving(old);
+                self.stop_serving(ctx, old);
             }
             return Ok(Some(serde_json::to_value(o).unwrap_or_default()));
         }
         if clean_up {
-            for pid in pids {
-                stop_process(pid, procinfo::start_time(pid), STOP_GRACE);
+            for r in &data.replicas {
+                stop_process(r.pid, r.start_time, STOP_GRACE);
             }
-            let _ = std::fs::remove_dir_all(&data.directory);
+            self.remove_dir(ctx, &data.directory);
         }
         Ok(None)
     }
@@ -447,7 +519,7 @@ fn model_versions(m: &ModelConfig) -> Result<Vec<u64>, ProviderError> {
         .collect();
     versions.sort_unstable();
     if versions.is_empty() {
-        return Err(ProviderError::Failed(format!(
+        return Err(ProviderError::other(format!(
             "model `{}`: {} holds no numeric version folder (expected e.g. {}/1/saved_model.pb)",
             m.name,
             m.base_path.display(),
@@ -525,7 +597,7 @@ fn wait_ready(r: &Replica, models: &[String], timeout: Duration) -> Result<(), P
     let deadline = Instant::now() + timeout;
     loop {
         if !is_alive(r.pid, r.start_time) {
-            return Err(ProviderError::Failed(format!(
+            return Err(ProviderError::other(format!(
                 "the server (pid {}) exited while starting; the end of {}:\n{}",
                 r.pid,
                 r.log.display(),
@@ -536,7 +608,7 @@ fn wait_ready(r: &Replica, models: &[String], timeout: Duration) -> Result<(), P
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(ProviderError::Failed(format!(
+            return Err(ProviderError::other(format!(
                 "the server (pid {}) did not report {} AVAILABLE within {}s; see {}",
                 r.pid,
                 models.join(", "),
@@ -565,40 +637,58 @@ pub fn models_available(rest_port: u16, models: &[String], timeout: Duration) ->
     })
 }
 
-/// A minimal blocking HTTP/1.1 GET on loopback (readiness checks only).
-fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("not an HTTP response"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // A chunked body: good enough to take the first chunk's JSON for a status check.
-    let body = if text
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.split_once("\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or(body)
-    } else {
-        body
+/// A blocking HTTP/1.1 GET on loopback through hyper (readiness checks only): the whole
+/// exchange within `timeout`, the body at most [`MAX_STATUS_BODY`] bytes.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let run = || -> Result<(u16, String), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting an HTTP client runtime: {e}"))?;
+        rt.block_on(async {
+            tokio::time::timeout(timeout, get(port, path))
+                .await
+                .map_err(|_| format!("no answer within {}ms", timeout.as_millis()))?
+        })
     };
-    Ok((status, body))
+    // block_on panics inside a runtime: from async code, run on a thread of its own.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(run)
+                .join()
+                .unwrap_or_else(|_| Err("the HTTP client thread panicked".into()))
+        })
+    } else {
+        run()
+    }
+}
+
+async fn get(port: u16, path: &str) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connecting to 127.0.0.1:{port}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| format!("building the request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let status = response.status().as_u16();
+    let body = http_body_util::Limited::new(response.into_body(), MAX_STATUS_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the reply to GET {path}: {e}"))?
+        .to_bytes();
+    driver.abort();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// SIGTERM, wait up to `grace`, then SIGKILL. Only if the pid is still the recorded process.
@@ -648,4 +738,91 @@ fn log_tail(path: &Path) -> String {
 /// Cancellation is checked between steps only: a started server is always waited for.
 pub fn cancelled(ctx: &Context) -> bool {
     ctx.cancel.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn only_a_marked_directory_inside_the_root_is_owned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state/local");
+        let owned = root.join("serving.tf/g1");
+        std::fs::create_dir_all(&owned).unwrap();
+        std::fs::write(owned.join(OWNED_MARKER), "").unwrap();
+        let unmarked = root.join("serving.tf/g0");
+        std::fs::create_dir_all(&unmarked).unwrap();
+
+        assert_eq!(
+            owned_dir(&root, &owned).unwrap(),
+            Some(std::fs::canonicalize(&owned).unwrap())
+        );
+        assert_eq!(
+            owned_dir(&root, &root.join("serving.tf/gone")).unwrap(),
+            None
+        );
+        for refused in [
+            PathBuf::new(),
+            PathBuf::from(".."),
+            PathBuf::from("/"),
+            PathBuf::from("state/local/serving.tf/g1"),
+            root.join("serving.tf/g1/../g1"),
+            root.clone(),
+            unmarked.clone(),
+            tmp.path().to_path_buf(),
+        ] {
+            assert!(owned_dir(&root, &refused).is_err(), "{refused:?}");
+        }
+    }
+
+    /// Serves one connection with `reply`, or holds it silently when None.
+    fn one_shot(reply: Option<Vec<u8>>) -> (u16, std::thread::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            match reply {
+                Some(r) => {
+                    let _ = s.write_all(&r);
+                }
+                None => std::thread::sleep(Duration::from_millis(1500)),
+            }
+        });
+        (port, t)
+    }
+
+    #[test]
+    fn the_status_get_reads_a_reply_and_refuses_an_oversized_or_missing_one() {
+        let body = r#"{"model_version_status":[{"version":"1","state":"AVAILABLE"}]}"#;
+        let ok = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (port, t) = one_shot(Some(ok.into_bytes()));
+        assert!(models_available(
+            port,
+            &["m".into()],
+            Duration::from_secs(5)
+        ));
+        t.join().unwrap();
+
+        let big = MAX_STATUS_BODY + 1;
+        let mut reply =
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {big}\r\nconnection: close\r\n\r\n")
+                .into_bytes();
+        reply.extend(std::iter::repeat_n(b' ', big));
+        let (port, t) = one_shot(Some(reply));
+        let err = http_get(port, "/v1/models/m", Duration::from_secs(5)).unwrap_err();
+        assert!(err.contains("reading the reply"), "{err}");
+        t.join().unwrap();
+
+        let (port, t) = one_shot(None);
+        let err = http_get(port, "/v1/models/m", Duration::from_millis(200)).unwrap_err();
+        assert!(err.contains("no answer within"), "{err}");
+        t.join().unwrap();
+    }
 }

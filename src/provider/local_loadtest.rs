@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied
     let report = match loadgen::run_blocking_until(&spec, Some(&report_progress), ctx.cancel) {
         Ok(r) => r,
         Err(loadgen::LoadError::Cancelled) => return Err(ProviderError::Interrupted),
-        Err(e) => return Err(ProviderError::Failed(format!("the load test failed: {e}"))),
+        Err(e) => return Err(ProviderError::other(format!("the load test failed: {e}"))),
     };
     outcome(l, spec.targets, report, started)
 }
@@ -61,7 +61,7 @@ fn outcome(
         run: Some(RunOutcome {
             environment: report.environment.clone(),
             report: serde_json::to_value(&report)
-                .map_err(|e| ProviderError::Failed(format!("the run report: {e}")))?,
+                .map_err(|e| ProviderError::other(format!("the run report: {e}")))?,
             slos_met,
             started,
             finished: procinfo::now_unix(),
@@ -104,7 +104,7 @@ fn run_worker_processes(
     targets: Vec<String>,
 ) -> Result<RunReport, ProviderError> {
     let mut spec = WorkerSpec::for_loadtest(l, targets)
-        .map_err(|e| ProviderError::Failed(format!("the load test failed: {e}")))?;
+        .map_err(|e| ProviderError::other(format!("the load test failed: {e}")))?;
     let start_at = SystemTime::now() + LOCAL_START_DELAY;
     spec.start_at_unix_ms = start_at
         .duration_since(UNIX_EPOCH)
@@ -113,7 +113,7 @@ fn run_worker_processes(
     let mut spec_file =
         tempfile::NamedTempFile::new().map_err(ProviderError::io("writing the worker spec"))?;
     serde_json::to_writer(&mut spec_file, &spec)
-        .map_err(|e| ProviderError::Failed(format!("writing the worker spec: {e}")))?;
+        .map_err(|e| ProviderError::other(format!("writing the worker spec: {e}")))?;
     let exe = std::env::current_exe().map_err(ProviderError::io("finding benchstack"))?;
     let mut workers = Vec::new();
     for index in 0..spec.workers {
@@ -203,13 +203,13 @@ fn run_worker_processes(
         }
     }
     if !failures.is_empty() {
-        return Err(ProviderError::Failed(format!(
+        return Err(ProviderError::other(format!(
             "the load test failed: {}",
             failures.join("; ")
         )));
     }
     result::merge(&reports)
-        .map_err(|e| ProviderError::Failed(format!("merging the workers' reports: {e}")))
+        .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))
 }
 
 fn kill_all(workers: &mut [WorkerProcess]) {

@@ -9,19 +9,113 @@ pub mod gke;
 pub mod kubernetes;
 pub mod local;
 mod local_loadtest;
+pub mod retry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
 use crate::stack::types::{Address, ProviderKind, ResourceConfig};
 use crate::state::{Intent, ResourceState};
 
+/// What kind of failure a provider call met, for policies to act on: only `NotFound` may make
+/// a plan create something; `Unavailable` and `Throttled` are retried (see [`retry`]); the rest
+/// are reported as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    /// HTTP 500/502/503/504, gRPC UNAVAILABLE, a refused or reset connection, a timeout.
+    Unavailable,
+    /// HTTP 429 or a rate limit (not a resource quota).
+    Throttled,
+    Permission,
+    Quota,
+    /// Already exists, a failed precondition, a concurrent change.
+    Conflict,
+    /// The request (or the configuration behind it) is wrong.
+    Invalid,
+    Other,
+}
+
+impl ErrorKind {
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Throttled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Permission => "permission denied",
+            ErrorKind::Quota => "quota exceeded",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Other => "failed",
+        }
+    }
+}
+
+/// One failure: what was being done to which resource, and the message as the API gave it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What was being done, naming the resource (`reading cluster serving (project p, …)`);
+    /// empty when the message says it all.
+    pub what: String,
+    /// The API's message verbatim (or benchstack's own for local failures).
+    pub message: String,
+    /// The full text to show, when it is more than `what: message` (hints, causes).
+    pub text: Option<String>,
+    /// The request never reached the server (connection refused, DNS): retrying is safe even
+    /// for a call that is not idempotent.
+    pub unsent: bool,
+    /// Set by the retry helper: how many attempts were made, over how long.
+    pub attempts: Option<(u32, Duration)>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.text, self.what.is_empty()) {
+            (Some(t), _) => write!(f, "{t}")?,
+            (None, true) => write!(f, "{}", self.message)?,
+            (None, false) => write!(f, "{}: {}", self.what, self.message)?,
+        }
+        if let Some((n, took)) = self.attempts
+            && n > 1
+        {
+            write!(
+                f,
+                " (gave up after {n} attempts over {:.1}s)",
+                took.as_secs_f64()
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("{0}")]
-    Failed(String),
+    NotFound(Failure),
+    #[error("{0}")]
+    Unavailable(Failure),
+    #[error("{0}")]
+    Throttled(Failure),
+    #[error("{0}")]
+    Permission(Failure),
+    #[error("{0}")]
+    Quota(Failure),
+    #[error("{0}")]
+    Conflict(Failure),
+    #[error("{0}")]
+    Invalid(Failure),
+    #[error("{0}")]
+    Other(Failure),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -39,6 +133,121 @@ impl ProviderError {
         let what = what.into();
         move |source| ProviderError::Io { what, source }
     }
+
+    /// A failure of `kind` while doing `what` (may be empty), with the API's `message`.
+    pub fn new(kind: ErrorKind, what: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::of(
+            kind,
+            Failure {
+                what: what.into(),
+                message: message.into(),
+                text: None,
+                unsent: false,
+                attempts: None,
+            },
+        )
+    }
+
+    pub fn of(kind: ErrorKind, f: Failure) -> Self {
+        match kind {
+            ErrorKind::NotFound => ProviderError::NotFound(f),
+            ErrorKind::Unavailable => ProviderError::Unavailable(f),
+            ErrorKind::Throttled => ProviderError::Throttled(f),
+            ErrorKind::Permission => ProviderError::Permission(f),
+            ErrorKind::Quota => ProviderError::Quota(f),
+            ErrorKind::Conflict => ProviderError::Conflict(f),
+            ErrorKind::Invalid => ProviderError::Invalid(f),
+            ErrorKind::Other => ProviderError::Other(f),
+        }
+    }
+
+    /// A failure with nothing more to classify (benchstack's own message).
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Other, "", message)
+    }
+
+    /// A configuration or recorded state that cannot be used as it is.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, "", message)
+    }
+
+    /// The kind; `Io` counts as unavailable only for the network errors a retry may cure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ProviderError::NotFound(_) => ErrorKind::NotFound,
+            ProviderError::Unavailable(_) => ErrorKind::Unavailable,
+            ProviderError::Throttled(_) => ErrorKind::Throttled,
+            ProviderError::Permission(_) => ErrorKind::Permission,
+            ProviderError::Quota(_) => ErrorKind::Quota,
+            ProviderError::Conflict(_) => ErrorKind::Conflict,
+            ProviderError::Invalid(_) => ErrorKind::Invalid,
+            ProviderError::Other(_)
+            | ProviderError::Io { .. }
+            | ProviderError::State(_)
+            | ProviderError::Interrupted => ErrorKind::Other,
+        }
+    }
+
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            ProviderError::NotFound(f)
+            | ProviderError::Unavailable(f)
+            | ProviderError::Throttled(f)
+            | ProviderError::Permission(f)
+            | ProviderError::Quota(f)
+            | ProviderError::Conflict(f)
+            | ProviderError::Invalid(f)
+            | ProviderError::Other(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn failure_mut(&mut self) -> Option<&mut Failure> {
+        match self {
+            ProviderError::NotFound(f)
+            | ProviderError::Unavailable(f)
+            | ProviderError::Throttled(f)
+            | ProviderError::Permission(f)
+            | ProviderError::Quota(f)
+            | ProviderError::Conflict(f)
+            | ProviderError::Invalid(f)
+            | ProviderError::Other(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The API's own message, where there is one.
+    pub fn message(&self) -> Option<&str> {
+        self.failure().map(|f| f.message.as_str())
+    }
+
+    /// True when the request never reached the server.
+    pub fn unsent(&self) -> bool {
+        self.failure().is_some_and(|f| f.unsent)
+    }
+
+    /// Replaces the text shown (keeping kind, message and what).
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        if let Some(f) = self.failure_mut() {
+            f.text = Some(text.into());
+        }
+        self
+    }
+
+    /// Marks the request as never sent.
+    pub fn unsent_request(mut self) -> Self {
+        if let Some(f) = self.failure_mut() {
+            f.unsent = true;
+        }
+        self
+    }
+
+    fn with_attempts(mut self, attempts: u32, took: Duration) -> Self {
+        if let Some(f) = self.failure_mut() {
+            f.attempts = Some((attempts, took));
+        }
+        self
+    }
 }
 
 /// What a refresh found.
@@ -46,10 +255,18 @@ impl ProviderError {
 pub enum Observation {
     /// Running as recorded (with what was observed now).
     Present(serde_json::Value),
-    /// Gone entirely: plan re-creates it.
+    /// Gone entirely (the API said not found): plan re-creates it.
     Gone(String),
-    /// Partly broken or replaced: plan replaces it.
+    /// Broken for good, as the API itself reports (a GKE cluster in ERROR, processes that
+    /// exited): plan replaces it. Never for a failure to read: that is an error.
     Drifted(String),
+    /// There and as recorded, but not settled or not healthy right now (a cluster DEGRADED,
+    /// RECONCILING or PROVISIONING; a server slow to answer its status): nothing is planned
+    /// for it, and the CLI shows `warning`.
+    Unsettled {
+        observed: serde_json::Value,
+        warning: String,
+    },
     /// Alive, but changed outside benchstack (a cluster resized by hand, a Deployment
     /// scaled): `config` is what is live, and the plan diffs the stack against it, so the
     /// change shows as an update or a replacement with `what` in its reason (e.g.
@@ -147,7 +364,7 @@ impl Providers {
             "local" => Ok(&self.local),
             "gke" => Ok(&self.gke),
             "kubernetes" => Ok(&self.kubernetes),
-            _ => Err(ProviderError::Failed(format!("unknown provider `{name}`"))),
+            _ => Err(ProviderError::invalid(format!("unknown provider `{name}`"))),
         }
     }
 }
@@ -187,7 +404,9 @@ pub fn serving_models(
         .iter()
         .map(|a| match inputs.configs.get(a) {
             Some(ResourceConfig::Model(m)) => Ok(m.clone()),
-            _ => Err(ProviderError::Failed(format!("model {a} is not available"))),
+            _ => Err(ProviderError::invalid(format!(
+                "model {a} is not available"
+            ))),
         })
         .collect()
 }
@@ -207,10 +426,10 @@ pub fn load_test_targets(
     inputs: &Inputs,
 ) -> Result<Vec<String>, ProviderError> {
     let observed = inputs.observed.get(&l.target).ok_or_else(|| {
-        ProviderError::Failed(format!("{} is not running (not in the state)", l.target))
+        ProviderError::invalid(format!("{} is not running (not in the state)", l.target))
     })?;
     let serving: ServingEndpoints = serde_json::from_value(observed.clone()).map_err(|e| {
-        ProviderError::Failed(format!(
+        ProviderError::invalid(format!(
             "{} has no usable endpoints recorded: {e}",
             l.target
         ))
@@ -224,7 +443,7 @@ pub fn load_test_targets(
             .collect(),
     };
     if targets.is_empty() {
-        return Err(ProviderError::Failed(format!(
+        return Err(ProviderError::invalid(format!(
             "{} records no {} endpoint",
             l.target, l.protocol
         )));
@@ -269,19 +488,18 @@ impl Observer<'_> {
 }
 
 impl crate::plan::Observe for Observer<'_> {
-    fn read(&self, prior: &ResourceState) -> Result<Observation, String> {
-        let p = self
-            .providers
-            .get(&prior.provider)
-            .map_err(|e| e.to_string())?;
+    fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError> {
+        let p = self.providers.get(&prior.provider)?;
         self.with_ctx(|ctx| p.read(ctx, prior))
-            .map_err(|e| e.to_string())
     }
 
-    fn recover(&self, intent: &Intent, prior: Option<&ResourceState>) -> Option<serde_json::Value> {
-        let p = self.providers.get(&intent.provider).ok()?;
+    /// An error is returned as such: "could not look" is never "nothing to adopt".
+    fn recover(
+        &self,
+        intent: &Intent,
+        prior: Option<&ResourceState>,
+    ) -> Result<Option<serde_json::Value>, ProviderError> {
+        let p = self.providers.get(&intent.provider)?;
         self.with_ctx(|ctx| p.recover(ctx, intent, prior, false))
-            .ok()
-            .flatten()
     }
 }

@@ -64,6 +64,8 @@ struct State {
     fail_next_operation: Option<String>,
     refuse_next_create: bool,
     deny_next_request: bool,
+    /// Cluster name → how many more GETs of it answer 503 UNAVAILABLE (u32::MAX: all).
+    unavailable_gets: BTreeMap<String, u32>,
     requests: Vec<(String, String)>,
 }
 
@@ -167,6 +169,19 @@ impl GkeEmulator {
     pub fn deny_next_request(&self) {
         self.state.lock().unwrap().deny_next_request = true;
     }
+
+    /// The next `times` GETs of cluster `name` (u32::MAX: every one) are answered 503
+    /// UNAVAILABLE, as GKE answers during an outage of its control plane API.
+    pub fn unavailable_cluster_gets(&self, name: &str, times: u32) {
+        self.state
+            .lock()
+            .unwrap()
+            .unavailable_gets
+            .insert(name.to_string(), times);
+    }
+
+    /// The message of those 503s.
+    pub const UNAVAILABLE_MESSAGE: &'static str = "The service is currently unavailable.";
 
     /// The next create is refused with 429 RESOURCE_EXHAUSTED, as a CPU quota does.
     pub fn refuse_next_create_with_quota(&self) {
@@ -299,6 +314,20 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
     };
     let mut st = state.lock().unwrap();
     st.requests.push((method.to_string(), path.clone()));
+    if method == Method::GET
+        && let Some(name) = path
+            .strip_prefix("/v1/projects/")
+            .and_then(|rest| rest.split_once("/clusters/"))
+            .map(|(_, name)| name.to_string())
+        && !name.contains('/')
+        && let Some(left) = st.unavailable_gets.get_mut(&name)
+        && *left > 0
+    {
+        if *left != u32::MAX {
+            *left -= 1;
+        }
+        return error(503, "UNAVAILABLE", GkeEmulator::UNAVAILABLE_MESSAGE);
+    }
     if std::mem::take(&mut st.deny_next_request) {
         return error(
             403,

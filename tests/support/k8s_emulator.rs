@@ -93,6 +93,8 @@ struct State {
     vanishing_workers: HashSet<u32>,
     /// Job → succeeded pods whose objects are gone.
     vanished_succeeded: HashMap<String, i64>,
+    /// (resource, name) → how many more GETs of it answer 503 (u32::MAX: all).
+    unavailable_gets: HashMap<(String, String), u32>,
     requests: Vec<Recorded>,
     pods: Vec<PodRecord>,
     children: HashMap<String, Arc<Mutex<Child>>>,
@@ -131,6 +133,7 @@ impl K8sEmulator {
             failing_workers: HashMap::new(),
             vanishing_workers: HashSet::new(),
             vanished_succeeded: HashMap::new(),
+            unavailable_gets: HashMap::new(),
             requests: Vec::new(),
             pods: Vec::new(),
             children: HashMap::new(),
@@ -196,6 +199,18 @@ impl K8sEmulator {
     pub fn request_count(&self) -> usize {
         lock(&self.state).requests.len()
     }
+
+    /// The next `times` GETs of `resource`/`name` (u32::MAX: every one) are answered 503 with
+    /// a `Status`, as an overloaded or restarting API server answers.
+    pub fn unavailable_gets(&self, resource: &str, name: &str, times: u32) {
+        lock(&self.state)
+            .unavailable_gets
+            .insert((resource.to_string(), name.to_string()), times);
+    }
+
+    /// The message of those 503s.
+    pub const UNAVAILABLE_MESSAGE: &'static str =
+        "the server is currently unable to handle the request";
 
     /// The Deployment `name` never becomes ready (its progress deadline is exceeded).
     pub fn never_ready(&self, deployment: &str) {
@@ -499,6 +514,27 @@ fn dispatch(
             "",
         );
     };
+    if method == "GET"
+        && let Some(name) = r.name.as_deref()
+    {
+        let mut s = lock(state);
+        if let Some(left) = s
+            .unavailable_gets
+            .get_mut(&(r.resource.clone(), name.to_string()))
+            && *left > 0
+        {
+            if *left != u32::MAX {
+                *left -= 1;
+            }
+            return status_error(
+                503,
+                "ServiceUnavailable",
+                K8sEmulator::UNAVAILABLE_MESSAGE.into(),
+                &r.resource,
+                name,
+            );
+        }
+    }
     match (method, r.name.as_deref(), r.sub.as_deref()) {
         ("GET", None, None) => list(state, &r, query),
         ("GET", Some(name), None | Some("status")) => get(state, &r, name),

@@ -12,13 +12,14 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, Po
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ClusterConnection, DEFAULT_WORKER_START_DELAY, POLL_CAP, WORKER_START_DELAY_ENV, env_duration,
-    is_not_found, kube_error, pause, secs,
+    ClusterConnection, DEFAULT_WORKER_START_DELAY, POLL_CAP, WORKER_START_DELAY_ENV, call,
+    env_duration, pause, secs,
 };
 use crate::loadgen::result::{self, RunReport};
 use crate::loadgen::spec::{Protocol, Rate};
 use crate::loadgen::worker::WorkerSpec;
 use crate::manifest::k8s::{self, FIELD_MANAGER, NAMESPACE, loadtest_job, object_name};
+use crate::provider::retry::{Call, RetryPolicy};
 use crate::provider::{Applied, Context, Inputs, ProviderError, RunOutcome, gcp};
 use crate::stack::types::{Address, LoadtestConfig};
 use crate::state::procinfo;
@@ -68,6 +69,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 /// One run: create the Job, follow it, read and merge the reports, delete the Job.
 pub(super) async fn run(
     ctx: &Context<'_>,
+    policy: &RetryPolicy,
     address: &Address,
     l: &LoadtestConfig,
     inputs: &Inputs,
@@ -75,15 +77,15 @@ pub(super) async fn run(
     let cluster = ClusterConnection::from_inputs(inputs, &l.cluster)?;
     let targets = super::super::load_test_targets(l, inputs)?;
     let mut spec = WorkerSpec::for_loadtest(l, targets.clone())
-        .map_err(|e| ProviderError::Failed(format!("{address}: {e}")))?;
+        .map_err(|e| ProviderError::other(format!("{address}: {e}")))?;
     let lead = env_duration(WORKER_START_DELAY_ENV, DEFAULT_WORKER_START_DELAY)?;
     let start_at = SystemTime::now() + lead;
     spec.start_at_unix_ms = Some(unix_ms(start_at));
     let spec_json = serde_json::to_string(&spec)
-        .map_err(|e| ProviderError::Failed(format!("the worker spec: {e}")))?;
+        .map_err(|e| ProviderError::other(format!("the worker spec: {e}")))?;
     let name = job_name(address, procinfo::now_unix());
     let job = loadtest_job(address, l, &name, &spec_json)
-        .map_err(|e| ProviderError::Failed(format!("{address}: {e}")))?;
+        .map_err(|e| ProviderError::other(format!("{address}: {e}")))?;
 
     (ctx.note)(
         serde_json::to_value(JobRef {
@@ -95,26 +97,39 @@ pub(super) async fn run(
     )?;
     let apis = Apis::new(&cluster).await?;
     // The load-generation cluster may never have run anything of benchstack's.
-    Api::<Namespace>::all(apis.client().await?)
-        .patch(
-            NAMESPACE,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&k8s::namespace()),
-        )
-        .await
-        .map_err(kube_error(format!("applying Namespace {NAMESPACE}")))?;
+    let namespaces = Api::<Namespace>::all(apis.client().await?);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let ns = k8s::namespace();
+    let ns_patch = Patch::Apply(&ns);
+    call(
+        policy,
+        ctx.cancel,
+        Call::Idempotent,
+        &format!("applying Namespace {NAMESPACE}"),
+        || namespaces.patch(NAMESPACE, &params, &ns_patch),
+    )
+    .await?;
     let (jobs, _) = apis.get().await?;
     let started = procinfo::now_unix();
     (ctx.progress)(format!(
         "creating Job {NAMESPACE}/{name} of {} workers",
         spec.workers
     ));
-    jobs.create(&PostParams::default(), &job)
-        .await
-        .map_err(kube_error(format!("creating Job {NAMESPACE}/{name}")))?;
+    let post = PostParams::default();
+    // A create is repeated only if it never reached the API server: a second Job would run
+    // a second measurement.
+    call(
+        policy,
+        ctx.cancel,
+        Call::Once,
+        &format!("creating Job {NAMESPACE}/{name}"),
+        || jobs.create(&post, &job),
+    )
+    .await?;
 
     let follow = Follow {
         ctx,
+        policy,
         apis: &apis,
         name: &name,
         spec: &spec,
@@ -124,14 +139,14 @@ pub(super) async fn run(
     let outcome = follow.reports().await;
     // The Job goes in every case: a finished Job's pods only hold on to cluster resources.
     let removed = match apis.get().await {
-        Ok((jobs, _)) => delete_job(&jobs, &name).await,
+        Ok((jobs, _)) => delete_job(policy, &jobs, &name).await,
         Err(e) => Err(e),
     };
     let reports = outcome?;
     removed?;
 
     let merged = result::merge(&reports)
-        .map_err(|e| ProviderError::Failed(format!("merging the workers' reports: {e}")))?;
+        .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))?;
     let slos_met = merged.slos_met() || l.slos.is_empty();
     let observed = LoadtestObserved {
         cluster,
@@ -146,7 +161,7 @@ pub(super) async fn run(
         run: Some(RunOutcome {
             environment: merged.environment.clone(),
             report: serde_json::to_value(&merged)
-                .map_err(|e| ProviderError::Failed(format!("the run report: {e}")))?,
+                .map_err(|e| ProviderError::other(format!("the run report: {e}")))?,
             slos_met,
             started,
             finished: procinfo::now_unix(),
@@ -154,23 +169,44 @@ pub(super) async fn run(
     })
 }
 
-async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), ProviderError> {
-    match jobs.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(kube_error(format!("deleting Job {NAMESPACE}/{name}"))(e)),
+/// Deletes the Job; it runs also after a cancel (the Job must go), so it does not stop for one.
+async fn delete_job(
+    policy: &RetryPolicy,
+    jobs: &Api<Job>,
+    name: &str,
+) -> Result<(), ProviderError> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let deleted = call(
+        policy,
+        &never,
+        Call::Idempotent,
+        &format!("deleting Job {NAMESPACE}/{name}"),
+        || async {
+            jobs.delete(name, &DeleteParams::background())
+                .await
+                .map(|_| ())
+        },
+    )
+    .await;
+    match deleted {
+        Ok(()) | Err(ProviderError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
 /// Deletes the Job recorded in a load test's observed state or intent, if it is still there.
-pub(super) async fn delete_leftover(recorded: &serde_json::Value) -> Result<(), ProviderError> {
+pub(super) async fn delete_leftover(
+    _ctx: &Context<'_>,
+    policy: &RetryPolicy,
+    recorded: &serde_json::Value,
+) -> Result<(), ProviderError> {
     let Ok(r) = serde_json::from_value::<JobRef>(recorded.clone()) else {
         // No Job was ever created (or nothing was recorded): nothing to remove.
         return Ok(());
     };
     let client = r.cluster.client().await?;
     let jobs: Api<Job> = Api::namespaced(client, &r.namespace);
-    delete_job(&jobs, &r.job).await
+    delete_job(policy, &jobs, &r.job).await
 }
 
 fn pod_index(p: &Pod) -> Option<u32> {
@@ -237,7 +273,7 @@ impl<'a> Apis<'a> {
     }
 
     async fn client(&self) -> Result<kube::Client, ProviderError> {
-        let poisoned = || ProviderError::Failed("the Kubernetes client lock was poisoned".into());
+        let poisoned = || ProviderError::other("the Kubernetes client lock was poisoned");
         {
             let cur = self.current.lock().map_err(|_| poisoned())?;
             if cur.1.elapsed() < CLIENT_MAX_AGE {
@@ -260,6 +296,7 @@ impl<'a> Apis<'a> {
 
 struct Follow<'a> {
     ctx: &'a Context<'a>,
+    policy: &'a RetryPolicy,
     apis: &'a Apis<'a>,
     name: &'a str,
     spec: &'a WorkerSpec,
@@ -271,14 +308,16 @@ impl Follow<'_> {
     async fn list_pods(&self) -> Result<Vec<Pod>, ProviderError> {
         let lp = ListParams::default().labels(&format!("job-name={}", self.name));
         let (_, pods) = self.apis.get().await?;
-        Ok(pods
-            .list(&lp)
-            .await
-            .map_err(kube_error(format!(
-                "listing the pods of Job {NAMESPACE}/{}",
-                self.name
-            )))?
-            .items)
+        let what = format!("listing the pods of Job {NAMESPACE}/{}", self.name);
+        Ok(call(
+            self.policy,
+            self.ctx.cancel,
+            Call::Idempotent,
+            &what,
+            || pods.list(&lp),
+        )
+        .await?
+        .items)
     }
 
     async fn log(&self, pod: &str) -> Result<String, ProviderError> {
@@ -287,9 +326,15 @@ impl Follow<'_> {
             ..Default::default()
         };
         let (_, pods) = self.apis.get().await?;
-        pods.logs(pod, &lp).await.map_err(kube_error(format!(
-            "reading the log of pod {NAMESPACE}/{pod}"
-        )))
+        let what = format!("reading the log of pod {NAMESPACE}/{pod}");
+        call(
+            self.policy,
+            self.ctx.cancel,
+            Call::Idempotent,
+            &what,
+            || pods.logs(pod, &lp),
+        )
+        .await
     }
 
     /// Follows the Job until every worker succeeded (then returns their reports, in index
@@ -302,10 +347,15 @@ impl Follow<'_> {
         let mut interval = gcp::poll_interval()?;
         loop {
             let (jobs, _) = self.apis.get().await?;
-            let job = jobs
-                .get_status(self.name)
-                .await
-                .map_err(kube_error(format!("reading Job {NAMESPACE}/{}", self.name)))?;
+            let what = format!("reading Job {NAMESPACE}/{}", self.name);
+            let job = call(
+                self.policy,
+                self.ctx.cancel,
+                Call::Idempotent,
+                &what,
+                || jobs.get_status(self.name),
+            )
+            .await?;
             let status = job.status.unwrap_or_default();
             let pods = self.list_pods().await?;
             let job_failed = status.failed.unwrap_or(0) > 0
@@ -387,12 +437,12 @@ impl Follow<'_> {
             let name = pod_name(p);
             let log = self.log(name).await?;
             let line = last_line(&log).ok_or_else(|| {
-                ProviderError::Failed(format!(
+                ProviderError::other(format!(
                     "pod {name} (worker {i}) succeeded but its log is empty: no report"
                 ))
             })?;
             let report: RunReport = serde_json::from_str(line).map_err(|e| {
-                ProviderError::Failed(format!(
+                ProviderError::other(format!(
                     "pod {name} (worker {i}): the last log line is not a report ({e}): {line}"
                 ))
             })?;
@@ -441,7 +491,7 @@ impl Follow<'_> {
         if !missing.is_empty() {
             lines.push(format!("no pod for worker {}", missing.join(", ")));
         }
-        ProviderError::Failed(format!(
+        ProviderError::other(format!(
             "load test Job {NAMESPACE}/{}: {why}{}",
             self.name,
             if lines.is_empty() {

@@ -12,14 +12,15 @@ mod loadtest;
 mod serving;
 
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::gcp::{self, GkeClusterObserved};
-use super::{Applied, Context, Inputs, Observation, Provider, ProviderError};
+use super::retry::{self, Call, RetryPolicy};
+use super::{Applied, Context, ErrorKind, Failure, Inputs, Observation, Provider, ProviderError};
 use crate::stack::types::{Address, ResourceConfig};
 use crate::state::{Intent, ResourceState};
 
@@ -55,17 +56,17 @@ impl ClusterConnection {
     /// The connection of the cluster at `cluster`, from the resource's inputs.
     pub fn from_inputs(inputs: &Inputs, cluster: &Address) -> Result<Self, ProviderError> {
         let observed = inputs.observed.get(cluster).ok_or_else(|| {
-            ProviderError::Failed(format!(
+            ProviderError::invalid(format!(
                 "{cluster} has no recorded state: create the cluster first"
             ))
         })?;
         let gke: GkeClusterObserved = serde_json::from_value(observed.clone()).map_err(|e| {
-            ProviderError::Failed(format!(
+            ProviderError::invalid(format!(
                 "{cluster} is not a GKE cluster with a recorded endpoint: {e}"
             ))
         })?;
         if gke.endpoint.trim().is_empty() {
-            return Err(ProviderError::Failed(format!(
+            return Err(ProviderError::invalid(format!(
                 "{cluster} has no control-plane endpoint yet (status {})",
                 gke.status
             )));
@@ -89,7 +90,7 @@ impl ClusterConnection {
             format!("https://{}", self.endpoint)
         };
         let uri: http::Uri = url.parse().map_err(|e| {
-            ProviderError::Failed(format!("the cluster endpoint {url:?} is not a URL: {e}"))
+            ProviderError::invalid(format!("the cluster endpoint {url:?} is not a URL: {e}"))
         })?;
         let mut config = kube::Config::new(uri);
         config.default_namespace = crate::manifest::k8s::NAMESPACE.to_string();
@@ -97,6 +98,9 @@ impl ClusterConnection {
         // answering fails the call instead of hanging the apply. Counted from the write, so
         // time a pooled connection sat idle does not count.
         config.read_timeout = Some(API_READ_TIMEOUT);
+        // kube retries 429/503/504 on its own by default; `retry::retry` is the one loop, with
+        // the one budget (two nested loops would multiply it).
+        config.default_retry = false;
         config.reset_reader_on_write = true;
         // Plain HTTP (an emulator) has no TLS to trust a CA for.
         if url.starts_with("https://") && !self.ca_certificate.trim().is_empty() {
@@ -109,7 +113,7 @@ impl ClusterConnection {
             config.auth_info.token = Some(token.into());
         }
         kube::Client::try_from(config).map_err(|e| {
-            ProviderError::Failed(format!("cannot make a Kubernetes client for {url}: {e}"))
+            ProviderError::invalid(format!("cannot make a Kubernetes client for {url}: {e}"))
         })
     }
 }
@@ -120,9 +124,9 @@ pub fn ca_der_certificates(base64_pem: &str) -> Result<Vec<Vec<u8>>, ProviderErr
     let b64 = base64::engine::general_purpose::STANDARD;
     let pem_bytes = b64
         .decode(base64_pem.trim())
-        .map_err(|e| ProviderError::Failed(format!("the cluster CA is not base64: {e}")))?;
+        .map_err(|e| ProviderError::invalid(format!("the cluster CA is not base64: {e}")))?;
     let pem = String::from_utf8(pem_bytes)
-        .map_err(|_| ProviderError::Failed("the cluster CA is not a PEM text".into()))?;
+        .map_err(|_| ProviderError::invalid("the cluster CA is not a PEM text"))?;
     let mut certs = Vec::new();
     let mut body: Option<String> = None;
     for line in pem.lines().map(str::trim) {
@@ -131,44 +135,136 @@ pub fn ca_der_certificates(base64_pem: &str) -> Result<Vec<Vec<u8>>, ProviderErr
         } else if line.starts_with("-----END CERTIFICATE") {
             let text = body.take().unwrap_or_default();
             certs.push(b64.decode(text).map_err(|e| {
-                ProviderError::Failed(format!("the cluster CA holds a damaged certificate: {e}"))
+                ProviderError::invalid(format!("the cluster CA holds a damaged certificate: {e}"))
             })?);
         } else if let Some(b) = body.as_mut() {
             b.push_str(line);
         }
     }
     if certs.is_empty() {
-        return Err(ProviderError::Failed(
-            "the cluster CA holds no PEM certificate".into(),
+        return Err(ProviderError::invalid(
+            "the cluster CA holds no PEM certificate",
         ));
     }
     Ok(certs)
 }
 
-/// A kube error as a provider error that says what was being done.
+/// A kube error as a provider error that says what was being done, of the kind its status
+/// code (or, for a failure before any answer, its cause) implies, with the API's message.
 fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ProviderError {
     let what = what.into();
-    move |e| match e {
-        kube::Error::Api(s) => ProviderError::Failed(format!(
-            "{what}: {} ({}{})",
-            if s.message.is_empty() {
-                "the API server refused"
-            } else {
-                s.message.as_str()
+    move |e| {
+        let (kind, message, unsent) = classify(&e);
+        let text = match &e {
+            kube::Error::Api(s) => format!(
+                "{what}: {} ({}{})",
+                if s.message.is_empty() {
+                    "the API server refused"
+                } else {
+                    s.message.as_str()
+                },
+                if s.reason.is_empty() {
+                    "error"
+                } else {
+                    s.reason.as_str()
+                },
+                if s.code != 0 {
+                    format!(", HTTP {}", s.code)
+                } else {
+                    String::new()
+                }
+            ),
+            other => format!("{what}: {}", with_causes(other)),
+        };
+        ProviderError::of(
+            kind,
+            Failure {
+                what,
+                message,
+                text: Some(text),
+                unsent,
+                attempts: None,
             },
-            if s.reason.is_empty() {
-                "error"
-            } else {
-                s.reason.as_str()
-            },
-            if s.code != 0 {
-                format!(", HTTP {}", s.code)
-            } else {
-                String::new()
-            }
-        )),
-        other => ProviderError::Failed(format!("{what}: {}", with_causes(&other))),
+        )
     }
+}
+
+/// The kind of a kube error, the API's message, and whether the request never left.
+fn classify(e: &kube::Error) -> (ErrorKind, String, bool) {
+    match e {
+        kube::Error::Api(s) => {
+            let kind = match s.code {
+                0 => ErrorKind::Other,
+                code => gcp::http_kind(code),
+            };
+            let message = if s.message.is_empty() {
+                s.reason.clone()
+            } else {
+                s.message.clone()
+            };
+            (kind, message, false)
+        }
+        kube::Error::Auth(_) => (ErrorKind::Permission, with_causes(e), true),
+        other => {
+            let text = with_causes(other);
+            match transport_failure(other) {
+                Some(unsent) => (ErrorKind::Unavailable, text, unsent),
+                None => (ErrorKind::Other, text, false),
+            }
+        }
+    }
+}
+
+/// For a failure below HTTP: Some(true) when the connection was never made (refused, no
+/// route: the request was not sent), Some(false) for one lost on the way (reset, timeout,
+/// closed early), None for anything else (TLS, a bad URL, …), which a retry will not cure.
+fn transport_failure(e: &(dyn std::error::Error + 'static)) -> Option<bool> {
+    use std::io::ErrorKind as Io;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut lost = false;
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                Io::ConnectionRefused | Io::HostUnreachable | Io::NetworkUnreachable => {
+                    return Some(true);
+                }
+                Io::ConnectionReset
+                | Io::ConnectionAborted
+                | Io::BrokenPipe
+                | Io::TimedOut
+                | Io::UnexpectedEof => lost = true,
+                _ => {}
+            }
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && (h.is_timeout() || h.is_closed() || h.is_incomplete_message() || h.is_canceled())
+        {
+            lost = true;
+        }
+        // hyper-util's client error says "client error (Connect)" for a connect failure.
+        if err.to_string().contains("(Connect)") {
+            return Some(true);
+        }
+        cur = err.source();
+    }
+    lost.then_some(false)
+}
+
+/// Sends a Kubernetes request under the retry policy.
+async fn call<T, Fut>(
+    policy: &RetryPolicy,
+    cancel: &AtomicBool,
+    kind: Call,
+    what: &str,
+    send: impl Fn() -> Fut,
+) -> Result<T, ProviderError>
+where
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    retry::retry(policy, cancel, kind, || async {
+        send().await.map_err(kube_error(what))
+    })
+    .await
 }
 
 /// An error with its chain of causes (kube's own text for a connection error is only
@@ -187,15 +283,11 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.is_not_found())
-}
-
 /// A duration from an environment variable (humantime), or `default` when unset.
 fn env_duration(name: &str, default: Duration) -> Result<Duration, ProviderError> {
     match std::env::var(name) {
         Ok(s) => humantime::parse_duration(s.trim()).map_err(|e| {
-            ProviderError::Failed(format!(
+            ProviderError::invalid(format!(
                 "{name}={s:?}: {e}; expected a duration such as 90s or 10m"
             ))
         }),
@@ -232,6 +324,8 @@ pub struct KubernetesProvider {
     /// Overrides `BENCHSTACK_ROLLOUT_TIMEOUT` (tests: one provider with a short timeout
     /// without changing the process environment for the others).
     rollout_timeout: Option<Duration>,
+    /// Overrides `BENCHSTACK_RETRY_BUDGET`.
+    retry_budget: Option<Duration>,
 }
 
 impl KubernetesProvider {
@@ -242,6 +336,18 @@ impl KubernetesProvider {
     pub fn with_rollout_timeout(mut self, timeout: Duration) -> Self {
         self.rollout_timeout = Some(timeout);
         self
+    }
+
+    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = Some(budget);
+        self
+    }
+
+    fn retry_policy(&self) -> Result<RetryPolicy, ProviderError> {
+        match self.retry_budget {
+            Some(b) => Ok(RetryPolicy::with_budget(b)),
+            None => RetryPolicy::from_env(),
+        }
     }
 
     fn rollout_timeout(&self) -> Result<Duration, ProviderError> {
@@ -267,8 +373,8 @@ impl KubernetesProvider {
         }
         match self.runtime.get() {
             Some(rt) => rt.block_on(f),
-            None => Err(ProviderError::Failed(
-                "the Kubernetes client runtime is not available".into(),
+            None => Err(ProviderError::other(
+                "the Kubernetes client runtime is not available",
             )),
         }
     }
@@ -281,7 +387,7 @@ fn unsupported(config: &ResourceConfig) -> ProviderError {
         ResourceConfig::Serving(_) => "serving resource",
         ResourceConfig::Loadtest(_) => "load test",
     };
-    ProviderError::Failed(format!(
+    ProviderError::invalid(format!(
         "the kubernetes provider manages serving and load tests, not a {kind}"
     ))
 }
@@ -293,7 +399,10 @@ impl Provider for KubernetesProvider {
 
     fn read(&self, ctx: &Context, prior: &ResourceState) -> Result<Observation, ProviderError> {
         match &prior.config {
-            ResourceConfig::Serving(s) => self.block_on(serving::read(ctx, prior, s)),
+            ResourceConfig::Serving(s) => {
+                let policy = self.retry_policy()?;
+                self.block_on(serving::read(ctx, &policy, prior, s))
+            }
             // A load test's results stand; nothing of it lives between runs.
             ResourceConfig::Loadtest(_) => Ok(Observation::Present(prior.observed.clone())),
             other => Err(unsupported(other)),
@@ -310,9 +419,13 @@ impl Provider for KubernetesProvider {
         match config {
             ResourceConfig::Serving(s) => {
                 let timeout = self.rollout_timeout()?;
-                self.block_on(serving::apply(ctx, address, s, inputs, timeout))
+                let policy = self.retry_policy()?;
+                self.block_on(serving::apply(ctx, &policy, address, s, inputs, timeout))
             }
-            ResourceConfig::Loadtest(l) => self.block_on(loadtest::run(ctx, address, l, inputs)),
+            ResourceConfig::Loadtest(l) => {
+                let policy = self.retry_policy()?;
+                self.block_on(loadtest::run(ctx, &policy, address, l, inputs))
+            }
             other => Err(unsupported(other)),
         }
     }
@@ -329,10 +442,13 @@ impl Provider for KubernetesProvider {
     }
 
     fn delete(&self, ctx: &Context, prior: &ResourceState) -> Result<(), ProviderError> {
+        let policy = self.retry_policy()?;
         match &prior.config {
-            ResourceConfig::Serving(_) => self.block_on(serving::delete(ctx, &prior.observed)),
+            ResourceConfig::Serving(_) => {
+                self.block_on(serving::delete(ctx, &policy, &prior.observed))
+            }
             ResourceConfig::Loadtest(_) => {
-                self.block_on(loadtest::delete_leftover(&prior.observed))
+                self.block_on(loadtest::delete_leftover(ctx, &policy, &prior.observed))
             }
             other => Err(unsupported(other)),
         }
@@ -345,14 +461,15 @@ impl Provider for KubernetesProvider {
         prior: Option<&ResourceState>,
         clean_up: bool,
     ) -> Result<Option<serde_json::Value>, ProviderError> {
+        let policy = self.retry_policy()?;
         match &intent.config {
             Some(ResourceConfig::Serving(_)) => {
-                self.block_on(serving::recover(ctx, intent, prior, clean_up))
+                self.block_on(serving::recover(ctx, &policy, intent, prior, clean_up))
             }
             Some(ResourceConfig::Loadtest(_)) => {
                 // An interrupted run is re-run: adopt nothing, remove its Job.
                 if clean_up {
-                    self.block_on(loadtest::delete_leftover(&intent.data))?;
+                    self.block_on(loadtest::delete_leftover(ctx, &policy, &intent.data))?;
                 }
                 Ok(None)
             }

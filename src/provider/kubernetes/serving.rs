@@ -8,9 +8,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterConnection, POLL_CAP, is_not_found, kube_error, pause, secs};
+use std::sync::atomic::AtomicBool;
+
+use super::{ClusterConnection, POLL_CAP, call, pause, secs};
 use crate::manifest::k8s::{FIELD_MANAGER, GRPC_PORT, NAMESPACE, REST_PORT, serving_objects};
 use crate::provider::gcp;
+use crate::provider::retry::{Call, RetryPolicy};
 use crate::provider::{Applied, Context, Inputs, Observation, ProviderError};
 use crate::stack::types::{Address, ResourceConfig, ServingConfig};
 use crate::state::{Intent, ResourceState};
@@ -100,8 +103,10 @@ impl Apis {
 }
 
 /// Create or update: apply the four objects, wait for the rollout and the Service address.
+/// Server-side apply of the same object is idempotent, so every call here may be retried.
 pub(super) async fn apply(
     ctx: &Context<'_>,
+    policy: &RetryPolicy,
     address: &Address,
     s: &ServingConfig,
     inputs: &Inputs,
@@ -110,7 +115,7 @@ pub(super) async fn apply(
     let cluster = ClusterConnection::from_inputs(inputs, &s.cluster)?;
     let models = super::super::serving_models(s, inputs)?;
     let objects = serving_objects(address, s, &models)
-        .map_err(|e| ProviderError::Failed(format!("{address}: {e}")))?;
+        .map_err(|e| ProviderError::invalid(format!("{address}: {e}")))?;
     let name = objects.name().to_string();
     (ctx.note)(
         serde_json::to_value(ServingIntent {
@@ -133,29 +138,40 @@ pub(super) async fn apply(
     (ctx.progress)(format!(
         "applying Namespace {NAMESPACE}, ConfigMap, Deployment and Service {name}"
     ));
-    Api::<Namespace>::all(client)
-        .patch(NAMESPACE, &params, &Patch::Apply(&objects.namespace))
-        .await
-        .map_err(kube_error(format!("applying Namespace {NAMESPACE}")))?;
-    apis.config_maps
-        .patch(&name, &params, &Patch::Apply(&objects.config_map))
-        .await
-        .map_err(kube_error(format!("applying ConfigMap {NAMESPACE}/{name}")))?;
-    let deployment = apis
-        .deployments
-        .patch(&name, &params, &Patch::Apply(&objects.deployment))
-        .await
-        .map_err(kube_error(format!(
-            "applying Deployment {NAMESPACE}/{name}"
-        )))?;
-    apis.services
-        .patch(&name, &params, &Patch::Apply(&objects.service))
-        .await
-        .map_err(kube_error(format!("applying Service {NAMESPACE}/{name}")))?;
+    let namespaces = Api::<Namespace>::all(client);
+    let again = Call::Idempotent;
+    let patch = (
+        Patch::Apply(&objects.namespace),
+        Patch::Apply(&objects.config_map),
+        Patch::Apply(&objects.deployment),
+        Patch::Apply(&objects.service),
+    );
+    let what = |kind: &str| format!("applying {kind} {NAMESPACE}/{name}");
+    call(
+        policy,
+        ctx.cancel,
+        again,
+        &format!("applying Namespace {NAMESPACE}"),
+        || namespaces.patch(NAMESPACE, &params, &patch.0),
+    )
+    .await?;
+    call(policy, ctx.cancel, again, &what("ConfigMap"), || {
+        apis.config_maps.patch(&name, &params, &patch.1)
+    })
+    .await?;
+    let deployment = call(policy, ctx.cancel, again, &what("Deployment"), || {
+        apis.deployments.patch(&name, &params, &patch.2)
+    })
+    .await?;
+    call(policy, ctx.cancel, again, &what("Service"), || {
+        apis.services.patch(&name, &params, &patch.3)
+    })
+    .await?;
 
     let generation = deployment.metadata.generation.unwrap_or(0);
-    let generation = wait_for_rollout(ctx, &apis.deployments, &name, generation, timeout).await?;
-    let lb = wait_for_address(ctx, &apis.services, &name, timeout).await?;
+    let generation =
+        wait_for_rollout(ctx, policy, &apis.deployments, &name, generation, timeout).await?;
+    let lb = wait_for_address(ctx, policy, &apis.services, &name, timeout).await?;
     Ok(Applied {
         observed: ServingObserved::new(cluster, name, generation, s.replicas, lb).to_value(),
         run: None,
@@ -219,6 +235,7 @@ fn rollout(d: &Deployment, applied_generation: i64) -> Rollout {
 /// returns the generation rolled out.
 async fn wait_for_rollout(
     ctx: &Context<'_>,
+    policy: &RetryPolicy,
     deployments: &Api<Deployment>,
     name: &str,
     generation: i64,
@@ -227,19 +244,18 @@ async fn wait_for_rollout(
     let started = Instant::now();
     let mut interval = gcp::poll_interval()?;
     loop {
-        let d = deployments
-            .get_status(name)
-            .await
-            .map_err(kube_error(format!(
-                "reading the rollout of Deployment {NAMESPACE}/{name}"
-            )))?;
+        let what = format!("reading the rollout of Deployment {NAMESPACE}/{name}");
+        let d = call(policy, ctx.cancel, Call::Idempotent, &what, || {
+            deployments.get_status(name)
+        })
+        .await?;
         let r = rollout(&d, generation);
         if r.done {
             return Ok(r.generation);
         }
         let elapsed = started.elapsed();
         if elapsed >= timeout {
-            return Err(ProviderError::Failed(format!(
+            return Err(ProviderError::other(format!(
                 "the rollout of Deployment {NAMESPACE}/{name} did not finish within {}: \
                  {} of {} replicas updated, {} available, {} ready (generation {} observed {}){}",
                 humantime::format_duration(timeout),
@@ -286,6 +302,7 @@ fn load_balancer_address(s: &Service) -> Option<String> {
 
 async fn wait_for_address(
     ctx: &Context<'_>,
+    policy: &RetryPolicy,
     services: &Api<Service>,
     name: &str,
     timeout: Duration,
@@ -293,16 +310,17 @@ async fn wait_for_address(
     let started = Instant::now();
     let mut interval = gcp::poll_interval()?;
     loop {
-        let s = services
-            .get_status(name)
-            .await
-            .map_err(kube_error(format!("reading Service {NAMESPACE}/{name}")))?;
+        let what = format!("reading Service {NAMESPACE}/{name}");
+        let s = call(policy, ctx.cancel, Call::Idempotent, &what, || {
+            services.get_status(name)
+        })
+        .await?;
         if let Some(a) = load_balancer_address(&s) {
             return Ok(a);
         }
         let elapsed = started.elapsed();
         if elapsed >= timeout {
-            return Err(ProviderError::Failed(format!(
+            return Err(ProviderError::other(format!(
                 "Service {NAMESPACE}/{name} got no LoadBalancer address within {} \
                  (status.loadBalancer.ingress is empty)",
                 humantime::format_duration(timeout)
@@ -319,37 +337,45 @@ async fn wait_for_address(
 
 fn parse_observed(observed: &serde_json::Value) -> Result<ServingObserved, ProviderError> {
     serde_json::from_value(observed.clone()).map_err(|e| {
-        ProviderError::Failed(format!(
+        ProviderError::invalid(format!(
             "the recorded state of this serving resource is unreadable: {e}"
         ))
     })
 }
 
-/// Refresh: both objects present, scaled as recorded, with an address.
+/// Refresh: both objects present, scaled as recorded, with an address. Only a 404 makes an
+/// object gone; any other failure to read (after retries) is an error, never a drift.
 pub(super) async fn read(
-    _ctx: &Context<'_>,
+    ctx: &Context<'_>,
+    policy: &RetryPolicy,
     prior: &ResourceState,
     s: &ServingConfig,
 ) -> Result<Observation, ProviderError> {
     let o = parse_observed(&prior.observed)?;
     let apis = Apis::new(&o.cluster, &o.namespace).await?;
     let what = |kind: &str| format!("reading {kind} {}/{}", o.namespace, o.name);
-    let Some(deployment) = apis
-        .deployments
-        .get_opt(&o.name)
-        .await
-        .map_err(kube_error(what("Deployment")))?
+    let Some(deployment) = call(
+        policy,
+        ctx.cancel,
+        Call::Idempotent,
+        &what("Deployment"),
+        || apis.deployments.get_opt(&o.name),
+    )
+    .await?
     else {
         return Ok(Observation::Gone(format!(
             "Deployment {}/{} no longer exists",
             o.namespace, o.name
         )));
     };
-    let Some(service) = apis
-        .services
-        .get_opt(&o.name)
-        .await
-        .map_err(kube_error(what("Service")))?
+    let Some(service) = call(
+        policy,
+        ctx.cancel,
+        Call::Idempotent,
+        &what("Service"),
+        || apis.services.get_opt(&o.name),
+    )
+    .await?
     else {
         return Ok(Observation::Gone(format!(
             "Service {}/{} no longer exists",
@@ -389,29 +415,54 @@ pub(super) async fn read(
 }
 
 async fn delete_objects(
+    policy: &RetryPolicy,
+    cancel: &AtomicBool,
     cluster: &ClusterConnection,
     namespace: &str,
     name: &str,
 ) -> Result<(), ProviderError> {
     let apis = Apis::new(cluster, namespace).await?;
     let params = DeleteParams::background();
-    let ignore_missing = |r: Result<(), kube::Error>, kind: &str| match r {
-        Ok(()) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(kube_error(format!("deleting {kind} {namespace}/{name}"))(e)),
+    // Deleting twice is harmless (the second is a 404, which means done).
+    let ignore_missing = |r: Result<(), ProviderError>| match r {
+        Ok(()) | Err(ProviderError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
     };
-    let deleted = apis.services.delete(name, &params).await.map(|_| ());
-    ignore_missing(deleted, "Service")?;
-    let deleted = apis.deployments.delete(name, &params).await.map(|_| ());
-    ignore_missing(deleted, "Deployment")?;
-    let deleted = apis.config_maps.delete(name, &params).await.map(|_| ());
-    ignore_missing(deleted, "ConfigMap")?;
+    let what = |kind: &str| format!("deleting {kind} {namespace}/{name}");
+    let deleted = call(
+        policy,
+        cancel,
+        Call::Idempotent,
+        &what("Service"),
+        || async { apis.services.delete(name, &params).await.map(|_| ()) },
+    )
+    .await;
+    ignore_missing(deleted)?;
+    let deleted = call(
+        policy,
+        cancel,
+        Call::Idempotent,
+        &what("Deployment"),
+        || async { apis.deployments.delete(name, &params).await.map(|_| ()) },
+    )
+    .await;
+    ignore_missing(deleted)?;
+    let deleted = call(
+        policy,
+        cancel,
+        Call::Idempotent,
+        &what("ConfigMap"),
+        || async { apis.config_maps.delete(name, &params).await.map(|_| ()) },
+    )
+    .await;
+    ignore_missing(deleted)?;
     // The namespace is shared with other serving resources and load tests: it stays.
     Ok(())
 }
 
 pub(super) async fn delete(
     ctx: &Context<'_>,
+    policy: &RetryPolicy,
     observed: &serde_json::Value,
 ) -> Result<(), ProviderError> {
     let o = parse_observed(observed)?;
@@ -419,7 +470,7 @@ pub(super) async fn delete(
         "deleting Service, Deployment and ConfigMap {}/{}",
         o.namespace, o.name
     ));
-    delete_objects(&o.cluster, &o.namespace, &o.name).await
+    delete_objects(policy, ctx.cancel, &o.cluster, &o.namespace, &o.name).await
 }
 
 /// An interrupted create or update: adopt the Deployment when it is rolled out and its
@@ -427,13 +478,14 @@ pub(super) async fn delete(
 /// that far.
 pub(super) async fn recover(
     ctx: &Context<'_>,
+    policy: &RetryPolicy,
     intent: &Intent,
     prior: Option<&ResourceState>,
     clean_up: bool,
 ) -> Result<Option<serde_json::Value>, ProviderError> {
     if intent.operation == "delete" {
         if clean_up && let Some(p) = prior {
-            delete(ctx, &p.observed).await?;
+            delete(ctx, policy, &p.observed).await?;
         }
         return Ok(None);
     }
@@ -443,16 +495,22 @@ pub(super) async fn recover(
     };
     let apis = Apis::new(&data.cluster, &data.namespace).await?;
     let read = |kind: &str| format!("reading {kind} {}/{}", data.namespace, data.name);
-    let deployment = apis
-        .deployments
-        .get_opt(&data.name)
-        .await
-        .map_err(kube_error(read("Deployment")))?;
-    let service = apis
-        .services
-        .get_opt(&data.name)
-        .await
-        .map_err(kube_error(read("Service")))?;
+    let deployment = call(
+        policy,
+        ctx.cancel,
+        Call::Idempotent,
+        &read("Deployment"),
+        || apis.deployments.get_opt(&data.name),
+    )
+    .await?;
+    let service = call(
+        policy,
+        ctx.cancel,
+        Call::Idempotent,
+        &read("Service"),
+        || apis.services.get_opt(&data.name),
+    )
+    .await?;
     if let (Some(d), Some(s)) = (&deployment, &service) {
         let r = rollout(d, 0);
         if r.done
@@ -472,7 +530,14 @@ pub(super) async fn recover(
     }
     // An update leaves the objects to the next apply; a create that did not finish is removed.
     if clean_up && prior.is_none() {
-        delete_objects(&data.cluster, &data.namespace, &data.name).await?;
+        delete_objects(
+            policy,
+            ctx.cancel,
+            &data.cluster,
+            &data.namespace,
+            &data.name,
+        )
+        .await?;
     }
     Ok(None)
 }
