@@ -27,14 +27,7 @@ pub fn emulator_endpoint() -> Option<String> {
 
 /// The first poll interval (see [`POLL_INTERVAL_ENV`]).
 pub fn poll_interval() -> Result<Duration, ProviderError> {
-    match std::env::var(POLL_INTERVAL_ENV) {
-        Ok(s) => humantime::parse_duration(s.trim()).map_err(|e| {
-            ProviderError::invalid(format!(
-                "{POLL_INTERVAL_ENV}={s:?}: {e}; expected a duration such as 500ms or 2s"
-            ))
-        }),
-        Err(_) => Ok(Duration::from_secs(2)),
-    }
+    Ok(super::env_duration(POLL_INTERVAL_ENV, "500ms or 2s")?.unwrap_or(Duration::from_secs(2)))
 }
 
 /// Polls back off from `first` by half again each time, up to `cap`.

@@ -509,15 +509,7 @@ impl GkeProvider {
         if let Some(d) = self.settings.timeout {
             return Ok(d);
         }
-        match std::env::var(TIMEOUT_ENV) {
-            Ok(s) => humantime::parse_duration(s.trim()).map_err(|e| {
-                GkeError::Config(format!(
-                    "{TIMEOUT_ENV}={s:?}: {e}; expected a duration such as 45m or 1h"
-                ))
-                .into()
-            }),
-            Err(_) => Ok(DEFAULT_TIMEOUT),
-        }
+        Ok(super::env_duration(TIMEOUT_ENV, "45m or 1h")?.unwrap_or(DEFAULT_TIMEOUT))
     }
 
     fn runtime(&self) -> Result<Arc<tokio::runtime::Runtime>, ProviderError> {

@@ -503,3 +503,51 @@ impl crate::plan::Observe for Observer<'_> {
         self.with_ctx(|ctx| p.recover(ctx, intent, prior, false))
     }
 }
+
+/// The longest duration an environment variable may set (poll intervals, timeouts, retry
+/// budgets): a year. Larger values overflow `Instant` arithmetic; none is a real setting.
+pub const MAX_ENV_DURATION: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// Parses a duration from the environment variable `name` (humantime: `500ms`, `2m`),
+/// bounded by `MAX_ENV_DURATION`; `Ok(None)` when unset.
+pub fn env_duration(
+    name: &str,
+    example: &str,
+) -> Result<Option<std::time::Duration>, ProviderError> {
+    let Ok(text) = std::env::var(name) else {
+        return Ok(None);
+    };
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d <= MAX_ENV_DURATION => Ok(Some(d)),
+        Ok(_) => Err(ProviderError::invalid(format!(
+            "{name}={text:?}: longer than a year; expected a duration such as {example}"
+        ))),
+        Err(e) => Err(ProviderError::invalid(format!(
+            "{name}={text:?}: {e}; expected a duration such as {example}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    #[test]
+    fn durations_from_the_environment_are_bounded_not_overflowed() {
+        let name = "BENCHSTACK_TEST_ENV_DURATION_BOUND";
+        // SAFETY: a variable only this test reads; set before any thread reads it.
+        unsafe { std::env::set_var(name, "300000000000y") };
+        let e = env_duration(name, "30s").unwrap_err().to_string();
+        assert!(e.contains(name), "{e}");
+        unsafe { std::env::set_var(name, "400days") };
+        let e = env_duration(name, "30s").unwrap_err().to_string();
+        assert!(e.contains("longer than a year"), "{e}");
+        unsafe { std::env::set_var(name, "90s") };
+        assert_eq!(
+            env_duration(name, "30s").unwrap(),
+            Some(std::time::Duration::from_secs(90))
+        );
+        unsafe { std::env::remove_var(name) };
+        assert_eq!(env_duration(name, "30s").unwrap(), None);
+    }
+}

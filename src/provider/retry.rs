@@ -51,14 +51,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The default policy with the budget from `BENCHSTACK_RETRY_BUDGET`, if set.
     pub fn from_env() -> Result<Self, ProviderError> {
-        let budget = match std::env::var(RETRY_BUDGET_ENV) {
-            Ok(s) => humantime::parse_duration(s.trim()).map_err(|e| {
-                ProviderError::invalid(format!(
-                    "{RETRY_BUDGET_ENV}={s:?}: {e}; expected a duration such as 30s or 2m"
-                ))
-            })?,
-            Err(_) => DEFAULT_BUDGET,
-        };
+        let budget = super::env_duration(RETRY_BUDGET_ENV, "30s or 2m")?.unwrap_or(DEFAULT_BUDGET);
         Ok(RetryPolicy {
             budget,
             ..RetryPolicy::default()

@@ -1341,25 +1341,36 @@ impl Loader {
     fn decode_batching(&mut self, cx: &Ctx, b: &Block) -> Option<BatchingConfig> {
         let c = self.check_body(cx.file, &b.body, "batching", BATCHING_ATTRS, &[]);
         let before = self.diags.len();
-        let pos = |v: &Value| as_uint(v, 1, i64::MAX as u64);
-        let nonneg = |v: &Value| as_uint(v, 0, i64::MAX as u64);
+        // The stand-in's startup bounds, so validate refuses what `benchstack serve` would
+        // (TF Serving's tuned values are far below them).
+        use crate::serve::config::{
+            MAX_BATCH_SIZE, MAX_BATCH_TIMEOUT_MICROS, MAX_ENQUEUED_BATCHES, MAX_THREADS,
+        };
+        let rows = |v: &Value| as_uint(v, 1, MAX_BATCH_SIZE as u64);
         let mut cfg = BatchingConfig {
-            max_batch_size: self.opt(cx, &c, "max_batch_size", pos),
-            batch_timeout_micros: self.opt(cx, &c, "batch_timeout_micros", nonneg),
-            max_enqueued_batches: self.opt(cx, &c, "max_enqueued_batches", pos),
-            num_batch_threads: self.opt(cx, &c, "num_batch_threads", pos),
+            max_batch_size: self.opt(cx, &c, "max_batch_size", rows),
+            batch_timeout_micros: self.opt(cx, &c, "batch_timeout_micros", |v| {
+                as_uint(v, 0, MAX_BATCH_TIMEOUT_MICROS)
+            }),
+            max_enqueued_batches: self.opt(cx, &c, "max_enqueued_batches", |v| {
+                as_uint(v, 1, MAX_ENQUEUED_BATCHES as u64)
+            }),
+            num_batch_threads: self.opt(cx, &c, "num_batch_threads", |v| {
+                as_uint(v, 1, MAX_THREADS as u64)
+            }),
             allowed_batch_sizes: Vec::new(),
             pad_variable_length_inputs: self.opt(cx, &c, "pad_variable_length_inputs", as_bool),
             enable_large_batch_splitting: self.opt(cx, &c, "enable_large_batch_splitting", as_bool),
-            max_execution_batch_size: self.opt(cx, &c, "max_execution_batch_size", pos),
+            max_execution_batch_size: self.opt(cx, &c, "max_execution_batch_size", rows),
         };
         if let Some(a) = c.attrs.get("allowed_batch_sizes")
             && let Some(sizes) = self.typed(cx, a, |v| match v {
                 Value::List(l) if !l.is_empty() => l
                     .iter()
                     .map(|x| {
-                        as_uint(x, 1, i64::MAX as u64)
-                            .map_err(|_| "a list of whole numbers of at least 1".to_string())
+                        as_uint(x, 1, MAX_BATCH_SIZE as u64).map_err(|_| {
+                            format!("a list of whole numbers from 1 to {MAX_BATCH_SIZE}")
+                        })
                     })
                     .collect::<Result<Vec<u64>, String>>(),
                 _ => Err("a non-empty list of batch sizes, e.g. [8, 32, 128]".into()),

@@ -1,4 +1,4 @@
-# expect: 12:28: batch_timeout_micros: found the number 1.5, expected a whole number of at least 0
+# expect: 12:28: batch_timeout_micros: found the number 1.5, expected a whole number from 0 to 60000000
 
 cluster "local" {}
 

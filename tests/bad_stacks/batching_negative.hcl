@@ -1,4 +1,4 @@
-# expect: 12:25: num_batch_threads: found the number -2, expected a whole number of at least 1
+# expect: 12:25: num_batch_threads: found the number -2, expected a whole number from 1 to 1024
 
 cluster "local" {}
 

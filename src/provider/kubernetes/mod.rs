@@ -285,14 +285,7 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 
 /// A duration from an environment variable (humantime), or `default` when unset.
 fn env_duration(name: &str, default: Duration) -> Result<Duration, ProviderError> {
-    match std::env::var(name) {
-        Ok(s) => humantime::parse_duration(s.trim()).map_err(|e| {
-            ProviderError::invalid(format!(
-                "{name}={s:?}: {e}; expected a duration such as 90s or 10m"
-            ))
-        }),
-        Err(_) => Ok(default),
-    }
+    Ok(crate::provider::env_duration(name, "90s or 10m")?.unwrap_or(default))
 }
 
 /// Sleeps `d`, waking early to honour a cancellation.
