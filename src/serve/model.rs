@@ -99,11 +99,30 @@ impl std::fmt::Debug for Servable {
     }
 }
 
+/// The most rows one inference call runs (see `Servable::run`).
+pub const MAX_ROWS_PER_RUN: usize = 8192;
+
 impl Servable {
     /// Runs `rows` rows (row-major, `signature.row_width()` floats each); returns the output rows.
+    /// More rows than `MAX_ROWS_PER_RUN` run in slices of that many, so the model's
+    /// intermediate activations (rows × the widest layer) stay bounded however many rows a
+    /// request carries: a 64 MiB request of broadcast values is 1.6 M rows of the example model,
+    /// whose 1024-wide layers would otherwise want gigabytes at once.
     pub fn run(&self, rows: usize, input: Vec<f32>) -> Result<Vec<f32>, String> {
+        if rows <= MAX_ROWS_PER_RUN {
+            return self.run_slice(rows, &input);
+        }
+        let width = self.signature.row_width().max(1);
+        let mut out = Vec::with_capacity(rows.saturating_mul(self.signature.output_row_width()));
+        for slice in input.chunks(MAX_ROWS_PER_RUN.saturating_mul(width)) {
+            out.extend(self.run_slice(slice.len() / width, slice)?);
+        }
+        Ok(out)
+    }
+
+    fn run_slice(&self, rows: usize, input: &[f32]) -> Result<Vec<f32>, String> {
         let width = self.signature.row_width();
-        let tensor = Tensor::from_shape(&[rows, width], &input).map_err(|e| e.to_string())?;
+        let tensor = Tensor::from_shape(&[rows, width], input).map_err(|e| e.to_string())?;
         let out = self
             .plan
             .run(tvec!(tensor.into()))
@@ -335,4 +354,31 @@ fn read_saved_model_signature(dir: &Path) -> Result<Option<Signature>, LoadError
         inputs: sig.inputs.iter().map(spec).collect(),
         outputs: sig.outputs.iter().map(spec).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_rows_run_in_bounded_slices_with_the_same_outputs_as_one_run() {
+        let base =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/model/regression");
+        let model = load(&crate::serve::single_model("regression", base)).unwrap();
+        let servable = model.latest().unwrap();
+        let width = servable.signature.row_width();
+        let rows = MAX_ROWS_PER_RUN + 3;
+        let input: Vec<f32> = (0..rows * width).map(|i| (i % 97) as f32 / 97.0).collect();
+        let sliced = servable.run(rows, input.clone()).unwrap();
+        assert_eq!(sliced.len(), rows * servable.signature.output_row_width());
+        // The last rows, run on their own, give the same outputs as inside the sliced run.
+        let tail_rows = 5;
+        let tail = servable
+            .run_slice(tail_rows, &input[(rows - tail_rows) * width..])
+            .unwrap();
+        let out_w = servable.signature.output_row_width();
+        for (a, b) in tail.iter().zip(&sliced[(rows - tail_rows) * out_w..]) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
 }
