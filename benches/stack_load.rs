@@ -48,8 +48,14 @@ loadtest "lt" {
     );
     let _ = writeln!(s, "  data     = {data:?}");
     s.push_str(
-        r#"  stage { rate = 300, duration = "10s" }
-  stage { rate = 3900, duration = "10s" }
+        r#"  stage {
+    rate     = 300
+    duration = "10s"
+  }
+  stage {
+    rate     = 3900
+    duration = "10s"
+  }
   slo { p99 = "50ms" }
 }
 "#,

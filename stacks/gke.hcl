@@ -100,8 +100,14 @@ loadtest "baseline" {
   batch_size    = 1
   workers       = 4 # distributed: an Indexed Job of 4 worker pods
   loadgen_image = "gcr.io/${var.project}/benchstack:latest" # deploy/loadgen.Dockerfile
-  stage { rate = 300 * var.rate_scale, duration = var.stage_duration }
-  stage { rate = 3900 * var.rate_scale, duration = var.stage_duration }
+  stage {
+    rate     = 300 * var.rate_scale
+    duration = var.stage_duration
+  }
+  stage {
+    rate     = 3900 * var.rate_scale
+    duration = var.stage_duration
+  }
   slo {
     p99    = var.slo_p99
     errors = "0.1%"
@@ -119,7 +125,10 @@ loadtest "peak" {
   batch_size    = 1
   workers       = 8
   loadgen_image = "gcr.io/${var.project}/benchstack:latest"
-  stage { rate = each.value * var.rate_scale, duration = var.stage_duration }
+  stage {
+    rate     = each.value * var.rate_scale
+    duration = var.stage_duration
+  }
   slo {
     p99    = var.slo_p99
     errors = "0.1%"

@@ -49,8 +49,14 @@ loadtest "sweep" {
   data       = "../examples/model/test.csv"
   batch_size = 1
   warmup     = "1s"
-  stage { rate = 300, duration = "5s" }
-  stage { rate = 2000, duration = "5s" }
+  stage {
+    rate     = 300
+    duration = "5s"
+  }
+  stage {
+    rate     = 2000
+    duration = "5s"
+  }
   slo {
     p99    = "50ms"
     errors = "0.1%"

@@ -48,8 +48,14 @@ loadtest "baseline" {
   data       = "../examples/model/test.csv" # rows sampled per request, as the original locust user did
   batch_size = 1
   warmup     = "1s"
-  stage { rate = 300, duration = "5s" }
-  stage { rate = 3900, duration = "5s" }
+  stage {
+    rate     = 300
+    duration = "5s"
+  }
+  stage {
+    rate     = 3900
+    duration = "5s"
+  }
   slo {
     p99    = "50ms"
     errors = "0.1%" # a failed request also counts against p99

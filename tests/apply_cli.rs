@@ -64,7 +64,10 @@ loadtest "smoke" {{
   model    = "regression"
   protocol = "rest"
   request  = file("{request}")
-  stage {{ rate = 200, duration = "{duration}" }}
+  stage {{
+    rate     = 200
+    duration = "{duration}"
+  }}
   slo   {{ p99 = "10s" }}
 }}
 
@@ -393,7 +396,10 @@ loadtest "smoke" {{
   for_each = serving.tf
   target   = each.value
   request  = file("{request}")
-  stage {{ rate = 100, duration = "1s" }}
+  stage {{
+    rate     = 100
+    duration = "1s"
+  }}
   slo   {{ p99 = "1us" }}
 }}
 "#,

@@ -52,7 +52,7 @@ fn local_stack_loads_with_defaults_edges_and_resolved_paths() {
     let ResourceConfig::Loadtest(l) = &lt.config else {
         panic!("loadtest config")
     };
-    // The cluster defaults to the target's; the one-line stage form parses.
+    // The cluster defaults to the target's; both stages parse.
     assert_eq!(l.cluster, addr(Kind::Cluster, "local", None));
     assert_eq!(l.model, "regression");
     assert_eq!(l.protocol, Protocol::Rest);

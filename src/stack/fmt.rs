@@ -3,12 +3,17 @@
 //! at one level aligned, no trailing whitespace, one final newline. Comments are kept; heredoc
 //! bodies and multi-line comments are left byte for byte. The formatter works on lines and only
 //! changes whitespace, so it cannot change what a file means; it refuses files that do not parse.
+//!
+//! One exception, the migration: a file in the old one-line comma form
+//! (`stage { rate = 300, duration = "60s" }`, which HCL rejects and the loader refuses) has each
+//! such block split into one attribute per line first, so `benchstack fmt` turns an old stack
+//! into valid HCL.
 
 use std::path::Path;
 
 use super::diag::Diagnostics;
 use super::load::Loader;
-use super::source::{Ctx, SourceFile, scan};
+use super::source::{Ctx, SourceFile, comma_blocks, scan};
 
 /// Formats one stack file's text. Syntax errors are reported against `<input>`.
 pub fn format_source(src: &str) -> Result<String, Diagnostics> {
@@ -17,32 +22,60 @@ pub fn format_source(src: &str) -> Result<String, Diagnostics> {
 
 /// As [`format_source`], naming `path` in diagnostics.
 pub fn format_named(path: &Path, src: &str) -> Result<String, Diagnostics> {
-    check_syntax(path, src)?;
-    let out = format_lines(src);
+    let src = if hcl_edit::parser::parse_body(src).is_ok() {
+        src.to_string()
+    } else {
+        expand_comma_blocks(src)
+    };
+    check_syntax(path, &src)?;
+    let out = format_lines(&src);
     // A formatter bug must never write a broken file.
     check_syntax(path, &out)?;
     Ok(out)
 }
 
+/// The migration from the old form: `name { a = 1, b = 2 }` on one line becomes `name {`, one
+/// attribute per line, `}`. Only whitespace is inserted (each separating comma becomes a
+/// newline); `format_lines` indents the result.
+fn expand_comma_blocks(src: &str) -> String {
+    let blocks = comma_blocks(src);
+    if blocks.is_empty() {
+        return src.to_string();
+    }
+    let mut newline_after: Vec<usize> = Vec::new();
+    let mut replaced: Vec<usize> = Vec::new();
+    for b in &blocks {
+        newline_after.push(b.open + 1);
+        newline_after.push(b.close);
+        replaced.extend(&b.commas);
+    }
+    newline_after.sort_unstable();
+    replaced.sort_unstable();
+    let mut out = String::with_capacity(src.len() + newline_after.len());
+    let mut ins = newline_after.iter().peekable();
+    for (i, c) in src.char_indices() {
+        while ins.next_if(|&&p| p == i).is_some() {
+            out.push('\n');
+        }
+        if replaced.binary_search(&i).is_ok() {
+            out.push('\n');
+        } else {
+            out.push(c);
+        }
+    }
+    for _ in ins {
+        out.push('\n');
+    }
+    out
+}
+
 fn check_syntax(path: &Path, src: &str) -> Result<(), Diagnostics> {
     let mut ld = Loader::new();
     ld.files.push(SourceFile::new(path, src.to_string()));
-    if let Err(e) = hcl_edit::parser::parse_body(&ld.files[0].parsed_text) {
-        let off = e.location().offset();
-        let msg = e.message().trim().replace('\n', "; ");
-        let expected = match msg.find("expected") {
-            Some(i) => msg[i..].to_string(),
-            None => format!("expected valid HCL ({msg})"),
-        };
-        ld.error(
-            0,
-            off..off + 1,
-            format!("found invalid HCL syntax, {expected}"),
-            None,
-        );
-        return Err(ld.diags);
+    match ld.parse_source(0) {
+        Some(_) => Ok(()),
+        None => Err(ld.diags),
     }
-    Ok(())
 }
 
 struct Line<'a> {
@@ -248,6 +281,21 @@ mod tests {
         let src = "v {\ntype = map(object({\na = number\n}))\n}\n";
         let want = "v {\n  type = map(object({\n    a = number\n  }))\n}\n";
         assert_eq!(format_source(src).unwrap(), want);
+    }
+
+    #[test]
+    fn the_old_comma_form_is_rewritten_into_valid_hcl_idempotently() {
+        let src = "loadtest \"a\" {\n  stage { rate = 300, duration = \"60s\" } # first\n  slo { p99 = \"50ms\" }\n  x = { a = 1, b = 2 }\n}\n";
+        assert!(hcl_edit::parser::parse_body(src).is_err());
+        let out = format_source(src).unwrap();
+        let want = "loadtest \"a\" {\n  stage {\n    rate     = 300\n    duration = \"60s\"\n  } # first\n  slo { p99 = \"50ms\" }\n  x = { a = 1, b = 2 }\n}\n";
+        assert_eq!(out, want);
+        assert!(hcl_edit::parser::parse_body(&out).is_ok());
+        assert_eq!(
+            format_source(&out).unwrap(),
+            out,
+            "formatting is idempotent"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use hcl_edit::structure::{Attribute, Block, Body, Structure};
 use super::diag::{Diagnostic, Diagnostics, Location};
 use super::eval::{Decls, EvalError, Instances, Scope, kind_from_str};
 use super::funcs::resolve;
-use super::source::SourceFile;
+use super::source::{SourceFile, comma_blocks};
 use super::types::*;
 use super::value::{Reference, Value, suggest};
 use super::vars::{self, VarInputs};
@@ -131,9 +131,8 @@ impl Loader {
         }
     }
 
-    pub fn span(&self, file: usize, parsed: Range<usize>) -> Span {
+    pub fn span(&self, file: usize, r: Range<usize>) -> Span {
         let f = &self.files[file];
-        let r = f.original_range(parsed);
         let (line, col) = f.line_col(r.start);
         Span {
             file: f.path.clone(),
@@ -145,12 +144,12 @@ impl Loader {
     pub fn error(
         &mut self,
         file: usize,
-        parsed: Range<usize>,
+        r: Range<usize>,
         message: impl Into<String>,
         help: Option<String>,
     ) {
         let f = &self.files[file];
-        let r = f.original_range(parsed);
+        let r = r.start.min(f.text.len())..r.end.clamp(r.start, f.text.len());
         let (line, col) = f.line_col(r.start);
         let line_text = f.line_text(line).to_string();
         let (_, end_col) = f.line_col(r.end);
@@ -202,21 +201,61 @@ impl Loader {
         };
         self.files.push(SourceFile::new(path, text));
         let idx = self.files.len() - 1;
-        match hcl_edit::parser::parse_body(&self.files[idx].parsed_text) {
-            Ok(body) => Some((idx, body)),
-            Err(e) => {
-                let off = e.location().offset();
-                let msg = e.message().trim().to_string();
-                let msg = msg.replace('\n', "; ");
-                self.error(
-                    idx,
-                    off..off + 1,
-                    format!("found invalid HCL syntax, {}", syntax_expected(&msg)),
-                    None,
-                );
-                None
-            }
+        self.parse_source(idx).map(|body| (idx, body))
+    }
+
+    /// Parses a loaded file exactly as written; syntax errors become diagnostics.
+    pub fn parse_source(&mut self, idx: usize) -> Option<Body> {
+        let e = match hcl_edit::parser::parse_body(&self.files[idx].text) {
+            Ok(body) => return Some(body),
+            Err(e) => e,
+        };
+        let off = e.location().offset();
+        // hcl-edit stops at the first error, and on the old comma form its message ("expected
+        // newline") does not say how to fix it: name every such block instead.
+        let blocks = comma_blocks(&self.files[idx].text);
+        let explained = blocks.iter().any(|b| {
+            let f = &self.files[idx];
+            f.line_col(b.range.start).0 == f.line_col(off).0
+        });
+        if !explained {
+            let msg = e.message().trim().replace('\n', "; ");
+            self.error(
+                idx,
+                off..off + 1,
+                format!("found invalid HCL syntax, {}", syntax_expected(&msg)),
+                None,
+            );
         }
+        for b in &blocks {
+            let attrs = b.attributes(&self.files[idx].text);
+            let n = attrs.len();
+            let listed = match attrs.split_last() {
+                Some((last, [])) => format!("`{last}`"),
+                Some((last, rest)) => format!(
+                    "{} and `{last}`",
+                    rest.iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => String::new(),
+            };
+            let header = &b.header;
+            self.error(
+                idx,
+                b.range.clone(),
+                format!(
+                    "found a one-line `{header}` block with {n} attributes separated by commas, \
+                     expected one attribute per line: a one-line block holds at most one attribute"
+                ),
+                Some(format!(
+                    "write `{header} {{` with {listed} on their own lines, then `}}` \
+                     (`benchstack fmt` rewrites it)"
+                )),
+            );
+        }
+        None
     }
 }
 
@@ -1626,7 +1665,7 @@ impl Loader {
             }
         }
         if !c.blocks.iter().any(|b| b.ident.value().as_str() == "stage") {
-            self.error(cx.file, header_range(block), format!("found {what} without a stage, expected at least one `stage {{ rate = 300, duration = \"60s\" }}`"), None);
+            self.error(cx.file, header_range(block), format!("found {what} without a stage, expected at least one `stage` block (`rate = 300` and `duration = \"60s\"` on their own lines)"), None);
         }
         // The load generator refuses these too; here they are found at validate, located.
         if stages.len() > crate::loadgen::MAX_STAGES {

@@ -1,8 +1,8 @@
-//! Stack source files: byte offsets to line:col, and the one-line block form
-//! `stage { rate = 300, duration = "60s" }` that DESIGN.md uses but plain HCL does not accept
-//! (HCL allows one attribute in a one-line block). We rewrite such blocks into the multi-line form
-//! before parsing and keep a map from the rewritten offsets back to the original ones, so every
-//! location still points into the file as the user wrote it.
+//! Stack source files: byte offsets to line:col, a small HCL lexer shared with the formatter,
+//! and the detection of the old one-line comma form `stage { rate = 300, duration = "60s" }`.
+//! That form is not HCL (a one-line block holds at most one attribute), so the loader parses the
+//! text exactly as written and only uses the detection to explain hcl-edit's failure;
+//! `benchstack fmt` rewrites it (see `fmt`).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -12,13 +12,9 @@ pub struct SourceFile {
     pub path: PathBuf,
     /// The directory relative paths in this file resolve against.
     pub dir: PathBuf,
-    /// The text as written.
+    /// The text as written; it is also what the parser sees, so spans index it directly.
     pub text: String,
-    /// The text given to the HCL parser (the one-line comma form expanded).
-    pub parsed_text: String,
     line_starts: Vec<usize>,
-    /// Offsets (in `parsed_text`) of inserted newlines, ascending.
-    inserted: Vec<usize>,
 }
 
 impl SourceFile {
@@ -34,29 +30,14 @@ impl SourceFile {
             })
             .unwrap_or_else(|| PathBuf::from("."));
         let dir = std::path::absolute(&dir).unwrap_or(dir);
-        let (parsed_text, inserted) = expand_one_line_blocks(&text);
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         SourceFile {
             path: path.to_path_buf(),
             dir,
             text,
-            parsed_text,
             line_starts,
-            inserted,
         }
-    }
-
-    /// Maps an offset in `parsed_text` to one in `text`.
-    pub fn original_offset(&self, parsed: usize) -> usize {
-        let shift = self.inserted.partition_point(|&p| p < parsed);
-        parsed.saturating_sub(shift).min(self.text.len())
-    }
-
-    pub fn original_range(&self, parsed: Range<usize>) -> Range<usize> {
-        let start = self.original_offset(parsed.start);
-        let end = self.original_offset(parsed.end).max(start);
-        start..end
     }
 
     /// 1-based line and column (in characters) of an offset in `text`.
@@ -250,20 +231,49 @@ pub(crate) fn scan(text: &str, mut f: impl FnMut(usize, char, Ctx, usize)) {
     }
 }
 
-/// Expands `name "label" { a = 1, b = 2 }` (on one line) into a multi-line block.
-/// Returns the new text and the offsets (in the new text) of every inserted character.
-fn expand_one_line_blocks(text: &str) -> (String, Vec<usize>) {
+/// A block written on one line with several attributes separated by commas
+/// (`stage { rate = 300, duration = "60s" }`): the old stack form, which HCL rejects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommaBlock {
+    /// From the first character of the block's header to its closing `}` (inclusive).
+    pub range: Range<usize>,
+    /// The header before `{`, trimmed (`stage`, `variable "x"`).
+    pub header: String,
+    /// Offset of `{`.
+    pub open: usize,
+    /// Offsets of the separating commas.
+    pub commas: Vec<usize>,
+    /// Offset of `}`.
+    pub close: usize,
+}
+
+impl CommaBlock {
+    /// The attributes as written, trimmed (`rate = 300`).
+    pub fn attributes<'t>(&self, text: &'t str) -> Vec<&'t str> {
+        let mut bounds = vec![self.open];
+        bounds.extend(&self.commas);
+        bounds.push(self.close);
+        bounds
+            .windows(2)
+            .filter_map(|w| text.get(w[0] + 1..w[1]).map(str::trim))
+            .collect()
+    }
+}
+
+/// Every one-line block in `text` whose attributes are separated by commas, in order. Commas in
+/// strings, comments, heredocs, object and tuple literals and function calls are not separators.
+pub(crate) fn comma_blocks(text: &str) -> Vec<CommaBlock> {
     struct Open {
         at: usize,
         line: usize,
-        block: bool,
+        /// Start of the header, when this `{` opens a block.
+        header_at: Option<usize>,
         commas: Vec<usize>,
     }
     let mut stack: Vec<Open> = Vec::new();
     let mut line = 0usize;
     let mut line_start = 0usize;
-    // (offset of `{`, offsets of commas, offset of `}`) for every block to expand.
-    let mut edits: Vec<(usize, Vec<usize>, usize)> = Vec::new();
+    let mut found: Vec<CommaBlock> = Vec::new();
     scan(text, |i, c, ctx, interp| {
         if c == '\n' {
             line += 1;
@@ -274,27 +284,35 @@ fn expand_one_line_blocks(text: &str) -> (String, Vec<usize>) {
         }
         match c {
             '{' | '[' | '(' => {
-                let in_body = stack.last().is_none_or(|o| o.block);
-                let block = c == '{' && in_body && is_block_header(&text[line_start..i]);
+                let in_body = stack.last().is_none_or(|o| o.header_at.is_some());
+                let prefix = &text[line_start..i];
+                let header_at = (c == '{' && in_body && is_block_header(prefix))
+                    .then(|| line_start + (prefix.len() - prefix.trim_start().len()));
                 stack.push(Open {
                     at: i,
                     line,
-                    block,
+                    header_at,
                     commas: Vec::new(),
                 });
             }
             '}' | ']' | ')' => {
                 if let Some(open) = stack.pop()
-                    && open.block
+                    && let Some(h) = open.header_at
                     && open.line == line
                     && !open.commas.is_empty()
                 {
-                    edits.push((open.at, open.commas, i));
+                    found.push(CommaBlock {
+                        range: h..i + 1,
+                        header: text[h..open.at].trim().to_string(),
+                        open: open.at,
+                        commas: open.commas,
+                        close: i,
+                    });
                 }
             }
             ',' => {
                 if let Some(open) = stack.last_mut()
-                    && open.block
+                    && open.header_at.is_some()
                     && open.line == line
                 {
                     open.commas.push(i);
@@ -303,39 +321,8 @@ fn expand_one_line_blocks(text: &str) -> (String, Vec<usize>) {
             _ => {}
         }
     });
-    if edits.is_empty() {
-        return (text.to_string(), Vec::new());
-    }
-    // Inserts: a newline after `{` and before `}`; commas become newlines in place.
-    let mut inserts_after: Vec<usize> = Vec::new();
-    let mut replace: Vec<usize> = Vec::new();
-    for (open, commas, close) in edits {
-        inserts_after.push(open + 1);
-        inserts_after.push(close);
-        replace.extend(commas);
-    }
-    inserts_after.sort_unstable();
-    replace.sort_unstable();
-    let mut out = String::with_capacity(text.len() + inserts_after.len());
-    let mut inserted = Vec::new();
-    let mut ins = inserts_after.iter().peekable();
-    for (i, c) in text.char_indices() {
-        while ins.peek().is_some_and(|&&p| p == i) {
-            inserted.push(out.len());
-            out.push('\n');
-            ins.next();
-        }
-        if replace.binary_search(&i).is_ok() {
-            out.push('\n');
-        } else {
-            out.push(c);
-        }
-    }
-    for _ in ins {
-        inserted.push(out.len());
-        out.push('\n');
-    }
-    (out, inserted)
+    found.sort_by_key(|b| b.range.start);
+    found
 }
 
 /// `ident`, `ident "label"`, `ident label "label"`: the text before a block's `{`.
@@ -371,26 +358,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_line_blocks_with_commas_are_expanded_and_offsets_map_back() {
-        let src = "loadtest \"a\" {\n  stage { rate = 300, duration = \"60s\" }\n  x = { a = 1, b = 2 }\n}\n";
-        let f = SourceFile::new(Path::new("t.hcl"), src.to_string());
-        assert!(
-            f.parsed_text
-                .contains("stage {\n rate = 300\n duration = \"60s\" \n}")
+    fn one_line_blocks_with_commas_are_found_with_their_attributes() {
+        let src = "loadtest \"a\" {\n  stage { rate = 300, duration = \"60s\" }\n  x = { a = 1, b = 2 }\n  f = max(1, 2)\n}\n";
+        let found = comma_blocks(src);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let b = &found[0];
+        assert_eq!(b.header, "stage");
+        assert_eq!(
+            &src[b.range.clone()],
+            "stage { rate = 300, duration = \"60s\" }"
         );
-        // Object literals keep their commas.
-        assert!(f.parsed_text.contains("x = { a = 1, b = 2 }"));
-        let dur = f.parsed_text.find("\"60s\"").unwrap();
-        let orig = f.original_offset(dur);
-        assert_eq!(&src[orig..orig + 5], "\"60s\"");
-        assert_eq!(f.line_col(orig), (2, 34));
+        assert_eq!(b.attributes(src), ["rate = 300", "duration = \"60s\""]);
+        let f = SourceFile::new(Path::new("t.hcl"), src.to_string());
+        assert_eq!(f.line_col(b.range.start), (2, 3));
     }
 
     #[test]
-    fn commas_in_strings_comments_and_heredocs_are_left_alone() {
+    fn commas_in_strings_comments_and_heredocs_are_not_separators() {
         let src = "a { b = \"x, y\" } # c, d\nh = <<EOT\n{ p = 1, q = 2 }\nEOT\n";
+        assert!(comma_blocks(src).is_empty());
         let f = SourceFile::new(Path::new("t.hcl"), src.to_string());
-        assert_eq!(f.parsed_text, src);
+        assert_eq!(f.text, src, "the text is kept as written");
     }
 
     #[test]

@@ -13,5 +13,8 @@ loadtest "lt" {
   target = serving.tf
   data   = "../fixtures/data.csv"
   protocol = "http2"
-  stage { rate = 10, duration = "1s" }
+  stage {
+    rate     = 10
+    duration = "1s"
+  }
 }

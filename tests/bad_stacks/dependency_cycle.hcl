@@ -14,5 +14,8 @@ serving "tf" {
 loadtest "lt" {
   target = serving.tf
   data   = "../fixtures/data.csv"
-  stage { rate = 10, duration = "1s" }
+  stage {
+    rate     = 10
+    duration = "1s"
+  }
 }

@@ -1,4 +1,4 @@
-# expect: 15:33: duration: found the string "60", expected a duration with a unit
+# expect: 17:16: duration: found the string "60", expected a duration with a unit
 
 cluster "local" {}
 
@@ -12,5 +12,8 @@ serving "tf" {
 loadtest "lt" {
   target = serving.tf
   data   = "../fixtures/data.csv"
-  stage { rate = 10, duration = "60" }
+  stage {
+    rate     = 10
+    duration = "60"
+  }
 }

@@ -26,5 +26,8 @@ loadtest "far" {
   model         = "m"
   request       = "{\"instances\": [[1.0]]}"
   loadgen_image = "gcr.io/p/benchstack:latest"
-  stage { rate = 10, duration = "1s" }
+  stage {
+    rate     = 10
+    duration = "1s"
+  }
 }

@@ -1,7 +1,7 @@
 # expect: 14:14: replicas: found the number 0
 # expect: 15:14: image: found the number 5, expected a string
 # expect: 20:14: protocol: found "grcp"
-# expect: 21:18: rate: found the number 0
+# expect: 22:16: rate: found the number 0
 
 cluster "local" {}
 
@@ -18,5 +18,8 @@ loadtest "lt" {
   target = serving.tf
   data   = "../fixtures/data.csv"
   protocol = "grcp"
-  stage { rate = 0, duration = "1s" }
+  stage {
+    rate     = 0
+    duration = "1s"
+  }
 }

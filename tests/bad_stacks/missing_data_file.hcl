@@ -13,5 +13,8 @@ serving "tf" {
 loadtest "lt" {
   target = serving.tf
   data   = "../fixtures/missing.csv"
-  stage { rate = 10, duration = "1s" }
+  stage {
+    rate     = 10
+    duration = "1s"
+  }
 }

@@ -11,5 +11,8 @@ serving "tf" {
 }
 loadtest "lt" {
   data = "../fixtures/data.csv"
-  stage { rate = 10, duration = "1s" }
+  stage {
+    rate     = 10
+    duration = "1s"
+  }
 }

@@ -1,4 +1,4 @@
-# expect: 15:18: rate: found the number -5, expected a number of requests per second greater than 0
+# expect: 16:16: rate: found the number -5, expected a number of requests per second greater than 0
 
 cluster "local" {}
 
@@ -12,5 +12,8 @@ serving "tf" {
 loadtest "lt" {
   target = serving.tf
   data   = "../fixtures/data.csv"
-  stage { rate = -5, duration = "1s" }
+  stage {
+    rate     = -5
+    duration = "1s"
+  }
 }

@@ -12,5 +12,8 @@ serving "tf" {
 loadtest "lt" {
   target = model.m
   data   = "../fixtures/data.csv"
-  stage { rate = 10, duration = "1s" }
+  stage {
+    rate     = 10
+    duration = "1s"
+  }
 }

@@ -13,5 +13,8 @@ serving "tf" {
 loadtest "lt" {
   target = serving.tff
   data   = "../fixtures/data.csv"
-  stage { rate = 10, duration = "1s" }
+  stage {
+    rate     = 10
+    duration = "1s"
+  }
 }

@@ -13,5 +13,8 @@ serving "tf" {
 loadtest "lt" {
   target = serving.tf
   request = fil("../fixtures/request.json")
-  stage { rate = 10, duration = "1s" }
+  stage {
+    rate     = 10
+    duration = "1s"
+  }
 }
