@@ -563,3 +563,35 @@ fn a_local_load_test_with_workers_runs_them_as_processes_and_stores_one_merged_r
     let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn destroy_takes_the_stack_and_variables_apply_took_and_refuses_a_bad_one_untouched() {
+    let env = Env::new();
+    env.write_stack(32, "1s");
+    let stack = env.stack();
+    let (code, out, err) = env.run(&["apply", "--auto-approve", s(&stack)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(env.servers().len(), 1);
+
+    // A stack with an error stops destroy before the state is touched.
+    let bad = env.state().with_file_name("bad.hcl");
+    std::fs::write(&bad, "cluster \"local\" {\n  provider = \"nowhere\"\n}\n").unwrap();
+    let (code, out, err) = env.run(&["destroy", "--auto-approve", s(&bad)]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("bad.hcl:2:"), "located: {err}");
+    assert_eq!(env.servers().len(), 1, "nothing was destroyed");
+
+    // Variables without a stack are a usage error, not silently ignored.
+    let (code, _, err) = env.run(&["destroy", "--auto-approve", "--var", "x=1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--var"), "{err}");
+
+    // With the stack apply took, everything in the state goes.
+    let (code, out, err) = env.run(&["destroy", "--auto-approve", s(&stack)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("4 deleted"), "{out}");
+    assert!(env.servers().is_empty());
+    let (code, out, _) = env.run(&["state", "list"]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("serving.tf"), "{out}");
+}

@@ -1,6 +1,9 @@
-//! `benchstack destroy`: stop and forget everything in the state, dependents first.
+//! `benchstack destroy [STACK]`: stop and forget everything in the state, dependents first.
+//! Takes the same stack and variables as `apply`, as Terraform's destroy does: the stack is
+//! loaded and checked (an error stops it before anything is touched), `--target` may name
+//! its resources, and what is destroyed is what the state holds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use miette::miette;
@@ -13,6 +16,15 @@ use crate::provider::Providers;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The stack file or directory `apply` was given (optional: without it, the state alone
+    /// says what to destroy).
+    pub path: Option<PathBuf>,
+    /// Set a variable: NAME=VALUE; repeatable (as for `apply`).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Read variables from a file; repeatable (as for `apply`).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
     /// Destroy without asking.
     #[arg(long)]
     pub auto_approve: bool,
@@ -34,14 +46,26 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
         targets: args.targets.clone(),
         replace: vec![],
         refresh: args.refresh,
-        vars: vec![],
-        var_files: vec![],
+        vars: args.vars.clone(),
+        var_files: args.var_files.clone(),
     };
     super::plan::parse_addresses("target", &flags.targets)?;
+    // Loaded before the state is opened: a stack with an error changes nothing.
+    let stack = match &args.path {
+        Some(path) => Some(super::plan::load_stack(path, &flags)?),
+        None => {
+            if !flags.vars.is_empty() || !flags.var_files.is_empty() {
+                return Err(miette!(
+                    "--var and --var-file need the stack they belong to: benchstack destroy STACK --var …"
+                ));
+            }
+            None
+        }
+    };
     let providers = Providers::new(state_dir);
     let store = open_store(state_dir, "destroy")?;
     apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
-    let plan = make_plan(None, &store, &providers, &flags, true)?;
+    let plan = make_plan(stack.as_ref(), &store, &providers, &flags, true)?;
     if !plan.has_changes() {
         println!("Nothing to destroy: the state is empty.");
         return Ok(ExitCode::SUCCESS);
