@@ -19,7 +19,7 @@ use benchstack::proto::tensorflow::{
 };
 use prost::Message as _;
 use serde_json::{Value, json};
-use serve_process::{ServeProcess, http};
+use serve_process::{ServeProcess, http, raw_http};
 
 /// A bound on how long any one wait in these tests may take: it keeps a broken server from
 /// hanging the suite, and is never an assertion about speed.
@@ -154,25 +154,6 @@ async fn a_40_byte_giant_shape_is_invalid_argument_and_the_server_keeps_serving(
         .await
         .unwrap();
     assert_eq!(code, Some(0));
-}
-
-/// Sends a raw request head and body and returns the status and body of the reply.
-fn raw_http(port: u16, head: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.write_all(head.as_bytes()).unwrap();
-    // The server may answer and close before taking the whole body; that is its right.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
 }
 
 #[test]
