@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use miette::{IntoDiagnostic, miette};
 
 use crate::plan::{self, Plan, PlanOptions};
-use crate::provider::{Observer, Providers, provider_for};
+use crate::provider::{Observer, Providers, cluster_providers, provider_for};
+use crate::refresh;
 use crate::stack::types::{Address, Stack};
 use crate::state::{self, Store};
 
@@ -74,7 +75,7 @@ pub fn load_stack(path: &Path, flags: &PlanFlags) -> miette::Result<Stack> {
 
 /// Every resource's provider must exist in this build (checked before anything is touched).
 pub fn check_providers(stack: &Stack, providers: &Providers) -> miette::Result<()> {
-    let clusters = plan::cluster_providers(stack);
+    let clusters = cluster_providers(stack);
     for r in &stack.resources {
         let name = provider_for(&r.config, &clusters);
         providers
@@ -110,8 +111,9 @@ pub fn make_plan(
         providers,
         state_dir: store.dir(),
     };
-    let observe: Option<&dyn plan::Observe> = if flags.refresh { Some(&observer) } else { None };
-    plan::make(stack, &snap, observe, &opts).map_err(|e| miette!("{e}"))
+    let outputs = store.outputs().map_err(|e| miette!("{e}"))?;
+    let observe: Option<&dyn refresh::Observe> = if flags.refresh { Some(&observer) } else { None };
+    refresh::plan(stack, &snap, outputs, observe, &opts).map_err(|e| miette!("{e}"))
 }
 
 /// What refresh found worth telling but not worth a change, on stderr (after the plan, so a

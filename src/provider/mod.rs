@@ -395,6 +395,33 @@ pub fn provider_for(
     }
 }
 
+/// The cluster provider of every cluster in the stack.
+pub fn cluster_providers(stack: &crate::stack::types::Stack) -> BTreeMap<Address, ProviderKind> {
+    stack
+        .resources
+        .iter()
+        .filter_map(|r| match &r.config {
+            ResourceConfig::Cluster(c) => Some((r.address.clone(), c.provider)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The provider of every resource in the stack (what `plan::make` is given).
+pub fn providers_for(stack: &crate::stack::types::Stack) -> BTreeMap<Address, String> {
+    let clusters = cluster_providers(stack);
+    stack
+        .resources
+        .iter()
+        .map(|r| {
+            (
+                r.address.clone(),
+                provider_for(&r.config, &clusters).to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The model configurations a serving resource lists, from its inputs.
 pub fn serving_models(
     s: &crate::stack::types::ServingConfig,
@@ -487,7 +514,7 @@ impl Observer<'_> {
     }
 }
 
-impl crate::plan::Observe for Observer<'_> {
+impl crate::refresh::Observe for Observer<'_> {
     fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError> {
         let p = self.providers.get(&prior.provider)?;
         self.with_ctx(|ctx| p.read(ctx, prior))
