@@ -142,6 +142,9 @@ pub struct Store {
     db: sled::Db,
     dir: PathBuf,
     lock: Lock,
+    /// Apply writes from several threads: one publishes at a time, each reading the database
+    /// as it is then, so the last snapshot written is never older than the last write.
+    publishing: std::sync::Mutex<()>,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StateError>>;
@@ -169,6 +172,7 @@ impl Store {
             db,
             dir: dir.to_path_buf(),
             lock,
+            publishing: std::sync::Mutex::new(()),
         };
         match store.get::<Meta>(b"meta")? {
             Some(meta) if meta.schema_version > SCHEMA_VERSION => {
@@ -201,6 +205,11 @@ impl Store {
 
     /// Publishes the state as it is now for lock-free readers (`published`).
     fn publish(&self) -> Result<(), StateError> {
+        // A panic elsewhere while publishing leaves nothing half-done: the files are atomic.
+        let _one_at_a_time = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let meta = self.meta()?;
         let runs_dir = published::snapshot_dir(&self.dir).join("runs");
         let mut runs = Vec::new();
@@ -568,6 +577,21 @@ mod tests {
             applied_at: 0,
             last_run: None,
         }
+    }
+
+    #[test]
+    fn writes_from_several_threads_all_reach_the_published_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "apply").unwrap();
+        std::thread::scope(|scope| {
+            for name in ["a", "b", "c", "d"] {
+                let s = &s;
+                scope.spawn(move || s.put_resource(&model_state(name)).unwrap());
+            }
+        });
+        let view = View::open(dir.path()).unwrap().expect("published");
+        assert_eq!(view.resources().unwrap().len(), 4);
+        assert_eq!(view.serial(), s.meta().unwrap().serial);
     }
 
     #[test]
