@@ -698,3 +698,85 @@ fn plan_of_the_local_stack_shows_it_in_the_stack_s_own_terms() {
     assert_eq!(lt["slo"]["errors"], 0.001);
     assert_eq!(v["outputs"][0]["after_unknown"], true);
 }
+
+/// Addresses of the changes in `plan --json`, of the runs in `results --json`.
+fn json_addresses(v: &serde_json::Value, list: &str) -> Vec<String> {
+    let items = if list.is_empty() {
+        v.as_array().cloned().unwrap_or_default()
+    } else {
+        v[list].as_array().cloned().unwrap_or_default()
+    };
+    items
+        .iter()
+        .map(|c| {
+            c["address"]
+                .as_str()
+                .unwrap_or_else(|| panic!("address is not a string: {c}"))
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn readers_answer_from_the_published_snapshot_while_an_apply_holds_the_lock() {
+    let env = Env::new();
+    env.write_stack(8, "15s");
+    let stack = env.stack();
+    let (code, plan_json, err) = env.run(&["plan", "--json", s(&stack)]);
+    assert_eq!(code, 0, "{err}");
+    let planned = json_addresses(&serde_json::from_str(&plan_json).unwrap(), "changes");
+    assert!(
+        planned.contains(&"loadtest.smoke".to_string()),
+        "{planned:?}"
+    );
+
+    let (mut child, lines, mut seen) = env.apply_until_the_load_test_runs();
+    let lock = env.state().join(benchstack::state::lock::LOCK_FILE);
+    let holder = std::fs::read_to_string(&lock).expect("the apply holds the lock");
+
+    // Everything applied so far is visible; nothing waits for the lock.
+    let (code, out, err) = env.run(&["state", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("serving.tf"), "{out}");
+    assert!(out.contains("model.regression"), "{out}");
+    let (code, out, err) = env.run(&["results"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("No runs yet"), "the run is still going: {out}");
+    let (code, out, err) = env.run(&["state", "show", "serving.tf"]);
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["address"], "serving.tf");
+    assert_eq!(shown["config"]["cluster"], "cluster.local");
+    let (code, _, err) = env.run(&["state", "history"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = env.run(&["output", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = env.run(&["plan", "--lock=false", "--refresh=false", s(&stack)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("loadtest.smoke"), "{out}");
+    // The same apply held the lock from before the reads until after them.
+    assert_eq!(
+        std::fs::read_to_string(&lock).ok().as_deref(),
+        Some(holder.as_str()),
+        "the reads ran while the apply held the lock"
+    );
+    let (code, _, err) = env.run(&["plan", s(&stack)]);
+    assert_eq!(code, 1, "a plan with the lock still waits for the writer");
+    assert!(err.contains("locked by"), "{err}");
+
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{seen}");
+
+    // The finished run, under the address string plan used.
+    let (code, out, err) = env.run(&["results", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let ran = json_addresses(&serde_json::from_str(&out).unwrap(), "");
+    assert_eq!(ran, ["loadtest.smoke"]);
+    assert!(planned.contains(&ran[0]), "{planned:?} vs {ran:?}");
+    let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0);
+    assert!(env.servers().is_empty());
+}

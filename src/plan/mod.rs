@@ -192,17 +192,10 @@ pub struct PlanOptions {
     pub destroy: bool,
 }
 
-/// Fingerprint of what a resource is applied with: its configuration and rendered files.
+/// Fingerprint of what a resource is applied with: its configuration (in the state's schema
+/// form, so library changes do not change it) and rendered files.
 pub fn fingerprint(config: &ResourceConfig, rendered: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(config).unwrap_or_default());
-    for (k, v) in rendered {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    hex(&h.finalize())[..16].to_string()
+    crate::state::schema::fingerprint(config, rendered)
 }
 
 /// SHA-256 over the stack files (names and contents), to detect a stack edited after `plan --out`.

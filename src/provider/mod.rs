@@ -438,14 +438,6 @@ pub fn serving_models(
         .collect()
 }
 
-/// What every serving provider records about where it listens (local processes, or a
-/// Kubernetes Service): REST base URLs and gRPC host:port pairs.
-#[derive(serde::Deserialize)]
-struct ServingEndpoints {
-    rest_endpoints: Vec<String>,
-    grpc_endpoints: Vec<String>,
-}
-
 /// The base URLs a load test sends to: the target's REST endpoints (`http://…`) or its gRPC
 /// ones (`grpc://HOST:PORT`), from the target's observed state.
 pub fn load_test_targets(
@@ -455,19 +447,17 @@ pub fn load_test_targets(
     let observed = inputs.observed.get(&l.target).ok_or_else(|| {
         ProviderError::invalid(format!("{} is not running (not in the state)", l.target))
     })?;
-    let serving: ServingEndpoints = serde_json::from_value(observed.clone()).map_err(|e| {
+    let (rest, grpc) = crate::state::observed::serving_endpoints(observed).map_err(|e| {
         ProviderError::invalid(format!(
             "{} has no usable endpoints recorded: {e}",
             l.target
         ))
     })?;
     let targets: Vec<String> = match l.protocol {
-        crate::loadgen::spec::Protocol::Rest => serving.rest_endpoints,
-        crate::loadgen::spec::Protocol::Grpc => serving
-            .grpc_endpoints
-            .iter()
-            .map(|e| format!("grpc://{e}"))
-            .collect(),
+        crate::loadgen::spec::Protocol::Rest => rest,
+        crate::loadgen::spec::Protocol::Grpc => {
+            grpc.iter().map(|e| format!("grpc://{e}")).collect()
+        }
     };
     if targets.is_empty() {
         return Err(ProviderError::invalid(format!(
