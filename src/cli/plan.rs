@@ -115,7 +115,15 @@ pub fn make_plan(
 ) -> miette::Result<Plan> {
     let snap = store.snapshot().map_err(|e| miette!("{e}"))?;
     let outputs = store.outputs().map_err(|e| miette!("{e}"))?;
-    plan_from(stack, &snap, outputs, store.dir(), providers, flags, destroy)
+    plan_from(
+        stack,
+        &snap,
+        outputs,
+        store.dir(),
+        providers,
+        flags,
+        destroy,
+    )
 }
 
 /// Plans against `snap` (the locked store's, or a published snapshot's).
@@ -160,10 +168,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
         make_plan(Some(&stack), &store, &providers, &args.flags, false)?
     } else {
         let (snap, outputs) = match open_view(state_dir)? {
-            Some(view) => (
-                view.snapshot().map_err(|e| miette!("{e}"))?,
-                view.outputs(),
-            ),
+            Some(view) => (view.snapshot().map_err(|e| miette!("{e}"))?, view.outputs()),
             None => (state::Snapshot::default(), BTreeMap::new()),
         };
         plan_from(
