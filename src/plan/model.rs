@@ -431,8 +431,9 @@ pub fn display_path(path: &Path, base: Option<&Path>) -> String {
     let Some(base) = base else {
         return path.display().to_string();
     };
-    let absolute =
-        |p: &Path| normalize(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    let absolute = |p: &Path| {
+        crate::stack::funcs::normalize(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+    };
     let (p, b) = (absolute(path), absolute(base));
     let pc: Vec<Component> = p.components().collect();
     let bc: Vec<Component> = b.components().collect();
@@ -458,23 +459,6 @@ pub fn display_path(path: &Path, base: Option<&Path>) -> String {
     } else {
         out.display().to_string()
     }
-}
-
-/// Removes `.` and `..` components without touching the file system.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 /// The names of the top-level attributes and blocks that differ between two bodies, in the

@@ -5,7 +5,7 @@
 mod diag;
 mod eval;
 mod fmt;
-mod funcs;
+pub(crate) mod funcs;
 mod load;
 mod source;
 pub mod types;
