@@ -138,6 +138,29 @@ pub struct Snapshot {
     pub intents: BTreeMap<Address, Intent>,
 }
 
+impl Snapshot {
+    /// A snapshot of these records, keyed by address (what the store and the published view share).
+    pub fn keyed(
+        lineage: String,
+        serial: u64,
+        resources: Vec<ResourceState>,
+        intents: Vec<Intent>,
+    ) -> Snapshot {
+        Snapshot {
+            lineage,
+            serial,
+            resources: resources
+                .into_iter()
+                .map(|r| (r.address.clone(), r))
+                .collect(),
+            intents: intents
+                .into_iter()
+                .map(|i| (i.address.clone(), i))
+                .collect(),
+        }
+    }
+}
+
 pub struct Store {
     db: sled::Db,
     dir: PathBuf,
@@ -270,20 +293,12 @@ impl Store {
 
     pub fn snapshot(&self) -> Result<Snapshot, StateError> {
         let meta = self.meta()?;
-        Ok(Snapshot {
-            lineage: meta.lineage,
-            serial: meta.serial,
-            resources: self
-                .resources()?
-                .into_iter()
-                .map(|r| (r.address.clone(), r))
-                .collect(),
-            intents: self
-                .intents()?
-                .into_iter()
-                .map(|i| (i.address.clone(), i))
-                .collect(),
-        })
+        Ok(Snapshot::keyed(
+            meta.lineage,
+            meta.serial,
+            self.resources()?,
+            self.intents()?,
+        ))
     }
 
     pub fn resources(&self) -> Result<Vec<ResourceState>, StateError> {

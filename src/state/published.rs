@@ -218,19 +218,11 @@ impl View {
 
     /// What plan needs, as published.
     pub fn snapshot(&self) -> Result<Snapshot, StateError> {
-        Ok(Snapshot {
-            lineage: self.published.lineage.clone(),
-            serial: self.published.serial,
-            resources: self
-                .resources()?
-                .into_iter()
-                .map(|r| (r.address.clone(), r))
-                .collect(),
-            intents: self
-                .intents()?
-                .into_iter()
-                .map(|i| (i.address.clone(), i))
-                .collect(),
-        })
+        Ok(Snapshot::keyed(
+            self.published.lineage.clone(),
+            self.published.serial,
+            self.resources()?,
+            self.intents()?,
+        ))
     }
 }
