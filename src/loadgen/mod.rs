@@ -672,6 +672,22 @@ pub fn find_capacity(
         std::thread::sleep(Duration::from_millis(500));
         Ok(failure.is_none())
     };
+    let lo = search_capacity(search, |rate| probe(rate, &mut stages))?;
+    let mut report = first.ok_or_else(|| LoadError::Invalid("no probe ran".into()))?;
+    report.stages = stages;
+    report.capacity = Some(Capacity { rate: lo, probes });
+    Ok(report)
+}
+
+/// The search itself, apart from how a probe is run: doubles the rate from `start_rate`
+/// until `probe` fails (or halves it until one passes), then bisects until the bracket is
+/// within `precision` of its upper end or `max_probes` probes ran. Returns the highest rate
+/// that passed (None when none did). `probe` answers whether the rate held; an `Err` stops
+/// the search. Shared by `find_capacity` and `benchstack tune`, so both bracket the same way.
+pub fn search_capacity<E>(
+    search: &CapacitySearch,
+    mut probe: impl FnMut(f64) -> Result<bool, E>,
+) -> Result<Option<f64>, E> {
     let mut lo: Option<f64> = None;
     let mut hi: Option<f64> = None;
     let mut rate = search.start_rate;
@@ -679,7 +695,7 @@ pub fn find_capacity(
     // Grow (or shrink) until the rate is bracketed.
     while count < search.max_probes {
         count += 1;
-        if probe(rate, &mut stages)? {
+        if probe(rate)? {
             lo = Some(rate);
             if hi.is_some() || rate * 2.0 > search.max_rate {
                 break;
@@ -703,16 +719,13 @@ pub fn find_capacity(
         }
         count += 1;
         let mid = ((l + h) / 2.0).round().max(1.0);
-        if probe(mid, &mut stages)? {
+        if probe(mid)? {
             lo = Some(mid);
         } else {
             hi = Some(mid);
         }
     }
-    let mut report = first.ok_or_else(|| LoadError::Invalid("no probe ran".into()))?;
-    report.stages = stages;
-    report.capacity = Some(Capacity { rate: lo, probes });
-    Ok(report)
+    Ok(lo)
 }
 
 fn fmt_rate(r: f64) -> String {
