@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use benchstack::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Stage};
-use benchstack::plan::{self, PlanOptions};
+use benchstack::plan::PlanOptions;
+use benchstack::refresh;
 use benchstack::stack::types::*;
 use benchstack::state::{ResourceState, Snapshot};
 
@@ -125,9 +126,9 @@ fn main() {
     let stack = stack(1000);
     let opts = PlanOptions::default();
     let empty = Snapshot::default();
-    let first = plan::make(Some(&stack), &empty, None, &opts).unwrap();
+    let first = refresh::plan(Some(&stack), &empty, BTreeMap::new(), None, &opts).unwrap();
     let t_empty = median(|| {
-        plan::make(Some(&stack), &empty, None, &opts).unwrap();
+        refresh::plan(Some(&stack), &empty, BTreeMap::new(), None, &opts).unwrap();
     });
 
     // The state as if `first` had been applied (load tests with their upstream fingerprints).
@@ -169,13 +170,13 @@ fn main() {
             },
         );
     }
-    let noop = plan::make(Some(&stack), &applied, None, &opts).unwrap();
+    let noop = refresh::plan(Some(&stack), &applied, BTreeMap::new(), None, &opts).unwrap();
     assert!(
         !noop.has_changes(),
         "the applied state should plan no changes"
     );
     let t_noop = median(|| {
-        plan::make(Some(&stack), &applied, None, &opts).unwrap();
+        refresh::plan(Some(&stack), &applied, BTreeMap::new(), None, &opts).unwrap();
     });
     println!(
         "plan, {} resources (1,000 for_each serving instances + their load tests):",

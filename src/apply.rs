@@ -583,7 +583,7 @@ fn step_inner(
                     finished: run.finished,
                     config_hash: c.fingerprint.clone(),
                     upstream,
-                    environment: run.environment,
+                    environment: (&run.environment).into(),
                     slos_met,
                     report: run.report,
                     tune: None,
@@ -651,9 +651,17 @@ fn write_outputs(plan: &Plan, store: &Store) -> Result<(), StateError> {
         for o in &stack.outputs {
             let value = match &o.value {
                 OutputValue::Known(v) => Some(v.clone()),
-                OutputValue::Attribute { address, attribute } => store
-                    .resource(address)?
-                    .and_then(|r| r.observed.get(attribute).cloned()),
+                OutputValue::Attribute { address, attribute } => {
+                    store.resource(address)?.and_then(|r| {
+                        crate::state::observed::Observed::from_json(
+                            &r.provider,
+                            r.address.kind,
+                            &r.observed,
+                        )
+                        .ok()?
+                        .attribute(attribute)
+                    })
+                }
             };
             if let Some(v) = value {
                 out.insert(o.name.clone(), v);

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod plan;
 pub mod proto;
 pub mod provider;
+pub mod refresh;
 pub mod report;
 pub mod serve;
 pub mod stack;

@@ -179,13 +179,20 @@ fn apply_plan_edit_batching_compare_runs_and_destroy() {
     let (code, out, err) = env.run(&["plan", "--detailed-exitcode", s(&stack)]);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
-        out.contains("~ serving.tf will be updated in place: batching changed"),
+        out.contains("# serving.tf will be updated in place: batching changed"),
+        "{out}"
+    );
+    // The change in the stack's own terms, then the rendered file's diff.
+    assert!(out.contains("  ~ serving \"tf\" {"), "{out}");
+    assert!(out.contains("      ~ batching {"), "{out}");
+    assert!(
+        out.contains("          ~ max_batch_size = 8 -> 16"),
         "{out}"
     );
     assert!(out.contains("-max_batch_size { value: 8 }"), "{out}");
     assert!(out.contains("+max_batch_size { value: 16 }"), "{out}");
     assert!(
-        out.contains("> loadtest.smoke will run: serving.tf will be updated"),
+        out.contains("# loadtest.smoke will run: serving.tf will be updated"),
         "{out}"
     );
     assert!(
@@ -196,7 +203,7 @@ fn apply_plan_edit_batching_compare_runs_and_destroy() {
     let (code, json, _) = env.run(&["plan", "--json", s(&stack)]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], 2);
     assert_eq!(v["summary"]["update"], 1);
     assert_eq!(v["summary"]["run"], 1);
     let serving = v["changes"]
@@ -208,6 +215,18 @@ fn apply_plan_edit_batching_compare_runs_and_destroy() {
     assert_eq!(serving["action"], "update");
     assert_eq!(serving["before"]["batching"]["max_batch_size"], 8);
     assert_eq!(serving["after"]["batching"]["max_batch_size"], 16);
+    assert_eq!(serving["after"]["cluster"], "cluster.local");
+    assert_eq!(serving["attributes"][0]["path"], "batching.max_batch_size");
+    assert_eq!(serving["attributes"][0]["before"], 8);
+    assert_eq!(serving["attributes"][0]["after"], 16);
+    let smoke = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "loadtest.smoke")
+        .unwrap();
+    assert_eq!(smoke["after"]["target"], "serving.tf");
+    assert_eq!(smoke["after"]["stage"][0]["rate"], 200);
 
     let before = env.servers();
     let (code, out, err) = env.run(&["apply", "--auto-approve", s(&stack)]);
@@ -360,7 +379,7 @@ fn an_apply_killed_during_a_load_test_is_continued_without_a_second_server() {
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("took over the lock"), "{err}");
     assert!(!out.contains("serving.tf will"), "{out}");
-    assert!(out.contains("> loadtest.smoke will run"), "{out}");
+    assert!(out.contains("# loadtest.smoke will run"), "{out}");
     let (code, out, err) = env.run(&["apply", "--auto-approve", s(&stack)]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(env.servers(), first, "no second serving process");
@@ -482,7 +501,7 @@ fn ctrl_c_during_a_load_test_stops_it_saves_the_state_and_exits_130() {
     );
     let (code, out, err) = env.run(&["plan", "--detailed-exitcode", s(&stack)]);
     assert_eq!(code, 2, "{out}\n{err}");
-    assert!(out.contains("> loadtest.smoke will run"), "{out}");
+    assert!(out.contains("# loadtest.smoke will run"), "{out}");
     assert!(!out.contains("serving.tf will"), "{out}");
     let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
     assert_eq!(code, 0);
@@ -594,4 +613,170 @@ fn destroy_takes_the_stack_and_variables_apply_took_and_refuses_a_bad_one_untouc
     let (code, out, _) = env.run(&["state", "list"]);
     assert_eq!(code, 0);
     assert!(!out.contains("serving.tf"), "{out}");
+}
+
+#[test]
+fn plan_of_the_local_stack_shows_it_in_the_stack_s_own_terms() {
+    let env = Env::new();
+    let stack = repo().join("stacks/local.hcl");
+    let (code, out, err) = env.run(&["plan", s(&stack)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // No Rust, no `kind`/`name` pairs for references, no absolute paths.
+    for leak in [
+        "PerSecond",
+        "Data",
+        "Some(",
+        "cluster.kind",
+        "cluster.name",
+        "target.kind",
+        ".key",
+        "stages[",
+        "slos[",
+    ] {
+        assert!(!out.contains(leak), "{leak:?} in\n{out}");
+    }
+    let root = repo();
+    assert!(!out.contains(root.to_str().unwrap()), "{out}");
+    // What the stack wrote, as it wrote it (and the defaults it left out, as HCL).
+    for expected in [
+        "  # serving.tf will be created",
+        "  + serving \"tf\" {",
+        "      + cluster = cluster.local",
+        "      + models = [model.regression]",
+        "      + flags = {",
+        "          + tensorflow_intra_op_parallelism = 2",
+        "      + batching {",
+        "          + max_batch_size = 32",
+        "  # loadtest.baseline will run: never run",
+        "  > loadtest \"baseline\" {",
+        "      + target = serving.tf",
+        "      + protocol = \"rest\"",
+        "      + data = \"../examples/model/test.csv\"",
+        "      + batch_size = 1",
+        "      + warmup = \"1s\"",
+        "      + timeout = \"10s\"",
+        "      + stage {",
+        "          + rate = 300",
+        "          + rate = 3900",
+        "          + duration = \"5s\"",
+        "      + slo {",
+        "          + p99 = \"50ms\"",
+        "          + errors = \"0.1%\"",
+        "      + base_path = \"../examples/model/regression\"",
+        "Changes to Outputs:",
+        "  + rest_endpoint = (known after apply)",
+        "  + grpc_endpoint = (known after apply)",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing from\n{out}");
+    }
+
+    let (code, json, err) = env.run(&["plan", "--json", s(&stack)]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let addresses: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            "cluster.local",
+            "model.regression",
+            "serving.tf",
+            "loadtest.baseline"
+        ]
+    );
+    let lt = &v["changes"][3]["after"];
+    assert_eq!(lt["cluster"], "cluster.local");
+    assert_eq!(lt["target"], "serving.tf");
+    assert_eq!(lt["data"], "../examples/model/test.csv");
+    assert_eq!(lt["timeout"], 10.0);
+    assert_eq!(lt["stage"][1]["rate"], 3900);
+    assert_eq!(lt["slo"]["p99"], 0.05);
+    assert_eq!(lt["slo"]["errors"], 0.001);
+    assert_eq!(v["outputs"][0]["after_unknown"], true);
+}
+
+/// Addresses of the changes in `plan --json`, of the runs in `results --json`.
+fn json_addresses(v: &serde_json::Value, list: &str) -> Vec<String> {
+    let items = if list.is_empty() {
+        v.as_array().cloned().unwrap_or_default()
+    } else {
+        v[list].as_array().cloned().unwrap_or_default()
+    };
+    items
+        .iter()
+        .map(|c| {
+            c["address"]
+                .as_str()
+                .unwrap_or_else(|| panic!("address is not a string: {c}"))
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn readers_answer_from_the_published_snapshot_while_an_apply_holds_the_lock() {
+    let env = Env::new();
+    env.write_stack(8, "15s");
+    let stack = env.stack();
+    let (code, plan_json, err) = env.run(&["plan", "--json", s(&stack)]);
+    assert_eq!(code, 0, "{err}");
+    let planned = json_addresses(&serde_json::from_str(&plan_json).unwrap(), "changes");
+    assert!(
+        planned.contains(&"loadtest.smoke".to_string()),
+        "{planned:?}"
+    );
+
+    let (mut child, lines, mut seen) = env.apply_until_the_load_test_runs();
+    let lock = env.state().join(benchstack::state::lock::LOCK_FILE);
+    let holder = std::fs::read_to_string(&lock).expect("the apply holds the lock");
+
+    // Everything applied so far is visible; nothing waits for the lock.
+    let (code, out, err) = env.run(&["state", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("serving.tf"), "{out}");
+    assert!(out.contains("model.regression"), "{out}");
+    let (code, out, err) = env.run(&["results"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("No runs yet"), "the run is still going: {out}");
+    let (code, out, err) = env.run(&["state", "show", "serving.tf"]);
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["address"], "serving.tf");
+    assert_eq!(shown["config"]["cluster"], "cluster.local");
+    let (code, _, err) = env.run(&["state", "history"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = env.run(&["output", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = env.run(&["plan", "--lock=false", "--refresh=false", s(&stack)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("loadtest.smoke"), "{out}");
+    // The same apply held the lock from before the reads until after them.
+    assert_eq!(
+        std::fs::read_to_string(&lock).ok().as_deref(),
+        Some(holder.as_str()),
+        "the reads ran while the apply held the lock"
+    );
+    let (code, _, err) = env.run(&["plan", s(&stack)]);
+    assert_eq!(code, 1, "a plan with the lock still waits for the writer");
+    assert!(err.contains("locked by"), "{err}");
+
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{seen}");
+
+    // The finished run, under the address string plan used.
+    let (code, out, err) = env.run(&["results", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let ran = json_addresses(&serde_json::from_str(&out).unwrap(), "");
+    assert_eq!(ran, ["loadtest.smoke"]);
+    assert!(planned.contains(&ran[0]), "{planned:?} vs {ran:?}");
+    let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0);
+    assert!(env.servers().is_empty());
 }

@@ -136,6 +136,7 @@ fn gke_stack_applies_plans_clean_updates_replaces_and_destroys() {
     let (code, out, err) = w.run(&["plan", "--detailed-exitcode"], &["replicas=2"]);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(out.contains("serving.tf will be updated in place"), "{out}");
+    assert!(out.contains("      ~ replicas = 3 -> 2\n"), "{out}");
     assert!(
         out.contains("+++ b/kubernetes.yaml"),
         "the objects diff: {out}"
@@ -153,6 +154,10 @@ fn gke_stack_applies_plans_clean_updates_replaces_and_destroys() {
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
         out.contains("cluster.serving will be replaced: machine_type changed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-/+ cluster \"serving\" {\n      ~ machine_type = \"e2-highcpu-8\" -> \"n2-highcpu-8\" # forces replacement\n"),
         "{out}"
     );
     assert!(

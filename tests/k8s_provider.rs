@@ -541,10 +541,16 @@ fn a_recovery_that_cannot_read_the_api_keeps_the_intent_and_stops_the_plan() {
         state_dir: store.dir(),
     };
     let snap = store.snapshot().unwrap();
-    let err =
-        benchstack::plan::make(None, &snap, Some(&observer), &Default::default()).unwrap_err();
+    let err = benchstack::refresh::plan(
+        None,
+        &snap,
+        BTreeMap::new(),
+        Some(&observer),
+        &Default::default(),
+    )
+    .unwrap_err();
     assert!(
-        matches!(&err, benchstack::plan::PlanError::Recover { address, .. } if *address == tf),
+        matches!(&err, benchstack::refresh::RefreshError::Recover { address, .. } if *address == tf),
         "{err:?}"
     );
     assert!(

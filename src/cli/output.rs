@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, miette};
 
-use super::plan::open_store;
-use crate::state::Store;
+use super::plan::open_view;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,12 +17,10 @@ pub struct Args {
 }
 
 pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
-    let outputs = if Store::exists(state_dir) {
-        open_store(state_dir, "output")?
-            .outputs()
-            .map_err(|e| miette!("{e}"))?
-    } else {
-        Default::default()
+    // The published snapshot: answers while an apply holds the lock.
+    let outputs = match open_view(state_dir)? {
+        Some(view) => view.outputs(),
+        None => Default::default(),
     };
     match &args.name {
         Some(name) => {

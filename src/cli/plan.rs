@@ -1,12 +1,14 @@
 //! `benchstack plan`: what apply would change, as text, `--json` or a plan file (`--out`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, miette};
 
 use crate::plan::{self, Plan, PlanOptions};
-use crate::provider::{Observer, Providers, provider_for};
+use crate::provider::{Observer, Providers, cluster_providers, provider_for};
+use crate::refresh;
 use crate::stack::types::{Address, Stack};
 use crate::state::{self, Store};
 
@@ -45,6 +47,12 @@ pub struct Args {
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Take the state lock (`--lock=false` plans from the snapshot the last write published,
+    /// so it answers while an apply runs; a plan file made so is refused by apply if the
+    /// state moved on).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub lock: bool,
     #[command(flatten)]
     pub flags: PlanFlags,
 }
@@ -74,7 +82,7 @@ pub fn load_stack(path: &Path, flags: &PlanFlags) -> miette::Result<Stack> {
 
 /// Every resource's provider must exist in this build (checked before anything is touched).
 pub fn check_providers(stack: &Stack, providers: &Providers) -> miette::Result<()> {
-    let clusters = plan::cluster_providers(stack);
+    let clusters = cluster_providers(stack);
     for r in &stack.resources {
         let name = provider_for(&r.config, &clusters);
         providers
@@ -82,6 +90,11 @@ pub fn check_providers(stack: &Stack, providers: &Providers) -> miette::Result<(
             .map_err(|e| miette!("{} ({}): {e}", r.address, r.span))?;
     }
     Ok(())
+}
+
+/// The state as last published, read without the lock (None: nothing applied yet).
+pub fn open_view(dir: &Path) -> miette::Result<Option<state::View>> {
+    state::View::open(dir).map_err(|e| miette!("{e}"))
 }
 
 /// Opens the state for `operation`, noting a lock taken over from a dead holder.
@@ -100,18 +113,40 @@ pub fn make_plan(
     flags: &PlanFlags,
     destroy: bool,
 ) -> miette::Result<Plan> {
+    let snap = store.snapshot().map_err(|e| miette!("{e}"))?;
+    let outputs = store.outputs().map_err(|e| miette!("{e}"))?;
+    plan_from(
+        stack,
+        &snap,
+        outputs,
+        store.dir(),
+        providers,
+        flags,
+        destroy,
+    )
+}
+
+/// Plans against `snap` (the locked store's, or a published snapshot's).
+pub fn plan_from(
+    stack: Option<&Stack>,
+    snap: &state::Snapshot,
+    outputs: BTreeMap<String, serde_json::Value>,
+    state_dir: &Path,
+    providers: &Providers,
+    flags: &PlanFlags,
+    destroy: bool,
+) -> miette::Result<Plan> {
     let opts = PlanOptions {
         targets: parse_addresses("target", &flags.targets)?,
         replace: parse_addresses("replace", &flags.replace)?,
         destroy,
     };
-    let snap = store.snapshot().map_err(|e| miette!("{e}"))?;
     let observer = Observer {
         providers,
-        state_dir: store.dir(),
+        state_dir,
     };
-    let observe: Option<&dyn plan::Observe> = if flags.refresh { Some(&observer) } else { None };
-    plan::make(stack, &snap, observe, &opts).map_err(|e| miette!("{e}"))
+    let observe: Option<&dyn refresh::Observe> = if flags.refresh { Some(&observer) } else { None };
+    refresh::plan(stack, snap, outputs, observe, &opts).map_err(|e| miette!("{e}"))
 }
 
 /// What refresh found worth telling but not worth a change, on stderr (after the plan, so a
@@ -128,8 +163,24 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
     let stack = load_stack(&args.path, &args.flags)?;
     let providers = Providers::new(state_dir);
     check_providers(&stack, &providers)?;
-    let store = open_store(state_dir, "plan")?;
-    let plan = make_plan(Some(&stack), &store, &providers, &args.flags, false)?;
+    let plan = if args.lock {
+        let store = open_store(state_dir, "plan")?;
+        make_plan(Some(&stack), &store, &providers, &args.flags, false)?
+    } else {
+        let (snap, outputs) = match open_view(state_dir)? {
+            Some(view) => (view.snapshot().map_err(|e| miette!("{e}"))?, view.outputs()),
+            None => (state::Snapshot::default(), BTreeMap::new()),
+        };
+        plan_from(
+            Some(&stack),
+            &snap,
+            outputs,
+            state_dir,
+            &providers,
+            &args.flags,
+            false,
+        )?
+    };
     if args.json {
         println!(
             "{}",

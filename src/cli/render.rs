@@ -13,8 +13,8 @@ use super::validate::VarArgs;
 use crate::loadgen::spec::Protocol;
 use crate::loadgen::worker::WorkerSpec;
 use crate::manifest::k8s;
-use crate::plan::{cluster_providers, render_resource};
-use crate::provider::provider_for;
+use crate::plan::render_resource;
+use crate::provider::{cluster_providers, provider_for};
 use crate::stack::types::{Address, ProviderKind, ResourceConfig, Stack};
 
 #[derive(Debug, clap::Args)]

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, miette};
 
-use super::plan::open_store;
+use super::plan::open_view;
 use crate::loadgen::RunReport;
-use crate::state::{self, RunRecord, Store, procinfo};
+use crate::state::{self, RunRecord, procinfo};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,14 +42,14 @@ fn label(r: &RunRecord) -> String {
 }
 
 pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
-    if !Store::exists(state_dir) {
-        return Err(miette!(
+    // The published snapshot: answers while an apply holds the lock.
+    let view = open_view(state_dir)?.ok_or_else(|| {
+        miette!(
             "no state in {}: nothing has been applied yet",
             state_dir.display()
-        ));
-    }
-    let store = open_store(state_dir, "results")?;
-    let all = store.runs().map_err(|e| miette!("{e}"))?;
+        )
+    })?;
+    let all = view.runs().map_err(|e| miette!("{e}"))?;
     let get = |id: u64| -> miette::Result<RunRecord> {
         all.iter()
             .find(|r| r.id == id)

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, miette};
 
-use super::plan::open_store;
-use crate::state::{self, Store, lock, procinfo};
+use super::plan::{open_store, open_view};
+use crate::state::{self, Store, View, lock, procinfo};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,6 +42,16 @@ fn require_state(dir: &Path) -> miette::Result<()> {
     }
 }
 
+/// The published snapshot (list, show and history read it, so they answer during an apply).
+fn require_view(dir: &Path) -> miette::Result<View> {
+    open_view(dir)?.ok_or_else(|| {
+        miette!(
+            "no state in {}: nothing has been applied yet",
+            dir.display()
+        )
+    })
+}
+
 pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
     match args.command {
         Command::Unlock { force } => {
@@ -64,21 +74,29 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
             }
         }
         Command::List => {
-            require_state(state_dir)?;
-            let store = open_store(state_dir, "state list")?;
-            for r in store.resources().map_err(|e| miette!("{e}"))? {
-                let detail = match r.observed.get("rest_endpoint").and_then(|v| v.as_str()) {
+            let view = require_view(state_dir)?;
+            for r in view.resources().map_err(|e| miette!("{e}"))? {
+                let observed =
+                    state::observed::Observed::from_json(&r.provider, r.address.kind, &r.observed)
+                        .ok();
+                let endpoint = observed
+                    .as_ref()
+                    .and_then(|o| o.serving_endpoints())
+                    .and_then(|(rest, _)| rest.first().cloned());
+                let detail = match endpoint {
                     Some(ep) => {
-                        let pids: Vec<String> = r.observed["replicas"]
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|x| x["pid"].as_u64())
-                                    .map(|p| p.to_string())
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        format!("{ep} (pids {})", pids.join(", "))
+                        let pids: Vec<String> = observed
+                            .as_ref()
+                            .map(|o| o.local_pids())
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect();
+                        if pids.is_empty() {
+                            ep
+                        } else {
+                            format!("{ep} (pids {})", pids.join(", "))
+                        }
                     }
                     None => r
                         .last_run
@@ -93,7 +111,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
                     detail
                 );
             }
-            for i in store.intents().map_err(|e| miette!("{e}"))? {
+            for i in view.intents().map_err(|e| miette!("{e}"))? {
                 println!(
                     "{:<32} (unsettled {} from an interrupted apply; the next plan continues it)",
                     i.address.to_string(),
@@ -102,14 +120,19 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
             }
         }
         Command::Show { address } => {
-            require_state(state_dir)?;
             let a = state::parse_address(&address).map_err(|e| miette!("{e}"))?;
-            let store = open_store(state_dir, "state show")?;
-            let r = store
+            let view = require_view(state_dir)?;
+            let r = view
                 .resource(&a)
                 .map_err(|e| miette!("{e}"))?
                 .ok_or_else(|| miette!("no resource `{a}` in the state"))?;
-            println!("{}", serde_json::to_string_pretty(&r).into_diagnostic()?);
+            // The record as stored (docs/state.md).
+            let record =
+                state::schema::ResourceRecord::from_state(&r).map_err(|e| miette!("{e}"))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&record).into_diagnostic()?
+            );
         }
         Command::Rm { address } => {
             require_state(state_dir)?;
@@ -125,9 +148,8 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
             println!("Removed {a} from the state. Anything it runs keeps running, unmanaged.");
         }
         Command::History => {
-            require_state(state_dir)?;
-            let store = open_store(state_dir, "state history")?;
-            for h in store.history().map_err(|e| miette!("{e}"))? {
+            let view = require_view(state_dir)?;
+            for h in view.history() {
                 println!(
                     "{:>4}  {}  {}@{}  {:<13} {:<28} {:<8} {}",
                     h.id,

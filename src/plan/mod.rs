@@ -3,6 +3,7 @@
 //! no-op — with its reason, attribute diffs and, for serving, the rendered files as unified
 //! diffs. Planning has no side effects; refresh only reads.
 
+pub mod model;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,14 +15,14 @@ use sha2::{Digest, Sha256};
 
 use crate::graph::{CycleError, Graph};
 use crate::manifest::{self, ModelPaths};
-use crate::provider::{Observation, ProviderError, provider_for};
 use crate::stack::types::{
-    Address, Kind, ModelConfig, ProviderKind, Resource, ResourceConfig, Stack,
+    Address, Kind, ModelConfig, OutputValue, Resource, ResourceConfig, Stack,
 };
 use crate::state::{Intent, ResourceState, Snapshot};
 
-/// The version of the plan JSON (`--json`) and of plan files.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the plan JSON (`--json`) and of plan files. 2: attributes and blocks in the
+/// stack's own names and values (`stage`, `data`, `cluster = "cluster.local"`), outputs.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Action {
@@ -53,14 +54,6 @@ impl Action {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttributeDiff {
-    /// Dotted path into the configuration (`batching.max_batch_size`, `stages[1].rate`).
-    pub path: String,
-    pub before: Option<Value>,
-    pub after: Option<Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileDiff {
     pub file: String,
     /// A unified diff (`--- a/FILE`, `+++ b/FILE`, hunks).
@@ -77,7 +70,6 @@ pub struct Change {
     pub before: Option<ResourceConfig>,
     /// The configuration to apply (None when deleting).
     pub after: Option<ResourceConfig>,
-    pub attributes: Vec<AttributeDiff>,
     pub files: Vec<FileDiff>,
     /// What it depends on (from the stack, or from the state for a delete).
     pub depends_on: Vec<Address>,
@@ -119,6 +111,24 @@ pub struct Plan {
     /// What refresh found worth telling but not worth a change (a cluster DEGRADED).
     #[serde(default)]
     pub warnings: Vec<Warning>,
+    /// The stack's directory: paths are shown relative to it, as the stack writes them.
+    #[serde(default)]
+    pub base_dir: Option<PathBuf>,
+    /// What happens to each output.
+    #[serde(default)]
+    pub outputs: Vec<OutputPlan>,
+}
+
+/// An output's change: `after` is unknown until apply when it is an attribute of a resource
+/// that changes (an endpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputPlan {
+    pub name: String,
+    /// `create`, `update`, `delete` or `no-op`.
+    pub action: Action,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub after_unknown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,39 +157,9 @@ impl Plan {
         self.summary().has_changes()
     }
 
-    /// The documented `--json` form (docs/plan-json.md).
+    /// The documented `--json` form (docs/plan-json.md), from the same model as the text.
     pub fn to_json(&self) -> Value {
-        let changes: Vec<Value> = self
-            .changes
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "address": c.address.to_string(),
-                    "kind": c.address.kind.as_str(),
-                    "provider": c.provider,
-                    "action": c.action.as_str(),
-                    "reason": c.reason,
-                    "before": c.before.as_ref().map(config_json),
-                    "after": c.after.as_ref().map(config_json),
-                    "attributes": c.attributes,
-                    "files": c.files,
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "format_version": FORMAT_VERSION,
-            "lineage": self.lineage,
-            "serial": self.serial,
-            "stack_hash": self.stack_hash,
-            "destroy": self.destroy,
-            "changes": changes,
-            "warnings": self
-                .warnings
-                .iter()
-                .map(|w| serde_json::json!({"address": w.address.to_string(), "message": w.message}))
-                .collect::<Vec<_>>(),
-            "summary": self.summary(),
-        })
+        model::view(self).to_json()
     }
 }
 
@@ -203,38 +183,6 @@ pub enum PlanError {
         #[source]
         source: std::io::Error,
     },
-    /// A refresh that failed stops the plan: a resource that could not be read is never
-    /// planned as a replacement (or anything else).
-    #[error(
-        "{address}: refresh failed: {error}\nNothing was planned or changed. Try again when the API answers, or plan from the recorded state without reading it: --refresh=false"
-    )]
-    Refresh {
-        address: Address,
-        #[source]
-        error: Box<ProviderError>,
-    },
-    /// What an interrupted apply left could not be checked: its record is kept.
-    #[error(
-        "{address}: an earlier apply was interrupted during its {operation}, and checking what it left failed: {error}\nThe record is kept and nothing was planned or changed; try again when the API answers"
-    )]
-    Recover {
-        address: Address,
-        operation: String,
-        #[source]
-        error: Box<ProviderError>,
-    },
-}
-
-/// What refresh and recovery need from the providers (read-only).
-pub trait Observe {
-    fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError>;
-    /// What an unsettled intent completed, if anything (without cleaning anything up). An
-    /// error means "could not tell", never "nothing".
-    fn recover(
-        &self,
-        intent: &Intent,
-        prior: Option<&ResourceState>,
-    ) -> Result<Option<Value>, ProviderError>;
 }
 
 #[derive(Debug, Clone, Default)]
@@ -244,17 +192,10 @@ pub struct PlanOptions {
     pub destroy: bool,
 }
 
-/// Fingerprint of what a resource is applied with: its configuration and rendered files.
+/// Fingerprint of what a resource is applied with: its configuration (in the state's schema
+/// form, so library changes do not change it) and rendered files.
 pub fn fingerprint(config: &ResourceConfig, rendered: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(config).unwrap_or_default());
-    for (k, v) in rendered {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    hex(&h.finalize())[..16].to_string()
+    crate::state::schema::fingerprint(config, rendered)
 }
 
 /// SHA-256 over the stack files (names and contents), to detect a stack edited after `plan --out`.
@@ -277,25 +218,23 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The configuration as plain JSON (no internal tag), for diffs and `--json`.
-pub fn config_json(c: &ResourceConfig) -> Value {
-    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut v {
-        m.remove("kind");
+/// Whether changing `attribute` of a `kind` resource forces its replacement rather than an
+/// update in place. The one place this is decided (load tests never update: they re-run).
+pub fn forces_replacement(kind: Kind, attribute: &str) -> bool {
+    match kind {
+        Kind::Cluster => matches!(
+            attribute,
+            "provider"
+                | "project"
+                | "location"
+                | "machine_type"
+                | "disk_size_gb"
+                | "spot"
+                | "private_nodes"
+        ),
+        Kind::Model | Kind::Serving => attribute == "cluster",
+        Kind::Loadtest => false,
     }
-    v
-}
-
-/// The cluster provider of every cluster in the stack.
-pub fn cluster_providers(stack: &Stack) -> BTreeMap<Address, ProviderKind> {
-    stack
-        .resources
-        .iter()
-        .filter_map(|r| match &r.config {
-            ResourceConfig::Cluster(c) => Some((r.address.clone(), c.provider)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Renders what a resource is applied with (serving: models.config, batching, flags).
@@ -343,8 +282,9 @@ pub fn render_resource(
     Ok(files)
 }
 
-/// A resource state as it would be had the intent's call completed.
-fn adopted(intent: &Intent, observed: Value) -> Option<ResourceState> {
+/// A resource state as it would be had the intent's call completed (refresh adopts what an
+/// interrupted apply finished).
+pub fn adopted(intent: &Intent, observed: Value) -> Option<ResourceState> {
     let config = intent.config.clone()?;
     Some(ResourceState {
         address: intent.address.clone(),
@@ -360,19 +300,120 @@ fn adopted(intent: &Intent, observed: Value) -> Option<ResourceState> {
     })
 }
 
-enum Health {
+/// What refresh found about a recorded resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Running as recorded.
     Ok,
+    /// Gone (with why): it is created again.
     Gone(String),
+    /// Broken for good (with why): it is replaced.
     Drifted(String),
-    /// Alive, but changed outside benchstack: the prior config was replaced by what is live.
+    /// Alive, but changed outside benchstack (with what): the prior config was replaced by
+    /// what is live, so the stack's values show as an update or a replacement.
     Modified(String),
 }
 
-/// Makes a plan. `stack` is None for a destroy plan. `observe` is None with `--refresh=false`.
+/// What planning starts from besides the stack: the state as recovered and refreshed, as
+/// plain data. `crate::refresh` makes it by reading through the providers; with
+/// `--refresh=false`, [`Prior::unrefreshed`] takes the state as recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Prior {
+    pub lineage: String,
+    pub serial: u64,
+    /// The recorded resources, with what an interrupted apply completed adopted and what
+    /// refresh observed (or, for `Health::Modified`, the live configuration) filled in.
+    pub resources: BTreeMap<Address, ResourceState>,
+    /// Resources an interrupted apply left unsettled, with the reason shown for them.
+    pub interrupted: BTreeMap<Address, String>,
+    /// What refresh found, per resource it read (none without refresh).
+    pub health: BTreeMap<Address, Health>,
+    /// What refresh found worth telling but not worth a change.
+    pub warnings: Vec<Warning>,
+    /// The outputs recorded by the last apply.
+    pub outputs: BTreeMap<String, Value>,
+}
+
+impl Prior {
+    /// The state as recorded, without reading anything: every unsettled intent counts as
+    /// interrupted.
+    pub fn unrefreshed(snap: &Snapshot) -> Prior {
+        Prior {
+            lineage: snap.lineage.clone(),
+            serial: snap.serial,
+            resources: snap.resources.clone(),
+            interrupted: snap
+                .intents
+                .iter()
+                .map(|(a, intent)| (a.clone(), interrupted_reason(intent)))
+                .collect(),
+            health: BTreeMap::new(),
+            warnings: Vec::new(),
+            outputs: BTreeMap::new(),
+        }
+    }
+}
+
+/// The reason shown for a resource an interrupted apply left unsettled.
+pub fn interrupted_reason(intent: &Intent) -> String {
+    format!(
+        "an earlier apply was interrupted during its {}",
+        intent.operation
+    )
+}
+
+/// The resources in scope: `None` for all of them, else the targets with what they depend on
+/// (or, for destroy, what depends on them in the state `priors`).
+pub fn scope(
+    stack: Option<&Stack>,
+    priors: &BTreeMap<Address, ResourceState>,
+    opts: &PlanOptions,
+) -> Result<Option<BTreeSet<Address>>, PlanError> {
+    if opts.targets.is_empty() {
+        return Ok(None);
+    }
+    let empty = Stack {
+        files: vec![],
+        resources: vec![],
+        outputs: vec![],
+    };
+    let stack = stack.unwrap_or(&empty);
+    let graph = Graph::from_stack(stack)?;
+    let state_graph = Graph::from_edges(
+        priors
+            .values()
+            .map(|r| (r.address.clone(), r.depends_on.clone())),
+    )?;
+    let mut set = BTreeSet::new();
+    for t in &opts.targets {
+        if !stack.resources.iter().any(|r| &r.address == t) && !priors.contains_key(t) {
+            return Err(PlanError::UnknownTarget(t.to_string()));
+        }
+        set.insert(t.clone());
+        if opts.destroy {
+            set.extend(state_graph.transitive_dependents(t));
+        } else {
+            // A target brings what it depends on.
+            let mut todo = vec![t.clone()];
+            while let Some(a) = todo.pop() {
+                for d in graph.dependencies(&a) {
+                    if set.insert(d.clone()) {
+                        todo.push(d.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(set))
+}
+
+/// Makes a plan. `stack` is None for a destroy plan without a stack. `providers` names the
+/// provider that applies each of the stack's resources (`local`, `gke`, `kubernetes`); `prior`
+/// is the state as refresh left it.
 pub fn make(
     stack: Option<&Stack>,
-    snap: &Snapshot,
-    observe: Option<&dyn Observe>,
+    providers: &BTreeMap<Address, String>,
+    prior: Prior,
     opts: &PlanOptions,
 ) -> Result<Plan, PlanError> {
     let empty = Stack {
@@ -382,145 +423,28 @@ pub fn make(
     };
     let stack_ref = stack.unwrap_or(&empty);
     let graph = Graph::from_stack(stack_ref)?;
-    let clusters = cluster_providers(stack_ref);
+    let Prior {
+        lineage,
+        serial,
+        resources: priors,
+        interrupted,
+        health,
+        warnings,
+        outputs: prior_outputs,
+    } = prior;
 
-    // Priors: the state, with intents an interrupted apply completed adopted.
-    let mut priors: BTreeMap<Address, ResourceState> = snap.resources.clone();
-    let mut interrupted: BTreeMap<Address, String> = BTreeMap::new();
-    for (a, intent) in &snap.intents {
-        let recovered = match observe {
-            Some(o) => o
-                .recover(intent, priors.get(a))
-                .map_err(|error| PlanError::Recover {
-                    address: a.clone(),
-                    operation: intent.operation.clone(),
-                    error: Box::new(error),
-                })?
-                .and_then(|obs| adopted(intent, obs)),
-            None => None,
-        };
-        match recovered {
-            Some(r) => {
-                priors.insert(a.clone(), r);
-            }
-            None => {
-                interrupted.insert(
-                    a.clone(),
-                    format!(
-                        "an earlier apply was interrupted during its {}",
-                        intent.operation
-                    ),
-                );
-            }
-        }
-    }
-
-    // The set of addresses in scope.
     let in_stack: BTreeSet<Address> = stack_ref
         .resources
         .iter()
         .map(|r| r.address.clone())
         .collect();
-    let scope: Option<BTreeSet<Address>> = if opts.targets.is_empty() {
-        None
-    } else {
-        let state_graph = Graph::from_edges(
-            priors
-                .values()
-                .map(|r| (r.address.clone(), r.depends_on.clone())),
-        )?;
-        let mut set = BTreeSet::new();
-        for t in &opts.targets {
-            if !in_stack.contains(t) && !priors.contains_key(t) {
-                return Err(PlanError::UnknownTarget(t.to_string()));
-            }
-            set.insert(t.clone());
-            if opts.destroy {
-                set.extend(state_graph.transitive_dependents(t));
-            } else {
-                // A target brings what it depends on.
-                let mut todo = vec![t.clone()];
-                while let Some(a) = todo.pop() {
-                    for d in graph.dependencies(&a) {
-                        if set.insert(d.clone()) {
-                            todo.push(d.clone());
-                        }
-                    }
-                }
-            }
-        }
-        Some(set)
-    };
+    let scope = scope(stack, &priors, opts)?;
     for r in &opts.replace {
         if !in_stack.contains(r) {
             return Err(PlanError::UnknownReplace(r.to_string()));
         }
     }
     let in_scope = |a: &Address| scope.as_ref().is_none_or(|s| s.contains(a));
-
-    // Refresh.
-    let mut health: BTreeMap<Address, Health> = BTreeMap::new();
-    let mut warnings: Vec<Warning> = Vec::new();
-    if let Some(o) = observe {
-        // Clusters first: what runs on a cluster that is gone is gone too, and what runs on
-        // one about to be replaced goes with it; neither is read (its API may not answer,
-        // and that must not stop the plan).
-        let mut order: Vec<Address> = priors.keys().cloned().collect();
-        order.sort_by_key(|a| a.kind != Kind::Cluster);
-        for a in order {
-            if !in_scope(&a) {
-                continue;
-            }
-            let Some(prior) = priors.get_mut(&a) else {
-                continue;
-            };
-            let on_cluster = prior.depends_on.iter().find_map(|d| match health.get(d) {
-                Some(Health::Gone(_)) if d.kind == Kind::Cluster => Some((d.clone(), true)),
-                Some(Health::Drifted(_)) if d.kind == Kind::Cluster => Some((d.clone(), false)),
-                _ => None,
-            });
-            match on_cluster {
-                Some((c, true)) => {
-                    health.insert(a.clone(), Health::Gone(format!("{c} no longer exists")));
-                    continue;
-                }
-                Some((_, false)) => continue,
-                None => {}
-            }
-            let h = match o.read(prior) {
-                Ok(Observation::Present(obs)) => {
-                    prior.observed = obs;
-                    Health::Ok
-                }
-                Ok(Observation::Gone(reason)) => Health::Gone(reason),
-                Ok(Observation::Drifted(reason)) => Health::Drifted(reason),
-                Ok(Observation::Unsettled { observed, warning }) => {
-                    prior.observed = observed;
-                    warnings.push(Warning {
-                        address: a.clone(),
-                        message: warning,
-                    });
-                    Health::Ok
-                }
-                Ok(Observation::Modified {
-                    observed,
-                    config,
-                    what,
-                }) => {
-                    prior.observed = observed;
-                    prior.config = *config;
-                    Health::Modified(what)
-                }
-                Err(error) => {
-                    return Err(PlanError::Refresh {
-                        address: a.clone(),
-                        error: Box::new(error),
-                    });
-                }
-            };
-            health.insert(a.clone(), h);
-        }
-    }
 
     let mut changes: Vec<Change> = Vec::new();
     let mut planned: BTreeMap<Address, (Action, String)> = BTreeMap::new();
@@ -532,7 +456,14 @@ pub fn make(
             .collect();
         for a in graph.topo_order() {
             let Some(r) = by_addr.get(&a) else { continue };
-            let provider = provider_for(&r.config, &clusters).to_string();
+            let provider = providers
+                .get(&a)
+                .cloned()
+                .ok_or_else(|| PlanError::Resource {
+                    address: a.to_string(),
+                    span: r.span.to_string(),
+                    message: "no provider was chosen for it".into(),
+                })?;
             let rendered = render_resource(r, stack_ref, &provider)?;
             let fp = fingerprint(&r.config, &rendered);
             if !in_scope(&a) {
@@ -575,11 +506,6 @@ pub fn make(
             };
             planned.insert(a.clone(), (action, fp.clone()));
             let before = prior.map(|p| p.config.clone());
-            let attributes = match (&before, action) {
-                (_, Action::Delete | Action::NoOp) => vec![],
-                (Some(b), _) => attribute_diffs(&config_json(b), &config_json(&r.config)),
-                (None, _) => attribute_diffs(&Value::Null, &config_json(&r.config)),
-            };
             let files = if matches!(action, Action::NoOp) {
                 vec![]
             } else {
@@ -592,7 +518,6 @@ pub fn make(
                 provider,
                 before,
                 after: Some(r.config.clone()),
-                attributes,
                 files,
                 depends_on: r.depends_on.clone(),
                 rendered,
@@ -623,7 +548,6 @@ pub fn make(
                 provider: p.provider.clone(),
                 before: Some(p.config.clone()),
                 after: None,
-                attributes: vec![],
                 files: file_diffs(Some(&p.rendered), &BTreeMap::new()),
                 depends_on: p.depends_on.clone(),
                 rendered: BTreeMap::new(),
@@ -636,17 +560,80 @@ pub fn make(
         Some(s) => stack_hash(&s.files)?,
         None => String::new(),
     };
+    let outputs = output_plans(stack, &prior_outputs, &changes, opts.destroy);
     Ok(Plan {
         format_version: FORMAT_VERSION,
-        lineage: snap.lineage.clone(),
-        serial: snap.serial,
+        lineage,
+        serial,
         stack_hash,
         stack: stack.cloned(),
         destroy: opts.destroy,
         changes,
         created: crate::state::procinfo::now_unix(),
         warnings,
+        base_dir: stack
+            .and_then(|s| s.files.first())
+            .and_then(|f| f.parent())
+            .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
+        outputs,
     })
+}
+
+/// What happens to each output: a value known now is compared with the recorded one; an
+/// attribute of a resource that is created, updated or replaced is only known after apply;
+/// recorded outputs the stack no longer declares (all of them, for destroy) are deleted.
+fn output_plans(
+    stack: Option<&Stack>,
+    prior: &BTreeMap<String, Value>,
+    changes: &[Change],
+    destroy: bool,
+) -> Vec<OutputPlan> {
+    let mut out = Vec::new();
+    let declared: Vec<&crate::stack::types::Output> = match stack {
+        Some(s) if !destroy => s.outputs.iter().collect(),
+        _ => vec![],
+    };
+    for o in &declared {
+        let before = prior.get(&o.name).cloned();
+        let (after, after_unknown) = match &o.value {
+            OutputValue::Known(v) => (Some(v.clone()), false),
+            OutputValue::Attribute { address, .. } => {
+                let changes_it = changes.iter().any(|c| {
+                    &c.address == address
+                        && matches!(c.action, Action::Create | Action::Update | Action::Replace)
+                });
+                if changes_it || before.is_none() {
+                    (None, true)
+                } else {
+                    (before.clone(), false)
+                }
+            }
+        };
+        let action = match &before {
+            None => Action::Create,
+            Some(_) if after_unknown || after != before => Action::Update,
+            Some(_) => Action::NoOp,
+        };
+        out.push(OutputPlan {
+            name: o.name.clone(),
+            action,
+            before,
+            after,
+            after_unknown,
+        });
+    }
+    for (name, v) in prior {
+        if !declared.iter().any(|o| &o.name == name) {
+            out.push(OutputPlan {
+                name: name.clone(),
+                action: Action::Delete,
+                before: Some(v.clone()),
+                after: None,
+                after_unknown: false,
+            });
+        }
+    }
+    out
 }
 
 struct Decide {
@@ -689,7 +676,10 @@ fn decide(
     if let Some(reason) = d.drifted {
         return (replace, Some(reason));
     }
-    let changed = changed_attributes(&config_json(&prior.config), &config_json(&r.config));
+    let changed = model::changed_names(
+        &model::resource_body(&prior.config, None),
+        &model::resource_body(&r.config, None),
+    );
     let files_changed: Vec<&String> = rendered
         .iter()
         .filter(|(k, v)| prior.rendered.get(*k) != Some(v))
@@ -707,16 +697,10 @@ fn decide(
     });
     match &r.config {
         ResourceConfig::Cluster(_) => {
-            const FORCES: &[&str] = &[
-                "provider",
-                "project",
-                "location",
-                "machine_type",
-                "disk_size_gb",
-                "spot",
-                "private_nodes",
-            ];
-            if let Some(f) = changed.iter().find(|c| FORCES.contains(&c.as_str())) {
+            if let Some(f) = changed
+                .iter()
+                .find(|c| forces_replacement(Kind::Cluster, c))
+            {
                 (
                     Action::Replace,
                     Some(format!("{f} changed (forces replacement)")),
@@ -734,10 +718,13 @@ fn decide(
             if let Some(dep) = replaced_dep {
                 return (Action::Replace, Some(format!("{dep} is replaced")));
             }
-            if changed.iter().any(|c| c == "cluster") {
+            if let Some(f) = changed
+                .iter()
+                .find(|c| forces_replacement(r.address.kind, c))
+            {
                 return (
                     Action::Replace,
-                    Some("cluster changed (forces replacement)".into()),
+                    Some(format!("{f} changed (forces replacement)")),
                 );
             }
             if !changed.is_empty() || !files_changed.is_empty() {
@@ -800,59 +787,6 @@ fn decide(
     }
 }
 
-/// The top-level attribute names that differ.
-fn changed_attributes(before: &Value, after: &Value) -> Vec<String> {
-    let empty = serde_json::Map::new();
-    let b = before.as_object().unwrap_or(&empty);
-    let a = after.as_object().unwrap_or(&empty);
-    let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
-    keys.into_iter()
-        .filter(|k| b.get(*k) != a.get(*k))
-        .map(|k| k.to_string())
-        .collect()
-}
-
-/// Leaf-level differences, with dotted paths.
-pub fn attribute_diffs(before: &Value, after: &Value) -> Vec<AttributeDiff> {
-    let mut b = BTreeMap::new();
-    let mut a = BTreeMap::new();
-    flatten("", before, &mut b);
-    flatten("", after, &mut a);
-    let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
-    keys.into_iter()
-        .filter(|k| b.get(*k) != a.get(*k))
-        .map(|k| AttributeDiff {
-            path: k.clone(),
-            before: b.get(k).cloned(),
-            after: a.get(k).cloned(),
-        })
-        .collect()
-}
-
-fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, v) in m {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&p, v, out);
-            }
-        }
-        Value::Array(items) if !items.is_empty() => {
-            for (i, v) in items.iter().enumerate() {
-                flatten(&format!("{prefix}[{i}]"), v, out);
-            }
-        }
-        Value::Null if prefix.is_empty() => {}
-        other => {
-            out.insert(prefix.to_string(), other.clone());
-        }
-    }
-}
-
 /// Unified diffs of the rendered files that differ.
 pub fn file_diffs(
     before: Option<&BTreeMap<String, String>>,
@@ -894,4 +828,4 @@ pub fn file_diffs(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,10 +4,10 @@ use std::time::Duration;
 use super::*;
 use crate::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Stage};
 use crate::stack::types::{
-    BatchingConfig, ClusterConfig, LoadtestConfig, ModelConfig, ServingConfig, Span,
+    BatchingConfig, ClusterConfig, LoadtestConfig, ModelConfig, ProviderKind, ServingConfig, Span,
 };
 
-fn addr(kind: Kind, name: &str) -> Address {
+pub(crate) fn addr(kind: Kind, name: &str) -> Address {
     Address {
         kind,
         name: name.into(),
@@ -110,7 +110,7 @@ pub(crate) fn local_stack(max_batch: u64) -> Stack {
 }
 
 /// The state as if `plan` had been applied.
-fn applied(plan: &Plan) -> Snapshot {
+pub(crate) fn applied(plan: &Plan) -> Snapshot {
     let mut snap = Snapshot {
         lineage: plan.lineage.clone(),
         serial: plan.serial + 1,
@@ -153,7 +153,7 @@ fn applied(plan: &Plan) -> Snapshot {
     snap
 }
 
-fn action_of(plan: &Plan, a: &str) -> (Action, Option<String>) {
+pub(crate) fn action_of(plan: &Plan, a: &str) -> (Action, Option<String>) {
     let c = plan
         .changes
         .iter()
@@ -162,8 +162,34 @@ fn action_of(plan: &Plan, a: &str) -> (Action, Option<String>) {
     (c.action, c.reason.clone())
 }
 
-fn plan_for(stack: &Stack, snap: &Snapshot) -> Plan {
-    make(Some(stack), snap, None, &PlanOptions::default()).unwrap()
+/// The provider of each resource: every test stack here is local.
+fn local_providers(stack: Option<&Stack>) -> BTreeMap<Address, String> {
+    stack
+        .map(|s| {
+            s.resources
+                .iter()
+                .map(|r| (r.address.clone(), "local".to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Plans from the state as recorded (no refresh).
+pub(crate) fn plan_with(
+    stack: Option<&Stack>,
+    snap: &Snapshot,
+    opts: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    make(
+        stack,
+        &local_providers(stack),
+        Prior::unrefreshed(snap),
+        opts,
+    )
+}
+
+pub(crate) fn plan_for(stack: &Stack, snap: &Snapshot) -> Plan {
+    plan_with(Some(stack), snap, &PlanOptions::default()).unwrap()
 }
 
 #[test]
@@ -212,7 +238,22 @@ fn a_batching_change_updates_serving_with_a_file_diff_and_reruns_the_load_test()
         .diff;
     assert!(diff.contains("-max_batch_size { value: 8 }"), "{diff}");
     assert!(diff.contains("+max_batch_size { value: 16 }"), "{diff}");
-    assert_eq!(serving.attributes[0].path, "batching.max_batch_size");
+    let json = plan.to_json();
+    let attributes = &json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "serving.tf")
+        .unwrap()["attributes"];
+    assert_eq!(
+        attributes,
+        &serde_json::json!([{
+            "path": "batching.max_batch_size",
+            "before": 8,
+            "after": 16,
+            "forces_replacement": false,
+        }])
+    );
     assert_eq!(
         action_of(&plan, "loadtest.lt"),
         (Action::Run, Some("serving.tf will be updated".into()))
@@ -282,7 +323,7 @@ fn targets_bring_their_dependencies_and_replace_forces_a_rerun() {
         targets: vec![addr(Kind::Serving, "tf")],
         ..Default::default()
     };
-    let plan = make(Some(&stack), &Snapshot::default(), None, &opts).unwrap();
+    let plan = plan_with(Some(&stack), &Snapshot::default(), &opts).unwrap();
     let touched: Vec<String> = plan
         .changes
         .iter()
@@ -296,7 +337,7 @@ fn targets_bring_their_dependencies_and_replace_forces_a_rerun() {
         replace: vec![addr(Kind::Loadtest, "lt")],
         ..Default::default()
     };
-    let plan = make(Some(&stack), &snap, None, &opts).unwrap();
+    let plan = plan_with(Some(&stack), &snap, &opts).unwrap();
     assert_eq!(
         action_of(&plan, "loadtest.lt"),
         (Action::Run, Some("requested with --replace".into()))
@@ -306,63 +347,9 @@ fn targets_bring_their_dependencies_and_replace_forces_a_rerun() {
         ..Default::default()
     };
     assert!(matches!(
-        make(Some(&stack), &snap, None, &bad),
+        plan_with(Some(&stack), &snap, &bad),
         Err(PlanError::UnknownTarget(_))
     ));
-}
-
-/// Answers refresh and recovery for one address as told; everything else is present.
-struct FakeObserve {
-    address: Address,
-    read: fn() -> Result<Observation, ProviderError>,
-    recover: fn() -> Result<Option<Value>, ProviderError>,
-}
-
-impl FakeObserve {
-    fn reads(address: Address, read: fn() -> Result<Observation, ProviderError>) -> Self {
-        FakeObserve {
-            address,
-            read,
-            recover: || Ok(None),
-        }
-    }
-}
-
-impl Observe for FakeObserve {
-    fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError> {
-        if prior.address == self.address {
-            (self.read)()
-        } else {
-            Ok(Observation::Present(prior.observed.clone()))
-        }
-    }
-    fn recover(
-        &self,
-        _: &Intent,
-        _: Option<&ResourceState>,
-    ) -> Result<Option<Value>, ProviderError> {
-        (self.recover)()
-    }
-}
-
-#[test]
-fn refresh_recreates_a_serving_process_that_died() {
-    let stack = local_stack(8);
-    let snap = applied(&plan_for(&stack, &Snapshot::default()));
-    let obs = FakeObserve::reads(addr(Kind::Serving, "tf"), || {
-        Ok(Observation::Gone(
-            "replica 1 (pid 42) is no longer running".into(),
-        ))
-    });
-    let plan = make(Some(&stack), &snap, Some(&obs), &PlanOptions::default()).unwrap();
-    assert_eq!(
-        action_of(&plan, "serving.tf"),
-        (
-            Action::Create,
-            Some("replica 1 (pid 42) is no longer running".into())
-        )
-    );
-    assert_eq!(action_of(&plan, "loadtest.lt").0, Action::Run);
 }
 
 #[test]
@@ -373,7 +360,7 @@ fn destroy_deletes_dependents_first() {
         destroy: true,
         ..Default::default()
     };
-    let plan = make(None, &snap, None, &opts).unwrap();
+    let plan = plan_with(None, &snap, &opts).unwrap();
     let order: Vec<String> = plan.changes.iter().map(|c| c.address.to_string()).collect();
     assert_eq!(plan.summary().delete, 4);
     let pos = |a: &str| order.iter().position(|x| x == a).unwrap();
@@ -384,7 +371,7 @@ fn destroy_deletes_dependents_first() {
 fn the_json_form_has_the_documented_fields() {
     let plan = plan_for(&local_stack(8), &Snapshot::default());
     let v = plan.to_json();
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], 2);
     let c = &v["changes"][0];
     for k in ["address", "action", "reason", "before", "after"] {
         assert!(c.get(k).is_some(), "missing {k}");
@@ -401,151 +388,263 @@ fn the_json_form_has_the_documented_fields() {
 }
 
 #[test]
-fn a_failed_refresh_stops_the_plan_naming_the_resource_and_is_never_a_replacement() {
-    let stack = local_stack(8);
-    let snap = applied(&plan_for(&stack, &Snapshot::default()));
-    let obs = FakeObserve::reads(addr(Kind::Serving, "tf"), || {
-        Err(ProviderError::new(
-            crate::provider::ErrorKind::Unavailable,
-            "reading Deployment benchstack/tf",
-            "the server is currently unable to handle the request",
-        ))
-    });
-    let err = make(Some(&stack), &snap, Some(&obs), &PlanOptions::default()).unwrap_err();
-    match &err {
-        PlanError::Refresh { address, error } => {
-            assert_eq!(address.to_string(), "serving.tf");
-            assert_eq!(
-                error.message(),
-                Some("the server is currently unable to handle the request")
-            );
-        }
-        other => panic!("expected a refresh error, got {other:?}"),
+fn an_update_in_place_shows_each_changed_attribute_as_old_to_new_in_its_block() {
+    let snap = applied(&plan_for(&local_stack(8), &Snapshot::default()));
+    let text = render::text(&plan_for(&local_stack(16), &snap));
+    for expected in [
+        "  # serving.tf will be updated in place: batching changed\n",
+        "  ~ serving \"tf\" {\n",
+        "      ~ batching {\n          ~ max_batch_size = 8 -> 16\n",
+        "            # (2 unchanged attributes hidden)\n        }\n",
+        "        # (4 unchanged attributes hidden)\n    }\n",
+        "    +++ b/batching_parameters.txt",
+        // The load test itself did not change: only why it re-runs.
+        "  # loadtest.lt will run: serving.tf will be updated\n",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from\n{text}");
     }
-    let text = err.to_string();
-    assert!(text.starts_with("serving.tf: refresh failed: reading Deployment benchstack/tf: the server is currently unable"), "{text}");
-    assert!(text.contains("--refresh=false"), "{text}");
+    assert!(!text.contains("loadtest \"lt\" {"), "{text}");
+    assert!(!text.contains("cluster \"local\""), "{text}");
 }
 
 #[test]
-fn an_unsettled_resource_plans_no_change_and_carries_a_warning() {
+fn a_replacement_marks_the_attribute_that_forces_it() {
     let stack = local_stack(8);
     let snap = applied(&plan_for(&stack, &Snapshot::default()));
-    let obs = FakeObserve::reads(addr(Kind::Serving, "tf"), || {
-        Ok(Observation::Unsettled {
-            observed: serde_json::json!({}),
-            warning: "cluster serving is DEGRADED: unhealthy nodes".into(),
-        })
-    });
-    let plan = make(Some(&stack), &snap, Some(&obs), &PlanOptions::default()).unwrap();
-    assert!(!plan.has_changes(), "{}", render::text(&plan));
-    assert_eq!(plan.warnings.len(), 1);
-    assert_eq!(plan.warnings[0].address.to_string(), "serving.tf");
+    let mut moved = stack.clone();
+    if let ResourceConfig::Cluster(c) = &mut moved.resources[0].config {
+        c.location = Some("elsewhere".into());
+        c.node_count = 2;
+    }
+    let plan = plan_for(&moved, &snap);
+    let text = render::text(&plan);
+    for expected in [
+        "  # cluster.local will be replaced: location changed (forces replacement)\n",
+        "-/+ cluster \"local\" {\n",
+        "      + location = \"elsewhere\" # forces replacement\n",
+        "      ~ node_count = 1 -> 2\n",
+        "  # serving.tf will be replaced: cluster.local is replaced\n",
+        "-/+ serving \"tf\" {\n",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+    }
+    // node_count alone updates in place: it is not marked.
+    assert!(!text.contains("node_count = 1 -> 2 # forces"), "{text}");
+    let json = plan.to_json();
+    let cluster = &json["changes"][0];
+    assert_eq!(cluster["address"], "cluster.local");
+    assert_eq!(cluster["action"], "replace");
     assert_eq!(
-        plan.to_json()["warnings"][0]["message"],
-        "cluster serving is DEGRADED: unhealthy nodes"
+        cluster["attributes"],
+        serde_json::json!([
+            {"path": "location", "before": null, "after": "elsewhere", "forces_replacement": true},
+            {"path": "node_count", "before": 1, "after": 2, "forces_replacement": false},
+        ])
     );
 }
 
 #[test]
-fn a_resource_broken_for_good_is_replaced_with_the_reason() {
+fn a_load_test_change_shows_its_stage_and_slo_blocks_as_written() {
     let stack = local_stack(8);
     let snap = applied(&plan_for(&stack, &Snapshot::default()));
-    let obs = FakeObserve::reads(addr(Kind::Serving, "tf"), || {
-        Ok(Observation::Drifted("replica 2 (pid 43) exited".into()))
-    });
-    let plan = make(Some(&stack), &snap, Some(&obs), &PlanOptions::default()).unwrap();
+    let mut edited = stack.clone();
+    if let ResourceConfig::Loadtest(l) = &mut edited.resources[3].config {
+        l.stages[0].rate = Rate::Max;
+        l.stages.push(Stage {
+            name: "s2".into(),
+            rate: Rate::PerSecond(250.5),
+            duration: Duration::from_millis(1500),
+        });
+        l.slos = vec![
+            crate::loadgen::spec::Slo::Latency {
+                percentile: 99.9,
+                limit: Duration::from_millis(120),
+            },
+            crate::loadgen::spec::Slo::ErrorRate { errors: 0.001 },
+        ];
+        l.timeout = Duration::from_secs(90);
+    }
+    let plan = plan_for(&edited, &snap);
     assert_eq!(
-        action_of(&plan, "serving.tf"),
-        (Action::Replace, Some("replica 2 (pid 43) exited".into()))
+        action_of(&plan, "loadtest.lt"),
+        (Action::Run, Some("timeout, stage, slo changed".into()))
+    );
+    let text = render::text(&plan);
+    for expected in [
+        "  > loadtest \"lt\" {\n",
+        "      ~ timeout = \"1s\" -> \"1m30s\"\n",
+        "      ~ stage {\n          ~ rate = 10 -> \"max\"\n",
+        "      + stage {\n          + name = \"s2\"\n          + rate = 250.5\n          + duration = \"1s500ms\"\n        }\n",
+        "      + slo {\n          + p999 = \"120ms\"\n          + errors = \"0.1%\"\n        }\n",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+    }
+    let json = plan.to_json();
+    let lt = json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "loadtest.lt")
+        .unwrap();
+    assert_eq!(lt["after"]["stage"][1]["duration"], 1.5);
+    assert_eq!(lt["after"]["slo"]["p999"], 0.12);
+    let paths: Vec<&str> = lt["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "timeout",
+            "stage[0].rate",
+            "stage[1].name",
+            "stage[1].rate",
+            "stage[1].duration",
+            "slo.p999",
+            "slo.errors"
+        ]
     );
 }
 
 #[test]
-fn a_failed_recovery_stops_the_plan_instead_of_planning_over_the_intent() {
-    let stack = local_stack(8);
-    let mut snap = applied(&plan_for(&stack, &Snapshot::default()));
-    let a = addr(Kind::Serving, "tf");
-    let prior = snap.resources[&a].clone();
-    snap.intents.insert(
-        a.clone(),
-        Intent {
-            address: a.clone(),
-            operation: "update".into(),
-            provider: "local".into(),
-            config: Some(prior.config.clone()),
-            depends_on: prior.depends_on.clone(),
-            rendered: prior.rendered.clone(),
-            upstream: BTreeMap::new(),
-            data: Value::Null,
-            pid: 1,
-            started: 0,
-        },
-    );
-    let obs = FakeObserve {
-        address: a.clone(),
-        read: || Ok(Observation::Present(Value::Null)),
-        recover: || {
-            Err(ProviderError::new(
-                crate::provider::ErrorKind::Unavailable,
-                "reading Deployment benchstack/tf",
-                "connection refused",
-            ))
-        },
+fn json_addresses_are_strings_with_the_for_each_key() {
+    let mut stack = local_stack(8);
+    let small = Address {
+        kind: Kind::Serving,
+        name: "tf".into(),
+        key: Some("small".into()),
     };
-    let err = make(Some(&stack), &snap, Some(&obs), &PlanOptions::default()).unwrap_err();
+    stack.resources[2].address = small.clone();
+    if let ResourceConfig::Loadtest(l) = &mut stack.resources[3].config {
+        l.target = small.clone();
+    }
+    stack.resources[3].depends_on = vec![addr(Kind::Cluster, "local"), small.clone()];
+    let plan = plan_for(&stack, &Snapshot::default());
+    let json = plan.to_json();
+    let addresses: Vec<&str> = json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["address"].as_str().unwrap())
+        .collect();
     assert!(
-        matches!(&err, PlanError::Recover { address, .. } if *address == a),
-        "{err:?}"
+        addresses.contains(&"serving.tf[\"small\"]"),
+        "{addresses:?}"
     );
-    let text = err.to_string();
-    assert!(text.contains("serving.tf"), "{text}");
-    assert!(text.contains("connection refused"), "{text}");
-    assert!(text.contains("record is kept"), "{text}");
-}
-
-/// Gone for the cluster; an error for anything read on it.
-struct ClusterGone;
-
-impl Observe for ClusterGone {
-    fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError> {
-        match prior.address.kind {
-            Kind::Cluster => Ok(Observation::Gone("deleted outside benchstack".into())),
-            Kind::Model => Ok(Observation::Present(prior.observed.clone())),
-            _ => Err(ProviderError::new(
-                crate::provider::ErrorKind::Unavailable,
-                "reading",
-                "connection refused",
-            )),
-        }
-    }
-    fn recover(
-        &self,
-        _: &Intent,
-        _: Option<&ResourceState>,
-    ) -> Result<Option<Value>, ProviderError> {
-        Ok(None)
-    }
+    let lt = json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "loadtest.lt")
+        .unwrap();
+    assert_eq!(lt["after"]["target"], "serving.tf[\"small\"]");
+    assert_eq!(lt["after"]["cluster"], "cluster.local");
+    let text = render::text(&plan);
+    assert!(
+        text.contains("  # serving.tf[\"small\"] will be created\n  + serving \"tf\" {"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+ target = serving.tf[\"small\"]\n"),
+        "{text}"
+    );
 }
 
 #[test]
-fn what_runs_on_a_cluster_that_is_gone_is_created_again_without_being_read() {
-    let stack = local_stack(8);
+fn outputs_of_resources_that_change_are_known_after_apply() {
+    let mut stack = local_stack(8);
+    stack.outputs = vec![
+        crate::stack::types::Output {
+            name: "rest_endpoint".into(),
+            span: Span::default(),
+            value: crate::stack::types::OutputValue::Attribute {
+                address: addr(Kind::Serving, "tf"),
+                attribute: "rest_endpoint".into(),
+            },
+        },
+        crate::stack::types::Output {
+            name: "team".into(),
+            span: Span::default(),
+            value: crate::stack::types::OutputValue::Known(serde_json::json!("infra")),
+        },
+    ];
     let snap = applied(&plan_for(&stack, &Snapshot::default()));
+    let mut prior = Prior::unrefreshed(&snap);
+    prior.outputs = BTreeMap::from([
+        (
+            "rest_endpoint".to_string(),
+            serde_json::json!("http://127.0.0.1:8501"),
+        ),
+        ("team".to_string(), serde_json::json!("infra")),
+        ("old".to_string(), serde_json::json!(1)),
+    ]);
     let plan = make(
-        Some(&stack),
-        &snap,
-        Some(&ClusterGone),
+        Some(&local_stack_with_outputs(16, &stack)),
+        &local_providers(Some(&stack)),
+        prior,
         &PlanOptions::default(),
     )
     .unwrap();
-    assert_eq!(action_of(&plan, "cluster.local").0, Action::Create);
-    assert_eq!(
-        action_of(&plan, "serving.tf"),
-        (
-            Action::Create,
-            Some("cluster.local no longer exists".into())
-        )
+    let text = render::text(&plan);
+    assert!(
+        text.contains("Changes to Outputs:\n  ~ rest_endpoint = \"http://127.0.0.1:8501\" -> (known after apply)\n  - old = 1 -> null\n"),
+        "{text}"
     );
-    assert_eq!(action_of(&plan, "loadtest.lt").0, Action::Run);
+    assert!(!text.contains("team"), "{text}");
+    let json = plan.to_json();
+    assert_eq!(json["outputs"][0]["name"], "rest_endpoint");
+    assert_eq!(json["outputs"][0]["after"], serde_json::Value::Null);
+    assert_eq!(json["outputs"][0]["after_unknown"], true);
+    assert_eq!(json["outputs"][1]["action"], "no-op");
+    assert_eq!(json["outputs"][2]["action"], "delete");
+}
+
+/// `local_stack(max_batch)` with the outputs of `with`.
+fn local_stack_with_outputs(max_batch: u64, with: &Stack) -> Stack {
+    let mut s = local_stack(max_batch);
+    s.outputs = with.outputs.clone();
+    s
+}
+
+#[test]
+fn paths_are_shown_relative_to_the_stack_directory() {
+    use std::path::Path;
+    let base = Path::new("/work/repo/stacks");
+    assert_eq!(
+        model::display_path(Path::new("/work/repo/examples/model/test.csv"), Some(base)),
+        "../examples/model/test.csv"
+    );
+    assert_eq!(
+        model::display_path(Path::new("/work/repo/stacks/data/x.csv"), Some(base)),
+        "data/x.csv"
+    );
+    assert_eq!(
+        model::display_path(Path::new("/elsewhere/x.csv"), Some(base)),
+        "/elsewhere/x.csv"
+    );
+    assert_eq!(
+        model::display_path(Path::new("/work/repo/x.csv"), None),
+        "/work/repo/x.csv"
+    );
+}
+
+#[test]
+fn durations_are_written_as_the_stack_language_reads_them() {
+    for (d, text) in [
+        (Duration::from_secs(5), "5s"),
+        (Duration::from_millis(50), "50ms"),
+        (Duration::from_secs(90), "1m30s"),
+        (Duration::from_secs(7200), "2h"),
+        (Duration::from_micros(1_250), "1ms250us"),
+        (Duration::ZERO, "0s"),
+    ] {
+        assert_eq!(model::format_duration(d), text);
+        assert_eq!(
+            crate::loadgen::spec::parse_duration(text).unwrap(),
+            d,
+            "{text}"
+        );
+    }
 }

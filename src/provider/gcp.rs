@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use google_cloud_gax::error::rpc::Code;
 
 use super::{ErrorKind, ProviderError};
@@ -126,26 +124,5 @@ fn is_rate_limit(message: &str) -> bool {
     .any(|w| m.contains(w))
 }
 
-/// What the gke provider records for a cluster (its `observed` state). The kubernetes
-/// provider reads `endpoint` and `ca_certificate` from it to reach the cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GkeClusterObserved {
-    pub project: String,
-    pub location: String,
-    /// The GKE cluster name.
-    pub name: String,
-    /// The control plane: a bare IP (real GKE), or a URL with a scheme (an emulator),
-    /// which is used as is.
-    pub endpoint: String,
-    /// `masterAuth.clusterCaCertificate`: base64 of a PEM; empty when the API gave none.
-    #[serde(default)]
-    pub ca_certificate: String,
-    /// RUNNING, RECONCILING, …
-    pub status: String,
-    pub node_pool: String,
-    pub node_count: u32,
-    pub machine_type: String,
-    /// The nodes' CPU platform, where the API reports it.
-    #[serde(default)]
-    pub cpu_platform: Option<String>,
-}
+/// What the gke provider records for a cluster (its `observed` state).
+pub use crate::state::observed::GkeClusterObserved;

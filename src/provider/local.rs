@@ -22,6 +22,7 @@ use super::{Applied, Context, Inputs, Observation, Provider, ProviderError, slug
 use crate::environment::Environment;
 use crate::manifest::{self, ModelPaths};
 use crate::stack::types::{Address, ModelConfig, ResourceConfig, ServingConfig};
+use crate::state::observed::{LocalClusterObserved, LocalModelObserved};
 use crate::state::procinfo::{self, is_alive};
 use crate::state::{Intent, ResourceState};
 
@@ -40,29 +41,7 @@ pub struct LocalProvider {
     server: Option<(PathBuf, Vec<String>)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Replica {
-    pub pid: u32,
-    /// Clock ticks since boot (/proc/PID/stat), so a reused pid is noticed.
-    pub start_time: Option<u64>,
-    pub grpc_port: u16,
-    pub rest_port: u16,
-    pub log: PathBuf,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServingObserved {
-    /// The server binary (tensorflow_model_server or this benchstack).
-    pub binary: String,
-    pub directory: PathBuf,
-    pub models: Vec<String>,
-    pub replicas: Vec<Replica>,
-    pub rest_endpoint: String,
-    pub grpc_endpoint: String,
-    pub rest_endpoints: Vec<String>,
-    pub grpc_endpoints: Vec<String>,
-    pub started_at: u64,
-}
+pub use crate::state::observed::{LocalServingObserved as ServingObserved, Replica};
 
 /// Recorded in the intent before any process starts, and again as each one starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,9 +271,7 @@ impl Provider for LocalProvider {
 
     fn read(&self, _ctx: &Context, prior: &ResourceState) -> Result<Observation, ProviderError> {
         match &prior.config {
-            ResourceConfig::Cluster(_) => Ok(Observation::Present(
-                serde_json::to_value(Environment::detect()).unwrap_or_default(),
-            )),
+            ResourceConfig::Cluster(_) => Ok(Observation::Present(machine())),
             ResourceConfig::Model(m) => {
                 if m.base_path.is_dir() {
                     Ok(Observation::Present(prior.observed.clone()))
@@ -356,11 +333,14 @@ impl Provider for LocalProvider {
     ) -> Result<Applied, ProviderError> {
         match config {
             ResourceConfig::Cluster(_) => Ok(Applied {
-                observed: serde_json::to_value(Environment::detect()).unwrap_or_default(),
+                observed: machine(),
                 run: None,
             }),
             ResourceConfig::Model(m) => Ok(Applied {
-                observed: serde_json::json!({ "versions": model_versions(m)? }),
+                observed: serde_json::to_value(LocalModelObserved {
+                    versions: model_versions(m)?,
+                })
+                .unwrap_or_default(),
                 run: None,
             }),
             ResourceConfig::Serving(s) => {
@@ -474,6 +454,11 @@ impl Provider for LocalProvider {
         }
         Ok(None)
     }
+}
+
+/// A local cluster's observed state: this machine.
+fn machine() -> serde_json::Value {
+    serde_json::to_value(LocalClusterObserved::from(&Environment::detect())).unwrap_or_default()
 }
 
 fn observed(

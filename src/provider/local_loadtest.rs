@@ -53,11 +53,12 @@ fn outcome(
 ) -> Result<Applied, ProviderError> {
     let slos_met = report.slos_met() || l.slos.is_empty();
     Ok(Applied {
-        observed: serde_json::json!({
-            "targets": targets,
-            "protocol": l.protocol,
-            "workers": l.workers,
-        }),
+        observed: serde_json::to_value(crate::state::observed::LocalLoadtestObserved {
+            targets,
+            protocol: l.protocol.to_string(),
+            workers: l.workers,
+        })
+        .unwrap_or_default(),
         run: Some(RunOutcome {
             environment: report.environment.clone(),
             report: serde_json::to_value(&report)

@@ -395,6 +395,33 @@ pub fn provider_for(
     }
 }
 
+/// The cluster provider of every cluster in the stack.
+pub fn cluster_providers(stack: &crate::stack::types::Stack) -> BTreeMap<Address, ProviderKind> {
+    stack
+        .resources
+        .iter()
+        .filter_map(|r| match &r.config {
+            ResourceConfig::Cluster(c) => Some((r.address.clone(), c.provider)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The provider of every resource in the stack (what `plan::make` is given).
+pub fn providers_for(stack: &crate::stack::types::Stack) -> BTreeMap<Address, String> {
+    let clusters = cluster_providers(stack);
+    stack
+        .resources
+        .iter()
+        .map(|r| {
+            (
+                r.address.clone(),
+                provider_for(&r.config, &clusters).to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The model configurations a serving resource lists, from its inputs.
 pub fn serving_models(
     s: &crate::stack::types::ServingConfig,
@@ -411,14 +438,6 @@ pub fn serving_models(
         .collect()
 }
 
-/// What every serving provider records about where it listens (local processes, or a
-/// Kubernetes Service): REST base URLs and gRPC host:port pairs.
-#[derive(serde::Deserialize)]
-struct ServingEndpoints {
-    rest_endpoints: Vec<String>,
-    grpc_endpoints: Vec<String>,
-}
-
 /// The base URLs a load test sends to: the target's REST endpoints (`http://…`) or its gRPC
 /// ones (`grpc://HOST:PORT`), from the target's observed state.
 pub fn load_test_targets(
@@ -428,19 +447,17 @@ pub fn load_test_targets(
     let observed = inputs.observed.get(&l.target).ok_or_else(|| {
         ProviderError::invalid(format!("{} is not running (not in the state)", l.target))
     })?;
-    let serving: ServingEndpoints = serde_json::from_value(observed.clone()).map_err(|e| {
+    let (rest, grpc) = crate::state::observed::serving_endpoints(observed).map_err(|e| {
         ProviderError::invalid(format!(
             "{} has no usable endpoints recorded: {e}",
             l.target
         ))
     })?;
     let targets: Vec<String> = match l.protocol {
-        crate::loadgen::spec::Protocol::Rest => serving.rest_endpoints,
-        crate::loadgen::spec::Protocol::Grpc => serving
-            .grpc_endpoints
-            .iter()
-            .map(|e| format!("grpc://{e}"))
-            .collect(),
+        crate::loadgen::spec::Protocol::Rest => rest,
+        crate::loadgen::spec::Protocol::Grpc => {
+            grpc.iter().map(|e| format!("grpc://{e}")).collect()
+        }
     };
     if targets.is_empty() {
         return Err(ProviderError::invalid(format!(
@@ -487,7 +504,7 @@ impl Observer<'_> {
     }
 }
 
-impl crate::plan::Observe for Observer<'_> {
+impl crate::refresh::Observe for Observer<'_> {
     fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError> {
         let p = self.providers.get(&prior.provider)?;
         self.with_ctx(|ctx| p.read(ctx, prior))

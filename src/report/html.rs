@@ -31,6 +31,87 @@ enum XAxis {
     Seconds(f64),
 }
 
+/// A limit line is drawn on a chart when it is at most this many times the highest plotted
+/// value; further above, a note above the chart names it instead, so the data are not squashed
+/// against the floor of an axis stretched to reach the limit.
+pub(crate) const LIMIT_IN_RANGE_FACTOR: f64 = 1.5;
+
+/// A horizontal reference line, e.g. an SLO: `value` in the chart's y unit.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Limit {
+    pub value: f64,
+    /// What the line is, as the user wrote it: `SLO p99 ≤ 50 ms`.
+    pub label: String,
+}
+
+/// The latency limits of the runs' SLOs (each distinct one once), in milliseconds.
+pub(crate) fn slo_limits<'a>(runs: impl IntoIterator<Item = &'a RunReport>) -> Vec<Limit> {
+    let mut out: Vec<Limit> = Vec::new();
+    for r in runs {
+        for s in &r.slos {
+            if let Some(v) = s.limit_ms() {
+                let l = Limit {
+                    value: v,
+                    label: format!("SLO {} ≤ {} ms", s.label(), fmt_num(v)),
+                };
+                if !out.contains(&l) {
+                    out.push(l);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Which limits a chart whose data reach `data_max` draws, and the notes for those it leaves out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct PlacedLimits {
+    pub drawn: Vec<Limit>,
+    /// One sentence per limit too far above the data to draw: `SLO p99 ≤ 500 ms is above this
+    /// chart (the highest value shown is 8.2 ms)`.
+    pub notes: Vec<String>,
+}
+
+/// Splits `limits` into those drawn (at most [`LIMIT_IN_RANGE_FACTOR`] × the highest value, or
+/// every one when there are no data) and notes for the rest; `unit` follows numbers in the notes.
+pub(crate) fn place_limits(data_max: f64, limits: &[Limit], unit: &str) -> PlacedLimits {
+    let mut placed = PlacedLimits::default();
+    for l in limits {
+        if data_max <= 0.0 || l.value <= data_max * LIMIT_IN_RANGE_FACTOR {
+            placed.drawn.push(l.clone());
+        } else {
+            placed.notes.push(format!(
+                "{} is above this chart (the highest value shown is {} {unit}).",
+                l.label,
+                fmt_num(data_max)
+            ));
+        }
+    }
+    placed
+}
+
+/// A linear y axis from 0: its top tick and the distance between ticks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct YAxis {
+    pub max: f64,
+    pub step: f64,
+}
+
+/// The y axis for values up to `top`: about five "nice" ticks, the highest at or just above
+/// `top` (a little headroom so a curve's peak does not run along the frame).
+pub(crate) fn y_axis(top: f64) -> YAxis {
+    let top = if top.is_finite() && top > 0.0 {
+        top * 1.04
+    } else {
+        1.0
+    };
+    let step = nice_step(top, 5.0);
+    YAxis {
+        max: ((top / step).ceil() * step).max(step),
+        step,
+    }
+}
+
 /// A "nice" step (1, 2 or 5 × 10^k) giving about `n` ticks over `span`.
 fn nice_step(span: f64, n: f64) -> f64 {
     if span <= 0.0 || !span.is_finite() {
@@ -57,7 +138,8 @@ fn fmt_num(v: f64) -> String {
     } else if v.abs() >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
+        let s = format!("{v:.1}");
+        s.trim_end_matches(".0").to_string()
     } else {
         let s = format!("{v:.3}");
         s.trim_end_matches('0').to_string()
@@ -71,15 +153,206 @@ fn nines_label(x: f64) -> String {
     format!("{pct:.digits$}%")
 }
 
-#[allow(clippy::too_many_arguments)]
-fn chart(
-    title: &str,
-    y_label: &str,
+/// One second of a run on the report's time axis (stages laid end to end).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Second {
+    /// Seconds since the run's first stage began.
+    pub start: f64,
+    /// Requests (failed ones included) that completed in this second.
+    pub requests: u64,
+    pub errors: u64,
+    /// The second's percentiles of its stage's successful requests; None when none succeeded.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// What a run's per-second timeline draws, and what it leaves out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct RunTimeline {
+    /// Whole seconds inside their stage's schedule, in time order.
+    pub seconds: Vec<Second>,
+    /// Where each stage began, with its name.
+    pub stage_starts: Vec<(f64, String)>,
+    /// Where the last stage's schedule ended.
+    pub end: f64,
+    /// Stages whose duration is not a whole number of seconds: the name, the length of the
+    /// part-second at the end that is not drawn, and the requests completed in it.
+    pub partial: Vec<(String, f64, u64)>,
+    /// Requests (and of them errors) that completed after their stage's schedule ended and fall
+    /// in no drawn second (after the last stage, or not aligned with the next stage's seconds).
+    pub undrawn_requests: u64,
+    pub undrawn_errors: u64,
+}
+
+/// Lays a run's per-second buckets on one time axis. A bucket is drawn only when it is a whole
+/// second inside its stage's schedule, so rates are counts over one second: a stage's last
+/// part-second (a duration like 2.5 s) would otherwise show as a drop. Completions after a
+/// stage's schedule ended (its in-flight requests draining) are added to the next stage's second
+/// that covers the same time, so a stage boundary shows the real completion rate; those after
+/// the last stage, or not aligned with a drawn second, are counted in `undrawn_*`.
+pub(crate) fn run_timeline(r: &RunReport) -> RunTimeline {
+    const EPS: f64 = 1e-6;
+    let mut tl = RunTimeline::default();
+    let mut drained: Vec<(f64, u64, u64)> = Vec::new();
+    let mut offset = 0.0;
+    for st in &r.stages {
+        tl.stage_starts.push((offset, st.name.clone()));
+        let d = st.duration_s.max(0.0);
+        let mut partial_requests = None;
+        for p in &st.timeline {
+            let t = p.t as f64;
+            let start = offset + t;
+            if t + 1.0 <= d + EPS {
+                let ok = p.requests > p.errors;
+                tl.seconds.push(Second {
+                    start,
+                    requests: p.requests,
+                    errors: p.errors,
+                    p50_ms: ok.then_some(p.p50_ms),
+                    p99_ms: ok.then_some(p.p99_ms),
+                });
+            } else if t < d - EPS {
+                // The part-second at the end of the stage's schedule.
+                partial_requests = Some(p.requests);
+            } else {
+                drained.push((start, p.requests, p.errors));
+            }
+        }
+        // A whole second with no completions has no bucket when nothing completed after it:
+        // it is a true zero (the server answered nothing), drawn as one.
+        if !st.timeline.is_empty() {
+            for t in 0..(d + EPS).floor() as u32 {
+                if !st.timeline.iter().any(|p| p.t == t) {
+                    tl.seconds.push(Second {
+                        start: offset + t as f64,
+                        requests: 0,
+                        errors: 0,
+                        p50_ms: None,
+                        p99_ms: None,
+                    });
+                }
+            }
+        }
+        let frac = d - d.floor();
+        if frac > EPS {
+            tl.partial
+                .push((st.name.clone(), frac, partial_requests.unwrap_or(0)));
+        }
+        offset += d;
+    }
+    tl.end = offset;
+    tl.seconds.sort_by(|a, b| {
+        a.start
+            .partial_cmp(&b.start)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    for (start, requests, errors) in drained {
+        match tl
+            .seconds
+            .iter_mut()
+            .find(|s| (s.start - start).abs() < EPS)
+        {
+            Some(s) => {
+                s.requests += requests;
+                s.errors += errors;
+            }
+            None => {
+                tl.undrawn_requests += requests;
+                tl.undrawn_errors += errors;
+            }
+        }
+    }
+    tl
+}
+
+/// The note for a run's per-second timeline that was merged from several workers: what its
+/// per-second percentiles are (see `loadgen::result::merge`), or None for a single generator.
+pub(crate) fn merged_timeline_note(label: &str, r: &RunReport) -> Option<String> {
+    (r.workers > 1).then(|| {
+        format!(
+            "{}merged from {} workers: each second's p50 and p99 here is the highest of the \
+             workers' values for that second, an upper bound on the percentile of all the \
+             requests completed in that second (per-second histograms are not kept), never \
+             below it. Requests and errors per second are exact sums; seconds count from each \
+             worker's own stage start (the workers start together). The table and the \
+             percentile chart come from the merged histograms and are exact.",
+            if label.is_empty() {
+                "This run is ".to_string()
+            } else {
+                format!("{label} is ")
+            },
+            r.workers
+        )
+    })
+}
+
+/// The note for what a run's time charts leave out, or None when everything is drawn.
+fn undrawn_note(label: &str, tl: &RunTimeline) -> Option<String> {
+    let mut parts = Vec::new();
+    for (stage, len, requests) in &tl.partial {
+        parts.push(format!(
+            "the last {} s of stage {} ({} request{}; a part-second, whose count over a whole \
+             second would read as a drop)",
+            fmt_num((len * 1000.0).round() / 1000.0),
+            esc(stage),
+            requests,
+            if *requests == 1 { "" } else { "s" }
+        ));
+    }
+    if tl.undrawn_requests > 0 {
+        parts.push(format!(
+            "{} request{}{} that completed after their stage's schedule ended (in flight when \
+             it ended)",
+            tl.undrawn_requests,
+            if tl.undrawn_requests == 1 { "" } else { "s" },
+            if tl.undrawn_errors > 0 {
+                format!(" ({} failed)", tl.undrawn_errors)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}Not drawn over time: {}. The table and the percentile chart include them.",
+        if label.is_empty() {
+            String::new()
+        } else {
+            format!("{} · ", esc(label))
+        },
+        parts.join("; ")
+    ))
+}
+
+struct Chart<'a> {
+    /// The figure's id (for links and tests).
+    id: &'a str,
+    title: &'a str,
+    y_label: &'a str,
+    /// The unit in notes about limits off the chart.
+    unit: &'a str,
     x: XAxis,
-    series: &[Series],
-    vlines: &[(f64, String)],
-    hlines: &[(f64, String)],
-) -> String {
+    series: &'a [Series],
+    vlines: &'a [(f64, String)],
+    limits: &'a [Limit],
+    /// Sentences shown above the chart (already HTML-escaped).
+    notes: Vec<String>,
+}
+
+fn chart(c: Chart<'_>) -> String {
+    let Chart {
+        id,
+        title,
+        y_label,
+        unit,
+        x,
+        series,
+        vlines,
+        limits,
+        mut notes,
+    } = c;
     let (w, h) = (1080.0, 340.0);
     let (ml, mr, mt, mb) = (64.0, 20.0, 16.0, 42.0);
     let pw = w - ml - mr;
@@ -87,25 +360,41 @@ fn chart(
     let x_max = match x {
         XAxis::Nines(m) | XAxis::Seconds(m) => m.max(1e-9),
     };
-    let y_max_data = series
+    let data_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
-        .chain(hlines.iter().map(|l| l.0))
+        .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    let step = nice_step(y_max_data.max(1e-6), 5.0);
-    let y_max = ((y_max_data / step).ceil() * step).max(step);
+    let placed = place_limits(data_max, limits, unit);
+    notes.extend(placed.notes.iter().map(|n| esc(n)));
+    let top = placed
+        .drawn
+        .iter()
+        .map(|l| l.value)
+        .fold(data_max, f64::max);
+    let YAxis { max: y_max, step } = y_axis(top);
     let sx = |v: f64| ml + (v / x_max).clamp(0.0, 1.0) * pw;
     let sy = |v: f64| mt + ph - (v / y_max).clamp(0.0, 1.0) * ph;
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<figure><figcaption>{}</figcaption><svg viewBox="0 0 {w} {h}" role="img" aria-label="{}">"#,
-        esc(title),
+        r#"<figure id="{}"><figcaption>{}</figcaption>"#,
+        esc(id),
         esc(title)
     );
+    for n in &notes {
+        let _ = write!(s, r#"<p class="chart-note">{n}</p>"#);
+    }
+    let _ = write!(
+        s,
+        r#"<svg viewBox="0 0 {w} {h}" role="img" aria-label="{}" data-y-max="{}">"#,
+        esc(title),
+        fmt_num(y_max)
+    );
     // Grid and y ticks.
-    let mut v = 0.0;
-    while v <= y_max + step * 0.01 {
+    let mut k = 0.0;
+    while k * step <= y_max + step * 0.01 {
+        let v = k * step;
         let y = sy(v);
         let _ = write!(
             s,
@@ -115,7 +404,7 @@ fn chart(
             y + 4.0,
             fmt_num(v)
         );
-        v += step;
+        k += 1.0;
     }
     // x ticks.
     match x {
@@ -135,8 +424,9 @@ fn chart(
         }
         XAxis::Seconds(m) => {
             let st = nice_step(m, 10.0);
-            let mut t = 0.0;
-            while t <= m + 1e-9 {
+            let mut k = 0.0;
+            while k * st <= m + 1e-9 {
+                let t = k * st;
                 let xx = sx(t);
                 let _ = write!(
                     s,
@@ -145,7 +435,7 @@ fn chart(
                     mt + ph + 16.0,
                     fmt_num(t)
                 );
-                t += st;
+                k += 1.0;
             }
         }
     }
@@ -173,15 +463,15 @@ fn chart(
             esc(label)
         );
     }
-    for (yv, label) in hlines {
-        let yy = sy(*yv);
+    for l in &placed.drawn {
+        let yy = sy(l.value);
         let _ = write!(
             s,
-            r##"<line x1="{ml}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#f59e0b" stroke-dasharray="6 3"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end" fill="#b45309">{}</text>"##,
+            r##"<line class="limit" x1="{ml}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#f59e0b" stroke-dasharray="6 3"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end" fill="#b45309">{}</text>"##,
             ml + pw,
             ml + pw - 4.0,
             yy - 4.0,
-            esc(label)
+            esc(&l.label)
         );
     }
     for se in series {
@@ -459,28 +749,25 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
             k += 1;
         }
     }
-    let slo_lines: Vec<(f64, String)> = runs
-        .first()
-        .map(|(_, r)| {
-            r.slos
-                .iter()
-                .filter_map(|s| Some((s.limit_ms()?, format!("SLO {}", s.label()))))
-                .collect()
-        })
-        .unwrap_or_default();
-    body.push_str(&chart(
-        "Latency by percentile (HdrHistogram percentile spectrum)",
-        "latency (ms)",
-        XAxis::Nines(max_nines),
-        &spectrum,
-        &[],
-        &slo_lines,
-    ));
+    let slo_lines = slo_limits(runs.iter().map(|(_, r)| r));
+    body.push_str(&chart(Chart {
+        id: "latency-percentiles",
+        title: "Latency by percentile (HdrHistogram percentile spectrum)",
+        y_label: "latency (ms)",
+        unit: "ms",
+        x: XAxis::Nines(max_nines),
+        series: &spectrum,
+        vlines: &[],
+        limits: &slo_lines,
+        notes: Vec::new(),
+    }));
 
     // Over time: stages laid end to end.
     let mut lat_series = Vec::new();
     let mut thr_series = Vec::new();
     let mut vlines = Vec::new();
+    let mut lat_notes = Vec::new();
+    let mut thr_notes = Vec::new();
     let mut t_max: f64 = 1.0;
     for (ri, (label, r)) in runs.iter().enumerate() {
         let color = PALETTE[ri % PALETTE.len()];
@@ -489,38 +776,52 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
         } else {
             String::new()
         };
+        let tl = run_timeline(r);
+        if ri == 0 {
+            vlines = tl.stage_starts.clone();
+        }
         let (mut p50, mut p99, mut rps, mut errs, mut target) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for s in &tl.seconds {
+            let t = s.start + 0.5;
+            if let (Some(a), Some(b)) = (s.p50_ms, s.p99_ms) {
+                p50.push((t, a));
+                p99.push((t, b));
+            }
+            rps.push((t, s.requests as f64));
+            errs.push((t, s.errors as f64));
+        }
         let mut offset = 0.0;
         for st in &r.stages {
-            if ri == 0 {
-                vlines.push((offset, st.name.clone()));
-            }
-            for p in &st.timeline {
-                let t = offset + p.t as f64 + 0.5;
-                if p.requests > p.errors {
-                    p50.push((t, p.p50_ms));
-                    p99.push((t, p.p99_ms));
-                }
-                rps.push((t, p.requests as f64));
-                errs.push((t, p.errors as f64));
-            }
             if let Some(rate) = st.target_rate {
                 target.push((offset, rate));
                 target.push((offset + st.duration_s, rate));
             }
             offset += st.duration_s;
         }
-        t_max = t_max.max(offset);
+        t_max = t_max.max(tl.end);
+        let merged = merged_timeline_note(if multi { label } else { "" }, r);
+        let bound = if merged.is_some() {
+            format!(" (upper bound: highest of {} workers)", r.workers)
+        } else {
+            String::new()
+        };
+        if let Some(n) = merged {
+            lat_notes.push(esc(&n));
+        }
+        if let Some(n) = undrawn_note(if multi { label } else { "" }, &tl) {
+            lat_notes.push(n.clone());
+            thr_notes.push(n);
+        }
         let c2 = if multi { color } else { PALETTE[1] };
         lat_series.push(Series {
-            label: format!("{prefix}p99 per second"),
+            label: format!("{prefix}p99 per second{bound}"),
             color: c2.into(),
             dash: false,
             points: p99,
         });
         lat_series.push(Series {
-            label: format!("{prefix}p50 per second"),
+            label: format!("{prefix}p50 per second{bound}"),
             color: color.into(),
             dash: true,
             points: p50,
@@ -552,22 +853,28 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
             });
         }
     }
-    body.push_str(&chart(
-        "Latency over time (per-second p50 and p99, by completion time)",
-        "latency (ms)",
-        XAxis::Seconds(t_max),
-        &lat_series,
-        &vlines,
-        &slo_lines,
-    ));
-    body.push_str(&chart(
-        "Throughput over time",
-        "requests per second",
-        XAxis::Seconds(t_max),
-        &thr_series,
-        &vlines,
-        &[],
-    ));
+    body.push_str(&chart(Chart {
+        id: "latency-over-time",
+        title: "Latency over time (per-second p50 and p99, by completion time)",
+        y_label: "latency (ms)",
+        unit: "ms",
+        x: XAxis::Seconds(t_max),
+        series: &lat_series,
+        vlines: &vlines,
+        limits: &slo_lines,
+        notes: lat_notes,
+    }));
+    body.push_str(&chart(Chart {
+        id: "throughput-over-time",
+        title: "Throughput over time (requests completed per second)",
+        y_label: "requests per second",
+        unit: "/s",
+        x: XAxis::Seconds(t_max),
+        series: &thr_series,
+        vlines: &vlines,
+        limits: &[],
+        notes: thr_notes,
+    }));
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -583,6 +890,7 @@ td:last-child,th:last-child{{text-align:left;white-space:normal}}
 .ok{{color:#15803d}} .bad{{color:#b91c1c;font-weight:600}}
 .warn{{background:#fef3c7;border-left:4px solid #f59e0b;padding:6px 10px}}
 figure{{margin:18px 0}} figcaption{{font-weight:600;margin-bottom:4px}}
+.chart-note{{color:#475569;font-size:12px;margin:2px 0 4px}}
 svg{{width:100%;height:auto;background:#fff}}
 .tick{{font-size:11px;fill:#475569}} .axis{{font-size:12px;fill:#334155}}
 .legend{{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px;color:#334155}}
@@ -596,4 +904,224 @@ code{{background:#f1f5f9;padding:0 3px;border-radius:3px}}
         esc(&title),
         body
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::environment::Environment;
+    use crate::loadgen::record::StageRecorder;
+    use crate::loadgen::result::{StageReport, merge};
+    use crate::loadgen::spec::{Protocol, Rate, Slo, Stage};
+    use std::time::{Duration, Instant};
+
+    /// A stage of `duration_ms` whose requests, sent at `(sent_ms, latency_us)` after its start,
+    /// all succeed after `latency_us`.
+    fn stage(name: &str, duration_ms: u64, sent: &[(u64, u64)], slos: &[Slo]) -> StageReport {
+        let mut r = StageRecorder::new(Stage {
+            name: name.into(),
+            rate: Rate::PerSecond(100.0),
+            duration: Duration::from_millis(duration_ms),
+        });
+        let t0 = Instant::now();
+        r.begin(t0);
+        for &(sent_ms, latency_us) in sent {
+            let intended = t0 + Duration::from_millis(sent_ms);
+            let done = intended + Duration::from_micros(latency_us);
+            r.record_done(intended, intended, done, Ok(()));
+        }
+        r.into_report(slos)
+    }
+
+    /// Requests every 10 ms over `[from_ms, to_ms)`, each taking `latency_us`.
+    fn steady(from_ms: u64, to_ms: u64, latency_us: u64) -> Vec<(u64, u64)> {
+        (from_ms..to_ms)
+            .step_by(10)
+            .map(|t| (t, latency_us))
+            .collect()
+    }
+
+    fn run(stages: Vec<StageReport>, slos: &[Slo]) -> RunReport {
+        RunReport {
+            target: "http://127.0.0.1:8501".into(),
+            protocol: Protocol::Rest,
+            model: "m".into(),
+            stages,
+            capacity: None,
+            environment: Environment {
+                host: "test".into(),
+                cpus: 2,
+                cpu_model: "cpu".into(),
+                memory_bytes: 1 << 30,
+                version: "0".into(),
+            },
+            arrival: Default::default(),
+            connections: 1,
+            slos: slos.to_vec(),
+            workers: 1,
+        }
+    }
+
+    /// The HTML of the figure with this id.
+    fn figure<'a>(page: &'a str, id: &str) -> &'a str {
+        let start = page
+            .find(&format!(r#"<figure id="{id}">"#))
+            .unwrap_or_else(|| panic!("no figure {id}"));
+        let end = start + page[start..].find("</figure>").expect("figure closes");
+        &page[start..end]
+    }
+
+    fn y_max(fig: &str) -> f64 {
+        let at = fig.find("data-y-max=\"").expect("svg has data-y-max") + 12;
+        let len = fig[at..].find('"').expect("attribute closes");
+        fig[at..at + len].parse().expect("a number")
+    }
+
+    #[test]
+    fn latency_axes_scale_to_a_5ms_p99_not_to_a_500ms_slo_which_is_noted_above_the_chart() {
+        let slos = [Slo::parse("p99=500ms").unwrap()];
+        let r = run(vec![stage("s", 3000, &steady(0, 3000, 5000), &slos)], &slos);
+        let page = html(&[("run".into(), r)]);
+        for id in ["latency-percentiles", "latency-over-time"] {
+            let fig = figure(&page, id);
+            let top = y_max(fig);
+            assert!((5.0..50.0).contains(&top), "{id}: y max {top}");
+            assert!(
+                fig.contains("SLO p99 ≤ 500 ms is above this chart"),
+                "{id}: {fig}"
+            );
+            assert!(!fig.contains(r#"class="limit""#), "{id} draws the SLO line");
+        }
+    }
+
+    #[test]
+    fn an_slo_within_one_and_a_half_times_the_data_is_drawn_and_the_axis_reaches_it() {
+        let slos = [Slo::parse("p99=50ms").unwrap()];
+        let r = run(
+            vec![stage("s", 2000, &steady(0, 2000, 40_000), &slos)],
+            &slos,
+        );
+        let page = html(&[("run".into(), r)]);
+        let fig = figure(&page, "latency-over-time");
+        assert!(fig.contains(r#"class="limit""#));
+        assert!(!fig.contains("above this chart"));
+        assert!(y_max(fig) >= 50.0);
+    }
+
+    #[test]
+    fn limits_are_placed_by_their_distance_from_the_data() {
+        let l = |v: f64| Limit {
+            value: v,
+            label: format!("SLO p99 ≤ {v} ms"),
+        };
+        let p = place_limits(8.2, &[l(10.0), l(500.0)], "ms");
+        assert_eq!(p.drawn, vec![l(10.0)]);
+        assert_eq!(
+            p.notes,
+            vec!["SLO p99 ≤ 500 ms is above this chart (the highest value shown is 8.2 ms)."]
+        );
+        // No data: the limit sets the axis.
+        assert_eq!(place_limits(0.0, &[l(500.0)], "ms").drawn, vec![l(500.0)]);
+        let y = y_axis(5.0);
+        assert!(y.max >= 5.0 && y.max < 7.5, "{y:?}");
+    }
+
+    #[test]
+    fn a_part_second_at_the_end_of_a_stage_is_not_drawn_as_a_drop() {
+        // 2.5 s at 100/s: seconds 0 and 1 are whole, [2, 2.5) is not.
+        let r = run(vec![stage("ramp", 2500, &steady(0, 2500, 2000), &[])], &[]);
+        let tl = run_timeline(&r);
+        let starts: Vec<f64> = tl.seconds.iter().map(|s| s.start).collect();
+        assert_eq!(starts, vec![0.0, 1.0]);
+        assert!(tl.seconds.iter().all(|s| s.requests >= 99), "{tl:?}");
+        assert_eq!(tl.partial, vec![("ramp".to_string(), 0.5, 50)]);
+        let page = html(&[("run".into(), r)]);
+        let fig = figure(&page, "throughput-over-time");
+        assert!(fig.contains("the last 0.5 s of stage ramp"), "{fig}");
+    }
+
+    #[test]
+    fn requests_completing_after_the_last_stage_are_not_drawn_as_a_drop_but_counted_in_a_note() {
+        // The last request of a 2 s stage completes at 2.003 s: a bucket of 1 request.
+        let mut done = steady(0, 2000, 1000);
+        done.push((1999, 4000));
+        let r = run(vec![stage("s", 2000, &done, &[])], &[]);
+        assert!(r.stages[0].timeline.iter().any(|p| p.t == 2));
+        let tl = run_timeline(&r);
+        assert_eq!(tl.seconds.len(), 2);
+        assert!(tl.seconds.iter().all(|s| s.requests >= 100));
+        assert_eq!((tl.undrawn_requests, tl.undrawn_errors), (1, 0));
+        let page = html(&[("run".into(), r)]);
+        assert!(
+            figure(&page, "throughput-over-time")
+                .contains("1 request that completed after their stage")
+        );
+    }
+
+    #[test]
+    fn a_stages_last_completions_count_in_the_next_stages_second_that_covers_them() {
+        let mut a = steady(0, 2000, 1000);
+        a.push((1999, 500_000)); // completes at 2.499 s: in the next stage's first second
+        let r = run(
+            vec![
+                stage("a", 2000, &a, &[]),
+                stage("b", 2000, &steady(0, 2000, 1000), &[]),
+            ],
+            &[],
+        );
+        let tl = run_timeline(&r);
+        let counts: Vec<(f64, u64)> = tl.seconds.iter().map(|s| (s.start, s.requests)).collect();
+        assert_eq!(counts, vec![(0.0, 100), (1.0, 100), (2.0, 101), (3.0, 100)]);
+        assert_eq!(tl.undrawn_requests, 0);
+        assert_eq!(
+            tl.stage_starts,
+            vec![(0.0, "a".to_string()), (2.0, "b".to_string())]
+        );
+    }
+
+    #[test]
+    fn seconds_in_which_nothing_completed_are_drawn_as_zero() {
+        // The server stops answering after the first second of a 3 s stage.
+        let r = run(vec![stage("s", 3000, &steady(0, 1000, 1000), &[])], &[]);
+        assert_eq!(r.stages[0].timeline.len(), 1);
+        let tl = run_timeline(&r);
+        let counts: Vec<(f64, u64)> = tl.seconds.iter().map(|s| (s.start, s.requests)).collect();
+        assert_eq!(counts, vec![(0.0, 100), (1.0, 0), (2.0, 0)]);
+        assert!(tl.seconds[1].p99_ms.is_none());
+    }
+
+    #[test]
+    fn a_timeline_merged_from_workers_is_labelled_an_upper_bound() {
+        let one = || run(vec![stage("s", 2000, &steady(0, 2000, 3000), &[])], &[]);
+        let merged = merge(&[one(), one(), one(), one()]).unwrap();
+        assert_eq!(merged.workers, 4);
+        let page = html(&[("run".into(), merged)]);
+        let fig = figure(&page, "latency-over-time");
+        assert!(fig.contains("merged from 4 workers"), "{fig}");
+        assert!(fig.contains("upper bound: highest of 4 workers"));
+        let single = html(&[("run".into(), one())]);
+        assert!(!single.contains("upper bound"));
+    }
+
+    #[test]
+    fn four_runs_share_one_page_with_each_distinct_slo_once() {
+        let runs: Vec<(String, RunReport)> = (0..4u64)
+            .map(|i| {
+                let slos = [Slo::parse(if i < 2 { "p99=20ms" } else { "p99=25ms" }).unwrap()];
+                (
+                    format!("#{i}"),
+                    run(
+                        vec![stage("s", 2000, &steady(0, 2000, 5000 + i * 5000), &slos)],
+                        &slos,
+                    ),
+                )
+            })
+            .collect();
+        let page = html(&runs);
+        let fig = figure(&page, "latency-over-time");
+        assert_eq!(fig.matches(r#"class="limit""#).count(), 2);
+        for (l, _) in &runs {
+            assert!(fig.contains(&format!("{l} · p99 per second")));
+        }
+    }
 }

@@ -44,12 +44,83 @@ impl Kind {
     }
 }
 
-/// `KIND.NAME` or, for a `for_each` instance, `KIND.NAME["KEY"]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// `KIND.NAME` or, for a `for_each` instance, `KIND.NAME["KEY"]`. In every JSON form (plan,
+/// results, state, outputs) an address is that string, parsed back with `Address::parse`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Address {
     pub kind: Kind,
     pub name: String,
     pub key: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error(
+    "`{input}` is not a resource address: expected KIND.NAME or KIND.NAME[\"KEY\"], with KIND one of cluster, model, serving, loadtest"
+)]
+pub struct AddressError {
+    pub input: String,
+}
+
+impl Address {
+    /// Parses `serving.tf`, `serving.tf["small"]` (as printed) or `serving.tf[small]`.
+    pub fn parse(s: &str) -> Result<Address, AddressError> {
+        let err = || AddressError {
+            input: s.to_string(),
+        };
+        let (kind, rest) = s.split_once('.').ok_or_else(err)?;
+        let kind = match kind {
+            "cluster" => Kind::Cluster,
+            "model" => Kind::Model,
+            "serving" => Kind::Serving,
+            "loadtest" => Kind::Loadtest,
+            _ => return Err(err()),
+        };
+        let (name, key) = match rest.split_once('[') {
+            Some((name, k)) => {
+                let k = k.strip_suffix(']').ok_or_else(err)?;
+                let k = match k.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
+                    Some(quoted) => serde_json::from_str::<String>(&format!("\"{quoted}\""))
+                        .map_err(|_| err())?,
+                    None => k.to_string(),
+                };
+                (name, Some(k))
+            }
+            None => (rest, None),
+        };
+        let valid = |n: &str| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !valid(name) {
+            return Err(err());
+        }
+        Ok(Address {
+            kind,
+            name: name.to_string(),
+            key,
+        })
+    }
+}
+
+impl std::str::FromStr for Address {
+    type Err = AddressError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Address::parse(s)
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Address::parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 impl fmt::Display for Address {

@@ -5,27 +5,35 @@
 //! serial, and is flushed before the call returns.
 //!
 //! Keys: `meta`, `res/ADDR`, `intent/ADDR`, `hist/ID`, `run/ID`, `output/NAME` (IDs big-endian,
-//! so scans come back in order).
+//! so scans come back in order). Values are JSON of the records in `schema` (docs/state.md);
+//! the store converts them to and from the library's types at this boundary. After every
+//! write the store publishes a snapshot for lock-free readers (`published`).
 
 pub mod lock;
+mod migrate;
+pub mod observed;
 pub mod private;
 pub mod procinfo;
+pub mod published;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use crate::environment::Environment;
-use crate::stack::types::{Address, Kind, ResourceConfig};
+use crate::stack::types::{Address, ResourceConfig};
+use schema::{IntentRecord, ResourceRecord};
 
 pub use lock::{Lock, LockError, LockInfo};
+pub use published::View;
+pub use schema::{EnvironmentRecord, HistoryEntry, Meta, RunRecord, TuneProbe};
 
-/// The layout this build writes. A store with a higher number was written by a newer
-/// benchstack and is refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The layout this build writes (`schema::VERSION`). A store with a higher number was written
+/// by a newer benchstack and is refused rather than misread; a lower one is migrated on open.
+pub const SCHEMA_VERSION: u32 = schema::VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -59,22 +67,27 @@ pub enum StateError {
     NoSuchResource(String),
     #[error("no load-test run #{0} in the state")]
     NoSuchRun(u64),
+    #[error("cannot publish the state snapshot {path}: {source}")]
+    Publish {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the state in {dir} has no published snapshot yet and is locked by {holder}; try again when it has written its first change"
+    )]
+    NotPublished { dir: PathBuf, holder: String },
+    #[error("cannot migrate the state in {dir} from schema {from} to {to}: {reason}")]
+    Migrate {
+        dir: PathBuf,
+        from: u32,
+        to: u32,
+        reason: String,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Meta {
-    /// Random id of this state's line of history; a plan made against another lineage is refused.
-    pub lineage: String,
-    /// Grows by one with every write.
-    pub serial: u64,
-    pub schema_version: u32,
-    pub created: u64,
-    next_run_id: u64,
-    next_history_id: u64,
-}
-
-/// A resource as applied.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A resource as applied (the library's view; persisted as `schema::ResourceRecord`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResourceState {
     pub address: Address,
     /// `local`, `gke`, … (chosen by the resource's cluster).
@@ -85,23 +98,21 @@ pub struct ResourceState {
     /// What the provider observed (pids, ports, endpoints, start times, …).
     pub observed: serde_json::Value,
     /// The rendered files and flags it was applied with (serving), for plan diffs.
-    #[serde(default)]
     pub rendered: BTreeMap<String, String>,
     /// Fingerprints of the upstream resources this one ran against (load tests), so a change
     /// upstream that landed without a re-run is still noticed.
-    #[serde(default)]
     pub upstream: BTreeMap<String, String>,
     /// Fingerprint of config + rendered (see `fingerprint`).
     pub fingerprint: String,
     pub applied_at: u64,
     /// The last load-test run (load tests only).
-    #[serde(default)]
     pub last_run: Option<u64>,
 }
 
 /// Written before a provider call, settled (removed) after: an apply killed in between leaves
-/// it behind, and the next plan and apply continue from it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// it behind, and the next plan and apply continue from it. Persisted as
+/// `schema::IntentRecord`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Intent {
     pub address: Address,
     /// create, update, replace, delete or run.
@@ -109,79 +120,13 @@ pub struct Intent {
     pub provider: String,
     pub config: Option<ResourceConfig>,
     pub depends_on: Vec<Address>,
-    #[serde(default)]
     pub rendered: BTreeMap<String, String>,
-    #[serde(default)]
     pub upstream: BTreeMap<String, String>,
     /// What the provider decided before acting (ports, directories), so it can find what it
     /// started even if the pids never got recorded.
     pub data: serde_json::Value,
     pub pid: u32,
     pub started: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub id: u64,
-    pub user: String,
-    pub host: String,
-    pub pid: u32,
-    /// apply, destroy, state rm, state unlock, recover.
-    pub operation: String,
-    pub address: Option<String>,
-    pub action: Option<String>,
-    pub started: u64,
-    pub finished: u64,
-    /// `ok`, `failed: …`, `interrupted`, …
-    pub result: String,
-}
-
-/// One load-test run, kept with everything needed to compare it later.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub id: u64,
-    pub address: Address,
-    pub started: u64,
-    pub finished: u64,
-    /// Fingerprint of the load test's configuration.
-    pub config_hash: String,
-    /// Fingerprints of everything upstream (serving configuration, model, cluster).
-    pub upstream: BTreeMap<String, String>,
-    pub environment: Environment,
-    pub slos_met: bool,
-    /// The RunReport (loadgen's `--json` object, histograms included).
-    pub report: serde_json::Value,
-    /// Set on the probes of `benchstack tune`: which tune, trial and measurement it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tune: Option<TuneProbe>,
-}
-
-/// What a `benchstack tune` probe measured (a run's tag), so `results` lists it and an
-/// interrupted tune resumes where it stopped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TuneProbe {
-    /// `tune.NAME`.
-    pub tune: String,
-    /// The trial's settings, dotted serving attributes to values (null: the server's default).
-    pub settings: BTreeMap<String, serde_json::Value>,
-    /// A fingerprint of everything the measurement depends on (the trial's serving
-    /// configuration, the load test, the search parameters): runs are reused only when it
-    /// matches.
-    pub basis: String,
-    /// Which measurement of the trial (0 first; the best trials are measured again).
-    pub measurement: u32,
-    /// The probe's place in that measurement's search (0 first).
-    pub probe: u32,
-    /// The offered rate, requests/s.
-    pub rate: f64,
-    pub passed: bool,
-    /// Why it failed, or empty.
-    #[serde(default)]
-    pub reason: String,
-    /// Set when the probe says nothing about the server (the load generator was the
-    /// bottleneck): the trial is invalid for this reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invalid: Option<String>,
 }
 
 /// Everything plan needs, read at once.
@@ -197,6 +142,9 @@ pub struct Store {
     db: sled::Db,
     dir: PathBuf,
     lock: Lock,
+    /// Apply writes from several threads: one publishes at a time, each reading the database
+    /// as it is then, so the last snapshot written is never older than the last write.
+    publishing: std::sync::Mutex<()>,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StateError>>;
@@ -224,6 +172,7 @@ impl Store {
             db,
             dir: dir.to_path_buf(),
             lock,
+            publishing: std::sync::Mutex::new(()),
         };
         match store.get::<Meta>(b"meta")? {
             Some(meta) if meta.schema_version > SCHEMA_VERSION => {
@@ -232,6 +181,9 @@ impl Store {
                     found: meta.schema_version,
                     supported: SCHEMA_VERSION,
                 });
+            }
+            Some(meta) if meta.schema_version < SCHEMA_VERSION => {
+                migrate::migrate(&store.db, dir, meta)?;
             }
             Some(_) => {}
             None => {
@@ -247,7 +199,47 @@ impl Store {
                 store.db.flush()?;
             }
         }
+        store.publish()?;
         Ok(store)
+    }
+
+    /// Publishes the state as it is now for lock-free readers (`published`).
+    fn publish(&self) -> Result<(), StateError> {
+        // A panic elsewhere while publishing leaves nothing half-done: the files are atomic.
+        let _one_at_a_time = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let meta = self.meta()?;
+        let runs_dir = published::snapshot_dir(&self.dir).join("runs");
+        let mut runs = Vec::new();
+        let mut new_runs = Vec::new();
+        for k in self.db.scan_prefix(b"run/").keys() {
+            let k = k?;
+            let id = k
+                .get(4..12)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StateError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: "not a run key".into(),
+                })?;
+            runs.push(id);
+            if !runs_dir.join(format!("{id}.json")).exists() {
+                new_runs.push(self.run(id)?);
+            }
+        }
+        let p = published::Published {
+            schema_version: meta.schema_version,
+            lineage: meta.lineage,
+            serial: meta.serial,
+            resources: self.scan("res/")?,
+            intents: self.scan("intent/")?,
+            history: self.scan("hist/")?,
+            outputs: self.outputs()?,
+            runs,
+        };
+        published::publish(&self.dir, &p, &new_runs)
     }
 
     /// True if `dir` holds no state database yet (nothing to read).
@@ -277,12 +269,12 @@ impl Store {
             lineage: meta.lineage,
             serial: meta.serial,
             resources: self
-                .scan::<ResourceState>("res/")?
+                .resources()?
                 .into_iter()
                 .map(|r| (r.address.clone(), r))
                 .collect(),
             intents: self
-                .scan::<Intent>("intent/")?
+                .intents()?
                 .into_iter()
                 .map(|i| (i.address.clone(), i))
                 .collect(),
@@ -290,20 +282,28 @@ impl Store {
     }
 
     pub fn resources(&self) -> Result<Vec<ResourceState>, StateError> {
-        self.scan("res/")
+        self.scan::<ResourceRecord>("res/")?
+            .into_iter()
+            .map(ResourceRecord::into_state)
+            .collect()
     }
 
     pub fn resource(&self, address: &Address) -> Result<Option<ResourceState>, StateError> {
-        self.get(res_key(address).as_bytes())
+        self.get::<ResourceRecord>(res_key(address).as_bytes())?
+            .map(ResourceRecord::into_state)
+            .transpose()
     }
 
     pub fn intents(&self) -> Result<Vec<Intent>, StateError> {
-        self.scan("intent/")
+        self.scan::<IntentRecord>("intent/")?
+            .into_iter()
+            .map(IntentRecord::into_state)
+            .collect()
     }
 
     pub fn put_intent(&self, intent: &Intent) -> Result<u64, StateError> {
         let key = intent_key(&intent.address);
-        let value = encode(intent);
+        let value = encode(&IntentRecord::from_state(intent));
         self.write(|tx, _| {
             tx.insert(key.as_bytes(), value.clone())?;
             Ok(())
@@ -322,7 +322,7 @@ impl Store {
     pub fn put_resource(&self, r: &ResourceState) -> Result<u64, StateError> {
         let key = res_key(&r.address);
         let ikey = intent_key(&r.address);
-        let value = encode(r);
+        let value = encode(&ResourceRecord::from_state(r)?);
         self.write(|tx, _| {
             tx.insert(key.as_bytes(), value.clone())?;
             tx.remove(ikey.as_bytes())?;
@@ -345,11 +345,12 @@ impl Store {
     pub fn put_run(&self, run: RunRecord, resource: ResourceState) -> Result<u64, StateError> {
         let key = res_key(&resource.address);
         let ikey = intent_key(&resource.address);
+        let resource = ResourceRecord::from_state(&resource)?;
         let (_, id) = self.write_with(|tx, meta| {
             let id = meta.next_run_id;
             meta.next_run_id += 1;
             let run = RunRecord { id, ..run.clone() };
-            let resource = ResourceState {
+            let resource = ResourceRecord {
                 last_run: Some(id),
                 ..resource.clone()
             };
@@ -458,6 +459,7 @@ impl Store {
                 TransactionError::Storage(e) => StateError::Db(e),
             })?;
         self.db.flush()?;
+        self.publish()?;
         Ok((serial, value))
     }
 
@@ -487,32 +489,32 @@ fn intent_key(a: &Address) -> String {
     format!("intent/{a}")
 }
 
-fn run_key(id: u64) -> Vec<u8> {
+pub(crate) fn run_key(id: u64) -> Vec<u8> {
     let mut k = b"run/".to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
 
-fn hist_key(id: u64) -> Vec<u8> {
+pub(crate) fn hist_key(id: u64) -> Vec<u8> {
     let mut k = b"hist/".to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing these plain data types cannot fail (string keys, no non-finite floats
     // are produced by benchstack itself; serde_json writes them as null).
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
     serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
         key: key.to_string(),
         reason: e.to_string(),
     })
 }
 
-fn new_lineage() -> String {
+pub(crate) fn new_lineage() -> String {
     let a: u128 = rand::random();
     let s = format!("{a:032x}");
     format!(
@@ -546,53 +548,11 @@ pub fn history_entry(
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error(
-    "`{input}` is not a resource address: expected KIND.NAME or KIND.NAME[\"KEY\"], with KIND one of cluster, model, serving, loadtest"
-)]
-pub struct AddressError {
-    pub input: String,
-}
+pub use crate::stack::types::AddressError;
 
 /// Parses `serving.tf`, `serving.tf["small"]` (as printed) or `serving.tf[small]`.
 pub fn parse_address(s: &str) -> Result<Address, AddressError> {
-    let err = || AddressError {
-        input: s.to_string(),
-    };
-    let (kind, rest) = s.split_once('.').ok_or_else(err)?;
-    let kind = match kind {
-        "cluster" => Kind::Cluster,
-        "model" => Kind::Model,
-        "serving" => Kind::Serving,
-        "loadtest" => Kind::Loadtest,
-        _ => return Err(err()),
-    };
-    let (name, key) = match rest.split_once('[') {
-        Some((name, k)) => {
-            let k = k.strip_suffix(']').ok_or_else(err)?;
-            let k = match k.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
-                Some(quoted) => {
-                    serde_json::from_str::<String>(&format!("\"{quoted}\"")).map_err(|_| err())?
-                }
-                None => k.to_string(),
-            };
-            (name, Some(k))
-        }
-        None => (rest, None),
-    };
-    let valid = |n: &str| {
-        !n.is_empty()
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    };
-    if !valid(name) {
-        return Err(err());
-    }
-    Ok(Address {
-        kind,
-        name: name.to_string(),
-        key,
-    })
+    Address::parse(s)
 }
 
 #[cfg(test)]
@@ -610,13 +570,28 @@ mod tests {
                 serving_path: None,
             }),
             depends_on: vec![],
-            observed: serde_json::json!({}),
+            observed: serde_json::json!({"versions": [1]}),
             rendered: BTreeMap::new(),
             upstream: BTreeMap::new(),
             fingerprint: "f".into(),
             applied_at: 0,
             last_run: None,
         }
+    }
+
+    #[test]
+    fn writes_from_several_threads_all_reach_the_published_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "apply").unwrap();
+        std::thread::scope(|scope| {
+            for name in ["a", "b", "c", "d"] {
+                let s = &s;
+                scope.spawn(move || s.put_resource(&model_state(name)).unwrap());
+            }
+        });
+        let view = View::open(dir.path()).unwrap().expect("published");
+        assert_eq!(view.resources().unwrap().len(), 4);
+        assert_eq!(view.serial(), s.meta().unwrap().serial);
     }
 
     #[test]
@@ -677,6 +652,81 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("upgrade benchstack"), "{msg}");
+        assert!(
+            msg.contains(&format!("reads up to {SCHEMA_VERSION}")),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_observed_state_its_provider_type_does_not_describe_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "test").unwrap();
+        let mut r = model_state("a");
+        r.observed = serde_json::json!({"versions": "one"});
+        let err = s.put_resource(&r).unwrap_err().to_string();
+        assert!(err.contains("local model"), "{err}");
+        assert!(s.resources().unwrap().is_empty());
+    }
+
+    #[test]
+    fn readers_see_every_write_without_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "apply").unwrap();
+        let r = model_state("a");
+        s.put_resource(&r).unwrap();
+        // The writer still holds the lock (and sled its database).
+        let view = View::open(dir.path()).unwrap().expect("published");
+        assert_eq!(view.resources().unwrap(), [r.clone()]);
+        assert_eq!(view.serial(), s.meta().unwrap().serial);
+        let run = RunRecord {
+            id: 0,
+            address: r.address.clone(),
+            started: 1,
+            finished: 2,
+            config_hash: "h".into(),
+            upstream: BTreeMap::new(),
+            environment: (&crate::environment::Environment::detect()).into(),
+            slos_met: true,
+            report: serde_json::json!({"stages": []}),
+            tune: None,
+        };
+        let id = s.put_run(run, r.clone()).unwrap();
+        let view = View::open(dir.path()).unwrap().expect("published");
+        assert_eq!(
+            view.runs()
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            [id]
+        );
+        assert_eq!(
+            view.resource(&r.address).unwrap().unwrap().last_run,
+            Some(id)
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let snap = published::snapshot_dir(dir.path());
+        assert_eq!(mode(&snap), 0o700);
+        assert_eq!(mode(&snap.join("current.json")), 0o600);
+        assert_eq!(mode(&snap.join(format!("runs/{id}.json"))), 0o600);
+    }
+
+    #[test]
+    fn a_newer_published_snapshot_is_refused_by_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), "test").unwrap());
+        let path = published::snapshot_dir(dir.path()).join("current.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["schema_version"] = serde_json::json!(SCHEMA_VERSION + 1);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let err = View::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("schema {}", SCHEMA_VERSION + 1)),
+            "{err}"
+        );
     }
 
     #[test]
@@ -691,7 +741,7 @@ mod tests {
             finished: 2,
             config_hash: "h".into(),
             upstream: BTreeMap::new(),
-            environment: Environment::detect(),
+            environment: (&crate::environment::Environment::detect()).into(),
             slos_met: true,
             report: serde_json::json!({"stages": []}),
             tune: None,
@@ -719,6 +769,11 @@ mod tests {
             parse_address("serving.tf[small]").unwrap().to_string(),
             "serving.tf[\"small\"]"
         );
+        let a = parse_address("serving.tf[\"small\"]").unwrap();
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json, serde_json::json!("serving.tf[\"small\"]"));
+        assert_eq!(serde_json::from_value::<Address>(json).unwrap(), a);
+        assert!(serde_json::from_value::<Address>(serde_json::json!("nope")).is_err());
         assert!(parse_address("server.tf").is_err());
         assert!(parse_address("serving").is_err());
         assert!(parse_address("serving.").is_err());

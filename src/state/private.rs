@@ -38,6 +38,7 @@ fn holds_only_state(dir: &Path) -> std::io::Result<bool> {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
         let ours = name == "db"
+            || name == super::published::SNAPSHOT_DIR
             || name == "README.md"
             || name == super::lock::LOCK_FILE
             || name.starts_with(&format!(".{}", super::lock::LOCK_FILE))
@@ -109,6 +110,29 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Replaces `path` atomically with a private file (0600) holding `bytes`: written to a
+/// temporary file beside it, synced, renamed over it, and the directory synced, so a reader
+/// sees the old content or the new, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    {
+        let mut f = create_new_private(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +183,21 @@ mod tests {
         let q = tmp.path().join("fresh.json");
         write_private(&q, b"x").unwrap();
         assert_eq!(mode(&q), 0o600);
+    }
+
+    #[test]
+    fn atomic_writes_are_0600_and_replace_the_old_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("current.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The tuner's real bench: a trial is the stack with the serving resource's configuration
-//! replaced, planned (targeted at that resource) and applied by the same `plan::make` and
+//! replaced, planned (targeted at that resource) and applied by the same `refresh::plan` and
 //! `apply::execute` as `benchstack apply`, so the providers restart or roll the servers and
 //! the state is written after each resource. A probe is the load test with one stage at the
 //! probe's rate, run by the load test's own provider (the local load generator, or worker pods
@@ -10,8 +10,9 @@ use std::sync::atomic::AtomicBool;
 use crate::apply::{self, ApplyOptions};
 use crate::loadgen::RunReport;
 use crate::loadgen::spec::{Slo, Stage};
-use crate::plan::{self, Observe, PlanOptions};
-use crate::provider::{Context, Inputs, Observer, Providers, provider_for};
+use crate::plan::PlanOptions;
+use crate::provider::{Context, Inputs, Observer, Providers, cluster_providers, provider_for};
+use crate::refresh::{self, Observe};
 use crate::stack::types::{Address, ResourceConfig, ServingConfig, Stack};
 use crate::state::{RunRecord, Store, TuneProbe, procinfo};
 
@@ -70,6 +71,7 @@ impl<'a> StackBench<'a> {
     /// Plans `stack` for the serving resource (and what it needs) and applies it.
     fn apply_stack(&mut self, stack: Stack, cancel: &AtomicBool) -> Result<(), TuneError> {
         let snap = self.store.snapshot()?;
+        let outputs = self.store.outputs()?;
         let observer = Observer {
             providers: self.providers,
             state_dir: self.store.dir(),
@@ -80,7 +82,7 @@ impl<'a> StackBench<'a> {
             replace: Vec::new(),
             destroy: false,
         };
-        let plan = plan::make(Some(&stack), &snap, Some(observe), &opts)
+        let plan = refresh::plan(Some(&stack), &snap, outputs, Some(observe), &opts)
             .map_err(|e| TuneError::Apply(e.to_string()))?;
         let events = self.events;
         let on_event = |e: apply::Event| {
@@ -166,7 +168,7 @@ impl Bench for StackBench<'_> {
             l.warmup = std::time::Duration::ZERO;
         }
         let config = ResourceConfig::Loadtest(l);
-        let clusters = plan::cluster_providers(&self.current);
+        let clusters = cluster_providers(&self.current);
         let provider = self
             .providers
             .get(provider_for(&config, &clusters))
@@ -230,7 +232,7 @@ impl Bench for StackBench<'_> {
             finished: now,
             config_hash: tag.basis.clone(),
             upstream: Default::default(),
-            environment: report.environment.clone(),
+            environment: (&report.environment).into(),
             slos_met: tag.passed,
             report: serde_json::to_value(report)
                 .map_err(|e| TuneError::Probe(format!("the probe's report: {e}")))?,

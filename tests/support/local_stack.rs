@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use benchstack::apply::{self, ApplyOptions, Outcome};
-use benchstack::plan::{self, Plan, PlanOptions};
+use benchstack::plan::{Plan, PlanOptions};
 use benchstack::provider::local::LocalProvider;
 use benchstack::provider::{Observer, Providers};
 use benchstack::stack::types::*;
@@ -117,7 +117,8 @@ pub fn plan(
         providers,
         state_dir: store.dir(),
     };
-    plan::make(stack, &snap, Some(&observer), opts).unwrap()
+    let outputs = store.outputs().unwrap();
+    benchstack::refresh::plan(stack, &snap, outputs, Some(&observer), opts).unwrap()
 }
 
 pub fn apply(store: &Store, providers: &Providers, plan: &Plan) -> Outcome {

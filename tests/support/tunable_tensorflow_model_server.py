@@ -52,7 +52,7 @@ configuration of the whole grid.
 The server is a single virtual FIFO server with service time 1/C. A predict arriving at time
 T (monotonic clock, when its request is parsed) starts at S = max(T, busy_until), then
 busy_until = S + 1/C and the answer is sent at busy_until + L. Below C the latency stays about
-L; above C the queue grows and the latency grows without bound. In the shedding configuration,
+1/C + L (plus queueing of bursts); above C the queue grows and the latency grows without bound. In the shedding configuration,
 a predict that would wait more than 5 ms (S - T > 0.005) is answered 503 at once with a JSON
 error and takes no service time, so its latency never grows but its errors do.
 

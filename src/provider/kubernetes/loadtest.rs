@@ -16,7 +16,7 @@ use super::{
     env_duration, pause, secs,
 };
 use crate::loadgen::result::{self, RunReport};
-use crate::loadgen::spec::{Protocol, Rate};
+use crate::loadgen::spec::Rate;
 use crate::loadgen::worker::WorkerSpec;
 use crate::manifest::k8s::{self, FIELD_MANAGER, NAMESPACE, loadtest_job, object_name};
 use crate::provider::retry::{Call, RetryPolicy};
@@ -31,17 +31,7 @@ const WORKER_CONTAINER: &str = "worker";
 /// last replies to arrive.
 const RUN_MARGIN: Duration = Duration::from_secs(120);
 
-/// What the provider records for a load test on Kubernetes (the run itself is stored apart).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoadtestObserved {
-    pub cluster: ClusterConnection,
-    pub namespace: String,
-    /// The Job of the last run (deleted once its reports were read).
-    pub job: String,
-    pub workers: u32,
-    pub targets: Vec<String>,
-    pub protocol: Protocol,
-}
+pub use crate::state::observed::KubernetesLoadtestObserved as LoadtestObserved;
 
 /// The Job a run makes, recorded in the intent before it is created so an interrupted run's
 /// Job can be removed.
@@ -154,7 +144,7 @@ pub(super) async fn run(
         job: name,
         workers: spec.workers,
         targets,
-        protocol: l.protocol,
+        protocol: l.protocol.to_string(),
     };
     Ok(Applied {
         observed: serde_json::to_value(&observed).unwrap_or_default(),
@@ -544,6 +534,7 @@ impl Follow<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loadgen::spec::Protocol;
     use crate::stack::types::Kind;
 
     #[test]

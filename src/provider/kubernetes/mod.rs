@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 
 use super::gcp::{self, GkeClusterObserved};
 use super::retry::{self, Call, RetryPolicy};
@@ -41,16 +40,7 @@ const API_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Polls back off to at most this.
 const POLL_CAP: Duration = Duration::from_secs(10);
 
-/// How to reach a cluster's Kubernetes API: copied from the gke provider's observed state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterConnection {
-    /// A bare IP or host (real GKE: `https://` is implied), or a URL with a scheme (an
-    /// emulator), used as is.
-    pub endpoint: String,
-    /// Base64 of the cluster CA's PEM; empty when there is none.
-    #[serde(default)]
-    pub ca_certificate: String,
-}
+pub use crate::state::observed::ClusterConnection;
 
 impl ClusterConnection {
     /// The connection of the cluster at `cluster`, from the resource's inputs.

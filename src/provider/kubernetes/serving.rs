@@ -18,24 +18,7 @@ use crate::provider::{Applied, Context, Inputs, Observation, ProviderError};
 use crate::stack::types::{Address, ResourceConfig, ServingConfig};
 use crate::state::{Intent, ResourceState};
 
-/// What the provider records for a serving resource on Kubernetes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServingObserved {
-    pub cluster: ClusterConnection,
-    pub namespace: String,
-    /// The Deployment, Service and ConfigMap name.
-    pub name: String,
-    /// The Deployment's `metadata.generation` the rollout was waited for.
-    pub generation: i64,
-    pub replicas: u32,
-    /// The Service's LoadBalancer IP or host name.
-    pub address: String,
-    pub rest_endpoint: String,
-    pub grpc_endpoint: String,
-    /// One entry each: the Service address (the load balancer spreads over the replicas).
-    pub rest_endpoints: Vec<String>,
-    pub grpc_endpoints: Vec<String>,
-}
+pub use crate::state::observed::KubernetesServingObserved as ServingObserved;
 
 impl ServingObserved {
     fn new(
