@@ -199,7 +199,12 @@ impl Store {
                 store.db.flush()?;
             }
         }
-        store.publish()?;
+        // Republish only when the snapshot is missing or behind: a plan that fails leaves the
+        // state directory byte for byte as it was.
+        let meta = store.meta()?;
+        if !published::is_current(&store.dir, meta.schema_version, &meta.lineage, meta.serial) {
+            store.publish()?;
+        }
         Ok(store)
     }
 

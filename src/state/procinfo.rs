@@ -111,9 +111,12 @@ mod tests {
     #[test]
     fn finds_a_process_by_a_unique_argument() {
         let marker = format!("benchstack-test-marker-{}", std::process::id());
-        // `sh -c SCRIPT NAME` puts NAME in the command line; the `; true` keeps sh from exec'ing.
+        // `sh -c SCRIPT NAME` puts NAME in the command line. The script is the builtin `read`
+        // on a pipe nobody writes to: sh never forks, so no short-lived child (which would
+        // carry sh's command line between its fork and exec) can match the marker too.
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30; true", &marker])
+            .args(["-c", "read line", &marker])
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         // Between fork and exec the child still shows the test binary's command line, so look

@@ -76,6 +76,25 @@ pub(super) fn publish(
     private::write_atomic(&path, &super::encode(published)).map_err(|e| io_error(&path, e))
 }
 
+/// True when the published snapshot is of this schema, lineage and serial (nothing to do).
+pub(super) fn is_current(
+    state_dir: &Path,
+    schema_version: u32,
+    lineage: &str,
+    serial: u64,
+) -> bool {
+    let path = snapshot_dir(state_dir).join(CURRENT);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    v["schema_version"].as_u64() == Some(u64::from(schema_version))
+        && v["lineage"].as_str() == Some(lineage)
+        && v["serial"].as_u64() == Some(serial)
+}
+
 /// A consistent view of the state as last published, read without the lock.
 #[derive(Debug, Clone)]
 pub struct View {
