@@ -246,6 +246,8 @@ impl Body {
     }
 }
 
+// Takes `&String`: it is passed as the converter for `Option<String>` fields.
+#[allow(clippy::ptr_arg)]
 fn string(s: &String) -> HclValue {
     HclValue::String(s.clone())
 }

@@ -137,6 +137,9 @@ fn bars(o: &Outcome) -> String {
     s
 }
 
+/// A configuration's label and its (offered rate, p99 ms if measured) points.
+type Curve = (String, Vec<(f64, Option<f64>)>);
+
 fn curves(o: &Outcome) -> String {
     let (w, h, l, b) = (900.0, 420.0, 60.0, 40.0);
     let slo = o.slos.iter().find_map(|s| match s {
@@ -144,7 +147,7 @@ fn curves(o: &Outcome) -> String {
         Slo::ErrorRate { .. } => None,
     });
     // Each configuration's probes of its first measurement, by rate.
-    let series: Vec<(String, Vec<(f64, Option<f64>)>)> = o
+    let series: Vec<Curve> = o
         .trials
         .iter()
         .map(|t| {

@@ -682,7 +682,7 @@ mod tests {
         s.put_resource(&r).unwrap();
         // The writer still holds the lock (and sled its database).
         let view = View::open(dir.path()).unwrap().expect("published");
-        assert_eq!(view.resources().unwrap(), [r.clone()]);
+        assert_eq!(view.resources().unwrap(), std::slice::from_ref(&r));
         assert_eq!(view.serial(), s.meta().unwrap().serial);
         let run = RunRecord {
             id: 0,

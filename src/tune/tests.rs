@@ -237,7 +237,7 @@ fn the_grid_names_the_configuration_with_the_most_capacity_within_the_precision(
         "batching.max_batch_size=32, batching.num_batch_threads=2"
     );
     let cap = o.trials[o.winner.unwrap()].capacity().unwrap();
-    assert!(cap <= 1000.0 && cap >= 950.0, "{cap}");
+    assert!((950.0..=1000.0).contains(&cap), "{cap}");
     let s = o.sentence();
     assert!(
         s.contains("% more than the current configuration (300"),

@@ -196,8 +196,8 @@ fn set_variable(
     key: &str,
     value: &FlagValue,
 ) -> Result<(), WriteError> {
-    for i in 0..files.len() {
-        let body = parse(&files[i])?;
+    for f in files.iter_mut() {
+        let body = parse(f)?;
         let Some(block) = body.iter().find_map(|s| match s {
             Structure::Block(b)
                 if b.ident.value().as_str() == "variable"
@@ -209,7 +209,6 @@ fn set_variable(
         }) else {
             continue;
         };
-        let f = &files[i];
         let Some(a) = block.body.get_attribute("default") else {
             return Err(refuse(
                 f,
@@ -237,7 +236,6 @@ fn set_variable(
             f.path.display(),
             literal(value)
         );
-        let f = &mut files[i];
         f.text.replace_range(r, &literal(value));
         f.changes.push(change);
         return Ok(());
