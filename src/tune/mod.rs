@@ -6,9 +6,10 @@
 //! The inner loop finds one configuration's capacity under the load test's SLOs: open-loop
 //! probes doubling from `start_rate` until one fails, then bisecting to `precision`
 //! (`loadgen::search_capacity`, the search `--find-capacity` uses). A probe passes only by the
-//! load generator's one verdict (`loadgen::probe_failure` over `result::stage_failures`, with
+//! load generator's one verdict (`loadgen::probe_verdict` over `result::stage_failures`, with
 //! failed requests counted against every SLO and an error-rate objective added when the load
-//! test has none). The outer loop is a grid or a coordinate descent, then the best three are
+//! test has none); a miss the generator's own lag accounts for is no verdict on the server
+//! (the probe is repeated once, then the trial is invalid). The outer loop is a grid or a coordinate descent, then the best three are
 //! measured again and ranked by the median.
 //!
 //! Nothing here prints: the CLI is told what happens through [`Event`]s.
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::loadgen::result::percentile_counting_failures;
 use crate::loadgen::spec::Slo;
-use crate::loadgen::{CapacitySearch, RunReport, StageReport};
+use crate::loadgen::{CapacitySearch, ProbeVerdict, RunReport, StageReport};
 use crate::stack::tune::{Knob, Objective, Search, TuneConfig};
 use crate::stack::types::{FlagValue, ServingConfig};
 use crate::state::TuneProbe;
@@ -371,7 +372,10 @@ pub fn probe_duration(cfg: &TuneConfig, slos: &[Slo], rate: f64) -> Duration {
 }
 
 fn probe_result(run: u64, rate: f64, stage: &StageReport, slos: &[Slo]) -> ProbeResult {
-    let passed_reason = crate::loadgen::probe_failure(stage, rate);
+    let passed_reason = match crate::loadgen::probe_verdict(stage, rate) {
+        ProbeVerdict::Passed => None,
+        ProbeVerdict::Failed(why) | ProbeVerdict::Invalid(why) => Some(why),
+    };
     let hist = stage.latency_histogram().ok();
     let first_latency = slos.iter().find_map(|s| match s {
         Slo::Latency { percentile, .. } => Some(*percentile),
@@ -586,21 +590,28 @@ impl<'a, B: Bench> Tuner<'a, B> {
                 .bench
                 .probe(stage.clone(), &self.slos, warmup)
                 .map_err(Some)?;
-            // A generator that fell behind says nothing about the server: try once more.
-            if report.generator_bottleneck() {
+            let invalid_at = |report: &RunReport| match report.stages.first() {
+                Some(st) => match crate::loadgen::probe_verdict(st, rate) {
+                    ProbeVerdict::Invalid(why) => Some(why),
+                    ProbeVerdict::Passed | ProbeVerdict::Failed(_) => None,
+                },
+                None => None,
+            };
+            // A generator that fell behind far enough to decide the verdict says nothing
+            // about the server: try once more.
+            if invalid_at(&report).is_some() {
                 report = self.bench.probe(stage, &self.slos, false).map_err(Some)?;
             }
             self.measured += 1;
+            let bottleneck = invalid_at(&report).map(|why| {
+                format!(
+                    "the load generator was the bottleneck at {} req/s ({why}): give the load test more `workers`, or fewer connections",
+                    fmt_rate(rate),
+                )
+            });
             let Some(st) = report.stages.first().cloned() else {
                 return Err(Some(TuneError::Probe("the probe reported no stage".into())));
             };
-            let bottleneck = st.generator_bottleneck.then(|| {
-                format!(
-                    "the load generator was the bottleneck at {} req/s ({}): give the load test more `workers`, or fewer connections",
-                    fmt_rate(rate),
-                    st.bottleneck.clone().unwrap_or_default()
-                )
-            });
             let mut p = probe_result(0, rate, &st, &self.slos);
             let tag = TuneProbe {
                 tune: self.cfg.address(),
