@@ -586,6 +586,7 @@ fn step_inner(
                     environment: (&run.environment).into(),
                     slos_met,
                     report: run.report,
+                    tune: None,
                 },
                 record,
             )?;

@@ -16,3 +16,4 @@ pub mod report;
 pub mod serve;
 pub mod stack;
 pub mod state;
+pub mod tune;

@@ -15,6 +15,7 @@ pub mod render;
 pub mod results;
 pub mod serve;
 pub mod state;
+pub mod tune;
 pub mod validate;
 pub mod worker;
 
@@ -60,6 +61,9 @@ pub enum Command {
     /// Write the files apply would send (models.config, batching_parameters.txt,
     /// kubernetes.yaml, load-test Jobs), for review and GitOps.
     Render(render::Args),
+    /// Search a serving resource's settings (the stack's `tune` block) for the most traffic
+    /// under the SLOs; --write proposes the winner as a stack edit.
+    Tune(tune::Args),
     /// One pod of a distributed load test (run by the Indexed Job apply creates).
     Worker(worker::Args),
 }
@@ -78,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Fmt(args) => fmt::run(args),
         Command::Loadtest(args) => loadtest::run(*args),
         Command::Render(args) => render::run(args),
+        Command::Tune(args) => tune::run(&cli.state, args),
         Command::Worker(args) => worker::run(args),
     };
     match result {

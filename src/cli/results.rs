@@ -120,7 +120,20 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
                     procinfo::rfc3339(r.finished),
                     p99,
                     if r.slos_met { "met" } else { "MISS" },
-                    r.config_hash
+                    match &r.tune {
+                        // A probe of `benchstack tune`: which tune, at what rate, with what.
+                        Some(t) => format!(
+                            "{} probe @{} req/s: {}",
+                            t.tune,
+                            crate::tune::fmt_rate(t.rate),
+                            t.settings
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ),
+                        None => r.config_hash.clone(),
+                    }
                 );
             }
         }

@@ -609,6 +609,68 @@ pub fn probe_failure(stage: &StageReport, rate: f64) -> Option<String> {
     (!why.is_empty()).then(|| why.join("; "))
 }
 
+/// What a capacity probe says about the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeVerdict {
+    /// Every objective held at the offered rate. Generator lag, if any, only made the
+    /// latency look worse (it counts from the intended send time), so the pass stands.
+    Passed,
+    /// The server missed an objective; the reasons.
+    Failed(String),
+    /// The generator fell behind far enough to account for the miss: no verdict on the
+    /// server (retry, or give the load test more workers).
+    Invalid(String),
+}
+
+/// The one verdict of a capacity probe, shared by `--find-capacity` and `benchstack tune`:
+/// `probe_failure`, except that a miss the generator's own lag can account for
+/// (`result::lag_explains_miss`), or an offered rate the generator did not send while it was
+/// the bottleneck, is `Invalid` rather than held against the server. A missed error-rate
+/// objective is always the server's: lag does not make a server fail requests.
+pub fn probe_verdict(stage: &StageReport, rate: f64) -> ProbeVerdict {
+    let Some(failure) = probe_failure(stage, rate) else {
+        return ProbeVerdict::Passed;
+    };
+    if !stage.generator_bottleneck {
+        return ProbeVerdict::Failed(failure);
+    }
+    let why = stage
+        .bottleneck
+        .clone()
+        .unwrap_or_else(|| "the load generator fell behind its schedule".into());
+    if stage.achieved_rate < 0.99 * rate {
+        return ProbeVerdict::Invalid(format!(
+            "{why}; only {:.1} req/s sent of {rate}",
+            stage.achieved_rate
+        ));
+    }
+    let (Ok(latency), Ok(lag)) = (
+        stage.latency_histogram(),
+        result::decode_histogram(&stage.generator_lag_histogram),
+    ) else {
+        return ProbeVerdict::Invalid(why);
+    };
+    let server_missed = stage.slos.iter().filter(|v| !v.met).any(|v| {
+        v.limit_error_rate.is_some()
+            || (v.percentile > 0.0
+                && !result::lag_explains_miss(
+                    &latency,
+                    stage.errors_total,
+                    &lag,
+                    v.percentile,
+                    Duration::try_from_secs_f64(v.limit_ms.max(0.0) / 1000.0)
+                        .unwrap_or(Duration::MAX),
+                ))
+    });
+    if server_missed {
+        ProbeVerdict::Failed(failure)
+    } else {
+        ProbeVerdict::Invalid(format!(
+            "{why}; the missed objectives ({failure}) are within what that lag accounts for"
+        ))
+    }
+}
+
 /// The objectives a capacity search judges probes by: the given ones, plus `errors=1%` when
 /// none bounds the error rate, so that a configuration that sheds load by failing fast is
 /// never crowned (the added objective is listed in the report like the others).
@@ -655,9 +717,21 @@ pub fn find_capacity(
         if n > 0 {
             s.warmup = Duration::ZERO;
         }
-        let report = run_blocking(&s, progress)?;
+        let mut report = run_blocking(&s, progress)?;
+        // A generator that fell behind says nothing about the server: try once more.
+        if matches!(
+            probe_verdict(&report.stages[0], rate),
+            ProbeVerdict::Invalid(_)
+        ) {
+            s.warmup = Duration::ZERO;
+            report = run_blocking(&s, progress)?;
+        }
         let stage = report.stages[0].clone();
-        let failure = probe_failure(&stage, rate);
+        let failure = match probe_verdict(&stage, rate) {
+            ProbeVerdict::Passed => None,
+            ProbeVerdict::Failed(why) => Some(why),
+            ProbeVerdict::Invalid(why) => Some(format!("no verdict on the server: {why}")),
+        };
         probes.push(Probe {
             stage: n,
             rate,
@@ -672,6 +746,22 @@ pub fn find_capacity(
         std::thread::sleep(Duration::from_millis(500));
         Ok(failure.is_none())
     };
+    let lo = search_capacity(search, |rate| probe(rate, &mut stages))?;
+    let mut report = first.ok_or_else(|| LoadError::Invalid("no probe ran".into()))?;
+    report.stages = stages;
+    report.capacity = Some(Capacity { rate: lo, probes });
+    Ok(report)
+}
+
+/// The search itself, apart from how a probe is run: doubles the rate from `start_rate`
+/// until `probe` fails (or halves it until one passes), then bisects until the bracket is
+/// within `precision` of its upper end or `max_probes` probes ran. Returns the highest rate
+/// that passed (None when none did). `probe` answers whether the rate held; an `Err` stops
+/// the search. Shared by `find_capacity` and `benchstack tune`, so both bracket the same way.
+pub fn search_capacity<E>(
+    search: &CapacitySearch,
+    mut probe: impl FnMut(f64) -> Result<bool, E>,
+) -> Result<Option<f64>, E> {
     let mut lo: Option<f64> = None;
     let mut hi: Option<f64> = None;
     let mut rate = search.start_rate;
@@ -679,7 +769,7 @@ pub fn find_capacity(
     // Grow (or shrink) until the rate is bracketed.
     while count < search.max_probes {
         count += 1;
-        if probe(rate, &mut stages)? {
+        if probe(rate)? {
             lo = Some(rate);
             if hi.is_some() || rate * 2.0 > search.max_rate {
                 break;
@@ -703,16 +793,13 @@ pub fn find_capacity(
         }
         count += 1;
         let mid = ((l + h) / 2.0).round().max(1.0);
-        if probe(mid, &mut stages)? {
+        if probe(mid)? {
             lo = Some(mid);
         } else {
             hi = Some(mid);
         }
     }
-    let mut report = first.ok_or_else(|| LoadError::Invalid("no probe ran".into()))?;
-    report.stages = stages;
-    report.capacity = Some(Capacity { rate: lo, probes });
-    Ok(report)
+    Ok(lo)
 }
 
 fn fmt_rate(r: f64) -> String {

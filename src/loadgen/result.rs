@@ -426,6 +426,60 @@ pub fn bottleneck(lag: &Histogram<u64>, cap_hits: u64, late: Duration) -> Option
     (!why.is_empty()).then(|| why.join("; "))
 }
 
+/// Whether the generator's late releases can account for a missed latency objective.
+/// A request's latency is its lag plus what the connection queue and the server took, so a
+/// request slower than `limit + t` whose lag was at most `t` missed the limit on the server's
+/// account. When, for some `t`, more such requests remain than the objective allows to miss,
+/// the server missed it by itself and the lag explains nothing. Failed requests count as
+/// slower than any limit, as in `judge`.
+pub fn lag_explains_miss(
+    latency: &Histogram<u64>,
+    failed: u64,
+    lag: &Histogram<u64>,
+    percentile: f64,
+    limit: Duration,
+) -> bool {
+    let total = latency.len().saturating_add(failed);
+    if total == 0 {
+        return true;
+    }
+    let rank = ((percentile / 100.0 * total as f64) - 1e-9).ceil().max(1.0) as u64;
+    // How many requests may exceed the limit while the objective still holds.
+    let allowed = total.saturating_sub(rank);
+    let limit_us = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
+    // Buckets as (lowest value, count), ascending; a count above `x` counts whole buckets
+    // that lie entirely above it, so it never overstates the server's misses.
+    let buckets = |h: &Histogram<u64>| -> Vec<(u64, u64)> {
+        h.iter_recorded()
+            .map(|v| {
+                (
+                    h.lowest_equivalent(v.value_iterated_to()),
+                    v.count_at_value(),
+                )
+            })
+            .collect()
+    };
+    let above = |b: &[(u64, u64)], x: u64| -> u64 {
+        let i = b.partition_point(|&(low, _)| low <= x);
+        b[i..].iter().map(|&(_, c)| c).sum()
+    };
+    let lat = buckets(latency);
+    let lags = buckets(lag);
+    // The candidate bounds on lag: none, and each lag bucket's upper end.
+    let bounds = std::iter::once(0).chain(
+        lag.iter_recorded()
+            .map(|v| lag.highest_equivalent(v.value_iterated_to())),
+    );
+    for t in bounds {
+        let slow = failed.saturating_add(above(&lat, limit_us.saturating_add(t)));
+        let lagged = above(&lags, t);
+        if slow.saturating_sub(lagged) > allowed {
+            return false;
+        }
+    }
+    true
+}
+
 impl StageReport {
     pub fn latency_histogram(&self) -> Result<Histogram<u64>, LoadError> {
         decode_histogram(&self.histogram)
@@ -604,6 +658,113 @@ mod tests {
             slos: slos.to_vec(),
             workers: 1,
         }
+    }
+
+    /// A one-second stage of `(requests, latency µs, generator lag µs, failed)` groups, all
+    /// sent within the window, judged by `slos`.
+    fn lagged_stage(groups: &[(u64, u64, u64, bool)], slos: &[Slo]) -> StageReport {
+        let mut r = StageRecorder::new(Stage {
+            name: "probe".into(),
+            rate: Rate::PerSecond(1000.0),
+            duration: Duration::from_secs(1),
+        });
+        let t0 = Instant::now();
+        r.begin(t0);
+        for &(n, latency_us, lag_us, failed) in groups {
+            for _ in 0..n {
+                r.record_lag(Duration::from_micros(lag_us));
+                r.record_sent(t0, t0);
+                let outcome = if failed {
+                    Err(crate::loadgen::record::ErrorKind::Http(503))
+                } else {
+                    Ok(())
+                };
+                r.record_done(t0, t0, t0 + Duration::from_micros(latency_us), outcome);
+            }
+        }
+        r.into_report(slos)
+    }
+
+    #[test]
+    fn a_miss_the_generators_lag_accounts_for_is_no_verdict_on_the_server() {
+        use crate::loadgen::{ProbeVerdict, probe_verdict};
+        let p99 = [Slo::parse("p99=50ms").unwrap()];
+        // 3% of requests released 20 ms late (a scheduling stall) and 60 ms slow: without
+        // the lag they took 40 ms, within the limit.
+        let stalled = lagged_stage(&[(970, 2_000, 0, false), (30, 60_000, 20_000, false)], &p99);
+        assert!(stalled.generator_bottleneck);
+        assert!(!stalled.slos[0].met);
+        match probe_verdict(&stalled, 1000.0) {
+            ProbeVerdict::Invalid(why) => {
+                assert!(why.contains("within what that lag accounts for"), "{why}")
+            }
+            v => panic!("{v:?}"),
+        }
+        // The same stall, but 5% of requests took 500 ms: the server missed by itself.
+        let overloaded = lagged_stage(
+            &[
+                (920, 2_000, 0, false),
+                (30, 60_000, 20_000, false),
+                (50, 500_000, 0, false),
+            ],
+            &p99,
+        );
+        assert!(matches!(
+            probe_verdict(&overloaded, 1000.0),
+            ProbeVerdict::Failed(_)
+        ));
+        // Requests the server failed are the server's, lag or not.
+        let shedding = lagged_stage(
+            &[
+                (920, 2_000, 0, false),
+                (30, 60_000, 20_000, false),
+                (50, 1_000, 0, true),
+            ],
+            &p99,
+        );
+        assert!(matches!(
+            probe_verdict(&shedding, 1000.0),
+            ProbeVerdict::Failed(_)
+        ));
+        // A pass with lag stands: the lag only made the latency look worse.
+        let passed = lagged_stage(&[(970, 2_000, 0, false), (30, 30_000, 20_000, false)], &p99);
+        assert!(passed.generator_bottleneck);
+        assert_eq!(probe_verdict(&passed, 1000.0), ProbeVerdict::Passed);
+        // Without lag a miss is a miss.
+        let slow = lagged_stage(&[(970, 2_000, 0, false), (30, 60_000, 0, false)], &p99);
+        assert!(!slow.generator_bottleneck);
+        assert!(matches!(
+            probe_verdict(&slow, 1000.0),
+            ProbeVerdict::Failed(_)
+        ));
+        // A generator that did not send the offered rate while lagging gives no verdict.
+        match probe_verdict(&stalled, 2000.0) {
+            ProbeVerdict::Invalid(why) => assert!(why.contains("req/s sent of 2000"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn lag_explains_only_the_misses_it_could_have_caused() {
+        let mut latency = new_histogram();
+        let mut lag = new_histogram();
+        latency.record_n(2_000, 97).unwrap();
+        latency.record_n(60_000, 3).unwrap();
+        lag.record_n(0, 99).unwrap();
+        lag.record_n(20_000, 1).unwrap();
+        let limit = Duration::from_millis(50);
+        // p99 allows one request over 50 ms; three are and one of them lagged 20 ms: two
+        // missed on the server's account.
+        assert!(!lag_explains_miss(&latency, 0, &lag, 99.0, limit));
+        // p98 allows two: without the lagged one, two remain, so the lag explains the miss.
+        assert!(lag_explains_miss(&latency, 0, &lag, 98.0, limit));
+        // A lag too small to lift 60 ms over 50 ms explains nothing: 60 > 50 + 5.
+        let mut small = new_histogram();
+        small.record_n(0, 97).unwrap();
+        small.record_n(5_000, 3).unwrap();
+        assert!(!lag_explains_miss(&latency, 0, &small, 98.0, limit));
+        // Failed requests count as slower than any limit.
+        assert!(!lag_explains_miss(&latency, 3, &lag, 98.0, limit));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::loadgen::spec::{
 };
 
 const TOP_BLOCKS: &[&str] = &[
-    "variable", "cluster", "model", "serving", "loadtest", "output",
+    "variable", "cluster", "model", "serving", "loadtest", "output", "tune",
 ];
 const CLUSTER_ATTRS: &[&str] = &[
     "provider",
@@ -34,6 +34,7 @@ const CLUSTER_ATTRS: &[&str] = &[
     "spot",
     "private_nodes",
     "labels",
+    "hourly_price", // decoded with the tune blocks (stack/tune.rs)
     "for_each",
     "depends_on",
 ];
@@ -575,6 +576,15 @@ pub fn load_stack(
     inputs: &VarInputs,
     env: &[(String, String)],
 ) -> Result<Stack, Diagnostics> {
+    load_stack_full(path, inputs, env).map(|(stack, _)| stack)
+}
+
+/// As `load_stack`, with the tune blocks and cluster prices (`stack::tune`).
+pub fn load_stack_full(
+    path: &Path,
+    inputs: &VarInputs,
+    env: &[(String, String)],
+) -> Result<(Stack, super::tune::StackExtras), Diagnostics> {
     let mut ld = Loader::new();
     // 1. Files.
     let mut paths: Vec<PathBuf> = Vec::new();
@@ -611,6 +621,7 @@ pub fn load_stack(
     let mut variables: Vec<(String, Decl)> = Vec::new();
     let mut resources: Vec<(Kind, String, Decl)> = Vec::new();
     let mut outputs: Vec<(String, Decl)> = Vec::new();
+    let mut tunes: Vec<super::tune::TopBlock> = Vec::new();
     let mut seen: HashMap<(String, String), Span> = HashMap::new();
     for (file, body) in &bodies {
         let file = *file;
@@ -671,6 +682,7 @@ pub fn load_stack(
             match ident.as_str() {
                 "variable" => variables.push((name, d)),
                 "output" => outputs.push((name, d)),
+                "tune" => tunes.push((name, d.file, d.block)),
                 k => {
                     if let Some(kind) = kind_from_str(k) {
                         resources.push((kind, name, d));
@@ -829,6 +841,10 @@ pub fn load_stack(
     }
 
     // 8. The graph.
+    let cluster_blocks: Vec<super::tune::TopBlock> = (resources.iter())
+        .filter(|(k, _, _)| *k == Kind::Cluster)
+        .map(|(_, n, d)| (n.clone(), d.file, d.block))
+        .collect();
     let resources: Vec<Resource> = decoded.into_iter().map(|d| d.resource).collect();
     if let Err(cycle) = Graph::from_edges(
         resources
@@ -902,15 +918,27 @@ pub fn load_stack(
         }
     }
 
+    // 10. Tune blocks and cluster prices (not resources: plan and apply ignore them).
+    let extras = super::tune::decode(
+        &mut ld,
+        &tunes,
+        &cluster_blocks,
+        &var_values,
+        &failed_vars,
+        &decls,
+        &resources,
+    );
+
     if !ld.diags.is_empty() {
         ld.diags.finish();
         return Err(ld.diags);
     }
-    Ok(Stack {
+    let stack = Stack {
         files: stack_files,
         resources,
         outputs: outs,
-    })
+    };
+    Ok((stack, extras))
 }
 
 /// `serving.tf` exactly: (kind, name).

@@ -8,6 +8,7 @@ mod fmt;
 pub(crate) mod funcs;
 mod load;
 mod source;
+pub mod tune;
 pub mod types;
 mod value;
 mod vars;
@@ -26,6 +27,17 @@ pub fn load(path: &Path, vars: &VarInputs) -> Result<types::Stack, Diagnostics> 
         .filter(|(k, _)| k.starts_with("BENCHSTACK_VAR_"))
         .collect();
     load::load_stack(path, vars, &env)
+}
+
+/// As [`load`], with the stack's tune blocks and cluster prices (`benchstack tune`).
+pub fn load_with_tunes(
+    path: &Path,
+    vars: &VarInputs,
+) -> Result<(types::Stack, tune::StackExtras), Diagnostics> {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("BENCHSTACK_VAR_"))
+        .collect();
+    load::load_stack_full(path, vars, &env)
 }
 
 /// As [`load`], with the environment given explicitly (for tests and embedding).

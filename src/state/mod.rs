@@ -29,7 +29,7 @@ use schema::{IntentRecord, ResourceRecord};
 
 pub use lock::{Lock, LockError, LockInfo};
 pub use published::View;
-pub use schema::{EnvironmentRecord, HistoryEntry, Meta, RunRecord};
+pub use schema::{EnvironmentRecord, HistoryEntry, Meta, RunRecord, TuneProbe};
 
 /// The layout this build writes (`schema::VERSION`). A store with a higher number was written
 /// by a newer benchstack and is refused rather than misread; a lower one is migrated on open.
@@ -709,6 +709,7 @@ mod tests {
             environment: (&crate::environment::Environment::detect()).into(),
             slos_met: true,
             report: serde_json::json!({"stages": []}),
+            tune: None,
         };
         let id = s.put_run(run, r.clone()).unwrap();
         let view = View::open(dir.path()).unwrap().expect("published");
@@ -763,6 +764,7 @@ mod tests {
             environment: (&crate::environment::Environment::detect()).into(),
             slos_met: true,
             report: serde_json::json!({"stages": []}),
+            tune: None,
         };
         assert_eq!(s.put_run(run.clone(), r.clone()).unwrap(), 1);
         assert_eq!(s.put_run(run, r.clone()).unwrap(), 2);

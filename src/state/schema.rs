@@ -111,6 +111,37 @@ pub struct RunRecord {
     pub slos_met: bool,
     /// The RunReport (loadgen's `--json` object, histograms included).
     pub report: serde_json::Value,
+    /// Set on the probes of `benchstack tune`: which tune, trial and measurement it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<TuneProbe>,
+}
+
+/// What a `benchstack tune` probe measured (a run's tag), so `results` lists it and an
+/// interrupted tune resumes where it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TuneProbe {
+    /// `tune.NAME`.
+    pub tune: String,
+    /// The trial's settings, dotted serving attributes to values (null: the server's default).
+    pub settings: BTreeMap<String, serde_json::Value>,
+    /// A fingerprint of everything the measurement depends on (the trial's serving
+    /// configuration, the load test, the search parameters): runs are reused only when it
+    /// matches.
+    pub basis: String,
+    /// Which measurement of the trial (0 first; the best trials are measured again).
+    pub measurement: u32,
+    /// The probe's place in that measurement's search (0 first).
+    pub probe: u32,
+    /// The offered rate, requests/s.
+    pub rate: f64,
+    pub passed: bool,
+    /// Why it failed, or empty.
+    #[serde(default)]
+    pub reason: String,
+    /// Set when the probe says nothing about the server (the load generator was the
+    /// bottleneck): the trial is invalid for this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 /// The machine a run ran on.

@@ -1,0 +1,445 @@
+//! `benchstack tune [STACK]`: search a serving resource's settings for the most traffic under
+//! the load test's SLOs (the stack's `tune` block), show every trial and the winner, and with
+//! `--write` propose the winner as an edit of the stack file.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use miette::{IntoDiagnostic, miette};
+use sha2::{Digest, Sha256};
+
+use super::apply::{cancel_on_signals, print_event};
+use super::plan::{check_providers, open_store};
+use super::validate::VarArgs;
+use crate::provider::Providers;
+use crate::stack::tune::{Knob, TuneConfig};
+use crate::stack::types::{ResourceConfig, ServingConfig};
+use crate::tune::bench::StackBench;
+use crate::tune::{self, Event, Outcome, TuneError, Tuner, fmt_rate, settings_text};
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 a configuration met the SLOs (the winner), 2 none did, 1 an error, 130 interrupted (the probes so far are stored; running tune again resumes)."
+)]
+pub struct Args {
+    /// A stack file, or a directory of *.hcl files.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// The tune block to run (needed when the stack has several).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub vars: VarArgs,
+    /// Print the outcome as JSON (docs/tune-json.md); progress goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an HTML page: capacity per configuration, latency against offered rate.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Edit the stack file so that the serving resource declares the winner's settings.
+    #[arg(long)]
+    pub write: bool,
+}
+
+fn pick_tune(tunes: &[TuneConfig], name: Option<&str>, path: &Path) -> miette::Result<TuneConfig> {
+    let names = || {
+        tunes
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match name {
+        Some(n) => tunes.iter().find(|t| t.name == n).cloned().ok_or_else(|| {
+            if tunes.is_empty() {
+                miette!("--name {n}: {} has no tune blocks", path.display())
+            } else {
+                miette!(
+                    "--name {n}: no tune \"{n}\" in {}; expected one of: {}",
+                    path.display(),
+                    names()
+                )
+            }
+        }),
+        None => match tunes {
+            [] => Err(miette!(
+                "{} has no tune block; expected one such as tune \"batching\" {{ serving = serving.NAME … }} (see docs/stack-language.md)",
+                path.display()
+            )),
+            [one] => Ok(one.clone()),
+            _ => Err(miette!(
+                "{} has several tune blocks ({}); choose one with --name",
+                path.display(),
+                names()
+            )),
+        },
+    }
+}
+
+fn fmt_elapsed(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Prints the tuner's events on stderr, one line each (apply's progress in place on a terminal).
+fn printer(start: Instant) -> impl Fn(Event) + Sync {
+    move |e: Event| {
+        let term = std::io::stderr().is_terminal();
+        match e {
+            Event::Measuring {
+                index,
+                total,
+                settings,
+                baseline,
+                measurement,
+            } => {
+                let elapsed = start.elapsed();
+                let left = if index > 1 {
+                    let per = elapsed.as_secs_f64() / (index - 1) as f64;
+                    format!(
+                        ", ~{} left",
+                        fmt_elapsed(Duration::from_secs_f64(per * (total + 1 - index) as f64))
+                    )
+                } else {
+                    String::new()
+                };
+                let what = if measurement > 0 {
+                    format!(" (measurement {})", measurement + 1)
+                } else {
+                    String::new()
+                };
+                let base = if baseline {
+                    " [current configuration]"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "trial {index}/{total}: {}{base}{what} — elapsed {}{left}",
+                    settings_text(&settings),
+                    fmt_elapsed(elapsed)
+                );
+            }
+            Event::Applying { .. } => eprintln!("  applying the settings…"),
+            Event::Progress { message } => {
+                if term {
+                    eprint!("\r\x1b[2K  {message}");
+                }
+            }
+            Event::Probe {
+                rate,
+                duration,
+                passed,
+                reason,
+                reused,
+                run_id,
+            } => {
+                if term {
+                    eprint!("\r\x1b[2K");
+                }
+                let verdict = if passed {
+                    "passed".to_string()
+                } else {
+                    format!("failed: {reason}")
+                };
+                let from = if reused {
+                    format!(" (run #{run_id}, from the state)")
+                } else {
+                    format!(" (run #{run_id})")
+                };
+                eprintln!(
+                    "  probe {} req/s for {:.1}s: {verdict}{from}",
+                    fmt_rate(rate),
+                    duration.as_secs_f64()
+                );
+            }
+            Event::Measured {
+                capacity, invalid, ..
+            } => match (capacity, invalid) {
+                (_, Some(why)) => eprintln!("  invalid: {why}"),
+                (Some(c), None) => eprintln!("  capacity {} req/s", fmt_rate(c)),
+                (None, None) => eprintln!("  no probed rate met the SLOs"),
+            },
+            Event::Restoring => {
+                eprintln!("putting the serving resource back to what the stack declares…")
+            }
+        }
+    }
+}
+
+/// The table of trials.
+pub fn table(o: &Outcome) -> String {
+    let mut rows: Vec<[String; 8]> = vec![[
+        "settings".into(),
+        "capacity req/s".into(),
+        "p99 ms".into(),
+        "errors".into(),
+        "$/M pred.".into(),
+        "verdict".into(),
+        "spread req/s".into(),
+        "n".into(),
+    ]];
+    for (i, t) in o.trials.iter().enumerate() {
+        let at = t.at_capacity();
+        let cap = t.capacity();
+        let verdict = if Some(i) == o.winner {
+            "WINNER".to_string()
+        } else if t.invalid().is_some() {
+            "invalid".to_string()
+        } else if cap.is_some() {
+            "met".to_string()
+        } else {
+            "missed".to_string()
+        };
+        let mut settings = settings_text(&t.settings);
+        if t.baseline {
+            settings.push_str(" (current)");
+        }
+        rows.push([
+            settings,
+            cap.map(fmt_rate).unwrap_or_else(|| "-".into()),
+            at.and_then(|p| p.p99_ms)
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            at.map(|p| format!("{:.2}%", p.error_rate * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            cap.and_then(|c| o.pricing.as_ref().and_then(|p| p.cost_per_million(c)))
+                .map(|c| format!("{c:.3}"))
+                .unwrap_or_else(|| "-".into()),
+            verdict,
+            t.spread()
+                .filter(|_| t.measurements.len() > 1)
+                .map(|(a, b)| format!("{}–{}", fmt_rate(a), fmt_rate(b)))
+                .unwrap_or_else(|| "-".into()),
+            t.measurements.len().to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, v)| {
+                if c == 0 {
+                    format!("{v:<w$}", w = widths[c])
+                } else {
+                    format!("{v:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for t in &o.trials {
+        if let Some(why) = t.reason() {
+            out.push_str(&format!("  {}: {why}\n", settings_text(&t.settings)));
+        }
+    }
+    out
+}
+
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+    let (stack, extras) = match crate::stack::load_with_tunes(&args.path, &args.vars.var_inputs()) {
+        Ok(x) => x,
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let cfg = pick_tune(&extras.tunes, args.name.as_deref(), &args.path)?;
+    let providers = Providers::new(state_dir);
+    check_providers(&stack, &providers)?;
+    let declared: ServingConfig = stack
+        .resources
+        .iter()
+        .find_map(|r| match &r.config {
+            ResourceConfig::Serving(s) if r.address == cfg.serving => Some(s.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| miette!("{} is not in the stack", cfg.serving))?;
+    let loadtest = stack
+        .resources
+        .iter()
+        .find_map(|r| match &r.config {
+            ResourceConfig::Loadtest(l) if r.address == cfg.loadtest => Some(l.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| miette!("{} is not in the stack", cfg.loadtest))?;
+    let pricing = tune::prices::pricing(&stack, &declared.cluster, &extras.hourly_prices);
+    // What the measurements depend on besides the serving configuration: the load test.
+    let basis = {
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(&loadtest).unwrap_or_default());
+        h.finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+
+    let store = open_store(state_dir, "tune")?;
+    crate::apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
+    let cancel = cancel_on_signals();
+    let start = Instant::now();
+    let events = printer(start);
+    let mut bench = StackBench::new(
+        &stack,
+        cfg.serving.clone(),
+        cfg.loadtest.clone(),
+        cfg.address(),
+        &store,
+        &providers,
+        &cancel,
+        &events,
+    );
+    let result = Tuner::new(
+        &cfg,
+        declared.clone(),
+        &loadtest.slos,
+        basis,
+        pricing,
+        &mut bench,
+        &events,
+    )
+    .and_then(|t| t.run());
+    // Put the serving resource back whatever happened (an interrupted tune too: a second
+    // Ctrl-C still exits at once).
+    let restore_cancel = AtomicBool::new(false);
+    let restored = bench.restore(&restore_cancel);
+    let outcome = match result {
+        Ok(o) => o,
+        Err(TuneError::Interrupted) => {
+            if let Err(e) = restored {
+                eprintln!(
+                    "could not put {} back: {e}; run `benchstack apply`",
+                    cfg.serving
+                );
+            }
+            eprintln!("Interrupted: the probes so far are stored; run tune again to resume.");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => {
+            if let Err(r) = restored {
+                eprintln!(
+                    "could not put {} back: {r}; run `benchstack apply`",
+                    cfg.serving
+                );
+            }
+            return Err(miette!("{}: {e}", cfg.address()));
+        }
+    };
+    restored.map_err(|e| {
+        miette!(
+            "{}: the tune finished, but {} could not be put back to what the stack declares: {e}; run `benchstack apply`",
+            cfg.address(),
+            cfg.serving
+        )
+    })?;
+    eprintln!("done in {}", fmt_elapsed(start.elapsed()));
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome.to_json()).into_diagnostic()?
+        );
+    } else {
+        println!(
+            "\n{} ({} configurations)\n",
+            outcome.tune,
+            outcome.trials.len()
+        );
+        print!("{}", table(&outcome));
+        println!("\n{}", outcome.sentence());
+        if let Some(p) = &outcome.pricing {
+            println!(
+                "Cost: {} node(s) at ${}/h ({}).",
+                p.nodes, p.hourly_price, p.source
+            );
+        }
+        if let Some(s) = &outcome.sizing {
+            let cost = s
+                .monthly_cost
+                .map(|c| format!(", about ${c:.0} a month"))
+                .unwrap_or_default();
+            println!(
+                "For {} req/s: {} replica(s) on {} node(s){cost}.",
+                fmt_rate(s.target_rate),
+                s.replicas,
+                s.nodes
+            );
+        }
+    }
+    if let Some(file) = &args.html {
+        let page = crate::report::tune_html::page(&outcome);
+        std::fs::write(file, page)
+            .map_err(|e| miette!("--html {}: cannot write: {e}", file.display()))?;
+        if !args.json {
+            println!("Wrote {}.", file.display());
+        }
+    }
+    if args.write {
+        write_winner(&outcome, &cfg, &declared, &stack.files, args.json)?;
+    }
+    Ok(if outcome.winner.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// `--write`: the winner's settings that differ from the stack's, written into the stack.
+fn write_winner(
+    outcome: &Outcome,
+    cfg: &TuneConfig,
+    declared: &ServingConfig,
+    files: &[PathBuf],
+    quiet: bool,
+) -> miette::Result<()> {
+    let say = |s: String| {
+        if quiet {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    let Some(w) = outcome.winner else {
+        say("--write: no configuration met the SLOs; the stack is unchanged.".into());
+        return Ok(());
+    };
+    let winner = &outcome.trials[w];
+    let changes: Vec<(Knob, crate::stack::types::FlagValue)> = winner
+        .settings
+        .iter()
+        .filter_map(|(k, v)| {
+            let knob = Knob::parse(k).ok()?;
+            let v = v.clone()?;
+            (knob.get(declared).as_ref() != Some(&v)).then_some((knob, v))
+        })
+        .collect();
+    if winner.baseline || changes.is_empty() {
+        say("--write: the current configuration won; the stack is unchanged.".into());
+        return Ok(());
+    }
+    let edits = tune::write::plan_edits(files, &cfg.serving, &changes)
+        .map_err(|e| miette!("--write: {e}"))?;
+    tune::write::write_edits(&edits).map_err(|e| miette!("--write: {e}"))?;
+    say("\nWrote the winner into the stack:".into());
+    for e in &edits {
+        for c in &e.changes {
+            say(format!("  {c}"));
+        }
+    }
+    say("Review it with `benchstack plan`, then `benchstack apply`.".into());
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! The search against a model of a server whose capacity is a known function of its settings.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+use crate::loadgen::result::{encode_histogram, judge, new_histogram};
+use crate::loadgen::spec::{Arrival, Protocol, Stage};
+use crate::loadgen::{LagSummary, Percentiles};
+use crate::stack::tune::{Dimension, Objective, Search, TuneConfig};
+use crate::stack::types::{Address, BatchingConfig, Kind, Span};
+
+/// A model server: capacity by (max_batch_size, num_batch_threads); threads = 4 sheds load
+/// (fails 30% of requests fast above 200 req/s).
+struct Model {
+    stored: Vec<(u64, TuneProbe, RunReport)>,
+    applied: Option<ServingConfig>,
+    probes: Cell<usize>,
+    applies: usize,
+    /// Interrupt after this many live probes.
+    stop_after: Option<usize>,
+    /// The generator falls behind at and above this rate.
+    generator_limit: f64,
+}
+
+fn capacity_of(s: &ServingConfig) -> f64 {
+    let b = s.batching.clone().unwrap_or_default();
+    match (b.max_batch_size, b.num_batch_threads) {
+        (Some(32), Some(2)) => 1000.0,
+        (Some(32), Some(1)) => 600.0,
+        (Some(8), Some(2)) => 500.0,
+        (Some(8), Some(1)) => 300.0,
+        (_, Some(4)) => 200.0,
+        _ => 250.0,
+    }
+}
+
+fn report(
+    rate: f64,
+    duration: Duration,
+    slos: &[Slo],
+    cap: f64,
+    sheds: bool,
+    lag: bool,
+) -> RunReport {
+    let n = (rate * duration.as_secs_f64()) as u64;
+    let (ok, failed, lat_us) = if rate <= cap {
+        (n, 0, 1_000)
+    } else if sheds {
+        (n * 7 / 10, n - n * 7 / 10, 1_000)
+    } else {
+        (n, 0, 500_000)
+    };
+    let mut h = new_histogram();
+    h.record_n(lat_us, ok).unwrap();
+    let stage = StageReport {
+        name: "probe".into(),
+        target_rate: Some(rate),
+        closed_loop: false,
+        duration_s: duration.as_secs_f64(),
+        requests: n,
+        // A generator at its limit does not send the whole offered rate.
+        achieved_rate: if lag { rate * 0.9 } else { rate },
+        errors_total: failed,
+        errors: BTreeMap::new(),
+        error_rate: if n > 0 { failed as f64 / n as f64 } else { 0.0 },
+        latency_ms: Percentiles::default(),
+        service_time_ms: Percentiles::default(),
+        generator_lag_ms: LagSummary::default(),
+        queue_wait_ms: LagSummary::default(),
+        histogram: encode_histogram(&h),
+        service_time_histogram: String::new(),
+        generator_lag_histogram: String::new(),
+        queue_wait_histogram: String::new(),
+        slos: judge(slos, &h, failed),
+        generator_bottleneck: lag,
+        bottleneck: lag.then(|| "lagging".to_string()),
+        in_flight_cap_hits: 0,
+        timeline: Vec::new(),
+    };
+    RunReport {
+        target: "model".into(),
+        protocol: Protocol::Rest,
+        model: "m".into(),
+        stages: vec![stage],
+        capacity: None,
+        environment: crate::environment::Environment::detect(),
+        arrival: Arrival::Constant,
+        connections: 1,
+        slos: slos.to_vec(),
+        workers: 1,
+    }
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            stored: Vec::new(),
+            applied: None,
+            probes: Cell::new(0),
+            applies: 0,
+            stop_after: None,
+            generator_limit: f64::INFINITY,
+        }
+    }
+}
+
+impl Bench for Model {
+    fn apply(&mut self, serving: &ServingConfig) -> Result<(), TuneError> {
+        self.applies += 1;
+        self.applied = Some(serving.clone());
+        Ok(())
+    }
+
+    fn probe(&mut self, stage: Stage, slos: &[Slo], _warmup: bool) -> Result<RunReport, TuneError> {
+        if self.stop_after == Some(self.probes.get()) {
+            return Err(TuneError::Interrupted);
+        }
+        self.probes.set(self.probes.get() + 1);
+        let s = self.applied.clone().expect("applied before probing");
+        let rate = match stage.rate {
+            crate::loadgen::spec::Rate::PerSecond(r) => r,
+            crate::loadgen::spec::Rate::Max => 0.0,
+        };
+        let sheds = s.batching.as_ref().and_then(|b| b.num_batch_threads) == Some(4);
+        Ok(report(
+            rate,
+            stage.duration,
+            slos,
+            capacity_of(&s),
+            sheds,
+            rate >= self.generator_limit,
+        ))
+    }
+
+    fn store(&mut self, report: &RunReport, tag: TuneProbe) -> Result<u64, TuneError> {
+        let id = self.stored.len() as u64 + 1;
+        self.stored.push((id, tag, report.clone()));
+        Ok(id)
+    }
+
+    fn stored(&self) -> Result<Vec<(u64, TuneProbe, RunReport)>, TuneError> {
+        Ok(self.stored.clone())
+    }
+}
+
+fn serving() -> ServingConfig {
+    ServingConfig {
+        cluster: Address {
+            kind: Kind::Cluster,
+            name: "local".into(),
+            key: None,
+        },
+        image: None,
+        replicas: 1,
+        models: Vec::new(),
+        flags: BTreeMap::new(),
+        batching: Some(BatchingConfig {
+            max_batch_size: Some(8),
+            num_batch_threads: Some(1),
+            ..Default::default()
+        }),
+        cpu: None,
+        memory: None,
+    }
+}
+
+fn config(search: Search, threads: &[i64], repeats: u32) -> TuneConfig {
+    TuneConfig {
+        name: "batching".into(),
+        span: Span::default(),
+        serving: Address {
+            kind: Kind::Serving,
+            name: "tf".into(),
+            key: None,
+        },
+        loadtest: Address {
+            kind: Kind::Loadtest,
+            name: "lt".into(),
+            key: None,
+        },
+        space: vec![
+            Dimension {
+                knob: Knob::Batching("max_batch_size".into()),
+                values: vec![FlagValue::Int(8), FlagValue::Int(32)],
+            },
+            Dimension {
+                knob: Knob::Batching("num_batch_threads".into()),
+                values: threads.iter().map(|t| FlagValue::Int(*t)).collect(),
+            },
+        ],
+        search,
+        start_rate: 100.0,
+        probe_duration: Duration::from_secs(1),
+        precision: 0.05,
+        repeats,
+        objective: Objective::Capacity,
+        target_rate: None,
+        max_trials: 50,
+    }
+}
+
+fn slos() -> Vec<Slo> {
+    vec![Slo::Latency {
+        percentile: 95.0,
+        limit: Duration::from_millis(50),
+    }]
+}
+
+fn run(cfg: &TuneConfig, bench: &mut Model) -> Result<Outcome, TuneError> {
+    let events = |_e: Event| {};
+    Tuner::new(
+        cfg,
+        serving(),
+        &slos(),
+        "basis".into(),
+        None,
+        bench,
+        &events,
+    )?
+    .run()
+}
+
+fn winner_settings(o: &Outcome) -> String {
+    settings_text(&o.trials[o.winner.unwrap()].settings)
+}
+
+#[test]
+fn the_grid_names_the_configuration_with_the_most_capacity_within_the_precision() {
+    let cfg = config(Search::Grid, &[1, 2], 1);
+    let mut m = Model::new();
+    let o = run(&cfg, &mut m).unwrap();
+    assert_eq!(o.trials.len(), 4, "the baseline is a grid point");
+    assert!(o.trials[0].baseline);
+    assert_eq!(
+        winner_settings(&o),
+        "batching.max_batch_size=32, batching.num_batch_threads=2"
+    );
+    let cap = o.trials[o.winner.unwrap()].capacity().unwrap();
+    assert!((950.0..=1000.0).contains(&cap), "{cap}");
+    let s = o.sentence();
+    assert!(
+        s.contains("% more than the current configuration (300"),
+        "{s}"
+    );
+}
+
+#[test]
+fn the_load_shedding_configuration_never_wins() {
+    let cfg = config(Search::Grid, &[1, 2, 4], 1);
+    let mut m = Model::new();
+    let o = run(&cfg, &mut m).unwrap();
+    let shed = o
+        .trials
+        .iter()
+        .find(|t| t.settings.get("batching.num_batch_threads") == Some(&Some(FlagValue::Int(4))))
+        .unwrap();
+    // It "serves" any rate with fast errors; counted failures cap it at its real capacity.
+    assert!(shed.capacity().unwrap() <= 200.0);
+    assert_eq!(
+        winner_settings(&o),
+        "batching.max_batch_size=32, batching.num_batch_threads=2"
+    );
+}
+
+#[test]
+fn the_best_three_are_measured_repeats_times_and_the_rest_once() {
+    let cfg = config(Search::Grid, &[1, 2], 3);
+    let mut m = Model::new();
+    let o = run(&cfg, &mut m).unwrap();
+    let mut counts: Vec<usize> = o.trials.iter().map(|t| t.measurements.len()).collect();
+    counts.sort();
+    assert_eq!(counts, vec![1, 3, 3, 3]);
+    // Identical measurements: no spread, and the lead is not inside the noise.
+    assert!(!o.lead_within_noise);
+}
+
+#[test]
+fn an_interrupted_tune_resumes_without_measuring_finished_trials_again() {
+    let cfg = config(Search::Grid, &[1, 2], 1);
+    let mut full = Model::new();
+    let reference = run(&cfg, &mut full).unwrap();
+    let total = full.probes.get();
+
+    let mut m = Model::new();
+    m.stop_after = Some(total / 2);
+    assert!(matches!(run(&cfg, &mut m), Err(TuneError::Interrupted)));
+    let before = m.probes.get();
+    m.stop_after = None;
+    let o = run(&cfg, &mut m).unwrap();
+    // The second run measured only what the first did not.
+    assert_eq!(m.probes.get() - before, total - before);
+    assert_eq!(o.probes_measured, total - before);
+    assert_eq!(winner_settings(&o), winner_settings(&reference));
+    // A third run measures nothing and applies nothing.
+    let applies = m.applies;
+    let again = run(&cfg, &mut m).unwrap();
+    assert_eq!(again.probes_measured, 0);
+    assert_eq!(m.applies, applies);
+}
+
+#[test]
+fn a_generator_bottleneck_makes_the_trial_invalid_with_the_reason() {
+    let cfg = config(Search::Grid, &[1, 2], 1);
+    let mut m = Model::new();
+    m.generator_limit = 900.0;
+    let o = run(&cfg, &mut m).unwrap();
+    let best = o
+        .trials
+        .iter()
+        .find(|t| {
+            settings_key(&t.settings).contains("max_batch_size=32,batching.num_batch_threads=2")
+        })
+        .unwrap();
+    let why = best.invalid().unwrap();
+    assert!(why.contains("load generator was the bottleneck"), "{why}");
+    assert!(why.contains("workers"), "{why}");
+    // The winner is the best configuration the generator could measure.
+    assert_eq!(
+        winner_settings(&o),
+        "batching.max_batch_size=32, batching.num_batch_threads=1"
+    );
+}
+
+#[test]
+fn probes_are_lengthened_to_the_samples_their_percentile_needs() {
+    let cfg = config(Search::Grid, &[1], 1);
+    let p99 = vec![Slo::Latency {
+        percentile: 99.0,
+        limit: Duration::from_millis(50),
+    }];
+    assert_eq!(samples_needed(&p99), 1000);
+    // 1 s at 100 req/s is 100 requests: 10 s are needed for p99.
+    assert_eq!(probe_duration(&cfg, &p99, 100.0), Duration::from_secs(10));
+    assert_eq!(probe_duration(&cfg, &p99, 5000.0), Duration::from_secs(1));
+}
+
+#[test]
+fn auto_climbs_from_the_current_configuration_to_the_best() {
+    let cfg = config(Search::Auto, &[1, 2, 4], 1);
+    let mut m = Model::new();
+    let o = run(&cfg, &mut m).unwrap();
+    assert_eq!(
+        winner_settings(&o),
+        "batching.max_batch_size=32, batching.num_batch_threads=2"
+    );
+    assert!(o.trials.len() <= 6, "{}", o.trials.len());
+}
+
+#[test]
+fn the_json_has_the_documented_shape() {
+    let cfg = config(Search::Grid, &[1, 2], 1);
+    let mut m = Model::new();
+    let o = run(&cfg, &mut m).unwrap();
+    let j = o.to_json();
+    assert_eq!(j["tune"], "tune.batching");
+    assert_eq!(j["winner"]["settings"]["batching.max_batch_size"], 32);
+    assert!(j["baseline"]["capacity"].is_number());
+    let t = &j["trials"][0];
+    for k in [
+        "settings",
+        "capacity",
+        "passed",
+        "p99_ms",
+        "error_rate",
+        "cost_per_million",
+        "measurements",
+        "reason",
+    ] {
+        assert!(t.get(k).is_some(), "{k} missing in {t}");
+    }
+}

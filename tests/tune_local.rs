@@ -1,0 +1,364 @@
+//! `benchstack tune` driven like a user, against a test server placed on PATH as
+//! `tensorflow_model_server` (so the real local provider starts it with the real flags and
+//! files) whose capacity is a known function of its batching settings: the script prints the
+//! truth with `--print-capacity`. Checks the winner, its capacity within 15% of the truth, that
+//! the load-shedding configuration (fast 503s) does not win, `plan` clean afterwards, `--write`
+//! as a reviewable stack change, and resumption after `kill -9`.
+
+#[path = "support/serve_process.rs"]
+mod serve_process;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use assert_cmd::cargo::CommandCargoExt;
+use serve_process::repo;
+
+const SCRIPT: &str = "tests/support/tunable_tensorflow_model_server.py";
+const TIMEOUT_MICROS: u64 = 1000;
+
+/// A directory holding the tunable server as `tensorflow_model_server`.
+fn server_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("tensorflow_model_server");
+    std::fs::copy(repo().join(SCRIPT), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The script's own account of a configuration: (capacity req/s, sheds load).
+fn truth(work: &Path, max_batch_size: u64, threads: u64) -> (f64, bool) {
+    let params = work.join(format!("truth-{max_batch_size}-{threads}.txt"));
+    std::fs::write(
+        &params,
+        format!(
+            "max_batch_size {{ value: {max_batch_size} }}\nbatch_timeout_micros {{ value: {TIMEOUT_MICROS} }}\nmax_enqueued_batches {{ value: 100 }}\nnum_batch_threads {{ value: {threads} }}\n"
+        ),
+    )
+    .unwrap();
+    let out = StdCommand::new("python3")
+        .arg(repo().join(SCRIPT))
+        .arg("--print-capacity")
+        .arg("--port=0")
+        .arg("--rest_api_port=0")
+        .arg("--enable_batching=true")
+        .arg(format!("--batching_parameters_file={}", params.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["capacity"].as_f64().unwrap(),
+        v["sheds"].as_bool().unwrap(),
+    )
+}
+
+fn stack(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"# A stack to tune; this comment stays through --write.
+variable "max_batch_size" {{
+  default = 8
+}}
+
+cluster "local" {{
+  provider = "local"
+}}
+
+model "regression" {{
+  base_path = "{model}"
+}}
+
+serving "tf" {{
+  cluster = cluster.local
+  models  = [model.regression]
+  batching {{
+    max_batch_size       = var.max_batch_size
+    batch_timeout_micros = {TIMEOUT_MICROS}
+    max_enqueued_batches = 100
+    num_batch_threads    = 1 # the literal is replaced
+  }}
+}}
+
+loadtest "smoke" {{
+  target      = serving.tf
+  protocol    = "rest"
+  request     = file("{request}")
+  connections = 16
+  stage {{
+    rate     = 50
+    duration = "1s"
+  }}
+  slo {{
+    p95 = "50ms"
+  }}
+}}
+
+tune "batching" {{
+  serving  = serving.tf
+  loadtest = loadtest.smoke
+  space = {{
+    "batching.max_batch_size"    = [8, 32]
+    "batching.num_batch_threads" = [1, 2, 4]
+  }}
+  search         = "grid"
+  start_rate     = 150
+  probe_duration = "1s"
+  precision      = 0.08
+  repeats        = 2
+}}
+"#,
+        model = repo().join("examples/model/regression").display(),
+        request = repo().join("examples/requests/regression.json").display(),
+    );
+    let path = dir.join("stack.hcl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn path_with(server: &Path) -> String {
+    format!(
+        "{}:{}",
+        server.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn benchstack(server: &Path, state: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::cargo_bin("benchstack")
+        .unwrap()
+        .timeout(Duration::from_secs(900))
+        .env("PATH", path_with(server))
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Destroys what the test applied, even when an assertion fails.
+struct Cleanup<'a> {
+    server: &'a Path,
+    state: PathBuf,
+    stack: PathBuf,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = benchstack(
+            self.server,
+            &self.state,
+            &["destroy", "--auto-approve", self.stack.to_str().unwrap()],
+        );
+    }
+}
+
+/// The tune probes stored in the state: (trial settings, measurement, probe index) per run.
+fn tune_probes(server: &Path, state: &Path) -> Vec<(String, u64, u64)> {
+    let (code, json, err) = benchstack(server, state, &["results", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let runs = v
+        .as_array()
+        .or_else(|| v["runs"].as_array())
+        .cloned()
+        .expect("a list of runs");
+    runs.iter()
+        .filter(|r| r["tune"].is_object())
+        .map(|r| {
+            let t = &r["tune"];
+            (
+                t["settings"].to_string(),
+                t["measurement"].as_u64().unwrap(),
+                t["probe"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn settings_of(trial: &serde_json::Value) -> (u64, u64) {
+    (
+        trial["settings"]["batching.max_batch_size"]
+            .as_u64()
+            .unwrap(),
+        trial["settings"]["batching.num_batch_threads"]
+            .as_u64()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn tune_finds_the_winner_refuses_the_shedding_configuration_and_writes_it_for_review() {
+    let server = server_dir();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let file = stack(work.path());
+    let f = file.to_str().unwrap();
+    let _cleanup = Cleanup {
+        server: server.path(),
+        state: state.clone(),
+        stack: file.clone(),
+    };
+
+    // The truth, from the script itself.
+    let mut truths: BTreeMap<(u64, u64), (f64, bool)> = BTreeMap::new();
+    for mbs in [8, 32] {
+        for threads in [1, 2, 4] {
+            truths.insert((mbs, threads), truth(work.path(), mbs, threads));
+        }
+    }
+    let best = truths
+        .iter()
+        .filter(|(_, (_, sheds))| !sheds)
+        .max_by(|a, b| a.1.0.total_cmp(&b.1.0))
+        .map(|(k, v)| (*k, v.0))
+        .unwrap();
+
+    let (code, out, err) = benchstack(server.path(), &state, &["apply", "--auto-approve", f]);
+    assert_eq!(code, 0, "apply\n{out}\n{err}");
+
+    let (code, json, err) = benchstack(server.path(), &state, &["tune", f, "--json"]);
+    assert_eq!(code, 0, "tune exits 0 with a winner\n{json}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["tune"], "tune.batching");
+    let winner = &v["winner"];
+    assert_eq!(settings_of(winner), best.0, "{json}\n{err}");
+    let cap = winner["capacity"].as_f64().unwrap();
+    assert!(
+        (cap - best.1).abs() <= 0.15 * best.1,
+        "winner capacity {cap} vs the truth {}\n{err}",
+        best.1
+    );
+    // The baseline (the stack's own configuration) was measured.
+    assert_eq!(settings_of(&v["baseline"]), (8, 1));
+    assert!(v["baseline"]["capacity"].is_number(), "{json}");
+    // The shedding configurations do not win, and their capacity reflects their errors.
+    let trials = v["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 6, "{json}");
+    for t in trials {
+        let key = settings_of(t);
+        let (true_cap, sheds) = truths[&key];
+        if sheds {
+            assert_ne!(key, settings_of(winner));
+            if let Some(c) = t["capacity"].as_f64() {
+                assert!(c <= true_cap * 1.15, "{key:?}: {c} vs {true_cap}\n{json}");
+            }
+        }
+    }
+
+    // Serving is back to what the stack declares: nothing to change.
+    let (code, out, err) = benchstack(server.path(), &state, &["plan", f, "--detailed-exitcode"]);
+    assert_eq!(code, 0, "plan after tune shows no changes\n{out}\n{err}");
+
+    // `results` lists the probes.
+    let probes = tune_probes(server.path(), &state);
+    assert_eq!(probes.len() as u64, v["probes"].as_u64().unwrap());
+
+    // --write: the stored probes are reused (nothing is measured again) and the winner is
+    // written into the stack: the variable's default and the literal.
+    let (code, out, err) = benchstack(server.path(), &state, &["tune", f, "--write"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Wrote the winner into the stack"), "{out}");
+    assert_eq!(tune_probes(server.path(), &state).len(), probes.len());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("# A stack to tune; this comment stays through --write."));
+    assert!(
+        text.contains(&format!("  default = {}\n", best.0.0)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "    num_batch_threads    = {} # the literal is replaced",
+            best.0.1
+        )),
+        "{text}"
+    );
+    let (code, out, err) = benchstack(server.path(), &state, &["plan", f, "--detailed-exitcode"]);
+    assert_eq!(
+        code, 2,
+        "plan shows the written winner as a change\n{out}\n{err}"
+    );
+    assert!(out.contains("serving.tf"), "{out}");
+}
+
+#[test]
+fn a_killed_tune_resumes_without_measuring_finished_trials_again() {
+    let server = server_dir();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let file = stack(work.path());
+    let f = file.to_str().unwrap();
+    let _cleanup = Cleanup {
+        server: server.path(),
+        state: state.clone(),
+        stack: file.clone(),
+    };
+    let (code, out, err) = benchstack(server.path(), &state, &["apply", "--auto-approve", f]);
+    assert_eq!(code, 0, "apply\n{out}\n{err}");
+
+    // Start a tune and kill it (SIGKILL) once its third trial begins.
+    let mut child = StdCommand::cargo_bin("benchstack")
+        .unwrap()
+        .env("PATH", path_with(server.path()))
+        .arg("--state")
+        .arg(&state)
+        .args(["tune", f])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("trial 3/") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.contains("trial 3/"),
+        "the tune did not reach trial 3:\n{seen}"
+    );
+    let before = tune_probes(server.path(), &state);
+    assert!(!before.is_empty(), "{seen}");
+
+    // Again: the finished trials' probes are taken from the state, not measured again.
+    let (code, json, err) = benchstack(server.path(), &state, &["tune", f, "--json"]);
+    assert_eq!(code, 0, "{json}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let total = v["probes"].as_u64().unwrap();
+    let measured = v["probes_measured"].as_u64().unwrap();
+    assert!(
+        measured + before.len() as u64 <= total,
+        "measured {measured} of {total} with {} stored before\n{err}",
+        before.len()
+    );
+    assert!(err.contains("from the state"), "{err}");
+    // No probe was stored twice.
+    let after = tune_probes(server.path(), &state);
+    let mut uniq = after.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), after.len(), "a probe was measured twice");
+    assert_eq!(after.len() as u64, before.len() as u64 + measured);
+    // And serving is back to what the stack declares.
+    let (code, out, err) = benchstack(server.path(), &state, &["plan", f, "--detailed-exitcode"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
