@@ -713,6 +713,12 @@ mod tests {
             probe_verdict(&overloaded, 1000.0),
             ProbeVerdict::Failed(_)
         ));
+        // So it is when fewer requests were sent than offered: they queued for connections
+        // held by the slow server.
+        assert!(matches!(
+            probe_verdict(&overloaded, 2000.0),
+            ProbeVerdict::Failed(_)
+        ));
         // Requests the server failed are the server's, lag or not.
         let shedding = lagged_stage(
             &[
