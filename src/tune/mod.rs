@@ -328,13 +328,28 @@ pub fn trial_serving(declared: &ServingConfig, settings: &Settings) -> ServingCo
     s
 }
 
-/// Every combination of the space, the first dimension outermost.
+/// Every combination of the space, in an order that changes as little of the running
+/// deployment as possible between consecutive trials: each trial differs from the one before
+/// in exactly one setting (the inner dimensions run forward and back, a reflected Gray code),
+/// and `replicas` varies innermost, since a replica count alone changes no pod template (on
+/// GKE the Deployment scales without a rollout) while every other setting restarts servers.
+/// Otherwise the space's first dimension is outermost.
 pub fn grid(cfg: &TuneConfig) -> Vec<Settings> {
+    let mut dims: Vec<&crate::stack::tune::Dimension> = cfg.space.iter().collect();
+    // Stable: the user's order stays among the restarting settings.
+    dims.sort_by_key(|d| matches!(d.knob, Knob::Replicas));
     let mut out: Vec<Settings> = vec![Settings::new()];
-    for d in &cfg.space {
-        let mut next = Vec::new();
-        for s in &out {
-            for v in &d.values {
+    for d in dims {
+        let mut next = Vec::with_capacity(out.len() * d.values.len());
+        for (i, s) in out.iter().enumerate() {
+            // Every other pass runs this dimension backwards, so the boundary between two
+            // outer combinations keeps its value.
+            let values: Vec<&FlagValue> = if i % 2 == 0 {
+                d.values.iter().collect()
+            } else {
+                d.values.iter().rev().collect()
+            };
+            for v in values {
                 let mut s = s.clone();
                 s.insert(d.knob.key(), Some(v.clone()));
                 next.push(s);

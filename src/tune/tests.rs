@@ -371,3 +371,46 @@ fn the_json_has_the_documented_shape() {
         assert!(t.get(k).is_some(), "{k} missing in {t}");
     }
 }
+
+#[test]
+fn the_grid_changes_one_setting_per_trial_with_replicas_innermost() {
+    let mut cfg = config(Search::Grid, &[1, 2, 4], 1);
+    cfg.space.insert(
+        0,
+        Dimension {
+            knob: Knob::Replicas,
+            values: vec![FlagValue::Int(1), FlagValue::Int(2)],
+        },
+    );
+    let points = grid(&cfg);
+    assert_eq!(points.len(), 2 * 2 * 3, "every combination");
+    let keys: std::collections::BTreeSet<String> = points.iter().map(settings_key).collect();
+    assert_eq!(keys.len(), points.len(), "no combination twice");
+    for pair in points.windows(2) {
+        let changed: Vec<&String> = pair[0]
+            .iter()
+            .filter(|(k, v)| pair[1].get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(changed.len(), 1, "{:?} -> {:?}", pair[0], pair[1]);
+    }
+    // Replicas vary innermost: the settings that restart servers change only between their
+    // 6 combinations (5 times), and each replica count in between is a scale, not a rollout.
+    let restarts = points
+        .windows(2)
+        .filter(|w| {
+            w[0].iter()
+                .any(|(k, v)| k != "replicas" && w[1].get(k) != Some(v))
+        })
+        .count();
+    assert_eq!(restarts, 5, "{points:?}");
+    // The first dimension the user gave (after replicas) stays outermost.
+    let mbs: Vec<&Option<FlagValue>> = points
+        .iter()
+        .map(|p| &p["batching.max_batch_size"])
+        .collect();
+    assert!(
+        mbs[..6].iter().all(|v| **v == Some(FlagValue::Int(8))),
+        "{mbs:?}"
+    );
+}
