@@ -200,8 +200,19 @@ fn settings_of(trial: &serde_json::Value) -> (u64, u64) {
     )
 }
 
+/// The two tunes take turns: each measures capacity with a server and a load generator on a
+/// 2-core machine, and running both at once would measure their contention instead.
+static ONE_TUNE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_tune_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_TUNE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn tune_finds_the_winner_refuses_the_shedding_configuration_and_writes_it_for_review() {
+    let _turn = one_tune_at_a_time();
     let server = server_dir();
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("state");
@@ -296,6 +307,7 @@ fn tune_finds_the_winner_refuses_the_shedding_configuration_and_writes_it_for_re
 
 #[test]
 fn a_killed_tune_resumes_without_measuring_finished_trials_again() {
+    let _turn = one_tune_at_a_time();
     let server = server_dir();
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("state");

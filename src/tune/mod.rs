@@ -718,27 +718,42 @@ impl<'a, B: Bench> Tuner<'a, B> {
                 self.total = trials.len() + extra;
             }
         }
-        // Measure the best three again until each has `repeats` measurements.
+        // Measure the best three again until each has `repeats` measurements. A
+        // re-measurement can move a trial down the ranking and let one measured once into the
+        // top three, so rank again until the top three are all measured in full: the winner
+        // is never a configuration measured fewer times than its rivals.
         if repeats > 1 {
-            let mut order: Vec<usize> = (0..trials.len())
-                .filter(|&i| self.score(&trials[i]).is_some())
-                .collect();
-            order.sort_by(|&a, &b| {
-                let (sa, sb) = (self.score(&trials[a]), self.score(&trials[b]));
-                sb.unwrap_or(f64::MIN).total_cmp(&sa.unwrap_or(f64::MIN))
-            });
-            // Planned: the remeasurements of the trials that exist.
-            self.total = self.done
-                + order
+            loop {
+                let mut order: Vec<usize> = (0..trials.len())
+                    .filter(|&i| self.score(&trials[i]).is_some())
+                    .collect();
+                order.sort_by(|&a, &b| {
+                    let (sa, sb) = (self.score(&trials[a]), self.score(&trials[b]));
+                    sb.unwrap_or(f64::MIN).total_cmp(&sa.unwrap_or(f64::MIN))
+                });
+                let short: Vec<usize> = order
                     .iter()
                     .take(REMEASURE_BEST)
-                    .map(|&i| repeats.saturating_sub(trials[i].measurements.len()))
-                    .sum::<usize>();
-            for &i in order.iter().take(REMEASURE_BEST) {
-                while trials[i].measurements.len() < repeats {
-                    let mut t = trials[i].clone();
-                    self.measure(&mut t)?;
-                    trials[i] = t;
+                    .copied()
+                    .filter(|&i| {
+                        trials[i].measurements.len() < repeats && trials[i].invalid().is_none()
+                    })
+                    .collect();
+                if short.is_empty() {
+                    break;
+                }
+                // Planned: the remeasurements of the current top three.
+                self.total = self.done
+                    + short
+                        .iter()
+                        .map(|&i| repeats - trials[i].measurements.len())
+                        .sum::<usize>();
+                for i in short {
+                    while trials[i].measurements.len() < repeats && trials[i].invalid().is_none() {
+                        let mut t = trials[i].clone();
+                        self.measure(&mut t)?;
+                        trials[i] = t;
+                    }
                 }
             }
         }
