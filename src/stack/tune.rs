@@ -13,50 +13,22 @@ use hcl_edit::structure::{Attribute, Block, Structure};
 use serde::{Deserialize, Serialize};
 
 use super::eval::{Decls, Scope};
-use super::load::Loader;
+use super::schema::{BATCHING, CLUSTER, RESERVED_FLAGS, SERVING, TUNE, Type};
+use super::sources::{Sources, range_of};
 use super::types::{Address, FlagValue, Kind, Resource, ResourceConfig, ServingConfig, Span};
 use super::value::{Value, suggest};
 use crate::loadgen::spec::{MAX_RATE, parse_duration};
-use crate::serve::config::{
-    MAX_BATCH_SIZE, MAX_BATCH_TIMEOUT_MICROS, MAX_ENQUEUED_BATCHES, MAX_THREADS,
-};
 
-/// The attributes of a `tune` block.
-pub const TUNE_ATTRS: &[&str] = &[
-    "serving",
-    "loadtest",
-    "space",
-    "search",
-    "start_rate",
-    "probe_duration",
-    "precision",
-    "repeats",
-    "objective",
-    "target_rate",
-    "max_trials",
-];
-
-/// The `batching` attributes a space may vary (allowed_batch_sizes is a list: not a knob).
-pub const BATCHING_KNOBS: &[&str] = &[
-    "max_batch_size",
-    "batch_timeout_micros",
-    "max_enqueued_batches",
-    "num_batch_threads",
-    "max_execution_batch_size",
-    "pad_variable_length_inputs",
-    "enable_large_batch_splitting",
-];
-
-/// Flags benchstack sets itself (the same list the serving block refuses).
-const RESERVED_FLAGS: &[&str] = &[
-    "port",
-    "rest_api_port",
-    "model_name",
-    "model_base_path",
-    "model_config_file",
-    "enable_batching",
-    "batching_parameters_file",
-];
+/// The `batching` attributes a space may vary: every scalar one of `schema::BATCHING`
+/// (`allowed_batch_sizes` is a list, not a knob).
+pub fn batching_knobs() -> Vec<&'static str> {
+    BATCHING
+        .attrs
+        .iter()
+        .filter(|a| !matches!(a.ty, Type::UintList { .. }))
+        .map(|a| a.name)
+        .collect()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,7 +63,11 @@ pub enum Knob {
 
 impl Knob {
     pub fn parse(key: &str) -> Result<Knob, String> {
-        let expected = "a serving attribute in dotted form: batching.NAME (max_batch_size, batch_timeout_micros, max_enqueued_batches, num_batch_threads, max_execution_batch_size, pad_variable_length_inputs, enable_large_batch_splitting), flags.NAME, replicas, image, cpu or memory";
+        let knobs = batching_knobs();
+        let expected = format!(
+            "a serving attribute in dotted form: batching.NAME ({}), flags.NAME, replicas, image, cpu or memory",
+            knobs.join(", ")
+        );
         match key {
             "replicas" => return Ok(Knob::Replicas),
             "image" => return Ok(Knob::Image),
@@ -100,10 +76,10 @@ impl Knob {
             _ => {}
         }
         if let Some(name) = key.strip_prefix("batching.") {
-            if BATCHING_KNOBS.contains(&name) {
+            if knobs.contains(&name) {
                 return Ok(Knob::Batching(name.to_string()));
             }
-            let hint = suggest(name, BATCHING_KNOBS.iter().copied())
+            let hint = suggest(name, knobs.iter().copied())
                 .map(|s| format!(" (did you mean batching.{s}?)"))
                 .unwrap_or_default();
             return Err(format!("{expected}{hint}"));
@@ -137,27 +113,32 @@ impl Knob {
         }
     }
 
-    /// Checks one value of this knob; returns it typed or what was expected.
+    /// Checks one value of this knob as the serving block checks it (ranges and expected
+    /// texts from `schema::SERVING` and `schema::BATCHING`); returns it typed or what was
+    /// expected.
     pub fn check(&self, v: &Value) -> Result<FlagValue, String> {
-        let uint = |min: u64, max: u64| -> Result<FlagValue, String> {
+        let uint = |ty: &Type| -> Result<FlagValue, String> {
+            let Type::Uint { min, max } = *ty else {
+                return Err(ty.expected());
+            };
             match v {
                 Value::Number(n) if n.fract() == 0.0 && *n >= min as f64 && *n <= max as f64 => {
                     Ok(FlagValue::Int(*n as i64))
                 }
-                _ => Err(format!("a whole number from {min} to {max}")),
+                _ => Err(ty.expected()),
             }
         };
         match self {
-            Knob::Batching(n) => match n.as_str() {
-                "max_batch_size" | "max_execution_batch_size" => uint(1, MAX_BATCH_SIZE as u64),
-                "batch_timeout_micros" => uint(0, MAX_BATCH_TIMEOUT_MICROS),
-                "max_enqueued_batches" => uint(1, MAX_ENQUEUED_BATCHES as u64),
-                "num_batch_threads" => uint(1, MAX_THREADS as u64),
-                _ => match v {
-                    Value::Bool(b) => Ok(FlagValue::Bool(*b)),
-                    _ => Err("true or false".into()),
-                },
-            },
+            Knob::Batching(n) => {
+                let ty = BATCHING.attr(n).ty;
+                match ty {
+                    Type::Bool => match v {
+                        Value::Bool(b) => Ok(FlagValue::Bool(*b)),
+                        _ => Err(ty.expected()),
+                    },
+                    _ => uint(&ty),
+                }
+            }
             Knob::Flag(_) => match v {
                 Value::Bool(b) => Ok(FlagValue::Bool(*b)),
                 Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
@@ -167,10 +148,13 @@ impl Knob {
                 Value::String(s) => Ok(FlagValue::String(s.clone())),
                 _ => Err("a scalar flag value (bool, number or string)".into()),
             },
-            Knob::Replicas => uint(1, 1000),
+            Knob::Replicas => uint(&SERVING.attr("replicas").ty),
             Knob::Image => match v {
                 Value::String(s) if !s.trim().is_empty() => Ok(FlagValue::String(s.clone())),
-                _ => Err("an image name such as \"tensorflow/serving:2.19.0\"".into()),
+                _ => Err(format!(
+                    "an image name such as {}",
+                    SERVING.attr("image").example
+                )),
             },
             Knob::Cpu | Knob::Memory => {
                 let text = match v {
@@ -189,8 +173,8 @@ impl Knob {
 
     fn quantity_expected(&self) -> String {
         match self {
-            Knob::Cpu => "a CPU quantity such as \"7\" or \"7500m\"".into(),
-            _ => "a memory quantity such as \"4Gi\" or \"512Mi\"".into(),
+            Knob::Cpu => SERVING.attr("cpu").ty.expected(),
+            _ => SERVING.attr("memory").ty.expected(),
         }
     }
 
@@ -325,10 +309,6 @@ pub struct StackExtras {
 /// A top-level block handed over by the loader: its name, file index and block.
 pub(crate) type TopBlock<'b> = (String, usize, &'b Block);
 
-fn range_of(x: &impl hcl_edit::Span) -> Range<usize> {
-    x.span().unwrap_or(0..0)
-}
-
 fn header_range(b: &Block) -> Range<usize> {
     let start = range_of(&b.ident).start;
     let end = b
@@ -343,7 +323,7 @@ fn header_range(b: &Block) -> Range<usize> {
 /// diagnostics in `ld`. `resources` are the decoded resources (to check references).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn decode(
-    ld: &mut Loader,
+    ld: &mut Sources,
     tunes: &[TopBlock],
     clusters: &[TopBlock],
     vars: &BTreeMap<String, Value>,
@@ -353,7 +333,8 @@ pub(crate) fn decode(
 ) -> StackExtras {
     let mut out = StackExtras::default();
     for (name, file, block) in clusters {
-        let Some(a) = block.body.get_attribute("hourly_price") else {
+        let price = CLUSTER.attr("hourly_price");
+        let Some(a) = block.body.get_attribute(price.name) else {
             continue;
         };
         let dir = ld.files[*file].dir.clone();
@@ -362,7 +343,7 @@ pub(crate) fn decode(
             continue;
         };
         match v {
-            Value::Number(n) if n.is_finite() && n >= 0.0 => {
+            Value::Number(n) if number_fits(n, &price.ty) => {
                 out.hourly_prices.insert(
                     Address {
                         kind: Kind::Cluster,
@@ -376,8 +357,11 @@ pub(crate) fn decode(
                 *file,
                 range_of(&a.value),
                 format!(
-                    "hourly_price: found {}, expected the price of one node-hour in USD, a number of at least 0 such as 0.198",
-                    other.describe()
+                    "{}: found {}, expected the price of one node-hour in USD, {} such as {}",
+                    price.name,
+                    other.describe(),
+                    price.ty.expected(),
+                    price.example
                 ),
                 None,
             ),
@@ -391,7 +375,7 @@ pub(crate) fn decode(
     out
 }
 
-fn eval(ld: &mut Loader, file: usize, scope: &Scope, e: &Expression) -> Option<Value> {
+fn eval(ld: &mut Sources, file: usize, scope: &Scope, e: &Expression) -> Option<Value> {
     match scope.eval(e) {
         Ok(v) => Some(v),
         Err(err) => {
@@ -406,7 +390,7 @@ fn eval(ld: &mut Loader, file: usize, scope: &Scope, e: &Expression) -> Option<V
 
 #[allow(clippy::too_many_arguments)]
 fn decode_tune(
-    ld: &mut Loader,
+    ld: &mut Sources,
     name: &str,
     file: usize,
     block: &Block,
@@ -419,20 +403,21 @@ fn decode_tune(
     let before = ld.diags.len();
     let dir = ld.files[file].dir.clone();
     let scope = Scope::new(vars, decls, &dir).with_failed(failed_vars);
+    let allowed = TUNE.attr_names();
     let mut attrs: BTreeMap<String, &Attribute> = BTreeMap::new();
     for s in block.body.iter() {
         match s {
             Structure::Attribute(a) => {
                 let key = a.key.value().to_string();
-                if !TUNE_ATTRS.contains(&key.as_str()) {
-                    let help = suggest(&key, TUNE_ATTRS.iter().copied())
+                if !allowed.contains(&key.as_str()) {
+                    let help = suggest(&key, allowed.iter().copied())
                         .map(|s| format!("did you mean `{s}`?"));
                     ld.error(
                         file,
                         range_of(&a.key),
                         format!(
                             "found the unknown attribute `{key}` in {what}, expected one of: {}",
-                            TUNE_ATTRS.join(", ")
+                            allowed.join(", ")
                         ),
                         help,
                     );
@@ -453,20 +438,20 @@ fn decode_tune(
             }
             Structure::Block(b) => {
                 let ident = b.ident.value().to_string();
-                let help = TUNE_ATTRS
+                let help = allowed
                     .contains(&ident.as_str())
                     .then(|| format!("`{ident}` is an attribute: write `{ident} = …`"));
                 ld.error(
                     file,
                     range_of(&b.ident),
-                    format!("found the block `{ident}` in {what}, expected no nested blocks (attributes: {})", TUNE_ATTRS.join(", ")),
+                    format!("found the block `{ident}` in {what}, expected no nested blocks (attributes: {})", allowed.join(", ")),
                     help,
                 );
             }
         }
     }
     // A typed attribute: evaluates it and checks it with `f`, which says what was expected.
-    let typed = |ld: &mut Loader,
+    let typed = |ld: &mut Sources,
                  key: &str,
                  f: &dyn Fn(&Value) -> Result<(), String>|
      -> Option<(Value, Range<usize>)> {
@@ -510,7 +495,7 @@ fn decode_tune(
                     }
                     Ok(())
                 }
-                _ => Err(format!("a reference to a {k} such as {k}.NAME")),
+                _ => Err(Type::Ref(k).expected()),
             }
         }
     };
@@ -588,92 +573,62 @@ fn decode_tune(
         }
         Some(a) => decode_space(ld, file, &scope, a, serving_config.as_ref()),
     };
-    let number = |min: f64, max: f64, expected: String| {
-        move |v: &Value| match v {
-            Value::Number(n) if n.is_finite() && *n >= min && *n <= max => Ok(()),
-            _ => Err(expected.clone()),
+    // The scalar attributes: type, range, expected text and default from `schema::TUNE`.
+    let declared = |name: &str| TUNE.attr(name);
+    let fits = |name: &'static str| {
+        let a = declared(name);
+        move |v: &Value| -> Result<(), String> {
+            let ok = match (&a.ty, v) {
+                (Type::Enum(values), Value::String(s)) => values.contains(&s.as_str()),
+                (Type::PerSecond, Value::Number(n)) => *n > 0.0 && *n <= MAX_RATE,
+                (Type::Number { .. } | Type::Uint { .. }, Value::Number(n)) => {
+                    number_fits(*n, &a.ty)
+                }
+                (Type::DurationBetween { min, max }, Value::String(s)) => {
+                    match (parse_duration(s), parse_duration(min), parse_duration(max)) {
+                        (Ok(d), Ok(lo), Ok(hi)) => d >= lo && d <= hi,
+                        _ => false,
+                    }
+                }
+                _ => false,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{}, such as {}", a.ty.expected(), a.example))
+            }
         }
     };
-    let num = |v: Option<(Value, Range<usize>)>| match v {
+    let num = |ld: &mut Sources, name: &'static str| match typed(ld, name, &fits(name)) {
         Some((Value::Number(n), _)) => Some(n),
         _ => None,
     };
-    let text = |v: Option<(Value, Range<usize>)>| match v {
-        Some((Value::String(s), _)) => Some(s),
-        _ => None,
+    let choice = |ld: &mut Sources, name: &'static str| match typed(ld, name, &fits(name)) {
+        Some((Value::String(s), _)) => s,
+        _ => declared(name).default_str().unwrap_or_default().to_string(),
     };
-    let search = match text(typed(ld, "search", &|v| match v {
-        Value::String(s) if s == "grid" || s == "auto" => Ok(()),
-        _ => Err("\"grid\" (every combination) or \"auto\" (coordinate descent)".into()),
-    })) {
-        Some(s) if s == "auto" => Search::Auto,
+    let search = match choice(ld, "search").as_str() {
+        "auto" => Search::Auto,
         _ => Search::Grid,
     };
-    let objective = match text(typed(ld, "objective", &|v| {
-        match v {
-        Value::String(s) if s == "capacity" || s == "cost" => Ok(()),
-        _ => Err("\"capacity\" (most requests/s under the SLOs) or \"cost\" (lowest price per million predictions)".into()),
-    }
-    })) {
-        Some(s) if s == "cost" => Objective::Cost,
+    let objective = match choice(ld, "objective").as_str() {
+        "cost" => Objective::Cost,
         _ => Objective::Capacity,
     };
-    let rate_expected =
-        format!("a rate in requests per second greater than 0 and at most {MAX_RATE}");
-    let start_rate = num(typed(
-        ld,
-        "start_rate",
-        &number(f64::MIN_POSITIVE, MAX_RATE, rate_expected.clone()),
-    ))
-    .unwrap_or(100.0);
-    let target_rate = num(typed(
-        ld,
-        "target_rate",
-        &number(f64::MIN_POSITIVE, MAX_RATE, rate_expected),
-    ));
-    let precision = num(typed(
-        ld,
-        "precision",
-        &number(
-            0.001,
-            0.5,
-            "a fraction from 0.001 to 0.5, such as 0.05 (5%)".into(),
-        ),
-    ))
-    .unwrap_or(0.05);
-    let repeats = num(typed(
-        ld,
-        "repeats",
-        &number(1.0, 20.0, "a whole number from 1 to 20".into()),
-    ))
-    .filter(|n| n.fract() == 0.0);
-    if let (None, Some(a)) = (&repeats, attrs.get("repeats"))
-        && ld.diags.len() == before
-    {
-        ld.error(
-            file,
-            range_of(&a.value),
-            "repeats: found a fraction, expected a whole number from 1 to 20".to_string(),
-            None,
-        );
-    }
-    let max_trials = num(typed(
-        ld,
-        "max_trials",
-        &number(1.0, 10_000.0, "a whole number from 1 to 10000".into()),
-    ))
-    .map(|n| n as u32)
-    .unwrap_or(50);
-    let probe_duration = match typed(ld, "probe_duration", &|v| match v {
-        Value::String(s) => match parse_duration(s) {
-            Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => Ok(()),
-            _ => Err("a duration from 100ms to 1h, such as \"10s\"".into()),
-        },
-        _ => Err("a duration string such as \"10s\"".into()),
-    }) {
+    let or_default = |n: Option<f64>, name: &str| {
+        n.or_else(|| declared(name).default_number())
+            .unwrap_or_default()
+    };
+    let start_rate = or_default(num(ld, "start_rate"), "start_rate");
+    let target_rate = num(ld, "target_rate");
+    let precision = or_default(num(ld, "precision"), "precision");
+    let repeats = or_default(num(ld, "repeats"), "repeats") as u32;
+    let max_trials = or_default(num(ld, "max_trials"), "max_trials") as u32;
+    let probe_duration = match typed(ld, "probe_duration", &fits("probe_duration")) {
         Some((Value::String(s), _)) => parse_duration(&s).ok(),
         _ => None,
     }
+    .or_else(|| declared("probe_duration").default_duration())
     .unwrap_or(Duration::from_secs(10));
     if ld.diags.len() > before {
         return None;
@@ -688,15 +643,24 @@ fn decode_tune(
         start_rate,
         probe_duration,
         precision,
-        repeats: repeats.map(|n| n as u32).unwrap_or(3),
+        repeats,
         objective,
         target_rate,
         max_trials,
     })
 }
 
+/// Whether `n` is in the range a `Type::Number` or `Type::Uint` declares (whole for `Uint`).
+fn number_fits(n: f64, ty: &Type) -> bool {
+    match *ty {
+        Type::Number { min, max } => n.is_finite() && n >= min && n <= max,
+        Type::Uint { min, max } => n.fract() == 0.0 && n >= min as f64 && n <= max as f64,
+        _ => false,
+    }
+}
+
 fn decode_space(
-    ld: &mut Loader,
+    ld: &mut Sources,
     file: usize,
     scope: &Scope,
     a: &Attribute,
@@ -709,7 +673,10 @@ fn decode_space(
         ld.error(
             file,
             range_of(&a.value),
-            format!("space: found {found}, expected an object of serving attributes to lists of values, such as {{ \"batching.max_batch_size\" = [8, 32] }}"),
+            format!(
+                "space: found {found}, expected {}",
+                TUNE.attr("space").ty.expected()
+            ),
             None,
         );
         return None;
