@@ -1,5 +1,7 @@
 //! `docs/stack-language.md` is generated from the schema (`stack::schema`); the committed page
 //! must be what the code generates, so the reference never drifts from what the loader accepts.
+//! After changing the schema, regenerate the page with `BLESS=1 cargo test --test stack_docs`
+//! and commit it.
 
 use std::path::Path;
 
@@ -7,7 +9,7 @@ use std::path::Path;
 fn the_committed_stack_language_reference_is_generated_from_the_schema() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/stack-language.md");
     let generated = benchstack::stack::schema::reference_markdown();
-    if std::env::var_os("BENCHSTACK_REGENERATE_DOCS").is_some() {
+    if std::env::var_os("BLESS").is_some_and(|v| v == "1") {
         std::fs::write(&path, &generated).expect("docs/stack-language.md is writable");
         return;
     }

@@ -903,7 +903,7 @@ pub const SLO: BlockSchema = BlockSchema {
         DefaultValue::None,
         Rerun,
         "\"50ms\"",
-        "A latency percentile's limit: `p50`, `p90`, `p99`, `p99.9` or `p999`, …",
+        "A latency percentile's limit, named `p` and the percentile: `p50`, `p90`, `p99`, `p999` (the 99.9th), `p9999` (the 99.99th).",
     )],
     computed: &[],
     example: r#"slo {
@@ -1379,7 +1379,7 @@ pub fn replacement_attributes(kind: &str) -> Vec<&'static str> {
 }
 
 /// The command that rewrites `docs/stack-language.md` from this schema.
-pub const REGENERATE_DOCS: &str = "BENCHSTACK_REGENERATE_DOCS=1 cargo test --test stack_docs";
+pub const REGENERATE_DOCS: &str = "BLESS=1 cargo test --test stack_docs";
 
 /// The reference page `docs/stack-language.md`, generated from the declarations above.
 pub fn reference_markdown() -> String {
@@ -1398,7 +1398,10 @@ pub fn reference_markdown() -> String {
          `benchstack validate` and by `plan` before anything is touched.\n\n\
          The **on change** column says what `plan` proposes when the attribute changes: \
          *update in place*, **forces replacement** (delete, then create), or *re-run* (a load \
-         test runs again). A resource that depends on a replaced cluster is replaced with it.\n\n",
+         test runs again). A resource that depends on a replaced cluster is replaced with it. \
+         *instances / order* (`for_each`, `depends_on`) adds or removes instances or orders \
+         them; — marks what is not part of a resource (variables, outputs, `tune` blocks, a \
+         cluster's `hourly_price`): a change to it plans nothing.\n\n",
     );
     out.push_str("Top-level blocks: ");
     out.push_str(

@@ -17,7 +17,7 @@ use super::schema::{BATCHING, CLUSTER, RESERVED_FLAGS, SERVING, TUNE, Type};
 use super::sources::{Sources, range_of};
 use super::types::{Address, FlagValue, Kind, Resource, ResourceConfig, ServingConfig, Span};
 use super::value::{Value, suggest};
-use crate::loadgen::spec::{MAX_RATE, parse_duration};
+use crate::loadgen::spec::{Rate, parse_duration};
 
 /// The `batching` attributes a space may vary: every scalar one of `schema::BATCHING`
 /// (`allowed_batch_sizes` is a list, not a knob).
@@ -580,7 +580,7 @@ fn decode_tune(
         move |v: &Value| -> Result<(), String> {
             let ok = match (&a.ty, v) {
                 (Type::Enum(values), Value::String(s)) => values.contains(&s.as_str()),
-                (Type::PerSecond, Value::Number(n)) => *n > 0.0 && *n <= MAX_RATE,
+                (Type::PerSecond, Value::Number(n)) => Rate::per_second(*n).is_ok(),
                 (Type::Number { .. } | Type::Uint { .. }, Value::Number(n)) => {
                     number_fits(*n, &a.ty)
                 }

@@ -14,7 +14,7 @@ use super::super::schema::{Attr, BlockSchema, DefaultValue, Nested, Presence, Ty
 use super::super::sources::{Sources, range_of};
 use super::super::types::{Address, Kind};
 use super::super::value::{Reference, Value, suggest};
-use crate::loadgen::spec::{SpecError, parse_duration};
+use crate::loadgen::spec::{self, SpecError, parse_duration};
 
 pub(super) fn block_label(b: &Block) -> Option<&str> {
     b.labels.first().map(|l| l.as_str())
@@ -273,21 +273,17 @@ impl Sources {
                 _ => None,
             });
         };
-        match self.typed(cx, attr, as_duration) {
-            None => Err(()),
-            Some(d) if d.is_zero() && matches!(a.ty, Type::Duration { nonzero: true }) => {
-                self.error(
-                    cx.file,
-                    range_of(&attr.value),
-                    format!(
-                        "{}: found 0s, expected a duration greater than zero",
-                        a.name
-                    ),
-                    None,
-                );
+        let d = self.typed(cx, attr, as_duration).ok_or(())?;
+        if !matches!(a.ty, Type::Duration { nonzero: true }) {
+            return Ok(Some(d));
+        }
+        // The one zero-duration check (`loadgen::spec::nonzero`), located here.
+        match spec::nonzero(d, a.name) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                self.error(cx.file, range_of(&attr.value), e.to_string(), None);
                 Err(())
             }
-            Some(d) => Ok(Some(d)),
         }
     }
 
