@@ -89,6 +89,8 @@ pub enum Type {
     },
     /// One of these strings.
     Enum(&'static [&'static str]),
+    /// One of these strings, each with what it means (said in "expected …").
+    Choice(&'static [(&'static str, &'static str)]),
     /// A duration with a unit (`"500ms"`, `"60s"`), at most 366 days; `nonzero`: greater than 0.
     Duration {
         nonzero: bool,
@@ -162,6 +164,12 @@ impl Type {
                 }
             }
             Type::Enum(values) => quoted_choice(values),
+            Type::Choice(values) => join_or(
+                values
+                    .iter()
+                    .map(|(v, meaning)| format!("\"{v}\" ({meaning})"))
+                    .collect(),
+            ),
             Type::Duration { nonzero: false } => {
                 "a duration with a unit, e.g. \"500ms\", \"60s\", \"2m\"".into()
             }
@@ -222,6 +230,11 @@ impl Type {
                 format!("whole number ≥ {min}")
             }
             Type::Uint { min, max } => format!("whole number, {min} to {max}"),
+            Type::Choice(values) => values
+                .iter()
+                .map(|(v, _)| format!("`\"{v}\"`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
             Type::Enum(values) => values
                 .iter()
                 .map(|v| format!("`\"{v}\"`"))
@@ -261,8 +274,12 @@ impl Type {
 }
 
 fn quoted_choice(values: &[&str]) -> String {
-    let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
-    match quoted.split_last() {
+    join_or(values.iter().map(|v| format!("\"{v}\"")).collect())
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn join_or(items: Vec<String>) -> String {
+    match items.split_last() {
         Some((last, [])) => last.clone(),
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
         None => String::new(),
@@ -332,6 +349,17 @@ impl Attr {
         match self.default {
             DefaultValue::Uint(n) => Some(n),
             _ => None,
+        }
+    }
+
+    /// How the attribute is written, for "found … without `NAME`, expected …":
+    /// `` `rate = 300` (requests per second) or `rate = "max"` ``.
+    pub fn written(&self) -> String {
+        let (n, ex) = (self.name, self.example);
+        match self.ty {
+            Type::Rate => format!("`{n} = {ex}` (requests per second) or `{n} = \"max\"`"),
+            Type::Any => format!("`{n} = {ex}` or a known value"),
+            _ => format!("`{n} = {ex}`"),
         }
     }
 
@@ -1207,7 +1235,10 @@ pub const TUNE: BlockSchema = BlockSchema {
         ),
         attr(
             "search",
-            Type::Enum(&["grid", "auto"]),
+            Type::Choice(&[
+                ("grid", "every combination"),
+                ("auto", "coordinate descent"),
+            ]),
             Optional,
             DefaultValue::Str("grid"),
             Change::Unmanaged,
@@ -1258,7 +1289,10 @@ pub const TUNE: BlockSchema = BlockSchema {
         ),
         attr(
             "objective",
-            Type::Enum(&["capacity", "cost"]),
+            Type::Choice(&[
+                ("capacity", "most requests/s under the SLOs"),
+                ("cost", "lowest price per million predictions"),
+            ]),
             Optional,
             DefaultValue::Str("capacity"),
             Change::Unmanaged,

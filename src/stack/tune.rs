@@ -579,7 +579,7 @@ fn decode_tune(
         let a = declared(name);
         move |v: &Value| -> Result<(), String> {
             let ok = match (&a.ty, v) {
-                (Type::Enum(values), Value::String(s)) => values.contains(&s.as_str()),
+                (Type::Choice(values), Value::String(s)) => values.iter().any(|(v, _)| v == s),
                 (Type::PerSecond, Value::Number(n)) => Rate::per_second(*n).is_ok(),
                 (Type::Number { .. } | Type::Uint { .. }, Value::Number(n)) => {
                     number_fits(*n, &a.ty)
@@ -592,10 +592,10 @@ fn decode_tune(
                 }
                 _ => false,
             };
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("{}, such as {}", a.ty.expected(), a.example))
+            match (ok, &a.ty) {
+                (true, _) => Ok(()),
+                (false, Type::Choice(_)) => Err(a.ty.expected()),
+                (false, _) => Err(format!("{}, such as {}", a.ty.expected(), a.example)),
             }
         }
     };

@@ -341,8 +341,9 @@ impl Sources {
                 cx.file,
                 header_range(block),
                 format!(
-                    "found {what} without `{}`, expected `{} = {}`",
-                    a.name, a.name, a.example
+                    "found {what} without `{}`, expected {}",
+                    a.name,
+                    a.written()
                 ),
                 None,
             );
@@ -401,7 +402,7 @@ impl Sources {
             self.error(
                 cx.file,
                 range_of(&found[1].ident),
-                format!("found a second `{name}` block, expected at most one"),
+                format!("found a second `{name}` block, expected at most one (put all its attributes in the first)"),
                 None,
             );
             found.truncate(1);

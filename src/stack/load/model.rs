@@ -21,7 +21,10 @@ impl Sources {
         let name_attr = MODEL.attr("name");
         let name = self.opt(cx, c, name_attr.name, |v| match v {
             Value::String(s) if is_valid_name(s) => Ok(s.clone()),
-            _ => Err(format!("a model {}", name_attr.ty.expected())),
+            _ => Err(name_attr
+                .ty
+                .expected()
+                .replacen("a name", "a model name", 1)),
         });
         let name = name.unwrap_or_else(|| match &address.key {
             Some(k) => format!("{}-{k}", address.name),
