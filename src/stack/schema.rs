@@ -434,6 +434,11 @@ impl BlockSchema {
         own.iter().chain(meta.iter())
     }
 
+    /// The attribute `name`, if declared (for names that come from outside the code).
+    pub fn get(&self, name: &str) -> Option<&'static Attr> {
+        self.all_attrs().find(|a| a.name == name)
+    }
+
     /// The attribute `name`. Panics on a name that is not declared: a programming error
     /// caught by the loader's tests, never by user input.
     pub fn attr(&self, name: &str) -> &'static Attr {
@@ -1583,6 +1588,34 @@ mod tests {
             CLUSTER.attr("provider").ty.expected(),
             "\"local\" or \"gke\""
         );
+    }
+
+    #[test]
+    fn every_attribute_example_is_an_hcl_attribute() {
+        fn check(b: &BlockSchema) {
+            for a in b.all_attrs().chain(b.patterns.iter()) {
+                let text = format!("{} = {}\n", a.name, a.example);
+                hcl_edit::parser::parse_body(&text)
+                    .unwrap_or_else(|e| panic!("{}.{}: {text}: {e}", b.name, a.name));
+            }
+            for n in b.blocks {
+                check(n.schema);
+            }
+        }
+        for b in BLOCKS {
+            check(b);
+        }
+    }
+
+    #[test]
+    fn tune_choices_say_what_each_value_means() {
+        assert_eq!(
+            TUNE.attr("search").ty.expected(),
+            "\"grid\" (every combination) or \"auto\" (coordinate descent)"
+        );
+        assert_eq!(TUNE.attr("search").default_str(), Some("grid"));
+        assert_eq!(CLUSTER.attr("hourly_price").change, Change::Unmanaged);
+        assert!(!forces_replacement("cluster", "hourly_price"));
     }
 
     #[test]

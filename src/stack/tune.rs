@@ -130,7 +130,17 @@ impl Knob {
         };
         match self {
             Knob::Batching(n) => {
-                let ty = BATCHING.attr(n).ty;
+                // A knob read back from a run record may name anything.
+                let Some(a) = BATCHING
+                    .get(n)
+                    .filter(|a| !matches!(a.ty, Type::UintList { .. }))
+                else {
+                    return Err(format!(
+                        "a batching attribute a tune may vary: {}",
+                        batching_knobs().join(", ")
+                    ));
+                };
+                let ty = a.ty;
                 match ty {
                     Type::Bool => match v {
                         Value::Bool(b) => Ok(FlagValue::Bool(*b)),

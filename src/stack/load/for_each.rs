@@ -186,7 +186,7 @@ impl Sources {
                     progress = true;
                     continue;
                 }
-                let scope = Scope::new(&var_values, &decls, &dir).with_failed(&failed_vars);
+                let scope = Scope::new(var_values, &decls, &dir).with_failed(failed_vars);
                 let result = scope.eval(&attr.value);
                 let inst = match result {
                     Err(e) => {

@@ -1,10 +1,14 @@
 //! Loading a stack: parse every file, evaluate variables and for_each, decode each block into
 //! its typed configuration, check references, ranges and the graph, and collect every problem.
 //!
-//! One file per block kind (`cluster`, `model`, `serving`, `loadtest`, `output`), the shared
-//! body checks and typed views in `body`, `for_each` expansion in `for_each`, and the checks
-//! that need several resources in `cross`. Adding a block kind: declare it in
-//! `stack::schema`, add its decoder file, and one arm in [`Sources::decode`].
+//! One file per block kind (`cluster`, `model`, `serving`, `loadtest`, `output`; `variable`
+//! blocks are evaluated by `stack::vars`, `tune` blocks and a cluster's `hourly_price` are
+//! decoded by `stack::tune`), the shared body checks and typed views in `body`, `for_each`
+//! expansion in `for_each`, and the checks that need several resources in `cross`. What each
+//! block allows (attributes, nested blocks, types, ranges, defaults, "expected …" texts) is
+//! read from `stack::schema`. Adding a block kind: declare it in `stack::schema`, add its
+//! decoder file, and one arm in the top-level dispatch below (and in `Sources::decode` for a
+//! resource).
 
 mod body;
 mod cluster;
