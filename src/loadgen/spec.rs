@@ -316,7 +316,7 @@ pub enum SpecError {
     RateTooHigh(String),
     #[error("{0}: found a duration of 0s, expected a duration greater than zero")]
     ZeroDuration(String),
-    #[error("found {0} stages, expected at most {max}", max = MAX_STAGES)]
+    #[error("found {0} stages, expected at most {max} (--stage flags or stage blocks)", max = MAX_STAGES)]
     TooManyStages(usize),
     #[error("the warmup and stages together last longer than 366 days, the most a run may")]
     RunTooLong,
