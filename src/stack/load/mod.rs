@@ -3,7 +3,7 @@
 //!
 //! One file per block kind (`cluster`, `model`, `serving`, `loadtest`, `output`; `variable`
 //! blocks are evaluated by `stack::vars`, `tune` blocks and a cluster's `hourly_price` are
-//! decoded by `stack::tune`), the shared body checks and typed views in `body`, `for_each`
+//! decoded in `tune`), the shared body checks and typed views in `body`, `for_each`
 //! expansion in `for_each`, and the checks that need several resources in `cross`. What each
 //! block allows (attributes, nested blocks, types, ranges, defaults, "expected …" texts) is
 //! read from `stack::schema`. Adding a block kind: declare it in `stack::schema`, add its
@@ -18,6 +18,7 @@ mod loadtest;
 mod model;
 mod output;
 mod serving;
+mod tune;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -29,7 +30,7 @@ use super::diag::Diagnostics;
 use super::eval::{Scope, kind_from_str};
 use super::schema::{self, CLUSTER, LOADTEST, MODEL, SERVING};
 use super::sources::{Sources, range_of};
-use super::tune::{self, StackExtras as TuneExtras};
+use super::tune::StackExtras as TuneExtras;
 use super::types::{Address, Kind, ModelConfig, Resource, ResourceConfig, Span, Stack};
 use super::value::{Value, suggest};
 use super::vars::{self, VarInputs};
