@@ -178,9 +178,7 @@ pub fn build_spec(args: &Args) -> miette::Result<(LoadSpec, Option<CapacitySearc
             None if args.find_capacity => Duration::from_secs(10),
             None => return Err(miette!("--rate needs --duration (e.g. --duration 30s)")),
         };
-        if d.is_zero() {
-            return Err(miette!("--duration: must be greater than 0"));
-        }
+        spec::nonzero(d, "--duration").map_err(|e| miette!("{e}"))?;
         stages.push(Stage {
             name: "main".into(),
             rate,
@@ -193,12 +191,7 @@ pub fn build_spec(args: &Args) -> miette::Result<(LoadSpec, Option<CapacitySearc
             ));
         }
         for (i, s) in args.stage.iter().enumerate() {
-            let st = Stage::parse(s, i).map_err(|e| miette!("--stage: {e}"))?;
-            if st.duration.is_zero() {
-                return Err(miette!(
-                    "--stage `{s}`: the duration must be greater than 0"
-                ));
-            }
+            let st = Stage::parse(s, i).map_err(|e| miette!("--stage `{s}`: {e}"))?;
             stages.push(st);
         }
     }
@@ -217,9 +210,7 @@ pub fn build_spec(args: &Args) -> miette::Result<(LoadSpec, Option<CapacitySearc
         None => None,
     };
     let timeout = duration("timeout", &args.timeout)?;
-    if timeout.is_zero() {
-        return Err(miette!("--timeout: must be greater than 0"));
-    }
+    spec::nonzero(timeout, "--timeout").map_err(|e| miette!("{e}"))?;
     let slos = args
         .slo
         .iter()

@@ -11,7 +11,6 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 
 use super::validate::VarArgs;
 use crate::loadgen::spec::Protocol;
-use crate::loadgen::worker::WorkerSpec;
 use crate::manifest::k8s;
 use crate::plan::render_resource;
 use crate::provider::{cluster_providers, provider_for};
@@ -91,7 +90,7 @@ pub fn render_stack(stack: &Stack) -> Result<BTreeMap<PathBuf, String>, String> 
                     "{scheme}://{}-known-after-apply:{port}",
                     k8s::object_name(&l.target)
                 );
-                let spec = WorkerSpec::for_loadtest(l, vec![target]).map_err(|e| at(&e))?;
+                let spec = l.worker_spec(vec![target]).map_err(|e| at(&e))?;
                 let json = serde_json::to_string(&spec).map_err(|e| at(&e))?;
                 let name = k8s::object_name(&r.address);
                 let job = k8s::loadtest_job(&r.address, l, &name, &json).map_err(|e| at(&e))?;

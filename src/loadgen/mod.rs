@@ -282,8 +282,7 @@ async fn rest_signature_input(
     Some((name.clone(), shape))
 }
 
-/// At most this many stages in one run: each holds several fixed-size histograms.
-pub const MAX_STAGES: usize = 1000;
+pub use spec::MAX_STAGES;
 /// At most this many connections (each is a task and a socket).
 pub const MAX_CONNECTIONS: u32 = 100_000;
 
@@ -305,24 +304,10 @@ fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
             spec.connections
         )));
     }
-    if spec.stages.len() > MAX_STAGES {
-        return Err(LoadError::Invalid(format!(
-            "found {} stages, expected at most {MAX_STAGES} (--stage flags or stage blocks)",
-            spec.stages.len()
-        )));
-    }
-    // Bounded here as well as in `parse_duration`: specs also come from worker JSON and
-    // library callers, and the engine adds these to `Instant`s.
-    let total = spec
-        .stages
-        .iter()
-        .try_fold(spec.warmup, |t, s| t.checked_add(s.duration))
-        .filter(|t| *t <= spec::MAX_DURATION);
-    if total.is_none() {
-        return Err(LoadError::Invalid(
-            "the warmup and stages together last longer than 366 days, the most a run may".into(),
-        ));
-    }
+    // Checked here as well as where specs are made: specs also come from worker JSON and
+    // library callers.
+    spec::check_run_length(spec.warmup, &spec.stages)
+        .map_err(|e| LoadError::Invalid(e.to_string()))?;
     if spec.timeout > spec::MAX_DURATION {
         return Err(LoadError::Invalid(
             "the timeout is longer than 366 days".into(),
@@ -338,27 +323,11 @@ fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
             "max in flight must be at least 1".into(),
         ));
     }
-    if spec.timeout.is_zero() {
-        return Err(LoadError::Invalid(
-            "the timeout must be greater than 0".into(),
-        ));
-    }
+    spec::nonzero(spec.timeout, "the timeout").map_err(|e| LoadError::Invalid(e.to_string()))?;
     for s in &spec.stages {
-        if let Rate::PerSecond(r) = s.rate
-            && !(r.is_finite() && r > 0.0 && r <= spec::MAX_RATE)
-        {
-            return Err(LoadError::Invalid(format!(
-                "stage `{}`: the rate must be greater than 0 and at most {}, found {r}",
-                s.name,
-                spec::MAX_RATE
-            )));
-        }
-        if s.duration.is_zero() {
-            return Err(LoadError::Invalid(format!(
-                "stage `{}`: the duration must be greater than 0",
-                s.name
-            )));
-        }
+        s.clone()
+            .check()
+            .map_err(|e| LoadError::Invalid(format!("stage `{}`: {e}", s.name)))?;
     }
     Ok(())
 }
@@ -692,11 +661,8 @@ pub fn find_capacity(
             "a capacity search needs at least one SLO (e.g. p99=50ms)".into(),
         ));
     }
-    if !(search.start_rate.is_finite() && search.start_rate > 0.0) {
-        return Err(LoadError::Invalid(
-            "the capacity search's start rate must be greater than 0".into(),
-        ));
-    }
+    Rate::per_second(search.start_rate)
+        .map_err(|e| LoadError::Invalid(format!("the capacity search's start rate: {e}")))?;
     let mut stages = Vec::new();
     let mut probes = Vec::new();
     let mut first: Option<RunReport> = None;

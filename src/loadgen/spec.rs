@@ -68,13 +68,30 @@ impl Rate {
             return Ok(Rate::Max);
         }
         let r: f64 = s.parse().map_err(|_| SpecError::Rate(s.to_string()))?;
+        Rate::per_second(r).map_err(|e| match e {
+            SpecError::RateTooHigh(_) => SpecError::RateTooHigh(s.to_string()),
+            _ => SpecError::Rate(s.to_string()),
+        })
+    }
+
+    /// The one check of an open-loop rate, wherever it comes from (flags, stack, worker
+    /// JSON): finite, greater than 0 and at most `MAX_RATE`.
+    pub fn per_second(r: f64) -> Result<Self, SpecError> {
         if !(r.is_finite() && r > 0.0) {
-            return Err(SpecError::Rate(s.to_string()));
+            return Err(SpecError::Rate(r.to_string()));
         }
         if r > MAX_RATE {
-            return Err(SpecError::RateTooHigh(s.to_string()));
+            return Err(SpecError::RateTooHigh(r.to_string()));
         }
         Ok(Rate::PerSecond(r))
+    }
+
+    /// Checks a rate built elsewhere (`max` always holds).
+    pub fn check(self) -> Result<Self, SpecError> {
+        match self {
+            Rate::PerSecond(r) => Rate::per_second(r),
+            Rate::Max => Ok(Rate::Max),
+        }
     }
 }
 
@@ -101,13 +118,47 @@ impl Stage {
         let (rate, duration) = s
             .split_once(':')
             .ok_or_else(|| SpecError::Stage(s.to_string()))?;
-        Ok(Stage {
+        Stage {
             name: format!("stage-{}", index + 1),
             rate: Rate::parse(rate.trim())?,
             duration: parse_duration(duration.trim())?,
-        })
+        }
+        .check()
+    }
+
+    /// The one check of a stage: its rate (see [`Rate::per_second`]) and a duration greater
+    /// than zero.
+    pub fn check(self) -> Result<Self, SpecError> {
+        self.rate.check()?;
+        nonzero(self.duration, &self.name)?;
+        Ok(self)
     }
 }
+
+/// A duration that must be greater than zero (a stage's, a timeout); `what` names it.
+pub fn nonzero(d: Duration, what: &str) -> Result<Duration, SpecError> {
+    if d.is_zero() {
+        return Err(SpecError::ZeroDuration(what.to_string()));
+    }
+    Ok(d)
+}
+
+/// The one check of a run's length: at most `MAX_STAGES` stages, and the warmup and stages
+/// together at most `MAX_DURATION` (the engine adds them to `Instant`s).
+pub fn check_run_length(warmup: Duration, stages: &[Stage]) -> Result<(), SpecError> {
+    if stages.len() > MAX_STAGES {
+        return Err(SpecError::TooManyStages(stages.len()));
+    }
+    stages
+        .iter()
+        .try_fold(warmup, |t, s| t.checked_add(s.duration))
+        .filter(|t| *t <= MAX_DURATION)
+        .map(|_| ())
+        .ok_or(SpecError::RunTooLong)
+}
+
+/// At most this many stages in one run: each holds several fixed-size histograms.
+pub const MAX_STAGES: usize = 1000;
 
 /// What each request carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -263,6 +314,12 @@ pub enum SpecError {
     DurationTooLong(String),
     #[error("`{0}` is too high a rate: expected at most 10000000 requests per second")]
     RateTooHigh(String),
+    #[error("{0}: found a duration of 0s, expected a duration greater than zero")]
+    ZeroDuration(String),
+    #[error("found {0} stages, expected at most {max} (--stage flags or stage blocks)", max = MAX_STAGES)]
+    TooManyStages(usize),
+    #[error("the warmup and stages together last longer than 366 days, the most a run may")]
+    RunTooLong,
 }
 
 /// Serializes durations as fractional seconds (what the JSON formats carry).

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{Arrival, Protocol, Rate, RequestSource, Slo, Stage, duration_secs};
 use super::{LoadError, LoadSpec};
-use crate::stack::types::LoadtestConfig;
 
 /// The environment variable Kubernetes sets to a pod's index in an Indexed Job.
 pub const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
@@ -53,10 +52,11 @@ pub struct WorkerSpec {
 }
 
 impl WorkerSpec {
-    /// The spec for a load test against `targets` (base URLs: `http://IP:8501` or
-    /// `grpc://IP:8500`). Reads the CSV now, so the workers carry its rows.
-    pub fn for_loadtest(l: &LoadtestConfig, targets: Vec<String>) -> Result<Self, LoadError> {
-        let request = match &l.request {
+    /// The distributed form of `spec` for `workers` workers: the same test, with the CSV
+    /// read now so the workers carry its rows, and the connections split between them.
+    /// [`WorkerSpec::share`] turns it back into each worker's `LoadSpec`.
+    pub fn new(spec: &LoadSpec, workers: u32) -> Result<Self, LoadError> {
+        let request = match &spec.request {
             RequestSource::Body(body) => WorkerRequest::Body { body: body.clone() },
             RequestSource::Data { path, batch_size } => WorkerRequest::Csv {
                 csv: std::fs::read_to_string(path).map_err(|e| {
@@ -65,20 +65,20 @@ impl WorkerSpec {
                 batch_size: *batch_size,
             },
         };
-        let workers = l.workers.max(1);
+        let workers = workers.max(1);
         Ok(WorkerSpec {
-            targets,
-            protocol: l.protocol,
-            model: l.model.clone(),
-            signature: l.signature.clone(),
+            targets: spec.targets.clone(),
+            protocol: spec.protocol,
+            model: spec.model.clone(),
+            signature: spec.signature.clone(),
             request,
-            stages: l.stages.clone(),
-            warmup: l.warmup,
-            arrival: l.arrival,
-            seed: l.seed,
-            connections: l.connections.div_ceil(workers).max(1),
-            timeout: l.timeout,
-            slos: l.slos.clone(),
+            stages: spec.stages.clone(),
+            warmup: spec.warmup,
+            arrival: spec.arrival,
+            seed: spec.seed,
+            connections: spec.connections.div_ceil(workers).max(1),
+            timeout: spec.timeout,
+            slos: spec.slos.clone(),
             workers,
             start_at_unix_ms: None,
         })

@@ -219,22 +219,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Whether changing `attribute` of a `kind` resource forces its replacement rather than an
-/// update in place. The one place this is decided (load tests never update: they re-run).
+/// update in place (load tests never update: they re-run). Read from the attribute's
+/// declaration in `stack::schema`, the one place this is decided.
 pub fn forces_replacement(kind: Kind, attribute: &str) -> bool {
-    match kind {
-        Kind::Cluster => matches!(
-            attribute,
-            "provider"
-                | "project"
-                | "location"
-                | "machine_type"
-                | "disk_size_gb"
-                | "spot"
-                | "private_nodes"
-        ),
-        Kind::Model | Kind::Serving => attribute == "cluster",
-        Kind::Loadtest => false,
-    }
+    crate::stack::schema::forces_replacement(kind.as_str(), attribute)
 }
 
 /// Renders what a resource is applied with (serving: models.config, batching, flags).

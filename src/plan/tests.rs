@@ -648,3 +648,53 @@ fn durations_are_written_as_the_stack_language_reads_them() {
         );
     }
 }
+
+/// Every attribute and block the plan shows is declared in `stack::schema`, so the schema's
+/// replacement rule (`forces_replacement`) and the reference page cover all of them.
+#[test]
+fn every_attribute_the_plan_shows_is_declared_in_the_stack_schema() {
+    use crate::stack::schema::{self, BlockSchema};
+    fn check(what: &str, body: &model::Body, schema: &BlockSchema) {
+        for (name, _) in &body.attributes {
+            let declared = schema.attr_names().contains(&name.as_str())
+                || (!schema.patterns.is_empty() && name.starts_with('p'));
+            assert!(
+                declared,
+                "{what}: `{name}` is not declared in schema::{}",
+                schema.name
+            );
+        }
+        for b in &body.blocks {
+            let nested = schema
+                .nested(&b.name)
+                .unwrap_or_else(|| panic!("{what}: block `{}` is not declared", b.name));
+            check(&format!("{what}.{}", b.name), &b.body, nested.schema);
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut stacks = vec![local_stack(8)];
+    for f in [
+        "stacks/local.hcl",
+        "stacks/gke.hcl",
+        "stacks/local-sweep.hcl",
+    ] {
+        stacks.push(
+            crate::stack::load_with_env(&root.join(f), &Default::default(), &[])
+                .unwrap_or_else(|e| panic!("{f}: {e}")),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for stack in &stacks {
+        for r in &stack.resources {
+            let kind = r.address.kind.as_str();
+            let schema = schema::block(kind).expect("every resource kind is declared");
+            check(
+                &r.address.to_string(),
+                &model::resource_body(&r.config, None),
+                schema,
+            );
+            seen.insert(kind);
+        }
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+}

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Applied, Context, Inputs, ProviderError, RunOutcome};
 use crate::loadgen::result::{self, RunReport};
-use crate::loadgen::worker::WorkerSpec;
-use crate::loadgen::{self, LoadSpec, Progress};
+use crate::loadgen::{self, Progress};
 use crate::stack::types::LoadtestConfig;
 use crate::state::procinfo;
 
@@ -21,20 +20,7 @@ pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied
         let report = run_worker_processes(ctx, l, targets.clone())?;
         return outcome(l, targets, report, started);
     }
-    let mut spec = LoadSpec::new(
-        targets,
-        l.protocol,
-        l.model.clone(),
-        l.request.clone(),
-        l.stages.clone(),
-    );
-    spec.signature = l.signature.clone();
-    spec.warmup = l.warmup;
-    spec.arrival = l.arrival;
-    spec.seed = l.seed;
-    spec.connections = l.connections;
-    spec.timeout = l.timeout;
-    spec.slos = l.slos.clone();
+    let spec = l.load_spec(targets);
     let started = procinfo::now_unix();
     let report_progress = |p: &Progress| (ctx.progress)(p.summary());
     let report = match loadgen::run_blocking_until(&spec, Some(&report_progress), ctx.cancel) {
@@ -104,7 +90,8 @@ fn run_worker_processes(
     l: &LoadtestConfig,
     targets: Vec<String>,
 ) -> Result<RunReport, ProviderError> {
-    let mut spec = WorkerSpec::for_loadtest(l, targets)
+    let mut spec = l
+        .worker_spec(targets)
         .map_err(|e| ProviderError::other(format!("the load test failed: {e}")))?;
     let start_at = SystemTime::now() + LOCAL_START_DELAY;
     spec.start_at_unix_ms = start_at

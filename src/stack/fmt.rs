@@ -12,8 +12,8 @@
 use std::path::Path;
 
 use super::diag::Diagnostics;
-use super::load::Loader;
 use super::source::{Ctx, SourceFile, comma_blocks, scan};
+use super::sources::Sources;
 
 /// Formats one stack file's text. Syntax errors are reported against `<input>`.
 pub fn format_source(src: &str) -> Result<String, Diagnostics> {
@@ -70,7 +70,7 @@ fn expand_comma_blocks(src: &str) -> String {
 }
 
 fn check_syntax(path: &Path, src: &str) -> Result<(), Diagnostics> {
-    let mut ld = Loader::new();
+    let mut ld = Sources::new();
     ld.files.push(SourceFile::new(path, src.to_string()));
     match ld.parse_source(0) {
         Some(_) => Ok(()),

@@ -1,13 +1,20 @@
 //! The stack language: read HCL files, evaluate variables, functions and references, check
 //! types and ranges, and produce the typed [`types::Stack`] with a source span for every
 //! resource. See DESIGN.md ("The stack language") and `load` for the rules.
+//!
+//! The language itself (every block, attribute, type, range, default, what a change plans) is
+//! declared once in [`schema`]; the loader (`load/`, `vars`, `tune`), its messages, the plan's
+//! replacement rule and `docs/stack-language.md` read it. `sources` holds the parsed files and
+//! the diagnostics, shared by the loader, `vars` and `fmt`.
 
 mod diag;
 mod eval;
 mod fmt;
 pub(crate) mod funcs;
 mod load;
+pub mod schema;
 mod source;
+mod sources;
 pub mod tune;
 pub mod types;
 mod value;

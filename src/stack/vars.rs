@@ -11,7 +11,8 @@ use hcl_edit::Span as _;
 use hcl_edit::expr::Expression;
 use hcl_edit::structure::{Block, Structure};
 
-use super::load::{Loader, eval_constant};
+use super::schema::VARIABLE;
+use super::sources::Sources;
 use super::value::{Value, suggest};
 
 /// Values for variables from outside the stack files.
@@ -180,13 +181,15 @@ struct Var {
 
 /// Evaluates every variable; problems become diagnostics and the variable is left out.
 pub(crate) fn evaluate(
-    ld: &mut Loader,
+    ld: &mut Sources,
     decls: &[(String, usize, &Block)],
     inputs: &VarInputs,
     env: &[(String, String)],
 ) -> (BTreeMap<String, Value>, HashSet<String>) {
     let mut failed = HashSet::new();
     let mut vars: BTreeMap<String, Var> = BTreeMap::new();
+    let allowed = VARIABLE.attr_names();
+    let allowed_text = allowed.join(", ");
     for (name, file, block) in decls {
         let what = format!("variable \"{name}\"");
         let dir = ld.files[*file].dir.clone();
@@ -194,23 +197,23 @@ pub(crate) fn evaluate(
         let mut default = None;
         for s in block.body.iter() {
             match s {
-                Structure::Block(b) => ld.error(*file, b.ident.span().unwrap_or(0..0), format!("found the block `{}` in {what}, expected only default, type and description", b.ident.value()), None),
+                Structure::Block(b) => ld.error(*file, b.ident.span().unwrap_or(0..0), format!("found the block `{}` in {what}, expected only the attributes {allowed_text}", b.ident.value()), None),
                 Structure::Attribute(a) => match a.key.value().as_str() {
                     "type" => match VarType::parse(&a.value) {
                         Ok(t) => ty = Some(t),
-                        Err(()) => ld.error(*file, a.value.span().unwrap_or(0..0), "type: found an unknown type, expected string, number, bool, any, list(T), set(T), map(T) or object({…})".to_string(), None),
+                        Err(()) => ld.error(*file, a.value.span().unwrap_or(0..0), format!("type: found an unknown type, expected {}", VARIABLE.attr("type").ty.expected()), None),
                     },
-                    "default" => default = eval_constant(ld, *file, &a.value, &dir).map(|v| (v, a.value.span().unwrap_or(0..0))),
+                    "default" => default = ld.eval_constant(*file, &a.value, &dir).map(|v| (v, a.value.span().unwrap_or(0..0))),
                     "description" => {
-                        if let Some(v) = eval_constant(ld, *file, &a.value, &dir)
+                        if let Some(v) = ld.eval_constant(*file, &a.value, &dir)
                             && !matches!(v, Value::String(_))
                         {
-                            ld.error(*file, a.value.span().unwrap_or(0..0), format!("description: found {}, expected a string", v.describe()), None);
+                            ld.error(*file, a.value.span().unwrap_or(0..0), format!("description: found {}, expected {}", v.describe(), VARIABLE.attr("description").ty.expected()), None);
                         }
                     }
                     other => {
-                        let help = suggest(other, ["default", "type", "description"]).map(|s| format!("did you mean `{s}`?"));
-                        ld.error(*file, a.key.span().unwrap_or(0..0), format!("found the unknown attribute `{other}` in {what}, expected one of: default, type, description"), help);
+                        let help = suggest(other, allowed.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+                        ld.error(*file, a.key.span().unwrap_or(0..0), format!("found the unknown attribute `{other}` in {what}, expected one of: {allowed_text}"), help);
                     }
                 },
             }
@@ -304,7 +307,7 @@ pub(crate) fn evaluate(
                 ),
                 Structure::Attribute(a) => {
                     let name = a.key.value().to_string();
-                    let Some(value) = eval_constant(ld, file, &a.value, &dir) else {
+                    let Some(value) = ld.eval_constant(file, &a.value, &dir) else {
                         continue;
                     };
                     match vars.get_mut(&name) {
@@ -361,7 +364,7 @@ pub(crate) fn evaluate(
 
 /// Reads a value given as text (`--var`, the environment): a string unless the variable's type
 /// (or its default's shape) is a collection, which is read as an HCL expression.
-fn from_text(ld: &mut Loader, raw: &str, var: &Var) -> Result<Value, String> {
+fn from_text(ld: &mut Sources, raw: &str, var: &Var) -> Result<Value, String> {
     let inferred = match (&var.ty, &var.default) {
         (Some(t), _) => t.clone(),
         (None, Some(Value::Number(_))) => VarType::Number,

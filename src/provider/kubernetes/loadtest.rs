@@ -66,7 +66,8 @@ pub(super) async fn run(
 ) -> Result<Applied, ProviderError> {
     let cluster = ClusterConnection::from_inputs(inputs, &l.cluster)?;
     let targets = super::super::load_test_targets(l, inputs)?;
-    let mut spec = WorkerSpec::for_loadtest(l, targets.clone())
+    let mut spec = l
+        .worker_spec(targets.clone())
         .map_err(|e| ProviderError::other(format!("{address}: {e}")))?;
     let lead = env_duration(WORKER_START_DELAY_ENV, DEFAULT_WORKER_START_DELAY)?;
     let start_at = SystemTime::now() + lead;
