@@ -565,9 +565,9 @@ impl Default for CapacitySearch {
 
 /// Why a probe did not hold, or `None` when it did: the stage's verdict
 /// (`result::stage_failures`: every SLO with failed requests counted) and the offered rate
-/// actually sent (within 1%). Generator lag alone does not fail a probe: it is part of the
-/// measured latency, and the report flags it.
-pub fn probe_failure(stage: &StageReport, rate: f64) -> Option<String> {
+/// actually sent (within 1%). `probe_verdict` decides whether the generator's lag accounts for
+/// it.
+fn probe_failure(stage: &StageReport, rate: f64) -> Option<String> {
     let mut why = result::stage_failures(stage);
     if stage.achieved_rate < 0.99 * rate {
         why.push(format!(

@@ -466,10 +466,7 @@ pub fn lag_explains_miss(
     let lat = buckets(latency);
     let lags = buckets(lag);
     // The candidate bounds on lag: none, and each lag bucket's upper end.
-    let bounds = std::iter::once(0).chain(
-        lag.iter_recorded()
-            .map(|v| lag.highest_equivalent(v.value_iterated_to())),
-    );
+    let bounds = std::iter::once(0).chain(lags.iter().map(|&(low, _)| lag.highest_equivalent(low)));
     for t in bounds {
         let slow = failed.saturating_add(above(&lat, limit_us.saturating_add(t)));
         let lagged = above(&lags, t);

@@ -735,9 +735,7 @@ impl<'a, B: Bench> Tuner<'a, B> {
                     .iter()
                     .take(REMEASURE_BEST)
                     .copied()
-                    .filter(|&i| {
-                        trials[i].measurements.len() < repeats && trials[i].invalid().is_none()
-                    })
+                    .filter(|&i| trials[i].measurements.len() < repeats)
                     .collect();
                 if short.is_empty() {
                     break;

@@ -8,14 +8,14 @@ use std::ops::Range;
 use std::time::Duration;
 
 use hcl_edit::expr::{Expression, ObjectKey};
-use hcl_edit::structure::{Attribute, Block, Structure};
+use hcl_edit::structure::{Attribute, Block};
 
 use super::super::eval::{Decls, Scope};
 use super::super::schema::{CLUSTER, TUNE, Type};
 use super::super::sources::{Sources, range_of};
 use super::super::tune::{Dimension, Knob, Objective, Search, StackExtras, TuneConfig};
 use super::super::types::{Address, FlagValue, Kind, Resource, ResourceConfig, ServingConfig};
-use super::super::value::{Value, suggest};
+use super::super::value::Value;
 use super::body::header_range;
 use crate::loadgen::spec::{Rate, parse_duration};
 
@@ -106,53 +106,7 @@ fn decode_tune(
     let before = ld.diags.len();
     let dir = ld.files[file].dir.clone();
     let scope = Scope::new(vars, decls, &dir).with_failed(failed_vars);
-    let allowed = TUNE.attr_names();
-    let mut attrs: BTreeMap<String, &Attribute> = BTreeMap::new();
-    for s in block.body.iter() {
-        match s {
-            Structure::Attribute(a) => {
-                let key = a.key.value().to_string();
-                if !allowed.contains(&key.as_str()) {
-                    let help = suggest(&key, allowed.iter().copied())
-                        .map(|s| format!("did you mean `{s}`?"));
-                    ld.error(
-                        file,
-                        range_of(&a.key),
-                        format!(
-                            "found the unknown attribute `{key}` in {what}, expected one of: {}",
-                            allowed.join(", ")
-                        ),
-                        help,
-                    );
-                    continue;
-                }
-                if attrs.contains_key(&key) {
-                    ld.error(
-                        file,
-                        range_of(&a.key),
-                        format!(
-                            "found `{key}` a second time in {what}, expected each attribute once"
-                        ),
-                        None,
-                    );
-                    continue;
-                }
-                attrs.insert(key, a);
-            }
-            Structure::Block(b) => {
-                let ident = b.ident.value().to_string();
-                let help = allowed
-                    .contains(&ident.as_str())
-                    .then(|| format!("`{ident}` is an attribute: write `{ident} = …`"));
-                ld.error(
-                    file,
-                    range_of(&b.ident),
-                    format!("found the block `{ident}` in {what}, expected no nested blocks (attributes: {})", allowed.join(", ")),
-                    help,
-                );
-            }
-        }
-    }
+    let attrs = ld.check_body(file, &block.body, &what, &TUNE).attrs;
     // A typed attribute: evaluates it and checks it with `f`, which says what was expected.
     let typed = |ld: &mut Sources,
                  key: &str,
