@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use benchstack::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Stage};
+use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
 use benchstack::plan::PlanOptions;
 use benchstack::refresh;
-use benchstack::stack::types::*;
+use benchstack::vocab::resources::*;
 use benchstack::state::{ResourceState, Snapshot};
 
 fn addr(kind: Kind, name: &str, key: Option<String>) -> Address {

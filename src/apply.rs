@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::graph::Graph;
 use crate::plan::{Action, Change, Plan};
 use crate::provider::{Context, Inputs, ProviderError, Providers};
-use crate::stack::types::{Address, OutputValue};
+use crate::vocab::resources::{Address, OutputValue};
 use crate::state::{self, Intent, ResourceState, RunRecord, StateError, Store, procinfo};
 
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::stack::types::{Address, Stack};
+use crate::vocab::resources::{Address, Stack};
 
 #[derive(Debug, Clone, Default)]
 pub struct Graph {
@@ -177,7 +177,7 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::types::Kind;
+    use crate::vocab::resources::Kind;
 
     fn addr(kind: Kind, name: &str) -> Address {
         Address {

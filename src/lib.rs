@@ -17,3 +17,4 @@ pub mod serve;
 pub mod stack;
 pub mod state;
 pub mod tune;
+pub mod vocab;

@@ -9,21 +9,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::plan::{self, Health, Plan, PlanError, PlanOptions, Prior, Warning};
-use crate::provider::{Observation, ProviderError, providers_for};
-use crate::stack::types::{Address, Kind, Stack};
+use crate::provider::{Observation, Observe, ProviderError, providers_for};
+use crate::vocab::resources::{Address, Kind, Stack};
 use crate::state::{Intent, ResourceState, Snapshot};
-
-/// What refresh and recovery need from the providers (read-only).
-pub trait Observe {
-    fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError>;
-    /// What an unsettled intent completed, if anything (without cleaning anything up). An
-    /// error means "could not tell", never "nothing".
-    fn recover(
-        &self,
-        intent: &Intent,
-        prior: Option<&ResourceState>,
-    ) -> Result<Option<Value>, ProviderError>;
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {

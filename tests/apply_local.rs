@@ -7,7 +7,7 @@ mod local_stack;
 use benchstack::apply;
 use benchstack::plan::{Action, PlanOptions};
 use benchstack::provider::local::models_available;
-use benchstack::stack::types::Kind;
+use benchstack::vocab::resources::Kind;
 use benchstack::state::Store;
 use local_stack::*;
 use std::time::Duration;

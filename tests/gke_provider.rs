@@ -17,7 +17,7 @@ use assert_cmd::prelude::*;
 use benchstack::provider::gcp::GkeClusterObserved;
 use benchstack::provider::gke::GkeProvider;
 use benchstack::provider::{Context, ErrorKind, Inputs, Observation, Provider, ProviderError};
-use benchstack::stack::types::{Address, ClusterConfig, Kind, ProviderKind, ResourceConfig};
+use benchstack::vocab::resources::{Address, ClusterConfig, Kind, ProviderKind, ResourceConfig};
 use benchstack::state::{Intent, ResourceState};
 use gke_emulator::GkeEmulator;
 

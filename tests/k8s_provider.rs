@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use benchstack::loadgen::result::{RunReport, decode_histogram};
-use benchstack::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Stage};
+use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
 use benchstack::provider::gcp::GkeClusterObserved;
 use benchstack::provider::kubernetes::KubernetesProvider;
 use benchstack::provider::{
     Applied, Context, ErrorKind, Inputs, Observation, Provider, ProviderError,
 };
-use benchstack::stack::types::*;
+use benchstack::vocab::resources::*;
 use benchstack::state::{Intent, ResourceState};
 use k8s_emulator::{K8sEmulator, Options};
 use serde_json::Value;

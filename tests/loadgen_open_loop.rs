@@ -7,7 +7,7 @@ mod http_target;
 
 use std::time::Duration;
 
-use benchstack::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
+use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
 use benchstack::loadgen::{self, LoadSpec};
 use http_target::{Behaviour, HttpTarget};
 

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use benchstack::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Slo};
-use benchstack::stack::types::{Address, FlagValue, Kind, OutputValue, ResourceConfig, Stack};
+use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo};
+use benchstack::vocab::resources::{Address, FlagValue, Kind, OutputValue, ResourceConfig, Stack};
 use benchstack::stack::{VarInputs, load_with_env};
 
 fn root() -> PathBuf {

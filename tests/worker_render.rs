@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use benchstack::loadgen::result::{RunReport, merge};
-use benchstack::loadgen::spec::{Arrival, Protocol, Rate, Stage};
+use benchstack::vocab::load::{Arrival, Protocol, Rate, Stage};
 use benchstack::loadgen::worker::{WorkerRequest, WorkerSpec};
 use serve_process::{ServeProcess, repo};
 

@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -193,7 +192,7 @@ pub fn finish(
     plan: &Plan,
     store: &Store,
     verb: &str,
-) -> miette::Result<ExitCode> {
+) -> miette::Result<super::Outcome> {
     let s = plan.summary();
     for (a, msg) in &outcome.failed {
         println!("Error: {a}: {msg}");
@@ -215,7 +214,7 @@ pub fn finish(
             let names: Vec<String> = outcome.not_started.iter().map(|a| a.to_string()).collect();
             println!("Not started: {}", names.join(", "));
         }
-        return Ok(ExitCode::from(130));
+        return Ok(super::Outcome::Interrupted);
     }
     if outcome.failed.is_empty() && outcome.skipped.is_empty() {
         println!(
@@ -253,16 +252,16 @@ pub fn finish(
     // load test missed an SLO (like `loadtest`), so scripts can tell the two apart.
     Ok(
         if !outcome.failed.is_empty() || !outcome.skipped.is_empty() {
-            ExitCode::from(1)
+            super::Outcome::Failed
         } else if !outcome.slo_failures.is_empty() {
-            ExitCode::from(2)
+            super::Outcome::SloMissed
         } else {
-            ExitCode::SUCCESS
+            super::Outcome::Success
         },
     )
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     let providers = Providers::new(state_dir);
     let from_file = read_plan_file(&args.path).transpose()?;
     let stack = match &from_file {
@@ -293,7 +292,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
                 && !confirm("Apply these changes?", "apply")?
             {
                 println!("Apply cancelled.");
-                return Ok(ExitCode::from(1));
+                return Ok(super::Outcome::Failed);
             }
             plan
         }
@@ -309,7 +308,7 @@ pub fn execute_and_finish(
     providers: &Providers,
     parallelism: u32,
     operation: &str,
-) -> miette::Result<ExitCode> {
+) -> miette::Result<super::Outcome> {
     let cancel = cancel_on_signals();
     let outcome = apply::execute(
         plan,

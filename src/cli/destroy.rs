@@ -4,7 +4,6 @@
 //! its resources, and what is destroyed is what the state holds.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use miette::miette;
 
@@ -41,7 +40,7 @@ pub struct Args {
     pub parallelism: u32,
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     let flags = PlanFlags {
         targets: args.targets.clone(),
         replace: vec![],
@@ -68,13 +67,13 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
     let plan = make_plan(stack.as_ref(), &store, &providers, &flags, true)?;
     if !plan.has_changes() {
         println!("Nothing to destroy: the state is empty.");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(super::Outcome::Success);
     }
     print!("{}", plan::render::text(&plan));
     super::plan::print_warnings(&plan);
     if !args.auto_approve && !confirm("Destroy all of these?", "destroy")? {
         println!("Destroy cancelled.");
-        return Ok(ExitCode::from(1));
+        return Ok(super::Outcome::Failed);
     }
     execute_and_finish(&plan, &store, &providers, args.parallelism, "destroy")
 }

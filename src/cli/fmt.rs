@@ -1,7 +1,6 @@
 //! `benchstack fmt [PATH] [--check]`: rewrite stack files in the canonical format.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use miette::IntoDiagnostic;
 
@@ -39,7 +38,7 @@ fn collect(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Resu
     Ok(())
 }
 
-pub fn run(args: Args) -> miette::Result<ExitCode> {
+pub fn run(args: Args) -> miette::Result<super::Outcome> {
     let mut files = Vec::new();
     let meta = std::fs::metadata(&args.path).map_err(|e| {
         miette::miette!(
@@ -80,8 +79,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
     }
     Ok(if failed || (args.check && unformatted) {
-        ExitCode::from(1)
+        super::Outcome::Failed
     } else {
-        ExitCode::SUCCESS
+        super::Outcome::Success
     })
 }

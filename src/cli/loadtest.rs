@@ -3,13 +3,12 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use miette::{IntoDiagnostic, miette};
 
-use crate::loadgen::spec::{self, Arrival, Protocol, Rate, RequestSource, Slo, Stage};
+use crate::vocab::load::{self, Arrival, Protocol, Rate, RequestSource, Slo, Stage};
 use crate::loadgen::{self, CapacitySearch, LoadSpec, Progress, request};
 use crate::report;
 
@@ -295,7 +294,7 @@ fn progress_line(p: &Progress) -> String {
     )
 }
 
-pub fn run(args: Args) -> miette::Result<ExitCode> {
+pub fn run(args: Args) -> miette::Result<super::Outcome> {
     let (spec, search) = build_spec(&args)?;
     let live = !args.quiet && std::io::stderr().is_terminal();
     let last_stage: Mutex<Option<(String, bool)>> = Mutex::new(None);
@@ -347,8 +346,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     }
     let missed = search.is_none() && !spec.slos.is_empty() && !report.slos_met();
     Ok(if missed {
-        ExitCode::from(2)
+        super::Outcome::SloMissed
     } else {
-        ExitCode::SUCCESS
+        super::Outcome::Success
     })
 }

@@ -68,7 +68,69 @@ pub enum Command {
     Worker(worker::Args),
 }
 
+/// What a command ended with. Each command returns one; [`main`] alone turns it into the
+/// process's exit status, so "2" means one documented thing per command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Success,
+    /// Exit 1: the command printed its own diagnostics (validate, fmt --check, a failed
+    /// resource). Errors returned as `Err` also exit 1.
+    Failed,
+    /// Exit 2 from `plan --detailed-exitcode`: the plan has changes.
+    ChangesPending,
+    /// Exit 2 from `apply` and `loadtest`: a run completed (and was stored) but missed an SLO.
+    SloMissed,
+    /// Exit 2 from `tune`: no configuration met the SLOs.
+    NoWinner,
+    /// Exit 130: stopped by SIGINT/SIGTERM before it finished (what was done is recorded).
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Success => ExitCode::SUCCESS,
+            Outcome::Failed => ExitCode::from(1),
+            Outcome::ChangesPending | Outcome::SloMissed | Outcome::NoWinner => ExitCode::from(2),
+            Outcome::Interrupted => ExitCode::from(130),
+        }
+    }
+}
+
+/// The panic message `print!`/`println!` raise when stdout is a closed pipe.
+fn is_stdout_broken_pipe(message: &str) -> bool {
+    message.contains("failed printing to stdout") && message.contains("Broken pipe")
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+}
+
 pub fn main() -> ExitCode {
+    // `benchstack results --json | head -1`: the reader went away, which is its right. The
+    // print that noticed unwinds (so the state store is dropped and flushed as on any early
+    // return) and the command ends quietly with success, as cat and grep do.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if panic_message(info.payload()).is_some_and(is_stdout_broken_pipe) {
+            return;
+        }
+        default_hook(info);
+    }));
+    match std::panic::catch_unwind(run_command) {
+        Ok(code) => code,
+        Err(payload) if panic_message(payload.as_ref()).is_some_and(is_stdout_broken_pipe) => {
+            ExitCode::SUCCESS
+        }
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+fn run_command() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
@@ -86,7 +148,7 @@ pub fn main() -> ExitCode {
         Command::Worker(args) => worker::run(args),
     };
     match result {
-        Ok(code) => code,
+        Ok(outcome) => outcome.exit_code(),
         Err(report) => {
             eprintln!("{report:?}");
             ExitCode::from(1)

@@ -1,7 +1,6 @@
 //! `benchstack output [NAME] [--json]`: the stack's outputs as of the last apply.
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, miette};
 
@@ -16,7 +15,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     // The published snapshot: answers while an apply holds the lock.
     let outputs = match open_view(state_dir)? {
         Some(view) => view.outputs(),
@@ -64,5 +63,5 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::Outcome::Success)
 }

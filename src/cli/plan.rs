@@ -2,14 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, miette};
 
 use crate::plan::{self, Plan, PlanOptions};
 use crate::provider::{Observer, Providers, cluster_providers, provider_for};
 use crate::refresh;
-use crate::stack::types::{Address, Stack};
+use crate::vocab::resources::{Address, Stack};
 use crate::state::{self, Store};
 
 /// Flags shared by plan and apply.
@@ -145,7 +144,7 @@ pub fn plan_from(
         providers,
         state_dir,
     };
-    let observe: Option<&dyn refresh::Observe> = if flags.refresh { Some(&observer) } else { None };
+    let observe: Option<&dyn crate::provider::Observe> = if flags.refresh { Some(&observer) } else { None };
     refresh::plan(stack, snap, outputs, observe, &opts).map_err(|e| miette!("{e}"))
 }
 
@@ -157,7 +156,7 @@ pub fn print_warnings(plan: &Plan) {
     }
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     parse_addresses("target", &args.flags.targets)?;
     parse_addresses("replace", &args.flags.replace)?;
     let stack = load_stack(&args.path, &args.flags)?;
@@ -204,8 +203,8 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
         }
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {
-        ExitCode::from(2)
+        super::Outcome::ChangesPending
     } else {
-        ExitCode::SUCCESS
+        super::Outcome::Success
     })
 }

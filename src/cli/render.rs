@@ -5,16 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, WrapErr, miette};
 
 use super::validate::VarArgs;
-use crate::loadgen::spec::Protocol;
+use crate::vocab::load::Protocol;
 use crate::manifest::k8s;
 use crate::plan::render_resource;
 use crate::provider::{cluster_providers, provider_for};
-use crate::stack::types::{Address, ProviderKind, ResourceConfig, Stack};
+use crate::vocab::resources::{Address, ProviderKind, ResourceConfig, Stack};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,12 +27,12 @@ pub struct Args {
     pub vars: VarArgs,
 }
 
-pub fn run(args: Args) -> miette::Result<ExitCode> {
+pub fn run(args: Args) -> miette::Result<super::Outcome> {
     let stack = match crate::stack::load(&args.path, &args.vars.var_inputs()) {
         Ok(s) => s,
         Err(diags) => {
             eprintln!("{diags}");
-            return Ok(ExitCode::from(1));
+            return Ok(super::Outcome::Failed);
         }
     };
     let files = render_stack(&stack).map_err(|e| miette!("{e}"))?;
@@ -52,7 +51,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     if files.is_empty() {
         println!("nothing to render: the stack has no serving resources or load tests");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::Outcome::Success)
 }
 
 /// Every rendered file, keyed by its path relative to the output directory.

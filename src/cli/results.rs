@@ -2,7 +2,6 @@
 //! compared, JSON, or an HTML page.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, miette};
 
@@ -41,7 +40,7 @@ fn label(r: &RunRecord) -> String {
     format!("#{} {}", r.id, r.address)
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     // The published snapshot: answers while an apply holds the lock.
     let view = open_view(state_dir)?.ok_or_else(|| {
         miette!(
@@ -89,13 +88,13 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
         std::fs::write(file, crate::report::html(&labelled))
             .map_err(|e| miette!("--html {}: {e}", file.display()))?;
         println!("Wrote {} ({} run(s)).", file.display(), labelled.len());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(super::Outcome::Success);
     }
 
     if args.json {
         let v = if selected.is_empty() { &all } else { &selected };
         println!("{}", serde_json::to_string_pretty(v).into_diagnostic()?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(super::Outcome::Success);
     }
     match selected.as_slice() {
         [] => {
@@ -158,7 +157,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::Outcome::Success)
 }
 
 fn ids(all: &[RunRecord]) -> String {

@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, miette};
 
@@ -170,7 +169,7 @@ pub fn options(args: &Args) -> miette::Result<ServeOptions> {
     })
 }
 
-pub fn run(args: Args) -> miette::Result<ExitCode> {
+pub fn run(args: Args) -> miette::Result<super::Outcome> {
     let opts = options(&args)?;
     serve::run(opts, |ready| {
         // One JSON line on stdout says the server is ready and where.
@@ -183,5 +182,5 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         );
     })
     .into_diagnostic()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(super::Outcome::Success)
 }

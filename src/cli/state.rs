@@ -1,7 +1,6 @@
 //! `benchstack state list | show ADDR | rm ADDR | history | unlock [--force]`.
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use miette::{IntoDiagnostic, miette};
 
@@ -52,7 +51,7 @@ fn require_view(dir: &Path) -> miette::Result<View> {
     })
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     match args.command {
         Command::Unlock { force } => {
             match lock::unlock(state_dir, force).map_err(|e| miette!("{e}"))? {
@@ -164,5 +163,5 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::Outcome::Success)
 }

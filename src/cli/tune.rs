@@ -4,7 +4,6 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use super::plan::{check_providers, open_store};
 use super::validate::VarArgs;
 use crate::provider::Providers;
 use crate::stack::tune::{Knob, TuneConfig};
-use crate::stack::types::{ResourceConfig, ServingConfig};
+use crate::vocab::resources::{ResourceConfig, ServingConfig};
 use crate::tune::bench::StackBench;
 use crate::tune::{self, Event, Outcome, TuneError, Tuner, fmt_rate, settings_text};
 
@@ -249,12 +248,12 @@ pub fn table(o: &Outcome) -> String {
     out
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
+pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     let (stack, extras) = match crate::stack::load_with_tunes(&args.path, &args.vars.var_inputs()) {
         Ok(x) => x,
         Err(diags) => {
             eprintln!("{diags}");
-            return Ok(ExitCode::from(1));
+            return Ok(super::Outcome::Failed);
         }
     };
     let cfg = pick_tune(&extras.tunes, args.name.as_deref(), &args.path)?;
@@ -327,7 +326,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
                 );
             }
             eprintln!("Interrupted: the probes so far are stored; run tune again to resume.");
-            return Ok(ExitCode::from(130));
+            return Ok(super::Outcome::Interrupted);
         }
         Err(e) => {
             if let Err(r) = restored {
@@ -392,9 +391,9 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<ExitCode> {
         write_winner(&outcome, &cfg, &declared, &stack.files, args.json)?;
     }
     Ok(if outcome.winner.is_some() {
-        ExitCode::SUCCESS
+        super::Outcome::Success
     } else {
-        ExitCode::from(2)
+        super::Outcome::NoWinner
     })
 }
 
@@ -418,7 +417,7 @@ fn write_winner(
         return Ok(());
     };
     let winner = &outcome.trials[w];
-    let changes: Vec<(Knob, crate::stack::types::FlagValue)> = winner
+    let changes: Vec<(Knob, crate::vocab::resources::FlagValue)> = winner
         .settings
         .iter()
         .filter_map(|(k, v)| {

@@ -1,7 +1,6 @@
 //! `benchstack validate [PATH]`: load the stack and report every problem, touching nothing.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use crate::stack::{self, VarInputs};
 
@@ -38,7 +37,7 @@ impl VarArgs {
     }
 }
 
-pub fn run(args: Args) -> miette::Result<ExitCode> {
+pub fn run(args: Args) -> miette::Result<super::Outcome> {
     match stack::load(&args.path, &args.vars.var_inputs()) {
         Ok(stack) => {
             let n = stack.resources.len();
@@ -46,11 +45,11 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 "Success! The stack is valid: {n} resource{}.",
                 if n == 1 { "" } else { "s" }
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(super::Outcome::Success)
         }
         Err(diags) => {
             eprintln!("{diags}");
-            Ok(ExitCode::from(1))
+            Ok(super::Outcome::Failed)
         }
     }
 }

@@ -6,7 +6,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,7 +25,7 @@ pub struct Args {
     pub index: Option<u32>,
 }
 
-pub fn run(args: Args) -> miette::Result<ExitCode> {
+pub fn run(args: Args) -> miette::Result<super::Outcome> {
     let text = match &args.spec {
         Some(path) => std::fs::read_to_string(path)
             .into_diagnostic()
@@ -79,5 +78,5 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").into_diagnostic()?;
     out.flush().into_diagnostic()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(super::Outcome::Success)
 }

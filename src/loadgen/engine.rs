@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use super::Progress;
 use super::record::{ErrorKind, StageRecorder};
 use super::schedule::{PreciseTimer, Schedule};
-use super::spec::{Arrival, Rate, Stage};
+use crate::vocab::load::{Arrival, Rate, Stage};
 
 /// The stage index of warmup requests (sent, not recorded).
 pub const WARMUP: u32 = u32::MAX;

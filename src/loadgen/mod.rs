@@ -13,7 +13,6 @@ pub mod record;
 pub mod request;
 pub mod result;
 pub mod schedule;
-pub mod spec;
 pub mod worker;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -27,6 +26,9 @@ pub use result::{
 };
 
 use engine::{Ctx, Job, RunPlan, Sink};
+use crate::vocab::load as spec;
+use crate::vocab::resources::LoadtestConfig;
+use worker::WorkerSpec;
 use spec::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
 
 /// Everything a run needs. `LoadSpec::new` fills in sensible defaults for the rest.
@@ -283,8 +285,7 @@ async fn rest_signature_input(
 }
 
 pub use spec::MAX_STAGES;
-/// At most this many connections (each is a task and a socket).
-pub const MAX_CONNECTIONS: u32 = 100_000;
+pub use crate::vocab::limits::MAX_CONNECTIONS;
 
 fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
     if spec.targets.is_empty() {
@@ -770,5 +771,35 @@ fn fmt_rate(r: f64) -> String {
         format!("{r:.0}")
     } else {
         format!("{r:.1}")
+    }
+}
+
+/// A loadtest block becomes a [`LoadSpec`] here and nowhere else.
+impl LoadtestConfig {
+    /// The load generator's spec for this test against `targets` (base URLs:
+    /// `http://IP:8501` or `grpc://IP:8500`): the one place a loadtest block becomes a
+    /// `LoadSpec` (the local provider runs it; workers get it through [`Self::worker_spec`]).
+    pub fn load_spec(&self, targets: Vec<String>) -> LoadSpec {
+        let mut spec = LoadSpec::new(
+            targets,
+            self.protocol,
+            self.model.clone(),
+            self.request.clone(),
+            self.stages.clone(),
+        );
+        spec.signature = self.signature.clone();
+        spec.warmup = self.warmup;
+        spec.arrival = self.arrival;
+        spec.seed = self.seed;
+        spec.connections = self.connections;
+        spec.timeout = self.timeout;
+        spec.slos = self.slos.clone();
+        spec
+    }
+
+    /// The spec its `workers` distributed workers share (reads the CSV now, so the workers
+    /// carry its rows).
+    pub fn worker_spec(&self, targets: Vec<String>) -> Result<WorkerSpec, LoadError> {
+        WorkerSpec::new(&self.load_spec(targets), self.workers)
     }
 }

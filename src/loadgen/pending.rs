@@ -48,7 +48,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::loadgen::spec::{Rate, Stage};
+    use crate::vocab::load::{Rate, Stage};
 
     fn ctx_with_one_released() -> (Ctx, Job) {
         let stage = Stage {

@@ -10,7 +10,7 @@ use super::result::{
     self, StageReport, TimelinePoint, bottleneck, encode_histogram, judge, lag_summary, ms,
     new_histogram, percentiles,
 };
-use super::spec::{Rate, Slo, Stage};
+use crate::vocab::load::{Rate, Slo, Stage};
 
 /// Why a request failed. Names (`kind()`) are the keys of `errors` in the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

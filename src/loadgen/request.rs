@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::proto::serving::{ModelSpec, PredictRequest};
 use crate::proto::tensorflow::{DataType, TensorProto, TensorShapeProto, tensor_shape_proto};
 
-use super::spec::RequestSource;
+use crate::vocab::load::RequestSource;
 
 /// How many distinct bodies are pre-built from CSV rows (requests cycle through them).
 pub const SAMPLED_BODIES: usize = 1024;

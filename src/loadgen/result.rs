@@ -10,7 +10,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::LoadError;
-use super::spec::{Protocol, Slo, format_error_rate};
+use crate::vocab::load::{Protocol, Slo, format_error_rate};
 use crate::environment::Environment;
 
 /// Lowest and highest trackable latency in microseconds (1 µs … 60 s) and the precision.
@@ -37,7 +37,7 @@ pub struct RunReport {
     pub environment: Environment,
     /// `constant` or `poisson`.
     #[serde(default)]
-    pub arrival: super::spec::Arrival,
+    pub arrival: crate::vocab::load::Arrival,
     #[serde(default)]
     pub connections: u32,
     /// The SLOs every stage was judged against.
@@ -628,7 +628,7 @@ pub fn merge(reports: &[RunReport]) -> Result<RunReport, LoadError> {
 mod tests {
     use super::*;
     use crate::loadgen::record::StageRecorder;
-    use crate::loadgen::spec::{Rate, Stage};
+    use crate::vocab::load::{Rate, Stage};
     use rand::{Rng, SeedableRng};
     use std::time::{Duration, Instant};
 

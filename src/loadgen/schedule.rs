@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::spec::Arrival;
+use crate::vocab::load::Arrival;
 
 /// Offsets (seconds since the stage began) of successive intended sends. Constant arrivals
 /// are computed as `k / rate` (no accumulated rounding); Poisson arrivals add exponential

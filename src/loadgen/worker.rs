@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{Arrival, Protocol, Rate, RequestSource, Slo, Stage, duration_secs};
+use crate::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo, Stage, duration_secs};
 use super::{LoadError, LoadSpec};
 
 /// The environment variable Kubernetes sets to a pod's index in an Indexed Job.

@@ -23,7 +23,7 @@ use super::{
     BATCHING_PARAMETERS, FilePaths, MODELS_CONFIG, ManifestError, ModelPaths, batching_parameters,
     flag_list, models_config,
 };
-use crate::stack::types::{Address, LoadtestConfig, ModelConfig, ServingConfig};
+use crate::vocab::resources::{Address, LoadtestConfig, ModelConfig, ServingConfig};
 
 /// The rendered file holding a serving resource's objects (plans diff it; render writes it).
 pub const KUBERNETES_YAML: &str = "kubernetes.yaml";
@@ -422,7 +422,7 @@ pub fn job_yaml(job: &Job) -> Result<String, ManifestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::types::{BatchingConfig, FlagValue, Kind};
+    use crate::vocab::resources::{BatchingConfig, FlagValue, Kind};
 
     fn addr(kind: Kind, name: &str, key: Option<&str>) -> Address {
         Address {
@@ -547,8 +547,8 @@ mod tests {
             target: addr(Kind::Serving, "tf", None),
             model: "regression".into(),
             signature: None,
-            protocol: crate::loadgen::spec::Protocol::Grpc,
-            request: crate::loadgen::spec::RequestSource::Body("{}".into()),
+            protocol: crate::vocab::load::Protocol::Grpc,
+            request: crate::vocab::load::RequestSource::Body("{}".into()),
             workers: 2,
             loadgen_image: Some("img".into()),
             connections: 8,

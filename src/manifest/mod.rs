@@ -7,7 +7,7 @@ pub mod k8s;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::stack::types::{BatchingConfig, FlagValue, ModelConfig, ServingConfig};
+use crate::vocab::resources::{BatchingConfig, FlagValue, ModelConfig, ServingConfig};
 
 pub const MODELS_CONFIG: &str = "models.config";
 pub const BATCHING_PARAMETERS: &str = "batching_parameters.txt";
@@ -197,7 +197,7 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::types::{Address, Kind};
+    use crate::vocab::resources::{Address, Kind};
 
     fn serving(batching: Option<BatchingConfig>) -> ServingConfig {
         ServingConfig {

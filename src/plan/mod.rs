@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::graph::{CycleError, Graph};
 use crate::manifest::{self, ModelPaths};
-use crate::stack::types::{
+use crate::vocab::resources::{
     Address, Kind, ModelConfig, OutputValue, Resource, ResourceConfig, Stack,
 };
 use crate::state::{Intent, ResourceState, Snapshot};
@@ -577,7 +577,7 @@ fn output_plans(
     destroy: bool,
 ) -> Vec<OutputPlan> {
     let mut out = Vec::new();
-    let declared: Vec<&crate::stack::types::Output> = match stack {
+    let declared: Vec<&crate::vocab::resources::Output> = match stack {
         Some(s) if !destroy => s.outputs.iter().collect(),
         _ => vec![],
     };

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::{Number, Value as Json};
 
 use super::{Action, FORMAT_VERSION, FileDiff, OutputPlan, Plan, Summary, Warning};
-use crate::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Slo, format_error_rate};
-use crate::stack::types::{Address, BatchingConfig, FlagValue, ProviderKind, ResourceConfig};
+use crate::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo, format_error_rate};
+use crate::vocab::resources::{Address, BatchingConfig, FlagValue, ProviderKind, ResourceConfig};
 
 /// A value as it is written in HCL (and, for `--json`, its machine form).
 #[derive(Debug, Clone, PartialEq)]

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Stage};
-use crate::stack::types::{
+use crate::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
+use crate::vocab::resources::{
     BatchingConfig, ClusterConfig, LoadtestConfig, ModelConfig, ProviderKind, ServingConfig, Span,
 };
 
@@ -456,11 +456,11 @@ fn a_load_test_change_shows_its_stage_and_slo_blocks_as_written() {
             duration: Duration::from_millis(1500),
         });
         l.slos = vec![
-            crate::loadgen::spec::Slo::Latency {
+            crate::vocab::load::Slo::Latency {
                 percentile: 99.9,
                 limit: Duration::from_millis(120),
             },
-            crate::loadgen::spec::Slo::ErrorRate { errors: 0.001 },
+            crate::vocab::load::Slo::ErrorRate { errors: 0.001 },
         ];
         l.timeout = Duration::from_secs(90);
     }
@@ -556,18 +556,18 @@ fn json_addresses_are_strings_with_the_for_each_key() {
 fn outputs_of_resources_that_change_are_known_after_apply() {
     let mut stack = local_stack(8);
     stack.outputs = vec![
-        crate::stack::types::Output {
+        crate::vocab::resources::Output {
             name: "rest_endpoint".into(),
             span: Span::default(),
-            value: crate::stack::types::OutputValue::Attribute {
+            value: crate::vocab::resources::OutputValue::Attribute {
                 address: addr(Kind::Serving, "tf"),
                 attribute: "rest_endpoint".into(),
             },
         },
-        crate::stack::types::Output {
+        crate::vocab::resources::Output {
             name: "team".into(),
             span: Span::default(),
-            value: crate::stack::types::OutputValue::Known(serde_json::json!("infra")),
+            value: crate::vocab::resources::OutputValue::Known(serde_json::json!("infra")),
         },
     ];
     let snap = applied(&plan_for(&stack, &Snapshot::default()));
@@ -642,7 +642,7 @@ fn durations_are_written_as_the_stack_language_reads_them() {
     ] {
         assert_eq!(model::format_duration(d), text);
         assert_eq!(
-            crate::loadgen::spec::parse_duration(text).unwrap(),
+            crate::vocab::load::parse_duration(text).unwrap(),
             d,
             "{text}"
         );

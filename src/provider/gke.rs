@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::gcp::{self, GkeClusterObserved};
 use super::retry::{self, Call, RetryPolicy};
 use super::{Applied, Context, ErrorKind, Failure, Inputs, Observation, Provider, ProviderError};
-use crate::stack::types::{Address, ClusterConfig, ResourceConfig};
+use crate::vocab::resources::{Address, ClusterConfig, ResourceConfig};
 use crate::state::{Intent, ResourceState};
 
 /// The one node pool benchstack creates in each cluster.
@@ -1120,7 +1120,7 @@ impl Provider for GkeProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::types::Kind;
+    use crate::vocab::resources::Kind;
 
     fn addr(name: &str, key: Option<&str>) -> Address {
         Address {
@@ -1187,7 +1187,7 @@ mod tests {
             name: "serving".into(),
         };
         let mut c = ClusterConfig {
-            provider: crate::stack::types::ProviderKind::Gke,
+            provider: crate::vocab::resources::ProviderKind::Gke,
             project: Some("p".into()),
             location: Some("l".into()),
             machine_type: Some("e2-highcpu-8".into()),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::{Applied, Context, Inputs, Observation, Provider, ProviderError, slug};
 use crate::environment::Environment;
 use crate::manifest::{self, ModelPaths};
-use crate::stack::types::{Address, ModelConfig, ResourceConfig, ServingConfig};
+use crate::vocab::resources::{Address, ModelConfig, ResourceConfig, ServingConfig};
 use crate::state::observed::{LocalClusterObserved, LocalModelObserved};
 use crate::state::procinfo::{self, is_alive};
 use crate::state::{Intent, ResourceState};

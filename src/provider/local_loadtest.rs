@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{Applied, Context, Inputs, ProviderError, RunOutcome};
 use crate::loadgen::result::{self, RunReport};
 use crate::loadgen::{self, Progress};
-use crate::stack::types::LoadtestConfig;
+use crate::vocab::resources::LoadtestConfig;
 use crate::state::procinfo;
 
 pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied, ProviderError> {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
-use crate::stack::types::{Address, ProviderKind, ResourceConfig};
+use crate::vocab::resources::{Address, ProviderKind, ResourceConfig};
 use crate::state::{Intent, ResourceState};
 
 /// What kind of failure a provider call met, for policies to act on: only `NotFound` may make
@@ -396,7 +396,7 @@ pub fn provider_for(
 }
 
 /// The cluster provider of every cluster in the stack.
-pub fn cluster_providers(stack: &crate::stack::types::Stack) -> BTreeMap<Address, ProviderKind> {
+pub fn cluster_providers(stack: &crate::vocab::resources::Stack) -> BTreeMap<Address, ProviderKind> {
     stack
         .resources
         .iter()
@@ -408,7 +408,7 @@ pub fn cluster_providers(stack: &crate::stack::types::Stack) -> BTreeMap<Address
 }
 
 /// The provider of every resource in the stack (what `plan::make` is given).
-pub fn providers_for(stack: &crate::stack::types::Stack) -> BTreeMap<Address, String> {
+pub fn providers_for(stack: &crate::vocab::resources::Stack) -> BTreeMap<Address, String> {
     let clusters = cluster_providers(stack);
     stack
         .resources
@@ -424,9 +424,9 @@ pub fn providers_for(stack: &crate::stack::types::Stack) -> BTreeMap<Address, St
 
 /// The model configurations a serving resource lists, from its inputs.
 pub fn serving_models(
-    s: &crate::stack::types::ServingConfig,
+    s: &crate::vocab::resources::ServingConfig,
     inputs: &Inputs,
-) -> Result<Vec<crate::stack::types::ModelConfig>, ProviderError> {
+) -> Result<Vec<crate::vocab::resources::ModelConfig>, ProviderError> {
     s.models
         .iter()
         .map(|a| match inputs.configs.get(a) {
@@ -441,7 +441,7 @@ pub fn serving_models(
 /// The base URLs a load test sends to: the target's REST endpoints (`http://…`) or its gRPC
 /// ones (`grpc://HOST:PORT`), from the target's observed state.
 pub fn load_test_targets(
-    l: &crate::stack::types::LoadtestConfig,
+    l: &crate::vocab::resources::LoadtestConfig,
     inputs: &Inputs,
 ) -> Result<Vec<String>, ProviderError> {
     let observed = inputs.observed.get(&l.target).ok_or_else(|| {
@@ -454,8 +454,8 @@ pub fn load_test_targets(
         ))
     })?;
     let targets: Vec<String> = match l.protocol {
-        crate::loadgen::spec::Protocol::Rest => rest,
-        crate::loadgen::spec::Protocol::Grpc => {
+        crate::vocab::load::Protocol::Rest => rest,
+        crate::vocab::load::Protocol::Grpc => {
             grpc.iter().map(|e| format!("grpc://{e}")).collect()
         }
     };
@@ -504,7 +504,21 @@ impl Observer<'_> {
     }
 }
 
-impl crate::refresh::Observe for Observer<'_> {
+/// What refresh and recovery need from the providers (read-only).
+/// (Declared here, beside its implementation, so that `refresh` depends on `provider` and not
+/// the other way round.)
+pub trait Observe {
+    fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError>;
+    /// What an unsettled intent completed, if anything (without cleaning anything up). An
+    /// error means "could not tell", never "nothing".
+    fn recover(
+        &self,
+        intent: &Intent,
+        prior: Option<&ResourceState>,
+    ) -> Result<Option<serde_json::Value>, ProviderError>;
+}
+
+impl Observe for Observer<'_> {
     fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError> {
         let p = self.providers.get(&prior.provider)?;
         self.with_ctx(|ctx| p.read(ctx, prior))

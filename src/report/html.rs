@@ -571,7 +571,7 @@ fn summary_table(runs: &[(String, RunReport)]) -> String {
                 .iter()
                 .map(|v| {
                     let limit = match v.limit_error_rate {
-                        Some(rate) => crate::loadgen::spec::format_error_rate(rate),
+                        Some(rate) => crate::vocab::load::format_error_rate(rate),
                         None => format!("{} ms", v.limit_ms),
                     };
                     format!(
@@ -912,7 +912,7 @@ mod tests {
     use crate::environment::Environment;
     use crate::loadgen::record::StageRecorder;
     use crate::loadgen::result::{StageReport, merge};
-    use crate::loadgen::spec::{Protocol, Rate, Slo, Stage};
+    use crate::vocab::load::{Protocol, Rate, Slo, Stage};
     use std::time::{Duration, Instant};
 
     /// A stage of `duration_ms` whose requests, sent at `(sent_ms, latency_us)` after its start,

@@ -7,7 +7,7 @@ pub mod tune_html;
 use std::fmt::Write as _;
 
 use crate::loadgen::result::SloVerdict;
-use crate::loadgen::spec::format_error_rate;
+use crate::vocab::load::format_error_rate;
 use crate::loadgen::{RunReport, StageReport};
 
 pub use html::html;
@@ -123,8 +123,8 @@ pub fn stage_table(r: &RunReport) -> String {
         r.model,
         r.connections,
         match r.arrival {
-            crate::loadgen::spec::Arrival::Constant => "constant",
-            crate::loadgen::spec::Arrival::Poisson => "poisson",
+            crate::vocab::load::Arrival::Constant => "constant",
+            crate::vocab::load::Arrival::Poisson => "poisson",
         },
         if r.workers > 1 {
             format!(" workers={}", r.workers)
@@ -334,7 +334,7 @@ mod tests {
     use super::*;
     use crate::environment::Environment;
     use crate::loadgen::record::StageRecorder;
-    use crate::loadgen::spec::{Protocol, Rate, Slo, Stage};
+    use crate::vocab::load::{Protocol, Rate, Slo, Stage};
     use std::time::{Duration, Instant};
 
     fn run(latency_ms: u64) -> RunReport {

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::loadgen::spec::Slo;
+use crate::vocab::load::Slo;
 use crate::tune::{Outcome, fmt_rate, settings_text};
 
 const PALETTE: [&str; 8] = [

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::types::Span;
+use crate::vocab::resources::Span;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {

@@ -11,7 +11,7 @@ use hcl_edit::expr::{BinaryOperator, Expression, TraversalOperator, UnaryOperato
 use hcl_edit::template::{Element, Template};
 
 use super::funcs;
-use super::types::{Address, Kind};
+use crate::vocab::resources::{Address, Kind};
 use super::value::{Reference, Value, format_number, suggest};
 
 #[derive(Debug, Clone)]

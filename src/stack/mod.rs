@@ -1,5 +1,5 @@
 //! The stack language: read HCL files, evaluate variables, functions and references, check
-//! types and ranges, and produce the typed [`types::Stack`] with a source span for every
+//! types and ranges, and produce the typed [`crate::vocab::resources::Stack`] with a source span for every
 //! resource. See DESIGN.md ("The stack language") and `load` for the rules.
 //!
 //! The language itself (every block, attribute, type, range, default, what a change plans) is
@@ -16,7 +16,6 @@ pub mod schema;
 mod source;
 mod sources;
 pub mod tune;
-pub mod types;
 mod value;
 mod vars;
 
@@ -29,7 +28,7 @@ pub use vars::VarInputs;
 /// Loads a stack from one `*.hcl` file or every `*.hcl` in a directory (sorted by name).
 /// Variables come from defaults, `BENCHSTACK_VAR_*` in the environment, `vars.var_files` and
 /// `vars.vars`, later ones winning. Returns every problem found, not just the first.
-pub fn load(path: &Path, vars: &VarInputs) -> Result<types::Stack, Diagnostics> {
+pub fn load(path: &Path, vars: &VarInputs) -> Result<crate::vocab::resources::Stack, Diagnostics> {
     let env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("BENCHSTACK_VAR_"))
         .collect();
@@ -40,7 +39,7 @@ pub fn load(path: &Path, vars: &VarInputs) -> Result<types::Stack, Diagnostics> 
 pub fn load_with_tunes(
     path: &Path,
     vars: &VarInputs,
-) -> Result<(types::Stack, tune::StackExtras), Diagnostics> {
+) -> Result<(crate::vocab::resources::Stack, tune::StackExtras), Diagnostics> {
     let env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("BENCHSTACK_VAR_"))
         .collect();
@@ -52,6 +51,6 @@ pub fn load_with_env(
     path: &Path,
     vars: &VarInputs,
     env: &[(String, String)],
-) -> Result<types::Stack, Diagnostics> {
+) -> Result<crate::vocab::resources::Stack, Diagnostics> {
     load::load_stack(path, vars, env)
 }

@@ -12,11 +12,11 @@
 
 use std::fmt::Write as _;
 
-use crate::loadgen::spec::MAX_RATE;
-use crate::loadgen::{MAX_CONNECTIONS, MAX_STAGES};
-use crate::serve::config::{
-    MAX_BATCH_SIZE, MAX_BATCH_TIMEOUT_MICROS, MAX_ENQUEUED_BATCHES, MAX_THREADS,
+use crate::vocab::load::MAX_RATE;
+use crate::vocab::limits::{
+    MAX_BATCH_SIZE, MAX_BATCH_TIMEOUT_MICROS, MAX_CONNECTIONS, MAX_ENQUEUED_BATCHES, MAX_THREADS,
 };
+use crate::vocab::load::MAX_STAGES;
 
 /// What a change to an attribute does to the resource that holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

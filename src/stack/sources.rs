@@ -13,7 +13,7 @@ use hcl_edit::structure::Body;
 use super::diag::{Diagnostic, Diagnostics, Location};
 use super::eval::{Decls, EvalError, Scope};
 use super::source::{SourceFile, comma_blocks};
-use super::types::Span;
+use crate::vocab::resources::Span;
 use super::value::Value;
 
 pub(crate) struct Sources {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::schema::{BATCHING, RESERVED_FLAGS, SERVING, Type};
-use super::types::{Address, FlagValue, ServingConfig, Span};
+use crate::vocab::resources::{Address, FlagValue, ServingConfig, Span};
 use super::value::{Value, suggest};
 
 /// The `batching` attributes a space may vary: every scalar one of `schema::BATCHING`
@@ -282,7 +282,7 @@ pub struct TuneConfig {
     /// The first probe's rate, requests/s.
     pub start_rate: f64,
     /// Each probe's measured time (after the load test's warmup, once per trial).
-    #[serde(with = "crate::loadgen::spec::duration_secs")]
+    #[serde(with = "crate::vocab::load::duration_secs")]
     pub probe_duration: Duration,
     /// Bisect until the bracket is within this fraction of its upper end.
     pub precision: f64,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::types::Address;
+use crate::vocab::resources::Address;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {

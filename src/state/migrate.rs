@@ -122,7 +122,7 @@ fn address_v1(v: &Value) -> Result<Value, String> {
             if let Some(k) = v["key"].as_str() {
                 s.push_str(&format!("[{k:?}]"));
             }
-            crate::stack::types::Address::parse(&s).map_err(|e| e.to_string())?;
+            crate::vocab::resources::Address::parse(&s).map_err(|e| e.to_string())?;
             Ok(Value::String(s))
         }
         _ => Err(format!("expected an address object, found {v}")),
@@ -182,7 +182,7 @@ fn resource_v1_to_v2(mut r: Value) -> Result<ResourceRecord, String> {
         config_v1_to_v2(c)?;
     }
     // `observed` gets its provider's type.
-    let address = crate::stack::types::Address::parse(r["address"].as_str().unwrap_or_default())
+    let address = crate::vocab::resources::Address::parse(r["address"].as_str().unwrap_or_default())
         .map_err(|e| e.to_string())?;
     let provider = r["provider"].as_str().unwrap_or_default().to_string();
     let observed = Observed::from_json(&provider, address.kind, &r["observed"])?;

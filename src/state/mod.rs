@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use crate::stack::types::{Address, ResourceConfig};
+use crate::vocab::resources::{Address, ResourceConfig};
 use schema::{IntentRecord, ResourceRecord};
 
 pub use lock::{Lock, LockError, LockInfo};
@@ -568,7 +568,7 @@ pub fn history_entry(
     }
 }
 
-pub use crate::stack::types::AddressError;
+pub use crate::vocab::resources::AddressError;
 
 /// Parses `serving.tf`, `serving.tf["small"]` (as printed) or `serving.tf[small]`.
 pub fn parse_address(s: &str) -> Result<Address, AddressError> {
@@ -578,7 +578,7 @@ pub fn parse_address(s: &str) -> Result<Address, AddressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::types::ModelConfig;
+    use crate::vocab::resources::ModelConfig;
 
     fn model_state(name: &str) -> ResourceState {
         ResourceState {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::schema::EnvironmentRecord;
-use crate::stack::types::Kind;
+use crate::vocab::resources::Kind;
 
 /// A local cluster: the machine itself.
 pub type LocalClusterObserved = EnvironmentRecord;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::{IntentRecord, ResourceRecord};
 use super::{HistoryEntry, Intent, ResourceState, RunRecord, Snapshot, StateError, private};
-use crate::stack::types::Address;
+use crate::vocab::resources::Address;
 
 pub const SNAPSHOT_DIR: &str = "snapshot";
 const CURRENT: &str = "current.json";

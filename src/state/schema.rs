@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use super::StateError;
 pub use super::observed::Observed;
 use crate::environment::Environment;
-use crate::loadgen::spec::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
-use crate::stack::types::{
+use crate::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
+use crate::vocab::resources::{
     Address, BatchingConfig, ClusterConfig, FlagValue, LoadtestConfig, ModelConfig, ProviderKind,
     ResourceConfig, ServingConfig,
 };

@@ -9,11 +9,11 @@ use std::sync::atomic::AtomicBool;
 
 use crate::apply::{self, ApplyOptions};
 use crate::loadgen::RunReport;
-use crate::loadgen::spec::{Slo, Stage};
+use crate::vocab::load::{Slo, Stage};
 use crate::plan::PlanOptions;
 use crate::provider::{Context, Inputs, Observer, Providers, cluster_providers, provider_for};
 use crate::refresh::{self, Observe};
-use crate::stack::types::{Address, ResourceConfig, ServingConfig, Stack};
+use crate::vocab::resources::{Address, ResourceConfig, ServingConfig, Stack};
 use crate::state::{RunRecord, Store, TuneProbe, procinfo};
 
 use super::{Bench, Event, TuneError};
@@ -141,7 +141,7 @@ impl<'a> StackBench<'a> {
         self.apply_stack(self.stack.clone(), cancel)
     }
 
-    fn loadtest_config(&self) -> Result<crate::stack::types::LoadtestConfig, TuneError> {
+    fn loadtest_config(&self) -> Result<crate::vocab::resources::LoadtestConfig, TuneError> {
         self.stack
             .resources
             .iter()

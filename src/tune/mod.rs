@@ -25,10 +25,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::loadgen::result::percentile_counting_failures;
-use crate::loadgen::spec::Slo;
+use crate::vocab::load::Slo;
 use crate::loadgen::{CapacitySearch, ProbeVerdict, RunReport, StageReport};
 use crate::stack::tune::{Knob, Objective, Search, TuneConfig};
-use crate::stack::types::{FlagValue, ServingConfig};
+use crate::vocab::resources::{FlagValue, ServingConfig};
 use crate::state::TuneProbe;
 
 /// A trial's settings: dotted serving attribute → value (None: not set, the server's default).
@@ -59,7 +59,7 @@ pub trait Bench {
     /// resource, after the load test's warmup when `warmup`, judged by `slos`.
     fn probe(
         &mut self,
-        stage: crate::loadgen::spec::Stage,
+        stage: crate::vocab::load::Stage,
         slos: &[Slo],
         warmup: bool,
     ) -> Result<RunReport, TuneError>;
@@ -546,7 +546,7 @@ impl<'a, B: Bench> Tuner<'a, B> {
             start_rate: self.cfg.start_rate,
             probe_duration: self.cfg.probe_duration,
             precision: self.cfg.precision,
-            max_rate: crate::loadgen::spec::MAX_RATE,
+            max_rate: crate::vocab::load::MAX_RATE,
             max_probes: 30,
         };
         let mut probes: Vec<ProbeResult> = Vec::new();
@@ -596,9 +596,9 @@ impl<'a, B: Bench> Tuner<'a, B> {
                 self.applied = Some(key.clone());
             }
             let duration = probe_duration(self.cfg, &self.slos, rate);
-            let stage = crate::loadgen::spec::Stage {
+            let stage = crate::vocab::load::Stage {
                 name: format!("probe @{}", fmt_rate(rate)),
-                rate: crate::loadgen::spec::Rate::PerSecond(rate),
+                rate: crate::vocab::load::Rate::PerSecond(rate),
                 duration,
             };
             let mut report = self

@@ -9,7 +9,7 @@
 //! differ by region. A cluster's `hourly_price` attribute overrides the table (and is the only
 //! price a local cluster has).
 
-use crate::stack::types::{Address, ClusterConfig, ProviderKind, ResourceConfig, Stack};
+use crate::vocab::resources::{Address, ClusterConfig, ProviderKind, ResourceConfig, Stack};
 
 use super::Pricing;
 

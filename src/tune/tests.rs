@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use super::*;
 use crate::loadgen::result::{encode_histogram, judge, new_histogram};
-use crate::loadgen::spec::{Arrival, Protocol, Stage};
+use crate::vocab::load::{Arrival, Protocol, Stage};
 use crate::loadgen::{LagSummary, Percentiles};
 use crate::stack::tune::{Dimension, Objective, Search, TuneConfig};
-use crate::stack::types::{Address, BatchingConfig, Kind, Span};
+use crate::vocab::resources::{Address, BatchingConfig, Kind, Span};
 
 /// A model server: capacity by (max_batch_size, num_batch_threads); threads = 4 sheds load
 /// (fails 30% of requests fast above 200 req/s).
@@ -126,8 +126,8 @@ impl Bench for Model {
         self.probes.set(self.probes.get() + 1);
         let s = self.applied.clone().expect("applied before probing");
         let rate = match stage.rate {
-            crate::loadgen::spec::Rate::PerSecond(r) => r,
-            crate::loadgen::spec::Rate::Max => 0.0,
+            crate::vocab::load::Rate::PerSecond(r) => r,
+            crate::vocab::load::Rate::Max => 0.0,
         };
         let sheds = s.batching.as_ref().and_then(|b| b.num_batch_threads) == Some(4);
         let mut capacity = capacity_of(&s);

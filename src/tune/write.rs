@@ -12,7 +12,7 @@ use hcl_edit::expr::{Expression, ObjectKey, TraversalOperator};
 use hcl_edit::structure::{Block, Body, Structure};
 
 use crate::stack::tune::Knob;
-use crate::stack::types::{Address, FlagValue};
+use crate::vocab::resources::{Address, FlagValue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -516,7 +516,7 @@ mod tests {
         let p = dir.path().join("s.hcl");
         std::fs::write(&p, src).unwrap();
         let addr = Address {
-            kind: crate::stack::types::Kind::Serving,
+            kind: crate::vocab::resources::Kind::Serving,
             name: "tf".into(),
             key: None,
         };

@@ -10,7 +10,7 @@ use benchstack::apply::{self, ApplyOptions, Outcome};
 use benchstack::plan::{Plan, PlanOptions};
 use benchstack::provider::local::LocalProvider;
 use benchstack::provider::{Observer, Providers};
-use benchstack::stack::types::*;
+use benchstack::vocab::resources::*;
 use benchstack::state::Store;
 
 pub fn addr(kind: Kind, name: &str) -> Address {

@@ -16,12 +16,12 @@ use super::{
     env_duration, pause, secs,
 };
 use crate::loadgen::result::{self, RunReport};
-use crate::loadgen::spec::Rate;
+use crate::vocab::load::Rate;
 use crate::loadgen::worker::WorkerSpec;
 use crate::manifest::k8s::{self, FIELD_MANAGER, NAMESPACE, loadtest_job, object_name};
 use crate::provider::retry::{Call, RetryPolicy};
 use crate::provider::{Applied, Context, Inputs, ProviderError, RunOutcome, gcp};
-use crate::stack::types::{Address, LoadtestConfig};
+use crate::vocab::resources::{Address, LoadtestConfig};
 use crate::state::procinfo;
 
 /// The label Kubernetes puts on an Indexed Job's pods with their index.
@@ -535,8 +535,8 @@ impl Follow<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadgen::spec::Protocol;
-    use crate::stack::types::Kind;
+    use crate::vocab::load::Protocol;
+    use crate::vocab::resources::Kind;
 
     #[test]
     fn job_names_are_unique_per_second_and_fit_a_label() {
@@ -558,7 +558,7 @@ mod tests {
 
     #[test]
     fn progress_names_the_stage_running_since_the_common_start() {
-        use crate::loadgen::spec::{Arrival, Stage};
+        use crate::vocab::load::{Arrival, Stage};
         use crate::loadgen::worker::WorkerRequest;
         let stage = |rate, secs| Stage {
             name: "s".into(),

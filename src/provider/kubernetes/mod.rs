@@ -20,7 +20,7 @@ use base64::Engine as _;
 use super::gcp::{self, GkeClusterObserved};
 use super::retry::{self, Call, RetryPolicy};
 use super::{Applied, Context, ErrorKind, Failure, Inputs, Observation, Provider, ProviderError};
-use crate::stack::types::{Address, ResourceConfig};
+use crate::vocab::resources::{Address, ResourceConfig};
 use crate::state::{Intent, ResourceState};
 
 pub use loadtest::LoadtestObserved;

@@ -6,7 +6,7 @@ use hcl_edit::structure::Block;
 
 use super::super::schema::CLUSTER;
 use super::super::sources::{Sources, range_of};
-use super::super::types::{ClusterConfig, ProviderKind};
+use crate::vocab::resources::{ClusterConfig, ProviderKind};
 use super::super::value::Value;
 use super::body::{Checked, Ctx, header_range};
 

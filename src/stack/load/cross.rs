@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use super::super::diag::{Diagnostic, Location};
 use super::super::schema::{LOADTEST, SERVING};
 use super::super::sources::Sources;
-use super::super::types::{Address, ProviderKind, Resource, ResourceConfig, ServingConfig};
+use crate::vocab::resources::{Address, ProviderKind, Resource, ResourceConfig, ServingConfig};
 use super::super::value::suggest;
 use super::Decoded;
 use crate::graph::Graph;

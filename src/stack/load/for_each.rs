@@ -10,7 +10,7 @@ use hcl_edit::structure::Attribute;
 use super::super::eval::{Decls, Instances, Scope, kind_from_str};
 use super::super::schema::Type;
 use super::super::sources::{Sources, range_of};
-use super::super::types::{Address, Kind};
+use crate::vocab::resources::{Address, Kind};
 use super::super::value::{Reference, Value};
 use super::Decl;
 

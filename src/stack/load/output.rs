@@ -5,7 +5,7 @@ use hcl_edit::structure::Block;
 
 use super::super::schema::{self, OUTPUT};
 use super::super::sources::{Sources, range_of};
-use super::super::types::{Output, OutputValue};
+use crate::vocab::resources::{Output, OutputValue};
 use super::super::value::{Reference, Value, suggest};
 use super::body::{Checked, Ctx, expect_ref};
 

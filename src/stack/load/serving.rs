@@ -6,7 +6,7 @@ use hcl_edit::structure::Block;
 
 use super::super::schema::{BATCHING, RESERVED_FLAGS, SERVING};
 use super::super::sources::{Sources, range_of};
-use super::super::types::{BatchingConfig, FlagValue, Kind, ServingConfig};
+use crate::vocab::resources::{BatchingConfig, FlagValue, Kind, ServingConfig};
 use super::super::value::Value;
 use super::body::{Checked, Ctx, as_quantity, as_uint, expect_ref, object_key_range};
 

@@ -14,10 +14,10 @@ use super::super::eval::{Decls, Scope};
 use super::super::schema::{CLUSTER, TUNE, Type};
 use super::super::sources::{Sources, range_of};
 use super::super::tune::{Dimension, Knob, Objective, Search, StackExtras, TuneConfig};
-use super::super::types::{Address, FlagValue, Kind, Resource, ResourceConfig, ServingConfig};
+use crate::vocab::resources::{Address, FlagValue, Kind, Resource, ResourceConfig, ServingConfig};
 use super::super::value::Value;
 use super::body::header_range;
-use crate::loadgen::spec::{Rate, parse_duration};
+use crate::vocab::load::{Rate, parse_duration};
 
 /// A top-level block handed over by the loader: its name, file index and block.
 pub(super) type TopBlock<'b> = (String, usize, &'b Block);
@@ -208,7 +208,7 @@ fn decode_tune(
         } else if !lc
             .slos
             .iter()
-            .any(|x| matches!(x, crate::loadgen::spec::Slo::Latency { .. }))
+            .any(|x| matches!(x, crate::vocab::load::Slo::Latency { .. }))
         {
             ld.error(
                 file,
@@ -457,7 +457,7 @@ fn decode_space(
 
 #[cfg(test)]
 mod tests {
-    use crate::stack::types::FlagValue;
+    use crate::vocab::resources::FlagValue;
     use crate::stack::{VarInputs, load_with_env};
 
     fn stack(tune: &str) -> String {

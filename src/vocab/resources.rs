@@ -1,4 +1,5 @@
-//! The typed stack: what `stack::load` produces and what plan, apply and the providers consume.
+//! The typed stack: what `stack::load` produces and what plan, apply, state and the providers
+//! consume.
 //! Every resource carries the span of its block so later errors can point at the source.
 
 use std::collections::BTreeMap;
@@ -8,9 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::loadgen::LoadSpec;
-use crate::loadgen::spec::{Arrival, Protocol, RequestSource, Slo, Stage};
-use crate::loadgen::{LoadError, worker::WorkerSpec};
+use crate::vocab::load::{Arrival, Protocol, RequestSource, Slo, Stage};
 
 /// A location in a stack file (1-based line and column).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -256,41 +255,12 @@ pub struct LoadtestConfig {
     pub connections: u32,
     pub arrival: Arrival,
     pub seed: u64,
-    #[serde(with = "crate::loadgen::spec::duration_secs")]
+    #[serde(with = "crate::vocab::load::duration_secs")]
     pub warmup: Duration,
-    #[serde(with = "crate::loadgen::spec::duration_secs")]
+    #[serde(with = "crate::vocab::load::duration_secs")]
     pub timeout: Duration,
     pub stages: Vec<Stage>,
     pub slos: Vec<Slo>,
-}
-
-impl LoadtestConfig {
-    /// The load generator's spec for this test against `targets` (base URLs:
-    /// `http://IP:8501` or `grpc://IP:8500`): the one place a loadtest block becomes a
-    /// `LoadSpec` (the local provider runs it; workers get it through [`Self::worker_spec`]).
-    pub fn load_spec(&self, targets: Vec<String>) -> LoadSpec {
-        let mut spec = LoadSpec::new(
-            targets,
-            self.protocol,
-            self.model.clone(),
-            self.request.clone(),
-            self.stages.clone(),
-        );
-        spec.signature = self.signature.clone();
-        spec.warmup = self.warmup;
-        spec.arrival = self.arrival;
-        spec.seed = self.seed;
-        spec.connections = self.connections;
-        spec.timeout = self.timeout;
-        spec.slos = self.slos.clone();
-        spec
-    }
-
-    /// The spec its `workers` distributed workers share (reads the CSV now, so the workers
-    /// carry its rows).
-    pub fn worker_spec(&self, targets: Vec<String>) -> Result<WorkerSpec, LoadError> {
-        WorkerSpec::new(&self.load_spec(targets), self.workers)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
