@@ -9,11 +9,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
 use benchstack::plan::PlanOptions;
 use benchstack::refresh;
-use benchstack::vocab::resources::*;
 use benchstack::state::{ResourceState, Snapshot};
+use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
+use benchstack::vocab::resources::*;
 
 fn addr(kind: Kind, name: &str, key: Option<String>) -> Address {
     Address {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use crate::graph::Graph;
 use crate::plan::{Action, Change, Plan};
 use crate::provider::{Context, Inputs, ProviderError, Providers};
-use crate::vocab::resources::{Address, OutputValue};
 use crate::state::{self, Intent, ResourceState, RunRecord, StateError, Store, procinfo};
+use crate::vocab::resources::{Address, OutputValue};
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -157,14 +157,7 @@ pub fn recover(
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<(), ApplyError> {
     let cancel = AtomicBool::new(false);
-    let note = |_v: serde_json::Value| Ok(());
-    let progress = |_m: String| {};
-    let ctx = Context {
-        state_dir: store.dir(),
-        note: &note,
-        progress: &progress,
-        cancel: &cancel,
-    };
+    let ctx = Context::quiet(store.dir(), &cancel);
     let mut failures = Vec::new();
     for intent in store.intents()? {
         let prior = store.resource(&intent.address)?;
@@ -622,24 +615,13 @@ fn settle_failed_intent(
     }
 }
 
-/// The configuration (from the plan's stack) and observed state (from the store) of the
-/// change's direct dependencies.
+/// The files the plan rendered for the change, and the configuration (from the plan's
+/// stack) and observed state (from the store) of its direct dependencies.
 fn inputs_for(plan: &Plan, c: &Change, store: &Store) -> Result<Inputs, StateError> {
-    let mut inputs = Inputs::default();
-    for d in &c.depends_on {
-        if let Some(r) = plan
-            .stack
-            .as_ref()
-            .and_then(|s| s.resources.iter().find(|r| &r.address == d))
-        {
-            inputs.configs.insert(d.clone(), r.config.clone());
-        }
-        if let Some(s) = store.resource(d)? {
-            inputs.configs.entry(d.clone()).or_insert(s.config.clone());
-            inputs.observed.insert(d.clone(), s.observed);
-        }
-    }
-    Ok(inputs)
+    Ok(Inputs {
+        rendered: c.rendered.clone(),
+        ..Inputs::gather(plan.stack.as_ref(), &c.depends_on, store)?
+    })
 }
 
 /// Stores the outputs: known values as they are, attributes from what the providers observed.

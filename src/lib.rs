@@ -1,6 +1,7 @@
 //! benchstack: Terraform-style plan/apply for TensorFlow Serving benchmark environments.
 //!
-//! The module map is in `../shared/DESIGN.md`; each module's own docs say what it holds.
+//! The map (data flow, modules and what each must not do, where a change goes) is
+//! `ARCHITECTURE.md` at the repository root; each module's own docs say what it holds.
 
 pub mod apply;
 pub mod cli;
@@ -8,6 +9,7 @@ pub mod environment;
 pub mod graph;
 pub mod loadgen;
 pub mod manifest;
+pub mod ops;
 pub mod plan;
 pub mod proto;
 pub mod provider;

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::plan::{self, Health, Plan, PlanError, PlanOptions, Prior, Warning};
 use crate::provider::{Observation, Observe, ProviderError, providers_for};
+use crate::state::{ResourceState, Snapshot};
 use crate::vocab::resources::{Address, Kind, Stack};
-use crate::state::{Intent, ResourceState, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {

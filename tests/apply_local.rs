@@ -7,8 +7,8 @@ mod local_stack;
 use benchstack::apply;
 use benchstack::plan::{Action, PlanOptions};
 use benchstack::provider::local::models_available;
-use benchstack::vocab::resources::Kind;
 use benchstack::state::Store;
+use benchstack::vocab::resources::Kind;
 use local_stack::*;
 use std::time::Duration;
 
@@ -177,9 +177,9 @@ fn a_server_started_but_not_recorded_is_adopted_not_started_twice() {
     for r in &stack.resources {
         inputs.configs.insert(r.address.clone(), r.config.clone());
     }
-    use benchstack::provider::Provider;
     let applied = providers
-        .local
+        .provider(benchstack::provider::ProviderName::Local)
+        .unwrap()
         .create(&ctx, &serving, change.after.as_ref().unwrap(), &inputs)
         .unwrap();
     let started: Vec<u32> = applied.observed["replicas"]
@@ -259,7 +259,6 @@ fn serving_record(
 
 /// Deletes through the local provider, returning what it reported.
 fn delete_local(state: &std::path::Path, prior: &benchstack::state::ResourceState) -> Vec<String> {
-    use benchstack::provider::Provider;
     let said = std::sync::Mutex::new(Vec::new());
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let progress = |m: String| said.lock().unwrap().push(m);
@@ -269,7 +268,11 @@ fn delete_local(state: &std::path::Path, prior: &benchstack::state::ResourceStat
         progress: &progress,
         cancel: &cancel,
     };
-    providers(state).local.delete(&ctx, prior).unwrap();
+    providers(state)
+        .provider(benchstack::provider::ProviderName::Local)
+        .unwrap()
+        .delete(&ctx, prior)
+        .unwrap();
     said.into_inner().unwrap()
 }
 

@@ -17,8 +17,8 @@ use assert_cmd::prelude::*;
 use benchstack::provider::gcp::GkeClusterObserved;
 use benchstack::provider::gke::GkeProvider;
 use benchstack::provider::{Context, ErrorKind, Inputs, Observation, Provider, ProviderError};
-use benchstack::vocab::resources::{Address, ClusterConfig, Kind, ProviderKind, ResourceConfig};
 use benchstack::state::{Intent, ResourceState};
+use benchstack::vocab::resources::{Address, ClusterConfig, Kind, ProviderKind, ResourceConfig};
 use gke_emulator::GkeEmulator;
 
 const PROJECT: &str = "bench-proj";

@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use benchstack::loadgen::result::{RunReport, decode_histogram};
-use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
 use benchstack::provider::gcp::GkeClusterObserved;
 use benchstack::provider::kubernetes::KubernetesProvider;
 use benchstack::provider::{
     Applied, Context, ErrorKind, Inputs, Observation, Provider, ProviderError,
 };
-use benchstack::vocab::resources::*;
 use benchstack::state::{Intent, ResourceState};
+use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
+use benchstack::vocab::resources::*;
 use k8s_emulator::{K8sEmulator, Options};
 use serde_json::Value;
 

@@ -7,8 +7,8 @@ mod http_target;
 
 use std::time::Duration;
 
-use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
 use benchstack::loadgen::{self, LoadSpec};
+use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
 use http_target::{Behaviour, HttpTarget};
 
 const BODY: &str =

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use benchstack::stack::{VarInputs, load_with_env};
 use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo};
 use benchstack::vocab::resources::{Address, FlagValue, Kind, OutputValue, ResourceConfig, Stack};
-use benchstack::stack::{VarInputs, load_with_env};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

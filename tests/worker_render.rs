@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use benchstack::loadgen::result::{RunReport, merge};
-use benchstack::vocab::load::{Arrival, Protocol, Rate, Stage};
 use benchstack::loadgen::worker::{WorkerRequest, WorkerSpec};
+use benchstack::vocab::load::{Arrival, Protocol, Rate, Stage};
 use serve_process::{ServeProcess, repo};
 
 fn worker_spec(target: String, workers: u32) -> WorkerSpec {

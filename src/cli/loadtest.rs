@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use miette::{IntoDiagnostic, miette};
 
-use crate::vocab::load::{self, Arrival, Protocol, Rate, RequestSource, Slo, Stage};
 use crate::loadgen::{self, CapacitySearch, LoadSpec, Progress, request};
 use crate::report;
+use crate::vocab::load::{self as spec, Arrival, Protocol, Rate, RequestSource, Slo, Stage};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:

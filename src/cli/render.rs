@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use miette::{IntoDiagnostic, WrapErr, miette};
 
 use super::validate::VarArgs;
-use crate::vocab::load::Protocol;
 use crate::manifest::k8s;
 use crate::plan::render_resource;
 use crate::provider::{cluster_providers, provider_for};
+use crate::vocab::load::Protocol;
 use crate::vocab::resources::{Address, ProviderKind, ResourceConfig, Stack};
 
 #[derive(Debug, clap::Args)]

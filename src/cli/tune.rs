@@ -15,9 +15,9 @@ use super::plan::{check_providers, open_store};
 use super::validate::VarArgs;
 use crate::provider::Providers;
 use crate::stack::tune::{Knob, TuneConfig};
-use crate::vocab::resources::{ResourceConfig, ServingConfig};
 use crate::tune::bench::StackBench;
 use crate::tune::{self, Event, Outcome, TuneError, Tuner, fmt_rate, settings_text};
+use crate::vocab::resources::{ResourceConfig, ServingConfig};
 
 #[derive(Debug, clap::Args)]
 #[command(

@@ -25,11 +25,11 @@ pub use result::{
     merge,
 };
 
-use engine::{Ctx, Job, RunPlan, Sink};
 use crate::vocab::load as spec;
 use crate::vocab::resources::LoadtestConfig;
-use worker::WorkerSpec;
+use engine::{Ctx, Job, RunPlan, Sink};
 use spec::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
+use worker::WorkerSpec;
 
 /// Everything a run needs. `LoadSpec::new` fills in sensible defaults for the rest.
 #[derive(Debug, Clone, PartialEq)]
@@ -284,8 +284,8 @@ async fn rest_signature_input(
     Some((name.clone(), shape))
 }
 
-pub use spec::MAX_STAGES;
 pub use crate::vocab::limits::MAX_CONNECTIONS;
+pub use spec::MAX_STAGES;
 
 fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
     if spec.targets.is_empty() {

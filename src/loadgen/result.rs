@@ -10,8 +10,8 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::LoadError;
-use crate::vocab::load::{Protocol, Slo, format_error_rate};
 use crate::environment::Environment;
+use crate::vocab::load::{Protocol, Slo, format_error_rate};
 
 /// Lowest and highest trackable latency in microseconds (1 µs … 60 s) and the precision.
 pub const HIST_LOW_US: u64 = 1;

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo, Stage, duration_secs};
 use super::{LoadError, LoadSpec};
+use crate::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo, Stage, duration_secs};
 
 /// The environment variable Kubernetes sets to a pod's index in an Indexed Job.
 pub const INDEX_ENV: &str = "JOB_COMPLETION_INDEX";

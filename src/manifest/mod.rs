@@ -13,16 +13,7 @@ pub const MODELS_CONFIG: &str = "models.config";
 pub const BATCHING_PARAMETERS: &str = "batching_parameters.txt";
 pub const FLAGS: &str = "flags";
 
-/// Flags benchstack sets itself; a stack may not set them through `flags`.
-pub const MANAGED_FLAGS: &[&str] = &[
-    "port",
-    "rest_api_port",
-    "model_name",
-    "model_base_path",
-    "model_config_file",
-    "enable_batching",
-    "batching_parameters_file",
-];
+pub use crate::vocab::resources::MANAGED_FLAGS;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ManifestError {

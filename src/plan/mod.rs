@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 
 use crate::graph::{CycleError, Graph};
 use crate::manifest::{self, ModelPaths};
-use crate::vocab::resources::{
-    Address, Kind, ModelConfig, OutputValue, Resource, ResourceConfig, Stack,
-};
 use crate::state::{Intent, ResourceState, Snapshot};
+use crate::vocab::resources::{
+    Address, Kind, ModelConfig, OutputValue, ProviderName, Resource, ResourceConfig, Stack,
+};
 
 /// The version of the plan JSON (`--json`) and of plan files. 2: attributes and blocks in the
 /// stack's own names and values (`stage`, `data`, `cluster = "cluster.local"`), outputs.
@@ -229,7 +229,7 @@ pub fn forces_replacement(kind: Kind, attribute: &str) -> bool {
 pub fn render_resource(
     r: &Resource,
     stack: &Stack,
-    provider: &str,
+    provider: ProviderName,
 ) -> Result<BTreeMap<String, String>, PlanError> {
     let ResourceConfig::Serving(s) = &r.config else {
         return Ok(BTreeMap::new());
@@ -248,7 +248,7 @@ pub fn render_resource(
                 })
         })
         .collect();
-    let paths = if provider == "local" {
+    let paths = if provider == ProviderName::Local {
         ModelPaths::Local
     } else {
         ModelPaths::Image
@@ -259,7 +259,7 @@ pub fn render_resource(
         message: e.to_string(),
     };
     let mut files = manifest::render_serving(s, &models, paths).map_err(located)?;
-    if provider == "kubernetes" {
+    if provider == ProviderName::Kubernetes {
         // The objects themselves, so a reviewer sees exactly what the rollout sends.
         let objects = manifest::k8s::serving_objects(&r.address, s, &models).map_err(located)?;
         files.insert(
@@ -400,7 +400,7 @@ pub fn scope(
 /// is the state as refresh left it.
 pub fn make(
     stack: Option<&Stack>,
-    providers: &BTreeMap<Address, String>,
+    providers: &BTreeMap<Address, ProviderName>,
     prior: Prior,
     opts: &PlanOptions,
 ) -> Result<Plan, PlanError> {
@@ -446,13 +446,13 @@ pub fn make(
             let Some(r) = by_addr.get(&a) else { continue };
             let provider = providers
                 .get(&a)
-                .cloned()
+                .copied()
                 .ok_or_else(|| PlanError::Resource {
                     address: a.to_string(),
                     span: r.span.to_string(),
                     message: "no provider was chosen for it".into(),
                 })?;
-            let rendered = render_resource(r, stack_ref, &provider)?;
+            let rendered = render_resource(r, stack_ref, provider)?;
             let fp = fingerprint(&r.config, &rendered);
             if !in_scope(&a) {
                 // Out of scope: as recorded (no change), for upstream checks of in-scope ones.
@@ -503,7 +503,7 @@ pub fn make(
                 address: a.clone(),
                 action,
                 reason,
-                provider,
+                provider: provider.to_string(),
                 before,
                 after: Some(r.config.clone()),
                 files,

@@ -163,12 +163,19 @@ pub(crate) fn action_of(plan: &Plan, a: &str) -> (Action, Option<String>) {
 }
 
 /// The provider of each resource: every test stack here is local.
-fn local_providers(stack: Option<&Stack>) -> BTreeMap<Address, String> {
+fn local_providers(
+    stack: Option<&Stack>,
+) -> BTreeMap<Address, crate::vocab::resources::ProviderName> {
     stack
         .map(|s| {
             s.resources
                 .iter()
-                .map(|r| (r.address.clone(), "local".to_string()))
+                .map(|r| {
+                    (
+                        r.address.clone(),
+                        crate::vocab::resources::ProviderName::Local,
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::gcp::{self, GkeClusterObserved};
 use super::retry::{self, Call, RetryPolicy};
 use super::{Applied, Context, ErrorKind, Failure, Inputs, Observation, Provider, ProviderError};
-use crate::vocab::resources::{Address, ClusterConfig, ResourceConfig};
 use crate::state::{Intent, ResourceState};
+use crate::vocab::resources::{Address, ClusterConfig, ResourceConfig};
 
 /// The one node pool benchstack creates in each cluster.
 pub const NODE_POOL: &str = "benchstack";

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use super::{Applied, Context, Inputs, Observation, Provider, ProviderError, slug};
 use crate::environment::Environment;
 use crate::manifest::{self, ModelPaths};
-use crate::vocab::resources::{Address, ModelConfig, ResourceConfig, ServingConfig};
 use crate::state::observed::{LocalClusterObserved, LocalModelObserved};
 use crate::state::procinfo::{self, is_alive};
 use crate::state::{Intent, ResourceState};
+use crate::vocab::resources::{Address, ModelConfig, ResourceConfig, ServingConfig};
 
 /// How long a serving process may take to report its models AVAILABLE.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -79,8 +79,13 @@ impl LocalProvider {
         inputs: &Inputs,
     ) -> Result<ServingObserved, ProviderError> {
         let models = super::serving_models(s, inputs)?;
-        let files = manifest::render_serving(s, &models, ModelPaths::Local)
-            .map_err(|e| ProviderError::other(e.to_string()))?;
+        // Render once: the plan's files are written as the reviewer saw them.
+        let files = if inputs.rendered.is_empty() {
+            manifest::render_serving(s, &models, ModelPaths::Local)
+                .map_err(|e| ProviderError::other(e.to_string()))?
+        } else {
+            inputs.rendered.clone()
+        };
         let generation = format!(
             "g{}-{}",
             std::time::SystemTime::now()

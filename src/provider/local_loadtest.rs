@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{Applied, Context, Inputs, ProviderError, RunOutcome};
 use crate::loadgen::result::{self, RunReport};
 use crate::loadgen::{self, Progress};
-use crate::vocab::resources::LoadtestConfig;
 use crate::state::procinfo;
+use crate::vocab::resources::LoadtestConfig;
 
 pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied, ProviderError> {
     let targets = super::load_test_targets(l, inputs)?;

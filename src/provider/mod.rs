@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
-use crate::vocab::resources::{Address, ProviderKind, ResourceConfig};
 use crate::state::{Intent, ResourceState};
+use crate::vocab::resources::{Address, ProviderKind, ResourceConfig};
 
 /// What kind of failure a provider call met, for policies to act on: only `NotFound` may make
 /// a plan create something; `Unavailable` and `Throttled` are retried (see [`retry`]); the rest
@@ -305,11 +305,54 @@ pub struct Context<'a> {
     pub cancel: &'a AtomicBool,
 }
 
+impl<'a> Context<'a> {
+    /// A context for calls nobody watches (refresh, recovery): notes are dropped and
+    /// progress is silent.
+    pub fn quiet(state_dir: &'a Path, cancel: &'a AtomicBool) -> Context<'a> {
+        fn drop_note(_: serde_json::Value) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        fn no_progress(_: String) {}
+        Context {
+            state_dir,
+            note: &drop_note,
+            progress: &no_progress,
+            cancel,
+        }
+    }
+}
+
 /// The configuration and observed state of a resource's direct dependencies.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     pub configs: BTreeMap<Address, ResourceConfig>,
     pub observed: BTreeMap<Address, serde_json::Value>,
+    /// The files the plan rendered for this resource (models.config,
+    /// batching_parameters.txt, …): the bytes the reviewer saw, which the provider writes
+    /// as they are. Empty only for callers that did not plan (a provider driven directly).
+    pub rendered: BTreeMap<String, String>,
+}
+
+impl Inputs {
+    /// The configuration (from `stack`, else as recorded) and observed state (from the
+    /// store) of the resources in `depends_on`.
+    pub fn gather(
+        stack: Option<&crate::vocab::resources::Stack>,
+        depends_on: &[Address],
+        store: &crate::state::Store,
+    ) -> Result<Inputs, crate::state::StateError> {
+        let mut inputs = Inputs::default();
+        for d in depends_on {
+            if let Some(r) = stack.and_then(|s| s.resources.iter().find(|r| &r.address == d)) {
+                inputs.configs.insert(d.clone(), r.config.clone());
+            }
+            if let Some(s) = store.resource(d)? {
+                inputs.configs.entry(d.clone()).or_insert(s.config.clone());
+                inputs.observed.insert(d.clone(), s.observed);
+            }
+        }
+        Ok(inputs)
+    }
 }
 
 pub trait Provider: Send + Sync {
@@ -343,36 +386,63 @@ pub trait Provider: Send + Sync {
     ) -> Result<Option<serde_json::Value>, ProviderError>;
 }
 
-/// The providers of this build.
+pub use crate::vocab::resources::ProviderName;
+
+/// The registry apply, destroy, refresh and tune call providers through. [`Providers::new`]
+/// holds this build's real providers; tests register recording fakes with
+/// [`Providers::register`].
 pub struct Providers {
-    pub local: local::LocalProvider,
-    pub gke: gke::GkeProvider,
-    pub kubernetes: kubernetes::KubernetesProvider,
+    registered: BTreeMap<ProviderName, Box<dyn Provider>>,
 }
 
 impl Providers {
+    /// This build's providers: local processes, GKE clusters, Kubernetes workloads.
     pub fn new(state_dir: &Path) -> Self {
+        Providers::empty()
+            .register(
+                ProviderName::Local,
+                Box::new(local::LocalProvider::new(state_dir)),
+            )
+            .register(ProviderName::Gke, Box::new(gke::GkeProvider::new()))
+            .register(
+                ProviderName::Kubernetes,
+                Box::new(kubernetes::KubernetesProvider::new()),
+            )
+    }
+
+    /// No provider at all: every call is refused as an unknown provider.
+    pub fn empty() -> Self {
         Providers {
-            local: local::LocalProvider::new(state_dir),
-            gke: gke::GkeProvider::new(),
-            kubernetes: kubernetes::KubernetesProvider::new(),
+            registered: BTreeMap::new(),
         }
     }
 
+    /// Registers (or replaces) the provider of `name`.
+    pub fn register(mut self, name: ProviderName, provider: Box<dyn Provider>) -> Self {
+        self.registered.insert(name, provider);
+        self
+    }
+
+    pub fn provider(&self, name: ProviderName) -> Result<&dyn Provider, ProviderError> {
+        self.registered
+            .get(&name)
+            .map(|p| p.as_ref())
+            .ok_or_else(|| ProviderError::invalid(format!("no `{name}` provider in this build")))
+    }
+
+    /// The provider of a name as the state records it.
     pub fn get(&self, name: &str) -> Result<&dyn Provider, ProviderError> {
-        match name {
-            "local" => Ok(&self.local),
-            "gke" => Ok(&self.gke),
-            "kubernetes" => Ok(&self.kubernetes),
-            _ => Err(ProviderError::invalid(format!("unknown provider `{name}`"))),
+        match ProviderName::parse(name) {
+            Some(p) => self.provider(p),
+            None => Err(ProviderError::invalid(format!("unknown provider `{name}`"))),
         }
     }
 }
 
-pub fn provider_name(kind: ProviderKind) -> &'static str {
+pub fn provider_name(kind: ProviderKind) -> ProviderName {
     match kind {
-        ProviderKind::Local => "local",
-        ProviderKind::Gke => "gke",
+        ProviderKind::Local => ProviderName::Local,
+        ProviderKind::Gke => ProviderName::Gke,
     }
 }
 
@@ -382,21 +452,23 @@ pub fn provider_name(kind: ProviderKind) -> &'static str {
 pub fn provider_for(
     config: &ResourceConfig,
     clusters: &BTreeMap<Address, ProviderKind>,
-) -> &'static str {
+) -> ProviderName {
     let workload = |cluster: &Address| match clusters.get(cluster) {
-        Some(ProviderKind::Gke) => "kubernetes",
-        _ => "local",
+        Some(ProviderKind::Gke) => ProviderName::Kubernetes,
+        _ => ProviderName::Local,
     };
     match config {
         ResourceConfig::Cluster(c) => provider_name(c.provider),
-        ResourceConfig::Model(_) => "local",
+        ResourceConfig::Model(_) => ProviderName::Local,
         ResourceConfig::Serving(s) => workload(&s.cluster),
         ResourceConfig::Loadtest(l) => workload(&l.cluster),
     }
 }
 
 /// The cluster provider of every cluster in the stack.
-pub fn cluster_providers(stack: &crate::vocab::resources::Stack) -> BTreeMap<Address, ProviderKind> {
+pub fn cluster_providers(
+    stack: &crate::vocab::resources::Stack,
+) -> BTreeMap<Address, ProviderKind> {
     stack
         .resources
         .iter()
@@ -408,17 +480,12 @@ pub fn cluster_providers(stack: &crate::vocab::resources::Stack) -> BTreeMap<Add
 }
 
 /// The provider of every resource in the stack (what `plan::make` is given).
-pub fn providers_for(stack: &crate::vocab::resources::Stack) -> BTreeMap<Address, String> {
+pub fn providers_for(stack: &crate::vocab::resources::Stack) -> BTreeMap<Address, ProviderName> {
     let clusters = cluster_providers(stack);
     stack
         .resources
         .iter()
-        .map(|r| {
-            (
-                r.address.clone(),
-                provider_for(&r.config, &clusters).to_string(),
-            )
-        })
+        .map(|r| (r.address.clone(), provider_for(&r.config, &clusters)))
         .collect()
 }
 
@@ -455,9 +522,7 @@ pub fn load_test_targets(
     })?;
     let targets: Vec<String> = match l.protocol {
         crate::vocab::load::Protocol::Rest => rest,
-        crate::vocab::load::Protocol::Grpc => {
-            grpc.iter().map(|e| format!("grpc://{e}")).collect()
-        }
+        crate::vocab::load::Protocol::Grpc => grpc.iter().map(|e| format!("grpc://{e}")).collect(),
     };
     if targets.is_empty() {
         return Err(ProviderError::invalid(format!(
@@ -493,14 +558,7 @@ pub struct Observer<'a> {
 impl Observer<'_> {
     fn with_ctx<T>(&self, f: impl FnOnce(&Context) -> T) -> T {
         let cancel = AtomicBool::new(false);
-        let note = |_v: serde_json::Value| Ok(());
-        let progress = |_m: String| {};
-        f(&Context {
-            state_dir: self.state_dir,
-            note: &note,
-            progress: &progress,
-            cancel: &cancel,
-        })
+        f(&Context::quiet(self.state_dir, &cancel))
     }
 }
 

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::plan::tests::{action_of, addr, applied, local_stack, plan_for};
 use crate::plan::{Action, render};
+use crate::state::Intent;
 use crate::vocab::resources::Kind;
 
 /// Answers refresh and recovery for one address as told; everything else is present.

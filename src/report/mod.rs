@@ -7,8 +7,8 @@ pub mod tune_html;
 use std::fmt::Write as _;
 
 use crate::loadgen::result::SloVerdict;
-use crate::vocab::load::format_error_rate;
 use crate::loadgen::{RunReport, StageReport};
+use crate::vocab::load::format_error_rate;
 
 pub use html::html;
 

@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::vocab::load::Slo;
 use crate::tune::{Outcome, fmt_rate, settings_text};
+use crate::vocab::load::Slo;
 
 const PALETTE: [&str; 8] = [
     "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f",

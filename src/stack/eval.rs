@@ -11,8 +11,8 @@ use hcl_edit::expr::{BinaryOperator, Expression, TraversalOperator, UnaryOperato
 use hcl_edit::template::{Element, Template};
 
 use super::funcs;
-use crate::vocab::resources::{Address, Kind};
 use super::value::{Reference, Value, format_number, suggest};
+use crate::vocab::resources::{Address, Kind};
 
 #[derive(Debug, Clone)]
 pub struct EvalError {

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use super::diag::Diagnostics;
-use super::source::{Ctx, SourceFile, comma_blocks, scan};
+use super::lexer::{Ctx, SourceFile, comma_blocks, scan};
 use super::sources::Sources;
 
 /// Formats one stack file's text. Syntax errors are reported against `<input>`.

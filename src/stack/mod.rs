@@ -1,6 +1,6 @@
 //! The stack language: read HCL files, evaluate variables, functions and references, check
 //! types and ranges, and produce the typed [`crate::vocab::resources::Stack`] with a source span for every
-//! resource. See DESIGN.md ("The stack language") and `load` for the rules.
+//! resource. See `docs/stack-language.md` (generated from `schema`) and `load` for the rules.
 //!
 //! The language itself (every block, attribute, type, range, default, what a change plans) is
 //! declared once in [`schema`]; the loader (`load/`, `vars`, `tune`), its messages, the plan's
@@ -11,9 +11,9 @@ mod diag;
 mod eval;
 mod fmt;
 pub(crate) mod funcs;
+mod lexer;
 mod load;
 pub mod schema;
-mod source;
 mod sources;
 pub mod tune;
 mod value;

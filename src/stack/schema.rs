@@ -12,10 +12,10 @@
 
 use std::fmt::Write as _;
 
-use crate::vocab::load::MAX_RATE;
 use crate::vocab::limits::{
     MAX_BATCH_SIZE, MAX_BATCH_TIMEOUT_MICROS, MAX_CONNECTIONS, MAX_ENQUEUED_BATCHES, MAX_THREADS,
 };
+use crate::vocab::load::MAX_RATE;
 use crate::vocab::load::MAX_STAGES;
 
 /// What a change to an attribute does to the resource that holds it.
@@ -1342,16 +1342,8 @@ pub const TUNE: BlockSchema = BlockSchema {
 };
 
 /// TF Serving flags benchstack sets itself from the rest of the serving block: a serving
-/// block's `flags` and a tune's `space` refuse them.
-pub const RESERVED_FLAGS: &[&str] = &[
-    "port",
-    "rest_api_port",
-    "model_name",
-    "model_base_path",
-    "model_config_file",
-    "enable_batching",
-    "batching_parameters_file",
-];
+/// block's `flags` and a tune's `space` refuse them (the one list, shared with the renderer).
+pub use crate::vocab::resources::MANAGED_FLAGS as RESERVED_FLAGS;
 
 /// Every top-level block kind, in the order the reference page lists them.
 pub const BLOCKS: &[&BlockSchema] = &[
@@ -1400,7 +1392,7 @@ pub fn change(kind: &str, path: &str) -> Option<Change> {
 }
 
 /// Whether changing the attribute at `path` (see [`change`]) of a `kind` resource deletes
-/// and re-creates it. This is the plan's replacement rule (DESIGN.md, "Plan semantics").
+/// and re-creates it. This is the plan's replacement rule (ARCHITECTURE.md, "Where a change goes").
 pub fn forces_replacement(kind: &str, path: &str) -> bool {
     change(kind, path) == Some(Change::Replace)
 }

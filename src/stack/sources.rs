@@ -12,9 +12,9 @@ use hcl_edit::structure::Body;
 
 use super::diag::{Diagnostic, Diagnostics, Location};
 use super::eval::{Decls, EvalError, Scope};
-use super::source::{SourceFile, comma_blocks};
-use crate::vocab::resources::Span;
+use super::lexer::{SourceFile, comma_blocks};
 use super::value::Value;
+use crate::vocab::resources::Span;
 
 pub(crate) struct Sources {
     pub files: Vec<SourceFile>,

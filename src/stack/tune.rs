@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::schema::{BATCHING, RESERVED_FLAGS, SERVING, Type};
-use crate::vocab::resources::{Address, FlagValue, ServingConfig, Span};
 use super::value::{Value, suggest};
+use crate::vocab::resources::{Address, FlagValue, ServingConfig, Span};
 
 /// The `batching` attributes a space may vary: every scalar one of `schema::BATCHING`
 /// (`allowed_batch_sizes` is a list, not a knob).

@@ -182,8 +182,9 @@ fn resource_v1_to_v2(mut r: Value) -> Result<ResourceRecord, String> {
         config_v1_to_v2(c)?;
     }
     // `observed` gets its provider's type.
-    let address = crate::vocab::resources::Address::parse(r["address"].as_str().unwrap_or_default())
-        .map_err(|e| e.to_string())?;
+    let address =
+        crate::vocab::resources::Address::parse(r["address"].as_str().unwrap_or_default())
+            .map_err(|e| e.to_string())?;
     let provider = r["provider"].as_str().unwrap_or_default().to_string();
     let observed = Observed::from_json(&provider, address.kind, &r["observed"])?;
     r["observed"] = serde_json::to_value(observed).map_err(|e| e.to_string())?;

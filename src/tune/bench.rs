@@ -9,12 +9,13 @@ use std::sync::atomic::AtomicBool;
 
 use crate::apply::{self, ApplyOptions};
 use crate::loadgen::RunReport;
-use crate::vocab::load::{Slo, Stage};
 use crate::plan::PlanOptions;
+use crate::provider::Observe;
 use crate::provider::{Context, Inputs, Observer, Providers, cluster_providers, provider_for};
-use crate::refresh::{self, Observe};
-use crate::vocab::resources::{Address, ResourceConfig, ServingConfig, Stack};
+use crate::refresh;
 use crate::state::{RunRecord, Store, TuneProbe, procinfo};
+use crate::vocab::load::{Slo, Stage};
+use crate::vocab::resources::{Address, ResourceConfig, ServingConfig, Stack};
 
 use super::{Bench, Event, TuneError};
 
@@ -171,7 +172,7 @@ impl Bench for StackBench<'_> {
         let clusters = cluster_providers(&self.current);
         let provider = self
             .providers
-            .get(provider_for(&config, &clusters))
+            .provider(provider_for(&config, &clusters))
             .map_err(|e| TuneError::Probe(e.to_string()))?;
         // What the load test depends on, as applied now (the trial's serving resource).
         let deps = self

@@ -25,11 +25,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::loadgen::result::percentile_counting_failures;
-use crate::vocab::load::Slo;
 use crate::loadgen::{CapacitySearch, ProbeVerdict, RunReport, StageReport};
 use crate::stack::tune::{Knob, Objective, Search, TuneConfig};
-use crate::vocab::resources::{FlagValue, ServingConfig};
 use crate::state::TuneProbe;
+use crate::vocab::load::Slo;
+use crate::vocab::resources::{FlagValue, ServingConfig};
 
 /// A trial's settings: dotted serving attribute → value (None: not set, the server's default).
 pub type Settings = BTreeMap<String, Option<FlagValue>>;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::loadgen::result::{encode_histogram, judge, new_histogram};
-use crate::vocab::load::{Arrival, Protocol, Stage};
 use crate::loadgen::{LagSummary, Percentiles};
 use crate::stack::tune::{Dimension, Objective, Search, TuneConfig};
+use crate::vocab::load::{Arrival, Protocol, Stage};
 use crate::vocab::resources::{Address, BatchingConfig, Kind, Span};
 
 /// A model server: capacity by (max_batch_size, num_batch_threads); threads = 4 sheds load

@@ -168,6 +168,41 @@ pub enum ProviderKind {
     Gke,
 }
 
+/// The providers a resource can be managed by. The state records the name as a string
+/// (`ResourceState::provider`); [`ProviderName::parse`] reads it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProviderName {
+    Local,
+    Gke,
+    Kubernetes,
+}
+
+impl ProviderName {
+    pub const ALL: [ProviderName; 3] = [
+        ProviderName::Local,
+        ProviderName::Gke,
+        ProviderName::Kubernetes,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderName::Local => "local",
+            ProviderName::Gke => "gke",
+            ProviderName::Kubernetes => "kubernetes",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ProviderName> {
+        ProviderName::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl fmt::Display for ProviderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterConfig {
     pub provider: ProviderKind,
@@ -211,6 +246,18 @@ impl fmt::Display for FlagValue {
         }
     }
 }
+
+/// TF Serving flags benchstack sets itself from the rest of a serving configuration (ports,
+/// `models`, `batching`): a stack may not set them through `flags` or a tune's `space`.
+pub const MANAGED_FLAGS: &[&str] = &[
+    "port",
+    "rest_api_port",
+    "model_name",
+    "model_base_path",
+    "model_config_file",
+    "enable_batching",
+    "batching_parameters_file",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServingConfig {

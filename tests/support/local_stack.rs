@@ -9,9 +9,9 @@ use std::sync::atomic::AtomicBool;
 use benchstack::apply::{self, ApplyOptions, Outcome};
 use benchstack::plan::{Plan, PlanOptions};
 use benchstack::provider::local::LocalProvider;
-use benchstack::provider::{Observer, Providers};
-use benchstack::vocab::resources::*;
+use benchstack::provider::{Observer, ProviderName, Providers};
 use benchstack::state::Store;
+use benchstack::vocab::resources::*;
 
 pub fn addr(kind: Kind, name: &str) -> Address {
     Address {
@@ -98,12 +98,13 @@ pub fn serving_stack(replicas: u32, max_batch: u64) -> Stack {
 
 /// Providers whose local serving runs the built `benchstack serve`.
 pub fn providers(state: &Path) -> Providers {
-    let mut p = Providers::new(state);
-    p.local = LocalProvider::new(state).with_server(
-        PathBuf::from(env!("CARGO_BIN_EXE_benchstack")),
-        vec!["serve".into()],
-    );
-    p
+    Providers::new(state).register(
+        ProviderName::Local,
+        Box::new(LocalProvider::new(state).with_server(
+            PathBuf::from(env!("CARGO_BIN_EXE_benchstack")),
+            vec!["serve".into()],
+        )),
+    )
 }
 
 pub fn plan(

@@ -16,13 +16,13 @@ use super::{
     env_duration, pause, secs,
 };
 use crate::loadgen::result::{self, RunReport};
-use crate::vocab::load::Rate;
 use crate::loadgen::worker::WorkerSpec;
 use crate::manifest::k8s::{self, FIELD_MANAGER, NAMESPACE, loadtest_job, object_name};
 use crate::provider::retry::{Call, RetryPolicy};
 use crate::provider::{Applied, Context, Inputs, ProviderError, RunOutcome, gcp};
-use crate::vocab::resources::{Address, LoadtestConfig};
 use crate::state::procinfo;
+use crate::vocab::load::Rate;
+use crate::vocab::resources::{Address, LoadtestConfig};
 
 /// The label Kubernetes puts on an Indexed Job's pods with their index.
 const INDEX_LABEL: &str = "batch.kubernetes.io/job-completion-index";
@@ -558,8 +558,8 @@ mod tests {
 
     #[test]
     fn progress_names_the_stage_running_since_the_common_start() {
-        use crate::vocab::load::{Arrival, Stage};
         use crate::loadgen::worker::WorkerRequest;
+        use crate::vocab::load::{Arrival, Stage};
         let stage = |rate, secs| Stage {
             name: "s".into(),
             rate,

@@ -20,8 +20,8 @@ use base64::Engine as _;
 use super::gcp::{self, GkeClusterObserved};
 use super::retry::{self, Call, RetryPolicy};
 use super::{Applied, Context, ErrorKind, Failure, Inputs, Observation, Provider, ProviderError};
-use crate::vocab::resources::{Address, ResourceConfig};
 use crate::state::{Intent, ResourceState};
+use crate::vocab::resources::{Address, ResourceConfig};
 
 pub use loadtest::LoadtestObserved;
 pub use serving::ServingObserved;

@@ -15,8 +15,8 @@ use crate::manifest::k8s::{FIELD_MANAGER, GRPC_PORT, NAMESPACE, REST_PORT, servi
 use crate::provider::gcp;
 use crate::provider::retry::{Call, RetryPolicy};
 use crate::provider::{Applied, Context, Inputs, Observation, ProviderError};
-use crate::vocab::resources::{Address, ResourceConfig, ServingConfig};
 use crate::state::{Intent, ResourceState};
+use crate::vocab::resources::{Address, ResourceConfig, ServingConfig};
 
 pub use crate::state::observed::KubernetesServingObserved as ServingObserved;
 

@@ -12,9 +12,9 @@ use hcl_edit::structure::{Attribute, Block, Body, Structure};
 use super::super::eval::{Decls, Instances, Scope};
 use super::super::schema::{Attr, BlockSchema, DefaultValue, Nested, Presence, Type, article};
 use super::super::sources::{Sources, range_of};
-use crate::vocab::resources::{Address, Kind};
 use super::super::value::{Reference, Value, suggest};
-use crate::vocab::load::{self, SpecError, parse_duration};
+use crate::vocab::load::{self as spec, SpecError, parse_duration};
+use crate::vocab::resources::{Address, Kind};
 
 pub(super) fn block_label(b: &Block) -> Option<&str> {
     b.labels.first().map(|l| l.as_str())

@@ -6,9 +6,9 @@ use hcl_edit::structure::Block;
 
 use super::super::schema::CLUSTER;
 use super::super::sources::{Sources, range_of};
-use crate::vocab::resources::{ClusterConfig, ProviderKind};
 use super::super::value::Value;
 use super::body::{Checked, Ctx, header_range};
+use crate::vocab::resources::{ClusterConfig, ProviderKind};
 
 fn provider(s: &str) -> Option<ProviderKind> {
     match s {

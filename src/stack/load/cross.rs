@@ -7,10 +7,10 @@ use std::collections::{HashMap, HashSet};
 use super::super::diag::{Diagnostic, Location};
 use super::super::schema::{LOADTEST, SERVING};
 use super::super::sources::Sources;
-use crate::vocab::resources::{Address, ProviderKind, Resource, ResourceConfig, ServingConfig};
 use super::super::value::suggest;
 use super::Decoded;
 use crate::graph::Graph;
+use crate::vocab::resources::{Address, ProviderKind, Resource, ResourceConfig, ServingConfig};
 
 impl Sources {
     pub(super) fn cross_check(&mut self, decoded: &mut [Decoded]) {

@@ -10,9 +10,9 @@ use hcl_edit::structure::Attribute;
 use super::super::eval::{Decls, Instances, Scope, kind_from_str};
 use super::super::schema::Type;
 use super::super::sources::{Sources, range_of};
-use crate::vocab::resources::{Address, Kind};
 use super::super::value::{Reference, Value};
 use super::Decl;
+use crate::vocab::resources::{Address, Kind};
 
 /// One instance of a resource block to decode.
 pub(super) struct Instance {

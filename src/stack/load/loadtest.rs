@@ -8,13 +8,13 @@ use hcl_edit::structure::{Block, Structure};
 use super::super::funcs::resolve;
 use super::super::schema::{LOADTEST, SLO, STAGE};
 use super::super::sources::{Sources, range_of};
-use crate::vocab::resources::{Address, Kind, LoadtestConfig};
 use super::super::value::{Value, suggest};
 use super::Decoded;
 use super::body::{Checked, Ctx, as_duration, as_string, expect_ref, header_range};
 use crate::vocab::load::{
-    self, Arrival, Protocol, Rate, RequestSource, Slo, Stage, parse_error_rate,
+    self as spec, Arrival, Protocol, Rate, RequestSource, Slo, Stage, parse_error_rate,
 };
+use crate::vocab::resources::{Address, Kind, LoadtestConfig};
 
 impl Sources {
     pub(super) fn decode_loadtest(

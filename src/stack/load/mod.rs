@@ -31,9 +31,9 @@ use super::eval::{Scope, kind_from_str};
 use super::schema::{self, CLUSTER, LOADTEST, MODEL, SERVING};
 use super::sources::{Sources, range_of};
 use super::tune::StackExtras as TuneExtras;
-use crate::vocab::resources::{Address, Kind, ModelConfig, Resource, ResourceConfig, Span, Stack};
 use super::value::{Value, suggest};
 use super::vars::{self, VarInputs};
+use crate::vocab::resources::{Address, Kind, ModelConfig, Resource, ResourceConfig, Span, Stack};
 use body::{Ctx, block_label, header_range, is_valid_name};
 use for_each::Instance;
 

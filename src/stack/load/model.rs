@@ -5,9 +5,9 @@ use hcl_edit::structure::Block;
 use super::super::funcs::resolve;
 use super::super::schema::MODEL;
 use super::super::sources::{Sources, range_of};
-use crate::vocab::resources::{Address, ModelConfig};
 use super::super::value::Value;
 use super::body::{Checked, Ctx, as_string, is_valid_name};
+use crate::vocab::resources::{Address, ModelConfig};
 
 impl Sources {
     pub(super) fn decode_model(

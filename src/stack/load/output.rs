@@ -5,9 +5,9 @@ use hcl_edit::structure::Block;
 
 use super::super::schema::{self, OUTPUT};
 use super::super::sources::{Sources, range_of};
-use crate::vocab::resources::{Output, OutputValue};
 use super::super::value::{Reference, Value, suggest};
 use super::body::{Checked, Ctx, expect_ref};
+use crate::vocab::resources::{Output, OutputValue};
 
 /// The attributes a provider reports after apply for `kind` (`serving` → `rest_endpoint`, …).
 fn computed(kind: &str) -> Vec<&'static str> {

@@ -6,9 +6,9 @@ use hcl_edit::structure::Block;
 
 use super::super::schema::{BATCHING, RESERVED_FLAGS, SERVING};
 use super::super::sources::{Sources, range_of};
-use crate::vocab::resources::{BatchingConfig, FlagValue, Kind, ServingConfig};
 use super::super::value::Value;
 use super::body::{Checked, Ctx, as_quantity, as_uint, expect_ref, object_key_range};
+use crate::vocab::resources::{BatchingConfig, FlagValue, Kind, ServingConfig};
 
 impl Sources {
     pub(super) fn decode_serving(

@@ -14,10 +14,10 @@ use super::super::eval::{Decls, Scope};
 use super::super::schema::{CLUSTER, TUNE, Type};
 use super::super::sources::{Sources, range_of};
 use super::super::tune::{Dimension, Knob, Objective, Search, StackExtras, TuneConfig};
-use crate::vocab::resources::{Address, FlagValue, Kind, Resource, ResourceConfig, ServingConfig};
 use super::super::value::Value;
 use super::body::header_range;
 use crate::vocab::load::{Rate, parse_duration};
+use crate::vocab::resources::{Address, FlagValue, Kind, Resource, ResourceConfig, ServingConfig};
 
 /// A top-level block handed over by the loader: its name, file index and block.
 pub(super) type TopBlock<'b> = (String, usize, &'b Block);
@@ -457,8 +457,8 @@ fn decode_space(
 
 #[cfg(test)]
 mod tests {
-    use crate::vocab::resources::FlagValue;
     use crate::stack::{VarInputs, load_with_env};
+    use crate::vocab::resources::FlagValue;
 
     fn stack(tune: &str) -> String {
         let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/model/regression");

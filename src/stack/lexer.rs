@@ -1,8 +1,8 @@
-//! Stack source files: byte offsets to line:col, a small HCL lexer shared with the formatter,
-//! and the detection of the old one-line comma form `stage { rate = 300, duration = "60s" }`.
-//! That form is not HCL (a one-line block holds at most one attribute), so the loader parses the
-//! text exactly as written and only uses the detection to explain hcl-edit's failure;
-//! `benchstack fmt` rewrites it (see `fmt`).
+//! A stack file at the lexer level: byte offsets to line:col, a small HCL lexer shared with
+//! the formatter, and the detection of the old one-line comma form
+//! `stage { rate = 300, duration = "60s" }`. That form is not HCL (a one-line block holds at
+//! most one attribute), so the loader parses the text exactly as written and only uses the
+//! detection to explain hcl-edit's failure; `benchstack fmt` rewrites it (see `fmt`).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
