@@ -7,16 +7,7 @@ use std::fmt::Write as _;
 use crate::loadgen::RunReport;
 use crate::loadgen::result::decode_histogram;
 
-const PALETTE: [&str; 8] = [
-    "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f",
-];
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::svg::{PALETTE, esc, fmt_num, nice_step};
 
 struct Series {
     label: String,
@@ -109,40 +100,6 @@ pub(crate) fn y_axis(top: f64) -> YAxis {
     YAxis {
         max: ((top / step).ceil() * step).max(step),
         step,
-    }
-}
-
-/// A "nice" step (1, 2 or 5 × 10^k) giving about `n` ticks over `span`.
-fn nice_step(span: f64, n: f64) -> f64 {
-    if span <= 0.0 || !span.is_finite() {
-        return 1.0;
-    }
-    let raw = span / n;
-    let mag = 10f64.powf(raw.log10().floor());
-    let norm = raw / mag;
-    let m = if norm < 1.5 {
-        1.0
-    } else if norm < 3.5 {
-        2.0
-    } else if norm < 7.5 {
-        5.0
-    } else {
-        10.0
-    };
-    m * mag
-}
-
-fn fmt_num(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 100.0 || v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        let s = format!("{v:.1}");
-        s.trim_end_matches(".0").to_string()
-    } else {
-        let s = format!("{v:.3}");
-        s.trim_end_matches('0').to_string()
     }
 }
 

@@ -2,6 +2,7 @@
 //! run-to-run comparison, and a self-contained HTML page with charts.
 
 pub mod html;
+mod svg;
 pub mod tune_html;
 
 use std::fmt::Write as _;

@@ -7,45 +7,27 @@ use std::fmt::Write as _;
 use crate::tune::{Outcome, fmt_rate, settings_text};
 use crate::vocab::load::Slo;
 
-const PALETTE: [&str; 8] = [
-    "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f",
-];
+use super::svg::{PALETTE, esc, fmt_num as num, nice_step as step, text_width};
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A 1-2-5 step giving about `n` ticks up to `max`.
-fn step(max: f64, n: f64) -> f64 {
-    if max <= 0.0 || !max.is_finite() {
-        return 1.0;
+/// A configuration's label on the bar chart.
+fn bar_label(t: &crate::tune::Trial) -> String {
+    let mut label = settings_text(&t.settings);
+    if t.baseline {
+        label.push_str(" (current)");
     }
-    let raw = max / n;
-    let mag = 10f64.powf(raw.log10().floor());
-    let m = match raw / mag {
-        x if x < 1.5 => 1.0,
-        x if x < 3.5 => 2.0,
-        x if x < 7.5 => 5.0,
-        _ => 10.0,
-    };
-    m * mag
-}
-
-fn num(v: f64) -> String {
-    if v >= 100.0 || v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
+    label
 }
 
 fn bars(o: &Outcome) -> String {
-    let (w, row, left) = (900.0, 28.0, 360.0);
+    // The label column is as wide as the longest label (it was clipped at the page's left
+    // edge at a fixed width); the bars keep 540 px beside it.
+    let widest = o
+        .trials
+        .iter()
+        .map(|t| text_width(&bar_label(t), 11.0))
+        .fold(0.0, f64::max);
+    let left = (widest + 16.0).clamp(120.0, 900.0);
+    let (w, row) = (left + 540.0, 28.0);
     let h = row * o.trials.len() as f64 + 50.0;
     let max = o
         .trials
@@ -73,10 +55,7 @@ fn bars(o: &Outcome) -> String {
     }
     for (i, tr) in o.trials.iter().enumerate() {
         let y = 14.0 + row * i as f64;
-        let mut label = settings_text(&tr.settings);
-        if tr.baseline {
-            label.push_str(" (current)");
-        }
+        let label = bar_label(tr);
         let color = if Some(i) == o.winner {
             "#16a34a"
         } else if tr.baseline {
@@ -141,7 +120,10 @@ fn bars(o: &Outcome) -> String {
 type Curve = (String, Vec<(f64, Option<f64>)>);
 
 fn curves(o: &Outcome) -> String {
-    let (w, h, l, b) = (900.0, 420.0, 60.0, 40.0);
+    // The legend goes under the plot (one row per configuration), never over the curves.
+    let (w, plot_h, l, b) = (900.0, 420.0, 60.0, 40.0);
+    let legend_top = plot_h + 8.0;
+    let h = legend_top + 16.0 * o.trials.len() as f64 + 4.0;
     let slo = o.slos.iter().find_map(|s| match s {
         Slo::Latency { .. } => Some((s.label(), s.limit_ms().unwrap_or(0.0))),
         Slo::ErrorRate { .. } => None,
@@ -175,7 +157,7 @@ fn curves(o: &Outcome) -> String {
     let xtop = (xmax / xs).ceil() * xs;
     let ytop = (ymax / ys).ceil() * ys;
     let px = |v: f64| l + (w - l - 20.0) * v / xtop;
-    let py = |v: f64| h - b - (h - b - 20.0) * v.min(ytop) / ytop;
+    let py = |v: f64| plot_h - b - (plot_h - b - 20.0) * v.min(ytop) / ytop;
     let mut s = format!(
         "<svg viewBox=\"0 0 {w} {h}\" width=\"{w}\" role=\"img\" aria-label=\"latency against offered rate\">"
     );
@@ -185,8 +167,8 @@ fn curves(o: &Outcome) -> String {
             s,
             "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"20\" y2=\"{1}\" stroke=\"#e5e7eb\"/><text x=\"{0:.1}\" y=\"{2}\" font-size=\"11\" text-anchor=\"middle\">{3}</text>",
             px(t),
-            h - b,
-            h - b + 14.0,
+            plot_h - b,
+            plot_h - b + 14.0,
             num(t)
         );
         t += xs;
@@ -245,9 +227,9 @@ fn curves(o: &Outcome) -> String {
             s,
             "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>",
             l + 10.0,
-            24.0 + 14.0 * i as f64,
+            legend_top + 16.0 * i as f64,
             l + 24.0,
-            33.0 + 14.0 * i as f64,
+            legend_top + 9.0 + 16.0 * i as f64,
             esc(label)
         );
     }
@@ -259,9 +241,9 @@ fn curves(o: &Outcome) -> String {
         s,
         "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">offered rate, req/s</text><text x=\"14\" y=\"{}\" font-size=\"12\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{}</text></svg>",
         l + (w - l) / 2.0,
-        h - 6.0,
-        h / 2.0,
-        h / 2.0,
+        plot_h - 6.0,
+        plot_h / 2.0,
+        plot_h / 2.0,
         esc(&ylabel)
     );
     s
