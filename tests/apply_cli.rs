@@ -780,3 +780,22 @@ fn readers_answer_from_the_published_snapshot_while_an_apply_holds_the_lock() {
     assert_eq!(code, 0);
     assert!(env.servers().is_empty());
 }
+
+#[test]
+fn a_reader_that_closes_stdout_early_ends_the_command_quietly_with_success() {
+    // `benchstack plan --json | head -0`: the reader goes away before the first write.
+    let env = Env::new();
+    let mut child = Command::cargo_bin("benchstack")
+        .unwrap()
+        .args(["--state", s(&env.state()), "plan", "--json"])
+        .arg(repo().join("stacks/local.hcl"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
