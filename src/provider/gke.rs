@@ -23,14 +23,34 @@ use super::gcp::{self, GkeClusterObserved};
 use super::retry::{self, Call, RetryPolicy};
 use super::{Applied, Context, ErrorKind, Failure, Inputs, Observation, Provider, ProviderError};
 use crate::state::{Intent, ResourceState};
-use crate::vocab::resources::{Address, ClusterConfig, ResourceConfig};
+use crate::vocab::resources::{
+    Address, ClusterConfig, LINEAGE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ResourceConfig,
+};
 
 /// The one node pool benchstack creates in each cluster.
 pub const NODE_POOL: &str = "benchstack";
 /// How long a GKE operation may run before the provider gives up waiting (humantime).
 pub const TIMEOUT_ENV: &str = "BENCHSTACK_GKE_TIMEOUT";
-/// The control-plane range for private nodes (the original script's choice).
-pub const MASTER_CIDR: &str = "172.16.0.32/28";
+/// How long a delete, resize or relabel keeps retrying while GKE refuses it because another
+/// operation (an upgrade, an auto-repair) runs on the cluster (humantime, default 30m).
+pub const BUSY_WAIT_ENV: &str = "BENCHSTACK_GKE_BUSY_WAIT";
+const DEFAULT_BUSY_WAIT: Duration = Duration::from_secs(30 * 60);
+/// gcloud's `gke-default` access scopes, which Terraform's google provider also sets itself on
+/// every node pool it creates (`defaultOauthScopes` in
+/// hashicorp/terraform-provider-google `google/services/container/node_config.go`: "Matches
+/// gke-default scope from https://cloud.google.com/sdk/gcloud/reference/container/clusters/create").
+/// The API adds none of its own beyond logging and monitoring (NodeConfig.oauthScopes: "If
+/// unspecified, no scopes are added, unless Cloud Logging or Cloud Monitoring are enabled"),
+/// and `devstorage.read_only` is what lets the nodes pull private images from gcr.io and
+/// Artifact Registry.
+pub const GKE_DEFAULT_SCOPES: [&str; 6] = [
+    "https://www.googleapis.com/auth/devstorage.read_only",
+    "https://www.googleapis.com/auth/logging.write",
+    "https://www.googleapis.com/auth/monitoring",
+    "https://www.googleapis.com/auth/service.management.readonly",
+    "https://www.googleapis.com/auth/servicecontrol",
+    "https://www.googleapis.com/auth/trace.append",
+];
 /// GKE cluster names are limited to 40 characters.
 const MAX_CLUSTER_NAME: usize = 40;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -49,12 +69,12 @@ pub enum GkeError {
     #[error("cannot start the GKE client: {0}")]
     Client(String),
     #[error(
-        "{action} {cluster}: quota exceeded{quota}: {message}; nothing was created. Request more quota for the project, or use a smaller machine_type or node_count, or another location"
+        "{action} {cluster}: not enough quota{quota}: {message} Nothing was created. {advice}", quota = .shortfall.describe(), advice = .shortfall.advice(&.cluster.project)
     )]
     Quota {
         action: &'static str,
         cluster: Box<ClusterRef>,
-        quota: String,
+        shortfall: Box<QuotaShortfall>,
         message: String,
     },
     #[error(
@@ -187,6 +207,113 @@ impl From<GkeError> for ProviderError {
     }
 }
 
+/// What a quota refusal says: which quota, where, and by how much. GKE refuses a cluster
+/// create over a Compute Engine quota with 403 PERMISSION_DENIED and "Insufficient regional
+/// quota to satisfy request: resource \"CPUS\": request requires '88.0' and is short '64.0'.
+/// project has a quota of '24.0' with '24.0' available. View and manage quotas at
+/// https://console.cloud.google.com/iam-admin/quotas?usage=USED&project=P." ("Insufficient
+/// project quota" for project-wide quotas such as `CPUS_ALL_REGIONS`; google/caliban#66,
+/// kubeflow/examples#597, googlecodelabs/feedback#950).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QuotaShortfall {
+    /// `CPUS`, `CPUS_ALL_REGIONS`, `N2_CPUS`, `IN_USE_ADDRESSES`, … (empty when not said).
+    pub quota: String,
+    /// The region of a regional quota; None for a project-wide one.
+    pub region: Option<String>,
+    pub requires: Option<f64>,
+    pub short: Option<f64>,
+    pub limit: Option<f64>,
+}
+
+impl QuotaShortfall {
+    /// Reads GKE's message; `location` gives the region of a regional quota.
+    pub fn parse(message: &str, location: &str) -> QuotaShortfall {
+        let number_after = |label: &str| -> Option<f64> {
+            let rest = &message[message.find(label)? + label.len()..];
+            let rest = rest.trim_start().strip_prefix('\'')?;
+            rest[..rest.find('\'')?].parse().ok()
+        };
+        let lower = message.to_ascii_lowercase();
+        let regional = !lower.contains("insufficient project quota")
+            && !quota_name(message).is_some_and(|q| q.ends_with("ALL_REGIONS"));
+        QuotaShortfall {
+            quota: quota_name(message).unwrap_or_default(),
+            region: regional.then(|| region_of(location).to_string()),
+            requires: number_after("requires"),
+            short: number_after("is short"),
+            limit: number_after("a quota of"),
+        }
+    }
+
+    /// ` (CPUS in region us-central1)`, ` (CPUS_ALL_REGIONS)`, or nothing.
+    fn describe(&self) -> String {
+        match (&self.quota, &self.region) {
+            (q, _) if q.is_empty() => String::new(),
+            (q, Some(r)) => format!(" ({q} in region {r})"),
+            (q, None) => format!(" ({q}, all regions)"),
+        }
+    }
+
+    /// The Cloud Quotas id of a Compute Engine quota: `CPUS` in a region is
+    /// `CPUS-per-project-region`, `CPUS_ALL_REGIONS` is `CPUS-ALL-REGIONS-per-project`.
+    pub fn quota_id(&self) -> Option<String> {
+        if self.quota.is_empty() {
+            return None;
+        }
+        let base = self.quota.replace('_', "-");
+        Some(match self.region {
+            Some(_) => format!("{base}-per-project-region"),
+            None => format!("{base}-per-project"),
+        })
+    }
+
+    /// How to raise it: the `gcloud` command (with the value the request needs) and the
+    /// console page.
+    pub fn advice(&self, project: &str) -> String {
+        let console = format!(
+            "https://console.cloud.google.com/iam-admin/quotas?usage=USED&project={project}"
+        );
+        let needed = match (self.limit, self.short) {
+            (Some(l), Some(s)) => Some((l + s).ceil()),
+            _ => None,
+        };
+        let command = match (self.quota_id(), needed) {
+            (Some(id), Some(n)) => {
+                let dimensions = self
+                    .region
+                    .as_ref()
+                    .map(|r| format!(" --dimensions=region={r}"))
+                    .unwrap_or_default();
+                format!(
+                    "`gcloud quotas preferences create --project={project} --service=compute.googleapis.com --quota-id={id}{dimensions} --preferred-value={n}` or "
+                )
+            }
+            _ => String::new(),
+        };
+        format!(
+            "Raise the quota ({command}at {console}), or use a smaller machine_type or node_count, or another location"
+        )
+    }
+}
+
+/// `us-central1-a` → `us-central1`; a region is its own region.
+pub fn region_of(location: &str) -> &str {
+    match location.rsplit_once('-') {
+        Some((region, zone)) if zone.len() == 1 && region.contains('-') => region,
+        _ => location,
+    }
+}
+
+/// A quota refusal, whatever its status: GKE sends 403 PERMISSION_DENIED for Compute Engine
+/// quotas (see [`QuotaShortfall`]); other Google APIs send 429 RESOURCE_EXHAUSTED.
+fn is_quota_message(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("insufficient regional quota")
+        || m.contains("insufficient project quota")
+        || m.contains("insufficient quota")
+        || (m.contains("quota") && m.contains("exceeded"))
+}
+
 /// Which GKE cluster a resource is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterRef {
@@ -245,15 +372,17 @@ impl ClusterRef {
         let already_exists = e
             .status()
             .is_some_and(|s| s.code == google_cloud_gax::error::rpc::Code::AlreadyExists);
-        match kind {
-            ErrorKind::Quota => GkeError::Quota {
+        let quota = kind == ErrorKind::Quota
+            || (kind == ErrorKind::Permission && !unsent && is_quota_message(&message));
+        if quota {
+            return GkeError::Quota {
                 action,
-                quota: quota_name(&message)
-                    .map(|q| format!(" ({q})"))
-                    .unwrap_or_default(),
+                shortfall: Box::new(QuotaShortfall::parse(&message, &self.location)),
                 cluster,
-                message,
-            },
+                message: with_full_stop(&message),
+            };
+        }
+        match kind {
             ErrorKind::Conflict if already_exists => GkeError::AlreadyExists { action, cluster },
             ErrorKind::Permission if !unsent || e.is_authentication() => GkeError::Denied {
                 action,
@@ -300,6 +429,15 @@ fn quota_name(message: &str) -> Option<String> {
         }
     }
     None
+}
+
+fn with_full_stop(message: &str) -> String {
+    let m = message.trim();
+    if m.ends_with('.') {
+        m.to_string()
+    } else {
+        format!("{m}.")
+    }
 }
 
 /// `2m10s`, `45s`, `1h3m0s`.
@@ -400,17 +538,56 @@ fn cluster_config(config: &ResourceConfig) -> Result<&ClusterConfig, ProviderErr
     }
 }
 
-/// The cluster to create: one named node pool, labels, private nodes with IP aliases.
+/// The resource labels a cluster carries: the stack's, `managed-by=benchstack`, and the
+/// lineage of the state that made it (when known), so that `destroy` can find a cluster
+/// whose state is lost, and tell whose it is.
+pub fn cluster_labels(c: &ClusterConfig, lineage: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = c.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    if let Some(l) = lineage.filter(|l| is_label_value(l)) {
+        labels.insert(LINEAGE_LABEL.into(), l.to_string());
+    }
+    labels
+}
+
+/// GKE label values: at most 63 lowercase letters, digits, `_` and `-`.
+fn is_label_value(s: &str) -> bool {
+    s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// The lineage of the state in `state_dir`, from its published snapshot (read without the
+/// database, which the running command holds). None when there is none to read.
+fn state_lineage(state_dir: &std::path::Path) -> Option<String> {
+    let path = crate::state::published::snapshot_dir(state_dir).join("current.json");
+    let bytes = std::fs::read(path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v["lineage"].as_str().map(str::to_string)
+}
+
+/// The cluster to create: one named node pool with gcloud's `gke-default` scopes (and the
+/// service account, when given), the labels, the network, and private nodes with IP aliases.
+/// A private cluster names no control-plane range: GKE 1.29 and later choose one, and a fixed
+/// range would collide with the next private cluster in the same network, since the range
+/// must be unique there (crossplane-contrib/provider-gcp#227;
+/// https://cloud.google.com/kubernetes-engine/docs/how-to/alias-ips: "the master-ipv4-cidr
+/// and private-endpoint-subnetwork flags are optional").
 /// `privateClusterConfig.enablePrivateNodes` is deprecated in favour of network settings that
-/// need a prepared subnetwork; it is still honoured and matches the original script.
+/// need a prepared subnetwork; it is still honoured.
 #[allow(deprecated)]
-fn cluster_spec(r: &ClusterRef, c: &ClusterConfig) -> Cluster {
-    let mut node_config = NodeConfig::new().set_spot(c.spot);
+fn cluster_spec(r: &ClusterRef, c: &ClusterConfig, labels: &BTreeMap<String, String>) -> Cluster {
+    let mut node_config = NodeConfig::new()
+        .set_spot(c.spot)
+        .set_oauth_scopes(GKE_DEFAULT_SCOPES);
     if let Some(m) = &c.machine_type {
         node_config = node_config.set_machine_type(m.clone());
     }
     if let Some(gb) = c.disk_size_gb {
         node_config = node_config.set_disk_size_gb(i32::try_from(gb).unwrap_or(i32::MAX));
+    }
+    if let Some(sa) = &c.service_account {
+        node_config = node_config.set_service_account(sa.clone());
     }
     let pool = NodePool::new()
         .set_name(NODE_POOL)
@@ -419,14 +596,16 @@ fn cluster_spec(r: &ClusterRef, c: &ClusterConfig) -> Cluster {
     let mut cluster = Cluster::new()
         .set_name(r.name.clone())
         .set_node_pools([pool])
-        .set_resource_labels(c.labels.clone());
+        .set_resource_labels(labels.clone());
+    if let Some(n) = &c.network {
+        cluster = cluster.set_network(n.clone());
+    }
+    if let Some(s) = &c.subnetwork {
+        cluster = cluster.set_subnetwork(s.clone());
+    }
     if c.private_nodes {
         cluster = cluster
-            .set_private_cluster_config(
-                PrivateClusterConfig::new()
-                    .set_enable_private_nodes(true)
-                    .set_master_ipv4_cidr_block(MASTER_CIDR),
-            )
+            .set_private_cluster_config(PrivateClusterConfig::new().set_enable_private_nodes(true))
             .set_ip_allocation_policy(IPAllocationPolicy::new().set_use_ip_aliases(true));
     }
     cluster
@@ -439,6 +618,7 @@ struct Settings {
     poll_interval: Option<Duration>,
     timeout: Option<Duration>,
     retry_budget: Option<Duration>,
+    busy_wait: Option<Duration>,
 }
 
 pub struct GkeProvider {
@@ -483,6 +663,20 @@ impl GkeProvider {
     pub fn with_retry_budget(mut self, budget: Duration) -> Self {
         self.settings.retry_budget = Some(budget);
         self
+    }
+
+    /// How long a delete, resize or relabel waits out another operation on the cluster,
+    /// instead of `BENCHSTACK_GKE_BUSY_WAIT`.
+    pub fn with_busy_wait(mut self, wait: Duration) -> Self {
+        self.settings.busy_wait = Some(wait);
+        self
+    }
+
+    fn busy_wait(&self) -> Result<Duration, ProviderError> {
+        if let Some(d) = self.settings.busy_wait {
+            return Ok(d);
+        }
+        Ok(super::env_duration(BUSY_WAIT_ENV, "30m or 1h")?.unwrap_or(DEFAULT_BUSY_WAIT))
     }
 
     fn retry_policy(&self) -> Result<RetryPolicy, ProviderError> {
@@ -606,6 +800,37 @@ impl GkeProvider {
     {
         let policy = self.retry_policy()?;
         retry::retry(&policy, cancel, kind, || async {
+            send()
+                .await
+                .map_err(|e| ProviderError::from(r.api_error(action, &e)))
+        })
+        .await
+    }
+
+    /// As [`Self::call`] for a change that GKE refuses while another operation runs on the
+    /// cluster (an upgrade, an auto-repair): that refusal is retried, backing off, for up to
+    /// the busy wait, with a progress line naming the operation.
+    async fn call_waiting<T, Fut>(
+        &self,
+        ctx: &Context<'_>,
+        r: &ClusterRef,
+        action: &'static str,
+        kind: Call,
+        send: impl Fn() -> Fut,
+    ) -> Result<T, ProviderError>
+    where
+        Fut: std::future::Future<Output = Result<T, google_cloud_gax::error::Error>>,
+    {
+        let policy = self.retry_policy()?.waiting_while_busy(self.busy_wait()?);
+        let waiting = |e: &ProviderError, wait: Duration| {
+            (ctx.progress)(format!(
+                "{action} cluster {}: GKE is busy with another operation ({}); trying again in {}",
+                r.name,
+                e.message().unwrap_or("no message"),
+                short_duration(wait.max(Duration::from_secs(1)))
+            ))
+        };
+        retry::retry_telling(&policy, ctx.cancel, kind, &waiting, || async {
             send()
                 .await
                 .map_err(|e| ProviderError::from(r.api_error(action, &e)))
@@ -781,7 +1006,11 @@ impl GkeProvider {
     ) -> Result<GkeClusterObserved, ProviderError> {
         Self::note(ctx, r, "create", None)?;
         (ctx.progress)(format!("creating cluster {}", r.name));
-        let spec = cluster_spec(r, c);
+        let spec = cluster_spec(
+            r,
+            c,
+            &cluster_labels(c, state_lineage(ctx.state_dir).as_deref()),
+        );
         let op = self
             .call(r, "creating", Call::Once, ctx.cancel, || {
                 client
@@ -835,7 +1064,7 @@ impl GkeProvider {
         Self::note(ctx, r, "delete", None)?;
         (ctx.progress)(format!("deleting cluster {}", r.name));
         let sent = self
-            .call(r, "deleting", Call::Once, ctx.cancel, || {
+            .call_waiting(ctx, r, "deleting", Call::Once, || {
                 client.delete_cluster().set_name(r.path()).send()
             })
             .await;
@@ -868,7 +1097,7 @@ impl GkeProvider {
                 c.node_count
             ));
             let op = self
-                .call(r, "resizing", Call::Once, ctx.cancel, || {
+                .call_waiting(ctx, r, "resizing", Call::Once, || {
                     client
                         .set_node_pool_size()
                         .set_name(r.node_pool_path())
@@ -885,15 +1114,22 @@ impl GkeProvider {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        if live_labels != c.labels {
+        // The cluster keeps the lineage it was made with; one made before these labels
+        // existed gets this state's.
+        let lineage = live_labels
+            .get(LINEAGE_LABEL)
+            .cloned()
+            .or_else(|| state_lineage(ctx.state_dir));
+        let wanted = cluster_labels(c, lineage.as_deref());
+        if live_labels != wanted {
             Self::note(ctx, r, "labels", None)?;
             (ctx.progress)(format!("setting the labels of cluster {}", r.name));
             let op = self
-                .call(r, "labelling", Call::Once, ctx.cancel, || {
+                .call_waiting(ctx, r, "labelling", Call::Once, || {
                     client
                         .set_labels()
                         .set_name(r.path())
-                        .set_resource_labels(c.labels.iter().collect::<HashMap<_, _>>())
+                        .set_resource_labels(wanted.iter().collect::<HashMap<_, _>>())
                         .set_label_fingerprint(live.label_fingerprint.clone())
                         .send()
                 })
@@ -1048,6 +1284,141 @@ impl GkeProvider {
     }
 }
 
+/// A GKE cluster labelled `managed-by=benchstack`, as a listing found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedCluster {
+    pub cluster: ClusterRef,
+    pub status: String,
+    /// The lineage of the state that made it (its `benchstack-lineage` label).
+    pub lineage: Option<String>,
+    pub node_count: u32,
+    pub machine_type: String,
+}
+
+impl GkeProvider {
+    /// The clusters in `project` and `location` that benchstack made, whatever state they
+    /// belong to. The list API has no filter: the labels are read here.
+    pub fn find_managed(
+        &self,
+        project: &str,
+        location: &str,
+        cancel: &AtomicBool,
+    ) -> Result<Vec<ManagedCluster>, ProviderError> {
+        let parent = format!("projects/{project}/locations/{location}");
+        let what = format!("listing the clusters of project {project} in {location}");
+        let policy = self.retry_policy()?;
+        let listed = self.run(async |client| {
+            retry::retry(&policy, cancel, Call::Idempotent, || async {
+                client
+                    .list_clusters()
+                    .set_parent(parent.clone())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let (kind, message, unsent) = gcp::classify(&e);
+                        let e = ProviderError::new(kind, what.clone(), message);
+                        if unsent { e.unsent_request() } else { e }
+                    })
+            })
+            .await
+        })?;
+        Ok(listed
+            .clusters
+            .iter()
+            .filter(|c| {
+                c.resource_labels.get(MANAGED_BY_LABEL).map(String::as_str)
+                    == Some(MANAGED_BY_VALUE)
+            })
+            .map(|c| {
+                let r = ClusterRef {
+                    project: project.to_string(),
+                    location: if c.location.is_empty() {
+                        location.to_string()
+                    } else {
+                        c.location.clone()
+                    },
+                    name: c.name.clone(),
+                };
+                let o = observed_of(&r, c);
+                ManagedCluster {
+                    lineage: c.resource_labels.get(LINEAGE_LABEL).cloned(),
+                    status: o.status,
+                    node_count: o.node_count,
+                    machine_type: o.machine_type,
+                    cluster: r,
+                }
+            })
+            .collect())
+    }
+
+    /// Deletes a cluster no state records (one [`Self::find_managed`] found), waiting until
+    /// it is gone.
+    pub fn delete_unrecorded(
+        &self,
+        ctx: &Context,
+        cluster: &ClusterRef,
+    ) -> Result<(), ProviderError> {
+        self.run(async |client| self.delete_cluster(client, ctx, cluster, true).await)
+    }
+}
+
+/// What keeps running, and billing, on Google Cloud among these resources: one line per
+/// GKE cluster (its nodes, and their on-demand price when known) and per LoadBalancer
+/// Service on one, and one per GKE create that an interrupted apply left under way.
+pub fn billing_lines(resources: &[ResourceState], intents: &[Intent]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for r in resources {
+        match (r.provider.as_str(), &r.config) {
+            ("gke", ResourceConfig::Cluster(c)) => {
+                let o = serde_json::from_value::<GkeClusterObserved>(r.observed.clone()).ok();
+                let (name, project, location, nodes, machine) = match &o {
+                    Some(o) => (
+                        o.name.clone(),
+                        o.project.clone(),
+                        o.location.clone(),
+                        o.node_count,
+                        o.machine_type.clone(),
+                    ),
+                    None => (
+                        cluster_name(&r.address),
+                        c.project.clone().unwrap_or_default(),
+                        c.location.clone().unwrap_or_default(),
+                        c.node_count,
+                        c.machine_type.clone().unwrap_or_default(),
+                    ),
+                };
+                let price = crate::tune::prices::on_demand(&machine)
+                    .filter(|_| !c.spot)
+                    .map(|p| {
+                        format!(
+                            ", about ${:.2}/h at us-central1 on-demand prices",
+                            p * f64::from(nodes)
+                        )
+                    })
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "{}: GKE cluster {name} (project {project}, location {location}), {nodes} × {machine} nodes{price}",
+                    r.address
+                ));
+            }
+            ("kubernetes", ResourceConfig::Serving(s)) => lines.push(format!(
+                "{}: a LoadBalancer Service on {} (a Google Cloud forwarding rule)",
+                r.address, s.cluster
+            )),
+            _ => {}
+        }
+    }
+    for i in intents.iter().filter(|i| i.provider == "gke") {
+        if let Ok(data) = serde_json::from_value::<GkeIntent>(i.data.clone()) {
+            lines.push(format!(
+                "{}: GKE {} of cluster {} (project {}, location {}) was under way and goes on in GKE",
+                i.address, data.step, data.cluster.name, data.cluster.project, data.cluster.location
+            ));
+        }
+    }
+    lines
+}
+
 impl Provider for GkeProvider {
     fn name(&self) -> &'static str {
         "gke"
@@ -1178,15 +1549,8 @@ mod tests {
         assert_eq!(live_node_count(&c), 5);
     }
 
-    #[test]
-    #[allow(deprecated)]
-    fn private_nodes_come_with_ip_aliases_and_the_master_range() {
-        let r = ClusterRef {
-            project: "p".into(),
-            location: "l".into(),
-            name: "serving".into(),
-        };
-        let mut c = ClusterConfig {
+    fn config() -> ClusterConfig {
+        ClusterConfig {
             provider: crate::vocab::resources::ProviderKind::Gke,
             project: Some("p".into()),
             location: Some("l".into()),
@@ -1196,8 +1560,26 @@ mod tests {
             spot: true,
             private_nodes: false,
             labels: BTreeMap::from([("team".to_string(), "perf".to_string())]),
-        };
-        let public = cluster_spec(&r, &c);
+            service_account: None,
+            network: None,
+            subnetwork: None,
+        }
+    }
+
+    fn cluster_ref() -> ClusterRef {
+        ClusterRef {
+            project: "p".into(),
+            location: "l".into(),
+            name: "serving".into(),
+        }
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn private_nodes_come_with_ip_aliases_and_no_fixed_master_range() {
+        let r = cluster_ref();
+        let mut c = config();
+        let public = cluster_spec(&r, &c, &c.labels);
         assert!(public.private_cluster_config.is_none());
         assert!(public.ip_allocation_policy.is_none());
         let pool = &public.node_pools[0];
@@ -1211,10 +1593,92 @@ mod tests {
         assert_eq!(public.resource_labels["team"], "perf");
 
         c.private_nodes = true;
-        let private = cluster_spec(&r, &c);
+        let private = cluster_spec(&r, &c, &c.labels);
         let pcc = private.private_cluster_config.unwrap();
         assert!(pcc.enable_private_nodes);
-        assert_eq!(pcc.master_ipv4_cidr_block, MASTER_CIDR);
+        // GKE picks the control plane's range: a fixed one would collide with the next
+        // private cluster in the network.
+        assert_eq!(pcc.master_ipv4_cidr_block, "");
         assert!(private.ip_allocation_policy.unwrap().use_ip_aliases);
+    }
+
+    #[test]
+    fn node_pools_get_the_gke_default_scopes_and_the_service_account_and_network() {
+        let r = cluster_ref();
+        let mut c = config();
+        let spec = cluster_spec(&r, &c, &c.labels);
+        let nc = spec.node_pools[0].config.as_ref().unwrap();
+        assert_eq!(
+            nc.oauth_scopes,
+            GKE_DEFAULT_SCOPES.map(String::from).to_vec()
+        );
+        assert!(
+            nc.oauth_scopes
+                .iter()
+                .any(|s| s == "https://www.googleapis.com/auth/devstorage.read_only")
+        );
+        assert_eq!(nc.service_account, "");
+        assert_eq!((spec.network.as_str(), spec.subnetwork.as_str()), ("", ""));
+
+        c.service_account = Some("nodes@p.iam.gserviceaccount.com".into());
+        c.network = Some("bench-vpc".into());
+        c.subnetwork = Some("bench-subnet".into());
+        let spec = cluster_spec(&r, &c, &c.labels);
+        let nc = spec.node_pools[0].config.as_ref().unwrap();
+        assert_eq!(nc.service_account, "nodes@p.iam.gserviceaccount.com");
+        assert_eq!(
+            (spec.network.as_str(), spec.subnetwork.as_str()),
+            ("bench-vpc", "bench-subnet")
+        );
+    }
+
+    #[test]
+    fn every_cluster_is_labelled_managed_by_benchstack_with_the_lineage() {
+        let c = config();
+        let labels = cluster_labels(&c, Some("0f1e2d3c-aaaa-bbbb-cccc-0123456789ab"));
+        assert_eq!(labels["managed-by"], "benchstack");
+        assert_eq!(
+            labels["benchstack-lineage"],
+            "0f1e2d3c-aaaa-bbbb-cccc-0123456789ab"
+        );
+        assert_eq!(labels["team"], "perf");
+        // No lineage (or one that is no label value): only managed-by.
+        assert!(!cluster_labels(&c, None).contains_key("benchstack-lineage"));
+        assert!(!cluster_labels(&c, Some("Not A Label")).contains_key("benchstack-lineage"));
+    }
+
+    #[test]
+    fn a_quota_refusal_is_read_into_its_quota_region_and_numbers() {
+        let regional = QuotaShortfall::parse(
+            "Insufficient regional quota to satisfy request: resource \"CPUS\": request requires '88.0' and is short '64.0'. project has a quota of '24.0' with '24.0' available. View and manage quotas at https://console.cloud.google.com/iam-admin/quotas?usage=USED&project=p.",
+            "us-central1-a",
+        );
+        assert_eq!(regional.quota, "CPUS");
+        assert_eq!(regional.region.as_deref(), Some("us-central1"));
+        assert_eq!(
+            (regional.requires, regional.short, regional.limit),
+            (Some(88.0), Some(64.0), Some(24.0))
+        );
+        assert_eq!(
+            regional.quota_id().as_deref(),
+            Some("CPUS-per-project-region")
+        );
+        let advice = regional.advice("p");
+        assert!(
+            advice.contains("gcloud quotas preferences create --project=p --service=compute.googleapis.com --quota-id=CPUS-per-project-region --dimensions=region=us-central1 --preferred-value=88"),
+            "{advice}"
+        );
+        let global = QuotaShortfall::parse(
+            "Insufficient project quota to satisfy request: resource \"CPUS_ALL_REGIONS\": request requires '16.0' and is short '4.0'. project has a quota of '12.0' with '12.0' available.",
+            "europe-west1-b",
+        );
+        assert_eq!(global.region, None);
+        assert_eq!(
+            global.quota_id().as_deref(),
+            Some("CPUS-ALL-REGIONS-per-project")
+        );
+        assert!(global.advice("p").contains("--preferred-value=16`"));
+        assert_eq!(region_of("us-central1"), "us-central1");
+        assert_eq!(region_of("europe-west1-b"), "europe-west1");
     }
 }

@@ -189,6 +189,14 @@ pub struct ClusterRecord {
     pub spot: bool,
     pub private_nodes: bool,
     pub labels: BTreeMap<String, String>,
+    /// Absent in states written before these attributes existed (and when unset, so that
+    /// the record, and its fingerprint, of a cluster without them is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnetwork: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -328,6 +336,9 @@ impl From<&ResourceConfig> for ConfigRecord {
                 spot: c.spot,
                 private_nodes: c.private_nodes,
                 labels: c.labels.clone(),
+                service_account: c.service_account.clone(),
+                network: c.network.clone(),
+                subnetwork: c.subnetwork.clone(),
             }),
             ResourceConfig::Model(m) => ConfigRecord::Model(ModelRecord {
                 name: m.name.clone(),
@@ -435,6 +446,9 @@ impl ConfigRecord {
                 spot: c.spot,
                 private_nodes: c.private_nodes,
                 labels: c.labels,
+                service_account: c.service_account,
+                network: c.network,
+                subnetwork: c.subnetwork,
             }),
             ConfigRecord::Model(m) => ResourceConfig::Model(ModelConfig {
                 name: m.name,
