@@ -78,6 +78,11 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
             return destroy_unrecorded(stack, &store, args.auto_approve);
         }
         println!("Nothing to destroy: the state is empty.");
+        if stack.is_none() {
+            println!(
+                "(To look for GKE clusters benchstack made that no state records, give the stack: benchstack destroy STACK [--var …].)"
+            );
+        }
         return Ok(super::Outcome::Success);
     }
     print!("{}", plan::render::text(&plan));

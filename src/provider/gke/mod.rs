@@ -881,4 +881,53 @@ mod tests {
         assert_eq!(region_of("us-central1"), "us-central1");
         assert_eq!(region_of("europe-west1-b"), "europe-west1");
     }
+
+    #[test]
+    fn billing_lines_name_running_clusters_with_their_price_and_creates_under_way() {
+        let a = addr("serving", None);
+        let observed = serde_json::json!({
+            "project": "p", "location": "us-central1-a", "name": "serving",
+            "endpoint": "10.0.0.1", "ca_certificate": "", "status": "RUNNING",
+            "node_pool": NODE_POOL, "node_count": 3, "machine_type": "e2-highcpu-8",
+        });
+        let mut c = config();
+        c.spot = false;
+        let running = ResourceState {
+            address: a.clone(),
+            provider: "gke".into(),
+            config: ResourceConfig::Cluster(c.clone()),
+            depends_on: vec![],
+            observed,
+            rendered: BTreeMap::new(),
+            upstream: BTreeMap::new(),
+            fingerprint: String::new(),
+            applied_at: 0,
+            last_run: None,
+        };
+        let coming = Intent {
+            address: addr("loadgen", None),
+            operation: "create".into(),
+            provider: "gke".into(),
+            config: Some(ResourceConfig::Cluster(c)),
+            depends_on: vec![],
+            rendered: BTreeMap::new(),
+            upstream: BTreeMap::new(),
+            data: serde_json::json!({
+                "project": "p", "location": "us-central1-a", "name": "loadgen",
+                "step": "create", "operation": "operation-1",
+            }),
+            pid: 0,
+            started: 0,
+        };
+        let lines = billing_lines(&[running], &[coming]);
+        assert_eq!(
+            lines,
+            [
+                "cluster.serving: GKE cluster serving (project p, location us-central1-a), 3 × e2-highcpu-8 nodes, about $0.59/h at us-central1 on-demand prices",
+                "cluster.loadgen: GKE create of cluster loadgen (project p, location us-central1-a) was under way and goes on in GKE",
+            ]
+        );
+        // A local resource bills nothing.
+        assert!(billing_lines(&[], &[]).is_empty());
+    }
 }
