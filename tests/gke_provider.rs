@@ -1465,3 +1465,20 @@ printf '%s' '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCr
         "{info}"
     );
 }
+
+#[test]
+fn binary_destroy_survives_an_auto_repair_that_refuses_the_delete_for_a_while() {
+    let emu = GkeEmulator::start();
+    let cli = Cli::new(&emu);
+    let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    emu.start_system_operation("serving", "AUTO_REPAIR_NODES", Duration::from_millis(1500))
+        .unwrap();
+    let (code, out, err) = cli.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "destroy should wait out the repair:\n{out}\n{err}");
+    assert_eq!(emu.cluster_count(), 0);
+    assert!(
+        emu.answered(400) >= 1,
+        "the delete was refused at least once"
+    );
+}
