@@ -1219,9 +1219,34 @@ cluster "other" {{
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(emu.cluster_count(), 3);
 
-    // The first state is lost: a destroy from a fresh state with the same stack.
+    // The first state is lost: a destroy from a fresh state with the same stack. A target
+    // narrows it to that cluster.
     let lost = Cli::new(&emu);
     lost.write_stack(&two_cluster_stack());
+    let (code, out, err) = lost.run(&[
+        "destroy",
+        "--auto-approve",
+        "--target",
+        "cluster.loadgen",
+        s(&lost.stack()),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("Destroy complete: 1 clusters deleted."),
+        "{out}"
+    );
+    assert!(emu.cluster(PROJECT, LOCATION, "loadgen").is_none());
+    assert!(emu.cluster(PROJECT, LOCATION, "serving").is_some());
+    create(
+        &provider(&emu),
+        &Recorder::default(),
+        &address("loadgen"),
+        &ClusterConfig {
+            machine_type: Some("e2-highcpu-32".into()),
+            ..config(2)
+        },
+    )
+    .unwrap();
     let (code, out, err) = lost.run(&["destroy", "--auto-approve", s(&lost.stack())]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(

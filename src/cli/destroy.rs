@@ -18,7 +18,7 @@ use crate::apply;
 use crate::plan;
 use crate::provider::{Context, Providers, gke};
 use crate::state::Store;
-use crate::vocab::resources::{ProviderKind, ResourceConfig, Stack};
+use crate::vocab::resources::{Address, ProviderKind, ResourceConfig, Stack};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -55,7 +55,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         vars: args.vars.clone(),
         var_files: args.var_files.clone(),
     };
-    super::plan::parse_addresses("target", &flags.targets)?;
+    let targets = super::plan::parse_addresses("target", &flags.targets)?;
     // Loaded before the state is opened: a stack with an error changes nothing.
     let stack = match &args.path {
         Some(path) => Some(super::plan::load_stack(path, &flags)?),
@@ -75,7 +75,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     if !plan.has_changes() {
         let empty = store.resources().map_err(|e| miette!("{e}"))?.is_empty();
         if let (true, Some(stack)) = (empty, &stack) {
-            return destroy_unrecorded(stack, &store, args.auto_approve);
+            return destroy_unrecorded(stack, &targets, &store, args.auto_approve);
         }
         println!("Nothing to destroy: the state is empty.");
         if stack.is_none() {
@@ -109,6 +109,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
 /// deletes them, and left alone.
 fn destroy_unrecorded(
     stack: &Stack,
+    targets: &[Address],
     store: &Store,
     auto_approve: bool,
 ) -> miette::Result<super::Outcome> {
@@ -116,7 +117,12 @@ fn destroy_unrecorded(
     // provider's own question (same endpoint and credentials as the registered one).
     let gke = gke::GkeProvider::new();
     let mut places: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for r in &stack.resources {
+    // `--target` narrows it to the clusters named (a target that is no cluster names none).
+    for r in stack
+        .resources
+        .iter()
+        .filter(|r| targets.is_empty() || targets.contains(&r.address))
+    {
         if let ResourceConfig::Cluster(c) = &r.config
             && c.provider == ProviderKind::Gke
             && let (Some(p), Some(l)) = (&c.project, &c.location)
