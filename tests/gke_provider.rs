@@ -1232,7 +1232,7 @@ cluster "other" {{
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
-        out.contains("Destroy complete: 1 clusters deleted."),
+        out.contains("Destroy complete: 1 cluster deleted."),
         "{out}"
     );
     assert!(emu.cluster(PROJECT, LOCATION, "loadgen").is_none());

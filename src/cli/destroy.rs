@@ -3,11 +3,10 @@
 //! loaded and checked (an error stops it before anything is touched), `--target` may name
 //! its resources, and what is destroyed is what the state holds.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use miette::miette;
-
-use std::collections::{BTreeMap, BTreeSet};
 
 use super::apply::{
     cancel_on_signals, confirm, destroy_command, end_progress_line, execute_and_finish,
@@ -228,11 +227,20 @@ fn destroy_unrecorded(
     }
     if failed > 0 {
         println!(
-            "\nDestroy failed: {failed} of {} clusters not deleted.",
-            ours.len()
+            "\nDestroy failed: {failed} of {} not deleted.",
+            clusters(ours.len())
         );
         return Ok(super::Outcome::Failed);
     }
-    println!("\nDestroy complete: {} clusters deleted.", ours.len());
+    println!("\nDestroy complete: {} deleted.", clusters(ours.len()));
     Ok(super::Outcome::Success)
+}
+
+/// `1 cluster`, `2 clusters`.
+fn clusters(n: usize) -> String {
+    if n == 1 {
+        "1 cluster".into()
+    } else {
+        format!("{n} clusters")
+    }
 }
