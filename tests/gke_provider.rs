@@ -1507,3 +1507,49 @@ fn binary_destroy_survives_an_auto_repair_that_refuses_the_delete_for_a_while() 
         "the delete was refused at least once"
     );
 }
+
+#[test]
+fn a_regional_cluster_has_node_count_nodes_in_each_of_three_zones() {
+    let emu = GkeEmulator::start();
+    emu.set_polls_until_done(0);
+    let p = provider(&emu);
+    let a = address("serving");
+    let rec = Recorder::default();
+    let mut c = config(2);
+    c.location = Some("us-central1".into());
+    // 2 nodes × 3 zones × 8 vCPUs = 48 against 40: refused, naming the whole request.
+    emu.set_cpus_quota(40.0);
+    let err = create(&p, &rec, &a, &c).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("request requires '48.0' and is short '8.0'"),
+        "{err}"
+    );
+    emu.set_cpus_quota(100.0);
+    let observed = create(&p, &rec, &a, &c).unwrap();
+    assert_eq!(observed["node_count"], 2, "per zone, as configured");
+    let live = emu.cluster(PROJECT, "us-central1", "serving").unwrap();
+    assert_eq!(live["currentNodeCount"], 6);
+    let prior = record(&a, &c, observed);
+    match rec.with(|ctx| p.read(ctx, &prior)).unwrap() {
+        Observation::Present(v) => assert_eq!(v["node_count"], 2),
+        other => panic!("expected Present, got {other:?}"),
+    }
+    let mut bigger = c.clone();
+    bigger.node_count = 3;
+    let applied = rec
+        .with(|ctx| {
+            p.update(
+                ctx,
+                &prior,
+                &ResourceConfig::Cluster(bigger),
+                &Inputs::default(),
+            )
+        })
+        .unwrap();
+    assert_eq!(applied.observed["node_count"], 3);
+    assert_eq!(
+        emu.cluster(PROJECT, "us-central1", "serving").unwrap()["currentNodeCount"],
+        9
+    );
+}

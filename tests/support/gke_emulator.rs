@@ -663,8 +663,16 @@ fn region_of(location: &str) -> &str {
 }
 
 /// The vCPUs a cluster's nodes use (or will use): every pool's nodes in every one of its
-/// locations.
+/// locations (the live count once there is one, for a cluster of one pool).
 fn cluster_vcpus(cluster: &Value) -> f64 {
+    let pools = cluster["nodePools"].as_array().map_or(0, |p| p.len());
+    let live = cluster["currentNodeCount"].as_f64().unwrap_or(0.0);
+    if pools == 1 && live > 0.0 {
+        let machine = cluster["nodePools"][0]["config"]["machineType"]
+            .as_str()
+            .unwrap_or("e2-medium");
+        return live * vcpus(machine);
+    }
     cluster["nodePools"]
         .as_array()
         .map(|pools| {
@@ -813,7 +821,14 @@ fn create_cluster(
                 "https://www.googleapis.com/auth/monitoring"
             ]);
         }
-        pool["locations"] = json!([location]);
+        // A zonal cluster's nodes are in its zone; a regional one's in three of the region's
+        // zones, `initialNodeCount` in each ("node_count … in each of the cluster's zones",
+        // https://cloud.google.com/kubernetes-engine/docs/concepts/regional-clusters).
+        pool["locations"] = if region_of(location) == location {
+            json!(["a", "b", "c"].map(|z| format!("{location}-{z}")))
+        } else {
+            json!([location])
+        };
         pool["status"] = json!("PROVISIONING");
         pool["selfLink"] = json!(format!(
             "https://container.googleapis.com/v1/{key}/nodePools/{}",
@@ -962,7 +977,8 @@ fn finish(st: &mut State, op: &mut Op) {
             if let Some(pools) = cluster["nodePools"].as_array_mut() {
                 for pool in pools {
                     pool["status"] = json!("RUNNING");
-                    total += pool["initialNodeCount"].as_i64().unwrap_or(0);
+                    let zones = pool["locations"].as_array().map_or(1, |z| z.len().max(1));
+                    total += pool["initialNodeCount"].as_i64().unwrap_or(0) * zones as i64;
                 }
             }
             cluster["currentNodeCount"] = json!(total);
@@ -970,9 +986,15 @@ fn finish(st: &mut State, op: &mut Op) {
         Effect::Delete => {
             st.clusters.remove(&op.cluster);
         }
-        Effect::Resize { pool: _, count } => {
+        Effect::Resize { pool, count } => {
+            // `nodeCount` is per zone of the pool.
+            let zones = cluster["nodePools"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == json!(pool)))
+                .and_then(|p| p["locations"].as_array())
+                .map_or(1, |z| z.len().max(1));
             cluster["status"] = json!("RUNNING");
-            cluster["currentNodeCount"] = json!(count);
+            cluster["currentNodeCount"] = json!(count * zones as i64);
         }
         Effect::Labels => {}
     }
