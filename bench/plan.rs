@@ -41,6 +41,9 @@ fn stack(n: usize) -> Stack {
                 spot: false,
                 private_nodes: false,
                 labels: BTreeMap::new(),
+                service_account: None,
+                network: None,
+                subnetwork: None,
             }),
         },
         Resource {

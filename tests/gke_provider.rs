@@ -5,6 +5,8 @@
 
 #[path = "support/gke_emulator.rs"]
 mod gke_emulator;
+#[path = "support/google_auth_emulator.rs"]
+mod google_auth_emulator;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +51,9 @@ fn config(node_count: u32) -> ClusterConfig {
         spot: false,
         private_nodes: false,
         labels: BTreeMap::from([("purpose".to_string(), "benchmark".to_string())]),
+        service_account: None,
+        network: None,
+        subnetwork: None,
     }
 }
 
@@ -376,7 +381,7 @@ fn a_persistent_503_on_the_cluster_get_is_an_unavailable_error_with_the_api_mess
 }
 
 #[test]
-fn private_nodes_are_requested_with_ip_aliases_and_the_master_range() {
+fn private_nodes_are_requested_with_ip_aliases_and_two_private_clusters_share_a_network() {
     let emu = GkeEmulator::start();
     emu.set_polls_until_done(0);
     let p = provider(&emu);
@@ -386,12 +391,193 @@ fn private_nodes_are_requested_with_ip_aliases_and_the_master_range() {
     create(&p, &Recorder::default(), &address("serving"), &c).unwrap();
     let live = emu.cluster(PROJECT, LOCATION, "serving").unwrap();
     assert_eq!(live["privateClusterConfig"]["enablePrivateNodes"], true);
-    assert_eq!(
-        live["privateClusterConfig"]["masterIpv4CidrBlock"],
-        "172.16.0.32/28"
+    assert!(
+        live["privateClusterConfig"]
+            .get("masterIpv4CidrBlock")
+            .is_none(),
+        "{live}"
     );
     assert_eq!(live["ipAllocationPolicy"]["useIpAliases"], true);
     assert_eq!(live["nodePools"][0]["config"]["spot"], true);
+    // A fixed control-plane range would be taken by the first cluster: the second private
+    // cluster in the same network comes up too.
+    create(&p, &Recorder::default(), &address("loadgen"), &c).unwrap();
+    assert_eq!(
+        emu.cluster(PROJECT, LOCATION, "loadgen").unwrap()["status"],
+        "RUNNING"
+    );
+}
+
+#[test]
+fn node_pools_get_the_gke_default_scopes_so_nodes_can_pull_private_images() {
+    let emu = GkeEmulator::start();
+    emu.set_polls_until_done(0);
+    let p = provider(&emu);
+    create(&p, &Recorder::default(), &address("serving"), &config(3)).unwrap();
+    let pools = emu.node_pools("serving");
+    assert_eq!(pools.len(), 1);
+    let scopes: Vec<&str> = pools[0]["config"]["oauthScopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    // gcloud's gke-default, as Terraform's google provider sets it.
+    assert_eq!(
+        scopes,
+        [
+            "https://www.googleapis.com/auth/devstorage.read_only",
+            "https://www.googleapis.com/auth/logging.write",
+            "https://www.googleapis.com/auth/monitoring",
+            "https://www.googleapis.com/auth/service.management.readonly",
+            "https://www.googleapis.com/auth/servicecontrol",
+            "https://www.googleapis.com/auth/trace.append",
+        ]
+    );
+    assert_eq!(pools[0]["config"]["serviceAccount"], "default");
+    assert_eq!(pools[0]["config"]["machineType"], "e2-highcpu-8");
+}
+
+#[test]
+fn service_account_network_and_subnetwork_reach_the_cluster() {
+    let emu = GkeEmulator::start();
+    emu.set_polls_until_done(0);
+    emu.remove_default_network(PROJECT);
+    emu.add_network(PROJECT, "bench-vpc");
+    let p = provider(&emu);
+    // The project has no `default` network: GKE refuses the create, and says so.
+    let err = create(&p, &Recorder::default(), &address("serving"), &config(1)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Project \"bench-proj\" has no network named \"default\"."),
+        "{err}"
+    );
+    let mut c = config(1);
+    c.service_account = Some("bench-nodes@bench-proj.iam.gserviceaccount.com".into());
+    c.network = Some("bench-vpc".into());
+    c.subnetwork = Some("bench-subnet".into());
+    create(&p, &Recorder::default(), &address("serving"), &c).unwrap();
+    let live = emu.cluster(PROJECT, LOCATION, "serving").unwrap();
+    assert_eq!(live["network"], "bench-vpc");
+    assert_eq!(live["subnetwork"], "bench-subnet");
+    assert_eq!(
+        emu.node_pools("serving")[0]["config"]["serviceAccount"],
+        "bench-nodes@bench-proj.iam.gserviceaccount.com"
+    );
+}
+
+#[test]
+fn every_cluster_is_labelled_managed_by_benchstack() {
+    let emu = GkeEmulator::start();
+    emu.set_polls_until_done(0);
+    let p = provider(&emu);
+    create(&p, &Recorder::default(), &address("serving"), &config(1)).unwrap();
+    let labels = &emu.cluster(PROJECT, LOCATION, "serving").unwrap()["resourceLabels"];
+    assert_eq!(labels["managed-by"], "benchstack");
+    assert_eq!(labels["purpose"], "benchmark");
+}
+
+#[test]
+fn a_delete_during_an_auto_repair_waits_for_it_and_succeeds() {
+    let emu = GkeEmulator::start();
+    emu.set_polls_until_done(0);
+    let p = provider(&emu).with_busy_wait(Duration::from_secs(60));
+    let a = address("serving");
+    let rec = Recorder::default();
+    let observed = create(&p, &rec, &a, &config(1)).unwrap();
+    let prior = record(&a, &config(1), observed);
+    let op = emu
+        .start_system_operation("serving", "AUTO_REPAIR_NODES", Duration::from_millis(1500))
+        .unwrap();
+    rec.with(|ctx| p.delete(ctx, &prior)).unwrap();
+    assert!(emu.cluster(PROJECT, LOCATION, "serving").is_none());
+    // Refused (400 FAILED_PRECONDITION) at least once, then accepted.
+    assert!(emu.answered(400) >= 1);
+    assert!(emu.count_containing("DELETE", "/clusters/serving") >= 2);
+    let progress = rec.progress.lock().unwrap().clone();
+    assert!(
+        progress
+            .iter()
+            .any(|m| m.contains("GKE is busy with another operation")
+                && m.contains(&format!("Cluster is running incompatible operation {op}."))),
+        "{progress:?}"
+    );
+}
+
+#[test]
+fn a_resize_during_an_upgrade_waits_and_a_zero_busy_wait_fails_with_gkes_message() {
+    let emu = GkeEmulator::start();
+    emu.set_polls_until_done(0);
+    let a = address("serving");
+    let rec = Recorder::default();
+    let p = provider(&emu).with_busy_wait(Duration::ZERO);
+    let observed = create(&p, &rec, &a, &config(1)).unwrap();
+    let prior = record(&a, &config(1), observed);
+    emu.start_system_operation("serving", "UPGRADE_MASTER", Duration::from_secs(600))
+        .unwrap();
+    let err = rec
+        .with(|ctx| {
+            p.update(
+                ctx,
+                &prior,
+                &ResourceConfig::Cluster(config(2)),
+                &Inputs::default(),
+            )
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(
+        err.to_string().contains(
+            "is currently upgrading cluster serving. Please wait and try again once it is done."
+        ),
+        "{err}"
+    );
+
+    let emu = GkeEmulator::start();
+    emu.set_polls_until_done(0);
+    let p = provider(&emu).with_busy_wait(Duration::from_secs(60));
+    let observed = create(&p, &rec, &a, &config(1)).unwrap();
+    let prior = record(&a, &config(1), observed);
+    emu.start_system_operation("serving", "UPGRADE_MASTER", Duration::from_millis(1200))
+        .unwrap();
+    let applied = rec
+        .with(|ctx| {
+            p.update(
+                ctx,
+                &prior,
+                &ResourceConfig::Cluster(config(2)),
+                &Inputs::default(),
+            )
+        })
+        .unwrap();
+    assert_eq!(applied.observed["node_count"], 2);
+    assert!(emu.answered(400) >= 1);
+}
+
+#[test]
+fn managed_clusters_are_found_by_their_label_and_deleted_without_a_state() {
+    let emu = GkeEmulator::start();
+    emu.set_polls_until_done(0);
+    let p = provider(&emu);
+    create(&p, &Recorder::default(), &address("serving"), &config(1)).unwrap();
+    create(&p, &Recorder::default(), &address("loadgen"), &config(2)).unwrap();
+    let cancel = AtomicBool::new(false);
+    let mut found = p.find_managed(PROJECT, LOCATION, &cancel).unwrap();
+    found.sort_by(|a, b| a.cluster.name.cmp(&b.cluster.name));
+    let names: Vec<&str> = found.iter().map(|m| m.cluster.name.as_str()).collect();
+    assert_eq!(names, ["loadgen", "serving"]);
+    assert_eq!(found[0].node_count, 2);
+    assert_eq!(found[0].machine_type, "e2-highcpu-8");
+    assert!(
+        p.find_managed(PROJECT, "europe-west1-b", &cancel)
+            .unwrap()
+            .is_empty()
+    );
+    let rec = Recorder::default();
+    rec.with(|ctx| p.delete_unrecorded(ctx, &found[1].cluster))
+        .unwrap();
+    assert!(emu.cluster(PROJECT, LOCATION, "serving").is_none());
+    assert!(emu.cluster(PROJECT, LOCATION, "loadgen").is_some());
 }
 
 #[test]
@@ -412,22 +598,51 @@ fn failed_create_operation_reports_its_message_and_removes_the_failed_cluster() 
 }
 
 #[test]
-fn quota_refusal_names_the_quota_and_says_nothing_was_created() {
+fn a_403_quota_refusal_is_a_quota_error_naming_the_quota_region_and_how_to_raise_it() {
     let emu = GkeEmulator::start();
+    emu.set_cpus_quota(24.0);
     let p = provider(&emu);
-    emu.refuse_next_create_with_quota();
-    let err = create(&p, &Recorder::default(), &address("serving"), &config(8))
-        .unwrap_err()
-        .to_string();
+    // 8 × e2-highcpu-8 = 64 vCPUs against 24.
+    let err = create(&p, &Recorder::default(), &address("serving"), &config(8)).unwrap_err();
+    assert_eq!(emu.answered(403), 1, "GKE answers quota refusals with 403");
+    assert_eq!(err.kind(), ErrorKind::Quota, "{err}");
+    let text = err.to_string();
     assert!(
-        err.starts_with(
-            "creating cluster serving (project bench-proj, location us-central1-a): quota exceeded (CPUS): Insufficient regional quota"
+        text.starts_with(
+            "creating cluster serving (project bench-proj, location us-central1-a): not enough quota (CPUS in region us-central1): Insufficient regional quota to satisfy request: resource \"CPUS\": request requires '64.0' and is short '40.0'."
         ),
-        "{err}"
+        "{text}"
     );
-    assert!(err.contains("nothing was created"), "{err}");
+    assert!(text.contains("Nothing was created."), "{text}");
+    assert!(
+        text.contains("gcloud quotas preferences create --project=bench-proj --service=compute.googleapis.com --quota-id=CPUS-per-project-region --dimensions=region=us-central1 --preferred-value=64"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "https://console.cloud.google.com/iam-admin/quotas?usage=USED&project=bench-proj"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("Application Default Credentials"), "{text}");
     assert_eq!(emu.cluster_count(), 0);
     assert_eq!(emu.count_containing("GET", "/operations/"), 0);
+
+    // The project-wide quota, once the region has room.
+    emu.set_cpus_quota(1000.0);
+    emu.set_cpus_all_regions_quota(12.0);
+    let err = create(&p, &Recorder::default(), &address("serving"), &config(2)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Quota, "{err}");
+    assert!(
+        err.to_string()
+            .contains("not enough quota (CPUS_ALL_REGIONS, all regions)"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("--quota-id=CPUS-ALL-REGIONS-per-project --preferred-value=16"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -699,14 +914,20 @@ fn binary_applies_plans_and_destroys_a_gke_cluster() {
 fn binary_failed_create_keeps_the_state_and_the_next_plan_proposes_it_again() {
     let emu = GkeEmulator::start();
     let cli = Cli::new(&emu);
-    emu.refuse_next_create_with_quota();
+    // 3 × e2-highcpu-8 = 24 vCPUs against 16.
+    emu.set_cpus_quota(16.0);
 
     let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
-    assert_ne!(code, 0, "apply should fail:\n{out}\n{err}");
+    assert_eq!(code, 1, "apply should fail:\n{out}\n{err}");
     let all = format!("{out}\n{err}");
-    assert!(all.contains("quota exceeded (CPUS)"), "{all}");
-    assert!(all.contains("nothing was created"), "{all}");
+    assert!(
+        all.contains("not enough quota (CPUS in region us-central1)"),
+        "{all}"
+    );
+    assert!(all.contains("Nothing was created."), "{all}");
     assert_eq!(emu.cluster_count(), 0);
+    // Nothing runs, so nothing is listed as running.
+    assert!(!out.contains("Still running"), "{out}");
 
     let (code, out, err) = cli.run(&["plan", "--detailed-exitcode", s(&cli.stack())]);
     assert_eq!(code, 2, "{out}\n{err}");
@@ -714,6 +935,7 @@ fn binary_failed_create_keeps_the_state_and_the_next_plan_proposes_it_again() {
     assert!(out.contains("create"), "{out}");
 
     // The quota was raised: the same apply now goes through.
+    emu.set_cpus_quota(100.0);
     let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
     assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
     assert_eq!(emu.cluster_count(), 1);
@@ -877,5 +1099,457 @@ fn binary_error_cluster_is_replaced_quoting_gke_and_degraded_one_only_warns() {
     assert!(
         out.contains("cluster serving is ERROR: Insufficient CPU quota to recreate the node pool"),
         "{out}"
+    );
+}
+
+impl Cli {
+    fn write_stack(&self, text: &str) {
+        std::fs::write(self.stack(), text).unwrap();
+    }
+
+    /// The lineage of this state, from its published snapshot.
+    fn lineage(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.state().join("snapshot").join("current.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["lineage"].as_str().unwrap().to_string()
+    }
+}
+
+/// Two clusters: `serving` (3 × e2-highcpu-8, 24 vCPUs) and `loadgen` (2 × e2-highcpu-32,
+/// 64 vCPUs), as in stacks/gke.hcl.
+fn two_cluster_stack() -> String {
+    format!(
+        r#"
+cluster "serving" {{
+  provider     = "gke"
+  project      = "{PROJECT}"
+  location     = "{LOCATION}"
+  machine_type = "e2-highcpu-8"
+  node_count   = 3
+}}
+
+cluster "loadgen" {{
+  provider     = "gke"
+  project      = "{PROJECT}"
+  location     = "{LOCATION}"
+  machine_type = "e2-highcpu-32"
+  node_count   = 2
+}}
+"#
+    )
+}
+
+#[test]
+fn binary_failed_apply_lists_what_still_runs_and_how_to_remove_it() {
+    let emu = GkeEmulator::start();
+    let cli = Cli::new(&emu);
+    cli.write_stack(&two_cluster_stack());
+    // Room for serving's 24 vCPUs, not for loadgen's 64 as well.
+    emu.set_cpus_quota(40.0);
+    let (code, out, err) = cli.run(&[
+        "apply",
+        "--auto-approve",
+        "--parallelism",
+        "1",
+        s(&cli.stack()),
+    ]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains("not enough quota (CPUS in region us-central1)"),
+        "{out}"
+    );
+    assert_eq!(emu.cluster_count(), 1);
+    let still = out
+        .split("Still running on Google Cloud (and billing):")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no still-running list:\n{out}"));
+    assert!(
+        still.contains("cluster.serving: GKE cluster serving (project bench-proj, location us-central1-a), 3 × e2-highcpu-8 nodes, about $"),
+        "{still}"
+    );
+    assert!(!still.contains("cluster.loadgen"), "{still}");
+    let remove = format!(
+        "Remove them with: benchstack --state {} destroy {}",
+        s(&cli.state()),
+        s(&cli.stack())
+    );
+    assert!(still.contains(&remove), "{still}");
+
+    // The command it names removes them.
+    let (code, out, err) = cli.run(&["destroy", "--auto-approve", s(&cli.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(emu.cluster_count(), 0);
+}
+
+#[test]
+fn binary_clusters_carry_the_managed_by_label_and_the_state_lineage() {
+    let emu = GkeEmulator::start();
+    let cli = Cli::new(&emu);
+    let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let labels = &emu.cluster(PROJECT, LOCATION, "serving").unwrap()["resourceLabels"];
+    assert_eq!(labels["managed-by"], "benchstack");
+    assert_eq!(labels["benchstack-lineage"], cli.lineage().as_str());
+    // The labels benchstack adds are not drift: the next plan is empty.
+    let (code, out, err) = cli.run(&["plan", "--detailed-exitcode", s(&cli.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[test]
+fn binary_destroy_on_an_empty_state_finds_and_deletes_the_stacks_labelled_clusters() {
+    let emu = GkeEmulator::start();
+    let first = Cli::new(&emu);
+    first.write_stack(&two_cluster_stack());
+    let (code, out, err) = first.run(&["apply", "--auto-approve", s(&first.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // A cluster benchstack made for another stack, in the same project and location.
+    let other = Cli::new(&emu);
+    other.write_stack(&format!(
+        r#"
+cluster "other" {{
+  provider     = "gke"
+  project      = "{PROJECT}"
+  location     = "{LOCATION}"
+  machine_type = "e2-highcpu-8"
+}}
+"#
+    ));
+    let (code, out, err) = other.run(&["apply", "--auto-approve", s(&other.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(emu.cluster_count(), 3);
+
+    // The first state is lost: a destroy from a fresh state with the same stack. A target
+    // narrows it to that cluster.
+    let lost = Cli::new(&emu);
+    lost.write_stack(&two_cluster_stack());
+    let (code, out, err) = lost.run(&[
+        "destroy",
+        "--auto-approve",
+        "--target",
+        "cluster.loadgen",
+        s(&lost.stack()),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("Destroy complete: 1 cluster deleted."),
+        "{out}"
+    );
+    assert!(emu.cluster(PROJECT, LOCATION, "loadgen").is_none());
+    assert!(emu.cluster(PROJECT, LOCATION, "serving").is_some());
+    create(
+        &provider(&emu),
+        &Recorder::default(),
+        &address("loadgen"),
+        &ClusterConfig {
+            machine_type: Some("e2-highcpu-32".into()),
+            ..config(2)
+        },
+    )
+    .unwrap();
+    let (code, out, err) = lost.run(&["destroy", "--auto-approve", s(&lost.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(
+            "The state is empty, but these clusters of this stack, made by benchstack, are running:"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "serving: RUNNING, 3 × e2-highcpu-8, project bench-proj, location us-central1-a (made by state lineage {})",
+            first.lineage()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("other: RUNNING"), "{out}");
+    assert!(
+        out.contains("delete with: gcloud container clusters delete other --project bench-proj --location us-central1-a"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Destroy complete: 2 clusters deleted."),
+        "{out}"
+    );
+    assert!(emu.cluster(PROJECT, LOCATION, "serving").is_none());
+    assert!(emu.cluster(PROJECT, LOCATION, "loadgen").is_none());
+    assert!(
+        emu.cluster(PROJECT, LOCATION, "other").is_some(),
+        "not this stack's: left alone"
+    );
+
+    // Nothing of this stack left: said so.
+    let (code, out, err) = lost.run(&["destroy", "--auto-approve", s(&lost.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("Nothing to destroy: the state is empty, and no cluster of this stack"),
+        "{out}"
+    );
+}
+
+#[test]
+fn binary_plan_shows_service_account_and_network_and_a_change_replaces_the_cluster() {
+    let emu = GkeEmulator::start();
+    emu.add_network(PROJECT, "bench-vpc");
+    let cli = Cli::new(&emu);
+    let stack = |sa: &str| {
+        format!(
+            r#"
+cluster "serving" {{
+  provider        = "gke"
+  project         = "{PROJECT}"
+  location        = "{LOCATION}"
+  machine_type    = "e2-highcpu-8"
+  service_account = "{sa}"
+  network         = "bench-vpc"
+  subnetwork      = "bench-subnet"
+}}
+"#
+        )
+    };
+    cli.write_stack(&stack("nodes@bench-proj.iam.gserviceaccount.com"));
+    let (code, out, err) = cli.run(&["plan", s(&cli.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for line in [
+        "+ service_account = \"nodes@bench-proj.iam.gserviceaccount.com\"",
+        "+ network = \"bench-vpc\"",
+        "+ subnetwork = \"bench-subnet\"",
+    ] {
+        assert!(out.contains(line), "{line} missing:\n{out}");
+    }
+    let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        emu.node_pools("serving")[0]["config"]["serviceAccount"],
+        "nodes@bench-proj.iam.gserviceaccount.com"
+    );
+    cli.write_stack(&stack("other@bench-proj.iam.gserviceaccount.com"));
+    let (code, out, err) = cli.run(&["plan", "--detailed-exitcode", s(&cli.stack())]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        out.contains("service_account changed (forces replacement)"),
+        "{out}"
+    );
+}
+
+// --- authentication to a cluster's Kubernetes API ---
+
+use benchstack::provider::gcp::{self, AuthEnv};
+use google_auth_emulator::GoogleAuthEmulator;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `GET /version` on the emulated API server with `auth`, through kube.
+fn version_with(auth: kube::config::AuthInfo, server: &str) -> Result<String, kube::Error> {
+    rt().block_on(async {
+        let mut config = kube::Config::new(server.parse().unwrap());
+        config.auth_info = auth;
+        let client = kube::Client::try_from(config)?;
+        Ok(client.apiserver_version().await?.git_version)
+    })
+}
+
+fn write_json(dir: &Path, name: &str, v: &serde_json::Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, v.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn a_service_account_key_is_exchanged_at_its_token_uri_for_an_access_token_the_cluster_accepts() {
+    let google = GoogleAuthEmulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = google.service_account_key("bench@bench-proj.iam.gserviceaccount.com");
+    let env = AuthEnv {
+        path: Some(dir.path().as_os_str().to_owned()),
+        credentials_file: Some(write_json(dir.path(), "key.json", &key.json)),
+    };
+    let token = rt().block_on(gcp::access_token_with(&env)).unwrap();
+    assert!(
+        token.starts_with("ya29."),
+        "an OAuth access token, not a JWT: {token}"
+    );
+    let requests = google.token_requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!(r.grant_type, "urn:ietf:params:oauth:grant-type:jwt-bearer");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.claims["iss"], key.email.as_str());
+    assert_eq!(r.claims["aud"], google.token_uri().as_str());
+    assert_eq!(
+        r.scope,
+        "https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/userinfo.email"
+    );
+    // The cluster takes it (and would refuse a self-signed JWT: anything it did not issue).
+    let auth = rt()
+        .block_on(gcp::cluster_auth_info_with(&env, &google.url(), ""))
+        .unwrap();
+    assert!(auth.exec.is_none());
+    assert_eq!(
+        version_with(auth, &google.url()).unwrap(),
+        "v1.33.5-gke.1000000"
+    );
+    // The token is reused while it is valid.
+    assert_eq!(google.token_requests().len(), 1);
+}
+
+#[test]
+fn a_refused_key_exchange_is_a_permission_error_quoting_the_token_endpoint() {
+    let google = GoogleAuthEmulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut key = google.service_account_key("stale@bench-proj.iam.gserviceaccount.com");
+    // A key the endpoint does not know (deleted, or of another account).
+    key.json["client_email"] = "unknown@bench-proj.iam.gserviceaccount.com".into();
+    let env = AuthEnv {
+        path: None,
+        credentials_file: Some(write_json(dir.path(), "key.json", &key.json)),
+    };
+    let err = rt().block_on(gcp::access_token_with(&env)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Permission, "{err}");
+    assert!(err.to_string().contains("invalid_grant"), "{err}");
+    assert!(err.to_string().contains(&google.token_uri()), "{err}");
+}
+
+#[test]
+fn user_credentials_are_refreshed_with_the_cloud_platform_and_userinfo_email_scopes() {
+    let google = GoogleAuthEmulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = AuthEnv {
+        path: None,
+        credentials_file: Some(write_json(
+            dir.path(),
+            "adc.json",
+            &google.authorized_user(),
+        )),
+    };
+    let token = rt().block_on(gcp::access_token_with(&env)).unwrap();
+    assert!(token.starts_with("ya29."), "{token}");
+    let r = &google.token_requests()[0];
+    assert_eq!(r.grant_type, "refresh_token");
+    let scopes: Vec<&str> = r.scope.split(' ').collect();
+    assert!(
+        scopes.contains(&"https://www.googleapis.com/auth/cloud-platform")
+            && scopes.contains(&"https://www.googleapis.com/auth/userinfo.email"),
+        "{scopes:?}"
+    );
+}
+
+#[test]
+fn gke_gcloud_auth_plugin_on_the_path_is_run_by_kube_as_kubectl_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let google = GoogleAuthEmulator::start();
+    google.allow_token("plugin-token-1");
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("gke-gcloud-auth-plugin");
+    std::fs::write(
+        &plugin,
+        r#"#!/bin/sh
+printf '%s' "$KUBERNETES_EXEC_INFO" > "$(dirname "$0")/exec-info.json"
+printf '%s' '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"plugin-token-1","expirationTimestamp":"2099-01-01T00:00:00Z"}}'
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A key file is there too: the plugin wins, as for kubectl.
+    let key = google.service_account_key("bench@bench-proj.iam.gserviceaccount.com");
+    let env = AuthEnv {
+        path: Some(std::env::join_paths([Path::new("/nonexistent"), dir.path()]).unwrap()),
+        credentials_file: Some(write_json(dir.path(), "key.json", &key.json)),
+    };
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    let auth = rt()
+        .block_on(gcp::cluster_auth_info_with(&env, &google.url(), &ca))
+        .unwrap();
+    let exec = auth.exec.clone().expect("exec credentials");
+    assert_eq!(exec.command.as_deref(), Some(plugin.to_str().unwrap()));
+    assert_eq!(
+        exec.api_version.as_deref(),
+        Some("client.authentication.k8s.io/v1beta1")
+    );
+    assert!(exec.provide_cluster_info);
+    assert_eq!(
+        version_with(auth, &google.url()).unwrap(),
+        "v1.33.5-gke.1000000"
+    );
+    assert_eq!(google.api_authorizations(), ["Bearer plugin-token-1"]);
+    assert!(google.token_requests().is_empty(), "no key exchange");
+    // The plugin was told which cluster, as kubectl tells it.
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("exec-info.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["spec"]["cluster"]["server"], google.url().as_str());
+    assert!(
+        info["spec"]["cluster"]["certificate-authority-data"].is_string(),
+        "{info}"
+    );
+}
+
+#[test]
+fn binary_destroy_survives_an_auto_repair_that_refuses_the_delete_for_a_while() {
+    let emu = GkeEmulator::start();
+    let cli = Cli::new(&emu);
+    let (code, out, err) = cli.run(&["apply", "--auto-approve", s(&cli.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    emu.start_system_operation("serving", "AUTO_REPAIR_NODES", Duration::from_millis(1500))
+        .unwrap();
+    let (code, out, err) = cli.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "destroy should wait out the repair:\n{out}\n{err}");
+    assert_eq!(emu.cluster_count(), 0);
+    assert!(
+        emu.answered(400) >= 1,
+        "the delete was refused at least once"
+    );
+}
+
+#[test]
+fn a_regional_cluster_has_node_count_nodes_in_each_of_three_zones() {
+    let emu = GkeEmulator::start();
+    emu.set_polls_until_done(0);
+    let p = provider(&emu);
+    let a = address("serving");
+    let rec = Recorder::default();
+    let mut c = config(2);
+    c.location = Some("us-central1".into());
+    // 2 nodes × 3 zones × 8 vCPUs = 48 against 40: refused, naming the whole request.
+    emu.set_cpus_quota(40.0);
+    let err = create(&p, &rec, &a, &c).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("request requires '48.0' and is short '8.0'"),
+        "{err}"
+    );
+    emu.set_cpus_quota(100.0);
+    let observed = create(&p, &rec, &a, &c).unwrap();
+    assert_eq!(observed["node_count"], 2, "per zone, as configured");
+    let live = emu.cluster(PROJECT, "us-central1", "serving").unwrap();
+    assert_eq!(live["currentNodeCount"], 6);
+    let prior = record(&a, &c, observed);
+    match rec.with(|ctx| p.read(ctx, &prior)).unwrap() {
+        Observation::Present(v) => assert_eq!(v["node_count"], 2),
+        other => panic!("expected Present, got {other:?}"),
+    }
+    let mut bigger = c.clone();
+    bigger.node_count = 3;
+    let applied = rec
+        .with(|ctx| {
+            p.update(
+                ctx,
+                &prior,
+                &ResourceConfig::Cluster(bigger),
+                &Inputs::default(),
+            )
+        })
+        .unwrap();
+    assert_eq!(applied.observed["node_count"], 3);
+    assert_eq!(
+        emu.cluster(PROJECT, "us-central1", "serving").unwrap()["currentNodeCount"],
+        9
     );
 }

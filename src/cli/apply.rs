@@ -102,7 +102,7 @@ fn doing(a: Action) -> &'static str {
 /// Whether an in-place progress line is open on the terminal (it must end before other output).
 static PROGRESS_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn end_progress_line() {
+pub(super) fn end_progress_line() {
     if PROGRESS_OPEN.swap(false, std::sync::atomic::Ordering::SeqCst) {
         println!();
     }
@@ -111,7 +111,7 @@ fn end_progress_line() {
 /// On a terminal, progress rewrites one line in place. Elsewhere (CI logs, pipes) a line is
 /// printed when a new phase begins (the text before the first ':') and then every 5 s, so a
 /// log stays readable.
-fn progress_line(address: &str, message: &str) {
+pub(super) fn progress_line(address: &str, message: &str) {
     static LAST: std::sync::Mutex<Option<(String, std::time::Instant)>> =
         std::sync::Mutex::new(None);
     if std::io::stdout().is_terminal() {
@@ -185,13 +185,69 @@ pub fn print_event(e: Event) {
     }
 }
 
+/// The command that removes what this stack made: `benchstack [--state DIR] destroy [STACK]
+/// [--var …] [--var-file …]`, quoted for a POSIX shell where needed.
+pub fn destroy_command(
+    state_dir: &Path,
+    stack: Option<&Path>,
+    vars: &[String],
+    var_files: &[PathBuf],
+) -> String {
+    let quote = |s: &str| -> String {
+        if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+".contains(c))
+        {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    let mut cmd = String::from("benchstack");
+    if state_dir != Path::new("state") {
+        cmd.push_str(&format!(
+            " --state {}",
+            quote(&state_dir.display().to_string())
+        ));
+    }
+    cmd.push_str(" destroy");
+    if let Some(p) = stack {
+        cmd.push_str(&format!(" {}", quote(&p.display().to_string())));
+    }
+    for v in vars {
+        cmd.push_str(&format!(" --var {}", quote(v)));
+    }
+    for f in var_files {
+        cmd.push_str(&format!(" --var-file {}", quote(&f.display().to_string())));
+    }
+    cmd
+}
+
+/// After a failed or interrupted apply (or destroy): what the state says is still running on
+/// Google Cloud, and billing, and the command that removes it.
+fn print_still_running(store: &Store, remove: &str) {
+    let (Ok(resources), Ok(intents)) = (store.resources(), store.intents()) else {
+        return;
+    };
+    let lines = crate::provider::gke::billing_lines(&resources, &intents);
+    if lines.is_empty() {
+        return;
+    }
+    println!("\nStill running on Google Cloud (and billing):");
+    for l in &lines {
+        println!("  {l}");
+    }
+    println!("Remove them with: {remove}");
+}
+
 /// Prints the outcome; returns the exit code (0 ok, 1 failure, 2 applied but an SLO was
-/// missed, 130 interrupted).
+/// missed, 130 interrupted). `remove` is the command that removes what the state holds.
 pub fn finish(
     outcome: &Outcome,
     plan: &Plan,
     store: &Store,
     verb: &str,
+    remove: &str,
 ) -> miette::Result<super::Outcome> {
     let s = plan.summary();
     for (a, msg) in &outcome.failed {
@@ -214,6 +270,7 @@ pub fn finish(
             let names: Vec<String> = outcome.not_started.iter().map(|a| a.to_string()).collect();
             println!("Not started: {}", names.join(", "));
         }
+        print_still_running(store, remove);
         return Ok(super::Outcome::Interrupted);
     }
     if outcome.failed.is_empty() && outcome.skipped.is_empty() {
@@ -240,6 +297,7 @@ pub fn finish(
             outcome.done.len(),
             s.create + s.update + s.replace + s.delete + s.run
         );
+        print_still_running(store, remove);
     }
     let outputs = store.outputs().map_err(|e| miette!("{e}"))?;
     if !outputs.is_empty() && !plan.destroy {
@@ -297,7 +355,20 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
             plan
         }
     };
-    execute_and_finish(&plan, &store, &providers, args.parallelism, "apply")
+    let remove = destroy_command(
+        state_dir,
+        stack.as_ref().map(|_| args.path.as_path()),
+        &args.flags.vars,
+        &args.flags.var_files,
+    );
+    execute_and_finish(
+        &plan,
+        &store,
+        &providers,
+        args.parallelism,
+        "apply",
+        &remove,
+    )
 }
 
 /// Executes an approved plan (Ctrl-C stops new work) and prints the outcome; shared by apply
@@ -308,6 +379,7 @@ pub fn execute_and_finish(
     providers: &Providers,
     parallelism: u32,
     operation: &str,
+    remove: &str,
 ) -> miette::Result<super::Outcome> {
     let cancel = cancel_on_signals();
     let outcome = apply::execute(
@@ -326,5 +398,5 @@ pub fn execute_and_finish(
     if let Some(first) = verb.get_mut(0..1) {
         first.make_ascii_uppercase();
     }
-    finish(&outcome, plan, store, &verb)
+    finish(&outcome, plan, store, &verb, remove)
 }

@@ -3,15 +3,21 @@
 //! loaded and checked (an error stops it before anything is touched), `--target` may name
 //! its resources, and what is destroyed is what the state holds.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use miette::miette;
 
-use super::apply::{confirm, execute_and_finish, print_event};
+use super::apply::{
+    cancel_on_signals, confirm, destroy_command, end_progress_line, execute_and_finish,
+    print_event, progress_line,
+};
 use super::plan::{PlanFlags, make_plan, open_store};
 use crate::apply;
 use crate::plan;
-use crate::provider::Providers;
+use crate::provider::{Context, Providers, gke};
+use crate::state::Store;
+use crate::vocab::resources::{Address, ProviderKind, ResourceConfig, Stack};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,7 +54,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         vars: args.vars.clone(),
         var_files: args.var_files.clone(),
     };
-    super::plan::parse_addresses("target", &flags.targets)?;
+    let targets = super::plan::parse_addresses("target", &flags.targets)?;
     // Loaded before the state is opened: a stack with an error changes nothing.
     let stack = match &args.path {
         Some(path) => Some(super::plan::load_stack(path, &flags)?),
@@ -66,7 +72,16 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
     let plan = make_plan(stack.as_ref(), &store, &providers, &flags, true)?;
     if !plan.has_changes() {
+        let empty = store.resources().map_err(|e| miette!("{e}"))?.is_empty();
+        if let (true, Some(stack)) = (empty, &stack) {
+            return destroy_unrecorded(stack, &targets, &store, args.auto_approve);
+        }
         println!("Nothing to destroy: the state is empty.");
+        if stack.is_none() {
+            println!(
+                "(To look for GKE clusters benchstack made that no state records, give the stack: benchstack destroy STACK [--var …].)"
+            );
+        }
         return Ok(super::Outcome::Success);
     }
     print!("{}", plan::render::text(&plan));
@@ -75,5 +90,157 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         println!("Destroy cancelled.");
         return Ok(super::Outcome::Failed);
     }
-    execute_and_finish(&plan, &store, &providers, args.parallelism, "destroy")
+    let remove = destroy_command(state_dir, args.path.as_deref(), &args.vars, &args.var_files);
+    execute_and_finish(
+        &plan,
+        &store,
+        &providers,
+        args.parallelism,
+        "destroy",
+        &remove,
+    )
+}
+
+/// An empty state with a stack: the state may have been lost, or be in another directory,
+/// while its clusters still run. Looks for clusters labelled `managed-by=benchstack` in the
+/// project and location of each of the stack's GKE clusters and offers to delete those
+/// that bear a name of the stack's clusters; others are listed with the command that
+/// deletes them, and left alone.
+fn destroy_unrecorded(
+    stack: &Stack,
+    targets: &[Address],
+    store: &Store,
+    auto_approve: bool,
+) -> miette::Result<super::Outcome> {
+    // The registry's providers know resources; finding unrecorded clusters is the GKE
+    // provider's own question (same endpoint and credentials as the registered one).
+    let gke = gke::GkeProvider::new();
+    let mut places: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    // `--target` narrows it to the clusters named (a target that is no cluster names none).
+    for r in stack
+        .resources
+        .iter()
+        .filter(|r| targets.is_empty() || targets.contains(&r.address))
+    {
+        if let ResourceConfig::Cluster(c) = &r.config
+            && c.provider == ProviderKind::Gke
+            && let (Some(p), Some(l)) = (&c.project, &c.location)
+        {
+            places
+                .entry((p.clone(), l.clone()))
+                .or_default()
+                .insert(gke::cluster_name(&r.address));
+        }
+    }
+    if places.is_empty() {
+        println!("Nothing to destroy: the state is empty.");
+        return Ok(super::Outcome::Success);
+    }
+    let cancel = cancel_on_signals();
+    let mut ours: Vec<gke::ManagedCluster> = Vec::new();
+    let mut others: Vec<gke::ManagedCluster> = Vec::new();
+    for ((project, location), names) in &places {
+        let found = gke.find_managed(project, location, &cancel).map_err(|e| {
+            miette!("the state is empty, and looking for clusters benchstack made failed: {e}")
+        })?;
+        for m in found {
+            if names.contains(&m.cluster.name) {
+                ours.push(m);
+            } else {
+                others.push(m);
+            }
+        }
+    }
+    let lineage = store.meta().map(|m| m.lineage).unwrap_or_default();
+    let describe = |m: &gke::ManagedCluster| {
+        let whose = match &m.lineage {
+            Some(l) if *l == lineage => " (made by this state)".to_string(),
+            Some(l) => format!(" (made by state lineage {l})"),
+            None => String::new(),
+        };
+        format!(
+            "{}: {}, {} × {}, project {}, location {}{whose}",
+            m.cluster.name,
+            m.status,
+            m.node_count,
+            m.machine_type,
+            m.cluster.project,
+            m.cluster.location
+        )
+    };
+    if !others.is_empty() {
+        println!(
+            "Clusters labelled managed-by=benchstack that are not in this stack (left alone):"
+        );
+        for m in &others {
+            println!("  {}", describe(m));
+            println!(
+                "    delete with: gcloud container clusters delete {} --project {} --location {}",
+                m.cluster.name, m.cluster.project, m.cluster.location
+            );
+        }
+    }
+    if ours.is_empty() {
+        let where_: Vec<String> = places
+            .keys()
+            .map(|(p, l)| format!("project {p}, location {l}"))
+            .collect();
+        println!(
+            "Nothing to destroy: the state is empty, and no cluster of this stack labelled managed-by=benchstack runs in {}.",
+            where_.join("; ")
+        );
+        return Ok(super::Outcome::Success);
+    }
+    println!(
+        "The state is empty, but these clusters of this stack, made by benchstack, are running:"
+    );
+    for m in &ours {
+        println!("  {}", describe(m));
+    }
+    println!(
+        "Deleting a cluster deletes what runs on it; a LoadBalancer Service's forwarding rule can outlive it: check `gcloud compute forwarding-rules list --project PROJECT` afterwards."
+    );
+    if !auto_approve && !confirm("Delete these clusters?", "destroy")? {
+        println!("Destroy cancelled.");
+        return Ok(super::Outcome::Failed);
+    }
+    let note = |_v: serde_json::Value| Ok(());
+    let mut failed = 0;
+    for m in &ours {
+        let label = format!("cluster {}", m.cluster.name);
+        let progress = |msg: String| progress_line(&label, &msg);
+        let ctx = Context {
+            state_dir: store.dir(),
+            note: &note,
+            progress: &progress,
+            cancel: &cancel,
+        };
+        let result = gke.delete_unrecorded(&ctx, &m.cluster);
+        end_progress_line();
+        match result {
+            Ok(()) => println!("{label}: deleted"),
+            Err(e) => {
+                failed += 1;
+                println!("{label}: FAILED: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        println!(
+            "\nDestroy failed: {failed} of {} not deleted.",
+            clusters(ours.len())
+        );
+        return Ok(super::Outcome::Failed);
+    }
+    println!("\nDestroy complete: {} deleted.", clusters(ours.len()));
+    Ok(super::Outcome::Success)
+}
+
+/// `1 cluster`, `2 clusters`.
+fn clusters(n: usize) -> String {
+    if n == 1 {
+        "1 cluster".into()
+    } else {
+        format!("{n} clusters")
+    }
 }

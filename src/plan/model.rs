@@ -339,6 +339,9 @@ pub fn resource_body(config: &ResourceConfig, base: Option<&Path>) -> Body {
             b.opt("disk_size_gb", &c.disk_size_gb, |n| HclValue::int(*n));
             b.set("spot", HclValue::Bool(c.spot));
             b.set("private_nodes", HclValue::Bool(c.private_nodes));
+            b.opt("service_account", &c.service_account, string);
+            b.opt("network", &c.network, string);
+            b.opt("subnetwork", &c.subnetwork, string);
             b.set(
                 "labels",
                 HclValue::Map(

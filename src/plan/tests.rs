@@ -50,6 +50,9 @@ pub(crate) fn local_stack(max_batch: u64) -> Stack {
                     spot: false,
                     private_nodes: false,
                     labels: BTreeMap::new(),
+                    service_account: None,
+                    network: None,
+                    subnetwork: None,
                 }),
             ),
             res(

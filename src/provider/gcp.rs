@@ -2,7 +2,10 @@
 //! emulators that stand in for them), credentials, polling cadence, and what a GKE cluster
 //! records as observed (the kubernetes provider builds its client from it).
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use google_cloud_gax::error::rpc::Code;
 
@@ -34,6 +37,126 @@ pub fn backoff(current: Duration, cap: Duration) -> Duration {
 }
 
 const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+const USERINFO_EMAIL_SCOPE: &str = "https://www.googleapis.com/auth/userinfo.email";
+/// The scopes of a token for a cluster's Kubernetes API: what gke-gcloud-auth-plugin (and
+/// client-go's old gcp auth provider) ask for. Without `userinfo.email` a service account
+/// authenticates as its numeric id, and RBAC bindings by e-mail do not match
+/// (imjasonh/gke-auth#28, google-github-actions/get-gke-credentials#15).
+pub const CLUSTER_SCOPES: [&str; 2] = [CLOUD_PLATFORM_SCOPE, USERINFO_EMAIL_SCOPE];
+/// kubectl's credential plugin for GKE (`gcloud components install gke-gcloud-auth-plugin`).
+pub const AUTH_PLUGIN: &str = "gke-gcloud-auth-plugin";
+/// The OAuth 2.0 JWT-bearer grant (RFC 7523) a service-account key is exchanged with.
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A cached token is used until this long before it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
+
+/// Where credentials come from: what the process environment says, captured once (tests give
+/// their own).
+#[derive(Debug, Clone, Default)]
+pub struct AuthEnv {
+    /// `PATH`, searched for [`AUTH_PLUGIN`].
+    pub path: Option<std::ffi::OsString>,
+    /// The Application Default Credentials file: `GOOGLE_APPLICATION_CREDENTIALS`, else
+    /// gcloud's well-known `application_default_credentials.json` when it exists; None: the
+    /// metadata server (a GCE VM, Cloud Shell, GKE).
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl AuthEnv {
+    pub fn from_process() -> AuthEnv {
+        let explicit = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        // gcloud's configuration directory: CLOUDSDK_CONFIG, else ~/.config/gcloud.
+        let well_known = std::env::var_os("CLOUDSDK_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/gcloud")))
+            .map(|d| d.join("application_default_credentials.json"))
+            .filter(|p| p.is_file());
+        AuthEnv {
+            path: std::env::var_os("PATH"),
+            credentials_file: explicit.or(well_known),
+        }
+    }
+}
+
+/// The credential plugin on `path`, if there is an executable one.
+pub fn find_plugin(path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path?)
+        .map(|dir| dir.join(AUTH_PLUGIN))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// How to authenticate to the Kubernetes API of the cluster at `server` (its URL) with CA
+/// `ca_base64_pem` (`masterAuth.clusterCaCertificate`); None against emulators.
+pub async fn cluster_auth_info(
+    server: &str,
+    ca_base64_pem: &str,
+) -> Result<Option<kube::config::AuthInfo>, ProviderError> {
+    if emulator_endpoint().is_some() {
+        return Ok(None);
+    }
+    cluster_auth_info_with(&AuthEnv::from_process(), server, ca_base64_pem)
+        .await
+        .map(Some)
+}
+
+/// As [`cluster_auth_info`] in `env`: exactly kubectl's authentication when
+/// gke-gcloud-auth-plugin is on the PATH (kube runs it as an exec credential plugin and runs
+/// it again when its token expires); otherwise an OAuth access token from Application
+/// Default Credentials with [`CLUSTER_SCOPES`].
+pub async fn cluster_auth_info_with(
+    env: &AuthEnv,
+    server: &str,
+    ca_base64_pem: &str,
+) -> Result<kube::config::AuthInfo, ProviderError> {
+    if let Some(plugin) = find_plugin(env.path.as_deref()) {
+        return Ok(plugin_auth_info(&plugin, server, ca_base64_pem));
+    }
+    let token = access_token_with(env).await?;
+    Ok(kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    })
+}
+
+/// The exec credentials `gcloud container clusters get-credentials` writes into a kubeconfig
+/// (https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-access-for-kubectl), with
+/// the plugin never prompting: benchstack's terminal is its own.
+pub fn plugin_auth_info(
+    plugin: &Path,
+    server: &str,
+    ca_base64_pem: &str,
+) -> kube::config::AuthInfo {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(ca_base64_pem.trim())
+        .ok()
+        .filter(|c| !c.is_empty());
+    let exec = kube::config::ExecConfig {
+        api_version: Some("client.authentication.k8s.io/v1beta1".into()),
+        command: Some(plugin.display().to_string()),
+        install_hint: Some(
+            "Install gke-gcloud-auth-plugin for use with kubectl by following https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-access-for-kubectl#install_plugin".into(),
+        ),
+        interactive_mode: Some(kube::config::ExecInteractiveMode::Never),
+        provide_cluster_info: true,
+        cluster: Some(kube::config::ExecAuthCluster {
+            server: Some(server.to_string()),
+            certificate_authority_data: ca,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    kube::config::AuthInfo {
+        exec: Some(exec),
+        ..Default::default()
+    }
+}
 
 /// A Google access token for the Kubernetes API of a GKE cluster, from Application Default
 /// Credentials; None against emulators (anonymous).
@@ -41,14 +164,66 @@ pub async fn access_token() -> Result<Option<String>, ProviderError> {
     if emulator_endpoint().is_some() {
         return Ok(None);
     }
-    let credentials = google_cloud_auth::credentials::Builder::default()
-        .with_scopes([CLOUD_PLATFORM_SCOPE])
-        .build_access_token_credentials()
-        .map_err(|e| {
-            ProviderError::new(ErrorKind::Permission, "", format!(
-                "no Google credentials: {e} (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)"
-            ))
-        })?;
+    access_token_with(&AuthEnv::from_process()).await.map(Some)
+}
+
+fn no_credentials(detail: impl std::fmt::Display) -> ProviderError {
+    ProviderError::new(
+        ErrorKind::Permission,
+        "",
+        format!(
+            "no Google credentials: {detail} (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)"
+        ),
+    )
+}
+
+/// An OAuth access token with [`CLUSTER_SCOPES`] from the credentials `env` names. A
+/// service-account key is exchanged for one at its `token_uri` (never sent as the
+/// self-signed JWT google-cloud-auth makes of it, which googleapis.com front ends accept and
+/// a cluster's API server does not); a user's credentials are refreshed with these scopes;
+/// anything else goes through google-cloud-auth's Application Default Credentials.
+pub async fn access_token_with(env: &AuthEnv) -> Result<String, ProviderError> {
+    let key = match &env.credentials_file {
+        Some(file) => {
+            let bytes = std::fs::read(file)
+                .map_err(|e| no_credentials(format!("cannot read {}: {e}", file.display())))?;
+            let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                no_credentials(format!(
+                    "{} is not a credentials JSON file: {e}",
+                    file.display()
+                ))
+            })?;
+            Some(json)
+        }
+        None => None,
+    };
+    let kind = key
+        .as_ref()
+        .and_then(|k| k["type"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    match (kind.as_str(), key) {
+        ("service_account", Some(k)) => service_account_token(&k).await,
+        ("authorized_user", Some(k)) => {
+            let credentials = google_cloud_auth::credentials::user_account::Builder::new(k)
+                .with_scopes(CLUSTER_SCOPES)
+                .build_access_token_credentials()
+                .map_err(no_credentials)?;
+            token_of(credentials).await
+        }
+        _ => {
+            let credentials = google_cloud_auth::credentials::Builder::default()
+                .with_scopes(CLUSTER_SCOPES)
+                .build_access_token_credentials()
+                .map_err(no_credentials)?;
+            token_of(credentials).await
+        }
+    }
+}
+
+async fn token_of(
+    credentials: google_cloud_auth::credentials::AccessTokenCredentials,
+) -> Result<String, ProviderError> {
     let token = credentials.access_token().await.map_err(|e| {
         let kind = if e.is_transient() {
             ErrorKind::Unavailable
@@ -57,7 +232,126 @@ pub async fn access_token() -> Result<Option<String>, ProviderError> {
         };
         ProviderError::new(kind, "getting a Google access token", e.to_string())
     })?;
-    Ok(Some(token.token))
+    Ok(token.token)
+}
+
+/// Tokens exchanged for service-account keys, by client e-mail and token URI, with when they
+/// expire (a client is made per provider call; the token lasts an hour).
+static SA_TOKENS: Mutex<BTreeMap<(String, String), (String, Instant)>> =
+    Mutex::new(BTreeMap::new());
+
+/// The JWT-bearer exchange of a service-account key for an OAuth access token
+/// (https://developers.google.com/identity/protocols/oauth2/service-account#httprest): a JWT
+/// with `iss` = the key's e-mail, `scope`, `aud` = its `token_uri`, `iat` and `exp`, signed
+/// RS256 with the key (by google-cloud-auth's signer), POSTed to `token_uri` as
+/// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT`.
+async fn service_account_token(key: &serde_json::Value) -> Result<String, ProviderError> {
+    use base64::Engine as _;
+    let what = "exchanging the service-account key for an access token";
+    let email = key["client_email"].as_str().unwrap_or_default().to_string();
+    let token_uri = key["token_uri"]
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .unwrap_or("https://oauth2.googleapis.com/token")
+        .to_string();
+    if email.is_empty() {
+        return Err(no_credentials(
+            "the service-account key has no client_email",
+        ));
+    }
+    let cache_key = (email.clone(), token_uri.clone());
+    if let Some((token, expires)) = SA_TOKENS
+        .lock()
+        .ok()
+        .and_then(|t| t.get(&cache_key).cloned())
+        && Instant::now() + TOKEN_MARGIN < expires
+    {
+        return Ok(token);
+    }
+    let signer = google_cloud_auth::credentials::service_account::Builder::new(key.clone())
+        .build_signer()
+        .map_err(no_credentials)?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let header = serde_json::json!({
+        "alg": "RS256",
+        "typ": "JWT",
+        "kid": key["private_key_id"].as_str().unwrap_or_default(),
+    });
+    let claims = serde_json::json!({
+        "iss": email,
+        "scope": CLUSTER_SCOPES.join(" "),
+        "aud": token_uri,
+        "iat": now,
+        "exp": now + 3600,
+    });
+    let unsigned = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let signature = signer
+        .sign(unsigned.as_bytes())
+        .await
+        .map_err(|e| no_credentials(format!("cannot sign with the service-account key: {e}")))?;
+    let assertion = format!("{unsigned}.{}", b64.encode(signature));
+    let client = reqwest::Client::builder()
+        .timeout(TOKEN_REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| ProviderError::new(ErrorKind::Other, what, e.to_string()))?;
+    let response = client
+        .post(&token_uri)
+        .form(&[("grant_type", JWT_BEARER_GRANT), ("assertion", &assertion)])
+        .send()
+        .await
+        .map_err(|e| {
+            let e2 = ProviderError::new(ErrorKind::Unavailable, what, format!("{token_uri}: {e}"));
+            if e.is_connect() {
+                e2.unsent_request()
+            } else {
+                e2
+            }
+        })?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| ProviderError::new(ErrorKind::Unavailable, what, e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if !status.is_success() {
+        // {"error":"invalid_grant","error_description":"…"} (RFC 6749 §5.2)
+        let message = match (v["error"].as_str(), v["error_description"].as_str()) {
+            (Some(e), Some(d)) => format!("{e}: {d}"),
+            (Some(e), None) => e.to_string(),
+            _ => String::from_utf8_lossy(&body).chars().take(300).collect(),
+        };
+        // A refused grant (400 invalid_grant, 401) means the key is not good: a permission
+        // problem, not a bad request of ours.
+        let kind = match http_kind(status.as_u16()) {
+            k @ (ErrorKind::Unavailable | ErrorKind::Throttled) => k,
+            _ => ErrorKind::Permission,
+        };
+        return Err(ProviderError::new(
+            kind,
+            what,
+            format!("{token_uri} answered {status}: {message}"),
+        ));
+    }
+    let Some(token) = v["access_token"].as_str().filter(|t| !t.is_empty()) else {
+        return Err(ProviderError::new(
+            ErrorKind::Other,
+            what,
+            format!("{token_uri} answered without an access_token"),
+        ));
+    };
+    let lifetime = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
+    if let Ok(mut t) = SA_TOKENS.lock() {
+        t.insert(cache_key, (token.to_string(), Instant::now() + lifetime));
+    }
+    Ok(token.to_string())
 }
 
 /// The kind of a Google API error, its message as the API gave it, and whether the request

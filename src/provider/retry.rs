@@ -4,6 +4,12 @@
 //!
 //! The Google client's own retry policy is switched off (`NeverRetry`) so that a call is
 //! never retried by two loops at once: this budget is the only one.
+//!
+//! A call refused because the resource is busy with another operation (GKE's 400
+//! FAILED_PRECONDITION "Operation … is currently upgrading cluster C. Please wait and try
+//! again once it is done.") is retried too, under its own, longer budget, when the policy
+//! has one (`busy`): deletes and resizes wait out an auto-repair or an upgrade, as
+//! Terraform's modules do (terraform-google-modules/terraform-google-kubernetes-engine#2469).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +42,9 @@ pub struct RetryPolicy {
     pub budget: Duration,
     pub first: Duration,
     pub cap: Duration,
+    /// How long a call refused as busy (see [`is_busy`]) keeps being retried; zero: not at
+    /// all.
+    pub busy: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -44,6 +53,7 @@ impl Default for RetryPolicy {
             budget: DEFAULT_BUDGET,
             first: FIRST_DELAY,
             cap: MAX_DELAY,
+            busy: Duration::ZERO,
         }
     }
 }
@@ -63,6 +73,11 @@ impl RetryPolicy {
             budget,
             ..RetryPolicy::default()
         }
+    }
+
+    /// This policy, also retrying a busy refusal for up to `wait`.
+    pub fn waiting_while_busy(self, wait: Duration) -> Self {
+        RetryPolicy { busy: wait, ..self }
     }
 
     /// The longest wait before attempt `retry + 1` (full jitter picks in `0..=this`).
@@ -87,6 +102,23 @@ pub fn retryable(e: &ProviderError, call: Call) -> bool {
     }
 }
 
+/// A refusal because another operation holds the resource: a failed precondition whose
+/// message asks to wait (GKE: "… is currently upgrading cluster C. Please wait and try again
+/// once it is done.", "Cluster is running incompatible operation operation-….", "Cluster is
+/// currently being created, deleted, updated or repaired and cannot be updated."). The call
+/// did nothing, so repeating it is safe even for a create.
+pub fn is_busy(e: &ProviderError) -> bool {
+    match e {
+        ProviderError::Conflict(f) => {
+            let m = f.message.to_ascii_lowercase();
+            m.contains("please wait and try again")
+                || m.contains("incompatible operation")
+                || m.contains("is currently being created, deleted, updated or repaired")
+        }
+        _ => false,
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails for good, the budget is spent or `cancel` is set.
 /// The error returned is the last one, with the number of attempts when there was more than
 /// one.
@@ -94,6 +126,22 @@ pub async fn retry<T, F, Fut>(
     policy: &RetryPolicy,
     cancel: &AtomicBool,
     call: Call,
+    attempt: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProviderError>>,
+{
+    retry_telling(policy, cancel, call, &|_, _| {}, attempt).await
+}
+
+/// As [`retry`], calling `waiting(error, wait)` before each wait on a busy refusal (so a
+/// long wait can be shown).
+pub async fn retry_telling<T, F, Fut>(
+    policy: &RetryPolicy,
+    cancel: &AtomicBool,
+    call: Call,
+    waiting: &(dyn Fn(&ProviderError, Duration) + Sync),
     mut attempt: F,
 ) -> Result<T, ProviderError>
 where
@@ -108,12 +156,17 @@ where
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
-        if !retryable(&e, call) {
+        let busy = !policy.busy.is_zero() && is_busy(&e);
+        if !busy && !retryable(&e, call) {
             return Err(e.with_attempts(attempts, started.elapsed()));
         }
         let wait = policy.delay(attempts - 1, &mut rand::rng());
-        if started.elapsed() + wait >= policy.budget {
+        let budget = if busy { policy.busy } else { policy.budget };
+        if started.elapsed() + wait >= budget {
             return Err(e.with_attempts(attempts, started.elapsed()));
+        }
+        if busy {
+            waiting(&e, wait);
         }
         let wake = Instant::now() + wait;
         loop {
@@ -140,7 +193,66 @@ mod tests {
             budget: Duration::from_millis(budget_ms),
             first: Duration::from_millis(1),
             cap: Duration::from_millis(4),
+            busy: Duration::ZERO,
         }
+    }
+
+    fn busy(message: &str) -> ProviderError {
+        ProviderError::new(ErrorKind::Conflict, "deleting cluster serving", message)
+    }
+
+    #[test]
+    fn a_busy_refusal_is_retried_only_under_a_busy_budget_and_even_for_a_create() {
+        let message = "Operation operation-1 is currently upgrading cluster serving. Please wait and try again once it is done.";
+        let cancel = AtomicBool::new(false);
+        // No busy budget: returned at once, like any conflict.
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = rt().block_on(retry(
+            &policy(10_000),
+            &cancel,
+            Call::Idempotent,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(busy(message))
+            },
+        ));
+        assert!(matches!(r, Err(ProviderError::Conflict(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // With one: retried (also a call that must not be repeated once it did work, since
+        // a busy refusal did none) until the operation is over.
+        let calls = AtomicU32::new(0);
+        let told = AtomicU32::new(0);
+        let p = policy(0).waiting_while_busy(Duration::from_secs(10));
+        let r = rt().block_on(retry_telling(
+            &p,
+            &cancel,
+            Call::Once,
+            &|e, _| {
+                assert!(is_busy(e));
+                told.fetch_add(1, Ordering::SeqCst);
+            },
+            || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                    Err(busy(
+                        "Cluster is running incompatible operation operation-2.",
+                    ))
+                } else {
+                    Ok(5)
+                }
+            },
+        ));
+        assert_eq!(r.unwrap(), 5);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(told.load(Ordering::SeqCst), 3);
+        // Other conflicts are not busy.
+        assert!(!is_busy(&busy(
+            "Labels could not be set due to fingerprint mismatch"
+        )));
+        assert!(!is_busy(&ProviderError::new(
+            ErrorKind::Unavailable,
+            "",
+            message
+        )));
     }
 
     fn rt() -> tokio::runtime::Runtime {

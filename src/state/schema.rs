@@ -189,6 +189,14 @@ pub struct ClusterRecord {
     pub spot: bool,
     pub private_nodes: bool,
     pub labels: BTreeMap<String, String>,
+    /// Absent in states written before these attributes existed (and when unset, so that
+    /// the record, and its fingerprint, of a cluster without them is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnetwork: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -328,6 +336,9 @@ impl From<&ResourceConfig> for ConfigRecord {
                 spot: c.spot,
                 private_nodes: c.private_nodes,
                 labels: c.labels.clone(),
+                service_account: c.service_account.clone(),
+                network: c.network.clone(),
+                subnetwork: c.subnetwork.clone(),
             }),
             ResourceConfig::Model(m) => ConfigRecord::Model(ModelRecord {
                 name: m.name.clone(),
@@ -435,6 +446,9 @@ impl ConfigRecord {
                 spot: c.spot,
                 private_nodes: c.private_nodes,
                 labels: c.labels,
+                service_account: c.service_account,
+                network: c.network,
+                subnetwork: c.subnetwork,
             }),
             ConfigRecord::Model(m) => ResourceConfig::Model(ModelConfig {
                 name: m.name,
@@ -617,5 +631,43 @@ impl IntentRecord {
             pid: self.pid,
             started: self.started,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_record_without_the_network_attributes_reads_and_keeps_its_fingerprint() {
+        // As a state written before `service_account`, `network` and `subnetwork` existed.
+        let old = serde_json::json!({
+            "kind": "cluster", "provider": "gke", "project": "p", "location": "us-central1-a",
+            "machine_type": "e2-highcpu-8", "node_count": 3, "disk_size_gb": null,
+            "spot": false, "private_nodes": false, "labels": {}
+        });
+        let record: ConfigRecord = serde_json::from_value(old.clone()).unwrap();
+        let config = record.clone().into_config().unwrap();
+        let ResourceConfig::Cluster(c) = &config else {
+            panic!("not a cluster")
+        };
+        assert_eq!(
+            (&c.service_account, &c.network, &c.subnetwork),
+            (&None, &None, &None)
+        );
+        // Written back unchanged, so its fingerprint is the one recorded.
+        assert_eq!(
+            serde_json::to_value(ConfigRecord::from(&config)).unwrap(),
+            old
+        );
+        assert_eq!(
+            fingerprint(&config, &BTreeMap::new()),
+            fingerprint_record(&record, &BTreeMap::new())
+        );
+        // Set, they are recorded.
+        let mut with = c.clone();
+        with.network = Some("bench-vpc".into());
+        let v = serde_json::to_value(ConfigRecord::from(&ResourceConfig::Cluster(with))).unwrap();
+        assert_eq!(v["network"], "bench-vpc");
     }
 }

@@ -214,7 +214,22 @@ pub struct ClusterConfig {
     pub spot: bool,
     pub private_nodes: bool,
     pub labels: BTreeMap<String, String>,
+    /// The nodes' service account (an e-mail); None: the Compute Engine default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// The VPC network and subnetwork; None: `default` (and GKE's choice of subnetwork).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnetwork: Option<String>,
 }
+
+/// The label benchstack puts on every GKE cluster it creates (`managed-by=benchstack`), so
+/// that its clusters can be found without a state.
+pub const MANAGED_BY_LABEL: &str = "managed-by";
+pub const MANAGED_BY_VALUE: &str = "benchstack";
+/// The label that names the lineage of the state that created a cluster.
+pub const LINEAGE_LABEL: &str = "benchstack-lineage";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {

@@ -14,13 +14,27 @@
 //! Operations stay PENDING, then RUNNING, for `polls_until_done` polls and are DONE after;
 //! their effect (a cluster RUNNING, deleted, resized) lands when they finish. Errors are
 //! `{"error":{"code","message","status"}}`.
+//!
+//! What GKE does that the emulator models (sources in the comments where it happens):
+//! - node pools keep what was asked (`config.oauthScopes`, `serviceAccount`, `machineType`,
+//!   `labels`, `resourceLabels`); what was not asked gets GKE's defaults, and an empty
+//!   `oauthScopes` gets only the logging and monitoring scopes (no registry access);
+//! - a create over the project's CPU quota is refused with 403 PERMISSION_DENIED and GKE's
+//!   "Insufficient regional quota to satisfy request: resource \"CPUS\" …" message;
+//! - while another operation (an upgrade, an auto-repair) runs on a cluster, changes to it
+//!   are refused with 400 FAILED_PRECONDITION;
+//! - a project without the named network refuses the create with 400 INVALID_ARGUMENT;
+//! - two private clusters in one network with the same control-plane range: the second
+//!   one's creation fails;
+//! - `locations/-` lists the clusters of every location.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -42,7 +56,7 @@ enum Effect {
 #[derive(Debug, Clone)]
 struct Op {
     name: String,
-    op_type: &'static str,
+    op_type: String,
     /// `projects/P/locations/L/clusters/C`
     cluster: String,
     location: String,
@@ -50,6 +64,16 @@ struct Op {
     done: bool,
     effect: Effect,
     error: Option<String>,
+    /// A system operation ends at this time (it has no effect of its own).
+    until: Option<Instant>,
+}
+
+/// An operation GKE started on its own on a cluster (not through this API).
+#[derive(Debug, Clone)]
+struct SystemOperation {
+    name: String,
+    op_type: String,
+    until: Instant,
 }
 
 #[derive(Default)]
@@ -62,11 +86,21 @@ struct State {
     cluster_endpoint: String,
     cluster_ca: String,
     fail_next_operation: Option<String>,
-    refuse_next_create: bool,
     deny_next_request: bool,
+    /// Regional `CPUS` quota (per region) and project-wide `CPUS_ALL_REGIONS`; None: no limit.
+    cpus_quota: Option<f64>,
+    cpus_all_regions_quota: Option<f64>,
+    /// Operations GKE runs on its own (upgrades, auto-repairs), by cluster key: while one
+    /// runs, changes to the cluster are refused.
+    system_operations: BTreeMap<String, SystemOperation>,
+    /// Projects whose `default` network was deleted, and networks added by hand.
+    no_default_network: BTreeSet<String>,
+    networks: BTreeSet<(String, String)>,
     /// Cluster name → how many more GETs of it answer 503 UNAVAILABLE (u32::MAX: all).
     unavailable_gets: BTreeMap<String, u32>,
     requests: Vec<(String, String)>,
+    /// The HTTP status of every answer, in order.
+    answers: Vec<u16>,
 }
 
 /// The legacy `masterAuth` password and client key every cluster reports: a state or plan
@@ -183,9 +217,104 @@ impl GkeEmulator {
     /// The message of those 503s.
     pub const UNAVAILABLE_MESSAGE: &'static str = "The service is currently unavailable.";
 
-    /// The next create is refused with 429 RESOURCE_EXHAUSTED, as a CPU quota does.
-    pub fn refuse_next_create_with_quota(&self) {
-        self.state.lock().unwrap().refuse_next_create = true;
+    /// The project's regional `CPUS` quota (in every region): a create whose nodes need more
+    /// vCPUs than the region has left is refused with 403 PERMISSION_DENIED.
+    pub fn set_cpus_quota(&self, vcpus: f64) {
+        self.state.lock().unwrap().cpus_quota = Some(vcpus);
+    }
+
+    /// The project-wide `CPUS_ALL_REGIONS` quota.
+    pub fn set_cpus_all_regions_quota(&self, vcpus: f64) {
+        self.state.lock().unwrap().cpus_all_regions_quota = Some(vcpus);
+    }
+
+    /// GKE starts an operation of its own on cluster `name` (e.g. `UPGRADE_MASTER`,
+    /// `AUTO_REPAIR_NODES`) that runs for `duration`: until then every change to the cluster
+    /// (delete, resize, labels) is refused with 400 FAILED_PRECONDITION. The operation can be
+    /// read through the operations API. Returns its name; None without such a cluster.
+    pub fn start_system_operation(
+        &self,
+        name: &str,
+        op_type: &str,
+        duration: Duration,
+    ) -> Option<String> {
+        let mut st = self.state.lock().unwrap();
+        let key = st
+            .clusters
+            .keys()
+            .find(|k| k.ends_with(&format!("/clusters/{name}")))?
+            .clone();
+        st.next_op += 1;
+        let op_name = format!(
+            "operation-{}-{:08x}",
+            1_700_000_000_000u64 + st.next_op,
+            st.next_op
+        );
+        let location = key.split('/').nth(3).unwrap_or_default().to_string();
+        st.operations.insert(
+            op_name.clone(),
+            Op {
+                name: op_name.clone(),
+                op_type: op_type.to_string(),
+                cluster: key.clone(),
+                location,
+                polls_left: 0,
+                done: false,
+                effect: Effect::Labels,
+                error: None,
+                until: Some(Instant::now() + duration),
+            },
+        );
+        st.system_operations.insert(
+            key,
+            SystemOperation {
+                name: op_name.clone(),
+                op_type: op_type.to_string(),
+                until: Instant::now() + duration,
+            },
+        );
+        Some(op_name)
+    }
+
+    /// The project has no `default` network (deleted, or never made under an organisation
+    /// policy such as `compute.skipDefaultNetworkCreation`).
+    pub fn remove_default_network(&self, project: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .no_default_network
+            .insert(project.to_string());
+    }
+
+    /// A VPC network the project has besides `default`.
+    pub fn add_network(&self, project: &str, network: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .networks
+            .insert((project.to_string(), network.to_string()));
+    }
+
+    /// The node pools (as the API returns them) of the cluster called `cluster_name`, in any
+    /// project and location; empty when there is no such cluster.
+    pub fn node_pools(&self, cluster_name: &str) -> Vec<serde_json::Value> {
+        let st = self.state.lock().unwrap();
+        st.clusters
+            .iter()
+            .find(|(k, _)| k.ends_with(&format!("/clusters/{cluster_name}")))
+            .and_then(|(_, c)| c["nodePools"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Requests answered with this HTTP status so far.
+    pub fn answered(&self, status: u16) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .answers
+            .iter()
+            .filter(|s| **s == status)
+            .count()
     }
 
     /// Removes a cluster as if someone deleted it by hand. False if there was none.
@@ -313,8 +442,15 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
         }
     };
     let mut st = state.lock().unwrap();
+    let st = &mut *st;
     st.requests.push((method.to_string(), path.clone()));
-    if method == Method::GET
+    let response = answer(st, &method, &path, body);
+    st.answers.push(response.status().as_u16());
+    response
+}
+
+fn answer(st: &mut State, method: &Method, path: &str, body: Value) -> Response<Full<Bytes>> {
+    if *method == Method::GET
         && let Some(name) = path
             .strip_prefix("/v1/projects/")
             .and_then(|rest| rest.split_once("/clusters/"))
@@ -335,7 +471,47 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
             "Required \"container.clusters.create\" permission(s) for \"projects/bench-proj\".",
         );
     }
-    route(&mut st, &method, &path, body)
+    if *method != Method::GET
+        && let Some(refusal) = busy_refusal(st, path)
+    {
+        return refusal;
+    }
+    route(st, method, path, body)
+}
+
+/// GKE runs one operation at a time on a cluster: a change while an upgrade or an auto-repair
+/// of its own runs is refused with 400 FAILED_PRECONDITION, in one of two wordings seen from
+/// the API: "Operation operation-… is currently upgrading cluster C. Please wait and try again
+/// once it is done." (hashicorp/terraform-provider-google#3650, banzaicloud/pipeline#623) and
+/// "Cluster is running incompatible operation operation-…." (rancher/gke-operator#509).
+/// Terraform modules and CI scripts retry on both
+/// (terraform-google-modules/terraform-google-kubernetes-engine#2469).
+fn busy_refusal(st: &mut State, path: &str) -> Option<Response<Full<Bytes>>> {
+    let rest = path.strip_prefix("/v1/")?;
+    let resource = rest.split(':').next().unwrap_or(rest);
+    let parts: Vec<&str> = resource.split('/').collect();
+    if parts.len() < 6 || parts[4] != "clusters" {
+        return None;
+    }
+    let key = parts[..6].join("/");
+    let busy = st.system_operations.get(&key)?.clone();
+    if Instant::now() >= busy.until {
+        st.system_operations.remove(&key);
+        if let Some(op) = st.operations.get_mut(&busy.name) {
+            op.done = true;
+        }
+        return None;
+    }
+    let cluster = parts[5];
+    let message = if busy.op_type == "UPGRADE_MASTER" {
+        format!(
+            "Operation {} is currently upgrading cluster {cluster}. Please wait and try again once it is done.",
+            busy.name
+        )
+    } else {
+        format!("Cluster is running incompatible operation {}.", busy.name)
+    };
+    Some(error(400, "FAILED_PRECONDITION", &message))
 }
 
 fn route(st: &mut State, method: &Method, path: &str, body: Value) -> Response<Full<Bytes>> {
@@ -350,14 +526,24 @@ fn route(st: &mut State, method: &Method, path: &str, body: Value) -> Response<F
     let parts: Vec<&str> = resource.split('/').collect();
     match (method, parts.as_slice(), verb) {
         (&Method::GET, ["projects", p, "locations", l, "clusters"], None) => {
-            let prefix = format!("projects/{p}/locations/{l}/clusters/");
+            // `-` lists every location of the project (API reference,
+            // projects.locations.clusters.list: "Specify \"-\" to list clusters in all
+            // locations"). There is no server-side filter: callers filter on the labels.
+            let prefix = if *l == "-" {
+                format!("projects/{p}/locations/")
+            } else {
+                format!("projects/{p}/locations/{l}/clusters/")
+            };
             let clusters: Vec<Value> = st
                 .clusters
                 .iter()
                 .filter(|(k, _)| k.starts_with(&prefix))
                 .map(|(_, v)| v.clone())
                 .collect();
-            reply(StatusCode::OK, json!({ "clusters": clusters }))
+            reply(
+                StatusCode::OK,
+                json!({ "clusters": clusters, "missingZones": [] }),
+            )
         }
         (&Method::POST, ["projects", p, "locations", l, "clusters"], None) => {
             create_cluster(st, p, l, body)
@@ -453,21 +639,112 @@ fn not_found_cluster(key: &str) -> Response<Full<Bytes>> {
     )
 }
 
+/// The vCPUs of a Compute Engine machine type: the shared-core types have 2 (e2-micro,
+/// e2-small, e2-medium) or 1 (f1-micro, g1-small); the others end in their vCPU count
+/// (`e2-highcpu-8`, `n2-standard-32`). https://cloud.google.com/compute/docs/machine-resource
+fn vcpus(machine_type: &str) -> f64 {
+    match machine_type {
+        "f1-micro" | "g1-small" => 1.0,
+        "e2-micro" | "e2-small" | "e2-medium" => 2.0,
+        other => other
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(2.0),
+    }
+}
+
+/// `us-central1-a` → `us-central1`; a region stays itself.
+fn region_of(location: &str) -> &str {
+    match location.rsplit_once('-') {
+        Some((region, zone)) if zone.len() == 1 && region.contains('-') => region,
+        _ => location,
+    }
+}
+
+/// The vCPUs a cluster's nodes use (or will use): every pool's nodes in every one of its
+/// locations (the live count once there is one, for a cluster of one pool).
+fn cluster_vcpus(cluster: &Value) -> f64 {
+    let pools = cluster["nodePools"].as_array().map_or(0, |p| p.len());
+    let live = cluster["currentNodeCount"].as_f64().unwrap_or(0.0);
+    if pools == 1 && live > 0.0 {
+        let machine = cluster["nodePools"][0]["config"]["machineType"]
+            .as_str()
+            .unwrap_or("e2-medium");
+        return live * vcpus(machine);
+    }
+    cluster["nodePools"]
+        .as_array()
+        .map(|pools| {
+            pools
+                .iter()
+                .map(|p| {
+                    let zones = p["locations"].as_array().map_or(1, |z| z.len().max(1));
+                    let nodes = p["initialNodeCount"].as_f64().unwrap_or(0.0);
+                    nodes
+                        * zones as f64
+                        * vcpus(p["config"]["machineType"].as_str().unwrap_or("e2-medium"))
+                })
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+/// GKE checks the Compute Engine quotas when the create arrives and refuses it with
+/// **403 PERMISSION_DENIED** (not 429 RESOURCE_EXHAUSTED), in these words: regional
+/// `CPUS` — google/caliban#66, googlecodelabs/feedback#950,
+/// GoogleCloudPlatform/cloud-ops-sandbox#44; project-wide `CPUS_ALL_REGIONS` (as "Insufficient
+/// project quota") — kubeflow/examples#597.
+fn quota_refusal(
+    st: &State,
+    project: &str,
+    location: &str,
+    requested: f64,
+) -> Option<Response<Full<Bytes>>> {
+    let region = region_of(location);
+    let in_project = |k: &&String| k.starts_with(&format!("projects/{project}/"));
+    let used_in = |same_region: bool| -> f64 {
+        st.clusters
+            .iter()
+            .filter(|(k, _)| in_project(k))
+            .filter(|(_, c)| {
+                !same_region || region_of(c["location"].as_str().unwrap_or("")) == region
+            })
+            .map(|(_, c)| cluster_vcpus(c))
+            .sum()
+    };
+    let checks = [
+        ("regional", "CPUS", st.cpus_quota, used_in(true)),
+        (
+            "project",
+            "CPUS_ALL_REGIONS",
+            st.cpus_all_regions_quota,
+            used_in(false),
+        ),
+    ];
+    for (scope, resource, quota, used) in checks {
+        let Some(quota) = quota else { continue };
+        let available = (quota - used).max(0.0);
+        if requested > available {
+            return Some(error(
+                403,
+                "PERMISSION_DENIED",
+                &format!(
+                    "Insufficient {scope} quota to satisfy request: resource \"{resource}\": request requires '{requested:.1}' and is short '{short:.1}'. project has a quota of '{quota:.1}' with '{available:.1}' available. View and manage quotas at https://console.cloud.google.com/iam-admin/quotas?usage=USED&project={project}.",
+                    short = requested - available
+                ),
+            ));
+        }
+    }
+    None
+}
+
 fn create_cluster(
     st: &mut State,
     project: &str,
     location: &str,
     body: Value,
 ) -> Response<Full<Bytes>> {
-    if std::mem::take(&mut st.refuse_next_create) {
-        return error(
-            429,
-            "RESOURCE_EXHAUSTED",
-            &format!(
-                "Insufficient regional quota to satisfy request: resource \"CPUS\": request requires '64.0' and is short '40.0'. project has a quota of '24.0' with '24.0' available. View and manage quotas at https://console.cloud.google.com/iam-admin/quotas?usage=USED&project={project}."
-            ),
-        );
-    }
     let mut cluster = body["cluster"].clone();
     let Some(name) = cluster["name"].as_str().map(str::to_string) else {
         return error(400, "INVALID_ARGUMENT", "Cluster.name is required");
@@ -476,26 +753,90 @@ fn create_cluster(
     if st.clusters.contains_key(&key) {
         return error(409, "ALREADY_EXISTS", &format!("Already exists: {key}."));
     }
+    // Without `network` the cluster goes into the project's `default` network; a project
+    // without it is refused (400 INVALID_ARGUMENT, kubeflow/kubeflow#3616,
+    // kubeflow/examples#537).
+    let network = cluster["network"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    let known = if network == "default" {
+        !st.no_default_network.contains(project)
+    } else {
+        st.networks
+            .contains(&(project.to_string(), network.clone()))
+    };
+    if !known {
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            &format!("Project \"{project}\" has no network named \"{network}\"."),
+        );
+    }
     let Some(pools) = cluster["nodePools"].as_array_mut() else {
         return error(400, "INVALID_ARGUMENT", "Cluster.node_pools is required");
     };
     for pool in pools.iter_mut() {
-        if pool["config"]["machineType"]
+        let config = &mut pool["config"];
+        if !config.is_object() {
+            *config = json!({});
+        }
+        // GKE's defaults for what the request leaves out (API reference, NodeConfig).
+        if config["machineType"]
             .as_str()
             .unwrap_or_default()
             .is_empty()
         {
-            pool["config"]["machineType"] = json!("e2-medium");
+            config["machineType"] = json!("e2-medium");
         }
-        if pool["config"]["diskSizeGb"].as_i64().unwrap_or(0) == 0 {
-            pool["config"]["diskSizeGb"] = json!(100);
+        if config["diskSizeGb"].as_i64().unwrap_or(0) == 0 {
+            config["diskSizeGb"] = json!(100);
         }
-        pool["locations"] = json!([location]);
+        if config["diskType"].as_str().unwrap_or_default().is_empty() {
+            config["diskType"] = json!("pd-balanced");
+        }
+        if config["imageType"].as_str().unwrap_or_default().is_empty() {
+            config["imageType"] = json!("COS_CONTAINERD");
+        }
+        // "If not specified, the \"default\" service account is used."
+        if config["serviceAccount"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            config["serviceAccount"] = json!("default");
+        }
+        // NodeConfig.oauthScopes: "If unspecified, no scopes are added, unless Cloud Logging
+        // or Cloud Monitoring are enabled, in which case their required scopes will be
+        // added." Both are on by default, so a pool created through the API without scopes
+        // gets only these two — no devstorage.read_only, so no pulls from a private registry
+        // (rancher/rancher#18440, knative/pkg#1015).
+        let no_scopes = config["oauthScopes"]
+            .as_array()
+            .is_none_or(|a| a.is_empty());
+        if no_scopes {
+            config["oauthScopes"] = json!([
+                "https://www.googleapis.com/auth/logging.write",
+                "https://www.googleapis.com/auth/monitoring"
+            ]);
+        }
+        // A zonal cluster's nodes are in its zone; a regional one's in three of the region's
+        // zones, `initialNodeCount` in each ("node_count … in each of the cluster's zones",
+        // https://cloud.google.com/kubernetes-engine/docs/concepts/regional-clusters).
+        pool["locations"] = if region_of(location) == location {
+            json!(["a", "b", "c"].map(|z| format!("{location}-{z}")))
+        } else {
+            json!([location])
+        };
         pool["status"] = json!("PROVISIONING");
         pool["selfLink"] = json!(format!(
             "https://container.googleapis.com/v1/{key}/nodePools/{}",
             pool["name"].as_str().unwrap_or_default()
         ));
+    }
+    if let Some(refusal) = quota_refusal(st, project, location, cluster_vcpus(&cluster)) {
+        return refusal;
     }
     let labels = if cluster["resourceLabels"].is_object() {
         cluster["resourceLabels"].clone()
@@ -504,13 +845,44 @@ fn create_cluster(
     };
     cluster["resourceLabels"] = labels.clone();
     cluster["labelFingerprint"] = json!(fingerprint(&labels));
+    cluster["network"] = json!(network);
+    // In an auto-mode network each region's subnetwork has the network's name.
+    if cluster["subnetwork"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        cluster["subnetwork"] = json!(network);
+    }
     cluster["location"] = json!(location);
     cluster["zone"] = json!(location);
     cluster["status"] = json!("PROVISIONING");
     cluster["selfLink"] = json!(format!("https://container.googleapis.com/v1/{key}"));
     cluster["createTime"] = json!("2025-01-01T00:00:00+00:00");
     cluster["currentNodeCount"] = json!(0);
+    // The control plane's range of a private cluster must be unique in its network: a second
+    // cluster given the same block does not come up (crossplane-contrib/provider-gcp#227).
+    // The wording of the failure is the emulator's; GKE's is not documented.
+    let master = cluster["privateClusterConfig"]["masterIpv4CidrBlock"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let clash = (!master.is_empty())
+        .then(|| {
+            st.clusters.iter().find(|(k, c)| {
+                k.starts_with(&format!("projects/{project}/"))
+                    && c["network"] == json!(network)
+                    && c["privateClusterConfig"]["masterIpv4CidrBlock"] == json!(master)
+            })
+        })
+        .flatten()
+        .map(|(k, _)| k.rsplit('/').next().unwrap_or_default().to_string());
     st.clusters.insert(key.clone(), cluster);
+    if let Some(other) = clash {
+        st.fail_next_operation = Some(format!(
+            "The control plane range {master} overlaps with the range of cluster {other} in network {network}."
+        ));
+    }
     start_operation(st, "CREATE_CLUSTER", &key, location, Effect::Create)
 }
 
@@ -529,13 +901,14 @@ fn start_operation(
     );
     let mut op = Op {
         name: name.clone(),
-        op_type,
+        op_type: op_type.to_string(),
         cluster: cluster.to_string(),
         location: location.to_string(),
         polls_left: st.polls_until_done,
         done: false,
         effect,
         error: st.fail_next_operation.take(),
+        until: None,
     };
     if op.polls_left == 0 {
         finish(st, &mut op);
@@ -553,7 +926,10 @@ fn poll_operation(st: &mut State, name: &str) -> Response<Full<Bytes>> {
             &format!("Operation \"{name}\" not found."),
         );
     };
-    if !op.done {
+    if let Some(until) = op.until {
+        // A system operation: over when its time is up.
+        op.done = Instant::now() >= until;
+    } else if !op.done {
         if op.polls_left > 0 {
             op.polls_left -= 1;
         }
@@ -601,7 +977,8 @@ fn finish(st: &mut State, op: &mut Op) {
             if let Some(pools) = cluster["nodePools"].as_array_mut() {
                 for pool in pools {
                     pool["status"] = json!("RUNNING");
-                    total += pool["initialNodeCount"].as_i64().unwrap_or(0);
+                    let zones = pool["locations"].as_array().map_or(1, |z| z.len().max(1));
+                    total += pool["initialNodeCount"].as_i64().unwrap_or(0) * zones as i64;
                 }
             }
             cluster["currentNodeCount"] = json!(total);
@@ -609,9 +986,15 @@ fn finish(st: &mut State, op: &mut Op) {
         Effect::Delete => {
             st.clusters.remove(&op.cluster);
         }
-        Effect::Resize { pool: _, count } => {
+        Effect::Resize { pool, count } => {
+            // `nodeCount` is per zone of the pool.
+            let zones = cluster["nodePools"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == json!(pool)))
+                .and_then(|p| p["locations"].as_array())
+                .map_or(1, |z| z.len().max(1));
             cluster["status"] = json!("RUNNING");
-            cluster["currentNodeCount"] = json!(count);
+            cluster["currentNodeCount"] = json!(count * zones as i64);
         }
         Effect::Labels => {}
     }

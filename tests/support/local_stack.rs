@@ -52,6 +52,9 @@ pub fn serving_stack(replicas: u32, max_batch: u64) -> Stack {
                     spot: false,
                     private_nodes: false,
                     labels: BTreeMap::new(),
+                    service_account: None,
+                    network: None,
+                    subnetwork: None,
                 }),
             ),
             res(

@@ -8,7 +8,7 @@ use super::super::schema::CLUSTER;
 use super::super::sources::{Sources, range_of};
 use super::super::value::Value;
 use super::body::{Checked, Ctx, header_range};
-use crate::vocab::resources::{ClusterConfig, ProviderKind};
+use crate::vocab::resources::{ClusterConfig, LINEAGE_LABEL, MANAGED_BY_LABEL, ProviderKind};
 
 fn provider(s: &str) -> Option<ProviderKind> {
     match s {
@@ -40,6 +40,31 @@ impl Sources {
         let disk_size_gb = self.uint(cx, c, a("disk_size_gb")).map(|n| n as u32);
         let spot = self.boolean(cx, c, a("spot")).unwrap_or_default();
         let private_nodes = self.boolean(cx, c, a("private_nodes")).unwrap_or_default();
+        let service_account = self.string(cx, c, a("service_account"));
+        let network = self.string(cx, c, a("network"));
+        let subnetwork = self.string(cx, c, a("subnetwork"));
+        for (name, value) in [
+            ("service_account", &service_account),
+            ("network", &network),
+            ("subnetwork", &subnetwork),
+        ] {
+            if let (Some(v), Some(found)) = (value, c.attrs.get(name))
+                && v.trim().is_empty()
+            {
+                self.error(
+                    cx.file,
+                    range_of(&found.value),
+                    format!(
+                        "{name}: found an empty string, expected {} (or leave `{name}` out)",
+                        CLUSTER.attr(name).example
+                    ),
+                    None,
+                );
+            }
+        }
+        if let (Some(found), None) = (c.attrs.get("subnetwork"), &network) {
+            self.error(cx.file, range_of(&found.key), "found `subnetwork` without `network`, expected `network` too (a subnetwork belongs to a network)".to_string(), None);
+        }
         let labels_attr = a("labels");
         let labels = self.opt(cx, c, labels_attr.name, |v| match v {
             Value::Map(m) => m
@@ -53,6 +78,13 @@ impl Sources {
                 .collect::<Result<BTreeMap<_, _>, _>>(),
             _ => Err("a map of strings".into()),
         });
+        if let (Some(found), Some(labels)) = (c.attrs.get("labels"), &labels) {
+            for reserved in [MANAGED_BY_LABEL, LINEAGE_LABEL] {
+                if labels.contains_key(reserved) {
+                    self.error(cx.file, range_of(&found.value), format!("labels: found `{reserved}`, expected other keys (benchstack sets `{reserved}` on every cluster itself)"), None);
+                }
+            }
+        }
         // What the schema allows only with provider = "gke".
         for attr in CLUSTER.attrs.iter().filter(|a| a.presence.gke_only()) {
             let name = attr.name;
@@ -84,6 +116,9 @@ impl Sources {
             spot,
             private_nodes,
             labels: labels.unwrap_or_default(),
+            service_account,
+            network,
+            subnetwork,
         })
     }
 }
