@@ -230,6 +230,20 @@ impl GkeEmulator {
         self.state.lock().unwrap().clusters.get(&key).cloned()
     }
 
+    /// The stored nodePool JSON of every cluster named `cluster_name` (`config.machineType`,
+    /// `config.oauthScopes`, `initialNodeCount`).
+    pub fn node_pools(&self, cluster_name: &str) -> Vec<Value> {
+        let suffix = format!("/clusters/{cluster_name}");
+        self.state
+            .lock()
+            .unwrap()
+            .clusters
+            .iter()
+            .filter(|(k, _)| k.ends_with(&suffix))
+            .flat_map(|(_, c)| c["nodePools"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
     pub fn cluster_count(&self) -> usize {
         self.state.lock().unwrap().clusters.len()
     }

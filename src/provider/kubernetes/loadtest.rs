@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ClusterConnection, DEFAULT_WORKER_START_DELAY, POLL_CAP, WORKER_START_DELAY_ENV, call,
-    env_duration, pause, secs,
+    env_duration, pause, pods, secs,
 };
 use crate::loadgen::result::{self, RunReport};
 use crate::loadgen::worker::WorkerSpec;
@@ -126,6 +126,7 @@ pub(super) async fn run(
         spec: &spec,
         start_at,
         lead,
+        get_credentials: ClusterConnection::get_credentials(inputs, &l.cluster),
     };
     let outcome = follow.reports().await;
     // The Job goes in every case: a finished Job's pods only hold on to cluster resources.
@@ -293,6 +294,7 @@ struct Follow<'a> {
     spec: &'a WorkerSpec,
     start_at: SystemTime,
     lead: Duration,
+    get_credentials: Option<String>,
 }
 
 impl Follow<'_> {
@@ -355,6 +357,15 @@ impl Follow<'_> {
                 });
             if job_failed || pods.iter().any(|p| pod_phase(p) == "Failed") {
                 return Err(self.failure(&pods, "a worker failed").await);
+            }
+            // A worker whose image cannot be pulled or that fits on no node never starts:
+            // say so now rather than after the whole run's time.
+            if let Some(stuck) = pods::stuck(&pods) {
+                return Err(pods::stuck_error(
+                    &format!("load test Job {NAMESPACE}/{}", self.name),
+                    &stuck,
+                    self.get_credentials.as_deref(),
+                ));
             }
             if status.succeeded.unwrap_or(0) >= workers as i32 {
                 return self.collect(&pods).await;
@@ -510,6 +521,23 @@ impl Follow<'_> {
             .and_then(|c| c.first())
             .and_then(|c| c.state.as_ref())
             .and_then(|s| s.terminated.as_ref());
+        let waiting = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.as_ref());
+        if let Some(w) = waiting {
+            line.push_str(&format!(
+                ", waiting: {}{}",
+                w.reason.as_deref().unwrap_or("?"),
+                w.message
+                    .as_deref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            ));
+        }
         if let Some(t) = terminated {
             line.push_str(&format!(", exit code {}", t.exit_code));
             if let Some(r) = &t.reason {
