@@ -212,6 +212,10 @@ fn gke_stack_applies_plans_clean_updates_replaces_and_destroys() {
 
     let (code, out, err) = w.run(&["plan", "--detailed-exitcode"], &[]);
     assert_eq!(code, 0, "nothing to do after apply:\n{out}\n{err}");
+    assert!(
+        !err.contains("updates roll one replica"),
+        "no rollout, no word on how it rolls: {err}"
+    );
 
     // A batching change edits the ConfigMap and rolls every replica (no node has room for a
     // surge pod, so one at a time), then the load test re-runs.

@@ -494,12 +494,13 @@ pub fn make(
                 })?;
             let rendered = render_resource(r, stack_ref, provider)?;
             let fp = fingerprint(&r.config, &rendered);
-            if provider == ProviderName::Kubernetes
-                && in_scope(&a)
-                && let Some(w) = check_capacity(r, stack_ref)?
-            {
-                warnings.push(w);
-            }
+            // Replicas that cannot be scheduled are refused whatever the action; how an update
+            // rolls is said only when something is applied.
+            let capacity_note = if provider == ProviderName::Kubernetes && in_scope(&a) {
+                check_capacity(r, stack_ref)?
+            } else {
+                None
+            };
             if !in_scope(&a) {
                 // Out of scope: as recorded (no change), for upstream checks of in-scope ones.
                 planned.insert(a.clone(), (Action::NoOp, fp));
@@ -538,6 +539,11 @@ pub fn make(
                 }
                 _ => reason,
             };
+            if action != Action::NoOp
+                && let Some(w) = capacity_note
+            {
+                warnings.push(w);
+            }
             planned.insert(a.clone(), (action, fp.clone()));
             let before = prior.map(|p| p.config.clone());
             let files = if matches!(action, Action::NoOp) {
