@@ -33,6 +33,7 @@ fn setup() {
         std::env::set_var("BENCHSTACK_POLL_INTERVAL", "20ms");
         std::env::set_var("BENCHSTACK_WORKER_START_DELAY", "1s");
         std::env::set_var("BENCHSTACK_ROLLOUT_TIMEOUT", "60s");
+        std::env::set_var("BENCHSTACK_UNSCHEDULABLE_GRACE", "300ms");
         // Providers made with Providers::new (no per-test budget) give up on an unavailable
         // API after this long.
         std::env::set_var("BENCHSTACK_RETRY_BUDGET", "1s");
@@ -511,7 +512,19 @@ fn a_batching_change_rolls_one_pod_at_a_time_when_no_node_has_room_for_a_surge_p
     let d = emu.object("deployments", "benchstack", "tf").unwrap();
     assert_eq!(d["status"]["updatedReplicas"], 3, "{}", d["status"]);
     assert_eq!(d["status"]["availableReplicas"], 3, "{}", d["status"]);
-    assert_eq!(emu.pods("benchstack").len(), 3);
+    let serving: Vec<Value> = emu
+        .pods("benchstack")
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    assert_eq!(serving.len(), 3);
+    // Each replacement waited, Unschedulable, for its predecessor to terminate: that is a
+    // rolling update, not a failure.
+    assert!(
+        h.progress().iter().any(|m| m.starts_with("rollout 2/3")),
+        "{:?}",
+        h.progress()
+    );
 }
 
 #[test]

@@ -133,6 +133,9 @@ pub struct Options {
     pub time_scale: f64,
     /// How long a deleted LoadBalancer Service lingers while its load balancer is removed.
     pub load_balancer_cleanup: Duration,
+    /// Controller steps a Deployment's deleted pod stays terminating (graceful termination:
+    /// `deletionTimestamp` set, still on its node).
+    pub termination_steps: u32,
 }
 
 impl Options {
@@ -148,6 +151,7 @@ impl Options {
             registry: None,
             time_scale: 1.0,
             load_balancer_cleanup: Duration::from_millis(300),
+            termination_steps: 2,
         }
     }
 }
@@ -1049,6 +1053,24 @@ fn delete(state: &Arc<Mutex<State>>, r: &Route, name: &str) -> Reply {
     Reply::json(200, obj)
 }
 
+/// Deletes a Deployment's pod gracefully: it terminates for a few steps, still holding its
+/// node's room, then goes (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-termination).
+fn terminate_pod(s: &mut State, namespace: &str, pod: &str) {
+    let steps = s.opts.termination_steps;
+    if steps == 0 {
+        remove_pod(s, namespace, pod);
+        return;
+    }
+    if let Some(sim) = s.sims.get_mut(pod) {
+        sim.terminating = Some(steps);
+    }
+    if let Some(p) = s.objects.get_mut(&key("pods", namespace, pod)) {
+        p["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:01Z");
+        p["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+        p["status"]["containerStatuses"][0]["ready"] = json!(false);
+    }
+}
+
 /// Deletes a pod object and stops its process.
 fn remove_pod(s: &mut State, namespace: &str, pod: &str) {
     s.objects.remove(&key("pods", namespace, pod));
@@ -1370,6 +1392,9 @@ struct PodSim {
     /// Controller steps since its container started.
     running_steps: u32,
     started: bool,
+    /// Deleted: controller steps left until the kubelet has stopped it and the object goes.
+    /// Until then it holds its node's room, and controllers no longer count it.
+    terminating: Option<u32>,
 }
 
 impl PodSim {
@@ -1381,6 +1406,7 @@ impl PodSim {
             failed_pulls: 0,
             running_steps: 0,
             started: false,
+            terminating: None,
         }
     }
 }
@@ -1671,6 +1697,18 @@ fn reconcile(state: &Arc<Mutex<State>>) {
             .map(|k| k.2.clone())
             .collect();
         s.sims.retain(|name, _| live.contains(name));
+        let gone: Vec<(String, String)> = s
+            .sims
+            .iter_mut()
+            .filter_map(|(name, sim)| {
+                let left = sim.terminating.as_mut()?;
+                *left = left.saturating_sub(1);
+                (*left == 0).then(|| (sim.namespace.clone(), name.clone()))
+            })
+            .collect();
+        for (ns, pod) in gone {
+            remove_pod(s, &ns, &pod);
+        }
         let deployments: Vec<Key> = s
             .objects
             .keys()
@@ -1751,7 +1789,10 @@ fn deployment_step(s: &mut State, k: &Key) {
         let mut new = Vec::new();
         let mut old = Vec::new();
         for (pod, sim) in &s.sims {
-            if sim.namespace != namespace || sim.owner != Owner::Deployment(name.clone()) {
+            if sim.namespace != namespace
+                || sim.owner != Owner::Deployment(name.clone())
+                || sim.terminating.is_some()
+            {
                 continue;
             }
             let Some(obj) = s.objects.get(&key("pods", &namespace, pod)) else {
@@ -1780,7 +1821,7 @@ fn deployment_step(s: &mut State, k: &Key) {
         let mut extra = new.clone();
         extra.sort_by_key(|e| (e.1, std::cmp::Reverse(e.2)));
         for (pod, _, _) in extra.iter().take(new.len() - replicas as usize) {
-            remove_pod(s, &namespace, pod);
+            terminate_pod(s, &namespace, pod);
         }
     }
 
@@ -1794,7 +1835,7 @@ fn deployment_step(s: &mut State, k: &Key) {
     }
     for (pod, ready, _) in &old {
         if !ready && max_down > 0 {
-            remove_pod(s, &namespace, pod);
+            terminate_pod(s, &namespace, pod);
             max_down -= 1;
         }
     }
@@ -1805,7 +1846,7 @@ fn deployment_step(s: &mut State, k: &Key) {
         if down <= 0 {
             break;
         }
-        remove_pod(s, &namespace, pod);
+        terminate_pod(s, &namespace, pod);
         down -= 1;
     }
 }
@@ -1953,6 +1994,9 @@ fn kubelet_step(
     let ready_after = s.opts.ready_after_polls;
     let pods: Vec<(String, PodSim)> = s.sims.iter().map(|(n, p)| (n.clone(), p.clone())).collect();
     for (pod_name, sim) in pods {
+        if sim.terminating.is_some() {
+            continue;
+        }
         let k = key("pods", &sim.namespace, &pod_name);
         let Some(pod) = s.objects.get(&k).cloned() else {
             continue;
@@ -2071,7 +2115,10 @@ fn deployment_status(s: &mut State, k: &Key) {
     let mut ready = 0usize;
     let mut updated_ready = 0usize;
     for (pod, sim) in &s.sims {
-        if &sim.namespace != namespace || sim.owner != Owner::Deployment(name.clone()) {
+        if &sim.namespace != namespace
+            || sim.owner != Owner::Deployment(name.clone())
+            || sim.terminating.is_some()
+        {
             continue;
         }
         let Some(obj) = s.objects.get(&key("pods", namespace, pod)) else {

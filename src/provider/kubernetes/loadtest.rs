@@ -70,6 +70,7 @@ pub(super) async fn run(
         .worker_spec(targets.clone())
         .map_err(|e| ProviderError::other(format!("{address}: {e}")))?;
     let lead = env_duration(WORKER_START_DELAY_ENV, DEFAULT_WORKER_START_DELAY)?;
+    let watch = pods::Watch::from_env()?;
     let start_at = SystemTime::now() + lead;
     spec.start_at_unix_ms = Some(unix_ms(start_at));
     let spec_json = serde_json::to_string(&spec)
@@ -127,6 +128,7 @@ pub(super) async fn run(
         start_at,
         lead,
         get_credentials: ClusterConnection::get_credentials(inputs, &l.cluster),
+        watch,
     };
     let outcome = follow.reports().await;
     // The Job goes in every case: a finished Job's pods only hold on to cluster resources.
@@ -295,6 +297,7 @@ struct Follow<'a> {
     start_at: SystemTime,
     lead: Duration,
     get_credentials: Option<String>,
+    watch: pods::Watch,
 }
 
 impl Follow<'_> {
@@ -360,7 +363,7 @@ impl Follow<'_> {
             }
             // A worker whose image cannot be pulled or that fits on no node never starts:
             // say so now rather than after the whole run's time.
-            if let Some(stuck) = pods::stuck(&pods) {
+            if let Some(stuck) = self.watch.verdict(&pods, &pods) {
                 return Err(pods::stuck_error(
                     &format!("load test Job {NAMESPACE}/{}", self.name),
                     &stuck,

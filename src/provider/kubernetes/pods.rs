@@ -5,6 +5,10 @@
 //! every poll and stop with the pod, the reason and the message, instead of running into
 //! their timeout.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::manifest::k8s::NAMESPACE;
@@ -37,7 +41,13 @@ fn name(p: &Pod) -> &str {
 /// is terminating: its node room comes back when that one is gone (a rolling update with
 /// `maxUnavailable` deletes before it creates).
 pub fn stuck(pods: &[Pod]) -> Option<Stuck> {
-    let terminating = pods.iter().any(|p| p.metadata.deletion_timestamp.is_some());
+    stuck_among(pods, pods)
+}
+
+/// `stuck` for `pods`, a subset of `all` (the applied template's pods of a Deployment whose
+/// old pods may be terminating: their room comes back too).
+pub fn stuck_among(pods: &[Pod], all: &[Pod]) -> Option<Stuck> {
+    let terminating = all.iter().any(|p| p.metadata.deletion_timestamp.is_some());
     let mut sorted: Vec<&Pod> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -95,6 +105,48 @@ pub fn stuck(pods: &[Pod]) -> Option<Stuck> {
         }
     }
     None
+}
+
+/// How long a pod may stay Unschedulable before a wait gives up on it (humantime, default
+/// 15s). The scheduler retries a pod when another goes, with a back-off of up to 10 s, and
+/// the condition a poll reads can predate the room that just came free.
+pub const UNSCHEDULABLE_GRACE_ENV: &str = "BENCHSTACK_UNSCHEDULABLE_GRACE";
+const DEFAULT_UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(15);
+
+/// Follows the stuck pods across polls: a terminal waiting reason is reported at once, an
+/// Unschedulable pod once it has been so for the grace period.
+pub struct Watch {
+    grace: Duration,
+    unschedulable_since: Mutex<HashMap<String, Instant>>,
+}
+
+impl Watch {
+    pub fn from_env() -> Result<Watch, ProviderError> {
+        Ok(Watch {
+            grace: crate::provider::env_duration(UNSCHEDULABLE_GRACE_ENV, "15s or 1m")?
+                .unwrap_or(DEFAULT_UNSCHEDULABLE_GRACE),
+            unschedulable_since: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// What to fail on now, if anything (see `stuck_among`).
+    pub fn verdict(&self, pods: &[Pod], all: &[Pod]) -> Option<Stuck> {
+        let found = stuck_among(pods, all);
+        let Ok(mut since) = self.unschedulable_since.lock() else {
+            return found;
+        };
+        match found {
+            Some(s) if s.reason == "Unschedulable" => {
+                let first = *since.entry(s.pod.clone()).or_insert_with(Instant::now);
+                since.retain(|pod, _| pod == &s.pod);
+                (first.elapsed() >= self.grace).then_some(s)
+            }
+            other => {
+                since.clear();
+                other
+            }
+        }
+    }
 }
 
 /// The lines that say where to look further: how to reach the cluster with kubectl, and the
@@ -237,6 +289,23 @@ mod tests {
             "status": {"phase": "Running"}
         }));
         assert_eq!(stuck(&[pod(pending), leaving]), None);
+    }
+
+    #[test]
+    fn an_unschedulable_pod_is_given_up_on_only_after_the_grace_period() {
+        let pending = pod(serde_json::json!({
+            "metadata": {"name": "tf-new"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient cpu."}]}
+        }));
+        let w = Watch {
+            grace: Duration::from_millis(50),
+            unschedulable_since: Mutex::new(HashMap::new()),
+        };
+        let pods = [pending];
+        assert_eq!(w.verdict(&pods, &pods), None, "just seen");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(w.verdict(&pods, &pods).unwrap().reason, "Unschedulable");
     }
 
     #[test]

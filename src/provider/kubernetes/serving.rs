@@ -168,6 +168,7 @@ pub(super) async fn apply(
         name: &name,
         template: Template::of(&objects.deployment),
         get_credentials: ClusterConnection::get_credentials(inputs, &s.cluster),
+        watch: pods::Watch::from_env()?,
     };
     let generation =
         wait_for_rollout(ctx, policy, &apis.deployments, &watch, generation, timeout).await?;
@@ -285,6 +286,7 @@ struct PodWatch<'a> {
     name: &'a str,
     template: Template,
     get_credentials: Option<String>,
+    watch: pods::Watch,
 }
 
 impl PodWatch<'_> {
@@ -325,7 +327,7 @@ impl PodWatch<'_> {
             .filter(|p| self.template.matches(p))
             .cloned()
             .collect();
-        if let Some(stuck) = pods::stuck(&current) {
+        if let Some(stuck) = self.watch.verdict(&current, &all) {
             return Err(pods::stuck_error(
                 what,
                 &stuck,
