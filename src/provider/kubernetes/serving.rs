@@ -102,6 +102,8 @@ pub(super) async fn apply(
 ) -> Result<Applied, ProviderError> {
     let cluster = ClusterConnection::from_inputs(inputs, &s.cluster)?;
     let models = super::super::serving_models(s, inputs)?;
+    // Read before anything is applied: a bad setting changes nothing.
+    let watch = pods::Watch::from_env()?;
     // The same rollout strategy the plan rendered (it depends on the cluster's nodes).
     let cluster_config = match inputs.configs.get(&s.cluster) {
         Some(ResourceConfig::Cluster(c)) => Some(c),
@@ -168,7 +170,7 @@ pub(super) async fn apply(
         name: &name,
         template: Template::of(&objects.deployment),
         get_credentials: ClusterConnection::get_credentials(inputs, &s.cluster),
-        watch: pods::Watch::from_env()?,
+        watch,
     };
     let generation =
         wait_for_rollout(ctx, policy, &apis.deployments, &watch, generation, timeout).await?;
