@@ -2,20 +2,28 @@
 # distributed load generation from a second cluster on e2-highcpu-32 nodes, so the load crosses
 # the same network path real clients do.
 #
-#   benchstack plan stacks/gke.hcl --var project=my-gcp-project
-#   benchstack apply stacks/gke.hcl --var project=my-gcp-project
+#   benchstack plan stacks/gke.hcl --var project=PROJECT
+#   benchstack apply stacks/gke.hcl --var project=PROJECT
+#
+# The images live in an Artifact Registry repository `benchstack` in `registry_location`
+# (Container Registry, gcr.io, is shut down): build and push them first (README, "On GKE").
 #
 # The n2-highcpu-8 variant with a 15000 req/s stage:
 #
 #   benchstack apply stacks/gke.hcl --var-file stacks/gke-n2-highcpu-8.vars.hcl --var project=…
 
 variable "project" {
-  type    = string
-  default = "my-gcp-project"
+  description = "The Google Cloud project that pays for the clusters and holds the images (no default: pass --var project=…)."
+  type        = string
 }
 
 variable "location" {
   default = "us-central1-a"
+}
+
+variable "registry_location" {
+  description = "The region of the Artifact Registry repository `benchstack` holding the two images."
+  default     = "us-central1"
 }
 
 variable "serving_machine_type" {
@@ -37,7 +45,7 @@ variable "rate_scale" {
 }
 
 variable "slo_p99" {
-  description = "The latency objective of every load test (apply exits 1 when a stage misses it)."
+  description = "The latency objective of every load test (apply exits 2 when a stage misses it)."
   default     = "50ms"
 }
 
@@ -74,11 +82,15 @@ model "regression" {
 
 serving "tf" {
   cluster  = cluster.serving
-  image    = "gcr.io/${var.project}/tf-serving-regression:latest" # deploy/serving.Dockerfile
+  image    = "${var.registry_location}-docker.pkg.dev/${var.project}/benchstack/tf-serving-regression:latest" # deploy/serving.Dockerfile
   replicas = var.replicas
   models   = [model.regression]
-  cpu      = "7"
-  memory   = "4Gi"
+  # One replica per e2-highcpu-8 node: of its 7.91 allocatable CPUs and 6.1 GiB, GKE's system
+  # pods take up to 0.6 CPU (kube-dns, metrics-server land on some nodes), so 6 CPUs leave
+  # them room wherever they go. No node has room for a second replica, so `plan` rolls updates
+  # one replica at a time (maxSurge 0, maxUnavailable 1) and says so.
+  cpu    = "6"
+  memory = "4Gi"
   flags = {
     tensorflow_intra_op_parallelism = 4
     tensorflow_inter_op_parallelism = 4
@@ -99,7 +111,7 @@ loadtest "baseline" {
   data          = "../examples/model/test.csv" # rows sampled per request, as the original locust user did
   batch_size    = 1
   workers       = 4 # distributed: an Indexed Job of 4 worker pods
-  loadgen_image = "gcr.io/${var.project}/benchstack:latest" # deploy/loadgen.Dockerfile
+  loadgen_image = "${var.registry_location}-docker.pkg.dev/${var.project}/benchstack/benchstack:latest" # deploy/loadgen.Dockerfile
   stage {
     rate     = 300 * var.rate_scale
     duration = var.stage_duration
@@ -124,7 +136,7 @@ loadtest "peak" {
   data          = "../examples/model/test.csv"
   batch_size    = 1
   workers       = 8
-  loadgen_image = "gcr.io/${var.project}/benchstack:latest"
+  loadgen_image = "${var.registry_location}-docker.pkg.dev/${var.project}/benchstack/benchstack:latest"
   stage {
     rate     = each.value * var.rate_scale
     duration = var.stage_duration

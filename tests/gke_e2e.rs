@@ -12,38 +12,74 @@ mod k8s_emulator;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use gke_emulator::GkeEmulator;
-use k8s_emulator::{K8sEmulator, StandIn};
+use k8s_emulator::{K8sEmulator, NodePool, NodeSource, Options, StandIn};
 
 const BIN: &str = env!("CARGO_BIN_EXE_benchstack");
+const PROJECT: &str = "bench-test";
+/// The images stacks/gke.hcl names for project bench-test, as pushed to Artifact Registry.
+const SERVING_IMAGE: &str =
+    "us-central1-docker.pkg.dev/bench-test/benchstack/tf-serving-regression:latest";
+const WORKER_IMAGE: &str = "us-central1-docker.pkg.dev/bench-test/benchstack/benchstack:latest";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 struct World {
-    gke: GkeEmulator,
+    gke: Arc<GkeEmulator>,
     k8s: K8sEmulator,
     _stand_in: StandIn,
     dir: tempfile::TempDir,
+    /// The stack file applied (the shipped one unless a test edits a copy).
+    stack: PathBuf,
 }
 
 impl World {
+    /// Both clusters' API servers are one emulator: its nodes are the GKE node pools (machine
+    /// type, count and OAuth scopes as the GKE API stored them), serving pods run on
+    /// cluster serving's nodes and worker pods on cluster loadgen's; the registry holds the
+    /// stack's two images, private as a user's Artifact Registry repository is.
     fn start() -> World {
-        let (k8s, stand_in) =
-            K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
-        let gke = GkeEmulator::start();
+        let stand_in = StandIn::start(
+            Path::new(BIN),
+            "regression",
+            &repo().join("examples/model/regression"),
+        );
+        let gke = Arc::new(GkeEmulator::start());
+        let mut opts = Options::new(BIN);
+        opts.load_balancer_ip = stand_in.ip.clone();
+        let pools = gke.clone();
+        opts.node_source = Some(NodeSource(Arc::new(move || {
+            ["serving", "loadgen"]
+                .iter()
+                .flat_map(|c| {
+                    pools
+                        .node_pools(c)
+                        .iter()
+                        .map(|p| NodePool::from_gke(c, p))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })));
+        opts.placement.insert("Deployment".into(), "serving".into());
+        opts.placement.insert("Job".into(), "loadgen".into());
+        let k8s = K8sEmulator::start(opts);
+        k8s.push_image(SERVING_IMAGE, true);
+        k8s.push_image(WORKER_IMAGE, true);
         gke.set_cluster_endpoint(&k8s.url());
         World {
             gke,
             k8s,
             _stand_in: stand_in,
             dir: tempfile::tempdir().unwrap(),
+            stack: repo().join("stacks/gke.hcl"),
         }
     }
 
-    /// Runs benchstack on stacks/gke.hcl's state with short stages at 5% of the rates.
+    /// Runs benchstack on the stack's state with short stages at 5% of the rates.
     fn run(&self, args: &[&str], vars: &[&str]) -> (i32, String, String) {
         let mut c = Command::new(BIN);
         c.arg("--state")
@@ -55,8 +91,13 @@ impl World {
             .env("BENCHSTACK_WORKER_START_DELAY", "1s")
             .current_dir(self.dir.path());
         if matches!(args.first(), Some(&"plan") | Some(&"apply")) {
-            c.arg(repo().join("stacks/gke.hcl"));
-            c.args(["--var", "project=bench-test", "--var", "stage_duration=1s"]);
+            c.arg(&self.stack);
+            c.args([
+                "--var",
+                &format!("project={PROJECT}"),
+                "--var",
+                "stage_duration=1s",
+            ]);
             // Debug builds on a shared 2-core machine: the SLO is not what is tested here.
             c.args(["--var", "rate_scale=0.05", "--var", "slo_p99=10s"]);
             for v in vars {
@@ -70,11 +111,26 @@ impl World {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+
+    /// Applies from now on a copy of stacks/gke.hcl with `from` replaced by `to` (beside a
+    /// link to the examples, so its relative paths resolve as the shipped file's do).
+    fn edit_stack(&mut self, from: &str, to: &str) {
+        let copy = self.dir.path().join("edited");
+        std::fs::create_dir_all(copy.join("stacks")).unwrap();
+        let examples = copy.join("examples");
+        if !examples.exists() {
+            std::os::unix::fs::symlink(repo().join("examples"), &examples).unwrap();
+        }
+        let text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
+        assert!(text.contains(from), "stacks/gke.hcl no longer has {from:?}");
+        self.stack = copy.join("stacks/gke.hcl");
+        std::fs::write(&self.stack, text.replace(from, to)).unwrap();
+    }
 }
 
 #[test]
 fn gke_stack_applies_plans_clean_updates_replaces_and_destroys() {
-    let w = World::start();
+    let mut w = World::start();
 
     let (code, out, err) = w.run(&["plan", "--detailed-exitcode"], &[]);
     assert_eq!(code, 2, "{out}\n{err}");
@@ -87,9 +143,34 @@ fn gke_stack_applies_plans_clean_updates_replaces_and_destroys() {
         assert!(out.contains(line), "{line} missing from the plan:\n{out}");
     }
 
+    // No e2-highcpu-8 node has room for a second 6-CPU replica: updates roll one at a time.
+    assert!(
+        err.contains(
+            "serving.tf: updates roll one replica at a time (maxSurge 0, maxUnavailable 1)"
+        ),
+        "{err}"
+    );
+
     let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(w.gke.cluster_count(), 2);
+    // The serving pods pulled the private image on cluster serving's nodes, one per node.
+    let serving_pods: Vec<serde_json::Value> = w
+        .k8s
+        .pods("benchstack")
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["app.kubernetes.io/component"] == "serving")
+        .collect();
+    assert_eq!(serving_pods.len(), 3);
+    let mut nodes = std::collections::BTreeSet::new();
+    for p in &serving_pods {
+        assert_eq!(p["status"]["phase"], "Running", "{p}");
+        assert_eq!(p["status"]["containerStatuses"][0]["image"], SERVING_IMAGE);
+        let node = p["spec"]["nodeName"].as_str().unwrap();
+        assert!(node.starts_with("gke-serving-"), "{node}");
+        nodes.insert(node.to_string());
+    }
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
     let deployment = w
         .k8s
         .object("deployments", "benchstack", "tf")
@@ -131,6 +212,28 @@ fn gke_stack_applies_plans_clean_updates_replaces_and_destroys() {
 
     let (code, out, err) = w.run(&["plan", "--detailed-exitcode"], &[]);
     assert_eq!(code, 0, "nothing to do after apply:\n{out}\n{err}");
+    assert!(
+        !err.contains("updates roll one replica"),
+        "no rollout, no word on how it rolls: {err}"
+    );
+
+    // A batching change edits the ConfigMap and rolls every replica (no node has room for a
+    // surge pod, so one at a time), then the load test re-runs.
+    w.edit_stack("max_batch_size       = 8000", "max_batch_size       = 4000");
+    let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("serving.tf will be updated in place"), "{out}");
+    let cm = w.k8s.object("configmaps", "benchstack", "tf").unwrap();
+    assert!(
+        cm["data"]["batching_parameters.txt"]
+            .as_str()
+            .unwrap()
+            .contains("max_batch_size { value: 4000 }"),
+        "{cm}"
+    );
+    let d = w.k8s.object("deployments", "benchstack", "tf").unwrap();
+    assert_eq!(d["status"]["updatedReplicas"], 3, "{}", d["status"]);
+    assert_eq!(d["status"]["availableReplicas"], 3, "{}", d["status"]);
 
     // Fewer replicas: the Deployment is updated in place, the load test re-runs.
     let (code, out, err) = w.run(&["plan", "--detailed-exitcode"], &["replicas=2"]);
@@ -179,6 +282,8 @@ fn gke_stack_applies_plans_clean_updates_replaces_and_destroys() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(w.gke.cluster_count(), 0);
     assert!(w.k8s.names("deployments").is_empty());
+    // The LoadBalancer Service was gone (its finalizer removed) before its cluster was deleted.
+    assert!(w.k8s.names("services").is_empty());
     let (_, list, _) = w.run(&["state", "list"], &[]);
     assert!(
         list.trim().is_empty() || !list.contains("cluster."),
@@ -213,4 +318,99 @@ fn a_failed_worker_pod_fails_the_apply_keeps_the_state_and_the_next_plan_reruns_
     let (code, out, err) = w.run(&["destroy", "--auto-approve"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(w.gke.cluster_count(), 0);
+}
+
+#[test]
+fn an_image_that_does_not_exist_fails_the_apply_naming_the_image_and_the_pull_error() {
+    let w = World::start();
+    // Images in a registry location nothing was pushed to. The rollout timeout stays at its
+    // default (10 minutes): only the pods' own verdict ends this apply early.
+    let (code, out, err) = w.run(
+        &["apply", "--auto-approve"],
+        &["registry_location=europe-west4"],
+    );
+    let text = flat(&format!("{out}\n{err}"));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(
+            "failed to resolve reference \"europe-west4-docker.pkg.dev/bench-test/benchstack/tf-serving-regression:latest\""
+        ),
+        "{text}"
+    );
+    assert!(text.contains("not found"), "{text}");
+    assert!(
+        text.contains("ErrImagePull") || text.contains("ImagePullBackOff"),
+        "{text}"
+    );
+    assert!(!text.contains("did not finish within"), "{text}");
+    assert!(
+        text.contains("gcloud container clusters get-credentials serving --location us-central1-a --project bench-test"),
+        "{text}"
+    );
+    let (code, out, err) = w.run(&["destroy", "--auto-approve"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(w.gke.cluster_count(), 0);
+}
+
+/// `benchstack plan stacks/gke.hcl` on an empty state (nothing remote is read).
+fn plan_only(vars: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new(BIN);
+    c.arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("plan")
+        .arg(repo().join("stacks/gke.hcl"))
+        .args(["--var", &format!("project={PROJECT}")])
+        .stdin(Stdio::null())
+        .env("BENCHSTACK_GKE_ENDPOINT", "http://127.0.0.1:9")
+        .current_dir(dir.path());
+    for v in vars {
+        c.args(["--var", v]);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// miette's report without its wrapping and gutter.
+fn flat(text: &str) -> String {
+    text.split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn plan_refuses_replicas_that_cannot_fit_the_clusters_nodes_at_the_serving_block() {
+    let (code, out, err) = plan_only(&["replicas=4"]);
+    let err = flat(&err);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("serving \"tf\""))
+        .unwrap()
+        + 1;
+    assert!(err.contains(&format!("gke.hcl:{line}:")), "{err}");
+    assert!(
+        err.contains(
+            "4 replicas requesting 6 CPU and 4.00 GiB each do not fit on 3 × e2-highcpu-8"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("only 3 would be scheduled"), "{err}");
+}
+
+#[test]
+fn plan_warns_that_an_unknown_machine_type_skips_the_capacity_check() {
+    let (code, out, err) = plan_only(&["serving_machine_type=e2-medium"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let err = flat(&err);
+    assert!(
+        err.contains("machine type e2-medium is not in benchstack's table"),
+        "{err}"
+    );
 }

@@ -21,7 +21,7 @@ use benchstack::provider::{
 use benchstack::state::{Intent, ResourceState};
 use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
 use benchstack::vocab::resources::*;
-use k8s_emulator::{K8sEmulator, Options};
+use k8s_emulator::{K8sEmulator, NodePool, Options};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_benchstack");
@@ -33,6 +33,7 @@ fn setup() {
         std::env::set_var("BENCHSTACK_POLL_INTERVAL", "20ms");
         std::env::set_var("BENCHSTACK_WORKER_START_DELAY", "1s");
         std::env::set_var("BENCHSTACK_ROLLOUT_TIMEOUT", "60s");
+        std::env::set_var("BENCHSTACK_UNSCHEDULABLE_GRACE", "300ms");
         // Providers made with Providers::new (no per-test budget) give up on an unavailable
         // API after this long.
         std::env::set_var("BENCHSTACK_RETRY_BUDGET", "1s");
@@ -324,7 +325,9 @@ fn serving_is_applied_rolled_out_refreshed_scaled_outside_updated_and_deleted() 
         .iter()
         .filter(|r| r.method == "GET" && r.path.ends_with("/deployments/tf/status"))
         .count();
-    assert!(status_reads >= 2, "the rollout was not waited for");
+    // Scaling 5 ready replicas down to 3 of the same template is complete at once, as on a
+    // real cluster: the status is read, and says so.
+    assert!(status_reads >= 1, "the rollout was not waited for");
     let prior = state_of(
         tf.clone(),
         ResourceConfig::Serving(serving(3)),
@@ -373,8 +376,356 @@ fn a_rollout_that_never_becomes_ready_times_out_saying_what_is_stuck() {
         msg.contains("2 of 2 replicas updated, 0 available"),
         "{msg}"
     );
+    // The pods say what is wrong: running, never ready.
+    assert!(
+        msg.contains(
+            "Ready=False (ContainersNotReady): containers with unready status: [tensorflow-serving]"
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("gcloud container clusters get-credentials serving --location us-central1-a --project test-project"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_rollout_past_its_progress_deadline_fails_then_not_at_the_timeout() {
+    let h = Harness::new();
+    let mut opts = Options::new(BIN);
+    // progressDeadlineSeconds (600) passes in 0.6 s.
+    opts.time_scale = 1000.0;
+    let emu = K8sEmulator::start(opts);
+    emu.never_ready("tf");
+    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(serving(2)),
+            &serving_inputs(&emu),
+        )
+    }));
+    assert!(
+        msg.contains("the rollout of Deployment benchstack/tf exceeded its progress deadline"),
+        "{msg}"
+    );
     assert!(msg.contains("ProgressDeadlineExceeded"), "{msg}");
     assert!(msg.contains("has timed out progressing"), "{msg}");
+    assert!(!msg.contains("did not finish within"), "{msg}");
+}
+
+/// The cluster `serving` as the stack configures it (the capacity check reads it).
+fn serving_cluster(machine_type: &str, nodes: u32) -> ClusterConfig {
+    ClusterConfig {
+        provider: ProviderKind::Gke,
+        project: Some("test-project".into()),
+        location: Some("us-central1-a".into()),
+        machine_type: Some(machine_type.into()),
+        node_count: nodes,
+        disk_size_gb: None,
+        spot: false,
+        private_nodes: false,
+        labels: BTreeMap::new(),
+    }
+}
+
+/// `serving(replicas)` requesting the original experiment's 7 CPUs and 4Gi per replica.
+fn big_serving(replicas: u32) -> ServingConfig {
+    let mut s = serving(replicas);
+    s.cpu = Some("7".into());
+    s.memory = Some("4Gi".into());
+    s
+}
+
+fn highcpu_8_emulator(nodes: u32) -> K8sEmulator {
+    let mut opts = Options::new(BIN);
+    opts.node_pools = vec![NodePool::new("e2-highcpu-8", nodes)];
+    K8sEmulator::start(opts)
+}
+
+#[test]
+fn replicas_that_fit_no_node_fail_the_rollout_at_once_with_the_schedulers_message() {
+    let h = Harness::new();
+    let emu = highcpu_8_emulator(3);
+    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(big_serving(4)),
+            &serving_inputs(&emu),
+        )
+    }));
+    assert!(
+        msg.contains(
+            "is Unschedulable: 0/3 nodes are available: 3 Insufficient cpu, 3 Insufficient memory."
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("kubectl describe pod tf-"), "{msg}");
+    assert!(!msg.contains("did not finish within"), "{msg}");
+}
+
+#[test]
+fn a_batching_change_rolls_one_pod_at_a_time_when_no_node_has_room_for_a_surge_pod() {
+    let h = Harness::new();
+    let emu = highcpu_8_emulator(3);
+    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let tf = addr(Kind::Serving, "tf");
+    let mut inputs = serving_inputs(&emu);
+    inputs.configs.insert(
+        addr(Kind::Cluster, "serving"),
+        ResourceConfig::Cluster(serving_cluster("e2-highcpu-8", 3)),
+    );
+    let first = big_serving(3);
+    let applied = h
+        .with(|ctx| p.create(ctx, &tf, &ResourceConfig::Serving(first.clone()), &inputs))
+        .unwrap();
+    let d = emu.object("deployments", "benchstack", "tf").unwrap();
+    assert_eq!(
+        d["spec"]["strategy"]["rollingUpdate"],
+        serde_json::json!({"maxSurge": 0, "maxUnavailable": 1})
+    );
+    // Every replica has a node of its own.
+    let nodes: std::collections::BTreeSet<String> = emu
+        .pods("benchstack")
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+
+    let mut changed = first.clone();
+    changed.batching.as_mut().unwrap().max_batch_size = Some(128);
+    let prior = state_of(
+        tf.clone(),
+        ResourceConfig::Serving(first),
+        &applied.observed,
+    );
+    let updated = h
+        .with(|ctx| p.update(ctx, &prior, &ResourceConfig::Serving(changed), &inputs))
+        .unwrap();
+    assert!(
+        updated.observed["generation"].as_i64().unwrap()
+            > applied.observed["generation"].as_i64().unwrap()
+    );
+    let d = emu.object("deployments", "benchstack", "tf").unwrap();
+    assert_eq!(d["status"]["updatedReplicas"], 3, "{}", d["status"]);
+    assert_eq!(d["status"]["availableReplicas"], 3, "{}", d["status"]);
+    let serving: Vec<Value> = emu
+        .pods("benchstack")
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    assert_eq!(serving.len(), 3);
+    // Each replacement waited, Unschedulable, for its predecessor to terminate: that is a
+    // rolling update, not a failure.
+    assert!(
+        h.progress().iter().any(|m| m.starts_with("rollout 2/3")),
+        "{:?}",
+        h.progress()
+    );
+}
+
+#[test]
+fn a_surge_pod_that_fits_no_node_fails_the_update_with_the_schedulers_message() {
+    let h = Harness::new();
+    let emu = highcpu_8_emulator(3);
+    // No cluster configuration among the inputs: the default surge strategy.
+    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let tf = addr(Kind::Serving, "tf");
+    let inputs = serving_inputs(&emu);
+    let first = big_serving(3);
+    let applied = h
+        .with(|ctx| p.create(ctx, &tf, &ResourceConfig::Serving(first.clone()), &inputs))
+        .unwrap();
+    let mut changed = first.clone();
+    changed.batching.as_mut().unwrap().max_batch_size = Some(128);
+    let prior = state_of(
+        tf.clone(),
+        ResourceConfig::Serving(first),
+        &applied.observed,
+    );
+    let msg = failed_message(
+        h.with(|ctx| p.update(ctx, &prior, &ResourceConfig::Serving(changed), &inputs)),
+    );
+    assert!(
+        msg.contains("is Unschedulable: 0/3 nodes are available: 3 Insufficient cpu"),
+        "{msg}"
+    );
+    // The old replicas still serve.
+    let d = emu.object("deployments", "benchstack", "tf").unwrap();
+    assert_eq!(d["status"]["availableReplicas"], 3, "{}", d["status"]);
+}
+
+#[test]
+fn an_image_that_does_not_exist_fails_the_rollout_at_once_naming_the_image_and_the_pull_error() {
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    emu.push_image("tensorflow/serving:2.19.0", false);
+    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let mut s = serving(2);
+    s.image = Some("us-central1-docker.pkg.dev/test-project/benchstack/tf-serving:nope".into());
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(s),
+            &serving_inputs(&emu),
+        )
+    }));
+    assert!(
+        msg.contains("ErrImagePull") || msg.contains("ImagePullBackOff"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("failed to resolve reference \"us-central1-docker.pkg.dev/test-project/benchstack/tf-serving:nope\""),
+        "{msg}"
+    );
+    assert!(msg.contains("not found"), "{msg}");
+    assert!(!msg.contains("did not finish within"), "{msg}");
+}
+
+#[test]
+fn a_private_image_on_nodes_without_a_storage_scope_fails_with_the_registrys_403() {
+    let h = Harness::new();
+    let mut opts = Options::new(BIN);
+    // What a node pool created through the API without oauthScopes gets: no scopes at all.
+    opts.node_pools = vec![NodePool {
+        cluster: String::new(),
+        machine_type: "e2-standard-8".into(),
+        count: 3,
+        oauth_scopes: vec![],
+    }];
+    let emu = K8sEmulator::start(opts);
+    let image = "us-central1-docker.pkg.dev/test-project/benchstack/tf-serving-regression:latest";
+    emu.push_image(image, true);
+    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let mut s = serving(1);
+    s.image = Some(image.into());
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(s),
+            &serving_inputs(&emu),
+        )
+    }));
+    assert!(msg.contains("403 Forbidden"), "{msg}");
+    assert!(
+        msg.contains("devstorage.read_only"),
+        "the hint names the scope: {msg}"
+    );
+}
+
+#[test]
+fn a_crash_looping_container_fails_the_rollout_at_once() {
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    emu.crash_loop("tf");
+    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(serving(1)),
+            &serving_inputs(&emu),
+        )
+    }));
+    assert!(
+        msg.contains(
+            "is CrashLoopBackOff: back-off 10s restarting failed container=tensorflow-serving"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("last exited with code 1 (Error)"), "{msg}");
+}
+
+#[test]
+fn a_worker_image_that_does_not_exist_fails_the_load_test_at_once_and_the_job_is_deleted() {
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    emu.push_image("tensorflow/serving:2.19.0", false);
+    let p = KubernetesProvider::new();
+    let mut l = loadtest(2);
+    // Minutes of stages: only a fail-fast ends this run quickly.
+    l.stages[0].duration = Duration::from_secs(600);
+    let msg = failed_message(h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Loadtest, "baseline"),
+            &ResourceConfig::Loadtest(l),
+            &unreachable_target_inputs(&emu),
+        )
+    }));
+    assert!(
+        msg.starts_with("load test Job benchstack/baseline-"),
+        "{msg}"
+    );
+    assert!(msg.contains("gcr.io/test-project/benchstack:test"), "{msg}");
+    assert!(
+        msg.contains("ErrImagePull") || msg.contains("ImagePullBackOff"),
+        "{msg}"
+    );
+    assert!(msg.contains("get-credentials loadgen"), "{msg}");
+    assert!(emu.names("jobs").is_empty(), "{:?}", emu.names("jobs"));
+}
+
+#[test]
+fn deleting_serving_waits_until_the_load_balancer_service_is_gone() {
+    let h = Harness::new();
+    let mut opts = Options::new(BIN);
+    opts.load_balancer_cleanup = Duration::from_millis(800);
+    let emu = K8sEmulator::start(opts);
+    let p = KubernetesProvider::new();
+    let tf = addr(Kind::Serving, "tf");
+    let config = ResourceConfig::Serving(serving(1));
+    let applied = h
+        .with(|ctx| p.create(ctx, &tf, &config, &serving_inputs(&emu)))
+        .unwrap();
+    let svc = emu.object("services", "benchstack", "tf").unwrap();
+    assert_eq!(
+        svc["metadata"]["finalizers"],
+        serde_json::json!(["service.kubernetes.io/load-balancer-cleanup"])
+    );
+    let prior = state_of(tf, config, &applied.observed);
+    h.with(|ctx| p.delete(ctx, &prior)).unwrap();
+    assert_eq!(emu.object("services", "benchstack", "tf"), None);
+    assert!(
+        h.progress()
+            .iter()
+            .any(|m| m.starts_with("waiting for the load balancer of Service benchstack/tf")),
+        "{:?}",
+        h.progress()
+    );
+}
+
+#[test]
+fn a_load_balancer_that_is_not_removed_in_time_fails_the_delete_with_the_gcloud_line() {
+    let h = Harness::new();
+    let mut opts = Options::new(BIN);
+    opts.load_balancer_cleanup = Duration::from_secs(3600);
+    let emu = K8sEmulator::start(opts);
+    let p = KubernetesProvider::new().with_lb_delete_timeout(Duration::from_millis(300));
+    let tf = addr(Kind::Serving, "tf");
+    let config = ResourceConfig::Serving(serving(1));
+    let applied = h
+        .with(|ctx| p.create(ctx, &tf, &config, &serving_inputs(&emu)))
+        .unwrap();
+    let prior = state_of(tf, config, &applied.observed);
+    let msg = h.with(|ctx| p.delete(ctx, &prior)).unwrap_err().to_string();
+    assert!(
+        msg.contains("Service benchstack/tf was deleted but is still there"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("service.kubernetes.io/load-balancer-cleanup"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("gcloud compute forwarding-rules list --filter='description~benchstack/tf'"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -17,12 +17,14 @@ fn root() -> &'static Path {
 
 #[test]
 fn validate_reports_success_and_the_resource_count_for_each_shipped_stack() {
-    for (stack, n) in [
-        ("stacks/local.hcl", 4),
-        ("stacks/local-sweep.hcl", 8),
-        ("stacks/gke.hcl", 5),
+    for (stack, n, vars) in [
+        ("stacks/local.hcl", 4, &[][..]),
+        ("stacks/local-sweep.hcl", 8, &[][..]),
+        ("stacks/gke.hcl", 5, &["--var", "project=my-project"][..]),
     ] {
-        let out = benchstack(root(), &["validate", stack]);
+        let mut args = vec!["validate", stack];
+        args.extend_from_slice(vars);
+        let out = benchstack(root(), &args);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -34,6 +36,18 @@ fn validate_reports_success_and_the_resource_count_for_each_shipped_stack() {
             format!("Success! The stack is valid: {n} resources.")
         );
     }
+}
+
+#[test]
+fn the_gke_stack_has_no_default_project() {
+    // A real-looking default project ID would bill (or fail in) someone else's project.
+    let out = benchstack(root(), &["validate", "stacks/gke.hcl"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("found variable \"project\" with no value"),
+        "{stderr}"
+    );
 }
 
 #[test]

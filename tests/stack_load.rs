@@ -133,13 +133,17 @@ fn sweep_makes_keyed_instances_and_loadtests_follow_their_serving_instance() {
 
 #[test]
 fn gke_stack_loads_with_interpolated_image() {
-    let s = load(&root().join("stacks/gke.hcl"), VarInputs::default(), &[]);
+    let vars = VarInputs {
+        vars: vec![("project".into(), "my-project".into())],
+        var_files: vec![],
+    };
+    let s = load(&root().join("stacks/gke.hcl"), vars, &[]);
     let ResourceConfig::Loadtest(l) = config(&s, &addr(Kind::Loadtest, "baseline", None)) else {
         panic!()
     };
     assert_eq!(
         l.loadgen_image.as_deref(),
-        Some("gcr.io/my-gcp-project/benchstack:latest")
+        Some("us-central1-docker.pkg.dev/my-project/benchstack/benchstack:latest")
     );
     assert_eq!(l.cluster, addr(Kind::Cluster, "loadgen", None));
     assert_eq!(l.workers, 4);

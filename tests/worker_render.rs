@@ -140,7 +140,11 @@ fn render(stack: &Path, out: &Path, extra: &[&str]) -> String {
 #[test]
 fn render_writes_the_original_experiments_deployment_and_the_worker_job() {
     let out = tempfile::tempdir().unwrap();
-    render(&repo().join("stacks/gke.hcl"), out.path(), &[]);
+    render(
+        &repo().join("stacks/gke.hcl"),
+        out.path(),
+        &["--var", "project=my-project"],
+    );
     let yaml = std::fs::read_to_string(out.path().join("tf/kubernetes.yaml")).unwrap();
     for arg in [
         "- --port=8500",
@@ -178,6 +182,8 @@ fn render_writes_the_original_experiments_deployment_and_the_worker_job() {
         &repo().join("stacks/gke.hcl"),
         n2.path(),
         &[
+            "--var",
+            "project=my-project",
             "--var-file",
             repo()
                 .join("stacks/gke-n2-highcpu-8.vars.hcl")

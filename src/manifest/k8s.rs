@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
+use super::capacity::Rollout;
 use super::{
     BATCHING_PARAMETERS, FilePaths, MODELS_CONFIG, ManifestError, ModelPaths, batching_parameters,
     flag_list, models_config,
@@ -182,6 +183,7 @@ pub fn serving_objects(
     address: &Address,
     serving: &ServingConfig,
     models: &[ModelConfig],
+    rollout: Rollout,
 ) -> Result<ServingObjects, ManifestError> {
     let name = object_name(address);
     let image = serving
@@ -281,9 +283,17 @@ pub fn serving_objects(
             },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".to_string()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::Int(1)),
-                    max_unavailable: Some(IntOrString::Int(0)),
+                // Surge when the nodes have room for one more pod; otherwise an old pod must go
+                // first, or the new one stays Pending and the rollout never ends.
+                rolling_update: Some(match rollout {
+                    Rollout::Surge => RollingUpdateDeployment {
+                        max_surge: Some(IntOrString::Int(1)),
+                        max_unavailable: Some(IntOrString::Int(0)),
+                    },
+                    Rollout::OneAtATime => RollingUpdateDeployment {
+                        max_surge: Some(IntOrString::Int(0)),
+                        max_unavailable: Some(IntOrString::Int(1)),
+                    },
                 }),
             }),
             template: PodTemplateSpec {
@@ -471,7 +481,13 @@ mod tests {
 
     #[test]
     fn the_deployment_carries_the_original_experiments_arguments() {
-        let o = serving_objects(&addr(Kind::Serving, "tf", None), &original(), &[model()]).unwrap();
+        let o = serving_objects(
+            &addr(Kind::Serving, "tf", None),
+            &original(),
+            &[model()],
+            Rollout::Surge,
+        )
+        .unwrap();
         let spec = o.deployment.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(3));
         let c = &spec.template.spec.as_ref().unwrap().containers[0];
@@ -500,8 +516,44 @@ mod tests {
     }
 
     #[test]
+    fn a_deployment_without_room_for_a_surge_pod_replaces_one_pod_at_a_time() {
+        let strategy = |rollout| {
+            let o = serving_objects(
+                &addr(Kind::Serving, "tf", None),
+                &original(),
+                &[model()],
+                rollout,
+            )
+            .unwrap();
+            let ru = o
+                .deployment
+                .spec
+                .unwrap()
+                .strategy
+                .unwrap()
+                .rolling_update
+                .unwrap();
+            (ru.max_surge.unwrap(), ru.max_unavailable.unwrap())
+        };
+        assert_eq!(
+            strategy(Rollout::Surge),
+            (IntOrString::Int(1), IntOrString::Int(0))
+        );
+        assert_eq!(
+            strategy(Rollout::OneAtATime),
+            (IntOrString::Int(0), IntOrString::Int(1))
+        );
+    }
+
+    #[test]
     fn yaml_has_four_documents_with_api_version_and_kind() {
-        let o = serving_objects(&addr(Kind::Serving, "tf", None), &original(), &[model()]).unwrap();
+        let o = serving_objects(
+            &addr(Kind::Serving, "tf", None),
+            &original(),
+            &[model()],
+            Rollout::Surge,
+        )
+        .unwrap();
         let yaml = o.to_yaml().unwrap();
         assert_eq!(yaml.matches("---\n").count(), 4, "{yaml}");
         for kind in ["Namespace", "ConfigMap", "Deployment", "Service"] {
@@ -512,10 +564,22 @@ mod tests {
 
     #[test]
     fn a_batching_change_changes_the_pod_template() {
-        let a = serving_objects(&addr(Kind::Serving, "tf", None), &original(), &[model()]).unwrap();
+        let a = serving_objects(
+            &addr(Kind::Serving, "tf", None),
+            &original(),
+            &[model()],
+            Rollout::Surge,
+        )
+        .unwrap();
         let mut changed = original();
         changed.batching.as_mut().unwrap().batch_timeout_micros = Some(1000);
-        let b = serving_objects(&addr(Kind::Serving, "tf", None), &changed, &[model()]).unwrap();
+        let b = serving_objects(
+            &addr(Kind::Serving, "tf", None),
+            &changed,
+            &[model()],
+            Rollout::Surge,
+        )
+        .unwrap();
         assert_ne!(
             a.deployment.spec.unwrap().template.metadata,
             b.deployment.spec.unwrap().template.metadata,
@@ -575,7 +639,12 @@ mod tests {
         let mut s = original();
         s.image = None;
         assert_eq!(
-            serving_objects(&addr(Kind::Serving, "tf", None), &s, &[model()]),
+            serving_objects(
+                &addr(Kind::Serving, "tf", None),
+                &s,
+                &[model()],
+                Rollout::Surge
+            ),
             Err(ManifestError::MissingImage("serving.tf".into()))
         );
     }

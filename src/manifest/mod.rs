@@ -2,6 +2,7 @@
 //! batching_parameters.txt (text protos, see API-NOTES.md) and the flag list. The output is
 //! deterministic (fixed field order, sorted flags) so plans diff cleanly.
 
+pub mod capacity;
 pub mod k8s;
 
 use std::collections::BTreeMap;

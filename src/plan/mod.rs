@@ -17,7 +17,8 @@ use crate::graph::{CycleError, Graph};
 use crate::manifest::{self, ModelPaths};
 use crate::state::{Intent, ResourceState, Snapshot};
 use crate::vocab::resources::{
-    Address, Kind, ModelConfig, OutputValue, ProviderName, Resource, ResourceConfig, Stack,
+    Address, ClusterConfig, Kind, ModelConfig, OutputValue, ProviderName, Resource, ResourceConfig,
+    ServingConfig, Stack,
 };
 
 /// The version of the plan JSON (`--json`) and of plan files. 2: attributes and blocks in the
@@ -261,13 +262,52 @@ pub fn render_resource(
     let mut files = manifest::render_serving(s, &models, paths).map_err(located)?;
     if provider == ProviderName::Kubernetes {
         // The objects themselves, so a reviewer sees exactly what the rollout sends.
-        let objects = manifest::k8s::serving_objects(&r.address, s, &models).map_err(located)?;
+        let rollout = manifest::capacity::rollout_for(cluster_of(stack, s), s);
+        let objects =
+            manifest::k8s::serving_objects(&r.address, s, &models, rollout).map_err(located)?;
         files.insert(
             manifest::k8s::KUBERNETES_YAML.to_string(),
             objects.to_yaml().map_err(located)?,
         );
     }
     Ok(files)
+}
+
+/// The cluster a serving resource runs on, from the stack.
+fn cluster_of<'a>(stack: &'a Stack, s: &ServingConfig) -> Option<&'a ClusterConfig> {
+    stack
+        .resources
+        .iter()
+        .find(|c| c.address == s.cluster)
+        .and_then(|c| match &c.config {
+            ResourceConfig::Cluster(cc) => Some(cc),
+            _ => None,
+        })
+}
+
+/// Capacity before rollout: a serving resource on Kubernetes whose replicas cannot all be
+/// scheduled on its cluster's nodes is refused at its block; one whose nodes have no room for
+/// a surge pod is told it rolls one replica at a time; an unknown machine type is a warning.
+pub fn check_capacity(r: &Resource, stack: &Stack) -> Result<Option<Warning>, PlanError> {
+    let ResourceConfig::Serving(s) = &r.config else {
+        return Ok(None);
+    };
+    let Some(cluster) = cluster_of(stack, s) else {
+        return Ok(None);
+    };
+    let warning = |message: String| Warning {
+        address: r.address.clone(),
+        message,
+    };
+    match manifest::capacity::check(cluster, s) {
+        manifest::capacity::Verdict::Fits { note, .. } => Ok(note.map(warning)),
+        manifest::capacity::Verdict::Unknown(why) => Ok(Some(warning(why))),
+        manifest::capacity::Verdict::DoesNotFit(message) => Err(PlanError::Resource {
+            address: r.address.to_string(),
+            span: r.span.to_string(),
+            message,
+        }),
+    }
 }
 
 /// A resource state as it would be had the intent's call completed (refresh adopts what an
@@ -417,7 +457,7 @@ pub fn make(
         resources: priors,
         interrupted,
         health,
-        warnings,
+        mut warnings,
         outputs: prior_outputs,
     } = prior;
 
@@ -454,6 +494,13 @@ pub fn make(
                 })?;
             let rendered = render_resource(r, stack_ref, provider)?;
             let fp = fingerprint(&r.config, &rendered);
+            // Replicas that cannot be scheduled are refused whatever the action; how an update
+            // rolls is said only when something is applied.
+            let capacity_note = if provider == ProviderName::Kubernetes && in_scope(&a) {
+                check_capacity(r, stack_ref)?
+            } else {
+                None
+            };
             if !in_scope(&a) {
                 // Out of scope: as recorded (no change), for upstream checks of in-scope ones.
                 planned.insert(a.clone(), (Action::NoOp, fp));
@@ -492,6 +539,11 @@ pub fn make(
                 }
                 _ => reason,
             };
+            if action != Action::NoOp
+                && let Some(w) = capacity_note
+            {
+                warnings.push(w);
+            }
             planned.insert(a.clone(), (action, fp.clone()));
             let before = prior.map(|p| p.config.clone());
             let files = if matches!(action, Action::NoOp) {

@@ -683,13 +683,18 @@ fn every_attribute_the_plan_shows_is_declared_in_the_stack_schema() {
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut stacks = vec![local_stack(8)];
-    for f in [
-        "stacks/local.hcl",
-        "stacks/gke.hcl",
-        "stacks/local-sweep.hcl",
+    // The GKE stack's project has no default.
+    let vars = crate::stack::VarInputs {
+        vars: vec![("project".into(), "my-project".into())],
+        var_files: vec![],
+    };
+    for (f, vars) in [
+        ("stacks/local.hcl", Default::default()),
+        ("stacks/gke.hcl", vars),
+        ("stacks/local-sweep.hcl", Default::default()),
     ] {
         stacks.push(
-            crate::stack::load_with_env(&root.join(f), &Default::default(), &[])
+            crate::stack::load_with_env(&root.join(f), &vars, &[])
                 .unwrap_or_else(|e| panic!("{f}: {e}")),
         );
     }

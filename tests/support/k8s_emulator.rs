@@ -1,9 +1,32 @@
 //! A loopback Kubernetes API server for tests: the real paths, methods and JSON shapes that
 //! kube sends (server-side apply, create, get, get /status, list with labelSelector, delete,
-//! pod logs, `Status` errors), with in-memory objects and a little controller behaviour:
-//! Deployments become ready after a few polls, LoadBalancer Services get an address, and a
-//! Job's pods are run for real as processes on this machine (the worker program with the
-//! container's args and env plus `JOB_COMPLETION_INDEX`), their output kept as the pod log.
+//! pod logs, `Status` errors), with in-memory objects and the controllers a GKE cluster runs,
+//! advanced one step on every request:
+//!
+//! - Nodes come from GKE node pools (fixed, or read live from the GKE emulator), with the
+//!   allocatable CPU and memory GKE leaves on each machine type minus what its system pods
+//!   request (https://cloud.google.com/kubernetes-engine/docs/concepts/plan-node-sizes).
+//! - The scheduler binds a pod to the least allocated node its requests fit on, or leaves it
+//!   `Pending` with `PodScheduled=False, reason Unschedulable` and the scheduler's message
+//!   ("0/3 nodes are available: 3 Insufficient cpu. …";
+//!   https://kubernetes.io/docs/concepts/scheduling-eviction/kube-scheduler/,
+//!   https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-conditions).
+//! - The kubelet pulls the image: an image missing from the emulated registry, or a private
+//!   one on nodes whose OAuth scopes do not allow reading Cloud Storage / Artifact Registry
+//!   (`devstorage.read_only` or `cloud-platform`,
+//!   https://cloud.google.com/kubernetes-engine/docs/how-to/access-scopes), leaves the
+//!   container waiting in `ErrImagePull`, then `ImagePullBackOff`
+//!   (https://kubernetes.io/docs/concepts/containers/images/#imagepullbackoff).
+//! - The Deployment controller rolls pods honouring `maxSurge` / `maxUnavailable` and reports
+//!   `Progressing=False, reason ProgressDeadlineExceeded` once no progress was made for
+//!   `progressDeadlineSeconds` (https://kubernetes.io/docs/concepts/workloads/controllers/deployment/).
+//! - LoadBalancer Services get an address after a few reads and carry the
+//!   `service.kubernetes.io/load-balancer-cleanup` finalizer: a deleted one lingers until the
+//!   load balancer is gone (https://kubernetes.io/docs/tasks/access-application-cluster/create-external-load-balancer/#garbage-collecting-load-balancers).
+//! - A Job's pods, once scheduled and pulled, run for real as processes on this machine (the
+//!   worker program with the container's args and env plus `JOB_COMPLETION_INDEX`), their
+//!   output kept as the pod log.
+//!
 //! Include with `#[path = "support/k8s_emulator.rs"] mod k8s_emulator;`.
 #![allow(dead_code)]
 
@@ -15,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -27,10 +50,69 @@ use serde_json::{Value, json};
 
 pub const INDEX_LABEL: &str = "batch.kubernetes.io/job-completion-index";
 
+/// A GKE node pool, whose nodes the emulated cluster schedules on.
+#[derive(Debug, Clone)]
+pub struct NodePool {
+    /// The GKE cluster it belongs to (one emulator can stand for several clusters' API
+    /// servers; `placement` says whose nodes run what).
+    pub cluster: String,
+    pub machine_type: String,
+    pub count: u32,
+    pub oauth_scopes: Vec<String>,
+}
+
+pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+pub const DEVSTORAGE_READ_ONLY: &str = "https://www.googleapis.com/auth/devstorage.read_only";
+
+impl NodePool {
+    /// `count` nodes of `machine_type` with the `cloud-platform` scope.
+    pub fn new(machine_type: &str, count: u32) -> NodePool {
+        NodePool {
+            cluster: String::new(),
+            machine_type: machine_type.into(),
+            count,
+            oauth_scopes: vec![CLOUD_PLATFORM.into()],
+        }
+    }
+
+    /// A GKE API `nodePool` object (`config.machineType`, `config.oauthScopes`,
+    /// `initialNodeCount`). No `oauthScopes` means none: "If unspecified, no scopes are added"
+    /// (https://cloud.google.com/kubernetes-engine/docs/reference/rest/v1/NodeConfig).
+    pub fn from_gke(cluster: &str, pool: &Value) -> NodePool {
+        NodePool {
+            cluster: cluster.into(),
+            machine_type: pool["config"]["machineType"]
+                .as_str()
+                .unwrap_or("e2-medium")
+                .into(),
+            count: pool["initialNodeCount"].as_u64().unwrap_or(0) as u32,
+            oauth_scopes: pool["config"]["oauthScopes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Where the node pools come from when they change while the emulator runs (e.g. read from
+/// the GKE emulator, whose clusters an apply creates).
+#[derive(Clone)]
+pub struct NodeSource(pub Arc<dyn Fn() -> Vec<NodePool> + Send + Sync>);
+
+impl std::fmt::Debug for NodeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeSource(..)")
+    }
+}
+
 /// How the emulated cluster behaves.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// A Deployment reports its rollout complete on the Nth read after a spec change.
+    /// A Deployment's pod becomes ready on the Nth controller step after its container started.
     pub ready_after_polls: u32,
     /// A LoadBalancer Service gets its address on the Nth read.
     pub address_after_polls: u32,
@@ -38,6 +120,22 @@ pub struct Options {
     pub load_balancer_ip: String,
     /// What a Job's pods run (the container's `args` are passed to it).
     pub worker_program: PathBuf,
+    /// The nodes (used when `node_source` is None).
+    pub node_pools: Vec<NodePool>,
+    pub node_source: Option<NodeSource>,
+    /// Owner kind (`Deployment`, `Job`) → the cluster whose nodes run its pods; a kind not
+    /// named runs on any node.
+    pub placement: BTreeMap<String, String>,
+    /// The image registry: image → private. None: every image exists and is public.
+    pub registry: Option<BTreeMap<String, bool>>,
+    /// Emulated seconds per wall-clock second, for `progressDeadlineSeconds` (600 s at 100
+    /// is 6 s).
+    pub time_scale: f64,
+    /// How long a deleted LoadBalancer Service lingers while its load balancer is removed.
+    pub load_balancer_cleanup: Duration,
+    /// Controller steps a Deployment's deleted pod stays terminating (graceful termination:
+    /// `deletionTimestamp` set, still on its node).
+    pub termination_steps: u32,
 }
 
 impl Options {
@@ -47,6 +145,13 @@ impl Options {
             address_after_polls: 2,
             load_balancer_ip: "127.0.0.1".into(),
             worker_program: worker_program.into(),
+            node_pools: vec![NodePool::new("e2-standard-8", 3)],
+            node_source: None,
+            placement: BTreeMap::new(),
+            registry: None,
+            time_scale: 1.0,
+            load_balancer_cleanup: Duration::from_millis(300),
+            termination_steps: 2,
         }
     }
 }
@@ -79,6 +184,10 @@ impl PodRecord {
 }
 
 type Key = (String, String, String);
+/// A Deployment's (generation, updated, ready, total pods): progress is any change of it.
+type Snapshot = (i64, usize, usize, usize);
+/// A pod of a Deployment: (name, ready, creation order).
+type OwnedPod = (String, bool, u64);
 
 struct State {
     opts: Options,
@@ -97,6 +206,14 @@ struct State {
     unavailable_gets: HashMap<(String, String), u32>,
     requests: Vec<Recorded>,
     pods: Vec<PodRecord>,
+    /// Pod name → what the kubelet knows of it.
+    sims: HashMap<String, PodSim>,
+    /// Deployment → when it last made progress, and what it looked like then.
+    progress: HashMap<Key, (Instant, Snapshot)>,
+    /// Deleted LoadBalancer Services waiting for their load balancer to go.
+    deleting: HashMap<Key, Instant>,
+    /// Deployments whose containers exit 1 on start (CrashLoopBackOff).
+    crash_looping: HashSet<String>,
     children: HashMap<String, Arc<Mutex<Child>>>,
     counter: u64,
     log_dir: tempfile::TempDir,
@@ -136,6 +253,10 @@ impl K8sEmulator {
             unavailable_gets: HashMap::new(),
             requests: Vec::new(),
             pods: Vec::new(),
+            sims: HashMap::new(),
+            progress: HashMap::new(),
+            deleting: HashMap::new(),
+            crash_looping: HashSet::new(),
             children: HashMap::new(),
             counter: 0,
             log_dir: tempfile::tempdir().expect("a directory for pod logs"),
@@ -212,9 +333,53 @@ impl K8sEmulator {
     pub const UNAVAILABLE_MESSAGE: &'static str =
         "the server is currently unable to handle the request";
 
-    /// The Deployment `name` never becomes ready (its progress deadline is exceeded).
+    /// The pods of Deployment `name` never pass their readiness probe (the Deployment makes
+    /// no progress and, after its deadline, reports ProgressDeadlineExceeded).
     pub fn never_ready(&self, deployment: &str) {
         lock(&self.state).never_ready.insert(deployment.to_string());
+    }
+
+    /// The containers of Deployment `name` exit 1 as soon as they start: CrashLoopBackOff.
+    pub fn crash_loop(&self, deployment: &str) {
+        lock(&self.state)
+            .crash_looping
+            .insert(deployment.to_string());
+    }
+
+    /// Pushes `image` to the emulated registry (private: pulling needs a storage scope). The
+    /// first push makes the registry strict: images never pushed do not exist.
+    pub fn push_image(&self, image: &str, private: bool) {
+        lock(&self.state)
+            .opts
+            .registry
+            .get_or_insert_with(BTreeMap::new)
+            .insert(normalize_image(image), private);
+    }
+
+    /// The pods the cluster has now (Deployments' and Jobs'), as the API returns them.
+    pub fn pods(&self, namespace: &str) -> Vec<Value> {
+        lock(&self.state)
+            .objects
+            .iter()
+            .filter(|(k, _)| k.0 == "pods" && k.1 == namespace)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The emulated nodes: (name, cluster, allocatable millicores, allocatable MiB).
+    pub fn nodes(&self) -> Vec<(String, String, i64, i64)> {
+        let s = lock(&self.state);
+        nodes(&s)
+            .into_iter()
+            .map(|n| {
+                (
+                    n.name,
+                    n.cluster,
+                    n.allocatable.cpu_m,
+                    n.allocatable.mem_mib,
+                )
+            })
+            .collect()
     }
 
     /// Pods with this completion index print `log_line` and exit 1 instead of running the
@@ -505,6 +670,8 @@ fn dispatch(
     content_type: &str,
     body: &str,
 ) -> Reply {
+    // The controllers, scheduler and kubelets take one step between requests.
+    reconcile(state);
     let Some(r) = route(path) else {
         return status_error(
             404,
@@ -596,68 +763,20 @@ fn get(state: &Arc<Mutex<State>>, r: &Route, name: &str) -> Reply {
         *p += 1;
         *p
     };
-    let ready_after = s.opts.ready_after_polls;
     let address_after = s.opts.address_after_polls;
     let lb_ip = s.opts.load_balancer_ip.clone();
-    let stuck = s.never_ready.contains(name);
     let Some(obj) = s.objects.get_mut(&k) else {
         return not_found(&r.resource, name);
     };
-    match r.resource.as_str() {
-        "deployments" => deployment_status(obj, name, polls >= ready_after && !stuck, stuck),
-        "services" => {
-            let is_lb = obj["spec"]["type"] == "LoadBalancer";
-            let has_address = obj["status"]["loadBalancer"]["ingress"][0]["ip"].is_string();
-            if is_lb && !has_address && polls >= address_after {
-                obj["status"] =
-                    json!({"loadBalancer": {"ingress": [{"ip": lb_ip, "ipMode": "VIP"}]}});
-            }
+    if r.resource == "services" {
+        let is_lb = obj["spec"]["type"] == "LoadBalancer";
+        let has_address = obj["status"]["loadBalancer"]["ingress"][0]["ip"].is_string();
+        let deleting = obj["metadata"]["deletionTimestamp"].is_string();
+        if is_lb && !has_address && !deleting && polls >= address_after {
+            obj["status"] = json!({"loadBalancer": {"ingress": [{"ip": lb_ip, "ipMode": "VIP"}]}});
         }
-        _ => {}
     }
     Reply::json(200, obj.clone())
-}
-
-/// What the Deployment controller would report: ready (all replicas of this generation
-/// available) or still progressing (or, when stuck, past its progress deadline).
-fn deployment_status(obj: &mut Value, name: &str, ready: bool, stuck: bool) {
-    let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1);
-    let desired = obj["spec"]["replicas"].as_i64().unwrap_or(1);
-    let rs = format!("{name}-7c9d8f6b5");
-    obj["status"] = if ready {
-        json!({
-            "observedGeneration": generation,
-            "replicas": desired,
-            "updatedReplicas": desired,
-            "readyReplicas": desired,
-            "availableReplicas": desired,
-            "conditions": [
-                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                 "message": "Deployment has minimum availability."},
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                 "message": format!("ReplicaSet \"{rs}\" has successfully progressed.")},
-            ],
-        })
-    } else {
-        let progressing = if stuck {
-            json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                   "message": format!("ReplicaSet \"{rs}\" has timed out progressing.")})
-        } else {
-            json!({"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
-                   "message": format!("ReplicaSet \"{rs}\" is progressing.")})
-        };
-        json!({
-            "observedGeneration": generation,
-            "replicas": desired,
-            "updatedReplicas": desired,
-            "unavailableReplicas": desired,
-            "conditions": [
-                {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
-                 "message": "Deployment does not have minimum availability."},
-                progressing,
-            ],
-        })
-    };
 }
 
 fn pod_log(state: &Arc<Mutex<State>>, r: &Route, name: &str) -> Reply {
@@ -880,10 +999,26 @@ fn create(state: &Arc<Mutex<State>>, r: &Route, body: &str) -> Reply {
 
 fn delete(state: &Arc<Mutex<State>>, r: &Route, name: &str) -> Reply {
     let mut s = lock(state);
-    let Some(mut obj) = s.objects.remove(&key(&r.resource, &r.namespace, name)) else {
+    let k = key(&r.resource, &r.namespace, name);
+    // An object with finalizers is only marked: it goes once its controllers removed them
+    // (a LoadBalancer Service once its load balancer is deleted).
+    if let Some(obj) = s.objects.get_mut(&k)
+        && obj["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    {
+        if !obj["metadata"]["deletionTimestamp"].is_string() {
+            obj["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:01Z");
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        }
+        let reply = obj.clone();
+        s.deleting.entry(k).or_insert_with(Instant::now);
+        return Reply::json(200, reply);
+    }
+    let Some(mut obj) = s.objects.remove(&k) else {
         return not_found(&r.resource, name);
     };
-    s.polls.remove(&key(&r.resource, &r.namespace, name));
+    s.polls.remove(&k);
     if r.resource == "jobs" {
         // Background propagation: the garbage collector deletes the pods, which stops them.
         let pods: Vec<String> = s
@@ -893,17 +1028,59 @@ fn delete(state: &Arc<Mutex<State>>, r: &Route, name: &str) -> Reply {
             .map(|p| p.pod.clone())
             .collect();
         for pod in pods {
-            s.objects.remove(&key("pods", &r.namespace, &pod));
-            if let Some(child) = s.children.remove(&pod)
-                && let Ok(mut c) = child.lock()
-            {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            remove_pod(&mut s, &r.namespace, &pod);
         }
+    }
+    if r.resource == "deployments" {
+        // Its ReplicaSets go, and with them their pods.
+        let pods: Vec<String> = s
+            .sims
+            .iter()
+            .filter(|(_, p)| {
+                p.namespace == r.namespace && p.owner == Owner::Deployment(name.into())
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for pod in pods {
+            remove_pod(&mut s, &r.namespace, &pod);
+        }
+        s.progress.remove(&k);
+    }
+    if r.resource == "pods" {
+        s.sims.remove(name);
     }
     obj["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:01Z");
     Reply::json(200, obj)
+}
+
+/// Deletes a Deployment's pod gracefully: it terminates for a few steps, still holding its
+/// node's room, then goes (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-termination).
+fn terminate_pod(s: &mut State, namespace: &str, pod: &str) {
+    let steps = s.opts.termination_steps;
+    if steps == 0 {
+        remove_pod(s, namespace, pod);
+        return;
+    }
+    if let Some(sim) = s.sims.get_mut(pod) {
+        sim.terminating = Some(steps);
+    }
+    if let Some(p) = s.objects.get_mut(&key("pods", namespace, pod)) {
+        p["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:01Z");
+        p["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+        p["status"]["containerStatuses"][0]["ready"] = json!(false);
+    }
+}
+
+/// Deletes a pod object and stops its process.
+fn remove_pod(s: &mut State, namespace: &str, pod: &str) {
+    s.objects.remove(&key("pods", namespace, pod));
+    s.sims.remove(pod);
+    if let Some(child) = s.children.remove(pod)
+        && let Ok(mut c) = child.lock()
+    {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }
 
 fn pod_suffix(n: u64) -> String {
@@ -920,7 +1097,8 @@ fn pod_suffix(n: u64) -> String {
         .collect()
 }
 
-/// The Job controller and kubelet: one pod per completion index, each run as a process.
+/// The Job controller: one pod per completion index, `Pending` until the scheduler binds it
+/// and the kubelet pulls its image and starts it (see `kubelet`).
 fn start_job(state: &Arc<Mutex<State>>, namespace: &str, job_name: &str) {
     let mut guard = lock(state);
     let s = &mut *guard;
@@ -929,7 +1107,74 @@ fn start_job(state: &Arc<Mutex<State>>, namespace: &str, job_name: &str) {
     };
     let completions = job["spec"]["completions"].as_u64().unwrap_or(1) as u32;
     let template = job["spec"]["template"].clone();
-    let container = template["spec"]["containers"][0].clone();
+    let job_uid = job["metadata"]["uid"].clone();
+    for index in 0..completions {
+        s.counter += 1;
+        let pod_name = format!("{job_name}-{index}-{}", pod_suffix(s.counter));
+        let mut labels = template["metadata"]["labels"].clone();
+        if !labels.is_object() {
+            labels = json!({});
+        }
+        labels["job-name"] = json!(job_name);
+        labels["batch.kubernetes.io/job-name"] = json!(job_name);
+        labels["controller-uid"] = job_uid.clone();
+        labels[INDEX_LABEL] = json!(index.to_string());
+        let log = s.log_dir.path().join(format!("{pod_name}.log"));
+        let mut pod = json!({
+            "metadata": {
+                "labels": labels,
+                "annotations": {INDEX_LABEL: index.to_string()},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+                                     "uid": job_uid, "controller": true}],
+            },
+            "spec": template["spec"].clone(),
+            "status": {"phase": "Pending"},
+        });
+        let route = Route {
+            resource: "pods".into(),
+            namespace: namespace.into(),
+            name: Some(pod_name.clone()),
+            sub: None,
+        };
+        admit(s, &route, &pod_name, &mut pod);
+        s.objects.insert(key("pods", namespace, &pod_name), pod);
+        s.counter += 1;
+        s.sims.insert(
+            pod_name.clone(),
+            PodSim::new(
+                namespace,
+                Owner::Job(job_name.to_string(), index),
+                s.counter,
+            ),
+        );
+        s.pods.push(PodRecord {
+            job: job_name.to_string(),
+            pod: pod_name.clone(),
+            index,
+            log,
+        });
+    }
+    drop(guard);
+    // The new pods are scheduled and started at once, as a real cluster would start them
+    // while the client is still reading the create's answer.
+    reconcile(state);
+    update_job_status(state, namespace, job_name);
+}
+
+/// The kubelet starts a Job's pod: its process runs the worker program (or, for a failing
+/// worker, prints its line and exits 1).
+fn start_job_pod(
+    state: &Arc<Mutex<State>>,
+    s: &mut State,
+    namespace: &str,
+    job_name: &str,
+    pod_name: &str,
+    index: u32,
+) {
+    let Some(pod) = s.objects.get(&key("pods", namespace, pod_name)).cloned() else {
+        return;
+    };
+    let container = pod["spec"]["containers"][0].clone();
     let container_name = container["name"].as_str().unwrap_or("main").to_string();
     let image = container["image"].as_str().unwrap_or("").to_string();
     let args: Vec<String> = container["args"]
@@ -953,81 +1198,36 @@ fn start_job(state: &Arc<Mutex<State>>, namespace: &str, job_name: &str) {
                 .collect()
         })
         .unwrap_or_default();
-    let job_uid = job["metadata"]["uid"].clone();
-    for index in 0..completions {
-        s.counter += 1;
-        let pod_name = format!("{job_name}-{index}-{}", pod_suffix(s.counter));
-        let mut labels = template["metadata"]["labels"].clone();
-        if !labels.is_object() {
-            labels = json!({});
-        }
-        labels["job-name"] = json!(job_name);
-        labels["batch.kubernetes.io/job-name"] = json!(job_name);
-        labels["controller-uid"] = job_uid.clone();
-        labels[INDEX_LABEL] = json!(index.to_string());
-        let log = s.log_dir.path().join(format!("{pod_name}.log"));
-        let mut pod = json!({
-            "metadata": {
-                "labels": labels,
-                "annotations": {INDEX_LABEL: index.to_string()},
-                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
-                                     "uid": job_uid, "controller": true}],
-            },
-            "spec": template["spec"].clone(),
-        });
-        let route = Route {
-            resource: "pods".into(),
-            namespace: namespace.into(),
-            name: Some(pod_name.clone()),
-            sub: None,
-        };
-        admit(s, &route, &pod_name, &mut pod);
-        let failing = s.failing_workers.get(&index).cloned();
-        let spawned = spawn_worker(&s.opts.worker_program, &args, &env, index, &log, failing);
-        pod["status"] = match &spawned {
-            Ok(_) => json!({
-                "phase": "Running",
-                "containerStatuses": [{"name": container_name, "image": image, "imageID": "",
-                    "ready": true, "restartCount": 0, "started": true,
-                    "state": {"running": {"startedAt": "2025-01-01T00:00:00Z"}}}],
-            }),
-            Err(e) => json!({
-                "phase": "Failed",
-                "containerStatuses": [{"name": container_name, "image": image, "imageID": "",
-                    "ready": false, "restartCount": 0,
-                    "state": {"terminated": {"exitCode": 128, "reason": "StartError", "message": e}}}],
-            }),
-        };
-        s.objects.insert(key("pods", namespace, &pod_name), pod);
-        s.pods.push(PodRecord {
-            job: job_name.to_string(),
-            pod: pod_name.clone(),
-            index,
-            log,
-        });
-        if let Ok(child) = spawned {
-            let child = Arc::new(Mutex::new(child));
-            s.children.insert(pod_name.clone(), child.clone());
-            let state = state.clone();
-            let namespace = namespace.to_string();
-            let job_name = job_name.to_string();
-            std::thread::spawn(move || watch_pod(state, child, namespace, job_name, pod_name));
-        }
-    }
-    let active = s
-        .objects
+    let Some(log) = s
+        .pods
         .iter()
-        .filter(|(k, v)| {
-            k.0 == "pods"
-                && v["metadata"]["labels"]["job-name"] == json!(job_name)
-                && v["status"]["phase"] == "Running"
-        })
-        .count();
-    if let Some(j) = s.objects.get_mut(&key("jobs", namespace, job_name)) {
-        j["status"] = json!({"active": active, "startTime": "2025-01-01T00:00:00Z"});
+        .find(|p| p.pod == pod_name)
+        .map(|p| p.log.clone())
+    else {
+        return;
+    };
+    let failing = s.failing_workers.get(&index).cloned();
+    let spawned = spawn_worker(&s.opts.worker_program, &args, &env, index, &log, failing);
+    if let Some(p) = s.objects.get_mut(&key("pods", namespace, pod_name)) {
+        p["status"]["phase"] = json!(if spawned.is_ok() { "Running" } else { "Failed" });
+        p["status"]["containerStatuses"] = match &spawned {
+            Ok(_) => json!([{"name": container_name, "image": image, "imageID": "",
+                "ready": true, "restartCount": 0, "started": true,
+                "state": {"running": {"startedAt": "2025-01-01T00:00:00Z"}}}]),
+            Err(e) => json!([{"name": container_name, "image": image, "imageID": "",
+                "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 128, "reason": "StartError", "message": e}}}]),
+        };
     }
-    drop(guard);
-    update_job_status(state, namespace, job_name);
+    if let Ok(child) = spawned {
+        let child = Arc::new(Mutex::new(child));
+        s.children.insert(pod_name.to_string(), child.clone());
+        let state = state.clone();
+        let namespace = namespace.to_string();
+        let job_name = job_name.to_string();
+        let pod_name = pod_name.to_string();
+        std::thread::spawn(move || watch_pod(state, child, namespace, job_name, pod_name));
+    }
 }
 
 fn spawn_worker(
@@ -1138,7 +1338,7 @@ fn update_job_status(state: &Arc<Mutex<State>>, namespace: &str, job_name: &str)
     let backoff_limit = job["spec"]["backoffLimit"].as_i64().unwrap_or(6);
     let count = |p: &str| phases.iter().filter(|x| x.as_str() == p).count() as i64;
     let (active, succeeded, failed) = (
-        count("Running"),
+        count("Running") + count("Pending"),
         count("Succeeded") + vanished,
         count("Failed"),
     );
@@ -1167,6 +1367,813 @@ fn update_job_status(state: &Arc<Mutex<State>>, namespace: &str, job_name: &str)
         status["completionTime"] = json!("2025-01-01T00:00:02Z");
     }
     job["status"] = status;
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster's behaviour: nodes, scheduler, kubelet, Deployment and Service controllers.
+// ---------------------------------------------------------------------------------------
+
+/// Who made a pod.
+#[derive(Debug, Clone, PartialEq)]
+enum Owner {
+    Deployment(String),
+    Job(String, u32),
+}
+
+/// What the kubelet and controllers keep of a pod beyond its object.
+#[derive(Debug, Clone)]
+struct PodSim {
+    namespace: String,
+    owner: Owner,
+    /// Creation order.
+    created: u64,
+    /// Image pull attempts that failed.
+    failed_pulls: u32,
+    /// Controller steps since its container started.
+    running_steps: u32,
+    started: bool,
+    /// Deleted: controller steps left until the kubelet has stopped it and the object goes.
+    /// Until then it holds its node's room, and controllers no longer count it.
+    terminating: Option<u32>,
+}
+
+impl PodSim {
+    fn new(namespace: &str, owner: Owner, created: u64) -> PodSim {
+        PodSim {
+            namespace: namespace.into(),
+            owner,
+            created,
+            failed_pulls: 0,
+            running_steps: 0,
+            started: false,
+            terminating: None,
+        }
+    }
+}
+
+/// Millicores and MiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Res {
+    cpu_m: i64,
+    mem_mib: i64,
+}
+
+struct Node {
+    name: String,
+    cluster: String,
+    allocatable: Res,
+    /// What GKE's own pods (kube-system) request on it.
+    system: Res,
+    scopes: Vec<String>,
+}
+
+/// vCPUs and GiB of the predefined machine types of the families GKE node pools commonly use
+/// (https://cloud.google.com/compute/docs/general-purpose-machines,
+/// https://cloud.google.com/compute/docs/compute-optimized-machines).
+fn machine_shape(name: &str) -> Option<(i64, f64)> {
+    let parts: Vec<&str> = name.split('-').collect();
+    let [family, class, size] = parts.as_slice() else {
+        return None;
+    };
+    let vcpus: i64 = size.parse().ok()?;
+    let gib_per_vcpu = match (*family, *class) {
+        ("e2" | "n2" | "n2d" | "c2" | "c3", "standard") => 4.0,
+        ("e2" | "n2" | "n2d", "highcpu") => 1.0,
+        ("c3", "highcpu") => 2.0,
+        ("e2" | "n2" | "n2d" | "c3", "highmem") => 8.0,
+        _ => return None,
+    };
+    Some((vcpus, vcpus as f64 * gib_per_vcpu))
+}
+
+/// GKE's allocatable: capacity minus the CPU and memory reservation and the 100 MiB eviction
+/// threshold (https://cloud.google.com/kubernetes-engine/docs/concepts/plan-node-sizes).
+fn gke_allocatable(vcpus: i64, gib: f64) -> Res {
+    let cores = vcpus as f64;
+    let band = |x: f64, from: f64, to: f64| (x.min(to) - from).max(0.0);
+    let cpu_reserved = 1000.0
+        * (0.06 * band(cores, 0.0, 1.0)
+            + 0.01 * band(cores, 1.0, 2.0)
+            + 0.005 * band(cores, 2.0, 4.0)
+            + 0.0025 * band(cores, 4.0, f64::INFINITY));
+    let mem_reserved = if gib < 1.0 {
+        255.0
+    } else {
+        1024.0
+            * (0.25 * band(gib, 0.0, 4.0)
+                + 0.20 * band(gib, 4.0, 8.0)
+                + 0.10 * band(gib, 8.0, 16.0)
+                + 0.06 * band(gib, 16.0, 128.0)
+                + 0.02 * band(gib, 128.0, f64::INFINITY))
+    };
+    Res {
+        cpu_m: (cores * 1000.0 - cpu_reserved).floor() as i64,
+        mem_mib: (gib * 1024.0 - mem_reserved - 100.0).floor() as i64,
+    }
+}
+
+/// kube-system on every GKE node: kube-proxy 100m, fluentbit-gke 100m/200Mi,
+/// gke-metrics-agent 6m/100Mi, pdcsi-node 10m/20Mi (`kubectl describe node`).
+const DAEMONSETS: Res = Res {
+    cpu_m: 216,
+    mem_mib: 320,
+};
+/// One kube-dns replica (kube-dns, dnsmasq and sidecar containers); two run per cluster.
+const KUBE_DNS: Res = Res {
+    cpu_m: 260,
+    mem_mib: 110,
+};
+/// metrics-server, kube-dns-autoscaler, konnectivity-agent and l7-default-backend together.
+const OTHER_ADDONS: Res = Res {
+    cpu_m: 88,
+    mem_mib: 165,
+};
+
+fn nodes(s: &State) -> Vec<Node> {
+    let pools = match &s.opts.node_source {
+        Some(source) => (source.0)(),
+        None => s.opts.node_pools.clone(),
+    };
+    let mut out = Vec::new();
+    let mut per_cluster: HashMap<String, usize> = HashMap::new();
+    for (p, pool) in pools.iter().enumerate() {
+        // An unknown machine type has nothing allocatable here: its pods stay Pending.
+        let allocatable = machine_shape(&pool.machine_type)
+            .map(|(v, g)| gke_allocatable(v, g))
+            .unwrap_or_default();
+        for i in 0..pool.count {
+            let n = per_cluster.entry(pool.cluster.clone()).or_default();
+            // kube-dns spreads over the first two nodes, the other add-ons take the third.
+            let mut system = DAEMONSETS;
+            if *n < 2 {
+                system.cpu_m += KUBE_DNS.cpu_m;
+                system.mem_mib += KUBE_DNS.mem_mib;
+            }
+            if *n == 2 || (*n == 0 && pool.count == 1) {
+                system.cpu_m += OTHER_ADDONS.cpu_m;
+                system.mem_mib += OTHER_ADDONS.mem_mib;
+            }
+            *n += 1;
+            let cluster = if pool.cluster.is_empty() {
+                "emulated"
+            } else {
+                pool.cluster.as_str()
+            };
+            out.push(Node {
+                name: format!("gke-{cluster}-benchstack-{p}{i:03}-a1b2"),
+                cluster: pool.cluster.clone(),
+                allocatable,
+                system,
+                scopes: pool.oauth_scopes.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn cpu_quantity(q: &str) -> i64 {
+    let q = q.trim();
+    match q.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().map(|v| v.ceil() as i64).unwrap_or(0),
+        None => q
+            .parse::<f64>()
+            .map(|v| (v * 1000.0).ceil() as i64)
+            .unwrap_or(0),
+    }
+}
+
+fn memory_quantity_mib(q: &str) -> i64 {
+    let q = q.trim();
+    let units: &[(&str, f64)] = &[
+        ("Ki", 1.0 / 1024.0),
+        ("Mi", 1.0),
+        ("Gi", 1024.0),
+        ("Ti", 1024.0 * 1024.0),
+        ("k", 1e3 / 1048576.0),
+        ("M", 1e6 / 1048576.0),
+        ("G", 1e9 / 1048576.0),
+        ("T", 1e12 / 1048576.0),
+    ];
+    let (num, f) = units
+        .iter()
+        .find_map(|(u, f)| q.strip_suffix(u).map(|n| (n, *f)))
+        .unwrap_or((q, 1.0 / 1048576.0));
+    num.parse::<f64>()
+        .map(|v| (v * f).ceil() as i64)
+        .unwrap_or(0)
+}
+
+/// The sum of a pod's containers' requests.
+fn pod_requests(pod: &Value) -> Res {
+    let mut r = Res::default();
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        let req = &c["resources"]["requests"];
+        if let Some(q) = req["cpu"].as_str() {
+            r.cpu_m += cpu_quantity(q);
+        }
+        if let Some(q) = req["memory"].as_str() {
+            r.mem_mib += memory_quantity_mib(q);
+        }
+    }
+    r
+}
+
+/// `repo:tag` with the default tag made explicit.
+fn normalize_image(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// Whether a node's scopes let it read a private registry (Artifact Registry and gcr.io are
+/// read with the node's service-account token, limited by its access scopes).
+fn may_read_storage(scopes: &[String]) -> bool {
+    scopes.iter().any(|s| {
+        let s = s.trim_start_matches("https://www.googleapis.com/auth/");
+        matches!(
+            s,
+            "cloud-platform"
+                | "devstorage.read_only"
+                | "devstorage.read_write"
+                | "devstorage.full_control"
+        )
+    })
+}
+
+/// Why a pull fails, as containerd reports it to the kubelet: (reason, message).
+fn pull_error(s: &State, image: &str, node: &Node) -> Option<(&'static str, String)> {
+    let valid = !image.is_empty()
+        && !image.contains(char::is_whitespace)
+        && !image.chars().any(|c| c.is_ascii_uppercase());
+    if !valid {
+        return Some((
+            "InvalidImageName",
+            format!(
+                "Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": invalid reference format"
+            ),
+        ));
+    }
+    let registry = s.opts.registry.as_ref()?;
+    let full = normalize_image(image);
+    match registry.get(&full) {
+        None => Some((
+            "ErrImagePull",
+            format!(
+                "Failed to pull image \"{image}\": rpc error: code = NotFound desc = failed to pull and unpack image \"{full}\": failed to resolve reference \"{full}\": {full}: not found"
+            ),
+        )),
+        Some(true) if !may_read_storage(&node.scopes) => {
+            let host = full.split('/').next().unwrap_or("");
+            let repo = full
+                .split_once('/')
+                .map(|(_, r)| r.split([':', '@']).next().unwrap_or(r))
+                .unwrap_or("");
+            Some((
+                "ErrImagePull",
+                format!(
+                    "Failed to pull image \"{image}\": rpc error: code = Unknown desc = failed to pull and unpack image \"{full}\": failed to resolve reference \"{full}\": failed to authorize: failed to fetch oauth token: unexpected status from GET request to https://{host}/v2/token?scope=repository%3A{}%3Apull&service={host}: 403 Forbidden",
+                    repo.replace('/', "%2F")
+                ),
+            ))
+        }
+        Some(_) => None,
+    }
+}
+
+/// A short stable hash (the pod-template-hash of a ReplicaSet).
+fn template_hash(template: &Value) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in template.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10)
+        .map(|_| {
+            let c = ALPHABET[(h % ALPHABET.len() as u64) as usize] as char;
+            h /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+/// An int-or-percent of `replicas`: surge rounds up, unavailable down (the Deployment docs).
+fn int_or_percent(v: &Value, replicas: i64, round_up: bool, default: &str) -> i64 {
+    let text = match v {
+        Value::Number(n) => return n.as_i64().unwrap_or(0).max(0),
+        Value::String(s) => s.clone(),
+        _ => default.to_string(),
+    };
+    let Some(p) = text.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()) else {
+        return text.parse().unwrap_or(0);
+    };
+    let x = p * replicas as f64 / 100.0;
+    if round_up {
+        x.ceil() as i64
+    } else {
+        x.floor() as i64
+    }
+}
+
+fn pod_ready(pod: &Value) -> bool {
+    pod["status"]["containerStatuses"][0]["ready"] == json!(true)
+}
+
+/// One step of every controller: Services, Deployments, the scheduler, the kubelets.
+fn reconcile(state: &Arc<Mutex<State>>) {
+    let mut jobs_touched: Vec<(String, String)> = Vec::new();
+    {
+        let mut guard = lock(state);
+        let s = &mut *guard;
+        services_step(s);
+        // Forget pods whose objects went (deleted by hand, vanished workers).
+        let live: HashSet<String> = s
+            .objects
+            .keys()
+            .filter(|k| k.0 == "pods")
+            .map(|k| k.2.clone())
+            .collect();
+        s.sims.retain(|name, _| live.contains(name));
+        let gone: Vec<(String, String)> = s
+            .sims
+            .iter_mut()
+            .filter_map(|(name, sim)| {
+                let left = sim.terminating.as_mut()?;
+                *left = left.saturating_sub(1);
+                (*left == 0).then(|| (sim.namespace.clone(), name.clone()))
+            })
+            .collect();
+        for (ns, pod) in gone {
+            remove_pod(s, &ns, &pod);
+        }
+        let deployments: Vec<Key> = s
+            .objects
+            .keys()
+            .filter(|k| k.0 == "deployments")
+            .cloned()
+            .collect();
+        for k in deployments {
+            deployment_step(s, &k);
+        }
+        let nodes = nodes(s);
+        schedule_step(s, &nodes);
+        kubelet_step(state, s, &nodes, &mut jobs_touched);
+        let deployments: Vec<Key> = s
+            .objects
+            .keys()
+            .filter(|k| k.0 == "deployments")
+            .cloned()
+            .collect();
+        for k in deployments {
+            deployment_status(s, &k);
+        }
+    }
+    for (ns, job) in jobs_touched {
+        update_job_status(state, &ns, &job);
+    }
+}
+
+/// The service controller: a LoadBalancer Service gets the cleanup finalizer; a deleted one
+/// goes once its load balancer is removed.
+fn services_step(s: &mut State) {
+    const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+    let cleanup = s.opts.load_balancer_cleanup;
+    let done: Vec<Key> = s
+        .deleting
+        .iter()
+        .filter(|(_, since)| since.elapsed() >= cleanup)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in done {
+        s.deleting.remove(&k);
+        s.objects.remove(&k);
+        s.polls.remove(&k);
+    }
+    for (k, obj) in s.objects.iter_mut() {
+        if k.0 == "services"
+            && obj["spec"]["type"] == "LoadBalancer"
+            && !obj["metadata"]["deletionTimestamp"].is_string()
+            && !obj["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+        {
+            let mut f = obj["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            f.push(json!(FINALIZER));
+            obj["metadata"]["finalizers"] = json!(f);
+        }
+    }
+}
+
+/// The Deployment and ReplicaSet controllers: new pods up to `replicas + maxSurge`, old ones
+/// down while `replicas - maxUnavailable` stay available (unhealthy old ones first).
+fn deployment_step(s: &mut State, k: &Key) {
+    let Some(d) = s.objects.get(k).cloned() else {
+        return;
+    };
+    let (namespace, name) = (k.1.clone(), k.2.clone());
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+    let template = d["spec"]["template"].clone();
+    let hash = template_hash(&template);
+    let ru = &d["spec"]["strategy"]["rollingUpdate"];
+    let surge = int_or_percent(&ru["maxSurge"], replicas, true, "25%");
+    let unavailable = int_or_percent(&ru["maxUnavailable"], replicas, false, "25%");
+    let min_available = replicas - unavailable;
+
+    let owned = |s: &State| -> (Vec<OwnedPod>, Vec<OwnedPod>) {
+        let mut new = Vec::new();
+        let mut old = Vec::new();
+        for (pod, sim) in &s.sims {
+            if sim.namespace != namespace
+                || sim.owner != Owner::Deployment(name.clone())
+                || sim.terminating.is_some()
+            {
+                continue;
+            }
+            let Some(obj) = s.objects.get(&key("pods", &namespace, pod)) else {
+                continue;
+            };
+            let entry = (pod.clone(), pod_ready(obj), sim.created);
+            if obj["metadata"]["labels"]["pod-template-hash"] == json!(hash) {
+                new.push(entry);
+            } else {
+                old.push(entry);
+            }
+        }
+        new.sort_by_key(|e| e.2);
+        old.sort_by_key(|e| e.2);
+        (new, old)
+    };
+
+    // Scale the new ReplicaSet up (or down past `replicas`, unready and newest first).
+    let (new, old) = owned(s);
+    let total = (new.len() + old.len()) as i64;
+    let room = (replicas + surge - total).min(replicas - new.len() as i64);
+    for _ in 0..room.max(0) {
+        create_deployment_pod(s, &namespace, &name, &hash, &template);
+    }
+    if new.len() as i64 > replicas {
+        let mut extra = new.clone();
+        extra.sort_by_key(|e| (e.1, std::cmp::Reverse(e.2)));
+        for (pod, _, _) in extra.iter().take(new.len() - replicas as usize) {
+            terminate_pod(s, &namespace, pod);
+        }
+    }
+
+    // Scale the old ones down.
+    let (new, old) = owned(s);
+    let new_unavailable = new.iter().filter(|e| !e.1).count() as i64;
+    let all = (new.len() + old.len()) as i64;
+    let mut max_down = all - min_available - new_unavailable;
+    if max_down <= 0 || old.is_empty() {
+        return;
+    }
+    for (pod, ready, _) in &old {
+        if !ready && max_down > 0 {
+            terminate_pod(s, &namespace, pod);
+            max_down -= 1;
+        }
+    }
+    let (new, old) = owned(s);
+    let available = new.iter().chain(old.iter()).filter(|e| e.1).count() as i64;
+    let mut down = (available - min_available).min(old.len() as i64);
+    for (pod, _, _) in &old {
+        if down <= 0 {
+            break;
+        }
+        terminate_pod(s, &namespace, pod);
+        down -= 1;
+    }
+}
+
+fn create_deployment_pod(s: &mut State, namespace: &str, name: &str, hash: &str, template: &Value) {
+    s.counter += 1;
+    let pod_name = format!("{name}-{hash}-{}", pod_suffix(s.counter));
+    let mut labels = template["metadata"]["labels"].clone();
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    labels["pod-template-hash"] = json!(hash);
+    let mut pod = json!({
+        "metadata": {
+            "labels": labels,
+            "annotations": template["metadata"]["annotations"].clone(),
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                 "name": format!("{name}-{hash}"), "controller": true}],
+        },
+        "spec": template["spec"].clone(),
+        "status": {"phase": "Pending"},
+    });
+    let route = Route {
+        resource: "pods".into(),
+        namespace: namespace.into(),
+        name: Some(pod_name.clone()),
+        sub: None,
+    };
+    admit(s, &route, &pod_name, &mut pod);
+    s.objects.insert(key("pods", namespace, &pod_name), pod);
+    s.counter += 1;
+    let created = s.counter;
+    s.sims.insert(
+        pod_name,
+        PodSim::new(namespace, Owner::Deployment(name.into()), created),
+    );
+}
+
+/// The scheduler: each unbound pod (oldest first) goes to the least allocated node of its
+/// cluster that has room for its requests, or stays Pending as Unschedulable.
+fn schedule_step(s: &mut State, nodes: &[Node]) {
+    let mut used: Vec<Res> = nodes.iter().map(|n| n.system).collect();
+    let mut unbound: Vec<(u64, String, String)> = Vec::new();
+    for (k, pod) in &s.objects {
+        if k.0 != "pods" {
+            continue;
+        }
+        match pod["spec"]["nodeName"].as_str() {
+            Some(node) => {
+                if let Some(i) = nodes.iter().position(|n| n.name == node) {
+                    let r = pod_requests(pod);
+                    used[i].cpu_m += r.cpu_m;
+                    used[i].mem_mib += r.mem_mib;
+                }
+            }
+            None => {
+                if let Some(sim) = s.sims.get(&k.2) {
+                    unbound.push((sim.created, k.1.clone(), k.2.clone()));
+                }
+            }
+        }
+    }
+    unbound.sort();
+    for (_, namespace, pod_name) in unbound {
+        let Some(sim) = s.sims.get(&pod_name) else {
+            continue;
+        };
+        let kind = match sim.owner {
+            Owner::Deployment(_) => "Deployment",
+            Owner::Job(..) => "Job",
+        };
+        let cluster = s.opts.placement.get(kind).cloned();
+        let k = key("pods", &namespace, &pod_name);
+        let Some(pod) = s.objects.get_mut(&k) else {
+            continue;
+        };
+        let req = pod_requests(pod);
+        let candidates: Vec<usize> = (0..nodes.len())
+            .filter(|&i| cluster.as_ref().is_none_or(|c| &nodes[i].cluster == c))
+            .collect();
+        let free = |i: usize| Res {
+            cpu_m: nodes[i].allocatable.cpu_m - used[i].cpu_m,
+            mem_mib: nodes[i].allocatable.mem_mib - used[i].mem_mib,
+        };
+        let best = candidates
+            .iter()
+            .copied()
+            .filter(|&i| free(i).cpu_m >= req.cpu_m && free(i).mem_mib >= req.mem_mib)
+            .max_by_key(|&i| (free(i).cpu_m, free(i).mem_mib, usize::MAX - i));
+        match best {
+            Some(i) => {
+                used[i].cpu_m += req.cpu_m;
+                used[i].mem_mib += req.mem_mib;
+                pod["spec"]["nodeName"] = json!(nodes[i].name);
+                pod["status"]["conditions"] = json!([
+                    {"type": "PodScheduled", "status": "True",
+                     "lastTransitionTime": "2025-01-01T00:00:00Z"}
+                ]);
+            }
+            None => {
+                pod["status"]["phase"] = json!("Pending");
+                pod["status"]["conditions"] = json!([{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "lastTransitionTime": "2025-01-01T00:00:00Z",
+                    "message": unschedulable_message(&candidates, &free, req),
+                }]);
+            }
+        }
+    }
+}
+
+/// The scheduler's FitError text: per reason how many nodes it ruled out, sorted as strings,
+/// then the preemption verdict.
+fn unschedulable_message(candidates: &[usize], free: &dyn Fn(usize) -> Res, req: Res) -> String {
+    let n = candidates.len();
+    if n == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for &i in candidates {
+        let f = free(i);
+        if f.cpu_m < req.cpu_m {
+            *counts.entry("Insufficient cpu").or_default() += 1;
+        }
+        if f.mem_mib < req.mem_mib {
+            *counts.entry("Insufficient memory").or_default() += 1;
+        }
+    }
+    let mut reasons: Vec<String> = counts.iter().map(|(r, c)| format!("{c} {r}")).collect();
+    reasons.sort();
+    format!(
+        "0/{n} nodes are available: {}. preemption: 0/{n} nodes are available: {n} No preemption victims found for incoming pod.",
+        reasons.join(", ")
+    )
+}
+
+/// The kubelets: pull the image of each bound pod that has not started, then start it
+/// (a Job's pod runs its process; a Deployment's becomes ready after a few steps).
+fn kubelet_step(
+    state: &Arc<Mutex<State>>,
+    s: &mut State,
+    nodes: &[Node],
+    jobs_touched: &mut Vec<(String, String)>,
+) {
+    let ready_after = s.opts.ready_after_polls;
+    let pods: Vec<(String, PodSim)> = s.sims.iter().map(|(n, p)| (n.clone(), p.clone())).collect();
+    for (pod_name, sim) in pods {
+        if sim.terminating.is_some() {
+            continue;
+        }
+        let k = key("pods", &sim.namespace, &pod_name);
+        let Some(pod) = s.objects.get(&k).cloned() else {
+            continue;
+        };
+        let Some(node) = pod["spec"]["nodeName"]
+            .as_str()
+            .and_then(|n| nodes.iter().find(|x| x.name == n))
+        else {
+            continue;
+        };
+        let container = pod["spec"]["containers"][0].clone();
+        let cname = container["name"].as_str().unwrap_or("main").to_string();
+        let image = container["image"].as_str().unwrap_or("").to_string();
+        if sim.started {
+            if let Owner::Deployment(dep) = &sim.owner {
+                let crash = s.crash_looping.contains(dep);
+                let never = s.never_ready.contains(dep);
+                let steps = sim.running_steps + 1;
+                if let Some(x) = s.sims.get_mut(&pod_name) {
+                    x.running_steps = steps;
+                }
+                let Some(p) = s.objects.get_mut(&k) else {
+                    continue;
+                };
+                if crash {
+                    p["status"]["containerStatuses"] = json!([{
+                        "name": cname, "image": image, "imageID": "", "ready": false,
+                        "restartCount": steps, "started": false,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff",
+                            "message": format!("back-off 10s restarting failed container={cname} pod={pod_name}_{}({})", sim.namespace, p["metadata"]["uid"].as_str().unwrap_or(""))}},
+                        "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                            "startedAt": "2025-01-01T00:00:00Z", "finishedAt": "2025-01-01T00:00:01Z"}},
+                    }]);
+                } else {
+                    let ready = !never && steps >= ready_after;
+                    p["status"]["containerStatuses"][0]["ready"] = json!(ready);
+                    p["status"]["conditions"] = json!([
+                        {"type": "PodScheduled", "status": "True"},
+                        {"type": "Initialized", "status": "True"},
+                        {"type": "ContainersReady", "status": if ready { "True" } else { "False" }},
+                        {"type": "Ready", "status": if ready { "True" } else { "False" },
+                         "reason": if ready { "" } else { "ContainersNotReady" },
+                         "message": if ready { String::new() } else { format!("containers with unready status: [{cname}]") }},
+                    ]);
+                }
+            }
+            continue;
+        }
+        if let Some((reason, message)) = pull_error(s, &image, node) {
+            let failed = sim.failed_pulls + 1;
+            if let Some(x) = s.sims.get_mut(&pod_name) {
+                x.failed_pulls = failed;
+            }
+            // Every retry fails again; between retries the kubelet backs off.
+            let (reason, message) = if reason == "ErrImagePull" && failed % 4 != 1 {
+                (
+                    "ImagePullBackOff",
+                    format!("Back-off pulling image \"{image}\": ErrImagePull: {message}"),
+                )
+            } else {
+                (reason, message)
+            };
+            if let Some(p) = s.objects.get_mut(&k) {
+                p["status"]["phase"] = json!("Pending");
+                p["status"]["containerStatuses"] = json!([{
+                    "name": cname, "image": image, "imageID": "", "ready": false,
+                    "restartCount": 0, "started": false,
+                    "state": {"waiting": {"reason": reason, "message": message}},
+                }]);
+            }
+            if let Owner::Job(job, _) = &sim.owner {
+                jobs_touched.push((sim.namespace.clone(), job.clone()));
+            }
+            continue;
+        }
+        if let Some(x) = s.sims.get_mut(&pod_name) {
+            x.started = true;
+        }
+        match &sim.owner {
+            Owner::Job(job, index) => {
+                start_job_pod(state, s, &sim.namespace, job, &pod_name, *index);
+                jobs_touched.push((sim.namespace.clone(), job.clone()));
+            }
+            Owner::Deployment(_) => {
+                if let Some(p) = s.objects.get_mut(&k) {
+                    p["status"]["phase"] = json!("Running");
+                    p["status"]["containerStatuses"] = json!([{
+                        "name": cname, "image": image, "imageID": format!("{image}@sha256:0000"),
+                        "ready": false, "restartCount": 0, "started": true,
+                        "state": {"running": {"startedAt": "2025-01-01T00:00:00Z"}},
+                    }]);
+                }
+            }
+        }
+    }
+}
+
+/// What the Deployment controller reports: replicas of this template updated, ready and
+/// available; Available; Progressing, False with ProgressDeadlineExceeded once nothing
+/// changed for `progressDeadlineSeconds` (default 600) of emulated time.
+fn deployment_status(s: &mut State, k: &Key) {
+    let Some(d) = s.objects.get(k).cloned() else {
+        return;
+    };
+    let (namespace, name) = (&k.1, &k.2);
+    let generation = d["metadata"]["generation"].as_i64().unwrap_or(1);
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+    let hash = template_hash(&d["spec"]["template"]);
+    let ru = &d["spec"]["strategy"]["rollingUpdate"];
+    let unavailable = int_or_percent(&ru["maxUnavailable"], replicas, false, "25%");
+    let deadline = d["spec"]["progressDeadlineSeconds"]
+        .as_f64()
+        .unwrap_or(600.0);
+    let mut total = 0usize;
+    let mut updated = 0usize;
+    let mut ready = 0usize;
+    let mut updated_ready = 0usize;
+    for (pod, sim) in &s.sims {
+        if &sim.namespace != namespace
+            || sim.owner != Owner::Deployment(name.clone())
+            || sim.terminating.is_some()
+        {
+            continue;
+        }
+        let Some(obj) = s.objects.get(&key("pods", namespace, pod)) else {
+            continue;
+        };
+        total += 1;
+        let is_new = obj["metadata"]["labels"]["pod-template-hash"] == json!(hash);
+        let r = pod_ready(obj);
+        updated += usize::from(is_new);
+        ready += usize::from(r);
+        updated_ready += usize::from(is_new && r);
+    }
+    let snapshot = (generation, updated, ready, total);
+    let now = Instant::now();
+    let entry = s.progress.entry(k.clone()).or_insert((now, snapshot));
+    if entry.1 != snapshot {
+        *entry = (now, snapshot);
+    }
+    let since = entry.0.elapsed().as_secs_f64() * s.opts.time_scale;
+    let complete =
+        updated as i64 == replicas && updated_ready as i64 == replicas && total as i64 == replicas;
+    let rs = format!("{name}-{hash}");
+    let progressing = if complete {
+        json!({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+               "message": format!("ReplicaSet \"{rs}\" has successfully progressed.")})
+    } else if since > deadline {
+        json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+               "message": format!("ReplicaSet \"{rs}\" has timed out progressing.")})
+    } else {
+        json!({"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+               "message": format!("ReplicaSet \"{rs}\" is progressing.")})
+    };
+    let available_ok = ready as i64 >= replicas - unavailable;
+    let available = if available_ok {
+        json!({"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+               "message": "Deployment has minimum availability."})
+    } else {
+        json!({"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+               "message": "Deployment does not have minimum availability."})
+    };
+    let mut status = json!({
+        "observedGeneration": generation,
+        "replicas": total,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "conditions": [available, progressing],
+    });
+    let unavailable_replicas = (total as i64).max(replicas) - ready as i64;
+    if unavailable_replicas > 0 {
+        status["unavailableReplicas"] = json!(unavailable_replicas);
+    }
+    if let Some(obj) = s.objects.get_mut(k) {
+        obj["status"] = status;
+    }
 }
 
 /// `benchstack serve` with the example model on a random loopback address `127.X.Y.Z` on the

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ClusterConnection, DEFAULT_WORKER_START_DELAY, POLL_CAP, WORKER_START_DELAY_ENV, call,
-    env_duration, pause, secs,
+    env_duration, pause, pods, secs,
 };
 use crate::loadgen::result::{self, RunReport};
 use crate::loadgen::worker::WorkerSpec;
@@ -70,6 +70,7 @@ pub(super) async fn run(
         .worker_spec(targets.clone())
         .map_err(|e| ProviderError::other(format!("{address}: {e}")))?;
     let lead = env_duration(WORKER_START_DELAY_ENV, DEFAULT_WORKER_START_DELAY)?;
+    let watch = pods::Watch::from_env()?;
     let start_at = SystemTime::now() + lead;
     spec.start_at_unix_ms = Some(unix_ms(start_at));
     let spec_json = serde_json::to_string(&spec)
@@ -126,6 +127,8 @@ pub(super) async fn run(
         spec: &spec,
         start_at,
         lead,
+        get_credentials: ClusterConnection::get_credentials(inputs, &l.cluster),
+        watch,
     };
     let outcome = follow.reports().await;
     // The Job goes in every case: a finished Job's pods only hold on to cluster resources.
@@ -293,6 +296,8 @@ struct Follow<'a> {
     spec: &'a WorkerSpec,
     start_at: SystemTime,
     lead: Duration,
+    get_credentials: Option<String>,
+    watch: pods::Watch,
 }
 
 impl Follow<'_> {
@@ -355,6 +360,15 @@ impl Follow<'_> {
                 });
             if job_failed || pods.iter().any(|p| pod_phase(p) == "Failed") {
                 return Err(self.failure(&pods, "a worker failed").await);
+            }
+            // A worker whose image cannot be pulled or that fits on no node never starts:
+            // say so now rather than after the whole run's time.
+            if let Some(stuck) = self.watch.verdict(&pods, &pods) {
+                return Err(pods::stuck_error(
+                    &format!("load test Job {NAMESPACE}/{}", self.name),
+                    &stuck,
+                    self.get_credentials.as_deref(),
+                ));
             }
             if status.succeeded.unwrap_or(0) >= workers as i32 {
                 return self.collect(&pods).await;
@@ -510,6 +524,23 @@ impl Follow<'_> {
             .and_then(|c| c.first())
             .and_then(|c| c.state.as_ref())
             .and_then(|s| s.terminated.as_ref());
+        let waiting = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.as_ref());
+        if let Some(w) = waiting {
+            line.push_str(&format!(
+                ", waiting: {}{}",
+                w.reason.as_deref().unwrap_or("?"),
+                w.message
+                    .as_deref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            ));
+        }
         if let Some(t) = terminated {
             line.push_str(&format!(", exit code {}", t.exit_code));
             if let Some(r) = &t.reason {

@@ -9,6 +9,7 @@
 //! prior state.
 
 mod loadtest;
+pub mod pods;
 mod serving;
 
 use std::sync::OnceLock;
@@ -33,7 +34,12 @@ pub const ROLLOUT_TIMEOUT_ENV: &str = "BENCHSTACK_ROLLOUT_TIMEOUT";
 /// scheduled and has pulled its image first (humantime, default 60s).
 pub const WORKER_START_DELAY_ENV: &str = "BENCHSTACK_WORKER_START_DELAY";
 
+/// How long a deleted LoadBalancer Service may take to go (its load balancer removed by
+/// GKE), before its cluster is deleted (humantime, default 10m).
+pub const LB_DELETE_TIMEOUT_ENV: &str = "BENCHSTACK_LB_DELETE_TIMEOUT";
+
 const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_LB_DELETE_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_WORKER_START_DELAY: Duration = Duration::from_secs(60);
 /// How long one API call may wait for its answer.
 const API_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,6 +73,17 @@ impl ClusterConnection {
         })
     }
 
+    /// `gcloud container clusters get-credentials …` for the cluster at `cluster`, when its
+    /// recorded state names it: what gives kubectl the same access.
+    pub fn get_credentials(inputs: &Inputs, cluster: &Address) -> Option<String> {
+        let observed = inputs.observed.get(cluster)?;
+        let gke: GkeClusterObserved = serde_json::from_value(observed.clone()).ok()?;
+        Some(format!(
+            "gcloud container clusters get-credentials {} --location {} --project {}",
+            gke.name, gke.location, gke.project
+        ))
+    }
+
     /// True for an endpoint that carries its own scheme (an emulator or a proxy on loopback).
     fn has_scheme(&self) -> bool {
         self.endpoint.contains("://")
@@ -96,11 +113,13 @@ impl ClusterConnection {
         if url.starts_with("https://") && !self.ca_certificate.trim().is_empty() {
             config.root_cert = Some(ca_der_certificates(&self.ca_certificate)?);
         }
-        // An endpoint with its own scheme is an emulator: no Google token is asked for.
+        // An endpoint with its own scheme is an emulator: no Google credentials are asked for.
+        // Otherwise kubectl's own: gke-gcloud-auth-plugin when it is on the PATH, else an
+        // OAuth access token (never a self-signed JWT, which an API server refuses).
         if !self.has_scheme()
-            && let Some(token) = gcp::access_token().await?
+            && let Some(auth) = gcp::cluster_auth_info(&url, &self.ca_certificate).await?
         {
-            config.auth_info.token = Some(token.into());
+            config.auth_info = auth;
         }
         kube::Client::try_from(config).map_err(|e| {
             ProviderError::invalid(format!("cannot make a Kubernetes client for {url}: {e}"))
@@ -309,6 +328,8 @@ pub struct KubernetesProvider {
     rollout_timeout: Option<Duration>,
     /// Overrides `BENCHSTACK_RETRY_BUDGET`.
     retry_budget: Option<Duration>,
+    /// Overrides `BENCHSTACK_LB_DELETE_TIMEOUT`.
+    lb_delete_timeout: Option<Duration>,
 }
 
 impl KubernetesProvider {
@@ -319,6 +340,18 @@ impl KubernetesProvider {
     pub fn with_rollout_timeout(mut self, timeout: Duration) -> Self {
         self.rollout_timeout = Some(timeout);
         self
+    }
+
+    pub fn with_lb_delete_timeout(mut self, timeout: Duration) -> Self {
+        self.lb_delete_timeout = Some(timeout);
+        self
+    }
+
+    fn lb_delete_timeout(&self) -> Result<Duration, ProviderError> {
+        match self.lb_delete_timeout {
+            Some(t) => Ok(t),
+            None => env_duration(LB_DELETE_TIMEOUT_ENV, DEFAULT_LB_DELETE_TIMEOUT),
+        }
     }
 
     pub fn with_retry_budget(mut self, budget: Duration) -> Self {
@@ -428,7 +461,8 @@ impl Provider for KubernetesProvider {
         let policy = self.retry_policy()?;
         match &prior.config {
             ResourceConfig::Serving(_) => {
-                self.block_on(serving::delete(ctx, &policy, &prior.observed))
+                let lb = self.lb_delete_timeout()?;
+                self.block_on(serving::delete(ctx, &policy, &prior.observed, lb))
             }
             ResourceConfig::Loadtest(_) => {
                 self.block_on(loadtest::delete_leftover(ctx, &policy, &prior.observed))
@@ -447,7 +481,8 @@ impl Provider for KubernetesProvider {
         let policy = self.retry_policy()?;
         match &intent.config {
             Some(ResourceConfig::Serving(_)) => {
-                self.block_on(serving::recover(ctx, &policy, intent, prior, clean_up))
+                let lb = self.lb_delete_timeout()?;
+                self.block_on(serving::recover(ctx, &policy, intent, prior, clean_up, lb))
             }
             Some(ResourceConfig::Loadtest(_)) => {
                 // An interrupted run is re-run: adopt nothing, remove its Job.

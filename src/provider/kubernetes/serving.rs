@@ -4,14 +4,17 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 
 use std::sync::atomic::AtomicBool;
 
-use super::{ClusterConnection, POLL_CAP, call, pause, secs};
-use crate::manifest::k8s::{FIELD_MANAGER, GRPC_PORT, NAMESPACE, REST_PORT, serving_objects};
+use super::{ClusterConnection, POLL_CAP, call, pause, pods, secs};
+use crate::manifest::capacity;
+use crate::manifest::k8s::{
+    FIELD_MANAGER, GRPC_PORT, LABEL_COMPONENT, LABEL_NAME, NAMESPACE, REST_PORT, serving_objects,
+};
 use crate::provider::gcp;
 use crate::provider::retry::{Call, RetryPolicy};
 use crate::provider::{Applied, Context, Inputs, Observation, ProviderError};
@@ -69,6 +72,7 @@ struct Apis {
     deployments: Api<Deployment>,
     services: Api<Service>,
     config_maps: Api<ConfigMap>,
+    pods: Api<Pod>,
 }
 
 impl Apis {
@@ -80,7 +84,8 @@ impl Apis {
         Apis {
             deployments: Api::namespaced(client.clone(), namespace),
             services: Api::namespaced(client.clone(), namespace),
-            config_maps: Api::namespaced(client, namespace),
+            config_maps: Api::namespaced(client.clone(), namespace),
+            pods: Api::namespaced(client, namespace),
         }
     }
 }
@@ -97,7 +102,15 @@ pub(super) async fn apply(
 ) -> Result<Applied, ProviderError> {
     let cluster = ClusterConnection::from_inputs(inputs, &s.cluster)?;
     let models = super::super::serving_models(s, inputs)?;
-    let objects = serving_objects(address, s, &models)
+    // Read before anything is applied: a bad setting changes nothing.
+    let watch = pods::Watch::from_env()?;
+    // The same rollout strategy the plan rendered (it depends on the cluster's nodes).
+    let cluster_config = match inputs.configs.get(&s.cluster) {
+        Some(ResourceConfig::Cluster(c)) => Some(c),
+        _ => None,
+    };
+    let rollout = capacity::rollout_for(cluster_config, s);
+    let objects = serving_objects(address, s, &models, rollout)
         .map_err(|e| ProviderError::invalid(format!("{address}: {e}")))?;
     let name = objects.name().to_string();
     (ctx.note)(
@@ -152,9 +165,16 @@ pub(super) async fn apply(
     .await?;
 
     let generation = deployment.metadata.generation.unwrap_or(0);
+    let watch = PodWatch {
+        pods: &apis.pods,
+        name: &name,
+        template: Template::of(&objects.deployment),
+        get_credentials: ClusterConnection::get_credentials(inputs, &s.cluster),
+        watch,
+    };
     let generation =
-        wait_for_rollout(ctx, policy, &apis.deployments, &name, generation, timeout).await?;
-    let lb = wait_for_address(ctx, policy, &apis.services, &name, timeout).await?;
+        wait_for_rollout(ctx, policy, &apis.deployments, &watch, generation, timeout).await?;
+    let lb = wait_for_address(ctx, policy, &apis.services, &watch, timeout).await?;
     Ok(Applied {
         observed: ServingObserved::new(cluster, name, generation, s.replicas, lb).to_value(),
         run: None,
@@ -171,6 +191,8 @@ struct Rollout {
     generation: i64,
     observed_generation: i64,
     conditions: String,
+    /// `Progressing=False, reason ProgressDeadlineExceeded` for the generation applied.
+    deadline_exceeded: bool,
 }
 
 fn rollout(d: &Deployment, applied_generation: i64) -> Rollout {
@@ -181,6 +203,12 @@ fn rollout(d: &Deployment, applied_generation: i64) -> Rollout {
     let available = status.available_replicas.unwrap_or(0);
     let ready = status.ready_replicas.unwrap_or(0);
     let observed_generation = status.observed_generation.unwrap_or(0);
+    let deadline_exceeded = observed_generation >= generation
+        && status.conditions.iter().flatten().any(|c| {
+            c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
     let conditions = status
         .conditions
         .unwrap_or_default()
@@ -211,21 +239,122 @@ fn rollout(d: &Deployment, applied_generation: i64) -> Rollout {
         generation,
         observed_generation,
         conditions,
+        deadline_exceeded,
+    }
+}
+
+/// What identifies the pods of the template just applied (an earlier template's pods may
+/// still be there, being replaced).
+struct Template {
+    checksum: Option<String>,
+    image: Option<String>,
+}
+
+const CHECKSUM_ANNOTATION: &str = "benchstack.dev/config-sha256";
+
+impl Template {
+    fn of(d: &Deployment) -> Template {
+        let template = d.spec.as_ref().map(|s| &s.template);
+        Template {
+            checksum: template
+                .and_then(|t| t.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(CHECKSUM_ANNOTATION).cloned()),
+            image: template
+                .and_then(|t| t.spec.as_ref())
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone()),
+        }
+    }
+
+    fn matches(&self, p: &Pod) -> bool {
+        let checksum = p
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CHECKSUM_ANNOTATION));
+        let image = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.as_ref());
+        checksum == self.checksum.as_ref() && image == self.image.as_ref()
+    }
+}
+
+/// The pods of a serving Deployment, watched while its rollout and its address are waited for.
+struct PodWatch<'a> {
+    pods: &'a Api<Pod>,
+    name: &'a str,
+    template: Template,
+    get_credentials: Option<String>,
+    watch: pods::Watch,
+}
+
+impl PodWatch<'_> {
+    /// The Deployment's pods of the applied template (all of them when `all`).
+    async fn list(
+        &self,
+        ctx: &Context<'_>,
+        policy: &RetryPolicy,
+        all: bool,
+    ) -> Result<Vec<Pod>, ProviderError> {
+        let lp = ListParams::default().labels(&format!(
+            "{LABEL_NAME}={},{LABEL_COMPONENT}=serving",
+            self.name
+        ));
+        let what = format!("listing the pods of Deployment {NAMESPACE}/{}", self.name);
+        let list = call(policy, ctx.cancel, Call::Idempotent, &what, || {
+            self.pods.list(&lp)
+        })
+        .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|p| all || self.template.matches(p))
+            .collect())
+    }
+
+    /// Fails with the pod's own words when one of the applied template's pods cannot start,
+    /// or when one is Unschedulable (an old pod counts there: all of them need room).
+    async fn check(
+        &self,
+        ctx: &Context<'_>,
+        policy: &RetryPolicy,
+        what: &str,
+    ) -> Result<Vec<Pod>, ProviderError> {
+        let all = self.list(ctx, policy, true).await?;
+        let current: Vec<Pod> = all
+            .iter()
+            .filter(|p| self.template.matches(p))
+            .cloned()
+            .collect();
+        if let Some(stuck) = self.watch.verdict(&current, &all) {
+            return Err(pods::stuck_error(
+                what,
+                &stuck,
+                self.get_credentials.as_deref(),
+            ));
+        }
+        Ok(current)
     }
 }
 
 /// Polls the Deployment's status until the rollout of (at least) `generation` is complete;
-/// returns the generation rolled out.
+/// returns the generation rolled out. Fails at once when a pod of the new template cannot
+/// start, or when the Deployment reports its progress deadline exceeded.
 async fn wait_for_rollout(
     ctx: &Context<'_>,
     policy: &RetryPolicy,
     deployments: &Api<Deployment>,
-    name: &str,
+    watch: &PodWatch<'_>,
     generation: i64,
     timeout: Duration,
 ) -> Result<i64, ProviderError> {
+    let name = watch.name;
     let started = Instant::now();
     let mut interval = gcp::poll_interval()?;
+    let rollout_of = format!("the rollout of Deployment {NAMESPACE}/{name}");
     loop {
         let what = format!("reading the rollout of Deployment {NAMESPACE}/{name}");
         let d = call(policy, ctx.cancel, Call::Idempotent, &what, || {
@@ -236,23 +365,42 @@ async fn wait_for_rollout(
         if r.done {
             return Ok(r.generation);
         }
+        let current = watch.check(ctx, policy, &rollout_of).await?;
         let elapsed = started.elapsed();
+        let counts = format!(
+            "{} of {} replicas updated, {} available, {} ready (generation {} observed {}){}",
+            r.updated,
+            r.desired,
+            r.available,
+            r.ready,
+            r.generation,
+            r.observed_generation,
+            if r.conditions.is_empty() {
+                String::new()
+            } else {
+                format!("; conditions: {}", r.conditions)
+            }
+        );
+        let pod_lines = if current.is_empty() {
+            String::new()
+        } else {
+            format!("\n  {}", pods::summary(&current))
+        };
+        let first_pod = current
+            .first()
+            .and_then(|p| p.metadata.name.clone())
+            .unwrap_or_else(|| format!("-l {LABEL_NAME}={name}"));
+        if r.deadline_exceeded {
+            return Err(ProviderError::other(format!(
+                "{rollout_of} exceeded its progress deadline: {counts}{pod_lines}{}",
+                pods::look_further(watch.get_credentials.as_deref(), &first_pod)
+            )));
+        }
         if elapsed >= timeout {
             return Err(ProviderError::other(format!(
-                "the rollout of Deployment {NAMESPACE}/{name} did not finish within {}: \
-                 {} of {} replicas updated, {} available, {} ready (generation {} observed {}){}",
+                "{rollout_of} did not finish within {}: {counts}{pod_lines}{}",
                 humantime::format_duration(timeout),
-                r.updated,
-                r.desired,
-                r.available,
-                r.ready,
-                r.generation,
-                r.observed_generation,
-                if r.conditions.is_empty() {
-                    String::new()
-                } else {
-                    format!("; conditions: {}", r.conditions)
-                }
+                pods::look_further(watch.get_credentials.as_deref(), &first_pod)
             )));
         }
         (ctx.progress)(format!(
@@ -287,9 +435,10 @@ async fn wait_for_address(
     ctx: &Context<'_>,
     policy: &RetryPolicy,
     services: &Api<Service>,
-    name: &str,
+    watch: &PodWatch<'_>,
     timeout: Duration,
 ) -> Result<String, ProviderError> {
+    let name = watch.name;
     let started = Instant::now();
     let mut interval = gcp::poll_interval()?;
     loop {
@@ -301,12 +450,27 @@ async fn wait_for_address(
         if let Some(a) = load_balancer_address(&s) {
             return Ok(a);
         }
+        // A pod that starts crash-looping now fails the apply here, not at the load test.
+        watch
+            .check(
+                ctx,
+                policy,
+                &format!("waiting for the address of Service {NAMESPACE}/{name}"),
+            )
+            .await?;
         let elapsed = started.elapsed();
         if elapsed >= timeout {
             return Err(ProviderError::other(format!(
                 "Service {NAMESPACE}/{name} got no LoadBalancer address within {} \
-                 (status.loadBalancer.ingress is empty)",
-                humantime::format_duration(timeout)
+                 (status.loadBalancer.ingress is empty){}",
+                humantime::format_duration(timeout),
+                watch
+                    .get_credentials
+                    .as_deref()
+                    .map(|g| format!(
+                        "\n  look further:\n    {g}\n    kubectl describe service {name} --namespace {NAMESPACE}"
+                    ))
+                    .unwrap_or_default()
             )));
         }
         (ctx.progress)(format!(
@@ -398,12 +562,14 @@ pub(super) async fn read(
 }
 
 async fn delete_objects(
+    ctx: &Context<'_>,
     policy: &RetryPolicy,
-    cancel: &AtomicBool,
     cluster: &ClusterConnection,
     namespace: &str,
     name: &str,
+    lb_timeout: Duration,
 ) -> Result<(), ProviderError> {
+    let cancel: &AtomicBool = ctx.cancel;
     let apis = Apis::new(cluster, namespace).await?;
     let params = DeleteParams::background();
     // Deleting twice is harmless (the second is a 404, which means done).
@@ -440,20 +606,70 @@ async fn delete_objects(
     .await;
     ignore_missing(deleted)?;
     // The namespace is shared with other serving resources and load tests: it stays.
-    Ok(())
+    wait_until_service_gone(ctx, policy, &apis.services, namespace, name, lb_timeout).await
+}
+
+/// A LoadBalancer Service stays (with its `service.kubernetes.io/load-balancer-cleanup`
+/// finalizer) until GKE has removed its forwarding rule, target pool, health check and
+/// firewall rules. GKE recommends deleting such Services before their cluster
+/// (https://cloud.google.com/kubernetes-engine/docs/how-to/deleting-a-cluster): a cluster
+/// deleted first can leave the load balancer behind, billing. So wait until it is gone.
+async fn wait_until_service_gone(
+    ctx: &Context<'_>,
+    policy: &RetryPolicy,
+    services: &Api<Service>,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), ProviderError> {
+    let started = Instant::now();
+    let mut interval = gcp::poll_interval()?;
+    loop {
+        let what = format!("reading Service {namespace}/{name}");
+        let svc = call(policy, ctx.cancel, Call::Idempotent, &what, || {
+            services.get_opt(name)
+        })
+        .await?;
+        let Some(svc) = svc else {
+            return Ok(());
+        };
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
+            let finalizers = svc.metadata.finalizers.unwrap_or_default().join(", ");
+            return Err(ProviderError::other(format!(
+                "Service {namespace}/{name} was deleted but is still there after {} \
+                 (finalizers: {}): its load balancer may not be removed. Check for what is \
+                 left before deleting the cluster:\n    gcloud compute forwarding-rules list \
+                 --filter='description~{namespace}/{name}'",
+                humantime::format_duration(timeout),
+                if finalizers.is_empty() {
+                    "none".to_string()
+                } else {
+                    finalizers
+                }
+            )));
+        }
+        (ctx.progress)(format!(
+            "waiting for the load balancer of Service {namespace}/{name} to be removed, {}s",
+            secs(elapsed)
+        ));
+        pause(ctx, interval).await?;
+        interval = gcp::backoff(interval, POLL_CAP);
+    }
 }
 
 pub(super) async fn delete(
     ctx: &Context<'_>,
     policy: &RetryPolicy,
     observed: &serde_json::Value,
+    lb_timeout: Duration,
 ) -> Result<(), ProviderError> {
     let o = parse_observed(observed)?;
     (ctx.progress)(format!(
         "deleting Service, Deployment and ConfigMap {}/{}",
         o.namespace, o.name
     ));
-    delete_objects(policy, ctx.cancel, &o.cluster, &o.namespace, &o.name).await
+    delete_objects(ctx, policy, &o.cluster, &o.namespace, &o.name, lb_timeout).await
 }
 
 /// An interrupted create or update: adopt the Deployment when it is rolled out and its
@@ -465,10 +681,11 @@ pub(super) async fn recover(
     intent: &Intent,
     prior: Option<&ResourceState>,
     clean_up: bool,
+    lb_timeout: Duration,
 ) -> Result<Option<serde_json::Value>, ProviderError> {
     if intent.operation == "delete" {
         if clean_up && let Some(p) = prior {
-            delete(ctx, policy, &p.observed).await?;
+            delete(ctx, policy, &p.observed, lb_timeout).await?;
         }
         return Ok(None);
     }
@@ -514,11 +731,12 @@ pub(super) async fn recover(
     // An update leaves the objects to the next apply; a create that did not finish is removed.
     if clean_up && prior.is_none() {
         delete_objects(
+            ctx,
             policy,
-            ctx.cancel,
             &data.cluster,
             &data.namespace,
             &data.name,
+            lb_timeout,
         )
         .await?;
     }
