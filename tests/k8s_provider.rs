@@ -427,6 +427,9 @@ fn serving_cluster(machine_type: &str, nodes: u32) -> ClusterConfig {
         spot: false,
         private_nodes: false,
         labels: BTreeMap::new(),
+        service_account: None,
+        network: None,
+        subnetwork: None,
     }
 }
 

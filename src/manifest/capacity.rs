@@ -405,6 +405,9 @@ mod tests {
             spot: false,
             private_nodes: false,
             labels: BTreeMap::new(),
+            service_account: None,
+            network: None,
+            subnetwork: None,
         }
     }
 
