@@ -48,6 +48,9 @@ fn the_gke_stack_has_no_default_project() {
         stderr.contains("found variable \"project\" with no value"),
         "{stderr}"
     );
+    // The images name the project: they are unknown, not missing, and say nothing more.
+    assert!(!stderr.contains("without `image`"), "{stderr}");
+    assert!(!stderr.contains("without `loadgen_image`"), "{stderr}");
 }
 
 #[test]

@@ -52,6 +52,9 @@ struct Decoded {
     /// Attribute values kept for checks that need other resources.
     loadtest_cluster: Option<Address>,
     loadtest_model: Option<(String, Range<usize>)>,
+    /// The attributes the block writes, whether or not their values evaluated: a value left
+    /// unknown by an error reported elsewhere (an unset variable) is not also "missing".
+    written: std::collections::HashSet<String>,
 }
 
 pub(crate) fn load_stack(
@@ -308,6 +311,7 @@ impl Sources {
             block_header: header_range(block),
             loadtest_cluster: None,
             loadtest_model: None,
+            written: c.attrs.keys().cloned().collect(),
         };
         // depends_on: explicit edges to any kind.
         if let Some(a) = c.attrs.get("depends_on")
