@@ -1,12 +1,9 @@
 //! `benchstack apply [STACK | PLANFILE]`: make the running resources match the stack, in
 //! dependency order, and run the load tests; prints a progress line per resource.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use miette::{IntoDiagnostic, miette};
+use miette::miette;
 
 use super::plan::{PlanFlags, check_providers, load_stack, make_plan, open_store};
 use crate::apply::{self, ApplyOptions, Event, Outcome, StepResult};
@@ -49,32 +46,8 @@ fn read_plan_file(path: &Path) -> Option<miette::Result<Plan>> {
     }))
 }
 
-/// Asks on the terminal; refuses without one.
-pub fn confirm(question: &str, flag_hint: &str) -> miette::Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        return Err(miette!(
-            "refusing to {flag_hint} without confirmation: there is no terminal to ask on; pass --auto-approve"
-        ));
-    }
-    print!("\n{question}\n  Only 'yes' will be accepted: ");
-    std::io::stdout().flush().into_diagnostic()?;
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .into_diagnostic()?;
-    Ok(line.trim() == "yes")
-}
-
-/// Ctrl-C (or SIGTERM) sets the flag: no new work starts; a second one exits at once (130).
-pub fn cancel_on_signals() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag));
-        let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
-    }
-    flag
-}
+// Shared with destroy and tune (which import them from here).
+pub use super::common::{cancel_on_signals, confirm};
 
 fn past(a: Action) -> &'static str {
     match a {
@@ -98,46 +71,11 @@ fn doing(a: Action) -> &'static str {
     }
 }
 
-/// Prints apply's events, one line each (and a run's stage table).
-/// Whether an in-place progress line is open on the terminal (it must end before other output).
-static PROGRESS_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub(super) fn end_progress_line() {
-    if PROGRESS_OPEN.swap(false, std::sync::atomic::Ordering::SeqCst) {
-        println!();
-    }
-}
-
-/// On a terminal, progress rewrites one line in place. Elsewhere (CI logs, pipes) a line is
-/// printed when a new phase begins (the text before the first ':') and then every 5 s, so a
-/// log stays readable.
-pub(super) fn progress_line(address: &str, message: &str) {
-    static LAST: std::sync::Mutex<Option<(String, std::time::Instant)>> =
-        std::sync::Mutex::new(None);
-    if std::io::stdout().is_terminal() {
-        print!("\r\x1b[2K{address}: {message}");
-        let _ = std::io::stdout().flush();
-        PROGRESS_OPEN.store(true, std::sync::atomic::Ordering::SeqCst);
-        return;
-    }
-    let phase = format!(
-        "{address}: {}",
-        message.split(':').next().unwrap_or(message)
-    );
-    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-    let due = match &*last {
-        Some((p, at)) => *p != phase || at.elapsed() >= std::time::Duration::from_secs(5),
-        None => true,
-    };
-    if due {
-        println!("{address}: {message}");
-        *last = Some((phase, std::time::Instant::now()));
-    }
-}
-
+/// Prints apply's events, one line each (and a run's stage table); progress through the
+/// shared renderer.
 pub fn print_event(e: Event) {
     if !matches!(e, Event::Progress { .. }) {
-        end_progress_line();
+        super::progress::end_line();
     }
     match e {
         Event::Recovered { address, adopted } => {
@@ -153,7 +91,9 @@ pub fn print_event(e: Event) {
             );
         }
         Event::Started { address, action } => println!("{address}: {}…", doing(action)),
-        Event::Progress { address, message } => progress_line(&address.to_string(), &message),
+        Event::Progress { address, message } => {
+            super::progress::resource(&address.to_string(), &message)
+        }
         Event::Skipped { address, because } => {
             println!("{address}: skipped ({because} failed)")
         }

@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 
 use miette::miette;
 
-use super::apply::{
-    cancel_on_signals, confirm, destroy_command, end_progress_line, execute_and_finish,
-    print_event, progress_line,
-};
+use super::apply::{cancel_on_signals, confirm, destroy_command, execute_and_finish, print_event};
 use super::plan::{PlanFlags, make_plan, open_store};
+use super::progress;
 use crate::apply;
 use crate::plan;
 use crate::provider::{Context, Providers, gke};
@@ -208,15 +206,15 @@ fn destroy_unrecorded(
     let mut failed = 0;
     for m in &ours {
         let label = format!("cluster {}", m.cluster.name);
-        let progress = |msg: String| progress_line(&label, &msg);
+        let show = |msg: String| progress::resource(&label, &msg);
         let ctx = Context {
             state_dir: store.dir(),
             note: &note,
-            progress: &progress,
+            progress: &show,
             cancel: &cancel,
         };
         let result = gke.delete_unrecorded(&ctx, &m.cluster);
-        end_progress_line();
+        progress::end_line();
         match result {
             Ok(()) => println!("{label}: deleted"),
             Err(e) => {

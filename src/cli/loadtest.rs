@@ -1,9 +1,8 @@
 //! `benchstack loadtest TARGET`: an ad-hoc open-loop load test, like wrk or oha but with
 //! honest tails (latency from the intended send time).
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use miette::{IntoDiagnostic, miette};
@@ -297,17 +296,9 @@ fn progress_line(p: &Progress) -> String {
 pub fn run(args: Args) -> miette::Result<super::Outcome> {
     let (spec, search) = build_spec(&args)?;
     let live = !args.quiet && std::io::stderr().is_terminal();
-    let last_stage: Mutex<Option<(String, bool)>> = Mutex::new(None);
     let show = |p: &Progress| {
-        let mut err = std::io::stderr().lock();
-        let mut last = last_stage.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (p.stage.clone(), p.warmup);
-        if last.as_ref().is_some_and(|l| *l != key) {
-            let _ = writeln!(err);
-        }
-        *last = Some(key);
-        let _ = write!(err, "\r\x1b[2K{}", progress_line(p));
-        let _ = err.flush();
+        let phase = if p.warmup { "warmup" } else { p.stage.as_str() };
+        super::progress::update(super::progress::Stream::Stderr, phase, &progress_line(p));
     };
     let progress: Option<&(dyn Fn(&Progress) + Sync)> = if live { Some(&show) } else { None };
     let result = match &search {
@@ -315,7 +306,7 @@ pub fn run(args: Args) -> miette::Result<super::Outcome> {
         None => loadgen::run_blocking(&spec, progress),
     };
     if live {
-        eprintln!();
+        super::progress::end_line();
     }
     let report = result.map_err(|e| match e {
         loadgen::LoadError::Request(r) => match (&args.request, &args.data) {

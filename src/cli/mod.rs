@@ -6,11 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod apply;
+mod common;
 pub mod destroy;
 pub mod fmt;
 pub mod loadtest;
 pub mod output;
 pub mod plan;
+mod progress;
 pub mod render;
 pub mod results;
 pub mod serve;

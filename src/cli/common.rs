@@ -1,0 +1,36 @@
+//! What several commands do at the terminal the same way: asking for confirmation and
+//! turning Ctrl-C into a cancel flag.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use miette::{IntoDiagnostic, miette};
+
+/// Asks on the terminal; refuses without one.
+pub fn confirm(question: &str, flag_hint: &str) -> miette::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(miette!(
+            "refusing to {flag_hint} without confirmation: there is no terminal to ask on; pass --auto-approve"
+        ));
+    }
+    super::progress::end_line();
+    print!("\n{question}\n  Only 'yes' will be accepted: ");
+    std::io::stdout().flush().into_diagnostic()?;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .into_diagnostic()?;
+    Ok(line.trim() == "yes")
+}
+
+/// Ctrl-C (or SIGTERM) sets the flag: no new work starts; a second one exits at once (130).
+pub fn cancel_on_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag));
+        let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
+    }
+    flag
+}
