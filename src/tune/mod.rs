@@ -503,9 +503,9 @@ pub struct Tuner<'a, B: Bench> {
     total: usize,
     /// The last capacity a measurement found: where the next trial's search starts.
     last_capacity: Option<f64>,
-    /// For the time-left estimate: probes per finished measurement, the wall time of live
-    /// probes and of applies.
-    per_measurement: Vec<usize>,
+    /// For the time-left estimate, per finished measurement: (probes, started warm, wall time
+    /// of its live probes, live probes); and the wall time of all live probes and of applies.
+    per_measurement: Vec<(usize, bool, Duration, usize)>,
     probe_time: Duration,
     live_probes: usize,
     apply_time: Duration,
@@ -606,17 +606,42 @@ impl<'a, B: Bench> Tuner<'a, B> {
     }
 
     /// The time the measurements from `done` to `total` still need: the probes a measurement
-    /// took on average (replayed ones count: the next ones will be live) at what a live probe
-    /// took on average (its run, the retry of a lagging one, the drain after a failure), plus
-    /// what an apply took for each measurement that restarts the server. None until a
-    /// measurement has finished and a probe has run.
+    /// is expected to take at what a live probe took on average (its run, the retry of a
+    /// lagging one, the drain after a failure), plus what an apply took, for each of them.
+    /// Once a capacity is known every later search starts warm, and a warm search is much
+    /// shorter than the cold first one: it is then judged by the warm searches so far (before
+    /// any, by its shape: two probes to bracket and the bisections to `precision`). None
+    /// until a probe has run.
     fn time_left(&self) -> Option<Duration> {
-        let measured = self.per_measurement.len();
-        if measured == 0 || self.live_probes == 0 {
+        if self.live_probes == 0 {
             return None;
         }
-        let probes = self.per_measurement.iter().sum::<usize>() as f64 / measured as f64;
-        let probe = self.probe_time.as_secs_f64() / self.live_probes as f64;
+        let all = &self.per_measurement;
+        let warm: Vec<&(usize, bool, Duration, usize)> = all.iter().filter(|m| m.1).collect();
+        let (probes, probe) = if self.last_capacity.is_some() {
+            let probes = if warm.is_empty() {
+                let bracket =
+                    (1.0 - 1.0 / crate::loadgen::search::WARM_STEP) / self.cfg.precision.max(1e-3);
+                2.0 + bracket.log2().ceil().max(0.0)
+            } else {
+                warm.iter().map(|m| m.0).sum::<usize>() as f64 / warm.len() as f64
+            };
+            let live: usize = warm.iter().map(|m| m.3).sum();
+            let probe = if live > 0 {
+                warm.iter().map(|m| m.2.as_secs_f64()).sum::<f64>() / live as f64
+            } else {
+                self.probe_time.as_secs_f64() / self.live_probes as f64
+            };
+            (probes, probe)
+        } else {
+            if all.is_empty() {
+                return None;
+            }
+            (
+                all.iter().map(|m| m.0).sum::<usize>() as f64 / all.len() as f64,
+                self.probe_time.as_secs_f64() / self.live_probes as f64,
+            )
+        };
         let apply = if self.applies > 0 {
             self.apply_time.as_secs_f64() / self.applies as f64
         } else {
@@ -661,6 +686,7 @@ impl<'a, B: Bench> Tuner<'a, B> {
             max_probes: 30,
         };
         let warm = trial.capacity().or(self.last_capacity);
+        let (time_before, live_before) = (self.probe_time, self.live_probes);
         let mut probes: Vec<ProbeResult> = Vec::new();
         let mut invalid: Option<String> = None;
         let mut index = 0u32;
@@ -807,7 +833,12 @@ impl<'a, B: Bench> Tuner<'a, B> {
             }
             Err(Some(e)) => return Err(e),
         };
-        self.per_measurement.push(probes.len());
+        self.per_measurement.push((
+            probes.len(),
+            warm.is_some(),
+            self.probe_time - time_before,
+            self.live_probes - live_before,
+        ));
         let measurement = Measurement {
             capacity: if invalid.is_some() {
                 None

@@ -570,6 +570,17 @@ fn a_latency_floor_above_the_slo_ends_the_trial_as_never_passing_after_two_probe
         .as_f64()
         .unwrap();
     assert!((seen - 72.0).abs() < 0.5, "{seen}");
+    // The table says it in the verdict column and the reason beneath; the page says it too.
+    let table = crate::cli::tune::table(&o);
+    assert_eq!(table.matches("never passes").count(), 4, "{table}");
+    assert!(
+        table.contains(
+            "batching.max_batch_size=128, batching.num_batch_threads=2: never passes: p95 floor 72"
+        ),
+        "{table}"
+    );
+    let page = crate::report::tune_html::page(&o);
+    assert!(page.contains("never passes: p95 floor 72"), "{page}");
 }
 
 #[test]
