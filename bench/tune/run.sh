@@ -9,8 +9,9 @@
 # Runs apply, a tune (timed), the same tune again (timed: resumed from the state, nothing
 # measured), then destroy. Prints the wall times, the probes, each trial's verdict, the
 # time-left estimates against the time actually left, and the probe floor: the probes a
-# perfect search needs (a reachable configuration: a pass just under its capacity and a miss at
-# it; a hopeless one: the two probes that show its floor) and their planned seconds.
+# perfect search needs for the same measurements (the best three are measured three times):
+# per measurement of a reachable configuration a pass just under its capacity and a miss at it
+# (stopped after its first second), of a hopeless one the two probes that show its floor.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -95,15 +96,17 @@ for t in v["trials"]:
     probes = [p for m in t["measurements"] for p in m["probes"]]
     stopped = sum(1 for p in probes if p.get("stopped_early"))
     verdict = f"capacity {t['capacity']}" if t["capacity"] else t["reason"]
-    print(f"  ({b:>3}, {n}) truth {tr['capacity']:.0f} req/s, floor {tr['base_latency_ms']} ms: "
+    print(f"  ({b:>3}, {n}) x{len(t['measurements'])} truth {tr['capacity']:.0f} req/s, floor {tr['base_latency_ms']} ms: "
           f"{len(probes)} probes ({stopped} stopped early), {sum(p['duration_s'] for p in probes):.1f} s: {verdict}")
     # The perfect search: two probes of the planned duration (2 s, at least 1000 samples).
     dur = lambda r: min(8.0, max(2.0, 1000.0 / r))
+    k = len(t["measurements"])
     if tr["base_latency_ms"] > 50:
-        floor_n += 2; floor_s += 2 * 1.0  # two probes stopped after their first second
+        floor_n += 2 * k; floor_s += k * 2 * 1.0  # two probes stopped after their first second
     else:
         c = tr["capacity"]
-        floor_n += 2; floor_s += dur(c * 0.95) + 1.0  # the pass in full, the miss stopped early
+        # The pass in full, the miss stopped after its first second.
+        floor_n += 2 * k; floor_s += k * (dur(c * 0.95) + 1.0)
 print(f"probe floor: {floor_n} probes, {floor_s:.0f} s of probing")
 print("winner:", v["winner"])
 # Time-left estimates against the time actually left (from the log's elapsed stamps).
