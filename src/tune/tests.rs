@@ -714,3 +714,31 @@ fn sample(rate: f64, passed: bool) -> ProbeSample {
         kept_up: true,
     }
 }
+
+#[test]
+fn the_time_left_is_estimated_once_a_probe_has_run_and_shrinks_to_the_last_measurement() {
+    let cfg = config(Search::Grid, &[1, 2], 1);
+    let mut m = Model::new();
+    let lefts = std::cell::RefCell::new(Vec::new());
+    let events = |e: Event| {
+        if let Event::Measuring { left, .. } = e {
+            lefts.borrow_mut().push(left);
+        }
+    };
+    Tuner::new(
+        &cfg,
+        serving(),
+        &slos(),
+        "basis".into(),
+        None,
+        &mut m,
+        &events,
+    )
+    .unwrap()
+    .run()
+    .unwrap();
+    let lefts = lefts.into_inner();
+    assert_eq!(lefts.len(), 4);
+    assert_eq!(lefts[0], None, "nothing measured yet");
+    assert!(lefts[1..].iter().all(Option::is_some), "{lefts:?}");
+}
