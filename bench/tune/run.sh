@@ -72,7 +72,7 @@ bs tune "$work/stack.hcl" --json >"$work/tune.json" 2>"$work/tune.err" || true
 t1=$(date +%s.%N)
 bs tune "$work/stack.hcl" --json >"$work/again.json" 2>"$work/again.err" || true
 t2=$(date +%s.%N)
-cp "$work/tune.err" "$here/last-tune.log"
+mkdir -p "$here/results" && cp "$work/tune.err" "$here/results/tune-$(date +%Y%m%d-%H%M%S).log"
 python3 - "$work" "$t0" "$t1" "$t2" "$root" <<'PY'
 import json, re, subprocess, sys
 work, t0, t1, t2, root = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
