@@ -153,11 +153,22 @@ fn model_config(dir: &Path) -> PathBuf {
 fn print_capacity_gives_the_documented_truth_for_two_configurations() {
     let dir = tempfile_dir("print");
     let (c, sheds, base) = print_capacity(&batching_flags(&batching_file(&dir, 32, 2)));
-    assert_eq!((c, sheds, base), (960.0, false, 2.0));
+    assert_eq!((c, sheds, base), (960.0, false, 19.6));
     let (c, sheds, _) = print_capacity(&batching_flags(&batching_file(&dir, 8, 4)));
     assert_eq!((c, sheds), (197.5, true));
     let (c, sheds, base) = print_capacity(&[]);
     assert_eq!((c, sheds, base), (150.0, false, 1.0), "batching disabled");
+}
+
+#[test]
+fn the_largest_batch_size_has_a_latency_floor_above_a_50ms_slo_and_the_others_do_not() {
+    let dir = tempfile_dir("floor");
+    for (b, floor) in [(8, 6.4), (32, 19.6), (128, 72.4)] {
+        for n in [1, 2] {
+            let (_, _, base) = print_capacity(&batching_flags(&batching_file(&dir, b, n)));
+            assert_eq!(base, floor, "({b}, {n})");
+        }
+    }
 }
 
 #[test]

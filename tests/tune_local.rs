@@ -2,8 +2,10 @@
 //! `tensorflow_model_server` (so the real local provider starts it with the real flags and
 //! files) whose capacity is a known function of its batching settings: the script prints the
 //! truth with `--print-capacity`. Checks the winner, its capacity within 15% of the truth, that
-//! the load-shedding configuration (fast 503s) does not win, `plan` clean afterwards, `--write`
-//! as a reviewable stack change, and resumption after `kill -9`.
+//! the load-shedding configuration (fast 503s) does not win, that the configurations whose
+//! latency floor is above the SLO (max_batch_size 128) are reported as never passing with their
+//! floor after a few probes, `plan` clean afterwards, `--write` as a reviewable stack change
+//! (resumed from the state, nothing measured again), and resumption after `kill -9`.
 
 #[path = "support/serve_process.rs"]
 mod serve_process;
@@ -31,8 +33,8 @@ fn server_dir() -> tempfile::TempDir {
     dir
 }
 
-/// The script's own account of a configuration: (capacity req/s, sheds load).
-fn truth(work: &Path, max_batch_size: u64, threads: u64) -> (f64, bool) {
+/// The script's own account of a configuration: (capacity req/s, sheds load, latency floor ms).
+fn truth(work: &Path, max_batch_size: u64, threads: u64) -> (f64, bool, f64) {
     let params = work.join(format!("truth-{max_batch_size}-{threads}.txt"));
     std::fs::write(
         &params,
@@ -59,8 +61,12 @@ fn truth(work: &Path, max_batch_size: u64, threads: u64) -> (f64, bool) {
     (
         v["capacity"].as_f64().unwrap(),
         v["sheds"].as_bool().unwrap(),
+        v["base_latency_ms"].as_f64().unwrap(),
     )
 }
+
+/// The load test's p95 limit.
+const SLO_MS: f64 = 50.0;
 
 fn stack(dir: &Path) -> PathBuf {
     let text = format!(
@@ -92,7 +98,7 @@ loadtest "smoke" {{
   target      = serving.tf
   protocol    = "rest"
   request     = file("{request}")
-  connections = 16
+  connections = 64 # 960 req/s at a 20 ms floor keeps ~20 requests in flight
   stage {{
     rate     = 50
     duration = "1s"
@@ -106,7 +112,7 @@ tune "batching" {{
   serving  = serving.tf
   loadtest = loadtest.smoke
   space = {{
-    "batching.max_batch_size"    = [8, 32]
+    "batching.max_batch_size"    = [8, 32, 128]
     "batching.num_batch_threads" = [1, 2, 4]
   }}
   search         = "grid"
@@ -225,18 +231,24 @@ fn tune_finds_the_winner_refuses_the_shedding_configuration_and_writes_it_for_re
     };
 
     // The truth, from the script itself.
-    let mut truths: BTreeMap<(u64, u64), (f64, bool)> = BTreeMap::new();
-    for mbs in [8, 32] {
+    let mut truths: BTreeMap<(u64, u64), (f64, bool, f64)> = BTreeMap::new();
+    for mbs in [8, 32, 128] {
         for threads in [1, 2, 4] {
             truths.insert((mbs, threads), truth(work.path(), mbs, threads));
         }
     }
     let best = truths
         .iter()
-        .filter(|(_, (_, sheds))| !sheds)
+        .filter(|(_, (_, sheds, floor))| !sheds && *floor < SLO_MS)
         .max_by(|a, b| a.1.0.total_cmp(&b.1.0))
         .map(|(k, v)| (*k, v.0))
         .unwrap();
+    let hopeless: Vec<(u64, u64)> = truths
+        .iter()
+        .filter(|(_, (_, _, floor))| *floor > SLO_MS)
+        .map(|(k, _)| *k)
+        .collect();
+    assert_eq!(hopeless.len(), 3, "{truths:?}");
 
     let (code, out, err) = benchstack(server.path(), &state, &["apply", "--auto-approve", f]);
     assert_eq!(code, 0, "apply\n{out}\n{err}");
@@ -258,10 +270,31 @@ fn tune_finds_the_winner_refuses_the_shedding_configuration_and_writes_it_for_re
     assert!(v["baseline"]["capacity"].is_number(), "{json}");
     // The shedding configurations do not win, and their capacity reflects their errors.
     let trials = v["trials"].as_array().unwrap();
-    assert_eq!(trials.len(), 6, "{json}");
+    assert_eq!(trials.len(), 9, "{json}");
     for t in trials {
         let key = settings_of(t);
-        let (true_cap, sheds) = truths[&key];
+        let (true_cap, sheds, floor) = truths[&key];
+        if floor > SLO_MS {
+            // Never passes, said with its floor, after a few probes (not a halving down to
+            // 1 req/s).
+            assert_eq!(t["never_passes"], true, "{key:?}\n{json}\n{err}");
+            assert_eq!(t["capacity"], serde_json::Value::Null, "{key:?}");
+            assert_eq!(t["floor"]["objective"], "p95", "{key:?}");
+            let seen = t["floor"]["observed"][1]["value"].as_f64().unwrap();
+            assert!(
+                seen >= floor * 0.95 && seen <= floor * 1.3,
+                "{key:?}: floor {seen} vs {floor}"
+            );
+            let reason = t["reason"].as_str().unwrap();
+            assert!(reason.starts_with("never passes: p95 floor"), "{reason}");
+            let probes = t["measurements"][0]["probes"].as_array().unwrap().len();
+            // Two or three; four for the shedding one, whose first probes (from the warm
+            // start at a reachable neighbour's capacity) fail on errors, not latency.
+            let most = if sheds { 4 } else { 3 };
+            assert!(probes <= most, "{key:?}: {probes} probes\n{err}");
+            continue;
+        }
+        assert_eq!(t["never_passes"], false, "{key:?}\n{json}\n{err}");
         if sheds {
             assert_ne!(key, settings_of(winner));
             if let Some(c) = t["capacity"].as_f64() {
@@ -269,6 +302,10 @@ fn tune_finds_the_winner_refuses_the_shedding_configuration_and_writes_it_for_re
             }
         }
     }
+
+    // Probes that could no longer pass stopped sending early and said so.
+    assert!(err.contains("stopped early after"), "{err}");
+    assert!(err.contains("never passes: p95 floor"), "{err}");
 
     // Serving is back to what the stack declares: nothing to change.
     let (code, out, err) = benchstack(server.path(), &state, &["plan", f, "--detailed-exitcode"]);

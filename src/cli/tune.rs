@@ -100,17 +100,12 @@ fn printer(start: Instant) -> impl Fn(Event) + Sync {
                 settings,
                 baseline,
                 measurement,
+                left,
             } => {
                 let elapsed = start.elapsed();
-                let left = if index > 1 {
-                    let per = elapsed.as_secs_f64() / (index - 1) as f64;
-                    format!(
-                        ", ~{} left",
-                        fmt_elapsed(Duration::from_secs_f64(per * (total + 1 - index) as f64))
-                    )
-                } else {
-                    String::new()
-                };
+                let left = left
+                    .map(|l| format!(", ~{} left", fmt_elapsed(l)))
+                    .unwrap_or_default();
                 let what = if measurement > 0 {
                     format!(" (measurement {})", measurement + 1)
                 } else {
@@ -140,15 +135,26 @@ fn printer(start: Instant) -> impl Fn(Event) + Sync {
                 reason,
                 reused,
                 run_id,
+                stopped_early,
+                short_sample,
             } => {
                 if term {
                     eprint!("\r\x1b[2K");
                 }
-                let verdict = if passed {
+                let mut verdict = if passed {
                     "passed".to_string()
                 } else {
                     format!("failed: {reason}")
                 };
+                if let Some((after, why)) = stopped_early {
+                    verdict.push_str(&format!(
+                        "; stopped early after {:.1}s ({why})",
+                        after.as_secs_f64()
+                    ));
+                }
+                if let Some(short) = short_sample {
+                    verdict.push_str(&format!("; short sample: {short}"));
+                }
                 let from = if reused {
                     format!(" (run #{run_id}, from the state)")
                 } else {
@@ -161,11 +167,15 @@ fn printer(start: Instant) -> impl Fn(Event) + Sync {
                 );
             }
             Event::Measured {
-                capacity, invalid, ..
-            } => match (capacity, invalid) {
-                (_, Some(why)) => eprintln!("  invalid: {why}"),
-                (Some(c), None) => eprintln!("  capacity {} req/s", fmt_rate(c)),
-                (None, None) => eprintln!("  no probed rate met the SLOs"),
+                capacity,
+                invalid,
+                floor,
+                ..
+            } => match (capacity, invalid, floor) {
+                (_, Some(why), _) => eprintln!("  invalid: {why}"),
+                (Some(c), None, _) => eprintln!("  capacity {} req/s", fmt_rate(c)),
+                (None, None, Some(f)) => eprintln!("  never passes: {}", f.text()),
+                (None, None, None) => eprintln!("  no probed rate met the SLOs"),
             },
             Event::Restoring => {
                 eprintln!("putting the serving resource back to what the stack declares…")
@@ -193,6 +203,8 @@ pub fn table(o: &Outcome) -> String {
             "WINNER".to_string()
         } else if t.invalid().is_some() {
             "invalid".to_string()
+        } else if t.floor().is_some() {
+            "never passes".to_string()
         } else if cap.is_some() {
             "met".to_string()
         } else {

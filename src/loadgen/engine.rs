@@ -164,6 +164,53 @@ impl Ctx {
     pub fn in_flight(&self) -> usize {
         self.state.borrow().in_flight
     }
+
+    /// Why stage `idx` (a capacity probe with a `Watch`) can no longer pass at `now`, if so:
+    /// the requests that missed an objective, plus those of its requests still queued for a
+    /// connection that are already older than the objective's limit.
+    pub fn hopeless(&self, idx: usize, now: Instant) -> Option<String> {
+        let s = self.state.borrow();
+        let rec = s.recs.get(idx)?;
+        let watch = rec.watch.as_ref()?;
+        // Every probe shows at least a whole second of the server's pace: the capacity search
+        // tells a latency floor from a growing queue by it (`search::kept_up`).
+        if now.saturating_duration_since(rec.start?) < super::record::MIN_RUN {
+            return None;
+        }
+        watch.hopeless(|limit_us, enough| {
+            let limit = Duration::from_micros(limit_us);
+            // The queue is in release order, which is intended-time order for one stage.
+            s.queue
+                .iter()
+                .filter(|j| j.stage as usize == idx)
+                .take_while(|j| now.saturating_duration_since(j.intended) > limit)
+                .take(usize::try_from(enough).unwrap_or(usize::MAX))
+                .count() as u64
+        })
+    }
+
+    /// Stops stage `idx` early: the requests it released that still wait for a connection
+    /// are dropped unsent (counted in the report), what is on the wire completes as usual.
+    pub fn stop_early(&self, idx: usize, now: Instant, why: String) {
+        let mut s = self.state.borrow_mut();
+        let before = s.queue.len();
+        s.queue.retain(|j| j.stage as usize != idx);
+        let dropped = before - s.queue.len();
+        s.in_flight -= dropped;
+        if let Some(r) = s.recs.get_mut(idx) {
+            r.unsent += dropped as u64;
+            r.stopped = Some((now, why));
+            r.end = Some(now);
+        }
+    }
+
+    fn stopped(&self, idx: usize) -> bool {
+        self.state
+            .borrow()
+            .recs
+            .get(idx)
+            .is_some_and(|r| r.stopped.is_some())
+    }
 }
 
 /// Where released requests go: the connection queue (HTTP/1.1), or a task per request (gRPC).
@@ -309,6 +356,10 @@ pub async fn run(
             cancel,
         )
         .await;
+        // A probe that can no longer pass ends the run (only probes carry a `Watch`).
+        if ctx.stopped(i) {
+            break;
+        }
         start += stage.duration;
     }
     {
@@ -368,6 +419,12 @@ async fn run_stage(
                 }
                 let intended = start + Duration::from_secs_f64(off);
                 let mut now = Instant::now();
+                if index != WARMUP
+                    && let Some(why) = ctx.hopeless(idx, now)
+                {
+                    ctx.stop_early(idx, now, why);
+                    break;
+                }
                 // Requests due within the window go out with this wake-up (RELEASE_WINDOW).
                 if intended > now + RELEASE_WINDOW {
                     ticker.tick(ctx, now, &stage.name, idx, stages, start, stage.duration);
@@ -396,7 +453,7 @@ async fn run_stage(
                 sink.dispatch(job);
             }
             // Let the schedule's last interval run out before the next stage begins.
-            if Instant::now() < end && !cancel.load(Ordering::Relaxed) {
+            if Instant::now() < end && !cancel.load(Ordering::Relaxed) && !ctx.stopped(idx) {
                 timer.sleep_until(end).await;
             }
         }
@@ -416,6 +473,74 @@ async fn run_stage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loadgen::record::Watch;
+    use crate::loadgen::result::StageReport;
+    use crate::vocab::load::Slo;
+    use std::rc::Rc;
+
+    /// A server that answers every request 100 ms after its intended send time.
+    struct Slow(Rc<Ctx>);
+
+    impl Sink for Slow {
+        fn dispatch(&self, job: Job) {
+            self.0.sent(&job, job.released);
+            let done = job.intended + Duration::from_millis(100);
+            self.0.done(&job, job.released, done, Ok(()));
+        }
+    }
+
+    fn probe_against_slow_server(watched: bool) -> StageReport {
+        let stage = Stage {
+            name: "probe".into(),
+            rate: Rate::PerSecond(200.0),
+            duration: Duration::from_secs(3),
+        };
+        let slos = [Slo::Latency {
+            percentile: 99.0,
+            limit: Duration::from_millis(50),
+        }];
+        let ctx = Rc::new(Ctx::new(
+            std::slice::from_ref(&stage),
+            Duration::from_secs(1),
+        ));
+        if watched {
+            ctx.state.borrow_mut().recs[0].watch = Watch::new(&slos, 200.0, stage.duration, false);
+        }
+        let plan = RunPlan {
+            stages: vec![stage],
+            warmup: Duration::ZERO,
+            arrival: Arrival::Constant,
+            seed: 1,
+            max_in_flight: None,
+            phase: 0.0,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let sink = Slow(ctx.clone());
+        let completed = local.block_on(&rt, run(&ctx, &sink, &plan, None, &AtomicBool::new(false)));
+        assert!(completed);
+        let rec = ctx.state.borrow_mut().recs.pop().unwrap();
+        rec.into_report(&slos)
+    }
+
+    #[test]
+    fn a_watched_probe_stops_sending_once_it_cannot_pass_and_a_normal_run_does_not() {
+        let probe = probe_against_slow_server(true);
+        let stop = probe.stopped_early.as_ref().expect("stopped early");
+        assert_eq!(stop.planned_s, 3.0);
+        assert!(stop.reason.contains("p99 allows 6"), "{}", stop.reason);
+        assert!(probe.requests < 600, "{}", probe.requests);
+        assert!(probe.duration_s < 3.0);
+        assert!(!probe.slos[0].met);
+        // The same run without the rule (apply, loadtest) sends its whole schedule.
+        let full = probe_against_slow_server(false);
+        assert_eq!(full.stopped_early, None);
+        assert_eq!(full.requests, 600);
+        assert_eq!(full.duration_s, 3.0);
+    }
 
     #[test]
     fn an_early_request_counts_from_its_send_and_a_late_one_from_its_intended_time() {

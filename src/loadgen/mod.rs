@@ -13,6 +13,7 @@ pub mod record;
 pub mod request;
 pub mod result;
 pub mod schedule;
+pub mod search;
 pub mod worker;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -24,6 +25,7 @@ pub use result::{
     Capacity, LagSummary, Percentiles, Probe, RunReport, SloVerdict, StageReport, TimelinePoint,
     merge,
 };
+pub use search::{CapacitySearch, Floor, ProbeSample, SearchOutcome, search_capacity};
 
 use crate::vocab::load as spec;
 use crate::vocab::resources::LoadtestConfig;
@@ -61,6 +63,10 @@ pub struct LoadSpec {
     /// The largest reply body accepted (REST body, gRPC message); a larger one is a
     /// `malformed` error and its connection is reopened.
     pub max_response_bytes: u64,
+    /// A capacity probe: a stage at a fixed rate stops sending the moment more of its planned
+    /// requests have missed an objective than the objective allows (`record::Watch`), and the
+    /// run ends there. Never set for `apply` or `loadtest` runs, which always run in full.
+    pub stop_when_hopeless: bool,
 }
 
 impl LoadSpec {
@@ -87,8 +93,33 @@ impl LoadSpec {
             slos: Vec::new(),
             phase: 0.0,
             max_response_bytes: http1::DEFAULT_MAX_BODY,
+            stop_when_hopeless: false,
         }
     }
+}
+
+thread_local! {
+    static PROBING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` as a capacity probe: the load specs [`LoadtestConfig::load_spec`] makes on this
+/// thread meanwhile stop early when they can no longer pass (`LoadSpec::stop_when_hopeless`).
+/// `benchstack tune` runs its probes through the load test's own provider, which builds the
+/// spec from the loadtest block; this is how the probe, and only the probe, asks for it.
+/// Worker processes and pods (`workers > 1`, GKE) run their share in full.
+pub fn as_probe<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PROBING.with(|p| p.set(self.0));
+        }
+    }
+    let _reset = Reset(PROBING.with(|p| p.replace(true)));
+    f()
+}
+
+fn probing() -> bool {
+    PROBING.with(|p| p.get())
 }
 
 /// A snapshot for a live progress line (called about four times a second).
@@ -395,6 +426,15 @@ pub fn run_blocking_until(
         .map_err(|e| LoadError::Runtime(e.to_string()))?;
     let local = tokio::task::LocalSet::new();
     let ctx = Rc::new(Ctx::new(&spec.stages, spec.timeout));
+    if spec.stop_when_hopeless {
+        let poisson = matches!(spec.arrival, Arrival::Poisson);
+        let mut st = ctx.state.borrow_mut();
+        for r in &mut st.recs {
+            if let Rate::PerSecond(rate) = r.stage.rate {
+                r.watch = record::Watch::new(&spec.slos, rate, r.stage.duration, poisson);
+            }
+        }
+    }
     let plan = RunPlan {
         stages: spec.stages.clone(),
         warmup: spec.warmup,
@@ -538,32 +578,6 @@ pub fn run_blocking_until(
     })
 }
 
-/// How `find_capacity` searches.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CapacitySearch {
-    /// The first probe's rate.
-    pub start_rate: f64,
-    /// How long each probe runs.
-    pub probe_duration: Duration,
-    /// Stop bisecting when the bracket is narrower than this fraction of its upper end.
-    pub precision: f64,
-    /// Never probe above this rate.
-    pub max_rate: f64,
-    pub max_probes: usize,
-}
-
-impl Default for CapacitySearch {
-    fn default() -> Self {
-        CapacitySearch {
-            start_rate: 100.0,
-            probe_duration: Duration::from_secs(10),
-            precision: 0.05,
-            max_rate: 1_000_000.0,
-            max_probes: 20,
-        }
-    }
-}
-
 /// Why a probe did not hold, or `None` when it did: the stage's verdict
 /// (`result::stage_failures`: every SLO with failed requests counted) and the offered rate
 /// actually sent (within 1%). `probe_verdict` decides whether the generator's lag accounts for
@@ -668,10 +682,13 @@ pub fn find_capacity(
     let mut probes = Vec::new();
     let mut first: Option<RunReport> = None;
     let slos = capacity_slos(&spec.slos);
-    let mut probe = |rate: f64, stages: &mut Vec<StageReport>| -> Result<bool, LoadError> {
+    let mut probe = |rate: f64, stages: &mut Vec<StageReport>| -> Result<ProbeSample, LoadError> {
         let n = stages.len();
         let mut s = spec.clone();
         s.slos = slos.clone();
+        // A probe stops sending once it cannot pass: it has its verdict, and an overloaded
+        // server is spared the rest.
+        s.stop_when_hopeless = true;
         s.stages = vec![Stage {
             name: format!("probe-{} @{}", n + 1, fmt_rate(rate)),
             rate: Rate::PerSecond(rate),
@@ -702,68 +719,24 @@ pub fn find_capacity(
             passed: failure.is_none(),
             reason: failure.clone().unwrap_or_default(),
         });
+        let sample = ProbeSample::of(&stage, rate, failure.is_none());
         stages.push(stage);
         if first.is_none() {
             first = Some(report);
         }
         // Let the server drain queues left by a failed probe before the next one.
         std::thread::sleep(Duration::from_millis(500));
-        Ok(failure.is_none())
+        Ok(sample)
     };
-    let lo = search_capacity(search, |rate| probe(rate, &mut stages))?;
+    let found = search_capacity(search, None, |rate| probe(rate, &mut stages))?;
     let mut report = first.ok_or_else(|| LoadError::Invalid("no probe ran".into()))?;
     report.stages = stages;
-    report.capacity = Some(Capacity { rate: lo, probes });
+    report.capacity = Some(Capacity {
+        rate: found.capacity,
+        probes,
+        floor: found.floor.map(|f| f.text()),
+    });
     Ok(report)
-}
-
-/// The search itself, apart from how a probe is run: doubles the rate from `start_rate`
-/// until `probe` fails (or halves it until one passes), then bisects until the bracket is
-/// within `precision` of its upper end or `max_probes` probes ran. Returns the highest rate
-/// that passed (None when none did). `probe` answers whether the rate held; an `Err` stops
-/// the search. Shared by `find_capacity` and `benchstack tune`, so both bracket the same way.
-pub fn search_capacity<E>(
-    search: &CapacitySearch,
-    mut probe: impl FnMut(f64) -> Result<bool, E>,
-) -> Result<Option<f64>, E> {
-    let mut lo: Option<f64> = None;
-    let mut hi: Option<f64> = None;
-    let mut rate = search.start_rate;
-    let mut count = 0;
-    // Grow (or shrink) until the rate is bracketed.
-    while count < search.max_probes {
-        count += 1;
-        if probe(rate)? {
-            lo = Some(rate);
-            if hi.is_some() || rate * 2.0 > search.max_rate {
-                break;
-            }
-            rate *= 2.0;
-        } else {
-            hi = Some(rate);
-            if lo.is_some() {
-                break;
-            }
-            rate /= 2.0;
-            if rate < 1.0 {
-                break;
-            }
-        }
-    }
-    // Bisect.
-    while let (Some(l), Some(h)) = (lo, hi) {
-        if count >= search.max_probes || (h - l) / h <= search.precision {
-            break;
-        }
-        count += 1;
-        let mid = ((l + h) / 2.0).round().max(1.0);
-        if probe(mid)? {
-            lo = Some(mid);
-        } else {
-            hi = Some(mid);
-        }
-    }
-    Ok(lo)
 }
 
 fn fmt_rate(r: f64) -> String {
@@ -794,6 +767,7 @@ impl LoadtestConfig {
         spec.connections = self.connections;
         spec.timeout = self.timeout;
         spec.slos = self.slos.clone();
+        spec.stop_when_hopeless = probing();
         spec
     }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::result::{
-    self, StageReport, TimelinePoint, bottleneck, encode_histogram, judge, lag_summary, ms,
-    new_histogram, percentiles,
+    self, EarlyStop, StageReport, TimelinePoint, bottleneck, encode_histogram, judge, lag_summary,
+    ms, new_histogram, percentiles,
 };
 use crate::vocab::load::{Rate, Slo, Stage};
 
@@ -69,6 +69,110 @@ fn grpc_code_name(c: tonic::Code) -> &'static str {
     }
 }
 
+/// A probe that can no longer pass still runs this long, so that its report shows a whole
+/// second of the server's pace (see `search::kept_up`).
+pub const MIN_RUN: Duration = Duration::from_secs(1);
+
+/// A capacity probe's stop rule: a stage planned for `planned` requests fails the moment more
+/// requests have missed an objective than it allows (`judge` over `planned` requests), so
+/// sending the rest proves nothing. Only probes carry one (`LoadSpec::stop_when_hopeless`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    pub planned: u64,
+    pub budgets: Vec<Budget>,
+}
+
+/// One objective's allowance of misses out of the planned requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// `p99`, `errors`.
+    pub label: String,
+    /// A latency objective's limit in µs; None for the error-rate objective, which only
+    /// failed requests miss.
+    pub limit_us: Option<u64>,
+    /// How many of the planned requests may miss it while it still holds.
+    pub allowed: u64,
+    /// Completed requests that missed it so far (slower than the limit, or failed).
+    pub over: u64,
+}
+
+impl Watch {
+    /// The rule for a stage at `rate` req/s for `duration` judged by `slos`. `planned` is an
+    /// upper bound on the requests the schedule sends (Poisson arrivals: four standard
+    /// deviations above the mean), so the stop never fires on a stage that could still pass:
+    /// more requests only allow more misses.
+    pub fn new(slos: &[Slo], rate: f64, duration: Duration, poisson: bool) -> Option<Watch> {
+        let mean = rate * duration.as_secs_f64();
+        if !mean.is_finite() || mean < 1.0 || slos.is_empty() {
+            return None;
+        }
+        let spread = if poisson { 4.0 * mean.sqrt() } else { 0.0 };
+        let planned = (mean + spread).ceil() as u64 + 1;
+        let total = planned as f64;
+        let budgets = slos
+            .iter()
+            .map(|slo| match *slo {
+                Slo::Latency { percentile, limit } => {
+                    // The rank `judge` reads: ⌈q·N⌉; everything above it may miss.
+                    let rank = ((percentile / 100.0 * total) - 1e-9).ceil().max(1.0) as u64;
+                    Budget {
+                        label: slo.label(),
+                        limit_us: Some(us(limit)),
+                        allowed: planned.saturating_sub(rank),
+                        over: 0,
+                    }
+                }
+                Slo::ErrorRate { errors } => Budget {
+                    label: slo.label(),
+                    limit_us: None,
+                    allowed: (errors * total + 1e-9).floor().max(0.0) as u64,
+                    over: 0,
+                },
+            })
+            .collect();
+        Some(Watch { planned, budgets })
+    }
+
+    fn record(&mut self, latency_us: Option<u64>) {
+        for b in &mut self.budgets {
+            let missed = match (latency_us, b.limit_us) {
+                (None, _) => true,
+                (Some(l), Some(limit)) => l > limit,
+                (Some(_), None) => false,
+            };
+            if missed {
+                b.over += 1;
+            }
+        }
+    }
+
+    /// Why the stage can no longer pass, given `queued_over(limit_us)`: requests still
+    /// waiting for a connection that are already older than that limit (they can only
+    /// complete later still). None while every objective can still hold.
+    pub fn hopeless(&self, queued_over: impl Fn(u64, u64) -> u64) -> Option<String> {
+        self.budgets.iter().find_map(|b| {
+            let waiting = match b.limit_us {
+                Some(limit) => queued_over(limit, b.allowed.saturating_sub(b.over) + 1),
+                None => 0,
+            };
+            let over = b.over + waiting;
+            (over > b.allowed).then(|| match b.limit_us {
+                Some(limit) => format!(
+                    "{over} of the {} planned requests exceeded {} or failed; {} allows {}",
+                    self.planned,
+                    humantime::format_duration(Duration::from_micros(limit)),
+                    b.label,
+                    b.allowed
+                ),
+                None => format!(
+                    "{over} of the {} planned requests failed; {} allows {}",
+                    self.planned, b.label, b.allowed
+                ),
+            })
+        })
+    }
+}
+
 pub struct StageRecorder {
     pub stage: Stage,
     /// When the stage's schedule began and ends (set when the stage starts).
@@ -88,6 +192,12 @@ pub struct StageRecorder {
     interval_requests: u64,
     interval_errors: u64,
     timeline: Vec<TimelinePoint>,
+    /// The stop rule of a capacity probe.
+    pub watch: Option<Watch>,
+    /// When the stage stopped early, and why.
+    pub stopped: Option<(Instant, String)>,
+    /// Released requests dropped unsent when the stage stopped early.
+    pub unsent: u64,
 }
 
 fn us(d: Duration) -> u64 {
@@ -114,6 +224,9 @@ impl StageRecorder {
             interval_requests: 0,
             interval_errors: 0,
             timeline: Vec::new(),
+            watch: None,
+            stopped: None,
+            unsent: 0,
         }
     }
 
@@ -154,6 +267,13 @@ impl StageRecorder {
             self.roll(second);
         }
         self.interval_requests += 1;
+        if let Some(w) = &mut self.watch {
+            w.record(
+                outcome
+                    .is_ok()
+                    .then(|| us(done.saturating_duration_since(intended))),
+            );
+        }
         match outcome {
             Ok(()) => {
                 let latency = us(done.saturating_duration_since(intended));
@@ -238,7 +358,16 @@ impl StageRecorder {
         {
             self.timeline.pop();
         }
-        let duration_s = self.stage.duration.as_secs_f64();
+        let planned_s = self.stage.duration.as_secs_f64();
+        // A stage that stopped early ran until it stopped: its rates are over that time.
+        let stopped_early = self.stopped.take().map(|(at, reason)| {
+            let ran = self
+                .start
+                .map(|s| at.saturating_duration_since(s).as_secs_f64())
+                .unwrap_or(0.0);
+            (ran.clamp(0.001, planned_s.max(0.001)), reason)
+        });
+        let duration_s = stopped_early.as_ref().map_or(planned_s, |(ran, _)| *ran);
         let reason = bottleneck(&self.lag, self.cap_hits, result::late_threshold(slos));
         StageReport {
             name: self.stage.name.clone(),
@@ -270,6 +399,11 @@ impl StageRecorder {
             bottleneck: reason,
             in_flight_cap_hits: self.cap_hits,
             timeline: self.timeline,
+            stopped_early: stopped_early.map(|(_, reason)| EarlyStop {
+                planned_s,
+                unsent: self.unsent,
+                reason,
+            }),
         }
     }
 }
@@ -324,5 +458,98 @@ mod tests {
         assert_eq!(counts, vec![(0, 2, 0), (1, 0, 0), (2, 2, 1)]);
         assert_eq!(rep.errors.get("http_503"), Some(&1));
         assert_eq!(rep.requests, 4);
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    fn p95() -> Vec<Slo> {
+        vec![
+            Slo::Latency {
+                percentile: 95.0,
+                limit: Duration::from_millis(50),
+            },
+            Slo::ErrorRate { errors: 0.01 },
+        ]
+    }
+
+    #[test]
+    fn a_probe_may_miss_what_its_objectives_allow_of_the_planned_requests() {
+        // 200 req/s for 1 s: at most 201 requests; p95 allows 10 of them over 50 ms, errors=1%
+        // allows 2 failures.
+        let w = Watch::new(&p95(), 200.0, Duration::from_secs(1), false).unwrap();
+        assert_eq!(w.planned, 201);
+        let allowed: Vec<u64> = w.budgets.iter().map(|b| b.allowed).collect();
+        assert_eq!(allowed, vec![10, 2]);
+        // Poisson arrivals may send more: the bound (and so the allowance) is higher.
+        let poisson = Watch::new(&p95(), 200.0, Duration::from_secs(1), true).unwrap();
+        assert!(poisson.planned > 250, "{}", poisson.planned);
+        // Rate max has no plan; no objectives, no rule.
+        assert!(Watch::new(&[], 200.0, Duration::from_secs(1), false).is_none());
+    }
+
+    #[test]
+    fn a_probe_is_hopeless_only_past_floor_one_minus_q_times_n_misses() {
+        let mut w = Watch::new(&p95(), 200.0, Duration::from_secs(1), false).unwrap();
+        let none = |_: u64, _: u64| 0;
+        for _ in 0..10 {
+            w.record(Some(60_000));
+        }
+        assert_eq!(w.hopeless(none), None, "10 slow of 201 still meet p95");
+        w.record(Some(50_000));
+        assert_eq!(
+            w.hopeless(none),
+            None,
+            "exactly at the limit is not over it"
+        );
+        w.record(Some(60_000));
+        let why = w.hopeless(none).unwrap();
+        assert_eq!(
+            why,
+            "11 of the 201 planned requests exceeded 50ms or failed; p95 allows 10"
+        );
+        // Requests still queued past the limit count too.
+        let mut w = Watch::new(&p95(), 200.0, Duration::from_secs(1), false).unwrap();
+        assert!(w.hopeless(|_, enough| enough).is_some());
+        // Three failures are over the error-rate objective's two.
+        for _ in 0..3 {
+            w.record(None);
+        }
+        assert!(w.budgets[1].over > w.budgets[1].allowed);
+    }
+
+    #[test]
+    fn a_stopped_stage_reports_how_long_it_ran_and_why() {
+        let stage = Stage {
+            name: "probe".into(),
+            rate: Rate::PerSecond(100.0),
+            duration: Duration::from_secs(10),
+        };
+        let mut r = StageRecorder::new(stage);
+        let t0 = Instant::now();
+        r.begin(t0);
+        for i in 0..150u64 {
+            let sent = t0 + Duration::from_millis(i * 10);
+            r.record_sent(sent, sent);
+            r.record_done(sent, sent, sent + Duration::from_millis(80), Ok(()));
+        }
+        r.stopped = Some((t0 + Duration::from_millis(1500), "hopeless".into()));
+        r.end = Some(t0 + Duration::from_millis(1500));
+        r.unsent = 3;
+        let rep = r.into_report(&p95());
+        assert_eq!(rep.duration_s, 1.5);
+        assert!(
+            (rep.achieved_rate - 100.0).abs() < 1.0,
+            "{}",
+            rep.achieved_rate
+        );
+        let e = rep.stopped_early.unwrap();
+        assert_eq!(
+            (e.planned_s, e.unsent, e.reason.as_str()),
+            (10.0, 3, "hopeless")
+        );
+        assert!(!rep.slos[0].met);
     }
 }

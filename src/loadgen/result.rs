@@ -102,6 +102,24 @@ pub struct StageReport {
     /// Per-second buckets (by completion time since the stage began).
     #[serde(default)]
     pub timeline: Vec<TimelinePoint>,
+    /// Set when a capacity probe stopped sending as soon as it could no longer meet its
+    /// objectives (`duration_s` is then how long it ran); absent for every other run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<EarlyStop>,
+}
+
+/// Why and when a capacity probe stopped before its planned end (see `engine::Watch`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStop {
+    /// How long the stage was planned to run, seconds.
+    pub planned_s: f64,
+    /// Requests released by the schedule but still waiting for a connection when it stopped:
+    /// never sent, so not in `requests`.
+    #[serde(default)]
+    pub unsent: u64,
+    /// The objective that could no longer be met, e.g. `61 of the 1200 planned requests
+    /// exceeded 50 ms or failed; p95 allows 60`.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -166,6 +184,10 @@ pub struct Capacity {
     /// The highest probed rate whose SLOs held; null when even the first probe failed.
     pub rate: Option<f64>,
     pub probes: Vec<Probe>,
+    /// Why no rate can pass, when the search stopped on a floor (`search::Floor::text`):
+    /// `p99 floor 72.4 ms > 50 ms at 100 and 50 req/s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -600,6 +622,9 @@ pub fn merge(reports: &[RunReport]) -> Result<RunReport, LoadError> {
             bottleneck: reason,
             in_flight_cap_hits: cap_hits,
             timeline: timeline.into_values().collect(),
+            // Distributed workers run their whole share: only the in-process generator of a
+            // capacity probe stops early.
+            stopped_early: None,
         });
     }
     let mut targets: Vec<&str> = Vec::new();

@@ -96,10 +96,15 @@ fn bars(o: &Outcome) -> String {
                 }
             }
             None => {
-                let why = tr.reason().unwrap_or_default();
+                // "never passes: p99 floor …", or "no capacity: at … req/s: …".
+                let why = match tr.reason() {
+                    Some(r) if r.starts_with("never passes") => r,
+                    Some(r) => format!("no capacity: {r}"),
+                    None => "no capacity".to_string(),
+                };
                 let _ = write!(
                     s,
-                    "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#dc2626\">no capacity: {}</text>",
+                    "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#dc2626\">{}</text>",
                     left + 4.0,
                     y + 14.0,
                     esc(&why.chars().take(90).collect::<String>())

@@ -201,12 +201,13 @@ impl Bench for StackBench<'_> {
             progress: &progress,
             cancel: self.cancel,
         };
-        let applied = provider
-            .create(&ctx, &self.loadtest, &config, &inputs)
-            .map_err(|e| match e {
-                crate::provider::ProviderError::Interrupted => TuneError::Interrupted,
-                e => TuneError::Probe(e.to_string()),
-            })?;
+        // As a probe: the in-process load generator stops once the probe cannot pass.
+        let applied =
+            crate::loadgen::as_probe(|| provider.create(&ctx, &self.loadtest, &config, &inputs))
+                .map_err(|e| match e {
+                    crate::provider::ProviderError::Interrupted => TuneError::Interrupted,
+                    e => TuneError::Probe(e.to_string()),
+                })?;
         let run = applied
             .run
             .ok_or_else(|| TuneError::Probe("the load test reported no run".into()))?;

@@ -4,8 +4,12 @@
 //! `--write` edit of the stack.
 //!
 //! The inner loop finds one configuration's capacity under the load test's SLOs: open-loop
-//! probes doubling from `start_rate` until one fails, then bisecting to `precision`
-//! (`loadgen::search_capacity`, the search `--find-capacity` uses). A probe passes only by the
+//! probes doubling from `start_rate` (or climbing from the previous trial's capacity, a warm
+//! start) until one fails, then bisecting to `precision` (`loadgen::search_capacity`, the
+//! search `--find-capacity` uses). A configuration whose missed objective does not ease when
+//! the rate is halved has a floor above the SLO and is reported as never passing after two or
+//! three probes; a probe stops sending once it can no longer pass, and none runs longer than
+//! `MAX_PROBE_FACTOR` × `probe_duration`. A probe passes only by the
 //! load generator's one verdict (`loadgen::probe_verdict` over `result::stage_failures`, with
 //! failed requests counted against every SLO and an error-rate objective added when the load
 //! test has none); a miss the generator's own lag accounts for is no verdict on the server
@@ -25,7 +29,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::loadgen::result::percentile_counting_failures;
-use crate::loadgen::{CapacitySearch, ProbeVerdict, RunReport, StageReport};
+use crate::loadgen::{CapacitySearch, Floor, ProbeSample, ProbeVerdict, RunReport, StageReport};
 use crate::stack::tune::{Knob, Objective, Search, TuneConfig};
 use crate::state::TuneProbe;
 use crate::vocab::load::Slo;
@@ -79,6 +83,10 @@ pub enum Event {
         settings: Settings,
         baseline: bool,
         measurement: u32,
+        /// The time the planned measurements still need, from this one on ([`Tuner`]'s
+        /// estimate: probes still expected × what a probe took, plus the restarts); None
+        /// before anything was measured.
+        left: Option<Duration>,
     },
     /// The trial's settings are being applied.
     Applying { settings: Settings },
@@ -86,17 +94,24 @@ pub enum Event {
     Progress { message: String },
     Probe {
         rate: f64,
+        /// How long it was planned to run.
         duration: Duration,
         passed: bool,
         reason: String,
         /// Taken from the state (an earlier, interrupted tune), not measured again.
         reused: bool,
         run_id: u64,
+        /// It stopped sending once it could no longer pass: after how long, and why.
+        stopped_early: Option<(Duration, String)>,
+        /// The probe is shorter than its percentile's sample rule (see [`short_sample`]).
+        short_sample: Option<String>,
     },
     Measured {
         settings: Settings,
         capacity: Option<f64>,
         invalid: Option<String>,
+        /// No rate can pass: the floor the search found.
+        floor: Option<Floor>,
     },
     /// Putting the serving resource back to what the stack declares.
     Restoring,
@@ -116,7 +131,13 @@ pub struct ProbeResult {
     pub p99_ms: Option<f64>,
     pub error_rate: f64,
     pub requests: u64,
+    /// How long it ran (less than planned when it stopped early).
     pub duration_s: f64,
+    /// Why it stopped sending before its planned end (it could no longer pass), or null.
+    pub stopped_early: Option<String>,
+    /// Set when the probe had fewer requests than its percentile's sample rule asks (the
+    /// probe length is capped): what that sample can and cannot prove.
+    pub short_sample: Option<String>,
 }
 
 /// One capacity search of one configuration.
@@ -128,6 +149,9 @@ pub struct Measurement {
     /// Why this measurement says nothing about the server (the load generator was the
     /// bottleneck, or the configuration could not be applied).
     pub invalid: Option<String>,
+    /// Set when the search stopped because no rate can pass: halving the rate did not lower
+    /// a missed objective beyond noise (`loadgen::search::floor_between`).
+    pub floor: Option<Floor>,
 }
 
 /// One configuration and its measurements.
@@ -183,6 +207,15 @@ impl Trial {
         self.measurements.iter().find_map(|m| m.invalid.as_deref())
     }
 
+    /// The floor that makes this configuration never pass: found by a valid measurement of a
+    /// trial that passed nowhere.
+    pub fn floor(&self) -> Option<&Floor> {
+        if self.capacity().is_some() || self.invalid().is_some() {
+            return None;
+        }
+        self.measurements.iter().find_map(|m| m.floor.as_ref())
+    }
+
     /// The highest passing probe of the measurement nearest the median: latency and errors at
     /// capacity.
     pub fn at_capacity(&self) -> Option<&ProbeResult> {
@@ -209,6 +242,9 @@ impl Trial {
         }
         if self.capacity().is_some() {
             return None;
+        }
+        if let Some(f) = self.floor() {
+            return Some(format!("never passes: {}", f.text()));
         }
         self.measurements
             .iter()
@@ -360,6 +396,10 @@ pub fn grid(cfg: &TuneConfig) -> Vec<Settings> {
     out
 }
 
+/// A probe runs at most this many `probe_duration`s, however low its rate: halving the rate
+/// of a configuration that never passes would otherwise double the probe each time.
+pub const MAX_PROBE_FACTOR: u32 = 4;
+
 /// The samples a probe needs for its highest latency percentile q: 10 / (1 − q).
 pub fn samples_needed(slos: &[Slo]) -> u64 {
     slos.iter()
@@ -376,14 +416,42 @@ pub fn samples_needed(slos: &[Slo]) -> u64 {
 }
 
 /// How long a probe at `rate` runs: `probe_duration`, lengthened so that it sends the samples
-/// its percentile needs.
+/// its percentile needs, but never beyond `MAX_PROBE_FACTOR` × `probe_duration`.
 pub fn probe_duration(cfg: &TuneConfig, slos: &[Slo], rate: f64) -> Duration {
     let needed = samples_needed(slos) as f64 / rate;
-    let secs = cfg
-        .probe_duration
-        .as_secs_f64()
-        .max((needed * 10.0).ceil() / 10.0);
+    let base = cfg.probe_duration.as_secs_f64();
+    let secs = base
+        .max((needed * 10.0).ceil() / 10.0)
+        .min(base * f64::from(MAX_PROBE_FACTOR));
     Duration::from_secs_f64(secs)
+}
+
+/// What a probe with fewer `requests` than its percentile's sample rule can prove, or None
+/// when it had enough. A miss stands (more requests exceeded the limit than the percentile
+/// allows of those sent); a pass on a short sample is weaker evidence than the rule asks for.
+pub fn short_sample(slos: &[Slo], requests: u64, passed: bool) -> Option<String> {
+    let needed = samples_needed(slos);
+    if requests >= needed {
+        return None;
+    }
+    let pct = slos
+        .iter()
+        .filter_map(|s| match s {
+            Slo::Latency { percentile, .. } => Some((*percentile, s.label())),
+            Slo::ErrorRate { .. } => None,
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, l)| l)
+        .unwrap_or_default();
+    Some(if passed {
+        format!(
+            "{requests} requests, fewer than the {needed} {pct} needs (the probe is capped at {MAX_PROBE_FACTOR} × probe_duration): a pass on this sample is weaker evidence"
+        )
+    } else {
+        format!(
+            "{requests} requests, fewer than the {needed} {pct} needs (the probe is capped at {MAX_PROBE_FACTOR} × probe_duration): the miss stands"
+        )
+    })
 }
 
 fn probe_result(run: u64, rate: f64, stage: &StageReport, slos: &[Slo]) -> ProbeResult {
@@ -410,6 +478,8 @@ fn probe_result(run: u64, rate: f64, stage: &StageReport, slos: &[Slo]) -> Probe
         error_rate: stage.error_rate,
         requests: stage.requests,
         duration_s: stage.duration_s,
+        stopped_early: stage.stopped_early.as_ref().map(|e| e.reason.clone()),
+        short_sample: None,
     }
 }
 
@@ -431,6 +501,15 @@ pub struct Tuner<'a, B: Bench> {
     measured: usize,
     done: usize,
     total: usize,
+    /// The last capacity a measurement found: where the next trial's search starts.
+    last_capacity: Option<f64>,
+    /// For the time-left estimate, per finished measurement: (probes, started warm, wall time
+    /// of its live probes, live probes); and the wall time of all live probes and of applies.
+    per_measurement: Vec<(usize, bool, Duration, usize)>,
+    probe_time: Duration,
+    live_probes: usize,
+    apply_time: Duration,
+    applies: usize,
 }
 
 /// The improvement below which `auto` stops (Model Analyzer's rule).
@@ -469,6 +548,12 @@ impl<'a, B: Bench> Tuner<'a, B> {
             measured: 0,
             done: 0,
             total: 0,
+            last_capacity: None,
+            per_measurement: Vec::new(),
+            probe_time: Duration::ZERO,
+            live_probes: 0,
+            apply_time: Duration::ZERO,
+            applies: 0,
         })
     }
 
@@ -520,8 +605,58 @@ impl<'a, B: Bench> Tuner<'a, B> {
         }
     }
 
+    /// The time the measurements from `done` to `total` still need: the probes a measurement
+    /// is expected to take at what a live probe took on average (its run, the retry of a
+    /// lagging one, the drain after a failure), plus what an apply took, for each of them.
+    /// Once a capacity is known every later search starts warm, and a warm search is much
+    /// shorter than the cold first one: it is then judged by the warm searches so far (before
+    /// any, by its shape: two probes to bracket and the bisections to `precision`). None
+    /// until a probe has run.
+    fn time_left(&self) -> Option<Duration> {
+        if self.live_probes == 0 {
+            return None;
+        }
+        let all = &self.per_measurement;
+        let warm: Vec<&(usize, bool, Duration, usize)> = all.iter().filter(|m| m.1).collect();
+        let (probes, probe) = if self.last_capacity.is_some() {
+            let probes = if warm.is_empty() {
+                let bracket =
+                    (1.0 - 1.0 / crate::loadgen::search::WARM_STEP) / self.cfg.precision.max(1e-3);
+                2.0 + bracket.log2().ceil().max(0.0)
+            } else {
+                warm.iter().map(|m| m.0).sum::<usize>() as f64 / warm.len() as f64
+            };
+            let live: usize = warm.iter().map(|m| m.3).sum();
+            let probe = if live > 0 {
+                warm.iter().map(|m| m.2.as_secs_f64()).sum::<f64>() / live as f64
+            } else {
+                self.probe_time.as_secs_f64() / self.live_probes as f64
+            };
+            (probes, probe)
+        } else {
+            if all.is_empty() {
+                return None;
+            }
+            (
+                all.iter().map(|m| m.0).sum::<usize>() as f64 / all.len() as f64,
+                self.probe_time.as_secs_f64() / self.live_probes as f64,
+            )
+        };
+        let apply = if self.applies > 0 {
+            self.apply_time.as_secs_f64() / self.applies as f64
+        } else {
+            0.0
+        };
+        let remaining = (self.total.max(self.done) + 1).saturating_sub(self.done) as f64;
+        Some(Duration::from_secs_f64(
+            remaining * (probes * probe + apply),
+        ))
+    }
+
     /// One capacity search of `trial` (its next measurement). Stored probes of the same
-    /// measurement are replayed in order; the search measures live from where they end.
+    /// measurement are replayed in order; the search measures live from where they end. A
+    /// trial measured before starts from its own capacity, another from the last capacity
+    /// found (the grid's neighbour): warm starts bracket around it.
     fn measure(&mut self, trial: &mut Trial) -> Result<(), TuneError> {
         let m = trial.measurements.len() as u32;
         self.done += 1;
@@ -531,6 +666,7 @@ impl<'a, B: Bench> Tuner<'a, B> {
             settings: trial.settings.clone(),
             baseline: trial.baseline,
             measurement: m,
+            left: self.time_left(),
         });
         let basis = self.basis_of(&trial.serving);
         let mut replay: Vec<(u64, TuneProbe, RunReport)> = self
@@ -549,16 +685,38 @@ impl<'a, B: Bench> Tuner<'a, B> {
             max_rate: crate::vocab::load::MAX_RATE,
             max_probes: 30,
         };
+        let warm = trial.capacity().or(self.last_capacity);
+        let (time_before, live_before) = (self.probe_time, self.live_probes);
         let mut probes: Vec<ProbeResult> = Vec::new();
         let mut invalid: Option<String> = None;
         let mut index = 0u32;
         let key = trial.key();
         let serving = trial.serving.clone();
         let settings_j = settings_json(&trial.settings);
-        let result = crate::loadgen::search_capacity(&search, |rate| {
+        let result = crate::loadgen::search_capacity(&search, warm, |rate| {
             let i = index;
             index += 1;
             self.probes += 1;
+            let capped = samples_needed(&self.slos) as f64 / rate
+                > self.cfg.probe_duration.as_secs_f64() * f64::from(MAX_PROBE_FACTOR);
+            let event =
+                |p: &ProbeResult, st: &StageReport, reused: bool, reason: String| Event::Probe {
+                    rate,
+                    duration: Duration::from_secs_f64(
+                        st.stopped_early
+                            .as_ref()
+                            .map_or(st.duration_s, |e| e.planned_s),
+                    ),
+                    passed: p.passed,
+                    reason,
+                    reused,
+                    run_id: p.run,
+                    stopped_early: st
+                        .stopped_early
+                        .as_ref()
+                        .map(|e| (Duration::from_secs_f64(st.duration_s), e.reason.clone())),
+                    short_sample: p.short_sample.clone(),
+                };
             // An earlier tune's probe at this place and rate: its verdict stands.
             if let Some((run, tag, report)) = replay.get(i as usize)
                 && tag.probe == i
@@ -569,18 +727,14 @@ impl<'a, B: Bench> Tuner<'a, B> {
                     invalid = Some(why.clone());
                     return Err(None);
                 }
-                let p = probe_result(*run, rate, stage, &self.slos);
-                (self.events)(Event::Probe {
-                    rate,
-                    duration: Duration::from_secs_f64(stage.duration_s),
-                    passed: p.passed,
-                    reason: p.reason.clone(),
-                    reused: true,
-                    run_id: *run,
-                });
-                let passed = p.passed;
+                let mut p = probe_result(*run, rate, stage, &self.slos);
+                if capped && stage.stopped_early.is_none() {
+                    p.short_sample = short_sample(&self.slos, p.requests, p.passed);
+                }
+                (self.events)(event(&p, stage, true, p.reason.clone()));
+                let sample = ProbeSample::of(stage, rate, p.passed);
                 probes.push(p);
-                return Ok(passed);
+                return Ok(sample);
             }
             // Stored probes past a divergence are not used.
             replay.truncate(i as usize);
@@ -590,9 +744,12 @@ impl<'a, B: Bench> Tuner<'a, B> {
                     settings: trial.settings.clone(),
                 });
                 self.applied = None;
+                let began = std::time::Instant::now();
                 if let Err(e) = self.bench.apply(&serving) {
                     return Err(Some(e));
                 }
+                self.apply_time += began.elapsed();
+                self.applies += 1;
                 self.applied = Some(key.clone());
             }
             let duration = probe_duration(self.cfg, &self.slos, rate);
@@ -601,6 +758,7 @@ impl<'a, B: Bench> Tuner<'a, B> {
                 rate: crate::vocab::load::Rate::PerSecond(rate),
                 duration,
             };
+            let began = std::time::Instant::now();
             let mut report = self
                 .bench
                 .probe(stage.clone(), &self.slos, warmup)
@@ -617,6 +775,8 @@ impl<'a, B: Bench> Tuner<'a, B> {
             if invalid_at(&report).is_some() {
                 report = self.bench.probe(stage, &self.slos, false).map_err(Some)?;
             }
+            self.probe_time += began.elapsed();
+            self.live_probes += 1;
             self.measured += 1;
             let bottleneck = invalid_at(&report).map(|why| {
                 format!(
@@ -628,6 +788,9 @@ impl<'a, B: Bench> Tuner<'a, B> {
                 return Err(Some(TuneError::Probe("the probe reported no stage".into())));
             };
             let mut p = probe_result(0, rate, &st, &self.slos);
+            if capped && st.stopped_early.is_none() {
+                p.short_sample = short_sample(&self.slos, p.requests, p.passed);
+            }
             let tag = TuneProbe {
                 tune: self.cfg.address(),
                 settings: settings_j.clone(),
@@ -641,44 +804,59 @@ impl<'a, B: Bench> Tuner<'a, B> {
             };
             let run = self.bench.store(&report, tag).map_err(Some)?;
             p.run = run;
-            (self.events)(Event::Probe {
-                rate,
-                duration: Duration::from_secs_f64(st.duration_s),
-                passed: p.passed,
-                reason: match &bottleneck {
-                    Some(b) => b.clone(),
-                    None => p.reason.clone(),
-                },
-                reused: false,
-                run_id: run,
-            });
+            let reason = match &bottleneck {
+                Some(b) => b.clone(),
+                None => p.reason.clone(),
+            };
+            (self.events)(event(&p, &st, false, reason));
             if let Some(b) = bottleneck {
                 invalid = Some(b);
                 return Err(None);
             }
-            let passed = p.passed;
+            let sample = ProbeSample::of(&st, rate, p.passed);
             probes.push(p);
-            Ok(passed)
+            Ok(sample)
         });
-        let capacity = match result {
+        let found = match result {
             Ok(c) => c,
-            Err(None) => None,
+            Err(None) => crate::loadgen::SearchOutcome {
+                capacity: None,
+                floor: None,
+            },
             Err(Some(TuneError::Apply(msg))) => {
                 invalid = Some(format!("could not apply the settings: {msg}"));
                 self.applied = None;
-                None
+                crate::loadgen::SearchOutcome {
+                    capacity: None,
+                    floor: None,
+                }
             }
             Err(Some(e)) => return Err(e),
         };
+        self.per_measurement.push((
+            probes.len(),
+            warm.is_some(),
+            self.probe_time - time_before,
+            self.live_probes - live_before,
+        ));
         let measurement = Measurement {
-            capacity: if invalid.is_some() { None } else { capacity },
+            capacity: if invalid.is_some() {
+                None
+            } else {
+                found.capacity
+            },
             probes,
             invalid: invalid.clone(),
+            floor: if invalid.is_some() { None } else { found.floor },
         };
+        if let Some(c) = measurement.capacity {
+            self.last_capacity = Some(c);
+        }
         (self.events)(Event::Measured {
             settings: trial.settings.clone(),
             capacity: measurement.capacity,
             invalid,
+            floor: measurement.floor.clone(),
         });
         trial.measurements.push(measurement);
         Ok(())
@@ -967,6 +1145,8 @@ impl Outcome {
                 "cost_per_million": cap.and_then(|c| self.pricing.as_ref().and_then(|p| p.cost_per_million(c))),
                 "spread": t.spread().map(|(a, b)| serde_json::json!({"min": a, "max": b})),
                 "measurements": t.measurements,
+                "floor": t.floor(),
+                "never_passes": t.floor().is_some(),
                 "reason": t.reason(),
             })
         };
