@@ -99,6 +99,13 @@ pub fn resource(address: &str, message: &str) {
     update(Stream::Stdout, &phase, &format!("{address}: {message}"));
 }
 
+/// Erases an open in-place line (its news is superseded by what is printed next).
+pub fn clear_line() {
+    if let Some(o) = OPEN.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        o.stream.write("\r\x1b[2K");
+    }
+}
+
 /// Ends an open in-place line (before other output).
 pub fn end_line() {
     if let Some(o) = OPEN.lock().unwrap_or_else(|p| p.into_inner()).take() {

@@ -2,7 +2,6 @@
 //! the load test's SLOs (the stack's `tune` block), show every trial and the winner, and with
 //! `--write` propose the winner as an edit of the stack file.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -89,10 +88,14 @@ fn fmt_elapsed(d: Duration) -> String {
     }
 }
 
-/// Prints the tuner's events on stderr, one line each (apply's progress in place on a terminal).
+/// Prints the tuner's events on stderr, one line each, with apply's progress through the
+/// shared renderer (in place on a terminal; every few seconds in a log), erased by the next
+/// event's line.
 fn printer(start: Instant) -> impl Fn(Event) + Sync {
     move |e: Event| {
-        let term = std::io::stderr().is_terminal();
+        if !matches!(e, Event::Progress { .. }) {
+            super::progress::clear_line();
+        }
         match e {
             Event::Measuring {
                 index,
@@ -124,9 +127,12 @@ fn printer(start: Instant) -> impl Fn(Event) + Sync {
             }
             Event::Applying { .. } => eprintln!("  applying the settings…"),
             Event::Progress { message } => {
-                if term {
-                    eprint!("\r\x1b[2K  {message}");
-                }
+                let phase = message.split(':').next().unwrap_or(&message).to_string();
+                super::progress::update(
+                    super::progress::Stream::Stderr,
+                    &phase,
+                    &format!("  {message}"),
+                );
             }
             Event::Probe {
                 rate,
@@ -138,9 +144,6 @@ fn printer(start: Instant) -> impl Fn(Event) + Sync {
                 stopped_early,
                 short_sample,
             } => {
-                if term {
-                    eprint!("\r\x1b[2K");
-                }
                 let mut verdict = if passed {
                     "passed".to_string()
                 } else {

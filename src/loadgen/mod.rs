@@ -98,30 +98,6 @@ impl LoadSpec {
     }
 }
 
-thread_local! {
-    static PROBING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` as a capacity probe: the load specs [`LoadtestConfig::load_spec`] makes on this
-/// thread meanwhile stop early when they can no longer pass (`LoadSpec::stop_when_hopeless`).
-/// `benchstack tune` runs its probes through the load test's own provider, which builds the
-/// spec from the loadtest block; this is how the probe, and only the probe, asks for it.
-/// Worker processes and pods (`workers > 1`, GKE) run their share in full.
-pub fn as_probe<T>(f: impl FnOnce() -> T) -> T {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            PROBING.with(|p| p.set(self.0));
-        }
-    }
-    let _reset = Reset(PROBING.with(|p| p.replace(true)));
-    f()
-}
-
-fn probing() -> bool {
-    PROBING.with(|p| p.get())
-}
-
 /// A snapshot for a live progress line (called about four times a second).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
@@ -767,7 +743,6 @@ impl LoadtestConfig {
         spec.connections = self.connections;
         spec.timeout = self.timeout;
         spec.slos = self.slos.clone();
-        spec.stop_when_hopeless = probing();
         spec
     }
 

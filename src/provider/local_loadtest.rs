@@ -20,7 +20,8 @@ pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied
         let report = run_worker_processes(ctx, l, targets.clone())?;
         return outcome(l, targets, report, started);
     }
-    let spec = l.load_spec(targets);
+    let mut spec = l.load_spec(targets);
+    spec.stop_when_hopeless = inputs.probe;
     let started = procinfo::now_unix();
     let report_progress = |p: &Progress| (ctx.progress)(p.summary());
     let report = match loadgen::run_blocking_until(&spec, Some(&report_progress), ctx.cancel) {

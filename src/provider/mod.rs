@@ -331,6 +331,11 @@ pub struct Inputs {
     /// batching_parameters.txt, …): the bytes the reviewer saw, which the provider writes
     /// as they are. Empty only for callers that did not plan (a provider driven directly).
     pub rendered: BTreeMap<String, String>,
+    /// A load test run as a capacity probe (`benchstack tune`): the in-process generator stops
+    /// sending once the probe can no longer pass (`LoadSpec::stop_when_hopeless`). Worker
+    /// processes and pods run their share in full: one worker's misses do not prove the
+    /// whole probe failed.
+    pub probe: bool,
 }
 
 impl Inputs {

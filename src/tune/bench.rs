@@ -182,16 +182,7 @@ impl Bench for StackBench<'_> {
             .find(|r| r.address == self.loadtest)
             .map(|r| r.depends_on.clone())
             .unwrap_or_default();
-        let mut inputs = Inputs::default();
-        for d in deps {
-            if let Some(r) = self.current.resources.iter().find(|r| r.address == d) {
-                inputs.configs.insert(d.clone(), r.config.clone());
-            }
-            if let Some(s) = self.store.resource(&d)? {
-                inputs.configs.entry(d.clone()).or_insert(s.config.clone());
-                inputs.observed.insert(d, s.observed);
-            }
-        }
+        let mut inputs = Inputs::gather(Some(&self.current), &deps, self.store)?;
         let note = |_v: serde_json::Value| Ok(());
         let events = self.events;
         let progress = |message: String| events(Event::Progress { message });
@@ -202,12 +193,13 @@ impl Bench for StackBench<'_> {
             cancel: self.cancel,
         };
         // As a probe: the in-process load generator stops once the probe cannot pass.
-        let applied =
-            crate::loadgen::as_probe(|| provider.create(&ctx, &self.loadtest, &config, &inputs))
-                .map_err(|e| match e {
-                    crate::provider::ProviderError::Interrupted => TuneError::Interrupted,
-                    e => TuneError::Probe(e.to_string()),
-                })?;
+        inputs.probe = true;
+        let applied = provider
+            .create(&ctx, &self.loadtest, &config, &inputs)
+            .map_err(|e| match e {
+                crate::provider::ProviderError::Interrupted => TuneError::Interrupted,
+                e => TuneError::Probe(e.to_string()),
+            })?;
         let run = applied
             .run
             .ok_or_else(|| TuneError::Probe("the load test reported no run".into()))?;
