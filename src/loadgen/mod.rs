@@ -30,7 +30,7 @@ pub use search::{CapacitySearch, Floor, ProbeSample, SearchOutcome, search_capac
 use crate::vocab::load as spec;
 use crate::vocab::resources::LoadtestConfig;
 use engine::{Ctx, Job, RunPlan, Sink};
-use spec::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
+use spec::{Arrival, Protocol, Rate, RequestSource, Slo, Stage, format_rate as fmt_rate};
 use worker::WorkerSpec;
 
 /// Everything a run needs. `LoadSpec::new` fills in sensible defaults for the rest.
@@ -208,9 +208,10 @@ fn check_data_width(spec: &LoadSpec, input: Option<(String, Vec<i64>)>) -> Resul
 /// The most a metadata reply may carry; TF Serving's are a few kilobytes.
 const MAX_METADATA_BYTES: usize = 16 << 20;
 
-/// One GET over a fresh HTTP/1.1 connection (hyper): the status and at most `cap` bytes of
-/// body. The caller bounds the time.
-async fn http_get(
+/// One GET over a fresh HTTP/1.1 connection, its body capped at `cap` bytes: the one-shot
+/// client for a server's metadata (here) and status (the local provider). The caller bounds
+/// the time; the connection is dropped with the call.
+pub async fn http_get(
     addr: SocketAddr,
     host: &str,
     path: &str,
@@ -219,25 +220,28 @@ async fn http_get(
     use http_body_util::{BodyExt, Empty, Limited};
     let stream = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(
         hyper_util::rt::TokioIo::new(stream),
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| format!("HTTP handshake: {e}"))?;
     // The connection runs beside the request; it is aborted once we are done (or the
     // caller's timeout drops us), so a server that never finishes holds nothing.
     let driver = AbortOnDrop(tokio::spawn(conn));
     let req = http::Request::get(path)
         .header(http::header::HOST, host)
         .body(Empty::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        .map_err(|e| format!("building the request: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
     let status = resp.status().as_u16();
     let body = Limited::new(resp.into_body(), cap)
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("reading the reply to GET {path}: {e}"))?
         .to_bytes();
     drop(driver);
     Ok((status, body))
@@ -713,14 +717,6 @@ pub fn find_capacity(
         floor: found.floor.map(|f| f.text()),
     });
     Ok(report)
-}
-
-fn fmt_rate(r: f64) -> String {
-    if r.fract() == 0.0 {
-        format!("{r:.0}")
-    } else {
-        format!("{r:.1}")
-    }
 }
 
 /// A loadtest block becomes a [`LoadSpec`] here and nowhere else.

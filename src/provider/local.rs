@@ -654,30 +654,9 @@ pub fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(u16, String
 }
 
 async fn get(port: u16, path: &str) -> Result<(u16, String), String> {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("connecting to 127.0.0.1:{port}: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake: {e}"))?;
-    let driver = tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| format!("building the request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let status = response.status().as_u16();
-    let body = http_body_util::Limited::new(response.into_body(), MAX_STATUS_BODY)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the reply to GET {path}: {e}"))?
-        .to_bytes();
-    driver.abort();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (status, body) =
+        crate::loadgen::http_get(addr, &format!("127.0.0.1:{port}"), path, MAX_STATUS_BODY).await?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
