@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::LoadError;
 use crate::environment::Environment;
-use crate::vocab::load::{Protocol, Slo, format_error_rate};
+use crate::vocab::load::{Protocol, Slo, format_error_rate, format_ms as fmt_ms};
 
 /// Lowest and highest trackable latency in microseconds (1 µs … 60 s) and the precision.
 pub const HIST_LOW_US: u64 = 1;
@@ -362,16 +362,6 @@ pub fn error_rate(failed: u64, requests: u64) -> f64 {
         0.0
     } else {
         failed as f64 / requests as f64
-    }
-}
-
-fn fmt_ms(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
     }
 }
 

@@ -472,15 +472,12 @@ fn chart(c: Chart<'_>) -> String {
     s
 }
 
+/// Milliseconds, or a dash for a value not measured (negative).
 fn ms(v: f64) -> String {
     if v < 0.0 {
         "–".into()
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
     } else {
-        format!("{v:.2}")
+        crate::vocab::load::format_ms(v)
     }
 }
 

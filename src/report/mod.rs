@@ -15,21 +15,12 @@ pub use html::html;
 
 fn rate_label(s: &StageReport) -> String {
     match s.target_rate {
-        Some(r) if r.fract() == 0.0 => format!("{r:.0}/s"),
-        Some(r) => format!("{r:.1}/s"),
+        Some(r) => format!("{}/s", crate::vocab::load::format_rate(r)),
         None => "max".into(),
     }
 }
 
-fn f(ms: f64) -> String {
-    if ms >= 100.0 {
-        format!("{ms:.0}")
-    } else if ms >= 10.0 {
-        format!("{ms:.1}")
-    } else {
-        format!("{ms:.2}")
-    }
-}
+use crate::vocab::load::format_ms as f;
 
 fn pad_table(rows: &[Vec<String>], right: &[bool]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);

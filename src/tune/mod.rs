@@ -22,6 +22,7 @@ pub mod bench;
 pub mod prices;
 pub mod write;
 
+pub use crate::vocab::load::format_rate as fmt_rate;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -335,14 +336,6 @@ pub fn settings_json(s: &Settings) -> BTreeMap<String, serde_json::Value> {
             )
         })
         .collect()
-}
-
-pub fn fmt_rate(r: f64) -> String {
-    if r.fract() == 0.0 {
-        format!("{r:.0}")
-    } else {
-        format!("{r:.1}")
-    }
 }
 
 /// The declared configuration's values of the space's knobs.

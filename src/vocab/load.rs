@@ -251,6 +251,27 @@ pub fn parse_error_rate(s: &str) -> Option<f64> {
     (fraction.is_finite() && (0.0..=1.0).contains(&fraction)).then_some(fraction)
 }
 
+/// `300`, `12.5`: a rate in requests per second as tables and messages show it.
+pub fn format_rate(rate: f64) -> String {
+    if rate.fract() == 0.0 {
+        format!("{rate:.0}")
+    } else {
+        format!("{rate:.1}")
+    }
+}
+
+/// `250`, `47.1`, `3.31`: milliseconds with three significant figures, as the stage table,
+/// verdicts and pages show latencies.
+pub fn format_ms(ms: f64) -> String {
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else if ms >= 10.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.2}")
+    }
+}
+
 /// `0.1%`, `5%`, `0%`: an error rate as people write it.
 pub fn format_error_rate(fraction: f64) -> String {
     let pct = fraction * 100.0;
