@@ -114,6 +114,36 @@ fn serving_is_created_updated_with_new_processes_refreshed_and_destroyed() {
 }
 
 #[test]
+fn the_files_the_server_reads_are_the_bytes_the_plan_showed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "test").unwrap();
+    let providers = providers(dir.path());
+    let serving = addr(Kind::Serving, "tf");
+    let p = plan(
+        &store,
+        &providers,
+        Some(&serving_stack(1, 16)),
+        &PlanOptions::default(),
+    );
+    let shown = p
+        .changes
+        .iter()
+        .find(|c| c.address == serving)
+        .unwrap()
+        .rendered
+        .clone();
+    let out = apply(&store, &providers, &p);
+    let _reaper = Reaper(pids(&store, &serving));
+    assert!(out.ok(), "{out:?}");
+    let rec = store.resource(&serving).unwrap().unwrap();
+    let written = std::path::PathBuf::from(rec.observed["directory"].as_str().unwrap());
+    for name in ["models.config", "batching_parameters.txt"] {
+        let on_disk = std::fs::read_to_string(written.join(name)).unwrap();
+        assert_eq!(Some(&on_disk), shown.get(name), "{name}");
+    }
+}
+
+#[test]
 fn a_server_started_but_not_recorded_is_adopted_not_started_twice() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), "test").unwrap();
