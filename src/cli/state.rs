@@ -127,7 +127,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
                 .ok_or_else(|| miette!("no resource `{a}` in the state"))?;
             // The record as stored (docs/state.md).
             let record =
-                state::schema::ResourceRecord::from_state(&r).map_err(|e| miette!("{e}"))?;
+                state::records::ResourceRecord::from_state(&r).map_err(|e| miette!("{e}"))?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&record).into_diagnostic()?

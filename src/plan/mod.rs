@@ -196,7 +196,7 @@ pub struct PlanOptions {
 /// Fingerprint of what a resource is applied with: its configuration (in the state's schema
 /// form, so library changes do not change it) and rendered files.
 pub fn fingerprint(config: &ResourceConfig, rendered: &BTreeMap<String, String>) -> String {
-    crate::state::schema::fingerprint(config, rendered)
+    crate::state::records::fingerprint(config, rendered)
 }
 
 /// SHA-256 over the stack files (names and contents), to detect a stack edited after `plan --out`.

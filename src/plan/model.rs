@@ -4,7 +4,7 @@
 //! configuration applied and the one to apply. The text plan (`render`) and `plan --json`
 //! are both made from this one model ([`view`]).
 //!
-//! Built from the typed configuration (`stack::types`), never from its serde form.
+//! Built from the typed configuration (`vocab::resources`), never from its serde form.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};

@@ -1,4 +1,4 @@
-//! Migrations of an older state to `schema::VERSION`, run by `Store::open` under the lock: the
+//! Migrations of an older state to `records::VERSION`, run by `Store::open` under the lock: the
 //! whole store is rewritten in one sled transaction (with the serial bumped and a `migrate`
 //! history entry), so a migration interrupted at any point leaves the old state as it was.
 //!
@@ -15,7 +15,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::schema::{self, IntentRecord, Meta, Observed, ResourceRecord, RunRecord};
+use super::records::{self as schema, IntentRecord, Meta, Observed, ResourceRecord, RunRecord};
 use super::{StateError, decode, encode, hist_key};
 
 pub(super) fn migrate(db: &sled::Db, dir: &Path, meta: Meta) -> Result<(), StateError> {

@@ -15,7 +15,7 @@ pub mod observed;
 pub mod private;
 pub mod procinfo;
 pub mod published;
-pub mod schema;
+pub mod records;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,15 +25,15 @@ use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::vocab::resources::{Address, ResourceConfig};
-use schema::{IntentRecord, ResourceRecord};
+use records::{IntentRecord, ResourceRecord};
 
 pub use lock::{Lock, LockError, LockInfo};
 pub use published::View;
-pub use schema::{EnvironmentRecord, HistoryEntry, Meta, RunRecord, TuneProbe};
+pub use records::{EnvironmentRecord, HistoryEntry, Meta, RunRecord, TuneProbe};
 
-/// The layout this build writes (`schema::VERSION`). A store with a higher number was written
+/// The layout this build writes (`records::VERSION`). A store with a higher number was written
 /// by a newer benchstack and is refused rather than misread; a lower one is migrated on open.
-pub const SCHEMA_VERSION: u32 = schema::VERSION;
+pub const SCHEMA_VERSION: u32 = records::VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -86,7 +86,7 @@ pub enum StateError {
     },
 }
 
-/// A resource as applied (the library's view; persisted as `schema::ResourceRecord`).
+/// A resource as applied (the library's view; persisted as `records::ResourceRecord`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceState {
     pub address: Address,
@@ -111,7 +111,7 @@ pub struct ResourceState {
 
 /// Written before a provider call, settled (removed) after: an apply killed in between leaves
 /// it behind, and the next plan and apply continue from it. Persisted as
-/// `schema::IntentRecord`.
+/// `records::IntentRecord`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Intent {
     pub address: Address,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::EnvironmentRecord;
+use super::records::EnvironmentRecord;
 use crate::vocab::resources::Kind;
 
 /// A local cluster: the machine itself.

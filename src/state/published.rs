@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::{IntentRecord, ResourceRecord};
+use super::records::{IntentRecord, ResourceRecord};
 use super::{HistoryEntry, Intent, ResourceState, RunRecord, Snapshot, StateError, private};
 use crate::vocab::resources::Address;
 

@@ -1,5 +1,5 @@
 //! The persisted state format (docs/state.md), version `VERSION`. These are the state's own
-//! types: plan, apply and the providers work with `stack::types` and `loadgen::spec`, and
+//! types: plan, apply and the providers work with `vocab::resources` and `vocab::load`, and
 //! the store converts at its boundary (`ResourceRecord::from_state` / `into_state`), so a
 //! rename inside the library does not change what is on disk. A change to anything here is a
 //! new `VERSION` with a migration in `migrate`.

@@ -277,7 +277,7 @@ impl Sources {
         if !matches!(a.ty, Type::Duration { nonzero: true }) {
             return Ok(Some(d));
         }
-        // The one zero-duration check (`loadgen::spec::nonzero`), located here.
+        // The one zero-duration check (`vocab::load::nonzero`), located here.
         match spec::nonzero(d, a.name) {
             Ok(d) => Ok(Some(d)),
             Err(e) => {
