@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use miette::{IntoDiagnostic, miette};
 
-use crate::loadgen::{self, CapacitySearch, LoadSpec, Progress, request};
+use crate::loadgen::{self, CapacitySearch, LoadSpec, Progress, SpecField, request};
 use crate::report;
 use crate::vocab::load::{self as spec, Arrival, Protocol, Rate, RequestSource, Slo, Stage};
 
@@ -194,21 +194,11 @@ pub fn build_spec(args: &Args) -> miette::Result<(LoadSpec, Option<CapacitySearc
         }
     }
     let connections: u32 = flag("connections", &args.connections, "a whole number ≥ 1")?;
-    if connections == 0 {
-        return Err(miette!("--connections 0: expected a whole number ≥ 1"));
-    }
     let max_in_flight = match &args.max_in_flight {
-        Some(v) => {
-            let n: usize = flag("max-in-flight", v, "a whole number ≥ 1")?;
-            if n == 0 {
-                return Err(miette!("--max-in-flight 0: expected a whole number ≥ 1"));
-            }
-            Some(n)
-        }
+        Some(v) => Some(flag("max-in-flight", v, "a whole number ≥ 1")?),
         None => None,
     };
     let timeout = duration("timeout", &args.timeout)?;
-    spec::nonzero(timeout, "--timeout").map_err(|e| miette!("{e}"))?;
     let slos = args
         .slo
         .iter()
@@ -234,11 +224,19 @@ pub fn build_spec(args: &Args) -> miette::Result<(LoadSpec, Option<CapacitySearc
         &args.max_response_bytes,
         "a whole number of bytes ≥ 1",
     )?;
-    if spec.max_response_bytes == 0 {
-        return Err(miette!(
-            "--max-response-bytes 0: expected a whole number of bytes ≥ 1"
-        ));
-    }
+    // The generator's own checks, each named by the flag that sets it.
+    loadgen::check_spec(&spec).map_err(|p| {
+        let flag = match p.field {
+            SpecField::Targets => "TARGET",
+            SpecField::Stages if args.stage.is_empty() => "--rate/--duration",
+            SpecField::Stages => "--stage",
+            SpecField::Connections => "--connections",
+            SpecField::MaxInFlight => "--max-in-flight",
+            SpecField::MaxResponseBytes => "--max-response-bytes",
+            SpecField::Timeout => "--timeout",
+        };
+        miette!("{flag}: {}", p.message)
+    })?;
     let search = if args.find_capacity {
         if args.stage.len() > 1 {
             return Err(miette!(

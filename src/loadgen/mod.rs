@@ -298,50 +298,97 @@ async fn rest_signature_input(
 pub use crate::vocab::limits::MAX_CONNECTIONS;
 pub use spec::MAX_STAGES;
 
-fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
+/// The part of a [`LoadSpec`] a problem is in, so that each caller names its own flag or
+/// attribute (`--connections`, `connections = …`) for the one set of checks below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecField {
+    Targets,
+    Stages,
+    Connections,
+    MaxInFlight,
+    MaxResponseBytes,
+    Timeout,
+}
+
+impl SpecField {
+    /// The field's name in a message without a caller's context.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpecField::Targets => "targets",
+            SpecField::Stages => "stages",
+            SpecField::Connections => "connections",
+            SpecField::MaxInFlight => "max in flight",
+            SpecField::MaxResponseBytes => "the reply size cap",
+            SpecField::Timeout => "the timeout",
+        }
+    }
+}
+
+/// What is wrong with a spec, and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {message}", field.name())]
+pub struct SpecProblem {
+    pub field: SpecField,
+    /// Without the field's name: `found 0, expected at least 1`.
+    pub message: String,
+}
+
+/// The bounds every spec must keep, whoever made it (the CLI's flags, a loadtest block,
+/// a worker's JSON, a library caller): the one place they are checked.
+pub fn check_spec(spec: &LoadSpec) -> Result<(), SpecProblem> {
+    let problem = |field, message: String| Err(SpecProblem { field, message });
     if spec.targets.is_empty() {
-        return Err(LoadError::Invalid("no target given".into()));
+        return problem(SpecField::Targets, "none given".into());
     }
     if spec.stages.is_empty() {
-        return Err(LoadError::Invalid(
-            "no stages: give a rate and duration, or at least one stage".into(),
-        ));
+        return problem(
+            SpecField::Stages,
+            "none given: give a rate and duration, or at least one stage".into(),
+        );
     }
-    if spec.connections == 0 {
-        return Err(LoadError::Invalid("connections must be at least 1".into()));
+    if spec.connections == 0 || spec.connections > MAX_CONNECTIONS {
+        return problem(
+            SpecField::Connections,
+            format!(
+                "found {}, expected a whole number from 1 to {MAX_CONNECTIONS}",
+                spec.connections
+            ),
+        );
     }
-    if spec.connections > MAX_CONNECTIONS {
-        return Err(LoadError::Invalid(format!(
-            "connections: found {}, expected at most {MAX_CONNECTIONS}",
-            spec.connections
-        )));
+    if let Err(e) = spec::check_run_length(spec.warmup, &spec.stages) {
+        return problem(SpecField::Stages, e.to_string());
     }
-    // Checked here as well as where specs are made: specs also come from worker JSON and
-    // library callers.
-    spec::check_run_length(spec.warmup, &spec.stages)
-        .map_err(|e| LoadError::Invalid(e.to_string()))?;
+    for s in &spec.stages {
+        if let Err(e) = s.clone().check() {
+            return problem(SpecField::Stages, format!("stage `{}`: {e}", s.name));
+        }
+    }
+    if spec.timeout.is_zero() {
+        return problem(
+            SpecField::Timeout,
+            "found 0, expected more than zero".into(),
+        );
+    }
     if spec.timeout > spec::MAX_DURATION {
-        return Err(LoadError::Invalid(
-            "the timeout is longer than 366 days".into(),
-        ));
+        return problem(SpecField::Timeout, "longer than 366 days".into());
     }
     if spec.max_response_bytes == 0 {
-        return Err(LoadError::Invalid(
-            "the reply size cap must be at least 1 byte".into(),
-        ));
+        return problem(
+            SpecField::MaxResponseBytes,
+            "found 0, expected a whole number of bytes ≥ 1".into(),
+        );
     }
     if spec.max_in_flight == Some(0) {
-        return Err(LoadError::Invalid(
-            "max in flight must be at least 1".into(),
-        ));
-    }
-    spec::nonzero(spec.timeout, "the timeout").map_err(|e| LoadError::Invalid(e.to_string()))?;
-    for s in &spec.stages {
-        s.clone()
-            .check()
-            .map_err(|e| LoadError::Invalid(format!("stage `{}`: {e}", s.name)))?;
+        return problem(
+            SpecField::MaxInFlight,
+            "found 0, expected a whole number ≥ 1".into(),
+        );
     }
     Ok(())
+}
+
+fn validate(spec: &LoadSpec) -> Result<(), LoadError> {
+    check_spec(spec).map_err(|p| LoadError::Invalid(p.to_string()))
 }
 
 /// A REST target: the address to dial and the Host header.
@@ -746,5 +793,50 @@ impl LoadtestConfig {
     /// carry its rows).
     pub fn worker_spec(&self, targets: Vec<String>) -> Result<WorkerSpec, LoadError> {
         WorkerSpec::new(&self.load_spec(targets), self.workers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LoadSpec {
+        LoadSpec::new(
+            vec!["http://127.0.0.1:9".into()],
+            Protocol::Rest,
+            "m",
+            RequestSource::Body("{\"instances\": [[1.0]]}".into()),
+            vec![Stage {
+                name: "s".into(),
+                rate: Rate::PerSecond(10.0),
+                duration: Duration::from_secs(1),
+            }],
+        )
+    }
+
+    #[test]
+    fn each_out_of_bounds_setting_is_named_by_its_field() {
+        assert_eq!(check_spec(&spec()), Ok(()));
+        let field = |f: &dyn Fn(&mut LoadSpec)| {
+            let mut s = spec();
+            f(&mut s);
+            check_spec(&s).unwrap_err().field
+        };
+        assert_eq!(field(&|s| s.connections = 0), SpecField::Connections);
+        assert_eq!(
+            field(&|s| s.connections = MAX_CONNECTIONS + 1),
+            SpecField::Connections
+        );
+        assert_eq!(
+            field(&|s| s.max_in_flight = Some(0)),
+            SpecField::MaxInFlight
+        );
+        assert_eq!(
+            field(&|s| s.max_response_bytes = 0),
+            SpecField::MaxResponseBytes
+        );
+        assert_eq!(field(&|s| s.timeout = Duration::ZERO), SpecField::Timeout);
+        assert_eq!(field(&|s| s.targets.clear()), SpecField::Targets);
+        assert_eq!(field(&|s| s.stages.clear()), SpecField::Stages);
     }
 }
