@@ -310,6 +310,43 @@ pub fn check_capacity(r: &Resource, stack: &Stack) -> Result<Option<Warning>, Pl
     }
 }
 
+/// A load test from a private GKE cluster against a serving resource on GKE: the workers send
+/// to the serving LoadBalancer's public address, which nodes without external addresses reach
+/// only through Cloud NAT (or another route out). benchstack cannot see the network's routes,
+/// so the plan says so before the run instead of every request failing to connect.
+pub fn route_warning(r: &Resource, stack: &Stack) -> Option<Warning> {
+    let ResourceConfig::Loadtest(l) = &r.config else {
+        return None;
+    };
+    let cluster = |a: &Address| {
+        stack
+            .resources
+            .iter()
+            .find(|c| &c.address == a)
+            .and_then(|c| match &c.config {
+                ResourceConfig::Cluster(cc) => Some(cc),
+                _ => None,
+            })
+    };
+    let load = cluster(&l.cluster)?;
+    let target = stack.resources.iter().find(|s| s.address == l.target)?;
+    let ResourceConfig::Serving(serving) = &target.config else {
+        return None;
+    };
+    let serving_cluster = cluster(&serving.cluster)?;
+    let gke = crate::vocab::resources::ProviderKind::Gke;
+    if load.provider != gke || serving_cluster.provider != gke || !load.private_nodes {
+        return None;
+    }
+    Some(Warning {
+        address: r.address.clone(),
+        message: format!(
+            "{} has private nodes: its workers reach {}'s LoadBalancer at a public address only through Cloud NAT (or another route to the internet) on its network; without one every request fails to connect. Check with `gcloud compute routers nats list --region REGION`, or set private_nodes = false on {}",
+            l.cluster, l.target, l.cluster
+        ),
+    })
+}
+
 /// A resource state as it would be had the intent's call completed (refresh adopts what an
 /// interrupted apply finished).
 pub fn adopted(intent: &Intent, observed: Value) -> Option<ResourceState> {
@@ -497,7 +534,7 @@ pub fn make(
             // Replicas that cannot be scheduled are refused whatever the action; how an update
             // rolls is said only when something is applied.
             let capacity_note = if provider == ProviderName::Kubernetes && in_scope(&a) {
-                check_capacity(r, stack_ref)?
+                check_capacity(r, stack_ref)?.or_else(|| route_warning(r, stack_ref))
             } else {
                 None
             };

@@ -713,3 +713,34 @@ fn every_attribute_the_plan_shows_is_declared_in_the_stack_schema() {
     }
     assert_eq!(seen.len(), 4, "{seen:?}");
 }
+
+#[test]
+fn a_load_test_from_private_nodes_to_a_public_load_balancer_is_warned_about() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let inputs = crate::stack::VarInputs {
+        vars: vec![("project".into(), "p".into())],
+        var_files: vec![],
+    };
+    let mut stack = crate::stack::load(&root.join("stacks/gke.hcl"), &inputs).unwrap();
+    let baseline = stack
+        .resources
+        .iter()
+        .find(|r| r.address.to_string() == "loadtest.baseline")
+        .unwrap()
+        .clone();
+    assert_eq!(super::route_warning(&baseline, &stack), None);
+    for r in stack.resources.iter_mut() {
+        if let ResourceConfig::Cluster(c) = &mut r.config
+            && r.address.name == "loadgen"
+        {
+            c.private_nodes = true;
+        }
+    }
+    let w = super::route_warning(&baseline, &stack).expect("a warning");
+    assert!(
+        w.message.contains("cluster.loadgen has private nodes"),
+        "{}",
+        w.message
+    );
+    assert!(w.message.contains("Cloud NAT"), "{}", w.message);
+}
