@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use miette::miette;
 
-use super::plan::{PlanFlags, check_providers, load_stack, make_plan, open_store};
+use super::common::{cancel_on_signals, confirm};
+use super::plan::open_store;
 use crate::apply::{self, ApplyOptions, Event, Outcome, StepResult};
+use crate::ops::{PlanFlags, check_providers, load_stack, make_plan, parse_addresses};
 use crate::plan::{self, Action, Plan};
 use crate::provider::Providers;
 use crate::state::Store;
@@ -45,9 +47,6 @@ fn read_plan_file(path: &Path) -> Option<miette::Result<Plan>> {
         )
     }))
 }
-
-// Shared with destroy and tune (which import them from here).
-pub use super::common::{cancel_on_signals, confirm};
 
 fn past(a: Action) -> &'static str {
     match a {
@@ -265,8 +264,8 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     let stack = match &from_file {
         Some(_) => None,
         None => {
-            super::plan::parse_addresses("target", &args.flags.targets)?;
-            super::plan::parse_addresses("replace", &args.flags.replace)?;
+            parse_addresses("target", &args.flags.targets)?;
+            parse_addresses("replace", &args.flags.replace)?;
             let stack = load_stack(&args.path, &args.flags)?;
             check_providers(&stack, &providers)?;
             Some(stack)

@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 
 use miette::miette;
 
-use super::apply::{cancel_on_signals, confirm, destroy_command, execute_and_finish, print_event};
-use super::plan::{PlanFlags, make_plan, open_store};
+use super::apply::{destroy_command, execute_and_finish, print_event};
+use super::common::{cancel_on_signals, confirm};
+use super::plan::open_store;
 use super::progress;
 use crate::apply;
+use crate::ops::{PlanFlags, load_stack, make_plan, parse_addresses};
 use crate::plan;
 use crate::provider::{Context, Providers, gke};
 use crate::state::Store;
@@ -52,10 +54,10 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         vars: args.vars.clone(),
         var_files: args.var_files.clone(),
     };
-    let targets = super::plan::parse_addresses("target", &flags.targets)?;
+    let targets = parse_addresses("target", &flags.targets)?;
     // Loaded before the state is opened: a stack with an error changes nothing.
     let stack = match &args.path {
-        Some(path) => Some(super::plan::load_stack(path, &flags)?),
+        Some(path) => Some(load_stack(path, &flags)?),
         None => {
             if !flags.vars.is_empty() || !flags.var_files.is_empty() {
                 return Err(miette!(

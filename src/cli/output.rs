@@ -4,7 +4,7 @@ use std::path::Path;
 
 use miette::{IntoDiagnostic, miette};
 
-use super::plan::open_view;
+use crate::ops::open_view;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

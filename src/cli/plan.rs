@@ -9,9 +9,7 @@ use crate::plan::{self, Plan};
 use crate::provider::Providers;
 use crate::state::{self, Store};
 
-// The shared operations live in the library (`crate::ops`); other commands import them from
-// here too.
-pub use crate::ops::{
+use crate::ops::{
     PlanFlags, check_providers, load_stack, make_plan, open_view, parse_addresses, plan_from,
 };
 

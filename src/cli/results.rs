@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use miette::{IntoDiagnostic, miette};
 
-use super::plan::open_view;
 use crate::loadgen::RunReport;
+use crate::ops::open_view;
 use crate::state::{self, RunRecord, procinfo};
 
 #[derive(Debug, clap::Args)]

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use miette::{IntoDiagnostic, miette};
 
-use super::plan::{open_store, open_view};
+use super::plan::open_store;
+use crate::ops::open_view;
 use crate::state::{self, Store, View, lock, procinfo};
 
 #[derive(Debug, clap::Args)]

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use miette::{IntoDiagnostic, miette};
 use sha2::{Digest, Sha256};
 
-use super::apply::{cancel_on_signals, print_event};
-use super::plan::{check_providers, open_store};
+use super::apply::print_event;
+use super::common::cancel_on_signals;
+use super::plan::open_store;
 use super::validate::VarArgs;
+use crate::ops::check_providers;
 use crate::provider::Providers;
 use crate::stack::tune::{Knob, TuneConfig};
 use crate::tune::bench::StackBench;
