@@ -437,10 +437,9 @@ fn write_winner(
     let changes: Vec<(Knob, crate::vocab::resources::FlagValue)> = winner
         .settings
         .iter()
-        .filter_map(|(k, v)| {
-            let knob = Knob::parse(k).ok()?;
+        .filter_map(|(knob, v)| {
             let v = v.clone()?;
-            (knob.get(declared).as_ref() != Some(&v)).then_some((knob, v))
+            (knob.get(declared).as_ref() != Some(&v)).then_some((knob.clone(), v))
         })
         .collect();
     if winner.baseline || changes.is_empty() {

@@ -42,8 +42,9 @@ pub enum Objective {
     Cost,
 }
 
-/// One serving attribute a tune varies, in dotted form.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// One serving attribute a tune varies, in dotted form. Ordered by that dotted form, so that
+/// a trial's settings read (and key stored runs) in the same order as before knobs were typed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Knob {
     /// `batching.NAME`.
     Batching(String),
@@ -53,6 +54,18 @@ pub enum Knob {
     Image,
     Cpu,
     Memory,
+}
+
+impl Ord for Knob {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl PartialOrd for Knob {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl Knob {

@@ -36,8 +36,9 @@ use crate::state::TuneProbe;
 use crate::vocab::load::Slo;
 use crate::vocab::resources::{FlagValue, ServingConfig};
 
-/// A trial's settings: dotted serving attribute → value (None: not set, the server's default).
-pub type Settings = BTreeMap<String, Option<FlagValue>>;
+/// A trial's settings: serving attribute → value (None: not set, the server's default).
+/// Ordered by the knob's dotted form, which is also how settings are keyed and shown.
+pub type Settings = BTreeMap<Knob, Option<FlagValue>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TuneError {
@@ -307,8 +308,8 @@ pub struct Outcome {
 pub fn settings_key(s: &Settings) -> String {
     s.iter()
         .map(|(k, v)| match v {
-            Some(v) => format!("{k}={v}"),
-            None => format!("{k}=default"),
+            Some(v) => format!("{}={v}", k.key()),
+            None => format!("{}=default", k.key()),
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -318,8 +319,8 @@ pub fn settings_key(s: &Settings) -> String {
 pub fn settings_text(s: &Settings) -> String {
     s.iter()
         .map(|(k, v)| match v {
-            Some(v) => format!("{k}={v}"),
-            None => format!("{k}=(default)"),
+            Some(v) => format!("{}={v}", k.key()),
+            None => format!("{}=(default)", k.key()),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -329,7 +330,7 @@ pub fn settings_json(s: &Settings) -> BTreeMap<String, serde_json::Value> {
     s.iter()
         .map(|(k, v)| {
             (
-                k.clone(),
+                k.key(),
                 v.as_ref()
                     .and_then(|v| serde_json::to_value(v).ok())
                     .unwrap_or(serde_json::Value::Null),
@@ -342,15 +343,15 @@ pub fn settings_json(s: &Settings) -> BTreeMap<String, serde_json::Value> {
 pub fn baseline_settings(cfg: &TuneConfig, declared: &ServingConfig) -> Settings {
     cfg.space
         .iter()
-        .map(|d| (d.knob.key(), d.knob.get(declared)))
+        .map(|d| (d.knob.clone(), d.knob.get(declared)))
         .collect()
 }
 
 /// The serving configuration of a trial: the declared one with the settings applied.
 pub fn trial_serving(declared: &ServingConfig, settings: &Settings) -> ServingConfig {
     let mut s = declared.clone();
-    for (k, v) in settings {
-        if let (Ok(knob), Some(v)) = (Knob::parse(k), v) {
+    for (knob, v) in settings {
+        if let Some(v) = v {
             knob.set(&mut s, v);
         }
     }
@@ -380,7 +381,7 @@ pub fn grid(cfg: &TuneConfig) -> Vec<Settings> {
             };
             for v in values {
                 let mut s = s.clone();
-                s.insert(d.knob.key(), Some(v.clone()));
+                s.insert(d.knob.clone(), Some(v.clone()));
                 next.push(s);
             }
         }
@@ -940,12 +941,12 @@ impl<'a, B: Bench> Tuner<'a, B> {
             .iter()
             .map(|d| {
                 let v = base
-                    .get(&d.knob.key())
+                    .get(&d.knob)
                     .cloned()
                     .flatten()
                     .filter(|v| d.values.contains(v))
                     .or_else(|| d.values.first().cloned());
-                (d.knob.key(), v)
+                (d.knob.clone(), v)
             })
             .collect();
         let max = self.cfg.max_trials as usize;
@@ -966,7 +967,7 @@ impl<'a, B: Bench> Tuner<'a, B> {
             for d in self.cfg.space.clone() {
                 for v in &d.values {
                     let mut cand = point.clone();
-                    cand.insert(d.knob.key(), Some(v.clone()));
+                    cand.insert(d.knob.clone(), Some(v.clone()));
                     if find(trials, &cand).is_some() {
                         continue;
                     }
@@ -980,7 +981,7 @@ impl<'a, B: Bench> Tuner<'a, B> {
                 // Move along this dimension to its best value.
                 for v in &d.values {
                     let mut cand = point.clone();
-                    cand.insert(d.knob.key(), Some(v.clone()));
+                    cand.insert(d.knob.clone(), Some(v.clone()));
                     if let Some(i) = find(trials, &cand)
                         && let Some(s) = self.score(&trials[i])
                         && s > current

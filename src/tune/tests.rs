@@ -11,6 +11,10 @@ use crate::stack::tune::{Dimension, Objective, Search, TuneConfig};
 use crate::vocab::load::{Arrival, Protocol, Stage};
 use crate::vocab::resources::{Address, BatchingConfig, Kind, Span};
 
+fn knob(key: &str) -> Knob {
+    Knob::parse(key).expect("a knob")
+}
+
 /// A model server: capacity by (max_batch_size, num_batch_threads); threads = 4 sheds load
 /// (above its 200 req/s it fails the excess fast); max_batch_size = 128 answers no faster than
 /// 72 ms at any rate (a latency floor above the 50 ms SLO); threads = 3 fails 5% of requests
@@ -319,7 +323,9 @@ fn the_load_shedding_configuration_never_wins() {
     let shed = o
         .trials
         .iter()
-        .find(|t| t.settings.get("batching.num_batch_threads") == Some(&Some(FlagValue::Int(4))))
+        .find(|t| {
+            t.settings.get(&knob("batching.num_batch_threads")) == Some(&Some(FlagValue::Int(4)))
+        })
         .unwrap();
     // It "serves" any rate with fast errors; counted failures cap it at its real capacity
     // (and the 1% the error-rate objective allows above it).
@@ -481,7 +487,7 @@ fn the_grid_changes_one_setting_per_trial_with_replicas_innermost() {
     let keys: std::collections::BTreeSet<String> = points.iter().map(settings_key).collect();
     assert_eq!(keys.len(), points.len(), "no combination twice");
     for pair in points.windows(2) {
-        let changed: Vec<&String> = pair[0]
+        let changed: Vec<&Knob> = pair[0]
             .iter()
             .filter(|(k, v)| pair[1].get(*k) != Some(*v))
             .map(|(k, _)| k)
@@ -494,14 +500,14 @@ fn the_grid_changes_one_setting_per_trial_with_replicas_innermost() {
         .windows(2)
         .filter(|w| {
             w[0].iter()
-                .any(|(k, v)| k != "replicas" && w[1].get(k) != Some(v))
+                .any(|(k, v)| *k != Knob::Replicas && w[1].get(k) != Some(v))
         })
         .count();
     assert_eq!(restarts, 5, "{points:?}");
     // The first dimension the user gave (after replicas) stays outermost.
     let mbs: Vec<&Option<FlagValue>> = points
         .iter()
-        .map(|p| &p["batching.max_batch_size"])
+        .map(|p| &p[&knob("batching.max_batch_size")])
         .collect();
     assert!(
         mbs[..6].iter().all(|v| **v == Some(FlagValue::Int(8))),
@@ -519,8 +525,8 @@ fn trial_of(o: &Outcome, mbs: i64, threads: i64) -> &Trial {
     o.trials
         .iter()
         .find(|t| {
-            t.settings.get("batching.max_batch_size") == Some(&Some(FlagValue::Int(mbs)))
-                && t.settings.get("batching.num_batch_threads")
+            t.settings.get(&knob("batching.max_batch_size")) == Some(&Some(FlagValue::Int(mbs)))
+                && t.settings.get(&knob("batching.num_batch_threads"))
                     == Some(&Some(FlagValue::Int(threads)))
         })
         .unwrap()
