@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::*;
 use crate::loadgen::result::{encode_histogram, judge, new_histogram};
 use crate::loadgen::{LagSummary, Percentiles};
-use crate::stack::tune::{Dimension, Objective, Search, TuneConfig};
+use crate::stack::tune::{Dimension, Knob, Objective, Search, TuneConfig};
 use crate::vocab::load::{Arrival, Protocol, Stage};
-use crate::vocab::resources::{Address, BatchingConfig, Kind, Span};
+use crate::vocab::resources::{Address, BatchingConfig, FlagValue, Kind, Span};
 
 fn knob(key: &str) -> Knob {
     Knob::parse(key).expect("a knob")

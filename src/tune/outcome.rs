@@ -1,0 +1,321 @@
+//! What a tune found: the trials with their measurements and probes, pricing and sizing, and
+//! the ranking's presentation (the one-sentence summary, the JSON). Plain data; the search
+//! that fills it is in `mod.rs`.
+
+use serde::Serialize;
+
+use super::{Settings, fmt_rate, settings_json, settings_key, settings_text};
+use crate::loadgen::Floor;
+use crate::stack::tune::Objective;
+use crate::vocab::load::Slo;
+use crate::vocab::resources::ServingConfig;
+
+/// One probe of a measurement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeResult {
+    pub run: u64,
+    pub rate: f64,
+    pub passed: bool,
+    pub reason: String,
+    /// The load test's first latency SLO's percentile over all requests, failures counted
+    /// (null when it falls among the failed requests).
+    pub latency_ms: Option<f64>,
+    /// p99 over all requests, failures counted (null when it falls among the failures).
+    pub p99_ms: Option<f64>,
+    pub error_rate: f64,
+    pub requests: u64,
+    /// How long it ran (less than planned when it stopped early).
+    pub duration_s: f64,
+    /// Why it stopped sending before its planned end (it could no longer pass), or null.
+    pub stopped_early: Option<String>,
+    /// Set when the probe had fewer requests than its percentile's sample rule asks (the
+    /// probe length is capped): what that sample can and cannot prove.
+    pub short_sample: Option<String>,
+}
+
+/// One capacity search of one configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measurement {
+    /// The highest rate that passed, req/s (null when none did).
+    pub capacity: Option<f64>,
+    pub probes: Vec<ProbeResult>,
+    /// Why this measurement says nothing about the server (the load generator was the
+    /// bottleneck, or the configuration could not be applied).
+    pub invalid: Option<String>,
+    /// Set when the search stopped because no rate can pass: halving the rate did not lower
+    /// a missed objective beyond noise (`loadgen::search::floor_between`).
+    pub floor: Option<Floor>,
+}
+
+/// One configuration and its measurements.
+#[derive(Debug, Clone)]
+pub struct Trial {
+    pub settings: Settings,
+    /// The stack's own configuration.
+    pub baseline: bool,
+    pub serving: ServingConfig,
+    pub measurements: Vec<Measurement>,
+}
+
+impl Trial {
+    pub fn key(&self) -> String {
+        settings_key(&self.settings)
+    }
+
+    /// The median capacity of the valid measurements (a measurement without a passing probe
+    /// counts as 0), or None when no valid measurement passed anything.
+    pub fn capacity(&self) -> Option<f64> {
+        let mut caps: Vec<f64> = self
+            .measurements
+            .iter()
+            .filter(|m| m.invalid.is_none())
+            .map(|m| m.capacity.unwrap_or(0.0))
+            .collect();
+        if caps.is_empty() || caps.iter().all(|c| *c <= 0.0) {
+            return None;
+        }
+        caps.sort_by(f64::total_cmp);
+        let n = caps.len();
+        Some(if n % 2 == 1 {
+            caps[n / 2]
+        } else {
+            (caps[n / 2 - 1] + caps[n / 2]) / 2.0
+        })
+    }
+
+    /// (min, max) of the valid measurements' capacities.
+    pub fn spread(&self) -> Option<(f64, f64)> {
+        let caps: Vec<f64> = self
+            .measurements
+            .iter()
+            .filter(|m| m.invalid.is_none())
+            .map(|m| m.capacity.unwrap_or(0.0))
+            .collect();
+        let min = caps.iter().copied().reduce(f64::min)?;
+        let max = caps.iter().copied().reduce(f64::max)?;
+        Some((min, max))
+    }
+
+    pub fn invalid(&self) -> Option<&str> {
+        self.measurements.iter().find_map(|m| m.invalid.as_deref())
+    }
+
+    /// The floor that makes this configuration never pass: found by a valid measurement of a
+    /// trial that passed nowhere.
+    pub fn floor(&self) -> Option<&Floor> {
+        if self.capacity().is_some() || self.invalid().is_some() {
+            return None;
+        }
+        self.measurements.iter().find_map(|m| m.floor.as_ref())
+    }
+
+    /// The highest passing probe of the measurement nearest the median: latency and errors at
+    /// capacity.
+    pub fn at_capacity(&self) -> Option<&ProbeResult> {
+        let cap = self.capacity()?;
+        let m = self
+            .measurements
+            .iter()
+            .filter(|m| m.invalid.is_none())
+            .min_by(|a, b| {
+                let da = (a.capacity.unwrap_or(0.0) - cap).abs();
+                let db = (b.capacity.unwrap_or(0.0) - cap).abs();
+                da.total_cmp(&db)
+            })?;
+        m.probes
+            .iter()
+            .filter(|p| p.passed)
+            .max_by(|a, b| a.rate.total_cmp(&b.rate))
+    }
+
+    /// Why the trial found no capacity: the invalid reason or the first probe's failure.
+    pub fn reason(&self) -> Option<String> {
+        if let Some(i) = self.invalid() {
+            return Some(i.to_string());
+        }
+        if self.capacity().is_some() {
+            return None;
+        }
+        if let Some(f) = self.floor() {
+            return Some(format!("never passes: {}", f.text()));
+        }
+        self.measurements
+            .iter()
+            .flat_map(|m| m.probes.iter())
+            .find(|p| !p.passed)
+            .map(|p| format!("at {} req/s: {}", fmt_rate(p.rate), p.reason))
+    }
+}
+
+/// What a node of the serving cluster costs, and how many there are.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pricing {
+    /// USD per node-hour.
+    pub hourly_price: f64,
+    pub nodes: u32,
+    /// Where the price comes from (the stack's `hourly_price`, or the shipped table and its date).
+    pub source: String,
+}
+
+impl Pricing {
+    /// USD per million predictions at `capacity` req/s.
+    pub fn cost_per_million(&self, capacity: f64) -> Option<f64> {
+        (capacity > 0.0)
+            .then(|| f64::from(self.nodes) * self.hourly_price * 1e6 / (capacity * 3600.0))
+    }
+}
+
+/// How to carry `target_rate` with the winner.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sizing {
+    pub target_rate: f64,
+    pub replicas: u32,
+    pub nodes: u32,
+    /// USD per month (730 hours), when the cluster has a price.
+    pub monthly_cost: Option<f64>,
+}
+
+/// The outcome of a tune.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub tune: String,
+    pub objective: Objective,
+    /// The load test's SLOs (with the error-rate objective the search adds).
+    pub slos: Vec<Slo>,
+    /// Index of the baseline in `trials`.
+    pub baseline: usize,
+    pub trials: Vec<Trial>,
+    /// Index of the winner in `trials`.
+    pub winner: Option<usize>,
+    /// The runner-up's range overlaps the winner's: the lead is inside the noise.
+    pub lead_within_noise: bool,
+    pub probes: usize,
+    /// Probes measured now (the rest were taken from the state).
+    pub probes_measured: usize,
+    pub pricing: Option<Pricing>,
+    pub sizing: Option<Sizing>,
+}
+
+impl Outcome {
+    /// The one-sentence summary: "In N probes across M configurations, <settings> carries X
+    /// req/s at p99 ≤ 50 ms, Y% more than the current configuration (Z req/s)".
+    pub fn sentence(&self) -> String {
+        let slo = self
+            .slos
+            .iter()
+            .filter_map(|s| match s {
+                Slo::Latency { .. } => Some(format!(
+                    "{} ≤ {} ms",
+                    s.label(),
+                    fmt_ms(s.limit_ms().unwrap_or(0.0))
+                )),
+                Slo::ErrorRate { .. } => None,
+            })
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let head = format!(
+            "In {} probes across {} configurations",
+            self.probes,
+            self.trials.len()
+        );
+        let Some(w) = self.winner else {
+            return format!("{head}, no configuration met the SLOs ({slo}).");
+        };
+        let win = &self.trials[w];
+        let cap = win.capacity().unwrap_or(0.0);
+        let base = &self.trials[self.baseline];
+        let who = if win.baseline {
+            format!(
+                "the current configuration ({})",
+                settings_text(&win.settings)
+            )
+        } else {
+            settings_text(&win.settings)
+        };
+        let mut s = format!("{head}, {who} carries {} req/s at {slo}", fmt_rate(cap));
+        if !win.baseline {
+            match base.capacity() {
+                Some(b) if b > 0.0 => {
+                    let pct = (cap / b - 1.0) * 100.0;
+                    if pct >= 0.0 {
+                        s.push_str(&format!(
+                            ", {pct:.0}% more than the current configuration ({} req/s)",
+                            fmt_rate(b)
+                        ));
+                    } else {
+                        s.push_str(&format!(
+                            ", {:.0}% less than the current configuration ({} req/s) but cheaper per prediction",
+                            -pct,
+                            fmt_rate(b)
+                        ));
+                    }
+                }
+                _ => s.push_str(", while the current configuration met the SLOs at no probed rate"),
+            }
+        } else {
+            s.push_str(", more than any other configuration tried");
+        }
+        if self.lead_within_noise {
+            s.push_str(
+                "; its lead over the runner-up is inside the noise (their measured ranges overlap)",
+            );
+        }
+        s.push('.');
+        s
+    }
+
+    /// The `--json` object (docs/tune-json.md).
+    pub fn to_json(&self) -> serde_json::Value {
+        let trial = |t: &Trial| {
+            let at = t.at_capacity();
+            let cap = t.capacity();
+            serde_json::json!({
+                "settings": settings_json(&t.settings),
+                "baseline": t.baseline,
+                "capacity": cap,
+                "passed": cap.is_some() && t.invalid().is_none(),
+                "p99_ms": at.and_then(|p| p.p99_ms),
+                "latency_ms": at.and_then(|p| p.latency_ms),
+                "error_rate": at.map(|p| p.error_rate),
+                "cost_per_million": cap.and_then(|c| self.pricing.as_ref().and_then(|p| p.cost_per_million(c))),
+                "spread": t.spread().map(|(a, b)| serde_json::json!({"min": a, "max": b})),
+                "measurements": t.measurements,
+                "floor": t.floor(),
+                "never_passes": t.floor().is_some(),
+                "reason": t.reason(),
+            })
+        };
+        serde_json::json!({
+            "tune": self.tune,
+            "objective": self.objective,
+            "slos": self.slos.iter().map(|s| match s {
+                Slo::Latency { .. } => serde_json::json!({"slo": s.label(), "limit_ms": s.limit_ms()}),
+                Slo::ErrorRate { errors } => serde_json::json!({"slo": "errors", "limit_error_rate": errors}),
+            }).collect::<Vec<_>>(),
+            "baseline": trial(&self.trials[self.baseline]),
+            "trials": self.trials.iter().map(trial).collect::<Vec<_>>(),
+            "winner": self.winner.map(|w| {
+                let t = &self.trials[w];
+                serde_json::json!({
+                    "settings": settings_json(&t.settings),
+                    "capacity": t.capacity(),
+                    "baseline": t.baseline,
+                })
+            }),
+            "lead_within_noise": self.lead_within_noise,
+            "probes": self.probes,
+            "probes_measured": self.probes_measured,
+            "pricing": self.pricing,
+            "sizing": self.sizing,
+            "summary": self.sentence(),
+        })
+    }
+}
+
+fn fmt_ms(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
