@@ -391,3 +391,18 @@ fn validate_remote_runs_the_same_checks_as_if_every_cluster_were_new() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(w.compute.requests().len(), before);
 }
+
+#[test]
+fn apply_stops_at_the_preflight_before_creating_anything() {
+    let w = World::start();
+    w.compute
+        .set_region_quota(PROJECT, "us-central1", "CPUS", 24.0, 0.0);
+    let mut c = w.command(&["apply", "--auto-approve"]);
+    c.arg(repo().join("stacks/gke.hcl"))
+        .args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("88 vCPUs counted by CPUS"), "{err}");
+    assert!(err.contains("`--preflight=false`"), "{err}");
+    w.assert_no_gke_change();
+}
