@@ -406,3 +406,26 @@ fn apply_stops_at_the_preflight_before_creating_anything() {
     assert!(err.contains("`--preflight=false`"), "{err}");
     w.assert_no_gke_change();
 }
+
+#[test]
+fn services_and_images_that_cannot_be_read_are_warnings_not_errors() {
+    let w = World::start();
+    w.usage.deny(PROJECT);
+    w.registry.deny("bench-test/benchstack");
+    let (code, out, err) = w.plan(&[], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("cluster.serving will be created"), "{out}");
+    assert!(
+        err.contains("preflight: cannot tell whether container.googleapis.com is enabled in project bench-test: HTTP 403"),
+        "{err}"
+    );
+    assert!(
+        err.contains("preflight: cannot check image us-central1-docker.pkg.dev/bench-test/benchstack/tf-serving-regression:latest: us-central1-docker.pkg.dev answered 403"),
+        "{err}"
+    );
+    assert!(err.contains("roles/artifactregistry.reader"), "{err}");
+    // Behind a 403 a missing tag cannot be told from a present one: still only a warning.
+    w.registry.remove(SERVING_IMAGE);
+    let (code, out, err) = w.plan(&[], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}

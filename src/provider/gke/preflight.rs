@@ -1188,7 +1188,7 @@ async fn error_body(
     let Ok(resp) = req.send().await else {
         return (None, String::new());
     };
-    let Ok(body) = resp.bytes().await else {
+    let Some(body) = capped_body(resp).await else {
         return (None, String::new());
     };
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -1200,6 +1200,21 @@ async fn error_body(
             .map(|m| m.chars().take(300).collect())
             .unwrap_or_default(),
     )
+}
+
+/// How much of a registry's answer is read: its error documents and tokens are small, and a
+/// peer that sends more is not waited for.
+const MAX_BODY: usize = 64 * 1024;
+
+async fn capped_body(mut resp: reqwest::Response) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.ok()? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_BODY {
+            return None;
+        }
+    }
+    Some(body)
 }
 
 /// The token an anonymous client gets from a `Bearer realm=…` challenge
@@ -1223,7 +1238,7 @@ async fn anonymous_token(client: &reqwest::Client, challenge: &str) -> Option<St
     if !resp.status().is_success() {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&capped_body(resp).await?).ok()?;
     v["token"]
         .as_str()
         .or(v["access_token"].as_str())
