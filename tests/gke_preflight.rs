@@ -429,3 +429,57 @@ fn services_and_images_that_cannot_be_read_are_warnings_not_errors() {
     let (code, out, err) = w.plan(&[], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
 }
+
+#[test]
+fn a_public_image_is_checked_with_the_anonymous_token_its_registry_hands_out() {
+    let w = World::start();
+    let hub = RegistryEmulator::start();
+    hub.serve_anonymous_tokens("anonymous-pull-token");
+    hub.push("tensorflow/serving:2.19.0");
+    // A copy of the stack whose serving image is Docker Hub's, beside a link to the examples.
+    let copy = w.dir.path().join("edited");
+    std::fs::create_dir_all(copy.join("stacks")).unwrap();
+    std::os::unix::fs::symlink(repo().join("examples"), copy.join("examples")).unwrap();
+    let text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
+    let from = "\"${var.registry_location}-docker.pkg.dev/${var.project}/benchstack/tf-serving-regression:latest\"";
+    assert!(text.contains(from));
+    let stack = copy.join("stacks/gke.hcl");
+    let plan = |tag: &str| {
+        std::fs::write(
+            &stack,
+            text.replace(from, &format!("\"tensorflow/serving:{tag}\"")),
+        )
+        .unwrap();
+        let mut c = w.command(&["plan"]);
+        c.arg(&stack)
+            .args(["--var", &format!("project={PROJECT}")])
+            .env(
+                "BENCHSTACK_REGISTRY_ENDPOINT",
+                format!("{REGISTRY}={},docker.io={}", w.registry.url(), hub.url()),
+            );
+        run(c)
+    };
+    let (code, out, err) = plan("2.19.0");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let seen = hub.requests();
+    assert!(
+        seen.contains(&("GET".into(), "/v2/token".into())),
+        "{seen:?}"
+    );
+    assert_eq!(
+        hub.authorizations(),
+        ["", "Bearer anonymous-pull-token"],
+        "a Google token is never sent to another registry"
+    );
+
+    let (code, out, err) = plan("2.99.0");
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("image tensorflow/serving:2.99.0 does not exist: docker.io has no manifest 2.99.0 (MANIFEST_UNKNOWN"),
+        "{err}"
+    );
+    assert!(
+        err.contains("docker manifest inspect docker.io/tensorflow/serving:2.99.0"),
+        "{err}"
+    );
+}

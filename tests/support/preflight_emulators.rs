@@ -519,6 +519,8 @@ struct RegistryState {
     tokens: Option<BTreeSet<String>>,
     /// Repository paths (NAME prefixes) the token may not read.
     denied: BTreeSet<String>,
+    /// The token `GET /v2/token` hands to anyone (a public registry such as Docker Hub).
+    anonymous: Option<String>,
     authorizations: Vec<String>,
 }
 
@@ -582,6 +584,22 @@ impl RegistryEmulator {
                     &[],
                 );
             }
+            // A public registry's token service hands an anonymous client a pull token
+            // (https://distribution.github.io/distribution/spec/auth/token/: `GET
+            // realm?service=…&scope=…` → `{"token", "access_token", "expires_in",
+            // "issued_at"}`); Docker Hub's is auth.docker.io/token.
+            if path == "/v2/token" {
+                return match &st.anonymous {
+                    Some(t) => json_reply(
+                        200,
+                        json!({"token": t, "access_token": t, "expires_in": 300,
+                               "issued_at": "2026-01-01T00:00:00Z"}),
+                    ),
+                    None => {
+                        registry_error(401, "UNAUTHORIZED", "authentication required", head, &[])
+                    }
+                };
+            }
             let Some(rest) = path.strip_prefix("/v2/") else {
                 return registry_error(404, "NOT_FOUND", "not found", head, &[]);
             };
@@ -625,12 +643,13 @@ impl RegistryEmulator {
                     &[],
                 );
             }
-            // The repository is the first two parts on Artifact Registry: PROJECT/REPO.
+            // The repository is the first two parts on Artifact Registry (PROJECT/REPO), the
+            // whole name on Docker Hub (NAMESPACE/IMAGE).
             let repo: String = name.split('/').take(2).collect::<Vec<_>>().join("/");
             let repo_exists = st
                 .manifests
                 .keys()
-                .any(|k| k.starts_with(&format!("{repo}/")));
+                .any(|k| k.starts_with(&format!("{repo}/")) || k.starts_with(&format!("{repo}:")));
             let key = if reference.starts_with("sha256:") {
                 st.manifests
                     .iter()
@@ -691,6 +710,16 @@ impl RegistryEmulator {
     /// The token may not read repositories under this path.
     pub fn deny(&self, name_prefix: &str) {
         self.state.lock().unwrap().denied.insert(name_prefix.into());
+    }
+
+    /// Behaves as a public registry: `GET /v2/token` gives anyone `token`, which reads every
+    /// repository.
+    pub fn serve_anonymous_tokens(&self, token: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.anonymous = Some(token.into());
+        st.tokens
+            .get_or_insert_with(BTreeSet::new)
+            .insert(token.into());
     }
 
     /// Only these bearer tokens are accepted.

@@ -1140,7 +1140,9 @@ async fn manifest_exists(
         }
         req.send()
     };
-    let mut response = send(bearer.map(str::to_string))
+    // The token the answer was given to (the anonymous one after a challenge).
+    let mut used = bearer.map(str::to_string);
+    let mut response = send(used.clone())
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     if response.status() == reqwest::StatusCode::UNAUTHORIZED && bearer.is_none() {
@@ -1153,7 +1155,10 @@ async fn manifest_exists(
             Some(c) => anonymous_token(client, &c).await,
             None => None,
         } {
-            response = send(Some(token)).await.map_err(|e| format!("{url}: {e}"))?;
+            response = send(Some(token.clone()))
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            used = Some(token);
         }
     }
     let status = response.status().as_u16();
@@ -1161,7 +1166,7 @@ async fn manifest_exists(
         200..=299 => Ok(Manifest::Exists),
         401 | 403 | 404 => {
             // HEAD has no body; a GET says which error it is.
-            let (code, message) = error_body(client, &url, bearer).await;
+            let (code, message) = error_body(client, &url, used.as_deref()).await;
             if status == 404 {
                 Ok(Manifest::Missing {
                     code: code.unwrap_or_else(|| "MANIFEST_UNKNOWN".into()),
