@@ -1,4 +1,4 @@
-//! Preflight: what `benchstack plan` (and `validate --remote`) asks Google before anything is
+//! Preflight: what `benchstack plan` (and `apply`, `validate --remote`) asks Google before anything is
 //! created, so that a problem shows up at the attribute at fault instead of as a refusal
 //! halfway through an apply that already bills:
 //!
