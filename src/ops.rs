@@ -1,7 +1,7 @@
 //! Operations the commands share (cargo's `ops` pattern): reading the flags plan, apply and
 //! destroy have in common, loading a stack with its variables, checking its providers,
-//! opening the state, and planning with refresh. Commands call these and print; nothing here
-//! prints.
+//! opening the state, planning with refresh, and the remote preflight of a plan on GKE.
+//! Commands call these and print; nothing here prints.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use miette::miette;
 
 use crate::plan::{Plan, PlanOptions};
-use crate::provider::{Observer, Providers, cluster_providers, provider_for};
+use crate::provider::{Observer, Providers, cluster_providers, gke, provider_for};
 use crate::refresh;
 use crate::state::{self, Store};
 use crate::vocab::resources::{Address, Stack};
@@ -117,4 +117,126 @@ pub fn plan_from(
     let observe: Option<&dyn crate::provider::Observe> =
         if flags.refresh { Some(&observer) } else { None };
     refresh::plan(stack, snap, outputs, observe, &opts).map_err(|e| miette!("{e}"))
+}
+
+/// What the remote preflight found: errors at the attribute at fault (the plan stops), and
+/// warnings (a check that could not be made).
+#[derive(Debug, Default)]
+pub struct Preflight {
+    pub errors: crate::stack::Diagnostics,
+    pub warnings: Vec<String>,
+    /// Whether there was anything to check (a gke cluster).
+    pub ran: bool,
+    /// Compute Engine described a machine type differently from the built-in table (or one
+    /// the table lacks): a plan made before has to be made again for the capacity check.
+    pub reshaped: bool,
+}
+
+/// The stack's gke clusters (with what `plan` does to each; every one counts as created when
+/// there is no plan) and the images its Kubernetes resources run.
+pub fn preflight_request(stack: &Stack, plan: Option<&Plan>) -> gke::preflight::Request {
+    use crate::plan::Action;
+    use crate::vocab::resources::{ProviderKind, ResourceConfig};
+    let change = |a: &Address| plan.and_then(|p| p.changes.iter().find(|c| &c.address == a));
+    let gke_cluster = |a: &Address| {
+        stack.resources.iter().any(|r| {
+            &r.address == a
+                && matches!(&r.config, ResourceConfig::Cluster(c) if c.provider == ProviderKind::Gke)
+        })
+    };
+    let mut request = gke::preflight::Request::default();
+    for r in &stack.resources {
+        match &r.config {
+            ResourceConfig::Cluster(c) if c.provider == ProviderKind::Gke => {
+                let ch = change(&r.address);
+                let action = ch.map(|c| c.action);
+                let replaces = match ch {
+                    Some(c) if c.action == Action::Replace => match &c.before {
+                        Some(ResourceConfig::Cluster(b)) => Some(b.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                request.clusters.push(gke::preflight::ClusterItem {
+                    address: r.address.clone(),
+                    config: c.clone(),
+                    creates: plan.is_none()
+                        || matches!(action, Some(Action::Create | Action::Replace)),
+                    replaces,
+                });
+            }
+            ResourceConfig::Serving(s) if gke_cluster(&s.cluster) => {
+                if let Some(image) = &s.image {
+                    request.images.push(gke::preflight::ImageItem {
+                        address: r.address.clone(),
+                        attribute: "image",
+                        image: image.clone(),
+                    });
+                }
+            }
+            ResourceConfig::Loadtest(l) if gke_cluster(&l.cluster) => {
+                if let Some(image) = &l.loadgen_image {
+                    request.images.push(gke::preflight::ImageItem {
+                        address: r.address.clone(),
+                        attribute: "loadgen_image",
+                        image: image.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    request
+}
+
+/// Asks Service Usage, Compute Engine and the registries whether applying `plan` (or, with
+/// no plan, creating the whole stack) would fail for a reason that is already visible: a
+/// disabled API, a machine type or zone that does not exist, a CPU quota too small for the
+/// clusters it creates, an image that is not in its registry. A stack without gke clusters
+/// asks nothing.
+pub fn preflight(stack: &Stack, plan: Option<&Plan>) -> Preflight {
+    let request = preflight_request(stack, plan);
+    if request.clusters.is_empty() {
+        return Preflight::default();
+    }
+    let report = gke::preflight::run(&request, &gke::preflight::Endpoints::from_env());
+    let span_of = |a: &Address| {
+        stack
+            .resources
+            .iter()
+            .find(|r| &r.address == a)
+            .map(|r| r.span.clone())
+    };
+    let mut out = Preflight {
+        ran: true,
+        reshaped: report.reshaped(),
+        ..Preflight::default()
+    };
+    for f in &report.findings {
+        let at = f.address.as_ref().map(|a| a.to_string());
+        match (f.severity, f.address.as_ref().and_then(span_of)) {
+            (gke::preflight::Severity::Error, Some(span)) => {
+                out.errors.push(crate::stack::attribute_diagnostic(
+                    &span,
+                    f.attribute,
+                    format!("{}: {}", at.unwrap_or_default(), f.message),
+                    f.fix.clone(),
+                ));
+            }
+            (gke::preflight::Severity::Error, None) => out.errors.push(crate::stack::Diagnostic {
+                location: crate::stack::Location::Input(at.unwrap_or_else(|| "preflight".into())),
+                message: f.message.clone(),
+                help: f.fix.clone(),
+                note: None,
+            }),
+            (gke::preflight::Severity::Warning, _) => out.warnings.push(match (at, &f.fix) {
+                (Some(a), Some(fix)) => format!("{a}: {} ({fix})", f.message),
+                (Some(a), None) => format!("{a}: {}", f.message),
+                (None, Some(fix)) => format!("{} ({fix})", f.message),
+                (None, None) => f.message.clone(),
+            }),
+        }
+    }
+    out.errors.finish();
+    out
 }

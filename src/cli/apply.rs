@@ -27,6 +27,13 @@ pub struct Args {
     /// How many resources to change at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallelism: u32,
+    /// Before applying a stack with gke clusters, run plan's preflight (docs/gke.md,
+    /// "Preflight"): a disabled API, a missing machine type or image, a CPU quota too small
+    /// stops the apply before anything is created. `--preflight=false` skips it; a plan
+    /// file is applied as it was checked.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub preflight: bool,
     #[command(flatten)]
     pub flags: PlanFlags,
 }
@@ -281,7 +288,19 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         }
         None => {
             apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
-            let plan = make_plan(stack.as_ref(), &store, &providers, &args.flags, false)?;
+            let mut plan = make_plan(stack.as_ref(), &store, &providers, &args.flags, false)?;
+            if let Some(stack) = stack
+                .as_ref()
+                .filter(|_| args.preflight && plan.has_changes())
+            {
+                let checked = crate::ops::preflight(stack, Some(&plan));
+                if !super::common::print_preflight(&checked, "`--preflight=false`") {
+                    return Ok(super::Outcome::Failed);
+                }
+                if checked.reshaped {
+                    plan = make_plan(Some(stack), &store, &providers, &args.flags, false)?;
+                }
+            }
             print!("{}", plan::render::text(&plan));
             super::plan::print_warnings(&plan);
             if plan.has_changes()

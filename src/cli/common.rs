@@ -1,5 +1,5 @@
 //! What several commands do at the terminal the same way: asking for confirmation and
-//! turning Ctrl-C into a cancel flag.
+//! turning Ctrl-C into a cancel flag, printing what the remote preflight found.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
@@ -33,4 +33,29 @@ pub fn cancel_on_signals() -> Arc<AtomicBool> {
         let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
     }
     flag
+}
+
+/// Prints what preflight found on stderr: warnings, then the errors with how to fix each.
+/// False when there are errors.
+pub fn print_preflight(checked: &crate::ops::Preflight, without: &str) -> bool {
+    for w in &checked.warnings {
+        eprintln!("Warning: {w}");
+    }
+    if checked.errors.is_empty() {
+        return true;
+    }
+    eprintln!("{}", checked.errors);
+    eprintln!(
+        "\nPreflight found {} before anything was created. Fix {}, or go on without asking Google ({without}).",
+        match checked.errors.len() {
+            1 => "a problem".to_string(),
+            n => format!("{n} problems"),
+        },
+        if checked.errors.len() == 1 {
+            "it"
+        } else {
+            "them"
+        }
+    );
+    false
 }

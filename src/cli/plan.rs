@@ -33,6 +33,13 @@ pub struct Args {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true", value_name = "BOOL")]
     pub lock: bool,
+    /// Before planning is done, ask Google whether applying would fail for a reason already
+    /// visible (docs/gke.md, "Preflight"): the APIs are enabled, the machine types exist in
+    /// the location, the CPU quotas cover the clusters the plan creates, the images exist.
+    /// Only for stacks with gke clusters; `--preflight=false` plans offline.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub preflight: bool,
     #[command(flatten)]
     pub flags: PlanFlags,
 }
@@ -60,10 +67,15 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     let stack = load_stack(&args.path, &args.flags)?;
     let providers = Providers::new(state_dir);
     check_providers(&stack, &providers)?;
-    let plan = if args.lock {
-        let store = open_store(state_dir, "plan")?;
-        make_plan(Some(&stack), &store, &providers, &args.flags, false)?
+    let store = if args.lock {
+        Some(open_store(state_dir, "plan")?)
     } else {
+        None
+    };
+    let make = || -> miette::Result<Plan> {
+        if let Some(store) = &store {
+            return make_plan(Some(&stack), store, &providers, &args.flags, false);
+        }
         let (snap, outputs) = match open_view(state_dir)? {
             Some(view) => (view.snapshot().map_err(|e| miette!("{e}"))?, view.outputs()),
             None => (state::Snapshot::default(), BTreeMap::new()),
@@ -76,8 +88,20 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
             &providers,
             &args.flags,
             false,
-        )?
+        )
     };
+    let mut plan = make()?;
+    if args.preflight {
+        let checked = crate::ops::preflight(&stack, Some(&plan));
+        if !crate::cli::common::print_preflight(&checked, "`benchstack plan --preflight=false`") {
+            return Ok(super::Outcome::Failed);
+        }
+        // Compute Engine described a machine type the built-in table does not know (or
+        // knows otherwise): plan again, so the capacity check and the rollout use its shape.
+        if checked.reshaped {
+            plan = make()?;
+        }
+    }
     if args.json {
         println!(
             "{}",

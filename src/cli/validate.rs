@@ -1,4 +1,5 @@
-//! `benchstack validate [PATH]`: load the stack and report every problem, touching nothing.
+//! `benchstack validate [PATH]`: load the stack and report every problem, touching nothing;
+//! with `--remote`, also ask Google what would make creating it fail (the plan's preflight).
 
 use std::path::PathBuf;
 
@@ -12,6 +13,12 @@ pub struct Args {
 
     #[command(flatten)]
     pub vars: VarArgs,
+
+    /// Also run the remote preflight on the stack's gke clusters (docs/gke.md, "Preflight"):
+    /// the APIs are enabled, the machine types exist, the CPU quotas cover creating every
+    /// cluster (no state is read), the images exist. Reads only; creates nothing.
+    #[arg(long)]
+    pub remote: bool,
 }
 
 /// `--var` and `--var-file`, shared by every command that loads a stack (`#[command(flatten)]`).
@@ -40,6 +47,20 @@ impl VarArgs {
 pub fn run(args: Args) -> miette::Result<super::Outcome> {
     match stack::load(&args.path, &args.vars.var_inputs()) {
         Ok(stack) => {
+            if args.remote {
+                let checked = crate::ops::preflight(&stack, None);
+                if !super::common::print_preflight(
+                    &checked,
+                    "`benchstack validate` without `--remote`",
+                ) {
+                    return Ok(super::Outcome::Failed);
+                }
+                if !checked.ran {
+                    eprintln!(
+                        "note: --remote: the stack has no gke cluster, so there is nothing remote to check"
+                    );
+                }
+            }
             let n = stack.resources.len();
             println!(
                 "Success! The stack is valid: {n} resource{}.",

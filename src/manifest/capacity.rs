@@ -131,9 +131,33 @@ pub struct MachineType {
     pub memory_mib: u64,
 }
 
-/// The shape of a common GKE machine type (E2, N2, N2D, C2, C3 predefined types); None for
-/// any other (shared-core, custom, other families), which the check then skips.
+/// Shapes Compute Engine described in this process (the plan's preflight, `machineTypes.get`):
+/// they win over the built-in table, which stays the offline fallback. A machine type's name
+/// means the same shape in every zone and project, so one map serves them all.
+static LEARNED: std::sync::Mutex<std::collections::BTreeMap<String, MachineType>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Remembers a shape Compute Engine reported, for [`machine_type`].
+pub fn learn(m: MachineType) {
+    if let Ok(mut learned) = LEARNED.lock() {
+        learned.insert(m.name.clone(), m);
+    }
+}
+
+/// The shape of a machine type: as Compute Engine described it (see [`learn`]), else from
+/// the built-in table ([`table_machine_type`]).
 pub fn machine_type(name: &str) -> Option<MachineType> {
+    LEARNED
+        .lock()
+        .ok()
+        .and_then(|l| l.get(name).cloned())
+        .or_else(|| table_machine_type(name))
+}
+
+/// The shape of a common GKE machine type (E2, N2, N2D, C2, C3 predefined types); None for
+/// any other (shared-core, custom, other families), which the check then skips unless
+/// Compute Engine described it.
+pub fn table_machine_type(name: &str) -> Option<MachineType> {
     let mut parts = name.split('-');
     let (family, class, size) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -308,7 +332,8 @@ pub fn check(cluster: &ClusterConfig, serving: &ServingConfig) -> Verdict {
     let Some(m) = machine_type(name) else {
         return Verdict::Unknown(format!(
             "machine type {name} is not in benchstack's table (E2, N2, N2D, C2, C3 predefined \
-             types), so the replicas' fit on its nodes is not checked"
+             types) and Compute Engine was not asked (plan's preflight), so the replicas' fit \
+             on its nodes is not checked"
         ));
     };
     let cpu = serving.cpu.as_deref().unwrap_or(DEFAULT_CPU);
@@ -509,6 +534,29 @@ mod tests {
         assert!(matches!(
             check(&cluster("e2-medium", 3), &serving(3, "1", "1Gi")),
             Verdict::Unknown(_)
+        ));
+    }
+
+    #[test]
+    fn a_shape_compute_engine_described_is_used_where_the_table_has_none() {
+        // A name no real family has, so no other test sees it.
+        let name = "zz9-test-3";
+        assert!(matches!(
+            check(&cluster(name, 3), &serving(3, "1", "1Gi")),
+            Verdict::Unknown(_)
+        ));
+        learn(MachineType {
+            name: name.into(),
+            vcpus: 2,
+            memory_mib: 4096,
+        });
+        assert!(matches!(
+            check(&cluster(name, 3), &serving(3, "1", "1Gi")),
+            Verdict::Fits { .. }
+        ));
+        assert!(matches!(
+            check(&cluster(name, 3), &serving(3, "3", "1Gi")),
+            Verdict::DoesNotFit(_)
         ));
     }
 

@@ -13,6 +13,7 @@ mod fmt;
 pub(crate) mod funcs;
 mod lexer;
 mod load;
+mod locate;
 pub mod schema;
 mod sources;
 pub mod tune;
@@ -23,6 +24,7 @@ use std::path::Path;
 
 pub use diag::{Diagnostic, Diagnostics, Location};
 pub use fmt::{format_named, format_source};
+pub use locate::attribute_diagnostic;
 pub use vars::VarInputs;
 
 /// Loads a stack from one `*.hcl` file or every `*.hcl` in a directory (sorted by name).

@@ -8,12 +8,14 @@
 //! continued by `recover`: it waits for a still-running operation and adopts the cluster.
 //!
 //! `spec` builds the requests and reads clusters, `api` makes the calls and polls the
-//! operations, `error` says what went wrong; this file is the lifecycle (create, update,
+//! operations, `error` says what went wrong, `preflight` asks Service Usage, Compute Engine
+//! and the registries what would make an apply fail before anything is created; this file is the lifecycle (create, update,
 //! refresh, delete, recover), finding benchstack's clusters without a state, and
 //! `impl Provider`.
 
 mod api;
 mod error;
+pub mod preflight;
 mod spec;
 
 use self::error::*;

@@ -1,0 +1,485 @@
+//! `benchstack plan` on stacks/gke.hcl asks Service Usage, Compute Engine and the registry
+//! (emulated on loopback, driven by the real google-cloud-api-serviceusage-v1 and
+//! google-cloud-compute-v1 clients and reqwest) before anything is created: a disabled API, a
+//! machine type that does not exist, a CPU quota too small and a missing image are errors at
+//! the attribute at fault with the command that fixes them; a check that cannot be made is a
+//! warning and the plan goes on.
+
+#[path = "support/gke_emulator.rs"]
+mod gke_emulator;
+#[path = "support/google_auth_emulator.rs"]
+mod google_auth_emulator;
+#[path = "support/preflight_emulators.rs"]
+mod preflight_emulators;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use gke_emulator::GkeEmulator;
+use google_auth_emulator::GoogleAuthEmulator;
+use preflight_emulators::{ComputeEmulator, RegistryEmulator, ServiceUsageEmulator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_benchstack");
+const PROJECT: &str = "bench-test";
+const REGISTRY: &str = "us-central1-docker.pkg.dev";
+const SERVING_IMAGE: &str = "bench-test/benchstack/tf-serving-regression:latest";
+const WORKER_IMAGE: &str = "bench-test/benchstack/benchstack:latest";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A project with everything in place: the three APIs enabled, both images pushed, the
+/// default quotas (room for 88 vCPUs); tests take one thing away.
+struct World {
+    gke: GkeEmulator,
+    usage: ServiceUsageEmulator,
+    compute: ComputeEmulator,
+    registry: RegistryEmulator,
+    auth: GoogleAuthEmulator,
+    dir: tempfile::TempDir,
+    key_file: PathBuf,
+}
+
+impl World {
+    fn start() -> World {
+        let usage = ServiceUsageEmulator::start();
+        usage.add_project(PROJECT, 123456789012);
+        usage.enable(
+            PROJECT,
+            &[
+                "container.googleapis.com",
+                "compute.googleapis.com",
+                "artifactregistry.googleapis.com",
+            ],
+        );
+        let registry = RegistryEmulator::start();
+        registry.push(SERVING_IMAGE);
+        registry.push(WORKER_IMAGE);
+        let auth = GoogleAuthEmulator::start();
+        let key = auth.service_account_key("benchstack@bench-test.iam.gserviceaccount.com");
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key.json");
+        std::fs::write(&key_file, key.json.to_string()).unwrap();
+        World {
+            gke: GkeEmulator::start(),
+            usage,
+            compute: ComputeEmulator::start(),
+            registry,
+            auth,
+            dir,
+            key_file,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--state")
+            .arg(self.dir.path().join("state"))
+            .args(args)
+            .stdin(Stdio::null())
+            .env("BENCHSTACK_GKE_ENDPOINT", self.gke.url())
+            .env("BENCHSTACK_SERVICEUSAGE_ENDPOINT", self.usage.url())
+            .env("BENCHSTACK_COMPUTE_ENDPOINT", self.compute.url())
+            .env(
+                "BENCHSTACK_REGISTRY_ENDPOINT",
+                format!("{REGISTRY}={}", self.registry.url()),
+            )
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &self.key_file)
+            .env("BENCHSTACK_POLL_INTERVAL", "20ms")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// `benchstack plan stacks/gke.hcl --var project=bench-test [--var …] [extra]`.
+    fn plan(&self, vars: &[&str], extra: &[&str]) -> (i32, String, String) {
+        let mut c = self.command(&["plan"]);
+        c.arg(repo().join("stacks/gke.hcl"))
+            .args(["--var", &format!("project={PROJECT}")]);
+        for v in vars {
+            c.args(["--var", v]);
+        }
+        c.args(extra);
+        run(c)
+    }
+
+    /// Nothing was created, resized or deleted on GKE.
+    fn assert_no_gke_change(&self) {
+        let changes: Vec<_> = self
+            .gke
+            .requests()
+            .into_iter()
+            .filter(|(m, _)| m != "GET")
+            .collect();
+        assert!(changes.is_empty(), "GKE saw {changes:?}");
+        assert_eq!(self.gke.cluster_count(), 0);
+    }
+}
+
+fn run(mut c: Command) -> (i32, String, String) {
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `gke.hcl:LINE:COL` of the first line of stacks/gke.hcl at or after the line starting
+/// with `block` that contains `needle`, with the column where `needle`'s value starts.
+fn at(block: &str, needle: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
+    let start = text.lines().position(|l| l.starts_with(block)).unwrap();
+    let (i, line) = text
+        .lines()
+        .enumerate()
+        .skip(start)
+        .find(|(_, l)| l.trim_start().starts_with(needle))
+        .unwrap();
+    let col = line.find('=').unwrap() + 2;
+    let value_col = col + line[col - 1..].chars().take_while(|c| *c == ' ').count();
+    format!("gke.hcl:{}:{}", i + 1, value_col)
+}
+
+#[test]
+fn with_everything_in_place_plan_asks_each_api_once_and_passes() {
+    let w = World::start();
+    let (code, out, err) = w.plan(&[], &["--detailed-exitcode"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(out.contains("cluster.serving will be created"), "{out}");
+    assert!(!err.contains("preflight"), "{err}");
+    let usage: Vec<String> = w.usage.requests().into_iter().map(|(_, p)| p).collect();
+    for api in [
+        "container.googleapis.com",
+        "compute.googleapis.com",
+        "artifactregistry.googleapis.com",
+    ] {
+        assert!(
+            usage.contains(&format!("/v1/projects/{PROJECT}/services/{api}")),
+            "{usage:?}"
+        );
+    }
+    let compute: Vec<String> = w.compute.requests().into_iter().map(|(_, p)| p).collect();
+    for path in [
+        "/compute/v1/projects/bench-test/zones/us-central1-a/machineTypes/e2-highcpu-8",
+        "/compute/v1/projects/bench-test/zones/us-central1-a/machineTypes/e2-highcpu-32",
+        "/compute/v1/projects/bench-test/regions/us-central1",
+        "/compute/v1/projects/bench-test",
+    ] {
+        assert!(
+            compute.contains(&path.to_string()),
+            "{path} not in {compute:?}"
+        );
+    }
+    // Each image once, with the access token the key was exchanged for.
+    let heads: Vec<String> = w
+        .registry
+        .requests()
+        .into_iter()
+        .filter(|(m, _)| m == "HEAD")
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            "/v2/bench-test/benchstack/tf-serving-regression/manifests/latest",
+            "/v2/bench-test/benchstack/benchstack/manifests/latest"
+        ],
+        "{heads:?}"
+    );
+    assert!(
+        w.registry
+            .authorizations()
+            .iter()
+            .all(|a| a.starts_with("Bearer ya29.emulated-access-token-")),
+        "{:?}",
+        w.registry.authorizations()
+    );
+    assert_eq!(w.auth.token_requests().len(), 1);
+    w.assert_no_gke_change();
+}
+
+#[test]
+fn a_disabled_api_is_an_error_at_the_clusters_project_with_the_enable_command() {
+    let w = World::start();
+    w.usage.disable(PROJECT, "container.googleapis.com");
+    let (code, out, err) = w.plan(&[], &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        !out.contains("will be created"),
+        "no plan after a preflight error:\n{out}"
+    );
+    assert!(err.contains(&at("cluster \"serving\"", "project")), "{err}");
+    assert!(
+        err.contains("the Kubernetes Engine API (container.googleapis.com) is not enabled in project bench-test"),
+        "{err}"
+    );
+    assert!(
+        err.contains("gcloud services enable container.googleapis.com --project bench-test"),
+        "{err}"
+    );
+    w.assert_no_gke_change();
+}
+
+#[test]
+fn a_missing_image_is_an_error_at_the_image_attribute_naming_the_registrys_answer() {
+    let w = World::start();
+    let (code, out, err) = w.plan(&["registry_location=europe-west4"], &[]);
+    // Nothing is pushed in europe-west4 and no registry endpoint serves it: unchecked.
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("europe-west4-docker.pkg.dev"), "{err}");
+
+    let w = World::start();
+    w.registry.remove(SERVING_IMAGE);
+    let (code, out, err) = w.plan(&[], &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains(&at("serving \"tf\"", "image")), "{err}");
+    assert!(
+        err.contains(
+            "image us-central1-docker.pkg.dev/bench-test/benchstack/tf-serving-regression:latest does not exist"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("MANIFEST_UNKNOWN"), "{err}");
+    assert!(
+        err.contains(
+            "gcloud artifacts docker images list us-central1-docker.pkg.dev/bench-test/benchstack --include-tags"
+        ),
+        "{err}"
+    );
+    // The worker image is there: only one problem.
+    assert!(
+        !err.contains(&at("loadtest \"baseline\"", "loadgen_image")),
+        "{err}"
+    );
+    w.assert_no_gke_change();
+}
+
+#[test]
+fn a_cpu_quota_too_small_for_the_new_clusters_is_an_error_with_the_quota_command() {
+    let w = World::start();
+    w.compute
+        .set_region_quota(PROJECT, "us-central1", "CPUS", 24.0, 0.0);
+    let (code, out, err) = w.plan(&[], &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(&at("cluster \"serving\"", "node_count")),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "the plan creates 88 vCPUs counted by CPUS in region us-central1 of project bench-test"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "cluster.serving: 3 × e2-highcpu-8 = 24, cluster.loadgen: 2 × e2-highcpu-32 = 64"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "gcloud quotas preferences create --project=bench-test --service=compute.googleapis.com --quota-id=CPUS-per-project-region --dimensions=region=us-central1 --preferred-value=88"
+        ),
+        "{err}"
+    );
+    w.assert_no_gke_change();
+
+    // The project-wide quota, with some of it in use elsewhere.
+    let w = World::start();
+    w.compute
+        .set_project_quota(PROJECT, "CPUS_ALL_REGIONS", 100.0, 20.0);
+    let (code, out, err) = w.plan(&[], &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("88 vCPUs counted by CPUS_ALL_REGIONS in project bench-test (all regions)"),
+        "{err}"
+    );
+    assert!(err.contains("only 80 of 100 are free (20 in use)"), "{err}");
+    assert!(err.contains("--preferred-value=108"), "{err}");
+}
+
+#[test]
+fn quotas_that_cannot_be_read_are_a_warning_and_the_plan_goes_on() {
+    let w = World::start();
+    w.compute.deny_region(PROJECT, "us-central1");
+    let (code, out, err) = w.plan(&[], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("cluster.serving will be created"), "{out}");
+    assert!(
+        err.contains("Warning: cluster.serving: preflight: cannot read the quotas of region us-central1 in project bench-test (CPUS, E2_CPUS): HTTP 403"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Required 'compute.regions.get' permission"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_machine_type_is_an_error_at_machine_type() {
+    let w = World::start();
+    let (code, out, err) = w.plan(&["serving_machine_type=e2-highcpu-12"], &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(&at("cluster \"serving\"", "machine_type")),
+        "{err}"
+    );
+    assert!(
+        err.contains("machine type e2-highcpu-12 does not exist in us-central1-a"),
+        "{err}"
+    );
+    assert!(
+        err.contains("gcloud compute machine-types list --zones us-central1-a --project bench-test --filter=\"name~^e2-\""),
+        "{err}"
+    );
+    w.assert_no_gke_change();
+}
+
+#[test]
+fn a_machine_type_outside_the_table_is_sized_by_compute_engine_for_the_capacity_check() {
+    let w = World::start();
+    // e2-medium (2 vCPUs, 4 GiB) is not in benchstack's table: Compute Engine says what it
+    // is, so 6-CPU replicas are refused instead of going unchecked.
+    let (code, out, err) = w.plan(&["serving_machine_type=e2-medium"], &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(!err.contains("not in benchstack's table"), "{err}");
+    assert!(err.contains("do not fit on 3 × e2-medium"), "{err}");
+}
+
+#[test]
+fn preflight_false_and_stacks_without_gke_ask_nothing() {
+    let w = World::start();
+    w.usage.disable(PROJECT, "container.googleapis.com");
+    let (code, out, err) = w.plan(&[], &["--preflight=false"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(w.usage.requests().is_empty());
+    assert!(w.compute.requests().is_empty());
+    assert!(w.registry.requests().is_empty());
+
+    let mut c = w.command(&["plan"]);
+    c.arg(repo().join("stacks/local.hcl"));
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(w.usage.requests().is_empty());
+    assert!(w.compute.requests().is_empty());
+    assert!(w.registry.requests().is_empty());
+}
+
+#[test]
+fn validate_remote_runs_the_same_checks_as_if_every_cluster_were_new() {
+    let w = World::start();
+    w.compute
+        .set_region_quota(PROJECT, "us-central1", "E2_CPUS", 32.0, 0.0);
+    let mut c = w.command(&["validate", "--remote"]);
+    c.arg(repo().join("stacks/gke.hcl"))
+        .args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("88 vCPUs counted by E2_CPUS"), "{err}");
+    assert!(
+        err.contains("`benchstack validate` without `--remote`"),
+        "{err}"
+    );
+
+    let mut c = w.command(&["validate"]);
+    c.arg(repo().join("stacks/gke.hcl"))
+        .args(["--var", &format!("project={PROJECT}")]);
+    let before = w.compute.requests().len();
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(w.compute.requests().len(), before);
+}
+
+#[test]
+fn apply_stops_at_the_preflight_before_creating_anything() {
+    let w = World::start();
+    w.compute
+        .set_region_quota(PROJECT, "us-central1", "CPUS", 24.0, 0.0);
+    let mut c = w.command(&["apply", "--auto-approve"]);
+    c.arg(repo().join("stacks/gke.hcl"))
+        .args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("88 vCPUs counted by CPUS"), "{err}");
+    assert!(err.contains("`--preflight=false`"), "{err}");
+    w.assert_no_gke_change();
+}
+
+#[test]
+fn services_and_images_that_cannot_be_read_are_warnings_not_errors() {
+    let w = World::start();
+    w.usage.deny(PROJECT);
+    w.registry.deny("bench-test/benchstack");
+    let (code, out, err) = w.plan(&[], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("cluster.serving will be created"), "{out}");
+    assert!(
+        err.contains("preflight: cannot tell whether container.googleapis.com is enabled in project bench-test: HTTP 403"),
+        "{err}"
+    );
+    assert!(
+        err.contains("preflight: cannot check image us-central1-docker.pkg.dev/bench-test/benchstack/tf-serving-regression:latest: us-central1-docker.pkg.dev answered 403"),
+        "{err}"
+    );
+    assert!(err.contains("roles/artifactregistry.reader"), "{err}");
+    // Behind a 403 a missing tag cannot be told from a present one: still only a warning.
+    w.registry.remove(SERVING_IMAGE);
+    let (code, out, err) = w.plan(&[], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[test]
+fn a_public_image_is_checked_with_the_anonymous_token_its_registry_hands_out() {
+    let w = World::start();
+    let hub = RegistryEmulator::start();
+    hub.serve_anonymous_tokens("anonymous-pull-token");
+    hub.push("tensorflow/serving:2.19.0");
+    // A copy of the stack whose serving image is Docker Hub's, beside a link to the examples.
+    let copy = w.dir.path().join("edited");
+    std::fs::create_dir_all(copy.join("stacks")).unwrap();
+    std::os::unix::fs::symlink(repo().join("examples"), copy.join("examples")).unwrap();
+    let text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
+    let from = "\"${var.registry_location}-docker.pkg.dev/${var.project}/benchstack/tf-serving-regression:latest\"";
+    assert!(text.contains(from));
+    let stack = copy.join("stacks/gke.hcl");
+    let plan = |tag: &str| {
+        std::fs::write(
+            &stack,
+            text.replace(from, &format!("\"tensorflow/serving:{tag}\"")),
+        )
+        .unwrap();
+        let mut c = w.command(&["plan"]);
+        c.arg(&stack)
+            .args(["--var", &format!("project={PROJECT}")])
+            .env(
+                "BENCHSTACK_REGISTRY_ENDPOINT",
+                format!("{REGISTRY}={},docker.io={}", w.registry.url(), hub.url()),
+            );
+        run(c)
+    };
+    let (code, out, err) = plan("2.19.0");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let seen = hub.requests();
+    assert!(
+        seen.contains(&("GET".into(), "/v2/token".into())),
+        "{seen:?}"
+    );
+    assert_eq!(
+        hub.authorizations(),
+        ["", "Bearer anonymous-pull-token"],
+        "a Google token is never sent to another registry"
+    );
+
+    let (code, out, err) = plan("2.99.0");
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("image tensorflow/serving:2.99.0 does not exist: docker.io has no manifest 2.99.0 (MANIFEST_UNKNOWN"),
+        "{err}"
+    );
+    assert!(
+        err.contains("docker manifest inspect docker.io/tensorflow/serving:2.99.0"),
+        "{err}"
+    );
+}
