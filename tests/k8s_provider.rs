@@ -133,6 +133,7 @@ fn serving(replicas: u32) -> ServingConfig {
     ServingConfig {
         cluster: addr(Kind::Cluster, "serving"),
         image: Some("tensorflow/serving:2.19.0".into()),
+        image_from: None,
         replicas,
         models: vec![addr(Kind::Model, "regression")],
         flags: BTreeMap::new(),
@@ -186,6 +187,7 @@ fn loadtest(workers: u32) -> LoadtestConfig {
         },
         workers,
         loadgen_image: Some("gcr.io/test-project/benchstack:test".into()),
+        loadgen_image_from: None,
         connections: 6,
         arrival: Arrival::Constant,
         seed: 7,
