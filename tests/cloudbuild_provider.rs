@@ -224,3 +224,46 @@ fn a_context_changed_since_the_plan_is_refused_before_anything_is_uploaded() {
     assert!(w.cb.requests().is_empty());
     assert!(!w.gcs.bucket_exists("bench-proj_cloudbuild"));
 }
+
+#[test]
+fn an_interrupted_apply_adopts_the_digest_of_the_build_it_started() {
+    let w = World::start();
+    let image = w.image("FROM scratch\nCOPY app.txt /\n", "v1");
+    let p = w.provider();
+    let (done, _) = with_ctx(w.dir.path(), |ctx| {
+        p.create(
+            ctx,
+            &address(),
+            &ResourceConfig::Image(image.clone()),
+            &Inputs::default(),
+        )
+    });
+    let digest = done.unwrap().observed["digest"].clone();
+    let id = w.cb.builds()[0]["id"].as_str().unwrap().to_string();
+    // What apply noted before it was killed: the upload and the build it created.
+    let intent = benchstack::state::Intent {
+        address: address(),
+        operation: "create".into(),
+        provider: "cloudbuild".into(),
+        config: Some(ResourceConfig::Image(image.clone())),
+        depends_on: vec![],
+        rendered: BTreeMap::new(),
+        upstream: BTreeMap::new(),
+        data: serde_json::json!({
+            "project": "bench-proj", "location": "us-central1",
+            "source": "gs://bench-proj_cloudbuild/benchstack/source/x.tar.gz", "build_id": id,
+        }),
+        pid: 0,
+        started: 0,
+    };
+    let (adopted, _) = with_ctx(w.dir.path(), |ctx| p.recover(ctx, &intent, None, true));
+    let adopted = adopted.unwrap().expect("the finished build is adopted");
+    assert_eq!(adopted["digest"], digest);
+    // Before the build was created nothing can be adopted: the next apply builds.
+    let mut early = intent.clone();
+    early.data = serde_json::json!({
+        "project": "bench-proj", "location": "us-central1", "source": "gs://b/o"
+    });
+    let (none, _) = with_ctx(w.dir.path(), |ctx| p.recover(ctx, &early, None, true));
+    assert_eq!(none.unwrap(), None);
+}

@@ -860,7 +860,7 @@ impl Provider for CloudBuildProvider {
     /// succeeded; otherwise nothing is (the next apply builds again).
     fn recover(
         &self,
-        ctx: &Context,
+        _ctx: &Context,
         intent: &Intent,
         _prior: Option<&ResourceState>,
         _clean_up: bool,
@@ -893,7 +893,6 @@ impl Provider for CloudBuildProvider {
                 i.image_name(),
                 &i.content_hash[..12.min(i.content_hash.len())]
             );
-            let _ = ctx;
             Ok(
                 finished_build(&c, &t, i, &tag, &b, &noted.source, &i.content_hash)
                     .await
