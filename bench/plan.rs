@@ -67,6 +67,7 @@ fn stack(n: usize) -> Stack {
             config: ResourceConfig::Serving(ServingConfig {
                 cluster: c.clone(),
                 image: None,
+                image_from: None,
                 replicas: 1,
                 models: vec![m.clone()],
                 cpu: None,
@@ -92,6 +93,7 @@ fn stack(n: usize) -> Stack {
                 request: RequestSource::Body("{}".into()),
                 workers: 1,
                 loadgen_image: None,
+                loadgen_image_from: None,
                 connections: 8,
                 arrival: Arrival::Constant,
                 seed: 1,

@@ -576,7 +576,12 @@ fn step_inner(
                     finished: run.finished,
                     config_hash: c.fingerprint.clone(),
                     upstream,
-                    environment: (&run.environment).into(),
+                    environment: {
+                        let mut e: crate::state::records::EnvironmentRecord =
+                            (&run.environment).into();
+                        e.images = run.images.clone();
+                        e
+                    },
                     slos_met,
                     report: run.report,
                     tune: None,

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cli;
 pub mod environment;
 pub mod graph;
+pub mod image_context;
 pub mod loadgen;
 pub mod manifest;
 pub mod ops;

@@ -128,6 +128,10 @@ fn observed_of(address: &Address) -> serde_json::Value {
         Kind::Loadtest => serde_json::json!({
             "targets": ["http://127.0.0.1:9"], "protocol": "rest", "workers": 1
         }),
+        Kind::Image => serde_json::json!({
+            "project": "p", "location": "l", "build_id": "b", "source": "gs://b/o",
+            "digest": "sha256:0", "reference": "r@sha256:0", "content_hash": "h"
+        }),
     }
 }
 

@@ -133,6 +133,7 @@ fn serving(replicas: u32) -> ServingConfig {
     ServingConfig {
         cluster: addr(Kind::Cluster, "serving"),
         image: Some("tensorflow/serving:2.19.0".into()),
+        image_from: None,
         replicas,
         models: vec![addr(Kind::Model, "regression")],
         flags: BTreeMap::new(),
@@ -186,6 +187,7 @@ fn loadtest(workers: u32) -> LoadtestConfig {
         },
         workers,
         loadgen_image: Some("gcr.io/test-project/benchstack:test".into()),
+        loadgen_image_from: None,
         connections: 6,
         arrival: Arrival::Constant,
         seed: 7,
@@ -994,6 +996,17 @@ fn a_distributed_load_test_merges_the_reports_of_three_worker_pods() {
 
     let run = applied.run.expect("a load test returns its run");
     assert!(run.slos_met);
+    // The run names the images it measured: what the Deployment runs and the workers' image.
+    assert_eq!(
+        run.images.get("serving").map(String::as_str),
+        Some("tensorflow/serving:2.19.0"),
+        "{:?}",
+        run.images
+    );
+    assert_eq!(
+        run.images.get("loadgen"),
+        loadtest(3).loadgen_image.as_ref()
+    );
     let merged: RunReport = serde_json::from_value(run.report).unwrap();
     let workers = worker_reports(&emu, &job);
     assert_eq!(workers.len(), 3);

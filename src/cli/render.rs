@@ -92,7 +92,11 @@ pub fn render_stack(stack: &Stack) -> Result<BTreeMap<PathBuf, String>, String> 
                 let spec = l.worker_spec(vec![target]).map_err(|e| at(&e))?;
                 let json = serde_json::to_string(&spec).map_err(|e| at(&e))?;
                 let name = k8s::object_name(&r.address);
-                let job = k8s::loadtest_job(&r.address, l, &name, &json).map_err(|e| at(&e))?;
+                let mut l = l.clone();
+                if let Some(image) = &l.loadgen_image_from {
+                    l.loadgen_image = Some(crate::plan::symbolic_image(stack, image));
+                }
+                let job = k8s::loadtest_job(&r.address, &l, &name, &json).map_err(|e| at(&e))?;
                 out.insert(
                     PathBuf::from(format!("loadtest-{name}")).join("job.yaml"),
                     k8s::job_yaml(&job).map_err(|e| at(&e))?,

@@ -444,6 +444,7 @@ mod tests {
                 key: None,
             },
             image: Some("img".into()),
+            image_from: None,
             replicas,
             models: vec![],
             flags: BTreeMap::new(),

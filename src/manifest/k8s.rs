@@ -447,6 +447,7 @@ mod tests {
         ServingConfig {
             cluster: addr(Kind::Cluster, "serving", None),
             image: Some("tensorflow/serving:2.19.0".into()),
+            image_from: None,
             replicas: 3,
             models: vec![addr(Kind::Model, "regression", None)],
             flags: BTreeMap::from([
@@ -615,6 +616,7 @@ mod tests {
             request: crate::vocab::load::RequestSource::Body("{}".into()),
             workers: 2,
             loadgen_image: Some("img".into()),
+            loadgen_image_from: None,
             connections: 8,
             arrival: Default::default(),
             seed: 1,

@@ -199,6 +199,7 @@ mod tests {
                 key: None,
             },
             image: None,
+            image_from: None,
             replicas: 1,
             models: vec![],
             flags: [

@@ -261,6 +261,14 @@ pub fn render_resource(
     };
     let mut files = manifest::render_serving(s, &models, paths).map_err(located)?;
     if provider == ProviderName::Kubernetes {
+        // An `image` block's digest is known only once it is built: the objects name it
+        // symbolically, so they stay the same from one build to the next (the plan rolls
+        // a rebuilt image through the image's own change, see `image_roll`).
+        let mut s = s.clone();
+        if let Some(a) = &s.image_from {
+            s.image = Some(symbolic_image(stack, a));
+        }
+        let s = &s;
         // The objects themselves, so a reviewer sees exactly what the rollout sends.
         let rollout = manifest::capacity::rollout_for(cluster_of(stack, s), s);
         let objects =
@@ -271,6 +279,59 @@ pub fn render_resource(
         );
     }
     Ok(files)
+}
+
+/// How the plan's rendered objects name the image an `image` block builds:
+/// `REPOSITORY/NAME@(digest of image.NAME)`.
+pub fn symbolic_image(stack: &Stack, image: &Address) -> String {
+    let name = stack
+        .resources
+        .iter()
+        .find(|r| &r.address == image)
+        .and_then(|r| match &r.config {
+            ResourceConfig::Image(i) => Some(i.image_name()),
+            _ => None,
+        })
+        .unwrap_or_else(|| image.to_string());
+    format!("{name}@(digest of {image})")
+}
+
+/// Why a serving resource or load test must roll to its image block's digest: the image is
+/// built or rebuilt by this plan, or (serving) the Deployment does not run the digest the
+/// last build recorded (an apply that built the image and then failed before the rollout).
+fn image_roll(
+    r: &Resource,
+    changes: &[Change],
+    priors: &BTreeMap<Address, ResourceState>,
+) -> Option<String> {
+    let image = match &r.config {
+        ResourceConfig::Serving(s) => s.image_from.as_ref()?,
+        ResourceConfig::Loadtest(l) => l.loadgen_image_from.as_ref()?,
+        _ => return None,
+    };
+    if let Some(c) = changes.iter().find(|c| &c.address == image) {
+        match c.action {
+            Action::Create => return Some(format!("{image} will be built")),
+            Action::Update | Action::Replace => {
+                let why = c.reason.clone().unwrap_or_else(|| "changed".into());
+                return Some(format!("{image} rebuilt: {why}"));
+            }
+            _ => {}
+        }
+    }
+    let ResourceConfig::Serving(_) = &r.config else {
+        return None;
+    };
+    let built = priors
+        .get(image)
+        .and_then(|p| crate::state::observed::image_reference(&p.observed))?;
+    let deployed = priors
+        .get(&r.address)
+        .and_then(|p| crate::state::observed::deployed_image(&p.observed));
+    match deployed {
+        Some(d) if d != built => Some(format!("{image} is {built}, the Deployment runs {d}")),
+        _ => None,
+    }
 }
 
 /// The cluster a serving resource runs on, from the stack.
@@ -565,6 +626,7 @@ pub fn make(
                     gone,
                     drifted,
                     interrupted: interrupted.get(&a).cloned(),
+                    image_roll: image_roll(r, &changes, &priors),
                 },
             );
             let reason = match (health.get(&a), action) {
@@ -718,6 +780,8 @@ struct Decide {
     gone: Option<String>,
     drifted: Option<String>,
     interrupted: Option<String>,
+    /// The image block it deploys is (re)built, or not what it runs: see `image_roll`.
+    image_roll: Option<String>,
 }
 
 fn decide(
@@ -817,10 +881,36 @@ fn decide(
                 if what.is_empty() {
                     what.push("flags".into());
                 }
-                (Action::Update, Some(format!("{} changed", what.join(", "))))
+                let mut reason = format!("{} changed", what.join(", "));
+                if let Some(roll) = d.image_roll {
+                    reason = format!("{reason}; {roll}");
+                }
+                (Action::Update, Some(reason))
+            } else if let Some(roll) = d.image_roll {
+                (Action::Update, Some(roll))
             } else {
                 (Action::NoOp, None)
             }
+        }
+        ResourceConfig::Image(_) => {
+            if changed.is_empty() {
+                return (Action::NoOp, None);
+            }
+            // The content hash covers args and the Dockerfile too: name it only when
+            // nothing else that was written changed ("context changed").
+            let mut what: Vec<String> = changed
+                .iter()
+                .filter(|c| c.as_str() != "content_hash")
+                .cloned()
+                .collect();
+            if changed.iter().any(|c| c == "content_hash")
+                && !what
+                    .iter()
+                    .any(|w| w == "args" || w == "dockerfile" || w == "context")
+            {
+                what.push("context".into());
+            }
+            (Action::Update, Some(format!("{} changed", what.join(", "))))
         }
         ResourceConfig::Loadtest(_) => {
             if !changed.is_empty() {
@@ -828,6 +918,9 @@ fn decide(
             }
             if let Some(reason) = d.interrupted {
                 return (Action::Run, Some(reason));
+            }
+            if let Some(roll) = d.image_roll {
+                return (Action::Run, Some(roll));
             }
             // Anything upstream about to change, or changed since the last run.
             let mut upstream: Vec<Address> = Vec::new();

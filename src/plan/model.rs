@@ -362,7 +362,10 @@ pub fn resource_body(config: &ResourceConfig, base: Option<&Path>) -> Body {
         }
         ResourceConfig::Serving(s) => {
             b.set("cluster", reference(&s.cluster));
-            b.opt("image", &s.image, string);
+            match &s.image_from {
+                Some(a) => b.set("image", reference(a)),
+                None => b.opt("image", &s.image, string),
+            }
             b.set("replicas", HclValue::int(s.replicas));
             b.set(
                 "models",
@@ -378,6 +381,23 @@ pub fn resource_body(config: &ResourceConfig, base: Option<&Path>) -> Body {
                 b.block("batching", batching(batch));
             }
         }
+        ResourceConfig::Image(i) => {
+            b.set("repository", HclValue::String(i.repository.clone()));
+            b.set("name", HclValue::String(i.name.clone()));
+            b.set("context", HclValue::Path(display_path(&i.context, base)));
+            b.set("dockerfile", HclValue::String(i.dockerfile.clone()));
+            b.set(
+                "args",
+                HclValue::Map(
+                    i.args
+                        .iter()
+                        .map(|(k, v)| (k.clone(), HclValue::String(v.clone())))
+                        .collect(),
+                ),
+            );
+            // Not written in the stack: what the loader hashed (a change plans a build).
+            b.set("content_hash", HclValue::String(i.content_hash.clone()));
+        }
         ResourceConfig::Loadtest(l) => {
             b.set("cluster", reference(&l.cluster));
             b.set("target", reference(&l.target));
@@ -392,7 +412,10 @@ pub fn resource_body(config: &ResourceConfig, base: Option<&Path>) -> Body {
                 }
             }
             b.set("workers", HclValue::int(l.workers));
-            b.opt("loadgen_image", &l.loadgen_image, string);
+            match &l.loadgen_image_from {
+                Some(a) => b.set("loadgen_image", reference(a)),
+                None => b.opt("loadgen_image", &l.loadgen_image, string),
+            }
             b.set("connections", HclValue::int(l.connections));
             b.set("arrival", HclValue::String(arrival(l.arrival).into()));
             b.set("seed", HclValue::int(l.seed));

@@ -70,6 +70,7 @@ pub(crate) fn local_stack(max_batch: u64) -> Stack {
                 ResourceConfig::Serving(ServingConfig {
                     cluster: c.clone(),
                     image: None,
+                    image_from: None,
                     replicas: 1,
                     models: vec![m.clone()],
                     cpu: None,
@@ -94,6 +95,7 @@ pub(crate) fn local_stack(max_batch: u64) -> Stack {
                     request: RequestSource::Body("{}".into()),
                     workers: 1,
                     loadgen_image: None,
+                    loadgen_image_from: None,
                     connections: 2,
                     arrival: Arrival::Constant,
                     seed: 1,

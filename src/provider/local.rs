@@ -269,6 +269,13 @@ pub fn owned_dir(root: &Path, dir: &Path) -> Result<Option<PathBuf>, String> {
     Ok(Some(real))
 }
 
+/// Images are built by the cloudbuild provider, never on this machine.
+fn not_local() -> ProviderError {
+    ProviderError::invalid(
+        "the local provider does not build images: an image block is built by the cloudbuild provider",
+    )
+}
+
 impl Provider for LocalProvider {
     fn name(&self) -> &'static str {
         "local"
@@ -326,6 +333,7 @@ impl Provider for LocalProvider {
             }
             // A load test's results stand; there is nothing running to check.
             ResourceConfig::Loadtest(_) => Ok(Observation::Present(prior.observed.clone())),
+            ResourceConfig::Image(_) => Err(not_local()),
         }
     }
 
@@ -356,6 +364,7 @@ impl Provider for LocalProvider {
                 })
             }
             ResourceConfig::Loadtest(l) => super::local_loadtest::run(ctx, l, inputs),
+            ResourceConfig::Image(_) => Err(not_local()),
         }
     }
 

@@ -3,6 +3,7 @@
 //! it runs that many `benchstack worker` processes (each generator is single-threaded, so
 //! this is how a local test uses several cores) and merges their reports, as on Kubernetes.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -47,6 +48,7 @@ fn outcome(
         })
         .unwrap_or_default(),
         run: Some(RunOutcome {
+            images: BTreeMap::new(),
             environment: report.environment.clone(),
             report: serde_json::to_value(&report)
                 .map_err(|e| ProviderError::other(format!("the run report: {e}")))?,

@@ -4,6 +4,7 @@
 //! Providers never print: they return what they observed, and report progress through the
 //! context for the CLI to show.
 
+pub mod cloudbuild;
 pub mod gcp;
 pub mod gke;
 pub mod kubernetes;
@@ -291,6 +292,8 @@ pub struct RunOutcome {
     pub report: serde_json::Value,
     pub slos_met: bool,
     pub environment: Environment,
+    /// The images the run measured, by role (`serving`, `loadgen`), recorded with the run.
+    pub images: BTreeMap<String, String>,
     pub started: u64,
     pub finished: u64,
 }
@@ -401,7 +404,8 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// This build's providers: local processes, GKE clusters, Kubernetes workloads.
+    /// This build's providers: local processes, GKE clusters, Kubernetes workloads, images
+    /// built by Cloud Build.
     pub fn new(state_dir: &Path) -> Self {
         Providers::empty()
             .register(
@@ -412,6 +416,10 @@ impl Providers {
             .register(
                 ProviderName::Kubernetes,
                 Box::new(kubernetes::KubernetesProvider::new()),
+            )
+            .register(
+                ProviderName::CloudBuild,
+                Box::new(cloudbuild::CloudBuildProvider::new()),
             )
     }
 
@@ -452,7 +460,8 @@ pub fn provider_name(kind: ProviderKind) -> ProviderName {
 }
 
 /// The provider of a resource: a cluster's own (`local` or `gke`); for serving and load tests
-/// on a gke cluster, `kubernetes` (the workloads on it), else `local`; `local` for models.
+/// on a gke cluster, `kubernetes` (the workloads on it), else `local`; `local` for models;
+/// `cloudbuild` for images.
 /// `clusters` maps cluster addresses to their provider kind.
 pub fn provider_for(
     config: &ResourceConfig,
@@ -467,7 +476,43 @@ pub fn provider_for(
         ResourceConfig::Model(_) => ProviderName::Local,
         ResourceConfig::Serving(s) => workload(&s.cluster),
         ResourceConfig::Loadtest(l) => workload(&l.cluster),
+        ResourceConfig::Image(_) => ProviderName::CloudBuild,
     }
+}
+
+/// A serving or load test configuration with `image = image.NAME` resolved to the digest
+/// reference (`REPOSITORY/NAME@sha256:…`) that image's build recorded, from its inputs.
+/// Anything else is returned as it is.
+pub fn resolve_images(
+    config: &ResourceConfig,
+    inputs: &Inputs,
+) -> Result<ResourceConfig, ProviderError> {
+    let digest_of = |a: &Address| {
+        inputs
+            .observed
+            .get(a)
+            .and_then(crate::state::observed::image_reference)
+            .ok_or_else(|| {
+                ProviderError::invalid(format!(
+                    "{a} has no pushed digest recorded (its build has not succeeded): apply it first"
+                ))
+            })
+    };
+    let mut config = config.clone();
+    match &mut config {
+        ResourceConfig::Serving(s) => {
+            if let Some(a) = &s.image_from {
+                s.image = Some(digest_of(a)?);
+            }
+        }
+        ResourceConfig::Loadtest(l) => {
+            if let Some(a) = &l.loadgen_image_from {
+                l.loadgen_image = Some(digest_of(a)?);
+            }
+        }
+        _ => {}
+    }
+    Ok(config)
 }
 
 /// The cluster provider of every cluster in the stack.

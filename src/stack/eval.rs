@@ -78,6 +78,7 @@ pub fn kind_from_str(s: &str) -> Option<Kind> {
         "model" => Kind::Model,
         "serving" => Kind::Serving,
         "loadtest" => Kind::Loadtest,
+        "image" => Kind::Image,
         _ => return None,
     })
 }

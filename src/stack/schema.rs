@@ -132,6 +132,12 @@ pub enum Type {
     Name,
     /// A map of GKE labels.
     Labels,
+    /// A map of strings (build args).
+    StringMap,
+    /// An image reference string, or a reference to an `image` block.
+    ImageRef,
+    /// A container image name in a repository (lowercase path components).
+    ImageName,
     /// A map of TF Serving flags with scalar values.
     Flags,
     /// A TF Serving JSON predict body.
@@ -199,6 +205,11 @@ impl Type {
             Type::Path { dir: false } => "a path to a file".into(),
             Type::Name => "a name of letters, digits, `_` and `-`".into(),
             Type::Labels => "a map of GKE labels: keys and values of lowercase letters, digits, `_` and `-`, at most 63 characters, keys starting with a letter".into(),
+            Type::StringMap => "a map of strings, e.g. { VERSION = \"2.19.0\" }".into(),
+            Type::ImageRef => {
+                "an image reference such as \"REGISTRY/NAME:TAG\", or a reference to an image block such as image.NAME".into()
+            }
+            Type::ImageName => "an image name of lowercase letters, digits, `.`, `_`, `-` and `/`, such as \"benchstack\"".into(),
             Type::Flags => {
                 "a map of TF Serving flags, e.g. { tensorflow_intra_op_parallelism = 4 }".into()
             }
@@ -262,6 +273,9 @@ impl Type {
             Type::Name => "name (letters, digits, `_`, `-`)".into(),
             Type::Labels => "map of strings (GKE labels)".into(),
             Type::Flags => "map of bool, number or string".into(),
+            Type::StringMap => "map of strings".into(),
+            Type::ImageRef => "string, or reference: `image.NAME`".into(),
+            Type::ImageName => "image name (lowercase, `/`-separated)".into(),
             Type::JsonBody => "string (JSON predict body)".into(),
             Type::ModelName => "string, or reference: `model.NAME`".into(),
             Type::ServingPath => "string (`/path` or `gs://…`)".into(),
@@ -293,6 +307,7 @@ pub fn article(kind: &str) -> &'static str {
         "model" => "a model",
         "serving" => "a serving resource",
         "loadtest" => "a loadtest",
+        "image" => "an image",
         _ => "a resource",
     }
 }
@@ -812,12 +827,12 @@ pub const SERVING: BlockSchema = BlockSchema {
         ),
         attr(
             "image",
-            Type::String,
+            Type::ImageRef,
             RequiredOnGke,
             DefaultValue::None,
             InPlace,
             "\"tensorflow/serving:2.19.0\"",
-            "The serving image on Kubernetes. A local cluster runs `tensorflow_model_server` from PATH, or the built-in stand-in.",
+            "The serving image on Kubernetes: a reference string, or `image.NAME` to deploy what an `image` block builds by its digest (`REPOSITORY/NAME@sha256:…`; a rebuild rolls the Deployment). A local cluster runs `tensorflow_model_server` from PATH, or the built-in stand-in.",
         ),
         attr(
             "replicas",
@@ -1065,12 +1080,12 @@ pub const LOADTEST: BlockSchema = BlockSchema {
         ),
         attr(
             "loadgen_image",
-            Type::String,
+            Type::ImageRef,
             RequiredOnGke,
             DefaultValue::None,
             Rerun,
             "\"REGISTRY/benchstack:TAG\"",
-            "The image of the worker pods (this binary) on gke.",
+            "The image of the worker pods (this binary) on gke: a reference string, or `image.NAME` to run what an `image` block builds, by its digest.",
         ),
         attr(
             "connections",
@@ -1373,8 +1388,81 @@ pub const TUNE: BlockSchema = BlockSchema {
 pub use crate::vocab::resources::MANAGED_FLAGS as RESERVED_FLAGS;
 
 /// Every top-level block kind, in the order the reference page lists them.
+pub const IMAGE: BlockSchema = BlockSchema {
+    name: "image",
+    label: Some("NAME"),
+    resource: true,
+    doc: "A container image built by `apply` with Cloud Build from a directory on this machine and pushed to an Artifact Registry repository. Its content hash (the context's files after `.dockerignore`, with their paths and executable bits; the Dockerfile's path; the build args) decides: an unchanged hash plans no build, a changed one plans a rebuild, and every serving or load test that uses it (`image = image.NAME`) rolls to the new digest. The context is uploaded as a tar.gz to the bucket `PROJECT_cloudbuild` (or `BENCHSTACK_BUILD_BUCKET`); the repository is created when missing.",
+    attrs: &[
+        attr(
+            "repository",
+            Type::String,
+            Required,
+            DefaultValue::None,
+            InPlace,
+            "\"us-central1-docker.pkg.dev/PROJECT/benchstack\"",
+            "The Artifact Registry repository, `LOCATION-docker.pkg.dev/PROJECT/REPOSITORY` (the project and location of the build come from it).",
+        ),
+        attr(
+            "name",
+            Type::ImageName,
+            Required,
+            DefaultValue::None,
+            InPlace,
+            "\"benchstack\"",
+            "The image's name in the repository; it is pushed as `REPOSITORY/NAME` and deployed as `REPOSITORY/NAME@sha256:…`.",
+        ),
+        attr(
+            "context",
+            Type::Path { dir: true },
+            Required,
+            DefaultValue::None,
+            InPlace,
+            "\"..\"",
+            "The build context: a directory, relative to the stack file's directory. Its `.dockerignore` (Docker's rules: patterns from the context root, `**`, `!` exceptions, the last match wins) decides what is uploaded and hashed.",
+        ),
+        attr(
+            "dockerfile",
+            Type::String,
+            Optional,
+            DefaultValue::Derived("`\"Dockerfile\"`"),
+            InPlace,
+            "\"deploy/loadgen.Dockerfile\"",
+            "The Dockerfile, relative to the context and inside it.",
+        ),
+        attr(
+            "args",
+            Type::StringMap,
+            Optional,
+            DefaultValue::EmptyMap,
+            InPlace,
+            "{ TF_SERVING_VERSION = \"2.19.0\" }",
+            "Build arguments (`--build-arg NAME=VALUE`).",
+        ),
+    ],
+    blocks: &[],
+    patterns: &[],
+    computed: &[
+        (
+            "digest",
+            "The pushed image's digest (`sha256:…`), from the build's results.",
+        ),
+        (
+            "reference",
+            "`REPOSITORY/NAME@sha256:…`: what serving and load tests deploy.",
+        ),
+    ],
+    example: r#"image "worker" {
+  repository = "us-central1-docker.pkg.dev/my-project/benchstack"
+  name       = "benchstack"
+  context    = ".."
+  dockerfile = "deploy/loadgen.Dockerfile"
+}
+"#,
+};
+
 pub const BLOCKS: &[&BlockSchema] = &[
-    &VARIABLE, &CLUSTER, &MODEL, &SERVING, &LOADTEST, &OUTPUT, &TUNE,
+    &VARIABLE, &CLUSTER, &MODEL, &IMAGE, &SERVING, &LOADTEST, &OUTPUT, &TUNE,
 ];
 
 /// The top-level block kind `name`.

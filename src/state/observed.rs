@@ -111,6 +111,32 @@ pub struct KubernetesServingObserved {
     /// One entry each: the Service address (the load balancer spreads over the replicas).
     pub rest_endpoints: Vec<String>,
     pub grpc_endpoints: Vec<String>,
+    /// The image the Deployment runs (`REPOSITORY/NAME@sha256:…` for an `image` block):
+    /// the plan compares it with the image's digest to roll a rebuilt image out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// What the cloudbuild provider records for an `image` block: the build that pushed it and
+/// the digest Artifact Registry gave it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudBuildImageObserved {
+    /// The GCP project the build ran in.
+    pub project: String,
+    /// The build's region (`locations/L` of the repository).
+    pub location: String,
+    /// The build's id, and where its log is shown.
+    pub build_id: String,
+    #[serde(default)]
+    pub log_url: String,
+    /// `gs://BUCKET/OBJECT`: the uploaded context.
+    pub source: String,
+    /// `sha256:…`, from the build's `results.images[].digest`.
+    pub digest: String,
+    /// `REPOSITORY/NAME@sha256:…`: what serving and load tests deploy.
+    pub reference: String,
+    /// The context's content hash this digest was built from.
+    pub content_hash: String,
 }
 
 /// What the kubernetes provider records for a load test (the run itself is stored apart).
@@ -137,6 +163,7 @@ pub enum Observed {
     GkeCluster(GkeClusterObserved),
     KubernetesServing(KubernetesServingObserved),
     KubernetesLoadtest(KubernetesLoadtestObserved),
+    CloudbuildImage(CloudBuildImageObserved),
 }
 
 /// What every serving provider's observed state carries (`local_serving` and
@@ -147,6 +174,18 @@ pub struct ServingEndpoints {
     pub rest_endpoints: Vec<String>,
     /// gRPC `HOST:PORT` pairs.
     pub grpc_endpoints: Vec<String>,
+}
+
+/// The `REPOSITORY/NAME@sha256:…` an image's observed JSON records, if it is one.
+pub fn image_reference(v: &serde_json::Value) -> Option<String> {
+    serde_json::from_value::<CloudBuildImageObserved>(v.clone())
+        .ok()
+        .map(|o| o.reference)
+}
+
+/// The image a Kubernetes serving resource's observed JSON says its Deployment runs.
+pub fn deployed_image(v: &serde_json::Value) -> Option<String> {
+    v.get("image").and_then(|i| i.as_str()).map(str::to_string)
 }
 
 /// A serving resource's endpoints from its observed JSON, whichever provider serves it.
@@ -177,6 +216,9 @@ impl Observed {
             ("kubernetes", Kind::Loadtest) => {
                 Observed::KubernetesLoadtest(typed(v, "Kubernetes load test")?)
             }
+            ("cloudbuild", Kind::Image) => {
+                Observed::CloudbuildImage(typed(v, "Cloud Build image")?)
+            }
             (p, k) => {
                 return Err(format!(
                     "no provider `{p}` manages a {} in this benchstack",
@@ -196,6 +238,7 @@ impl Observed {
             Observed::GkeCluster(o) => serde_json::to_value(o),
             Observed::KubernetesServing(o) => serde_json::to_value(o),
             Observed::KubernetesLoadtest(o) => serde_json::to_value(o),
+            Observed::CloudbuildImage(o) => serde_json::to_value(o),
         };
         // Plain structs of strings and numbers: serializing them cannot fail.
         v.unwrap_or_default()

@@ -19,8 +19,8 @@ pub use super::observed::Observed;
 use crate::environment::Environment;
 use crate::vocab::load::{Arrival, Protocol, Rate, RequestSource, Slo, Stage};
 use crate::vocab::resources::{
-    Address, BatchingConfig, ClusterConfig, FlagValue, LoadtestConfig, ModelConfig, ProviderKind,
-    ResourceConfig, ServingConfig,
+    Address, BatchingConfig, ClusterConfig, FlagValue, ImageConfig, LoadtestConfig, ModelConfig,
+    ProviderKind, ResourceConfig, ServingConfig,
 };
 
 /// The schema this build writes and reads. 1: the first (records were the library's types);
@@ -153,6 +153,11 @@ pub struct EnvironmentRecord {
     pub memory_bytes: u64,
     /// The benchstack version.
     pub version: String,
+    /// The images the run measured, by role (`serving`, `loadgen`): what the Deployment and
+    /// the Job ran (`REPOSITORY/NAME@sha256:…` for an `image` block). Empty for local runs and
+    /// runs recorded before images were.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
 }
 
 impl From<&Environment> for EnvironmentRecord {
@@ -163,6 +168,7 @@ impl From<&Environment> for EnvironmentRecord {
             cpu_model: e.cpu_model.clone(),
             memory_bytes: e.memory_bytes,
             version: e.version.clone(),
+            images: BTreeMap::new(),
         }
     }
 }
@@ -175,6 +181,20 @@ pub enum ConfigRecord {
     Model(ModelRecord),
     Serving(ServingRecord),
     Loadtest(LoadtestRecord),
+    Image(ImageRecord),
+}
+
+/// An `image` block: where it is pushed, what it is built from, and the content hash of the
+/// context the last build saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub repository: String,
+    pub name: String,
+    /// Absolute path on the machine that applied it.
+    pub context: PathBuf,
+    pub dockerfile: String,
+    pub args: BTreeMap<String, String>,
+    pub content_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +231,9 @@ pub struct ModelRecord {
 pub struct ServingRecord {
     pub cluster: Address,
     pub image: Option<String>,
+    /// `image = image.NAME`; absent otherwise (so older records and fingerprints are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_from: Option<Address>,
     pub replicas: u32,
     pub models: Vec<Address>,
     /// Scalars as JSON booleans, integers, floats or strings.
@@ -245,6 +268,8 @@ pub struct LoadtestRecord {
     pub request: RequestRecord,
     pub workers: u32,
     pub loadgen_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_image_from: Option<Address>,
     pub connections: u32,
     /// `constant` or `poisson`.
     pub arrival: String,
@@ -348,6 +373,7 @@ impl From<&ResourceConfig> for ConfigRecord {
             ResourceConfig::Serving(s) => ConfigRecord::Serving(ServingRecord {
                 cluster: s.cluster.clone(),
                 image: s.image.clone(),
+                image_from: s.image_from.clone(),
                 replicas: s.replicas,
                 models: s.models.clone(),
                 flags: s
@@ -391,6 +417,7 @@ impl From<&ResourceConfig> for ConfigRecord {
                 },
                 workers: l.workers,
                 loadgen_image: l.loadgen_image.clone(),
+                loadgen_image_from: l.loadgen_image_from.clone(),
                 connections: l.connections,
                 arrival: match l.arrival {
                     Arrival::Constant => "constant",
@@ -423,6 +450,14 @@ impl From<&ResourceConfig> for ConfigRecord {
                         Slo::ErrorRate { errors } => SloRecord::ErrorRate { errors: *errors },
                     })
                     .collect(),
+            }),
+            ResourceConfig::Image(i) => ConfigRecord::Image(ImageRecord {
+                repository: i.repository.clone(),
+                name: i.name.clone(),
+                context: i.context.clone(),
+                dockerfile: i.dockerfile.clone(),
+                args: i.args.clone(),
+                content_hash: i.content_hash.clone(),
             }),
         }
     }
@@ -458,6 +493,7 @@ impl ConfigRecord {
             ConfigRecord::Serving(s) => ResourceConfig::Serving(ServingConfig {
                 cluster: s.cluster,
                 image: s.image,
+                image_from: s.image_from,
                 replicas: s.replicas,
                 models: s.models,
                 flags: s
@@ -507,6 +543,7 @@ impl ConfigRecord {
                 },
                 workers: l.workers,
                 loadgen_image: l.loadgen_image,
+                loadgen_image_from: l.loadgen_image_from,
                 connections: l.connections,
                 arrival: match l.arrival.as_str() {
                     "constant" => Arrival::Constant,
@@ -544,6 +581,14 @@ impl ConfigRecord {
                         })
                     })
                     .collect::<Result<_, String>>()?,
+            }),
+            ConfigRecord::Image(i) => ResourceConfig::Image(ImageConfig {
+                repository: i.repository,
+                name: i.name,
+                context: i.context,
+                dockerfile: i.dockerfile,
+                args: i.args,
+                content_hash: i.content_hash,
             }),
         })
     }

@@ -222,6 +222,7 @@ fn serving() -> ServingConfig {
             key: None,
         },
         image: None,
+        image_from: None,
         replicas: 1,
         models: Vec::new(),
         flags: BTreeMap::new(),

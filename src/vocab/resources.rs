@@ -32,6 +32,7 @@ pub enum Kind {
     Model,
     Serving,
     Loadtest,
+    Image,
 }
 
 impl Kind {
@@ -41,6 +42,7 @@ impl Kind {
             Kind::Model => "model",
             Kind::Serving => "serving",
             Kind::Loadtest => "loadtest",
+            Kind::Image => "image",
         }
     }
 }
@@ -56,7 +58,7 @@ pub struct Address {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error(
-    "`{input}` is not a resource address: expected KIND.NAME or KIND.NAME[\"KEY\"], with KIND one of cluster, model, serving, loadtest"
+    "`{input}` is not a resource address: expected KIND.NAME or KIND.NAME[\"KEY\"], with KIND one of cluster, model, serving, loadtest, image"
 )]
 pub struct AddressError {
     pub input: String,
@@ -74,6 +76,7 @@ impl Address {
             "model" => Kind::Model,
             "serving" => Kind::Serving,
             "loadtest" => Kind::Loadtest,
+            "image" => Kind::Image,
             _ => return Err(err()),
         };
         let (name, key) = match rest.split_once('[') {
@@ -159,6 +162,7 @@ pub enum ResourceConfig {
     Model(ModelConfig),
     Serving(ServingConfig),
     Loadtest(LoadtestConfig),
+    Image(ImageConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -175,13 +179,16 @@ pub enum ProviderName {
     Local,
     Gke,
     Kubernetes,
+    /// Container images built by Cloud Build and pushed to Artifact Registry.
+    CloudBuild,
 }
 
 impl ProviderName {
-    pub const ALL: [ProviderName; 3] = [
+    pub const ALL: [ProviderName; 4] = [
         ProviderName::Local,
         ProviderName::Gke,
         ProviderName::Kubernetes,
+        ProviderName::CloudBuild,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -189,6 +196,7 @@ impl ProviderName {
             ProviderName::Local => "local",
             ProviderName::Gke => "gke",
             ProviderName::Kubernetes => "kubernetes",
+            ProviderName::CloudBuild => "cloudbuild",
         }
     }
 
@@ -277,8 +285,11 @@ pub const MANAGED_FLAGS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServingConfig {
     pub cluster: Address,
-    /// Required on gke; optional (and ignored) on a local cluster.
+    /// Required on gke (this or `image_from`); optional (and ignored) on a local cluster.
     pub image: Option<String>,
+    /// `image = image.NAME`: the image an `image` block builds, deployed by its digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_from: Option<Address>,
     pub replicas: u32,
     pub models: Vec<Address>,
     pub flags: BTreeMap<String, FlagValue>,
@@ -314,6 +325,9 @@ pub struct LoadtestConfig {
     pub request: RequestSource,
     pub workers: u32,
     pub loadgen_image: Option<String>,
+    /// `loadgen_image = image.NAME`: the worker image an `image` block builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_image_from: Option<Address>,
     pub connections: u32,
     pub arrival: Arrival,
     pub seed: u64,
@@ -323,6 +337,54 @@ pub struct LoadtestConfig {
     pub timeout: Duration,
     pub stages: Vec<Stage>,
     pub slos: Vec<Slo>,
+}
+
+/// A container image built from a directory on this machine (`image` block): Cloud Build
+/// builds it from the uploaded context and pushes it to `repository/name`; what is deployed is
+/// the pushed digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    /// An Artifact Registry repository: `LOCATION-docker.pkg.dev/PROJECT/REPOSITORY`.
+    pub repository: String,
+    /// The image's name in the repository.
+    pub name: String,
+    /// The build context: an absolute directory on this machine.
+    pub context: PathBuf,
+    /// The Dockerfile, relative to the context (`/`-separated).
+    pub dockerfile: String,
+    /// `--build-arg NAME=VALUE`.
+    pub args: BTreeMap<String, String>,
+    /// SHA-256 of what a build would see: the context's files after `.dockerignore` (paths,
+    /// modes and contents), the Dockerfile's path and the build args. A change plans a build.
+    pub content_hash: String,
+}
+
+impl ImageConfig {
+    /// `repository/name`, without a tag or digest.
+    pub fn image_name(&self) -> String {
+        format!("{}/{}", self.repository.trim_end_matches('/'), self.name)
+    }
+
+    /// The Artifact Registry coordinates in `repository`: (location, project, repository id),
+    /// from `LOCATION-docker.pkg.dev/PROJECT/REPOSITORY`; None for any other registry.
+    pub fn artifact_registry(&self) -> Option<(String, String, String)> {
+        let mut parts = self.repository.trim_end_matches('/').split('/');
+        let host = parts.next()?;
+        let project = parts.next()?;
+        let repo = parts.next()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let location = host.strip_suffix("-docker.pkg.dev")?;
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' || c == ':'
+                })
+        };
+        (ok(location) && ok(project) && ok(repo))
+            .then(|| (location.to_string(), project.to_string(), repo.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

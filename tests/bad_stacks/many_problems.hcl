@@ -1,5 +1,5 @@
 # expect: 14:14: replicas: found the number 0
-# expect: 15:14: image: found the number 5, expected a string
+# expect: 15:14: image: found the number 5, expected an image reference such as "REGISTRY/NAME:TAG"
 # expect: 20:14: protocol: found "grcp"
 # expect: 22:16: rate: found the number 0
 

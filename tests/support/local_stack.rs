@@ -73,6 +73,7 @@ pub fn serving_stack(replicas: u32, max_batch: u64) -> Stack {
                 ResourceConfig::Serving(ServingConfig {
                     cluster: c,
                     image: None,
+                    image_from: None,
                     replicas,
                     models: vec![m],
                     cpu: None,

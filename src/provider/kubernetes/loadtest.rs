@@ -153,6 +153,7 @@ pub(super) async fn run(
     Ok(Applied {
         observed: serde_json::to_value(&observed).unwrap_or_default(),
         run: Some(RunOutcome {
+            images: measured_images(l, inputs),
             environment: merged.environment.clone(),
             report: serde_json::to_value(&merged)
                 .map_err(|e| ProviderError::other(format!("the run report: {e}")))?,
@@ -161,6 +162,26 @@ pub(super) async fn run(
             finished: procinfo::now_unix(),
         }),
     })
+}
+
+/// What the run measured: the serving image its target's Deployment runs and the worker image
+/// (digests for `image` blocks; `l` has them resolved).
+fn measured_images(
+    l: &LoadtestConfig,
+    inputs: &Inputs,
+) -> std::collections::BTreeMap<String, String> {
+    let mut images = std::collections::BTreeMap::new();
+    if let Some(i) = inputs
+        .observed
+        .get(&l.target)
+        .and_then(crate::state::observed::deployed_image)
+    {
+        images.insert("serving".to_string(), i);
+    }
+    if let Some(i) = &l.loadgen_image {
+        images.insert("loadgen".to_string(), i.clone());
+    }
+    images
 }
 
 /// Deletes the Job; it runs also after a cancel (the Job must go), so it does not stop for one.

@@ -402,6 +402,7 @@ fn unsupported(config: &ResourceConfig) -> ProviderError {
         ResourceConfig::Model(_) => "model",
         ResourceConfig::Serving(_) => "serving resource",
         ResourceConfig::Loadtest(_) => "load test",
+        ResourceConfig::Image(_) => "image",
     };
     ProviderError::invalid(format!(
         "the kubernetes provider manages serving and load tests, not a {kind}"
@@ -432,6 +433,8 @@ impl Provider for KubernetesProvider {
         config: &ResourceConfig,
         inputs: &Inputs,
     ) -> Result<Applied, ProviderError> {
+        // `image = image.NAME`: the digest the image block pushed, from its observed state.
+        let config = &super::resolve_images(config, inputs)?;
         match config {
             ResourceConfig::Serving(s) => {
                 let timeout = self.rollout_timeout()?;

@@ -50,6 +50,7 @@ impl ServingObserved {
             grpc_endpoint: grpc.clone(),
             rest_endpoints: vec![rest],
             grpc_endpoints: vec![grpc],
+            image: None,
         }
     }
 
@@ -175,8 +176,10 @@ pub(super) async fn apply(
     let generation =
         wait_for_rollout(ctx, policy, &apis.deployments, &watch, generation, timeout).await?;
     let lb = wait_for_address(ctx, policy, &apis.services, &watch, timeout).await?;
+    let mut observed = ServingObserved::new(cluster, name, generation, s.replicas, lb);
+    observed.image = s.image.clone();
     Ok(Applied {
-        observed: ServingObserved::new(cluster, name, generation, s.replicas, lb).to_value(),
+        observed: observed.to_value(),
         run: None,
     })
 }
@@ -541,14 +544,16 @@ pub(super) async fn read(
         .and_then(|sp| sp.replicas)
         .unwrap_or(1)
         .max(0) as u32;
-    let observed = ServingObserved::new(
+    let mut observed = ServingObserved::new(
         o.cluster.clone(),
         o.name.clone(),
         deployment.metadata.generation.unwrap_or(o.generation),
         live_replicas,
         address,
-    )
-    .to_value();
+    );
+    // What the Deployment runs now, so that a rebuilt image not yet rolled out is noticed.
+    observed.image = Template::of(&deployment).image.or(o.image.clone());
+    let observed = observed.to_value();
     if live_replicas != s.replicas {
         let mut live = s.clone();
         live.replicas = live_replicas;

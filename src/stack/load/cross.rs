@@ -47,6 +47,7 @@ impl Sources {
                 ResourceConfig::Serving(s) => {
                     if clusters.get(&s.cluster) == Some(&ProviderKind::Gke)
                         && s.image.is_none()
+                        && s.image_from.is_none()
                         && (!d.written.contains("image") || self.diags.is_empty())
                     {
                         self.error(d.file, d.block_header.clone(), format!("found {} on {} (provider \"gke\") without `image`, expected `image = {}`", d.resource.address, s.cluster, SERVING.attr("image").example), None);
@@ -69,6 +70,7 @@ impl Sources {
                     }
                     if clusters.get(&l.cluster) == Some(&ProviderKind::Gke)
                         && l.loadgen_image.is_none()
+                        && l.loadgen_image_from.is_none()
                         && (!d.written.contains("loadgen_image") || self.diags.is_empty())
                     {
                         self.error(d.file, d.block_header.clone(), format!("found {} on {} (provider \"gke\") without `loadgen_image`, expected `loadgen_image = {}`", d.resource.address, l.cluster, LOADTEST.attr("loadgen_image").example), None);

@@ -149,7 +149,7 @@ impl Sources {
             }),
         };
         let workers = self.uint_or_default(cx, c, a("workers")) as u32;
-        let loadgen_image = self.string(cx, c, a("loadgen_image"));
+        let (loadgen_image, loadgen_image_from) = self.image_ref(cx, c, a("loadgen_image"));
         let connections = self.uint_or_default(cx, c, a("connections")) as u32;
         let arrival = self
             .choice(cx, c, a("arrival"), |s| Arrival::parse(s).ok())
@@ -195,6 +195,7 @@ impl Sources {
             request: request?,
             workers,
             loadgen_image,
+            loadgen_image_from,
             connections,
             arrival,
             seed,

@@ -1,7 +1,7 @@
 //! Loading a stack: parse every file, evaluate variables and for_each, decode each block into
 //! its typed configuration, check references, ranges and the graph, and collect every problem.
 //!
-//! One file per block kind (`cluster`, `model`, `serving`, `loadtest`, `output`; `variable`
+//! One file per block kind (`cluster`, `model`, `image`, `serving`, `loadtest`, `output`; `variable`
 //! blocks are evaluated by `stack::vars`, `tune` blocks and a cluster's `hourly_price` are
 //! decoded in `tune`), the shared body checks and typed views in `body`, `for_each`
 //! expansion in `for_each`, and the checks that need several resources in `cross`. What each
@@ -14,6 +14,7 @@ mod body;
 mod cluster;
 mod cross;
 mod for_each;
+mod image;
 mod loadtest;
 mod model;
 mod output;
@@ -28,7 +29,7 @@ use hcl_edit::structure::{Block, Body, Structure};
 
 use super::diag::Diagnostics;
 use super::eval::{Scope, kind_from_str};
-use super::schema::{self, CLUSTER, LOADTEST, MODEL, SERVING};
+use super::schema::{self, CLUSTER, IMAGE, LOADTEST, MODEL, SERVING};
 use super::sources::{Sources, range_of};
 use super::tune::StackExtras as TuneExtras;
 use super::value::{Value, suggest};
@@ -292,6 +293,7 @@ impl Sources {
             Kind::Model => &MODEL,
             Kind::Serving => &SERVING,
             Kind::Loadtest => &LOADTEST,
+            Kind::Image => &IMAGE,
         };
         let c = self.check_body(cx.file, &block.body, &what, schema);
         let span = self.span(cx.file, range_of(&block.ident));
@@ -344,6 +346,9 @@ impl Sources {
             Kind::Loadtest => self
                 .decode_loadtest(cx, &c, block, &what, &mut dec)
                 .map(ResourceConfig::Loadtest),
+            Kind::Image => self
+                .decode_image(cx, &c, block, &what)
+                .map(ResourceConfig::Image),
         };
         let mut deps: Vec<Address> = cx.scope.take_refs();
         deps.retain(|a| a != &address);

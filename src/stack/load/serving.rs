@@ -22,7 +22,7 @@ impl Sources {
         let cluster = self
             .required(cx, c, block, what, a("cluster"))
             .and_then(|attr| self.reference(cx, attr, Kind::Cluster));
-        let image = self.string(cx, c, a("image"));
+        let (image, image_from) = self.image_ref(cx, c, a("image"));
         let replicas = self.uint_or_default(cx, c, a("replicas")) as u32;
         let mut models = Vec::new();
         let models_attr = a("models");
@@ -115,6 +115,7 @@ impl Sources {
         Some(ServingConfig {
             cluster: cluster?,
             image,
+            image_from,
             replicas,
             models,
             flags: flags.unwrap_or_default(),
