@@ -174,6 +174,15 @@ pub fn preflight_request(stack: &Stack, plan: Option<&Plan>) -> gke::preflight::
                     });
                 }
             }
+            // Built on apply: Cloud Build and Artifact Registry must be on in its project.
+            ResourceConfig::Image(i) => {
+                if let Some((_, project, _)) = i.artifact_registry() {
+                    request.builds.push(gke::preflight::BuildItem {
+                        address: r.address.clone(),
+                        project,
+                    });
+                }
+            }
             ResourceConfig::Loadtest(l) if gke_cluster(&l.cluster) => {
                 if let Some(image) = &l.loadgen_image {
                     request.images.push(gke::preflight::ImageItem {

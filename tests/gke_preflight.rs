@@ -483,3 +483,44 @@ fn a_public_image_is_checked_with_the_anonymous_token_its_registry_hands_out() {
         "{err}"
     );
 }
+
+#[test]
+fn an_image_block_needs_cloud_build_enabled_in_its_repositorys_project() {
+    let w = World::start();
+    // stacks/gke.hcl plus an image block apply would build in the same project; the
+    // project has Artifact Registry on, Cloud Build off (World enables only three APIs).
+    let stack = w.dir.path().join("gke.hcl");
+    let base = std::fs::read_to_string(repo().join("stacks/gke.hcl"))
+        .unwrap()
+        .replace(
+            "\"../examples/",
+            &format!("\"{}/examples/", repo().display()),
+        );
+    let block = format!(
+        "\nimage \"worker\" {{\n  repository = \"us-central1-docker.pkg.dev/{PROJECT}/benchstack\"\n  name       = \"worker\"\n  context    = \"ctx\"\n}}\n"
+    );
+    std::fs::write(&stack, format!("{base}{block}")).unwrap();
+    std::fs::create_dir(w.dir.path().join("ctx")).unwrap();
+    std::fs::write(w.dir.path().join("ctx/Dockerfile"), "FROM scratch\n").unwrap();
+    let repository_line = base.lines().count() + 3;
+
+    let mut c = w.command(&["plan"]);
+    c.arg(&stack).args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(
+            "the Cloud Build API (cloudbuild.googleapis.com) is not enabled in project bench-test"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("gke.hcl:{repository_line}:")),
+        "located at the image's repository:\n{err}"
+    );
+    assert!(
+        err.contains("gcloud services enable cloudbuild.googleapis.com --project bench-test"),
+        "{err}"
+    );
+    w.assert_no_gke_change();
+}

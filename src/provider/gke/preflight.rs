@@ -46,6 +46,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONTAINER_API: &str = "container.googleapis.com";
 pub const COMPUTE_API: &str = "compute.googleapis.com";
 pub const ARTIFACT_REGISTRY_API: &str = "artifactregistry.googleapis.com";
+pub const CLOUD_BUILD_API: &str = "cloudbuild.googleapis.com";
 
 /// What the plan asks of Google: the stack's GKE clusters (with what the plan does to each)
 /// and the images its Kubernetes resources run.
@@ -53,6 +54,15 @@ pub const ARTIFACT_REGISTRY_API: &str = "artifactregistry.googleapis.com";
 pub struct Request {
     pub clusters: Vec<ClusterItem>,
     pub images: Vec<ImageItem>,
+    pub builds: Vec<BuildItem>,
+}
+
+/// An `image` block apply builds: Cloud Build runs it and pushes to Artifact Registry in
+/// `project` (the repository's project).
+#[derive(Debug, Clone)]
+pub struct BuildItem {
+    pub address: Address,
+    pub project: String,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +251,12 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
         if let Some(project) = ImageRef::parse(&i.image).and_then(|r| r.google_project()) {
             apis.entry((project, ARTIFACT_REGISTRY_API))
                 .or_insert((i.address.clone(), i.attribute));
+        }
+    }
+    for b in &request.builds {
+        for api in [CLOUD_BUILD_API, ARTIFACT_REGISTRY_API] {
+            apis.entry((b.project.clone(), api))
+                .or_insert((b.address.clone(), "repository"));
         }
     }
     let mut disabled: BTreeSet<(String, &'static str)> = BTreeSet::new();
@@ -629,9 +645,10 @@ fn disabled_api(address: &Address, attribute: &'static str, project: &str, api: 
             "the Compute Engine API",
             "for the clusters' nodes (and to read machine types and quotas)",
         ),
+        CLOUD_BUILD_API => ("the Cloud Build API", "to build the stack's `image` blocks"),
         _ => (
             "the Artifact Registry API",
-            "to pull images from Artifact Registry (and gcr.io)",
+            "to push and pull images in Artifact Registry (and gcr.io)",
         ),
     };
     Finding::error(
