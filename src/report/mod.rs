@@ -155,6 +155,7 @@ pub fn stage_table(r: &RunReport) -> String {
     right[0] = false;
     out.push_str(&pad_table(&rows, &right));
     out.push_str("latencies in ms from the intended send time; svc = from the actual send; lag = generator lateness\n");
+    out.push_str(&server_table(r));
     for s in &r.stages {
         if s.closed_loop {
             let _ = writeln!(
@@ -213,6 +214,113 @@ pub fn stage_table(r: &RunReport) -> String {
                 let _ = writeln!(out, "capacity: none (no probed rate held its SLOs)");
             }
         }
+    }
+    out
+}
+
+/// The server's side, one row per stage: what TF Serving itself counted (requests by status,
+/// rows per batch, padding, queue wait, session run time) and the CPU its processes used. A
+/// stage without it says why. Empty when no stage has either.
+pub fn server_table(r: &RunReport) -> String {
+    // A run that never tried (`benchstack loadtest`) says nothing about it.
+    let tried = |s: &StageReport| {
+        s.server.is_some()
+            || s.server_note
+                .as_deref()
+                .is_some_and(|n| n != crate::loadgen::NOT_SCRAPED)
+    };
+    if !r.stages.iter().any(tried) {
+        return String::new();
+    }
+    let mut out = String::new();
+    let mut rows = vec![
+        [
+            "stage",
+            "replicas",
+            "ok",
+            "failed",
+            "batch avg",
+            "p50",
+            "p99",
+            "pad %",
+            "queue p50",
+            "p99",
+            "run p50",
+            "p99",
+            "cpu",
+            "share",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+    ];
+    let mut notes = Vec::new();
+    for st in &r.stages {
+        let Some(s) = &st.server else {
+            if let Some(n) = &st.server_note {
+                notes.push(format!("{}: {n}", st.name));
+            }
+            continue;
+        };
+        let ok = s.requests.get("OK").copied().unwrap_or(0);
+        let failed: u64 = s
+            .requests
+            .iter()
+            .filter(|(k, _)| k.as_str() != "OK")
+            .map(|(_, n)| n)
+            .sum();
+        let opt = |v: Option<f64>, fmt: &dyn Fn(f64) -> String| v.map(fmt).unwrap_or("-".into());
+        let rows_fmt = |x: f64| format!("{x:.1}");
+        rows.push(vec![
+            st.name.clone(),
+            s.replicas.to_string(),
+            ok.to_string(),
+            failed.to_string(),
+            opt(s.batch_size.map(|b| b.avg), &rows_fmt),
+            opt(s.batch_size.map(|b| b.p50), &rows_fmt),
+            opt(s.batch_size.map(|b| b.p99), &rows_fmt),
+            opt(s.padding_ratio, &|x| format!("{:.1}", x * 100.0)),
+            opt(s.queue_wait_ms.map(|q| q.p50), &|x| f(x)),
+            opt(s.queue_wait_ms.map(|q| q.p99), &|x| f(x)),
+            opt(s.runtime_ms.map(|q| q.p50), &|x| f(x)),
+            opt(s.runtime_ms.map(|q| q.p99), &|x| f(x)),
+            opt(s.cpu_cores, &|x| format!("{x:.2}")),
+            if s.per_replica_share.len() > 1 {
+                s.per_replica_share
+                    .iter()
+                    .map(|x| format!("{:.0}%", x * 100.0))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            } else {
+                "-".into()
+            },
+        ]);
+        let other: Vec<String> = s
+            .requests
+            .iter()
+            .filter(|(k, n)| k.as_str() != "OK" && **n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        if !other.is_empty() {
+            notes.push(format!("{}: server status {}", st.name, other.join(" ")));
+        }
+        if let Some(t) = s.cpu_throttled_ratio {
+            notes.push(format!(
+                "{}: CPU throttled in {:.1}% of periods",
+                st.name,
+                t * 100.0
+            ));
+        }
+    }
+    if rows.len() > 1 {
+        let _ = writeln!(out, "server (TF Serving's own metrics):");
+        let mut right = vec![true; 14];
+        right[0] = false;
+        out.push_str(&pad_table(&rows, &right));
+        out.push_str("batch = rows per executed batch after padding; queue = wait for a batch; run = session run (queue included); ms; cpu in cores; percentiles estimated from the server's buckets\n");
+    }
+    for n in notes {
+        let _ = writeln!(out, "{n}");
     }
     out
 }

@@ -139,6 +139,11 @@ pub struct ProbeResult {
     /// Set when the probe had fewer requests than its percentile's sample rule asks (the
     /// probe length is capped): what that sample can and cannot prove.
     pub short_sample: Option<String>,
+    /// The server's average rows per executed batch during the probe (TF Serving's
+    /// `processed_batch_size`); null without batching or without the server's metrics.
+    pub batch_avg: Option<f64>,
+    /// CPU the serving processes used during the probe, in cores; null where unknown.
+    pub cpu_cores: Option<f64>,
 }
 
 /// One capacity search of one configuration.
@@ -473,6 +478,12 @@ fn probe_result(run: u64, rate: f64, stage: &StageReport, slos: &[Slo]) -> Probe
         duration_s: stage.duration_s,
         stopped_early: stage.stopped_early.as_ref().map(|e| e.reason.clone()),
         short_sample: None,
+        batch_avg: stage
+            .server
+            .as_ref()
+            .and_then(|s| s.batch_size)
+            .map(|b| b.avg),
+        cpu_cores: stage.server.as_ref().and_then(|s| s.cpu_cores),
     }
 }
 

@@ -129,6 +129,8 @@ fn report(
         in_flight_cap_hits: 0,
         timeline,
         stopped_early: None,
+        server: None,
+        server_note: None,
     };
     RunReport {
         target: "model".into(),
