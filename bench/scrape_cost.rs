@@ -1,12 +1,12 @@
-//! What scraping the server's metrics costs a run: the same stage against `benchstack serve`
-//! (batching on, the metrics page on), alternately without and with the scraper that `apply`
-//! uses (one scrape of the page when the stage begins, one when it has drained), in the order
-//! A B B A … so drift on a shared machine falls on both arms alike. Prints each run's achieved
-//! rate and p99, the medians of each arm, their relative difference, and what one scrape
-//! costs on its own (wall time and page size).
+//! What scraping the server's metrics costs a run, against `benchstack serve` (batching on,
+//! the metrics page on): one run of PAIRS pairs of stages at one rate, the first of each pair
+//! scraped as `apply` scrapes a stage (the page and the process's CPU when it begins and as it
+//! ends, through the same `snapshot_all`), the second not. Prints each pair's achieved rate
+//! and p99, the median paired difference, and what one scrape costs on its own (wall time and
+//! page size).
 //!
 //!     cargo bench --bench scrape_cost
-//!     RATE=1000 SECS=5 ROUNDS=4 cargo bench --bench scrape_cost
+//!     RATE=1000 SECS=3 PAIRS=20 cargo bench --bench scrape_cost
 //!
 //! The stand-in is `target/…/benchstack` of the same build.
 
@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use benchstack::loadgen::server::{HttpReplica, Replica, Scraper, StageMarks, snapshot_all};
+use benchstack::loadgen::server::{HttpReplica, Replica, StageMarks, snapshot_all};
 use benchstack::loadgen::{self, LoadSpec};
 use benchstack::vocab::load::{Protocol, Rate, RequestSource, Stage};
 
@@ -39,8 +39,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let rate: f64 = env_or("RATE", 1000.0);
-    let secs: u64 = env_or("SECS", 5);
-    let rounds: usize = env_or("ROUNDS", 4);
+    let secs: u64 = env_or("SECS", 3);
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("temp dir");
     let params = dir.path().join("batching_parameters.txt");
@@ -79,11 +78,12 @@ fn main() {
     let ready: serde_json::Value = serde_json::from_str(line.trim()).expect("ready JSON");
     let port = ready["rest_port"].as_u64().expect("rest_port") as u16;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let replica = || -> Vec<Box<dyn Replica>> {
+    let pid = child.id();
+    let replica = move || -> Vec<Box<dyn Replica>> {
         vec![Box::new(HttpReplica {
             addr,
             path: benchstack::manifest::METRICS_PATH.to_string(),
-            pid: Some(child.id()),
+            pid: Some(pid),
         })]
     };
     let body = std::fs::read_to_string(repo.join("examples/requests/regression.json"))
@@ -116,45 +116,81 @@ fn main() {
         page_bytes = body.len();
     }
 
-    let cancel = AtomicBool::new(false);
-    let mut arms: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
-    println!(
-        "rate {rate} req/s, {secs} s per run, {rounds} runs per arm (A = without, B = with scraping)"
-    );
-    for i in 0..rounds * 2 {
-        // A B B A A B B A …
-        let with = matches!(i % 4, 1 | 2);
-        let scraper = with.then(|| Scraper::start(replica(), "regression".into()));
-        let marks = scraper.as_ref().map(|s| s as &dyn StageMarks);
-        let report = loadgen::run_observed(&spec, None, &cancel, marks).expect("run");
-        let st = &report.stages[0];
-        if let Some(s) = scraper {
-            let server = s.finish(1);
-            assert!(server[0].is_ok(), "{:?}", server[0]);
+    // Paired stages in one run: 2 × PAIRS stages at one rate, back to back on the same
+    // connections; the first of each pair is scraped as `apply` scrapes a stage (when it
+    // begins and as it ends), the second is not. Adjacent stages share the machine's state, so
+    // the pair's difference is far less noisy than separate runs (tried first: their p99s
+    // spread ±12% on this shared machine, hiding any effect).
+    let pairs: usize = env_or("PAIRS", 20);
+    spec.stages = (0..pairs * 2)
+        .map(|i| Stage {
+            name: format!(
+                "{}{}",
+                if i % 2 == 0 { "scraped-" } else { "plain-" },
+                i / 2
+            ),
+            rate: Rate::PerSecond(rate),
+            duration: Duration::from_secs(secs),
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    let stage_len = Duration::from_secs(secs);
+    let scrapes = std::thread::spawn(move || {
+        let r = replica();
+        let mut n = 0;
+        while let Ok(i) = rx.recv() {
+            if i % 2 == 0 {
+                let begun = Instant::now();
+                let _ = snapshot_all(&r, "regression");
+                // The stage's closing scrape, just before it ends.
+                std::thread::sleep(
+                    stage_len.saturating_sub(Duration::from_millis(30) + begun.elapsed()),
+                );
+                let _ = snapshot_all(&r, "regression");
+                n += 2;
+            }
         }
+        n
+    });
+    struct Marks(std::sync::mpsc::Sender<usize>);
+    impl StageMarks for Marks {
+        fn stage_begins(&self, index: usize) {
+            let _ = self.0.send(index);
+        }
+        fn run_drained(&self) {}
+    }
+    let marks = Marks(tx);
+    let cancel = AtomicBool::new(false);
+    println!("rate {rate} req/s, {pairs} pairs of {secs} s stages in one run (scraped, then not)");
+    let report = loadgen::run_observed(&spec, None, &cancel, Some(&marks)).expect("run");
+    drop(marks);
+    let n_scrapes = scrapes.join().unwrap_or(0);
+    let mut d_rate = Vec::new();
+    let mut d_p99 = Vec::new();
+    let (mut p99_s, mut p99_p) = (Vec::new(), Vec::new());
+    for pair in report.stages.chunks(2) {
+        let (a, b) = (&pair[0], &pair[1]);
         println!(
-            "{} achieved {:.1} req/s  p99 {:.3} ms",
-            if with { "B" } else { "A" },
-            st.achieved_rate,
-            st.latency_ms.p99
+            "{:<12} {:.1} req/s p99 {:.3} ms | {:<10} {:.1} req/s p99 {:.3} ms",
+            a.name, a.achieved_rate, a.latency_ms.p99, b.name, b.achieved_rate, b.latency_ms.p99
         );
-        arms[usize::from(with)].push((st.achieved_rate, st.latency_ms.p99));
+        d_rate.push((a.achieved_rate - b.achieved_rate) / b.achieved_rate * 100.0);
+        d_p99.push((a.latency_ms.p99 - b.latency_ms.p99) / b.latency_ms.p99 * 100.0);
+        p99_s.push(a.latency_ms.p99);
+        p99_p.push(b.latency_ms.p99);
     }
     let _ = child.kill();
     let _ = child.wait();
-    let stat = |arm: &[(f64, f64)]| {
-        let mut rates: Vec<f64> = arm.iter().map(|x| x.0).collect();
-        let mut p99s: Vec<f64> = arm.iter().map(|x| x.1).collect();
-        (median(&mut rates), median(&mut p99s))
-    };
-    let (ra, pa) = stat(&arms[0]);
-    let (rb, pb) = stat(&arms[1]);
-    println!("median without scraping: {ra:.1} req/s, p99 {pa:.3} ms");
-    println!("median with scraping:    {rb:.1} req/s, p99 {pb:.3} ms");
+    println!("{n_scrapes} scrapes during the run");
     println!(
-        "difference: achieved rate {:+.2}%, p99 {:+.2}%",
-        (rb - ra) / ra * 100.0,
-        (pb - pa) / pa * 100.0
+        "median p99: scraped stages {:.3} ms, plain stages {:.3} ms",
+        median(&mut p99_s),
+        median(&mut p99_p)
+    );
+    println!(
+        "median paired difference (scraped − plain): achieved rate {:+.2}%, p99 {:+.2}%",
+        median(&mut d_rate),
+        median(&mut d_p99)
     );
     println!(
         "one scrape: median {:.2} ms, max {:.2} ms, page {} bytes",
