@@ -358,8 +358,43 @@ fn delta(a: f64, b: f64) -> String {
     format!("{:+.1}%", (b - a) / a * 100.0)
 }
 
-/// A compared quantity: label, how to read it, whether it is a latency in ms.
-type Metric = (&'static str, fn(&StageReport) -> f64, bool);
+/// A compared quantity: label, how to read it (None: the stage does not have it), whether it
+/// is a latency in ms.
+type Metric = (&'static str, fn(&StageReport) -> Option<f64>, bool);
+
+/// The server's side compared, when either stage has it.
+const SERVER_METRICS: [Metric; 5] = [
+    (
+        "server batch avg",
+        |s| s.server.as_ref()?.batch_size.map(|b| b.avg),
+        false,
+    ),
+    (
+        "server queue p99 ms",
+        |s| s.server.as_ref()?.queue_wait_ms.map(|q| q.p99),
+        true,
+    ),
+    (
+        "server run p99 ms",
+        |s| s.server.as_ref()?.runtime_ms.map(|q| q.p99),
+        true,
+    ),
+    (
+        "server failed",
+        |s| {
+            let v = s.server.as_ref()?;
+            Some(
+                v.requests
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "OK")
+                    .map(|(_, n)| *n as f64)
+                    .sum(),
+            )
+        },
+        false,
+    ),
+    ("server cpu cores", |s| s.server.as_ref()?.cpu_cores, false),
+];
 
 /// Two runs side by side, stage by stage (matched by position), with relative changes.
 pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String {
@@ -384,19 +419,22 @@ pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String
             (None, Some(y)) => format!("- / {}", y.name),
             (None, None) => continue,
         };
-        let metrics: [Metric; 8] = [
-            ("rate /s", |s| s.achieved_rate, false),
-            ("requests", |s| s.requests as f64, false),
-            ("errors", |s| s.errors_total as f64, false),
-            ("p50 ms", |s| s.latency_ms.p50, true),
-            ("p90 ms", |s| s.latency_ms.p90, true),
-            ("p99 ms", |s| s.latency_ms.p99, true),
-            ("p99.9 ms", |s| s.latency_ms.p999, true),
-            ("max ms", |s| s.latency_ms.max, true),
+        let mut metrics: Vec<Metric> = vec![
+            ("rate /s", |s| Some(s.achieved_rate), false),
+            ("requests", |s| Some(s.requests as f64), false),
+            ("errors", |s| Some(s.errors_total as f64), false),
+            ("p50 ms", |s| Some(s.latency_ms.p50), true),
+            ("p90 ms", |s| Some(s.latency_ms.p90), true),
+            ("p99 ms", |s| Some(s.latency_ms.p99), true),
+            ("p99.9 ms", |s| Some(s.latency_ms.p999), true),
+            ("max ms", |s| Some(s.latency_ms.max), true),
         ];
+        if sa.is_some_and(|s| s.server.is_some()) || sb.is_some_and(|s| s.server.is_some()) {
+            metrics.extend(SERVER_METRICS);
+        }
         for (k, (label, get, is_ms)) in metrics.iter().enumerate() {
-            let va = sa.map(get);
-            let vb = sb.map(get);
+            let va = sa.and_then(get);
+            let vb = sb.and_then(get);
             let show = |v: Option<f64>| match v {
                 None => "-".to_string(),
                 Some(x) if *is_ms => f(x),
@@ -529,6 +567,59 @@ mod tests {
         let line = anchor_line(&run(1));
         assert!(line.starts_with("ANCHOR requests=800 rps="), "{line}");
         assert!(line.ends_with("errors=0"), "{line}");
+    }
+
+    #[test]
+    fn the_server_side_is_a_second_table_a_reason_or_nothing_and_compares_side_by_side() {
+        use crate::loadgen::server::{BatchSize, Quantiles, ServerStage};
+        let server = ServerStage {
+            replicas: 2,
+            requests: [("OK".to_string(), 950), ("UNAVAILABLE".to_string(), 50)].into(),
+            batch_size: Some(BatchSize {
+                avg: 4.0,
+                p50: 4.0,
+                p99: 4.0,
+            }),
+            batches: Some(237),
+            padding_ratio: Some(0.0),
+            queue_wait_ms: Some(Quantiles { p50: 2.0, p99: 2.5 }),
+            runtime_ms: Some(Quantiles { p50: 3.0, p99: 4.0 }),
+            request_ms: None,
+            cpu_cores: Some(1.25),
+            cpu_throttled_ratio: None,
+            per_replica_share: vec![0.5, 0.5],
+        };
+        // A run that never scraped (benchstack loadtest) prints nothing about it.
+        let mut plain = run(1);
+        for s in &mut plain.stages {
+            s.server_note = Some(crate::loadgen::NOT_SCRAPED.into());
+        }
+        assert_eq!(server_table(&plain), "");
+        let mut scraped = run(1);
+        scraped.stages[0].server = Some(server);
+        scraped.stages[1].server_note = Some(
+            "no server metrics: 127.0.0.1:1: GET /monitoring/prometheus/metrics answered HTTP 404"
+                .into(),
+        );
+        let t = stage_table(&scraped);
+        assert!(t.contains("server (TF Serving's own metrics):"), "{t}");
+        assert!(t.contains("50%/50%"), "{t}");
+        assert!(t.contains("server status UNAVAILABLE=50"), "{t}");
+        assert!(t.contains("answered HTTP 404"), "{t}");
+        let c = compare_table(&("a".into(), plain), &("b".into(), scraped.clone()));
+        let row = c
+            .lines()
+            .find(|l| l.contains("server batch avg"))
+            .unwrap_or_else(|| panic!("{c}"));
+        // A scraped nothing; B's average batch was 4 rows.
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["server", "batch", "avg", "-", "4", "-"],
+            "{row}"
+        );
+        assert!(c.contains("server cpu cores"), "{c}");
+        let page = html(&[("b".into(), scraped)]);
+        assert!(page.contains("<h2>Server</h2>") && page.contains("UNAVAILABLE: 50"));
     }
 
     #[test]
