@@ -455,7 +455,7 @@ pub fn run_blocking_until(
 }
 
 /// Why a stage has no `server` object when nothing scraped the server during the run.
-pub const NOT_SCRAPED: &str = "not scraped: this run did not read the server's metrics (apply reads them for load tests on a local cluster; Kubernetes runs and `benchstack loadtest` do not)";
+pub const NOT_SCRAPED: &str = "not scraped: this run did not read the server's metrics (apply's load tests read them; `benchstack loadtest` does not)";
 
 /// `run_blocking_until`, telling `marks` when each stage begins and when the run has drained
 /// (the scraper of the server's metrics, see `server::Scraper`). The stages' `server` fields

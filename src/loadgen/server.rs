@@ -447,6 +447,54 @@ impl Scraper {
     }
 }
 
+impl Scraper {
+    /// Marks each stage's beginning at its wall-clock time (distributed workers keep a
+    /// common schedule: stage i begins at `boundaries[i]`), from a thread of its own.
+    pub fn mark_on_schedule(&self, boundaries: Vec<std::time::SystemTime>) {
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            for (i, at) in boundaries.into_iter().enumerate() {
+                if let Ok(wait) = at.duration_since(std::time::SystemTime::now()) {
+                    std::thread::sleep(wait);
+                }
+                if tx.send(Mark::Begin(i)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Puts each stage's server object, or the reason there is none, into the report.
+pub fn attach(
+    report: &mut super::RunReport,
+    server: Result<Vec<Result<ServerStage, String>>, String>,
+) {
+    for (i, stage) in report.stages.iter_mut().enumerate() {
+        let got = match &server {
+            Ok(per_stage) => per_stage
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| Err("the stage was not scraped".into())),
+            Err(why) => Err(why.clone()),
+        };
+        match got {
+            Ok(s) => {
+                stage.server = Some(s);
+                stage.server_note = None;
+            }
+            Err(why) => {
+                stage.server = None;
+                stage.server_note = Some(if why.starts_with("not scraped") {
+                    why
+                } else {
+                    format!("no server metrics: {why}")
+                });
+            }
+        }
+    }
+}
+
 impl StageMarks for Scraper {
     fn stage_begins(&self, index: usize) {
         let _ = self.tx.send(Mark::Begin(index));

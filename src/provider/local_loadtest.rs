@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Applied, Context, Inputs, ProviderError, RunOutcome};
 use crate::loadgen::result::{self, RunReport};
-use crate::loadgen::server::{HttpReplica, Replica, Scraper, ServerStage, StageMarks};
+use crate::loadgen::server::{self, HttpReplica, Replica, Scraper, StageMarks};
 use crate::loadgen::{self, Progress};
 use crate::state::procinfo;
 use crate::vocab::resources::LoadtestConfig;
@@ -37,7 +37,7 @@ pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied
         Err(e) => return Err(ProviderError::other(format!("the load test failed: {e}"))),
     };
     let stages = report.stages.len();
-    attach_server(
+    server::attach(
         &mut report,
         scraper
             .map(|s| s.finish(stages))
@@ -75,33 +75,6 @@ fn scrape_targets(l: &LoadtestConfig, inputs: &Inputs) -> Result<Vec<Box<dyn Rep
             }) as Box<dyn Replica>
         })
         .collect())
-}
-
-/// Puts each stage's server object (or the reason there is none) into the report.
-fn attach_server(report: &mut RunReport, server: Result<Vec<Result<ServerStage, String>>, String>) {
-    for (i, stage) in report.stages.iter_mut().enumerate() {
-        let got = match &server {
-            Ok(per_stage) => per_stage
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| Err("the stage was not scraped".into())),
-            Err(why) => Err(why.clone()),
-        };
-        match got {
-            Ok(s) => {
-                stage.server = Some(s);
-                stage.server_note = None;
-            }
-            Err(why) => {
-                stage.server = None;
-                stage.server_note = Some(if why.starts_with("not scraped") {
-                    why
-                } else {
-                    format!("no server metrics: {why}")
-                });
-            }
-        }
-    }
 }
 
 fn outcome(
@@ -299,7 +272,7 @@ fn run_worker_processes(
     let mut report = result::merge(&reports)
         .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))?;
     let stages = report.stages.len();
-    attach_server(
+    server::attach(
         &mut report,
         scraper
             .map(|s| s.finish(stages))
