@@ -1029,10 +1029,16 @@ fn a_distributed_load_test_merges_the_reports_of_three_worker_pods() {
             .all(|x| (0.45..=0.55).contains(x)),
         "{server:?}"
     );
+    assert!(server.runtime_ms.is_some(), "{server:?}");
+    // CPU from each pod's kubelet (cAdvisor, through the node proxy): the emulator's
+    // containers each use CADVISOR_CORES; without a CPU limit there are no CFS periods.
+    let cpu = server.cpu_cores.unwrap_or_else(|| panic!("{server:?}"));
+    let want_cpu = 2.0 * k8s_emulator::CADVISOR_CORES;
     assert!(
-        server.runtime_ms.is_some() && server.cpu_cores.is_none(),
-        "{server:?}"
+        (cpu - want_cpu).abs() <= 0.1 * want_cpu,
+        "cpu {cpu}: {server:?}"
     );
+    assert_eq!(server.cpu_throttled_ratio, None);
     let proxied = emu
         .requests()
         .into_iter()

@@ -37,11 +37,22 @@ pub trait Replica: Send + Sync {
     /// The metrics page: `Ok(body)` for a 200, `Err(why)` otherwise (the status, a refused
     /// connection, a timeout).
     fn fetch(&self) -> Result<Vec<u8>, String>;
-    /// The CPU seconds the replica's processes have used so far, where they can be read;
-    /// `None` when this kind of replica cannot tell.
-    fn cpu_seconds(&self) -> Option<Result<f64, String>> {
+    /// The CPU the replica has used so far, where it can be read; `None` when this kind of
+    /// replica cannot tell.
+    fn cpu(&self) -> Option<Result<Cpu, String>> {
         None
     }
+}
+
+/// A replica's CPU counters at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cpu {
+    /// CPU seconds used so far.
+    pub seconds: f64,
+    /// CFS periods so far and how many were throttled (cAdvisor's
+    /// `container_cpu_cfs_periods_total`, `…_throttled_periods_total`); None where there is no
+    /// CPU limit (no quota, no periods) or no way to read them.
+    pub periods: Option<(f64, f64)>,
 }
 
 /// A replica reached over HTTP/1.1 at `addr` (the REST port).
@@ -77,8 +88,13 @@ impl Replica for HttpReplica {
         Ok(body.to_vec())
     }
 
-    fn cpu_seconds(&self) -> Option<Result<f64, String>> {
-        self.pid.map(proc_cpu_seconds)
+    fn cpu(&self) -> Option<Result<Cpu, String>> {
+        self.pid.map(|pid| {
+            proc_cpu_seconds(pid).map(|seconds| Cpu {
+                seconds,
+                periods: None,
+            })
+        })
     }
 }
 
@@ -167,24 +183,74 @@ pub fn read_page(body: &[u8], model: &str) -> Result<Reading, String> {
     })
 }
 
+/// A container's CPU from a kubelet's cAdvisor page (`/metrics/cadvisor`): its
+/// `container_cpu_usage_seconds_total`, and its CFS (periods, throttled periods) when the
+/// container has a CPU limit (cAdvisor exports the period counters only then).
+pub fn read_cadvisor(
+    body: &[u8],
+    namespace: &str,
+    pod: &str,
+    container: &str,
+) -> Result<(f64, Option<(f64, f64)>), String> {
+    const USAGE: &str = "container_cpu_usage_seconds_total";
+    const PERIODS: &str = "container_cpu_cfs_periods_total";
+    const THROTTLED: &str = "container_cpu_cfs_throttled_periods_total";
+    let samples = prom::parse(body, |n| n == USAGE || n == PERIODS || n == THROTTLED)
+        .map_err(|e| format!("the cAdvisor page: {e}"))?;
+    let mine = |s: &&Sample| {
+        s.label("namespace") == Some(namespace)
+            && s.label("pod") == Some(pod)
+            && s.label("container") == Some(container)
+    };
+    let value = |name: &str| -> Result<Option<f64>, String> {
+        let mut found = None;
+        for s in samples.iter().filter(|s| s.name == name).filter(mine) {
+            if s.value.is_nan() || s.value < 0.0 {
+                return Err(format!("{name} has a negative or NaN value"));
+            }
+            *found.get_or_insert(0.0) += s.value;
+        }
+        Ok(found)
+    };
+    let usage = value(USAGE)?
+        .ok_or_else(|| format!("no {USAGE} for container {container} of pod {namespace}/{pod}"))?;
+    let periods = match (value(PERIODS)?, value(THROTTLED)?) {
+        (Some(p), Some(t)) => Some((p, t)),
+        _ => None,
+    };
+    Ok((usage, periods))
+}
+
 /// One replica at one instant.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub at: Instant,
     pub reading: Result<Reading, String>,
     pub cpu: Option<Result<f64, String>>,
+    /// (CFS periods, throttled periods) so far.
+    pub periods: Option<Result<(f64, f64), String>>,
 }
 
 /// Reads every replica now (in parallel when there are several).
 pub fn snapshot_all(replicas: &[Box<dyn Replica>], model: &str) -> Vec<Snapshot> {
     let one = |r: &dyn Replica| {
-        let cpu = r.cpu_seconds();
+        let counters = r.cpu();
         let at = Instant::now();
+        let cpu = counters.clone().map(|c| c.map(|c| c.seconds));
+        let periods = counters.and_then(|c| match c {
+            Ok(c) => c.periods.map(Ok),
+            Err(e) => Some(Err(e)),
+        });
         let reading = r
             .fetch()
             .and_then(|body| read_page(&body, model))
             .map_err(|e| format!("{}: {e}", r.label()));
-        Snapshot { at, reading, cpu }
+        Snapshot {
+            at,
+            reading,
+            cpu,
+            periods,
+        }
     };
     if replicas.len() == 1 {
         return vec![one(replicas[0].as_ref())];
@@ -202,6 +268,7 @@ pub fn snapshot_all(replicas: &[Box<dyn Replica>], model: &str) -> Vec<Snapshot>
                     at: Instant::now(),
                     reading: Err(format!("{}: the scrape thread panicked", r.label())),
                     cpu: None,
+                    periods: None,
                 })
             })
             .collect()
@@ -299,6 +366,8 @@ pub fn summarize(start: &[Snapshot], end: &[Snapshot]) -> Result<ServerStage, St
         (None, None, None, None, None);
     let mut wrapped: Option<f64> = None;
     let mut cpu_cores: Option<f64> = Some(0.0);
+    // (periods, throttled) over the stage, summed; None once a replica cannot tell.
+    let mut periods: Option<(f64, f64)> = Some((0.0, 0.0));
     for (s, e) in start.iter().zip(end) {
         let (a, b) = match (&s.reading, &e.reading) {
             (Ok(a), Ok(b)) => (a, b),
@@ -354,6 +423,12 @@ pub fn summarize(start: &[Snapshot], end: &[Snapshot]) -> Result<ServerStage, St
             }
             _ => None,
         };
+        periods = match (periods, &s.periods, &e.periods) {
+            (Some((p, t)), Some(Ok((p0, t0))), Some(Ok((p1, t1)))) if p1 >= p0 && t1 >= t0 => {
+                Some((p + (p1 - p0), t + (t1 - t0)))
+            }
+            _ => None,
+        };
     }
     let total: f64 = per_replica.iter().sum();
     let batch_size = batch.as_ref().and_then(|h| {
@@ -381,7 +456,7 @@ pub fn summarize(start: &[Snapshot], end: &[Snapshot]) -> Result<ServerStage, St
         runtime_ms: runtime.as_ref().and_then(|h| quantiles(h, 1e-3)),
         request_ms: latency.as_ref().and_then(|h| quantiles(h, 1e-3)),
         cpu_cores,
-        cpu_throttled_ratio: None,
+        cpu_throttled_ratio: periods.and_then(|(p, t)| (p > 0.0).then(|| t / p)),
         per_replica_share: if total > 0.0 {
             per_replica.iter().map(|n| n / total).collect()
         } else {
@@ -541,6 +616,7 @@ mod tests {
             at,
             reading: read_page(text.as_bytes(), "m"),
             cpu: Some(Ok(cpu)),
+            periods: None,
         }
     }
 
@@ -582,6 +658,7 @@ mod tests {
                 "127.0.0.1:1: GET /monitoring/prometheus/metrics answered HTTP 404".into(),
             ),
             cpu: None,
+            periods: None,
         };
         let e = summarize(std::slice::from_ref(&ok), std::slice::from_ref(&missing)).unwrap_err();
         assert!(e.contains("HTTP 404"), "{e}");
@@ -590,6 +667,35 @@ mod tests {
         assert!(e.contains("went down"), "{e}");
         let e = read_page(b"<html>not found</html>", "m").unwrap_err();
         assert!(e.contains("metrics page"), "{e}");
+    }
+
+    #[test]
+    fn cadvisor_gives_the_containers_cpu_and_throttling_and_a_stage_its_ratio() {
+        let page = "# TYPE container_cpu_usage_seconds_total counter\n\
+container_cpu_usage_seconds_total{container=\"tensorflow-serving\",cpu=\"total\",namespace=\"benchstack\",pod=\"tf-1\"} 12.5 1700000000000\n\
+container_cpu_usage_seconds_total{container=\"other\",namespace=\"benchstack\",pod=\"tf-1\"} 99 1700000000000\n\
+container_cpu_cfs_periods_total{container=\"tensorflow-serving\",namespace=\"benchstack\",pod=\"tf-1\"} 1000\n\
+container_cpu_cfs_throttled_periods_total{container=\"tensorflow-serving\",namespace=\"benchstack\",pod=\"tf-1\"} 100\n";
+        let (usage, periods) =
+            read_cadvisor(page.as_bytes(), "benchstack", "tf-1", "tensorflow-serving").unwrap();
+        assert_eq!(usage, 12.5);
+        assert_eq!(periods, Some((1000.0, 100.0)));
+        assert!(
+            read_cadvisor(page.as_bytes(), "benchstack", "tf-2", "tensorflow-serving").is_err()
+        );
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let mut a = snap(&page_text(), 1.0, t0);
+        let mut b = snap(&page_text(), 1.5, t1);
+        a.periods = Some(Ok((100.0, 10.0)));
+        b.periods = Some(Ok((110.0, 13.0)));
+        let s = summarize(&[a], &[b]).unwrap();
+        assert_eq!(s.cpu_throttled_ratio, Some(0.3));
+        assert_eq!(s.cpu_cores, Some(0.5));
+    }
+
+    fn page_text() -> String {
+        page(10, 0, 3, 4, 2000)
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub const NAMESPACE: &str = "benchstack";
 pub const FIELD_MANAGER: &str = "benchstack";
 pub const GRPC_PORT: u16 = 8500;
 pub const REST_PORT: u16 = 8501;
+/// The serving container's name (cAdvisor labels its metrics with it).
+pub const SERVING_CONTAINER: &str = "tensorflow-serving";
 /// Where the ConfigMap is mounted in the serving container.
 pub const CONFIG_DIR: &str = "/config";
 pub const DEFAULT_CPU: &str = "1";
@@ -231,7 +233,7 @@ pub fn serving_objects(
         ),
     ]);
     let container = Container {
-        name: "tensorflow-serving".to_string(),
+        name: SERVING_CONTAINER.to_string(),
         image: Some(image),
         args: Some(args),
         ports: Some(vec![

@@ -33,6 +33,13 @@
 //!   running serving pod is backed by the stand-in (`with_stand_in`, every serving pod by the
 //!   one process), which answers the path as TF Serving would, and a pod started without
 //!   `--monitoring_config_file` has no metrics page (404, TF Serving's "Malformed request").
+//! - The nodes/proxy subresource to the kubelet's cAdvisor metrics,
+//!   `GET /api/v1/nodes/NODE/proxy/metrics/cadvisor`
+//!   (https://kubernetes.io/docs/reference/instrumentation/cadvisor-metric-labels/): for every
+//!   container of every running pod on the node, `container_cpu_usage_seconds_total` with
+//!   cAdvisor's `container`, `namespace`, `pod` labels, growing at [`CADVISOR_CORES`] cores,
+//!   and, for a container with a CPU limit (a CFS quota), `container_cpu_cfs_periods_total`
+//!   (100 ms periods) and `container_cpu_cfs_throttled_periods_total` (none throttled).
 //!
 //! Include with `#[path = "support/k8s_emulator.rs"] mod k8s_emulator;`.
 #![allow(dead_code)]
@@ -198,6 +205,8 @@ type OwnedPod = (String, bool, u64);
 
 struct State {
     opts: Options,
+    /// When the emulator started: the clock of the kubelets' emulated CPU counters.
+    started: Instant,
     objects: BTreeMap<Key, Value>,
     /// Reads since the last spec change (Deployments) or since creation (Services).
     polls: HashMap<Key, u32>,
@@ -267,6 +276,7 @@ impl K8sEmulator {
             children: HashMap::new(),
             counter: 0,
             log_dir: tempfile::tempdir().expect("a directory for pod logs"),
+            started: Instant::now(),
         }));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -680,7 +690,7 @@ fn dispatch(
     // The controllers, scheduler and kubelets take one step between requests.
     reconcile(state);
     if method == "GET"
-        && let Some(reply) = pod_proxy(state, path)
+        && let Some(reply) = pod_proxy(state, path).or_else(|| node_proxy(state, path))
     {
         return reply;
     }
@@ -729,6 +739,60 @@ fn dispatch(
             r.name.as_deref().unwrap_or(""),
         ),
     }
+}
+
+/// The CPU every emulated container uses, in cores (cAdvisor's usage counter grows by this
+/// many seconds per second).
+pub const CADVISOR_CORES: f64 = 0.5;
+
+/// `GET /api/v1/nodes/NODE/proxy/metrics/cadvisor`, or None for any other path.
+fn node_proxy(state: &Arc<Mutex<State>>, path: &str) -> Option<Reply> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ["api", "v1", "nodes", node, "proxy", "metrics", "cadvisor"] = segs.as_slice() else {
+        return None;
+    };
+    let s = lock(state);
+    if !nodes(&s).iter().any(|n| n.name == *node) {
+        return Some(not_found("nodes", node));
+    }
+    let secs = s.started.elapsed().as_secs_f64();
+    let mut page = String::from(
+        "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.\n# TYPE container_cpu_usage_seconds_total counter\n",
+    );
+    let mut periods = String::from(
+        "# TYPE container_cpu_cfs_periods_total counter\n# TYPE container_cpu_cfs_throttled_periods_total counter\n",
+    );
+    for ((res, ns, name), pod) in &s.objects {
+        if res != "pods"
+            || pod["spec"]["nodeName"].as_str() != Some(*node)
+            || pod["status"]["phase"] != "Running"
+        {
+            continue;
+        }
+        for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+            let container = c["name"].as_str().unwrap_or("");
+            let labels = format!(
+                "container=\"{container}\",cpu=\"total\",id=\"/kubepods/{name}/{container}\",image=\"{}\",namespace=\"{ns}\",pod=\"{name}\"",
+                c["image"].as_str().unwrap_or("")
+            );
+            page.push_str(&format!(
+                "container_cpu_usage_seconds_total{{{labels}}} {:.6} 1700000000000\n",
+                secs * CADVISOR_CORES
+            ));
+            if !c["resources"]["limits"]["cpu"].is_null() {
+                periods.push_str(&format!(
+                    "container_cpu_cfs_periods_total{{{labels}}} {}\ncontainer_cpu_cfs_throttled_periods_total{{{labels}}} 0\n",
+                    (secs * 10.0) as u64
+                ));
+            }
+        }
+    }
+    page.push_str(&periods);
+    Some(Reply {
+        code: 200,
+        content_type: "text/plain; version=0.0.4",
+        body: page,
+    })
 }
 
 /// `GET …/pods/NAME[:PORT]/proxy/PATH`, or None for any other path.

@@ -219,11 +219,15 @@ async fn serving_replicas(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| format!("listing the serving pods ({selector}): {e}"))?;
-    let mut names: Vec<String> = list
+    // (pod, node) of each running pod.
+    let mut names: Vec<(String, Option<String>)> = list
         .items
         .iter()
         .filter(|p| pod_phase(p) == "Running")
-        .map(|p| pod_name(p).to_string())
+        .map(|p| {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            (pod_name(p).to_string(), node)
+        })
         .collect();
     names.sort();
     if names.is_empty() {
@@ -232,7 +236,7 @@ async fn serving_replicas(
     let handle = tokio::runtime::Handle::current();
     Ok(names
         .into_iter()
-        .map(|pod| {
+        .map(|(pod, node)| {
             Box::new(PodReplica {
                 client: client.clone(),
                 handle: handle.clone(),
@@ -242,49 +246,50 @@ async fn serving_replicas(
                     k8s::REST_PORT,
                     crate::manifest::METRICS_PATH
                 ),
+                namespace: serving.namespace.clone(),
+                node,
                 pod,
             }) as Box<dyn Replica>
         })
         .collect())
 }
 
-/// One serving pod, reached through the API server's pod proxy on its REST port.
+/// One serving pod, reached through the API server's pod proxy on its REST port; its CPU
+/// from its node's kubelet (cAdvisor) through the node proxy.
 struct PodReplica {
     client: kube::Client,
     handle: tokio::runtime::Handle,
+    namespace: String,
     pod: String,
+    node: Option<String>,
     path: String,
 }
 
-impl Replica for PodReplica {
-    fn label(&self) -> String {
-        format!("pod {}", self.pod)
-    }
-
-    fn fetch(&self) -> Result<Vec<u8>, String> {
+impl PodReplica {
+    /// GET `path` through the API server: the body of a 200, else why not.
+    fn get(&self, path: &str) -> Result<Vec<u8>, String> {
         use http_body_util::{BodyExt, Limited};
         // Called from the scraper's own thread, never from one of the runtime's.
         self.handle.block_on(async {
             let get = async {
-                let req = http::Request::get(&self.path)
+                let req = http::Request::get(path)
                     .body(kube::client::Body::empty())
                     .map_err(|e| format!("building the request: {e}"))?;
                 let resp = self
                     .client
                     .send(req)
                     .await
-                    .map_err(|e| format!("GET {}: {e}", self.path))?;
+                    .map_err(|e| format!("GET {path}: {e}"))?;
                 let status = resp.status().as_u16();
                 let body = Limited::new(resp.into_body(), server::MAX_PAGE_BYTES)
                     .collect()
                     .await
-                    .map_err(|e| format!("reading the reply to GET {}: {e}", self.path))?
+                    .map_err(|e| format!("reading the reply to GET {path}: {e}"))?
                     .to_bytes();
                 if status != 200 {
                     let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
                     return Err(format!(
-                        "GET {} answered HTTP {status}: {}",
-                        crate::manifest::METRICS_PATH,
+                        "GET {path} answered HTTP {status}: {}",
                         text.trim()
                     ));
                 }
@@ -294,6 +299,28 @@ impl Replica for PodReplica {
                 .await
                 .map_err(|_| format!("no answer within {}s", server::SCRAPE_TIMEOUT.as_secs()))?
         })
+    }
+}
+
+impl Replica for PodReplica {
+    fn label(&self) -> String {
+        format!("pod {}", self.pod)
+    }
+
+    fn fetch(&self) -> Result<Vec<u8>, String> {
+        self.get(&self.path)
+    }
+
+    /// `container_cpu_usage_seconds_total` (and the CFS period counters, with a CPU limit) of
+    /// the serving container, from the kubelet's `/metrics/cadvisor` through the node proxy.
+    fn cpu(&self) -> Option<Result<server::Cpu, String>> {
+        let node = self.node.as_ref()?;
+        let page = format!("/api/v1/nodes/{node}/proxy/metrics/cadvisor");
+        Some(self.get(&page).and_then(|body| {
+            server::read_cadvisor(&body, &self.namespace, &self.pod, k8s::SERVING_CONTAINER)
+                .map(|(seconds, periods)| server::Cpu { seconds, periods })
+                .map_err(|e| format!("node {node}: {e}"))
+        }))
     }
 }
 
