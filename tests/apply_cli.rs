@@ -579,6 +579,13 @@ fn a_local_load_test_with_workers_runs_them_as_processes_and_stores_one_merged_r
     assert_eq!(report["workers"], 2, "{report}");
     // 200 req/s for 1 s, split over two interleaved schedules: exactly one generator's 200.
     assert_eq!(report["stages"][0]["requests"], 200, "{report}");
+    // The server is scraped on the workers' common schedule: it counted the stage's requests
+    // (a few at the edges may fall outside the window).
+    let server = &report["stages"][0]["server"];
+    let ok = server["requests"]["OK"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!((180.0..=205.0).contains(&ok), "server OK {ok}: {server}");
     let (code, _, _) = env.run(&["destroy", "--auto-approve"]);
     assert_eq!(code, 0);
 }

@@ -1021,6 +1021,50 @@ fn a_distributed_load_test_merges_the_reports_of_three_worker_pods() {
         merged.stages[0].errors
     );
 
+    // The server's side, scraped through the API server's pod proxy at the stage's start on
+    // the common schedule and after the workers finished: two serving pods, both backed by
+    // the emulator's one stand-in, so each pod's page counts every request.
+    let server = merged.stages[0]
+        .server
+        .as_ref()
+        .unwrap_or_else(|| panic!("no server side: {:?}", merged.stages[0].server_note));
+    assert_eq!(server.replicas, 2);
+    let ok = server.requests.get("OK").copied().unwrap_or(0) as f64;
+    let want = 2.0 * requests as f64;
+    assert!(
+        (ok - want).abs() <= 0.1 * want,
+        "server OK {ok}, expected about {want}: {server:?}"
+    );
+    assert!(
+        server
+            .per_replica_share
+            .iter()
+            .all(|x| (0.45..=0.55).contains(x)),
+        "{server:?}"
+    );
+    assert!(server.runtime_ms.is_some(), "{server:?}");
+    // CPU from each pod's kubelet (cAdvisor, through the node proxy): the emulator's
+    // containers each use CADVISOR_CORES; without a CPU limit there are no CFS periods.
+    let cpu = server.cpu_cores.unwrap_or_else(|| panic!("{server:?}"));
+    let want_cpu = 2.0 * k8s_emulator::CADVISOR_CORES;
+    assert!(
+        (cpu - want_cpu).abs() <= 0.1 * want_cpu,
+        "cpu {cpu}: {server:?}"
+    );
+    assert_eq!(server.cpu_throttled_ratio, None);
+    let proxied = emu
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "GET"
+                && r.path.starts_with("/api/v1/namespaces/benchstack/pods/tf-")
+                && r.path
+                    .ends_with(":8501/proxy/monitoring/prometheus/metrics")
+                && r.status == 200
+        })
+        .count();
+    assert!(proxied >= 4, "two scrapes of two pods: {proxied}");
+
     // The merged histogram is the union of the workers': counts add up, the max is theirs.
     let merged_hist = decode_histogram(&merged.stages[0].histogram).unwrap();
     let hists: Vec<_> = workers

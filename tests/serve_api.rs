@@ -374,6 +374,27 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// The sum over every series whose line starts with `prefix` (e.g. all label sets of a
+/// histogram's `_sum`).
+fn metric_total(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// A monitoring.config turning TF Serving's Prometheus page on at `path`.
+fn monitoring(dir: &tempfile::TempDir, path: &str) -> String {
+    write_file(
+        dir,
+        "monitoring.config",
+        &format!("prometheus_config {{\n  enable: true,\n  path: \"{path}\"\n}}\n"),
+    )
+}
+
+const PAGE: &str = "/monitoring/prometheus/metrics";
+const BATCHING: &str = ":tensorflow:serving:batching_session";
+
 fn write_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let p = dir.path().join(name);
     std::fs::File::create(&p)
@@ -391,8 +412,14 @@ fn concurrent_requests_are_served_in_batches() {
         "batching_parameters.txt",
         "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 20000 }\nmax_enqueued_batches { value: 100 }\nnum_batch_threads { value: 1 }\nallowed_batch_sizes: 32\nallowed_batch_sizes: 64\n",
     );
-    let server =
-        ServeProcess::start_model(&["--enable_batching", "--batching_parameters_file", &params]);
+    let mon = monitoring(&dir, PAGE);
+    let server = ServeProcess::start_model(&[
+        "--enable_batching",
+        "--batching_parameters_file",
+        &params,
+        "--monitoring_config_file",
+        &mon,
+    ]);
     let (instances, want) = expected();
     let port = server.rest_port;
     let threads: Vec<_> = (0..16)
@@ -413,17 +440,84 @@ fn concurrent_requests_are_served_in_batches() {
     for (i, t) in threads.into_iter().enumerate() {
         assert_close(&[t.join().unwrap()], &[want[i % want.len()]]);
     }
-    let (_, text) = http("GET", port, "/monitoring/prometheus/metrics", "");
-    let batches = metric(&text, "benchstack_serve_batches_total");
-    let rows = metric(&text, "benchstack_serve_batch_rows_total");
-    assert_eq!(rows, 16, "{text}");
+    let (status, text) = http("GET", port, PAGE, "");
+    assert_eq!(status, 200, "{text}");
+    let batches = metric(&text, &format!("{BATCHING}:wrapped_run_count{{}}"));
+    assert_eq!(
+        metric(&text, &format!("{BATCHING}:input_batch_size_count{{}}")),
+        16,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &format!("{BATCHING}:input_batch_size_sum{{}}")),
+        16,
+        "{text}"
+    );
     assert!(
         batches < 16,
         "16 concurrent requests ran in {batches} batches: expected some batch of more than one\n{text}"
     );
+    assert_eq!(
+        metric(&text, &format!("{BATCHING}:processed_batch_size_count{{}}")),
+        batches,
+        "{text}"
+    );
+    // Padded to 32 or 64 rows: the executed rows are the real 16 plus the padding.
+    let processed = metric(&text, &format!("{BATCHING}:processed_batch_size_sum{{}}"));
+    let padding = metric_total(&text, &format!("{BATCHING}:padding_size_sum{{"));
+    assert!(padding > 0.0, "batches are padded to 32 or 64 rows\n{text}");
+    assert_eq!(processed as f64, 16.0 + padding, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            ":tensorflow:serving:request_count{model_name=\"regression\",status=\"OK\"}"
+        ),
+        16,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            ":tensorflow:serving:request_latency_count{model_name=\"regression\",API=\"predict\",entrypoint=\"REST\"}"
+        ),
+        16,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{BATCHING}:queuing_latency_count{{thread_pool_name=\"batch_threads\"}}")
+        ),
+        16,
+        "{text}"
+    );
+}
+
+#[test]
+fn without_a_monitoring_config_there_is_no_metrics_page_as_in_tf_serving() {
+    let server = ServeProcess::start_model(&[]);
+    let (status, body) = http("GET", server.rest_port, PAGE, "");
+    assert_eq!(status, 404, "{body}");
+    // Batching off: no batching-session families, but requests are counted.
+    let dir = tempfile::tempdir().unwrap();
+    let mon = monitoring(&dir, PAGE);
+    let server = ServeProcess::start_model(&["--monitoring_config_file", &mon]);
+    let (status, _) = http("GET", server.rest_port, "/v1/models/nope", "");
+    assert_eq!(status, 404);
+    let (status, text) = http("GET", server.rest_port, PAGE, "");
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("batching_session"), "{text}");
     assert!(
-        metric(&text, "benchstack_serve_padding_rows_total") > 0,
-        "batches are padded to 32 or 64 rows\n{text}"
+        text.contains("# TYPE :tensorflow:serving:request_count counter\n"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            ":tensorflow:serving:request_count{model_name=\"nope\",status=\"NOT_FOUND\"}"
+        ),
+        1,
+        "{text}"
     );
 }
 
@@ -437,9 +531,11 @@ fn a_full_batch_queue_is_refused_with_503_and_unavailable() {
         "batching_parameters.txt",
         "max_batch_size { value: 512 }\nbatch_timeout_micros { value: 0 }\nmax_enqueued_batches { value: 1 }\nnum_batch_threads { value: 1 }\n",
     );
+    let mon = monitoring(&dir, PAGE);
     let server = ServeProcess::start_model(&[
         "--enable_batching=true",
         &format!("--batching_parameters_file={params}"),
+        &format!("--monitoring_config_file={mon}"),
     ]);
     let (instances, _) = expected();
     let port = server.rest_port;
@@ -464,10 +560,20 @@ fn a_full_batch_queue_is_refused_with_503_and_unavailable() {
         refused[0].1
     );
     assert!(results.iter().all(|(s, _)| *s == 200 || *s == 503));
-    let (_, text) = http("GET", port, "/monitoring/prometheus/metrics", "");
+    let (_, text) = http("GET", port, PAGE, "");
     assert_eq!(
-        metric(&text, "benchstack_serve_queue_rejections_total"),
-        refused.len() as u64
+        metric(
+            &text,
+            ":tensorflow:serving:request_count{model_name=\"regression\",status=\"UNAVAILABLE\"}"
+        ),
+        refused.len() as u64,
+        "{text}"
+    );
+    // TF Serving times only the requests that succeeded.
+    assert_eq!(
+        metric_total(&text, ":tensorflow:serving:request_latency_count{"),
+        (results.len() - refused.len()) as f64,
+        "{text}"
     );
 }
 
@@ -619,8 +725,14 @@ fn large_batch_splitting_runs_a_big_request_in_several_batches() {
         "batching_parameters.txt",
         "max_batch_size { value: 4 }\nbatch_timeout_micros { value: 0 }\nmax_enqueued_batches { value: 10 }\nnum_batch_threads { value: 2 }\nenable_large_batch_splitting { value: true }\n",
     );
-    let server =
-        ServeProcess::start_model(&["--enable_batching", "--batching_parameters_file", &params]);
+    let mon = monitoring(&dir, "/m");
+    let server = ServeProcess::start_model(&[
+        "--enable_batching",
+        "--batching_parameters_file",
+        &params,
+        "--monitoring_config_file",
+        &mon,
+    ]);
     let (instances, want) = expected();
     let rows: Vec<Vec<f32>> = (0..10)
         .map(|i| instances[i % instances.len()].clone())
@@ -637,17 +749,21 @@ fn large_batch_splitting_runs_a_big_request_in_several_batches() {
         &predictions(&serde_json::from_str(&body).unwrap(), "predictions"),
         &wanted,
     );
-    let (_, text) = http(
-        "GET",
-        server.rest_port,
-        "/monitoring/prometheus/metrics",
-        "",
-    );
+    let (_, text) = http("GET", server.rest_port, "/m", "");
     assert_eq!(
-        metric(&text, "benchstack_serve_batches_total"),
+        metric(&text, &format!("{BATCHING}:wrapped_run_count{{}}")),
         3,
         "10 rows split into 4 + 4 + 2\n{text}"
     );
+    // One request of 10 rows, before the split.
+    assert_eq!(
+        metric(&text, &format!("{BATCHING}:input_batch_size_sum{{}}")),
+        10,
+        "{text}"
+    );
+    // The page is where the config says, and only there.
+    let (status, _) = http("GET", server.rest_port, PAGE, "");
+    assert_eq!(status, 404);
 
     // Without splitting, a task larger than max_batch_size is refused.
     let plain = write_file(&dir, "plain.txt", "max_batch_size { value: 4 }\n");

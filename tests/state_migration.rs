@@ -1,6 +1,8 @@
 //! The committed v1 state (tests/fixtures/state-v1, made by benchstack at schema 1 from
 //! tests/fixtures/state-v1/stack) is migrated to the current schema when opened, and plans
-//! with no changes against the stack it was applied with.
+//! with no changes against the stack it was applied with but one: benchstack has since
+//! rendered monitoring.config (TF Serving's metrics page, which apply scrapes), so each serving
+//! resource is updated once to get it, and its load test re-runs.
 //!
 //! The state records absolute paths (the model's base path, the CSV a load test samples), so
 //! the stack is materialized where it was applied: /tmp/benchstack-state-v1/stack (under a
@@ -81,7 +83,24 @@ fn the_v1_fixture_migrates_on_open_and_plans_clean_without_refresh() {
         &state,
         &["plan", "--refresh=false", "--detailed-exitcode", stack],
     );
-    assert_eq!(code, 0, "the migrated state plans clean:\n{out}\n{err}");
+    // Clean but for the monitoring config rendered since: nothing else differs.
+    assert_eq!(code, 2, "{out}\n{err}");
+    for s in ["small", "large"] {
+        assert!(
+            out.contains(&format!(
+                "# serving.tf[\"{s}\"] will be updated in place: monitoring.config changed\n"
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("Plan: 0 to create, 2 to update, 0 to replace, 0 to delete, 2 to run."),
+        "{out}"
+    );
+    assert!(
+        !out.contains("      ~ ") && !out.contains("      + "),
+        "an attribute changed: {out}"
+    );
 
     // Migrated once, in one step recorded in the history.
     let (code, history, err) = run(&state, &["state", "history"]);
@@ -139,5 +158,17 @@ fn a_stack_change_after_the_migration_is_planned_as_usual() {
         out.contains("loadtest.grpc"),
         "re-runs against the changed server: {out}"
     );
-    assert!(!out.contains("serving.tf[\"small\"] will"), "{out}");
+    // The untouched instance changes only by the monitoring config rendered since the fixture.
+    assert!(
+        out.contains(
+            "# serving.tf[\"small\"] will be updated in place: monitoring.config changed\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "# serving.tf[\"large\"] will be updated in place: batching, monitoring.config changed"
+        ),
+        "{out}"
+    );
 }

@@ -150,6 +150,7 @@ fn render_writes_the_original_experiments_deployment_and_the_worker_job() {
         "- --port=8500",
         "- --rest_api_port=8501",
         "- --model_config_file=/config/models.config",
+        "- --monitoring_config_file=/config/monitoring.config",
         "- --enable_batching=true",
         "- --batching_parameters_file=/config/batching_parameters.txt",
         "- --tensorflow_inter_op_parallelism=4",
@@ -162,6 +163,11 @@ fn render_writes_the_original_experiments_deployment_and_the_worker_job() {
     assert_eq!(
         std::fs::read_to_string(out.path().join("tf/batching_parameters.txt")).unwrap(),
         "max_batch_size { value: 8000 }\nbatch_timeout_micros { value: 4 }\nmax_enqueued_batches { value: 100 }\nnum_batch_threads { value: 4 }\n"
+    );
+    // TF Serving's Prometheus page, which apply scrapes at every stage's start and end.
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("tf/monitoring.config")).unwrap(),
+        "prometheus_config {\n  enable: true\n  path: \"/monitoring/prometheus/metrics\"\n}\n"
     );
     let job = std::fs::read_to_string(out.path().join("loadtest-baseline/job.yaml")).unwrap();
     for field in [

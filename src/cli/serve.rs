@@ -63,7 +63,8 @@ pub struct Args {
     /// Accepted for compatibility (the stand-in has no warmup records).
     #[arg(long = "enable_model_warmup", num_args = 0..=1, default_missing_value = "true", default_value = "true", value_parser = parse_bool)]
     pub enable_model_warmup: bool,
-    /// Accepted for compatibility: the stand-in always exposes /monitoring/prometheus/metrics.
+    /// monitoring.config (MonitoringConfig text proto): with `prometheus_config { enable:
+    /// true path: "…" }` the REST port serves TF Serving's metrics at that path.
     #[arg(long = "monitoring_config_file")]
     pub monitoring_config_file: Option<PathBuf>,
     /// Open connections allowed per port (REST and gRPC each); more wait until one closes.
@@ -123,7 +124,11 @@ pub fn options(args: &Args) -> miette::Result<ServeOptions> {
         (true, Some(file)) => {
             Some(config::read_batching_parameters(file).map_err(|e| miette!("{e}"))?)
         }
-        (true, None) => Some(config::BatchingParams::default()),
+        (true, None) => Some(config::BatchingParams {
+            // What tensorflow_model_server names the pool when batching has no parameters file.
+            thread_pool_name: Some("model_server_batch_threads".into()),
+            ..config::BatchingParams::default()
+        }),
         (false, Some(file)) => {
             return Err(miette!(
                 "--batching_parameters_file {} is given but batching is off: add --enable_batching",
@@ -131,6 +136,10 @@ pub fn options(args: &Args) -> miette::Result<ServeOptions> {
             ));
         }
         (false, None) => None,
+    };
+    let metrics_path = match &args.monitoring_config_file {
+        Some(file) => config::read_monitoring_config(file).map_err(|e| miette!("{e}"))?,
+        None => None,
     };
     // Thread counts become spawned threads: bound them like num_batch_threads (0 = cores).
     let threads = |flag, v| check_range(flag, v, 0, config::MAX_THREADS);
@@ -166,6 +175,7 @@ pub fn options(args: &Args) -> miette::Result<ServeOptions> {
         )?,
         io_threads: threads("rest_api_num_threads", args.rest_api_num_threads)?,
         net,
+        metrics_path,
     })
 }
 

@@ -191,11 +191,13 @@ fn printer(start: Instant) -> impl Fn(Event) + Sync {
 
 /// The table of trials.
 pub fn table(o: &Outcome) -> String {
-    let mut rows: Vec<[String; 8]> = vec![[
+    let mut rows: Vec<[String; 10]> = vec![[
         "settings".into(),
         "capacity req/s".into(),
         "p99 ms".into(),
         "errors".into(),
+        "batch avg".into(),
+        "cpu".into(),
         "$/M pred.".into(),
         "verdict".into(),
         "spread req/s".into(),
@@ -227,6 +229,13 @@ pub fn table(o: &Outcome) -> String {
                 .unwrap_or_else(|| "-".into()),
             at.map(|p| format!("{:.2}%", p.error_rate * 100.0))
                 .unwrap_or_else(|| "-".into()),
+            // The server's side at capacity (TF Serving's own metrics, the processes' CPU).
+            at.and_then(|p| p.batch_avg)
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            at.and_then(|p| p.cpu_cores)
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "-".into()),
             cap.and_then(|c| o.pricing.as_ref().and_then(|p| p.cost_per_million(c)))
                 .map(|c| format!("{c:.3}"))
                 .unwrap_or_else(|| "-".into()),
@@ -238,7 +247,7 @@ pub fn table(o: &Outcome) -> String {
             t.measurements.len().to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..10)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use super::Progress;
 use super::record::{ErrorKind, StageRecorder};
 use super::schedule::{PreciseTimer, Schedule};
+use super::server::StageMarks;
 use crate::vocab::load::{Arrival, Rate, Stage};
 
 /// The stage index of warmup requests (sent, not recorded).
@@ -300,6 +301,7 @@ pub async fn run(
     plan: &RunPlan,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
     cancel: &AtomicBool,
+    marks: Option<&dyn StageMarks>,
 ) -> bool {
     let mut timer = PreciseTimer::new();
     let mut ticker = Ticker {
@@ -343,6 +345,9 @@ pub async fn run(
             start = now;
         }
         ctx.state.borrow_mut().recs[i].begin(start);
+        if let Some(m) = marks {
+            m.stage_begins(i);
+        }
         run_stage(
             ctx,
             sink,
@@ -370,6 +375,9 @@ pub async fn run(
     let deadline = Instant::now() + ctx.timeout + Duration::from_millis(200);
     while ctx.in_flight() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(m) = marks {
+        m.run_drained();
     }
     !cancel.load(Ordering::Relaxed)
 }
@@ -520,7 +528,10 @@ mod tests {
             .unwrap();
         let local = tokio::task::LocalSet::new();
         let sink = Slow(ctx.clone());
-        let completed = local.block_on(&rt, run(&ctx, &sink, &plan, None, &AtomicBool::new(false)));
+        let completed = local.block_on(
+            &rt,
+            run(&ctx, &sink, &plan, None, &AtomicBool::new(false), None),
+        );
         assert!(completed);
         let rec = ctx.state.borrow_mut().recs.pop().unwrap();
         rec.into_report(&slos)

@@ -9,11 +9,13 @@ pub mod engine;
 pub mod grpc;
 pub mod http1;
 pub mod pending;
+pub mod prom;
 pub mod record;
 pub mod request;
 pub mod result;
 pub mod schedule;
 pub mod search;
+pub mod server;
 pub mod worker;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -445,6 +447,25 @@ pub fn run_blocking_until(
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
     cancel: &AtomicBool,
 ) -> Result<RunReport, LoadError> {
+    let mut report = run_observed(spec, progress, cancel, None)?;
+    for s in &mut report.stages {
+        s.server_note = Some(NOT_SCRAPED.to_string());
+    }
+    Ok(report)
+}
+
+/// Why a stage has no `server` object when nothing scraped the server during the run.
+pub const NOT_SCRAPED: &str = "not scraped: this run did not read the server's metrics (apply's load tests read them; `benchstack loadtest` does not)";
+
+/// `run_blocking_until`, telling `marks` when each stage begins and when the run has drained
+/// (the scraper of the server's metrics, see `server::Scraper`). The stages' `server` fields
+/// are left for the caller to fill.
+pub fn run_observed(
+    spec: &LoadSpec,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+    cancel: &AtomicBool,
+    marks: Option<&dyn server::StageMarks>,
+) -> Result<RunReport, LoadError> {
     validate(spec)?;
     let bodies = request::json_bodies(&spec.request, spec.signature.as_deref(), spec.seed)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -522,7 +543,7 @@ pub fn run_blocking_until(
                 }
                 ctx.wait_ready(spec.connections as usize).await;
                 let sink = QueueSink(ctx.clone());
-                completed = engine::run(&ctx, &sink, &plan, progress, cancel).await;
+                completed = engine::run(&ctx, &sink, &plan, progress, cancel, marks).await;
             }
             Protocol::Grpc => {
                 let mut channels = Vec::new();
@@ -567,7 +588,7 @@ pub fn run_blocking_until(
                     }
                 }
                 let sink = grpc::GrpcSink(pool);
-                completed = engine::run(&ctx, &sink, &plan, progress, cancel).await;
+                completed = engine::run(&ctx, &sink, &plan, progress, cancel, marks).await;
             }
         }
         Ok::<(), LoadError>(())

@@ -404,6 +404,8 @@ impl StageRecorder {
                 unsent: self.unsent,
                 reason,
             }),
+            server: None,
+            server_note: None,
         }
     }
 }

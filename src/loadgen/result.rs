@@ -106,6 +106,13 @@ pub struct StageReport {
     /// objectives (`duration_s` is then how long it ran); absent for every other run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_early: Option<EarlyStop>,
+    /// The server's side of the stage: TF Serving's own metrics and the serving processes'
+    /// CPU, from scrapes of every replica at the stage's start and end. null when they could
+    /// not be read (or were not scraped), and then `server_note` says why.
+    #[serde(default)]
+    pub server: Option<super::server::ServerStage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_note: Option<String>,
 }
 
 /// Why and when a capacity probe stopped before its planned end (see `engine::Watch`).
@@ -615,6 +622,9 @@ pub fn merge(reports: &[RunReport]) -> Result<RunReport, LoadError> {
             // Distributed workers run their whole share: only the in-process generator of a
             // capacity probe stops early.
             stopped_early: None,
+            // The workers measure the client side only; the caller scrapes the server.
+            server: None,
+            server_note: s0.server_note.clone(),
         });
     }
     let mut targets: Vec<&str> = Vec::new();

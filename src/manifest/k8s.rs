@@ -21,8 +21,8 @@ use serde::Serialize;
 
 use super::capacity::Rollout;
 use super::{
-    BATCHING_PARAMETERS, FilePaths, MODELS_CONFIG, ManifestError, ModelPaths, batching_parameters,
-    flag_list, models_config,
+    BATCHING_PARAMETERS, FilePaths, MODELS_CONFIG, MONITORING_CONFIG, ManifestError, ModelPaths,
+    batching_parameters, flag_list, models_config, monitoring_config,
 };
 use crate::vocab::resources::{Address, LoadtestConfig, ModelConfig, ServingConfig};
 
@@ -33,6 +33,8 @@ pub const NAMESPACE: &str = "benchstack";
 pub const FIELD_MANAGER: &str = "benchstack";
 pub const GRPC_PORT: u16 = 8500;
 pub const REST_PORT: u16 = 8501;
+/// The serving container's name (cAdvisor labels its metrics with it).
+pub const SERVING_CONTAINER: &str = "tensorflow-serving";
 /// Where the ConfigMap is mounted in the serving container.
 pub const CONFIG_DIR: &str = "/config";
 pub const DEFAULT_CPU: &str = "1";
@@ -176,7 +178,7 @@ pub fn yaml_documents(objects: &[&serde_json::Value]) -> Result<String, Manifest
     Ok(out)
 }
 
-/// Namespace, ConfigMap (models.config, batching_parameters.txt), Deployment (the stack's
+/// Namespace, ConfigMap (models.config, monitoring.config, batching_parameters.txt), Deployment (the stack's
 /// image, replicas and TF Serving flags, ports 8500/8501, requests, a readiness probe on the
 /// REST model status) and a LoadBalancer Service (8500 grpc, 8501 rest).
 pub fn serving_objects(
@@ -201,6 +203,7 @@ pub fn serving_objects(
         MODELS_CONFIG.to_string(),
         models_config(models, ModelPaths::Image)?,
     );
+    data.insert(MONITORING_CONFIG.to_string(), monitoring_config());
     if let Some(b) = &serving.batching {
         data.insert(BATCHING_PARAMETERS.to_string(), batching_parameters(b));
     }
@@ -210,10 +213,7 @@ pub fn serving_objects(
         ..Default::default()
     };
 
-    let files = FilePaths {
-        models_config: format!("{CONFIG_DIR}/{MODELS_CONFIG}"),
-        batching_parameters: format!("{CONFIG_DIR}/{BATCHING_PARAMETERS}"),
-    };
+    let files = FilePaths::in_dir(CONFIG_DIR);
     let mut args = vec![
         format!("--port={GRPC_PORT}"),
         format!("--rest_api_port={REST_PORT}"),
@@ -233,7 +233,7 @@ pub fn serving_objects(
         ),
     ]);
     let container = Container {
-        name: "tensorflow-serving".to_string(),
+        name: SERVING_CONTAINER.to_string(),
         image: Some(image),
         args: Some(args),
         ports: Some(vec![
@@ -498,6 +498,7 @@ mod tests {
                 "--port=8500",
                 "--rest_api_port=8501",
                 "--model_config_file=/config/models.config",
+                "--monitoring_config_file=/config/monitoring.config",
                 "--enable_batching=true",
                 "--batching_parameters_file=/config/batching_parameters.txt",
                 "--tensorflow_inter_op_parallelism=4",
@@ -506,6 +507,16 @@ mod tests {
         );
         let data = o.config_map.data.as_ref().unwrap();
         assert!(data["models.config"].contains("base_path: \"/models/regression\""));
+        // TF Serving's Prometheus page on, where benchstack scrapes it.
+        assert_eq!(
+            data["monitoring.config"],
+            crate::manifest::monitoring_config()
+        );
+        assert!(
+            data["monitoring.config"].contains("path: \"/monitoring/prometheus/metrics\""),
+            "{}",
+            data["monitoring.config"]
+        );
         assert_eq!(
             data["batching_parameters.txt"],
             "max_batch_size { value: 8000 }\nbatch_timeout_micros { value: 4 }\nmax_enqueued_batches { value: 100 }\nnum_batch_threads { value: 4 }\n"

@@ -13,6 +13,11 @@ use crate::vocab::resources::{BatchingConfig, FlagValue, ModelConfig, ServingCon
 pub const MODELS_CONFIG: &str = "models.config";
 pub const BATCHING_PARAMETERS: &str = "batching_parameters.txt";
 pub const FLAGS: &str = "flags";
+/// monitoring.config: turns on TF Serving's Prometheus page, which benchstack scrapes at the
+/// start and end of every load-test stage.
+pub const MONITORING_CONFIG: &str = "monitoring.config";
+/// Where that page is served, on the REST port.
+pub const METRICS_PATH: &str = "/monitoring/prometheus/metrics";
 
 pub use crate::vocab::resources::MANAGED_FLAGS;
 
@@ -112,19 +117,42 @@ pub fn batching_parameters(b: &BatchingConfig) -> String {
     out
 }
 
+/// monitoring.config (`MonitoringConfig` text proto, tensorflow_serving/config/
+/// monitoring_config.proto): the Prometheus page on, at [`METRICS_PATH`].
+pub fn monitoring_config() -> String {
+    format!(
+        "prometheus_config {{\n  enable: true\n  path: {}\n}}\n",
+        quote(METRICS_PATH)
+    )
+}
+
 /// Paths the flags refer to.
 #[derive(Debug, Clone)]
 pub struct FilePaths {
     pub models_config: String,
     pub batching_parameters: String,
+    pub monitoring_config: String,
 }
 
 impl FilePaths {
     /// The bare file names, as shown in plans (the real directory is chosen at apply).
     pub fn names() -> Self {
+        FilePaths::in_dir("")
+    }
+
+    /// The files under `dir` (`""`: the bare names).
+    pub fn in_dir(dir: &str) -> Self {
+        let at = |name: &str| {
+            if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{}/{name}", dir.trim_end_matches('/'))
+            }
+        };
         FilePaths {
-            models_config: MODELS_CONFIG.into(),
-            batching_parameters: BATCHING_PARAMETERS.into(),
+            models_config: at(MODELS_CONFIG),
+            batching_parameters: at(BATCHING_PARAMETERS),
+            monitoring_config: at(MONITORING_CONFIG),
         }
     }
 }
@@ -135,7 +163,10 @@ pub fn flag_list(s: &ServingConfig, files: &FilePaths) -> Result<Vec<String>, Ma
     if let Some(f) = s.flags.keys().find(|k| MANAGED_FLAGS.contains(&k.as_str())) {
         return Err(ManifestError::ManagedFlag(f.clone()));
     }
-    let mut flags = vec![format!("--model_config_file={}", files.models_config)];
+    let mut flags = vec![
+        format!("--model_config_file={}", files.models_config),
+        format!("--monitoring_config_file={}", files.monitoring_config),
+    ];
     if s.batching.is_some() {
         flags.push("--enable_batching=true".into());
         flags.push(format!(
@@ -153,8 +184,9 @@ pub fn flag_list(s: &ServingConfig, files: &FilePaths) -> Result<Vec<String>, Ma
     Ok(flags)
 }
 
-/// Everything rendered for a serving resource, keyed by file name (`flags` holds the flag
-/// list, one per line): what the plan diffs and the local provider writes.
+/// Everything rendered for a serving resource, keyed by file name (models.config,
+/// monitoring.config, batching_parameters.txt with batching; `flags` holds the flag list, one
+/// per line): what the plan diffs and the local provider writes.
 pub fn render_serving(
     s: &ServingConfig,
     models: &[ModelConfig],
@@ -162,6 +194,7 @@ pub fn render_serving(
 ) -> Result<BTreeMap<String, String>, ManifestError> {
     let mut files = BTreeMap::new();
     files.insert(MODELS_CONFIG.to_string(), models_config(models, paths)?);
+    files.insert(MONITORING_CONFIG.to_string(), monitoring_config());
     if let Some(b) = &s.batching {
         files.insert(BATCHING_PARAMETERS.to_string(), batching_parameters(b));
     }
@@ -262,6 +295,22 @@ mod tests {
     }
 
     #[test]
+    fn monitoring_config_reads_back_in_the_stand_in_as_the_metrics_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(MONITORING_CONFIG);
+        std::fs::write(&p, monitoring_config()).unwrap();
+        let read = crate::serve::config::read_monitoring_config(&p).unwrap();
+        assert_eq!(read.as_deref(), Some(METRICS_PATH));
+        let files = render_serving(&serving(None), &[model()], ModelPaths::Local).unwrap();
+        assert_eq!(files[MONITORING_CONFIG], monitoring_config());
+        assert!(
+            files[FLAGS].contains("--monitoring_config_file=monitoring.config\n"),
+            "{}",
+            files[FLAGS]
+        );
+    }
+
+    #[test]
     fn flags_are_managed_first_then_sorted() {
         let s = serving(Some(BatchingConfig::default()));
         let flags = flag_list(&s, &FilePaths::names()).unwrap();
@@ -269,6 +318,7 @@ mod tests {
             flags,
             [
                 "--model_config_file=models.config",
+                "--monitoring_config_file=monitoring.config",
                 "--enable_batching=true",
                 "--batching_parameters_file=batching_parameters.txt",
                 "--enable_model_warmup=false",

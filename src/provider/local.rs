@@ -108,13 +108,7 @@ impl LocalProvider {
                     .map_err(ProviderError::io(format!("writing {}", p.display())))?;
             }
         }
-        let paths = manifest::FilePaths {
-            models_config: dir.join(manifest::MODELS_CONFIG).display().to_string(),
-            batching_parameters: dir
-                .join(manifest::BATCHING_PARAMETERS)
-                .display()
-                .to_string(),
-        };
+        let paths = manifest::FilePaths::in_dir(&dir.display().to_string());
         let flags =
             manifest::flag_list(s, &paths).map_err(|e| ProviderError::other(e.to_string()))?;
         let (program, pre_args) = match &self.server {

@@ -10,27 +10,72 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Applied, Context, Inputs, ProviderError, RunOutcome};
 use crate::loadgen::result::{self, RunReport};
+use crate::loadgen::server::{self, HttpReplica, Replica, Scraper, StageMarks};
 use crate::loadgen::{self, Progress};
 use crate::state::procinfo;
 use crate::vocab::resources::LoadtestConfig;
 
 pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied, ProviderError> {
     let targets = super::load_test_targets(l, inputs)?;
+    let replicas = scrape_targets(l, inputs);
     if l.workers > 1 {
         let started = procinfo::now_unix();
-        let report = run_worker_processes(ctx, l, targets.clone())?;
+        let report = run_worker_processes(ctx, l, targets.clone(), replicas)?;
         return outcome(l, targets, report, started);
     }
     let mut spec = l.load_spec(targets);
     spec.stop_when_hopeless = inputs.probe;
     let started = procinfo::now_unix();
     let report_progress = |p: &Progress| (ctx.progress)(p.summary());
-    let report = match loadgen::run_blocking_until(&spec, Some(&report_progress), ctx.cancel) {
+    let (scraper, why_not) = match replicas {
+        Ok(r) => (Some(Scraper::start(r, l.model.clone())), None),
+        Err(why) => (None, Some(why)),
+    };
+    let marks = scraper.as_ref().map(|s| s as &dyn StageMarks);
+    let mut report = match loadgen::run_observed(&spec, Some(&report_progress), ctx.cancel, marks) {
         Ok(r) => r,
         Err(loadgen::LoadError::Cancelled) => return Err(ProviderError::Interrupted),
         Err(e) => return Err(ProviderError::other(format!("the load test failed: {e}"))),
     };
+    let stages = report.stages.len();
+    server::attach(
+        &mut report,
+        scraper
+            .map(|s| s.finish(stages))
+            .ok_or_else(|| why_not.unwrap_or_default()),
+    );
     outcome(l, spec.targets, report, started)
+}
+
+/// The target's replicas as the scraper reaches them: each REST port on loopback, and its
+/// process (for CPU time) while it is still the recorded process. Err(why) when the target's
+/// recorded state names no local replicas.
+fn scrape_targets(l: &LoadtestConfig, inputs: &Inputs) -> Result<Vec<Box<dyn Replica>>, String> {
+    let observed = inputs
+        .observed
+        .get(&l.target)
+        .ok_or_else(|| format!("not scraped: {} is not in the state", l.target))?;
+    let serving: crate::state::observed::LocalServingObserved =
+        serde_json::from_value(observed.clone()).map_err(|_| {
+            format!(
+                "not scraped: {} records no local serving processes",
+                l.target
+            )
+        })?;
+    if serving.replicas.is_empty() {
+        return Err(format!("not scraped: {} records no replicas", l.target));
+    }
+    Ok(serving
+        .replicas
+        .iter()
+        .map(|r| {
+            Box::new(HttpReplica {
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], r.rest_port)),
+                path: crate::manifest::METRICS_PATH.to_string(),
+                pid: procinfo::is_alive(r.pid, r.start_time).then_some(r.pid),
+            }) as Box<dyn Replica>
+        })
+        .collect())
 }
 
 fn outcome(
@@ -92,6 +137,7 @@ fn run_worker_processes(
     ctx: &Context,
     l: &LoadtestConfig,
     targets: Vec<String>,
+    replicas: Result<Vec<Box<dyn Replica>>, String>,
 ) -> Result<RunReport, ProviderError> {
     let mut spec = l
         .worker_spec(targets)
@@ -141,7 +187,27 @@ fn run_worker_processes(
     let began = Instant::now();
     let expected = LOCAL_START_DELAY + spec.expected_duration();
     let mut last_progress = Instant::now() - Duration::from_secs(1);
+    // The workers keep the common schedule: each stage begins at the common start plus the
+    // warmup and the stages before it, and the server is scraped then.
+    let (scraper, why_not) = match replicas {
+        Ok(r) => (Some(Scraper::start(r, l.model.clone())), None),
+        Err(why) => (None, Some(why)),
+    };
+    let mut boundaries: Vec<SystemTime> = Vec::new();
+    let mut at = start_at + spec.warmup;
+    for st in &spec.stages {
+        boundaries.push(at);
+        at += st.duration;
+    }
+    let mut next_mark = 0;
     loop {
+        if let Some(s) = &scraper
+            && next_mark < boundaries.len()
+            && SystemTime::now() >= boundaries[next_mark]
+        {
+            s.stage_begins(next_mark);
+            next_mark += 1;
+        }
         if ctx.cancel.load(std::sync::atomic::Ordering::SeqCst) {
             kill_all(&mut workers);
             return Err(ProviderError::Interrupted);
@@ -164,7 +230,13 @@ fn run_worker_processes(
                 expected.as_secs_f64()
             ));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Wake for the next stage boundary on time (within a few ms), else every 50 ms.
+        let nap = boundaries
+            .get(next_mark)
+            .and_then(|b| b.duration_since(SystemTime::now()).ok())
+            .unwrap_or(Duration::from_millis(50))
+            .min(Duration::from_millis(50));
+        std::thread::sleep(nap.max(Duration::from_millis(1)));
     }
 
     let mut reports = Vec::new();
@@ -199,8 +271,16 @@ fn run_worker_processes(
             failures.join("; ")
         )));
     }
-    result::merge(&reports)
-        .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))
+    let mut report = result::merge(&reports)
+        .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))?;
+    let stages = report.stages.len();
+    server::attach(
+        &mut report,
+        scraper
+            .map(|s| s.finish(stages))
+            .ok_or_else(|| why_not.unwrap_or_default()),
+    );
+    Ok(report)
 }
 
 fn kill_all(workers: &mut [WorkerProcess]) {

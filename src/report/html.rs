@@ -561,6 +561,98 @@ fn summary_table(runs: &[(String, RunReport)]) -> String {
     s
 }
 
+/// The server's side of each stage (TF Serving's own metrics, CPU), or why there is none.
+fn server_table(runs: &[(String, RunReport)]) -> String {
+    let any = runs.iter().any(|(_, r)| {
+        r.stages.iter().any(|st| {
+            st.server.is_some()
+                || st
+                    .server_note
+                    .as_deref()
+                    .is_some_and(|n| n != crate::loadgen::NOT_SCRAPED)
+        })
+    });
+    if !any {
+        return String::new();
+    }
+    let multi = runs.len() > 1;
+    let mut s = String::from("<h2>Server</h2><table><thead><tr>");
+    if multi {
+        s.push_str("<th>run</th>");
+    }
+    for h in [
+        "stage",
+        "replicas",
+        "requests by status",
+        "batch avg",
+        "batch p50",
+        "batch p99",
+        "padding",
+        "queue p50",
+        "queue p99",
+        "run p50",
+        "run p99",
+        "CPU cores",
+        "per replica",
+    ] {
+        let _ = write!(s, "<th>{h}</th>");
+    }
+    s.push_str("</tr></thead><tbody>");
+    let cols = if multi { 14 } else { 13 };
+    for (ri, (label, r)) in runs.iter().enumerate() {
+        for st in &r.stages {
+            s.push_str("<tr>");
+            if multi {
+                let _ = write!(
+                    s,
+                    r#"<td><i class="sw" style="background:{}"></i>{}</td>"#,
+                    PALETTE[ri % PALETTE.len()],
+                    esc(label)
+                );
+            }
+            let _ = write!(s, "<td>{}</td>", esc(&st.name));
+            let Some(v) = &st.server else {
+                let _ = write!(
+                    s,
+                    r#"<td colspan="{}" class="meta">{}</td></tr>"#,
+                    cols - if multi { 2 } else { 1 },
+                    esc(st.server_note.as_deref().unwrap_or("not scraped"))
+                );
+                continue;
+            };
+            let opt = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map(f).unwrap_or("–".into());
+            let rows = |x: f64| format!("{x:.1}");
+            let statuses: Vec<String> = v
+                .requests
+                .iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect();
+            let _ = write!(
+                s,
+                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                v.replicas,
+                esc(&statuses.join(", ")),
+                opt(v.batch_size.map(|b| b.avg), &rows),
+                opt(v.batch_size.map(|b| b.p50), &rows),
+                opt(v.batch_size.map(|b| b.p99), &rows),
+                opt(v.padding_ratio, &|x| format!("{:.1}%", x * 100.0)),
+                opt(v.queue_wait_ms.map(|q| q.p50), &ms),
+                opt(v.queue_wait_ms.map(|q| q.p99), &ms),
+                opt(v.runtime_ms.map(|q| q.p50), &ms),
+                opt(v.runtime_ms.map(|q| q.p99), &ms),
+                opt(v.cpu_cores, &|x| format!("{x:.2}")),
+                v.per_replica_share
+                    .iter()
+                    .map(|x| format!("{:.0}%", x * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            );
+        }
+    }
+    s.push_str("</tbody></table><p class=\"meta\">From TF Serving's own metrics, scraped from every replica at the start and end of each stage. Batch = rows per executed batch after padding; queue = wait for a batch; run = the session run (with batching, the queue wait included); times in ms. Percentiles are estimated from the server's histogram buckets (linear within a bucket).</p>");
+    s
+}
+
 fn notes(runs: &[(String, RunReport)]) -> String {
     let mut s = String::new();
     for (label, r) in runs {
@@ -649,6 +741,7 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
         );
     }
     body.push_str(&summary_table(runs));
+    body.push_str(&server_table(runs));
     body.push_str(&notes(runs));
     body.push_str("<p class=\"meta\">Latency is measured from each request's intended send time (open loop: no coordinated omission); svc = service time from the actual send; lag = how late the generator released requests. Times in ms.</p>");
 

@@ -155,6 +155,7 @@ pub fn stage_table(r: &RunReport) -> String {
     right[0] = false;
     out.push_str(&pad_table(&rows, &right));
     out.push_str("latencies in ms from the intended send time; svc = from the actual send; lag = generator lateness\n");
+    out.push_str(&server_table(r));
     for s in &r.stages {
         if s.closed_loop {
             let _ = writeln!(
@@ -217,6 +218,113 @@ pub fn stage_table(r: &RunReport) -> String {
     out
 }
 
+/// The server's side, one row per stage: what TF Serving itself counted (requests by status,
+/// rows per batch, padding, queue wait, session run time) and the CPU its processes used. A
+/// stage without it says why. Empty when no stage has either.
+pub fn server_table(r: &RunReport) -> String {
+    // A run that never tried (`benchstack loadtest`) says nothing about it.
+    let tried = |s: &StageReport| {
+        s.server.is_some()
+            || s.server_note
+                .as_deref()
+                .is_some_and(|n| n != crate::loadgen::NOT_SCRAPED)
+    };
+    if !r.stages.iter().any(tried) {
+        return String::new();
+    }
+    let mut out = String::new();
+    let mut rows = vec![
+        [
+            "stage",
+            "replicas",
+            "ok",
+            "failed",
+            "batch avg",
+            "p50",
+            "p99",
+            "pad %",
+            "queue p50",
+            "p99",
+            "run p50",
+            "p99",
+            "cpu",
+            "share",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+    ];
+    let mut notes = Vec::new();
+    for st in &r.stages {
+        let Some(s) = &st.server else {
+            if let Some(n) = &st.server_note {
+                notes.push(format!("{}: {n}", st.name));
+            }
+            continue;
+        };
+        let ok = s.requests.get("OK").copied().unwrap_or(0);
+        let failed: u64 = s
+            .requests
+            .iter()
+            .filter(|(k, _)| k.as_str() != "OK")
+            .map(|(_, n)| n)
+            .sum();
+        let opt = |v: Option<f64>, fmt: &dyn Fn(f64) -> String| v.map(fmt).unwrap_or("-".into());
+        let rows_fmt = |x: f64| format!("{x:.1}");
+        rows.push(vec![
+            st.name.clone(),
+            s.replicas.to_string(),
+            ok.to_string(),
+            failed.to_string(),
+            opt(s.batch_size.map(|b| b.avg), &rows_fmt),
+            opt(s.batch_size.map(|b| b.p50), &rows_fmt),
+            opt(s.batch_size.map(|b| b.p99), &rows_fmt),
+            opt(s.padding_ratio, &|x| format!("{:.1}", x * 100.0)),
+            opt(s.queue_wait_ms.map(|q| q.p50), &|x| f(x)),
+            opt(s.queue_wait_ms.map(|q| q.p99), &|x| f(x)),
+            opt(s.runtime_ms.map(|q| q.p50), &|x| f(x)),
+            opt(s.runtime_ms.map(|q| q.p99), &|x| f(x)),
+            opt(s.cpu_cores, &|x| format!("{x:.2}")),
+            if s.per_replica_share.len() > 1 {
+                s.per_replica_share
+                    .iter()
+                    .map(|x| format!("{:.0}%", x * 100.0))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            } else {
+                "-".into()
+            },
+        ]);
+        let other: Vec<String> = s
+            .requests
+            .iter()
+            .filter(|(k, n)| k.as_str() != "OK" && **n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        if !other.is_empty() {
+            notes.push(format!("{}: server status {}", st.name, other.join(" ")));
+        }
+        if let Some(t) = s.cpu_throttled_ratio {
+            notes.push(format!(
+                "{}: CPU throttled in {:.1}% of periods",
+                st.name,
+                t * 100.0
+            ));
+        }
+    }
+    if rows.len() > 1 {
+        let _ = writeln!(out, "server (TF Serving's own metrics):");
+        let mut right = vec![true; 14];
+        right[0] = false;
+        out.push_str(&pad_table(&rows, &right));
+        out.push_str("batch = rows per executed batch after padding; queue = wait for a batch; run = session run (queue included); ms; cpu in cores; percentiles estimated from the server's buckets\n");
+    }
+    for n in notes {
+        let _ = writeln!(out, "{n}");
+    }
+    out
+}
+
 /// The line `../shared/bench/anchors/run.sh` reads: totals over all stages.
 pub fn anchor_line(r: &RunReport) -> String {
     let requests: u64 = r.stages.iter().map(|s| s.requests).sum();
@@ -250,8 +358,43 @@ fn delta(a: f64, b: f64) -> String {
     format!("{:+.1}%", (b - a) / a * 100.0)
 }
 
-/// A compared quantity: label, how to read it, whether it is a latency in ms.
-type Metric = (&'static str, fn(&StageReport) -> f64, bool);
+/// A compared quantity: label, how to read it (None: the stage does not have it), whether it
+/// is a latency in ms.
+type Metric = (&'static str, fn(&StageReport) -> Option<f64>, bool);
+
+/// The server's side compared, when either stage has it.
+const SERVER_METRICS: [Metric; 5] = [
+    (
+        "server batch avg",
+        |s| s.server.as_ref()?.batch_size.map(|b| b.avg),
+        false,
+    ),
+    (
+        "server queue p99 ms",
+        |s| s.server.as_ref()?.queue_wait_ms.map(|q| q.p99),
+        true,
+    ),
+    (
+        "server run p99 ms",
+        |s| s.server.as_ref()?.runtime_ms.map(|q| q.p99),
+        true,
+    ),
+    (
+        "server failed",
+        |s| {
+            let v = s.server.as_ref()?;
+            Some(
+                v.requests
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "OK")
+                    .map(|(_, n)| *n as f64)
+                    .sum(),
+            )
+        },
+        false,
+    ),
+    ("server cpu cores", |s| s.server.as_ref()?.cpu_cores, false),
+];
 
 /// Two runs side by side, stage by stage (matched by position), with relative changes.
 pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String {
@@ -276,19 +419,22 @@ pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String
             (None, Some(y)) => format!("- / {}", y.name),
             (None, None) => continue,
         };
-        let metrics: [Metric; 8] = [
-            ("rate /s", |s| s.achieved_rate, false),
-            ("requests", |s| s.requests as f64, false),
-            ("errors", |s| s.errors_total as f64, false),
-            ("p50 ms", |s| s.latency_ms.p50, true),
-            ("p90 ms", |s| s.latency_ms.p90, true),
-            ("p99 ms", |s| s.latency_ms.p99, true),
-            ("p99.9 ms", |s| s.latency_ms.p999, true),
-            ("max ms", |s| s.latency_ms.max, true),
+        let mut metrics: Vec<Metric> = vec![
+            ("rate /s", |s| Some(s.achieved_rate), false),
+            ("requests", |s| Some(s.requests as f64), false),
+            ("errors", |s| Some(s.errors_total as f64), false),
+            ("p50 ms", |s| Some(s.latency_ms.p50), true),
+            ("p90 ms", |s| Some(s.latency_ms.p90), true),
+            ("p99 ms", |s| Some(s.latency_ms.p99), true),
+            ("p99.9 ms", |s| Some(s.latency_ms.p999), true),
+            ("max ms", |s| Some(s.latency_ms.max), true),
         ];
+        if sa.is_some_and(|s| s.server.is_some()) || sb.is_some_and(|s| s.server.is_some()) {
+            metrics.extend(SERVER_METRICS);
+        }
         for (k, (label, get, is_ms)) in metrics.iter().enumerate() {
-            let va = sa.map(get);
-            let vb = sb.map(get);
+            let va = sa.and_then(get);
+            let vb = sb.and_then(get);
             let show = |v: Option<f64>| match v {
                 None => "-".to_string(),
                 Some(x) if *is_ms => f(x),
@@ -421,6 +567,59 @@ mod tests {
         let line = anchor_line(&run(1));
         assert!(line.starts_with("ANCHOR requests=800 rps="), "{line}");
         assert!(line.ends_with("errors=0"), "{line}");
+    }
+
+    #[test]
+    fn the_server_side_is_a_second_table_a_reason_or_nothing_and_compares_side_by_side() {
+        use crate::loadgen::server::{BatchSize, Quantiles, ServerStage};
+        let server = ServerStage {
+            replicas: 2,
+            requests: [("OK".to_string(), 950), ("UNAVAILABLE".to_string(), 50)].into(),
+            batch_size: Some(BatchSize {
+                avg: 4.0,
+                p50: 4.0,
+                p99: 4.0,
+            }),
+            batches: Some(237),
+            padding_ratio: Some(0.0),
+            queue_wait_ms: Some(Quantiles { p50: 2.0, p99: 2.5 }),
+            runtime_ms: Some(Quantiles { p50: 3.0, p99: 4.0 }),
+            request_ms: None,
+            cpu_cores: Some(1.25),
+            cpu_throttled_ratio: None,
+            per_replica_share: vec![0.5, 0.5],
+        };
+        // A run that never scraped (benchstack loadtest) prints nothing about it.
+        let mut plain = run(1);
+        for s in &mut plain.stages {
+            s.server_note = Some(crate::loadgen::NOT_SCRAPED.into());
+        }
+        assert_eq!(server_table(&plain), "");
+        let mut scraped = run(1);
+        scraped.stages[0].server = Some(server);
+        scraped.stages[1].server_note = Some(
+            "no server metrics: 127.0.0.1:1: GET /monitoring/prometheus/metrics answered HTTP 404"
+                .into(),
+        );
+        let t = stage_table(&scraped);
+        assert!(t.contains("server (TF Serving's own metrics):"), "{t}");
+        assert!(t.contains("50%/50%"), "{t}");
+        assert!(t.contains("server status UNAVAILABLE=50"), "{t}");
+        assert!(t.contains("answered HTTP 404"), "{t}");
+        let c = compare_table(&("a".into(), plain), &("b".into(), scraped.clone()));
+        let row = c
+            .lines()
+            .find(|l| l.contains("server batch avg"))
+            .unwrap_or_else(|| panic!("{c}"));
+        // A scraped nothing; B's average batch was 4 rows.
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["server", "batch", "avg", "-", "4", "-"],
+            "{row}"
+        );
+        assert!(c.contains("server cpu cores"), "{c}");
+        let page = html(&[("b".into(), scraped)]);
+        assert!(page.contains("<h2>Server</h2>") && page.contains("UNAVAILABLE: 50"));
     }
 
     #[test]

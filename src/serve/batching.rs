@@ -6,13 +6,13 @@
 //! own batch and the queue is unbounded, as in TF Serving without `--enable_batching`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::config::BatchingParams;
+use super::metrics::Metrics;
 use super::model::Servable;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -54,6 +54,8 @@ struct Task {
     rows: usize,
     input: Vec<f32>,
     reply: oneshot::Sender<Result<Vec<f32>, ExecError>>,
+    /// For `queuing_latency`: from here to the dequeue of its batch.
+    enqueued: Instant,
 }
 
 struct Batch {
@@ -67,42 +69,12 @@ struct Queue {
     closed: bool,
 }
 
-/// Counters a test or a user can read (exported as Prometheus text).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub tasks: AtomicU64,
-    pub batches: AtomicU64,
-    pub rows: AtomicU64,
-    pub padded_rows: AtomicU64,
-    pub rejected_queue_full: AtomicU64,
-    /// Batches by size bucket (≤1, ≤2, ≤4 … ≤2^15, larger).
-    pub batch_size_buckets: [AtomicU64; 17],
-}
-
-impl Counters {
-    pub const BUCKET_BOUNDS: [u64; 16] = [
-        1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768,
-    ];
-
-    fn record_batch(&self, rows: usize, padded: usize) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
-        self.padded_rows
-            .fetch_add((padded - rows) as u64, Ordering::Relaxed);
-        let i = Self::BUCKET_BOUNDS
-            .iter()
-            .position(|b| rows as u64 <= *b)
-            .unwrap_or(16);
-        self.batch_size_buckets[i].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
     params: Option<BatchingParams>,
     servable: Arc<Servable>,
-    counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
 }
 
 /// The queue and its threads for one servable.
@@ -118,7 +90,7 @@ impl Executor {
         servable: Arc<Servable>,
         params: Option<BatchingParams>,
         threads: usize,
-        counters: Arc<Counters>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, std::io::Error> {
         let n = params
             .as_ref()
@@ -133,7 +105,7 @@ impl Executor {
             ready: Condvar::new(),
             params,
             servable,
-            counters,
+            metrics,
         });
         let executor = Executor {
             shared,
@@ -160,7 +132,6 @@ impl Executor {
 
     /// Queues `rows` rows; the reply carries the output rows.
     pub fn submit(&self, rows: usize, mut input: Vec<f32>) -> Result<Reply, ExecError> {
-        self.shared.counters.tasks.fetch_add(1, Ordering::Relaxed);
         let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.closed {
             return Err(ExecError::ShuttingDown);
@@ -171,6 +142,7 @@ impl Executor {
                 rows,
                 input,
                 reply: tx,
+                enqueued: Instant::now(),
             };
             q.batches.push_back(Batch {
                 rows,
@@ -181,6 +153,7 @@ impl Executor {
             self.shared.ready.notify_one();
             return Ok(Reply { parts: vec![rx] });
         };
+        self.shared.metrics.input_batch(rows);
         let open_room = q
             .batches
             .back()
@@ -210,10 +183,6 @@ impl Executor {
             (rows - first).div_ceil(exec_size)
         };
         if q.batches.len().saturating_add(new_batches) > p.max_enqueued_batches {
-            self.shared
-                .counters
-                .rejected_queue_full
-                .fetch_add(1, Ordering::Relaxed);
             return Err(ExecError::QueueFull);
         }
         let pieces: Vec<usize> = if whole {
@@ -246,6 +215,7 @@ impl Executor {
                 rows: n,
                 input: chunk,
                 reply: tx,
+                enqueued: Instant::now(),
             };
             let fits_open = i == 0 && n <= open_room;
             match q.batches.back_mut() {
@@ -338,12 +308,24 @@ fn worker(s: Arc<Shared>) {
         // Wake another thread: the next batch may already be waiting.
         s.ready.notify_one();
         let padded = padded_size(s.params.as_ref(), batch.rows);
-        s.counters.record_batch(batch.rows, padded);
+        // What TF Serving's batching session records; without batching there is none.
+        if s.params.is_some() {
+            let dequeued = Instant::now();
+            for t in &batch.tasks {
+                s.metrics
+                    .queued(dequeued.saturating_duration_since(t.enqueued).as_micros() as u64);
+            }
+            s.metrics.batch(batch.rows, padded);
+        }
         let result = if batch.tasks.len() == 1 && padded == batch.rows {
             let mut tasks = batch.tasks;
             let task = tasks.pop().map(|t| (t.rows, t.input, t.reply));
             if let Some((rows, input, reply)) = task {
-                let _ = reply.send(s.servable.run(rows, input).map_err(ExecError::Internal));
+                let out = s.servable.run(rows, input).map_err(ExecError::Internal);
+                if s.params.is_some() {
+                    s.metrics.wrapped_run();
+                }
+                let _ = reply.send(out);
             }
             continue;
         } else {
@@ -352,7 +334,11 @@ fn worker(s: Arc<Shared>) {
                 input.extend_from_slice(&t.input);
             }
             input.resize(padded * in_width, 0.0);
-            s.servable.run(padded, input)
+            let out = s.servable.run(padded, input);
+            if s.params.is_some() {
+                s.metrics.wrapped_run();
+            }
+            out
         };
         match result {
             Ok(out) => {

@@ -40,6 +40,8 @@ pub struct BatchingParams {
     pub pad_variable_length_inputs: bool,
     pub enable_large_batch_splitting: bool,
     pub max_execution_batch_size: Option<usize>,
+    /// Labels `queuing_latency` (TF Serving: "batch_threads" when unset).
+    pub thread_pool_name: Option<String>,
 }
 
 impl Default for BatchingParams {
@@ -56,6 +58,7 @@ impl Default for BatchingParams {
             pad_variable_length_inputs: false,
             enable_large_batch_splitting: false,
             max_execution_batch_size: None,
+            thread_pool_name: None,
         }
     }
 }
@@ -350,6 +353,47 @@ fn read_policy(path: &Path, f: &Field) -> Result<VersionPolicy, ConfigError> {
     }
 }
 
+/// Reads a monitoring.config (`MonitoringConfig` text proto): the path of the Prometheus page
+/// when `prometheus_config { enable: true }`, else None. An empty `path` means TF Serving's
+/// default, `/monitoring/prometheus/metrics`.
+pub fn read_monitoring_config(path: &Path) -> Result<Option<String>, ConfigError> {
+    let root = read(path)?;
+    let mut enabled = false;
+    let mut page = String::new();
+    for f in &root.fields {
+        if f.name != "prometheus_config" {
+            return Err(unknown(path, f, "MonitoringConfig", &["prometheus_config"]));
+        }
+        for c in &expect_message(path, f)?.fields {
+            match c.name.as_str() {
+                "enable" => enabled = expect_bool(path, c)?,
+                "path" => {
+                    page = expect_string(path, c)?;
+                    if !page.is_empty() && !page.starts_with('/') {
+                        return Err(invalid(
+                            path,
+                            c.line,
+                            c.col,
+                            format!("`path` must start with `/`, found {page:?}"),
+                        ));
+                    }
+                }
+                _ => return Err(unknown(path, c, "prometheus_config", &["enable", "path"])),
+            }
+        }
+    }
+    if !enabled {
+        return Ok(None);
+    }
+    if page.is_empty() {
+        page = DEFAULT_METRICS_PATH.to_string();
+    }
+    Ok(Some(page))
+}
+
+/// Where TF Serving serves Prometheus metrics when the config names no path.
+pub const DEFAULT_METRICS_PATH: &str = "/monitoring/prometheus/metrics";
+
 /// Reads batching_parameters.txt. Scalars may be wrapped (`max_batch_size { value: 8 }`, as
 /// TF Serving writes them) or bare (`max_batch_size: 8`).
 pub fn read_batching_parameters(path: &Path) -> Result<BatchingParams, ConfigError> {
@@ -436,7 +480,7 @@ pub fn read_batching_parameters(path: &Path) -> Result<BatchingParams, ConfigErr
             "max_execution_batch_size" => {
                 p.max_execution_batch_size = Some(bounded(scalar, MAX_BATCH_SIZE as u64)? as usize)
             }
-            "thread_pool_name" => {}
+            "thread_pool_name" => p.thread_pool_name = Some(expect_string(path, scalar)?),
             _ => return Err(unknown(path, f, "BatchingParameters", KNOWN)),
         }
     }
@@ -617,6 +661,28 @@ mod tests {
             assert!(e.starts_with(&format!("{}:1:", f.path().display())), "{e}");
             assert!(e.contains(&format!("`{field}`")) && e.contains(max), "{e}");
         }
+    }
+
+    #[test]
+    fn monitoring_config_enables_the_page_at_its_path() {
+        let f = write("prometheus_config {\n  enable: true,\n  path: \"/m/p\"\n}\n");
+        assert_eq!(
+            read_monitoring_config(f.path()).unwrap(),
+            Some("/m/p".into())
+        );
+        let f = write("prometheus_config { enable: true }\n");
+        assert_eq!(
+            read_monitoring_config(f.path()).unwrap().as_deref(),
+            Some(DEFAULT_METRICS_PATH)
+        );
+        let f = write("prometheus_config { enable: false path: \"/x\" }\n");
+        assert_eq!(read_monitoring_config(f.path()).unwrap(), None);
+        let f = write("prometheus_config { enable: true pth: \"/x\" }\n");
+        let e = read_monitoring_config(f.path()).unwrap_err().to_string();
+        assert!(
+            e.contains(":1:") && e.contains("unknown field `pth`"),
+            "{e}"
+        );
     }
 
     #[test]

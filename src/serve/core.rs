@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::batching::{Counters, ExecError, Executor};
+use super::batching::{ExecError, Executor};
+use super::metrics::Metrics;
 use super::model::{LoadedModel, Servable};
 
 /// The largest REST body or gRPC message the stand-in reads. A batch of 8000 rows of 10
@@ -132,19 +132,12 @@ pub struct ServedModel {
     pub executors: BTreeMap<i64, Executor>,
 }
 
-#[derive(Debug, Default)]
-pub struct RequestCounters {
-    pub rest_ok: AtomicU64,
-    pub rest_error: AtomicU64,
-    pub grpc_ok: AtomicU64,
-    pub grpc_error: AtomicU64,
-}
-
 pub struct Core {
     pub models: BTreeMap<String, ServedModel>,
-    pub batching: Arc<Counters>,
-    pub requests: RequestCounters,
-    pub batching_enabled: bool,
+    pub metrics: Arc<Metrics>,
+    /// Where the REST port serves the metrics page: set by --monitoring_config_file
+    /// (`prometheus_config { enable: true }`), as in TF Serving; None serves no page.
+    pub metrics_path: Option<String>,
 }
 
 impl Core {
@@ -191,8 +184,12 @@ impl Core {
                 "the request carries no rows: expected at least one instance",
             ));
         }
+        // TF Serving times the session run: with batching, the wait in the queue included.
+        let started = std::time::Instant::now();
         let reply = exec.submit(rows, input)?;
         let out = reply.wait().await?;
+        self.metrics
+            .runtime_latency(name, started.elapsed().as_micros() as u64);
         Ok((servable, out))
     }
 
@@ -204,104 +201,9 @@ impl Core {
         }
     }
 
-    /// Prometheus text exposition of the serving and batching counters.
+    /// The Prometheus page (TF Serving's names and layouts, see `metrics`).
     pub fn prometheus(&self) -> String {
-        use std::fmt::Write;
-        let c = &self.batching;
-        let r = &self.requests;
-        let mut s = String::new();
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(
-            s,
-            "# HELP benchstack_serve_requests_total Predict requests by API and outcome."
-        );
-        let _ = writeln!(s, "# TYPE benchstack_serve_requests_total counter");
-        let _ = writeln!(
-            s,
-            "benchstack_serve_requests_total{{api=\"rest\",status=\"ok\"}} {}",
-            load(&r.rest_ok)
-        );
-        let _ = writeln!(
-            s,
-            "benchstack_serve_requests_total{{api=\"rest\",status=\"error\"}} {}",
-            load(&r.rest_error)
-        );
-        let _ = writeln!(
-            s,
-            "benchstack_serve_requests_total{{api=\"grpc\",status=\"ok\"}} {}",
-            load(&r.grpc_ok)
-        );
-        let _ = writeln!(
-            s,
-            "benchstack_serve_requests_total{{api=\"grpc\",status=\"error\"}} {}",
-            load(&r.grpc_error)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP benchstack_serve_batching_enabled 1 when --enable_batching is on."
-        );
-        let _ = writeln!(s, "# TYPE benchstack_serve_batching_enabled gauge");
-        let _ = writeln!(
-            s,
-            "benchstack_serve_batching_enabled {}",
-            u8::from(self.batching_enabled)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP benchstack_serve_tasks_total Tasks (requests) submitted to the execution queue."
-        );
-        let _ = writeln!(s, "# TYPE benchstack_serve_tasks_total counter");
-        let _ = writeln!(s, "benchstack_serve_tasks_total {}", load(&c.tasks));
-        let _ = writeln!(s, "# HELP benchstack_serve_batches_total Batches executed.");
-        let _ = writeln!(s, "# TYPE benchstack_serve_batches_total counter");
-        let _ = writeln!(s, "benchstack_serve_batches_total {}", load(&c.batches));
-        let _ = writeln!(
-            s,
-            "# HELP benchstack_serve_batch_rows_total Rows executed in batches (before padding)."
-        );
-        let _ = writeln!(s, "# TYPE benchstack_serve_batch_rows_total counter");
-        let _ = writeln!(s, "benchstack_serve_batch_rows_total {}", load(&c.rows));
-        let _ = writeln!(
-            s,
-            "# HELP benchstack_serve_padding_rows_total Rows added to reach an allowed batch size."
-        );
-        let _ = writeln!(s, "# TYPE benchstack_serve_padding_rows_total counter");
-        let _ = writeln!(
-            s,
-            "benchstack_serve_padding_rows_total {}",
-            load(&c.padded_rows)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP benchstack_serve_queue_rejections_total Tasks refused because the batch queue was full."
-        );
-        let _ = writeln!(s, "# TYPE benchstack_serve_queue_rejections_total counter");
-        let _ = writeln!(
-            s,
-            "benchstack_serve_queue_rejections_total {}",
-            load(&c.rejected_queue_full)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP benchstack_serve_batch_size Rows per executed batch."
-        );
-        let _ = writeln!(s, "# TYPE benchstack_serve_batch_size histogram");
-        let mut cumulative = 0;
-        for (i, bound) in Counters::BUCKET_BOUNDS.iter().enumerate() {
-            cumulative += load(&c.batch_size_buckets[i]);
-            let _ = writeln!(
-                s,
-                "benchstack_serve_batch_size_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += load(&c.batch_size_buckets[16]);
-        let _ = writeln!(
-            s,
-            "benchstack_serve_batch_size_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let _ = writeln!(s, "benchstack_serve_batch_size_sum {}", load(&c.rows));
-        let _ = writeln!(s, "benchstack_serve_batch_size_count {}", load(&c.batches));
-        s
+        self.metrics.prometheus()
     }
 }
 

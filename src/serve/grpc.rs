@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use super::core::{ApiError, Core, VersionChoice};
+use super::metrics::{Entrypoint, status_name};
 use super::model::{Servable, TensorSpec};
 use crate::proto::serving::{
     self, GetModelMetadataRequest, GetModelMetadataResponse, GetModelStatusRequest,
@@ -203,16 +203,27 @@ impl serving::prediction_service_server::PredictionService for Service {
         &self,
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
-        match self.predict_inner(request.into_inner()).await {
+        let started = std::time::Instant::now();
+        let req = request.into_inner();
+        let model = req
+            .model_spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let m = &self.core.metrics;
+        match self.predict_inner(req).await {
             Ok(r) => {
-                self.core.requests.grpc_ok.fetch_add(1, Ordering::Relaxed);
+                m.count_request(&model, status_name(None));
+                m.request_latency(
+                    &model,
+                    "Predict",
+                    Entrypoint::Grpc,
+                    started.elapsed().as_micros() as u64,
+                );
                 Ok(Response::new(r))
             }
             Err(e) => {
-                self.core
-                    .requests
-                    .grpc_error
-                    .fetch_add(1, Ordering::Relaxed);
+                m.count_request(&model, status_name(Some(e.code)));
                 Err(e.grpc_status())
             }
         }

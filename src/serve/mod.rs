@@ -6,6 +6,7 @@ pub mod batching;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod rest;
@@ -20,9 +21,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use self::batching::{Counters, Executor};
+use self::batching::Executor;
 use self::config::{BatchingParams, ConfigError, ModelEntry};
-use self::core::{Core, MAX_MESSAGE_BYTES, RequestCounters, ServedModel};
+use self::core::{Core, MAX_MESSAGE_BYTES, ServedModel};
+use self::metrics::Metrics;
 use self::net::{Acceptor, NetLimits};
 
 /// Everything `benchstack serve` needs, resolved from TF Serving's flags.
@@ -42,6 +44,8 @@ pub struct ServeOptions {
     pub io_threads: usize,
     /// Connection cap and timeouts for both listeners.
     pub net: NetLimits,
+    /// The metrics page's path on the REST port, from --monitoring_config_file; None: no page.
+    pub metrics_path: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +74,11 @@ pub struct Ready {
 
 /// Loads the models and starts their executors (no sockets yet).
 pub fn build_core(opts: &ServeOptions) -> Result<Core, ServeError> {
-    let counters = Arc::new(Counters::default());
+    let pool = match &opts.batching {
+        Some(b) => b.thread_pool_name.as_deref().unwrap_or("batch_threads"),
+        None => "",
+    };
+    let metrics = Arc::new(Metrics::new(opts.batching.is_some(), pool));
     let threads = if opts.inference_threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -83,7 +91,7 @@ pub fn build_core(opts: &ServeOptions) -> Result<Core, ServeError> {
         let loaded = model::load(entry)?;
         let mut executors = BTreeMap::new();
         for (v, s) in &loaded.versions {
-            let exec = Executor::start(s.clone(), opts.batching.clone(), threads, counters.clone())
+            let exec = Executor::start(s.clone(), opts.batching.clone(), threads, metrics.clone())
                 .map_err(|e| {
                     ServeError::Runtime(format!(
                         "model `{}` version {v}: cannot start its batch threads: {e}",
@@ -102,9 +110,8 @@ pub fn build_core(opts: &ServeOptions) -> Result<Core, ServeError> {
     }
     Ok(Core {
         models,
-        batching: counters,
-        requests: RequestCounters::default(),
-        batching_enabled: opts.batching.is_some(),
+        metrics,
+        metrics_path: opts.metrics_path.clone(),
     })
 }
 

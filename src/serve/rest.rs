@@ -1,9 +1,9 @@
 //! TF Serving's REST API: `POST /v1/models/NAME[/versions/V|/labels/L]:predict` in row
 //! (`instances`) and columnar (`inputs`) formats, `GET /v1/models/NAME[/versions/V]`
-//! (version status), `…/metadata`, and Prometheus text at `/monitoring/prometheus/metrics`.
+//! (version status), `…/metadata`, and TF Serving's metrics in Prometheus text at the path
+//! --monitoring_config_file names (usually `/monitoring/prometheus/metrics`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Value, json};
 
 use super::core::{ApiError, Code, Core, MAX_ELEMENTS, MAX_MESSAGE_BYTES, VersionChoice};
+use super::metrics::{Entrypoint, status_name};
 use super::model::{Signature, TensorSpec};
 
 pub type Body = Full<Bytes>;
@@ -30,40 +31,71 @@ fn error_response(e: &ApiError) -> Response<Body> {
     json_response(status, &json!({ "error": e.message }))
 }
 
-/// Routes one request; never panics on input.
+/// Routes one request; never panics on input. Every request to /v1/models is counted in
+/// `request_count` under the model it names, and a successful one is timed into
+/// `request_latency`, as TF Serving's HTTP server does.
 pub async fn handle(core: Arc<Core>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    if path == "/monitoring/prometheus/metrics" && method == Method::GET {
+    if method == Method::GET && core.metrics_path.as_deref() == Some(path.as_str()) {
         let mut r = Response::new(Full::new(Bytes::from(core.prometheus())));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            header::HeaderValue::from_static("text/plain"),
         );
         return r;
     }
-    let route = match parse_route(&method, &path) {
+    let (model, api, result) = route(&core, req, &method, &path).await;
+    let m = &core.metrics;
+    match result {
+        Ok(v) => {
+            m.count_request(&model, status_name(None));
+            m.request_latency(
+                &model,
+                api,
+                Entrypoint::Rest,
+                started.elapsed().as_micros() as u64,
+            );
+            json_response(StatusCode::OK, &v)
+        }
+        Err(e) => {
+            m.count_request(&model, status_name(Some(e.code)));
+            error_response(&e)
+        }
+    }
+}
+
+/// The model the request names (empty when the path names none), the API label TF Serving
+/// gives it (`predict`, or empty for a GET) and the answer.
+async fn route(
+    core: &Core,
+    req: Request<hyper::body::Incoming>,
+    method: &Method,
+    path: &str,
+) -> (String, &'static str, Result<Value, ApiError>) {
+    let route = match parse_route(method, path) {
         Ok(r) => r,
-        Err(e) => return error_response(&e),
+        Err(e) => return (String::new(), "", Err(e)),
     };
     match route {
-        Route::Status { model, version } => match status(&core, &model, &version) {
-            Ok(v) => json_response(StatusCode::OK, &v),
-            Err(e) => error_response(&e),
-        },
-        Route::Metadata { model, version } => match metadata(&core, &model, &version) {
-            Ok(v) => json_response(StatusCode::OK, &v),
-            Err(e) => error_response(&e),
-        },
+        Route::Status { model, version } => {
+            let r = status(core, &model, &version);
+            (model, "", r)
+        }
+        Route::Metadata { model, version } => {
+            let r = metadata(core, &model, &version);
+            (model, "", r)
+        }
         Route::Predict { model, version } => {
             // A declared length over the limit is refused before a byte of it is read.
             let declared = hyper::body::Body::size_hint(req.body()).lower();
             if declared > MAX_MESSAGE_BYTES as u64 {
-                core.requests.rest_error.fetch_add(1, Ordering::Relaxed);
-                return error_response(&ApiError::invalid(format!(
+                let e = ApiError::invalid(format!(
                     "the request body is {declared} bytes; the limit is {} MiB",
                     MAX_MESSAGE_BYTES >> 20
-                )));
+                ));
+                return (model, "predict", Err(e));
             }
             let body = match Limited::new(req.into_body(), MAX_MESSAGE_BYTES)
                 .collect()
@@ -71,22 +103,12 @@ pub async fn handle(core: Arc<Core>, req: Request<hyper::body::Incoming>) -> Res
             {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
-                    core.requests.rest_error.fetch_add(1, Ordering::Relaxed);
-                    return error_response(&ApiError::invalid(format!(
-                        "cannot read the request body: {e}"
-                    )));
+                    let e = ApiError::invalid(format!("cannot read the request body: {e}"));
+                    return (model, "predict", Err(e));
                 }
             };
-            match predict(&core, &model, &version, &body).await {
-                Ok(v) => {
-                    core.requests.rest_ok.fetch_add(1, Ordering::Relaxed);
-                    json_response(StatusCode::OK, &v)
-                }
-                Err(e) => {
-                    core.requests.rest_error.fetch_add(1, Ordering::Relaxed);
-                    error_response(&e)
-                }
-            }
+            let r = predict(core, &model, &version, &body).await;
+            (model, "predict", r)
         }
     }
 }

@@ -31,6 +31,11 @@ pub struct ProbeResult {
     /// Set when the probe had fewer requests than its percentile's sample rule asks (the
     /// probe length is capped): what that sample can and cannot prove.
     pub short_sample: Option<String>,
+    /// The server's average rows per executed batch during the probe (TF Serving's
+    /// `processed_batch_size`); null without batching or without the server's metrics.
+    pub batch_avg: Option<f64>,
+    /// CPU the serving processes used during the probe, in cores; null where unknown.
+    pub cpu_cores: Option<f64>,
 }
 
 /// One capacity search of one configuration.

@@ -93,5 +93,11 @@ pub(super) fn probe_result(run: u64, rate: f64, stage: &StageReport, slos: &[Slo
         duration_s: stage.duration_s,
         stopped_early: stage.stopped_early.as_ref().map(|e| e.reason.clone()),
         short_sample: None,
+        batch_avg: stage
+            .server
+            .as_ref()
+            .and_then(|s| s.batch_size)
+            .map(|b| b.avg),
+        cpu_cores: stage.server.as_ref().and_then(|s| s.cpu_cores),
     }
 }

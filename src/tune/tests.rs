@@ -133,6 +133,8 @@ fn report(
         in_flight_cap_hits: 0,
         timeline,
         stopped_early: None,
+        server: None,
+        server_note: None,
     };
     RunReport {
         target: "model".into(),
@@ -192,7 +194,7 @@ impl Bench for Model {
             }
         }
         self.rates.borrow_mut().push((rate, stage.duration));
-        Ok(report(
+        let mut r = report(
             rate,
             stage.duration,
             slos,
@@ -200,7 +202,27 @@ impl Bench for Model {
             sheds,
             rate >= self.generator_limit,
             floors_of(&s),
-        ))
+        );
+        // The server's side as a scrape would give it: batches half full, a core per thread.
+        let b = s.batching.clone().unwrap_or_default();
+        r.stages[0].server = Some(crate::loadgen::server::ServerStage {
+            replicas: 1,
+            requests: BTreeMap::new(),
+            batch_size: Some(crate::loadgen::server::BatchSize {
+                avg: b.max_batch_size.unwrap_or(1) as f64 / 2.0,
+                p50: 1.0,
+                p99: 1.0,
+            }),
+            batches: None,
+            padding_ratio: None,
+            queue_wait_ms: None,
+            runtime_ms: None,
+            request_ms: None,
+            cpu_cores: Some(b.num_batch_threads.unwrap_or(1) as f64),
+            cpu_throttled_ratio: None,
+            per_replica_share: vec![1.0],
+        });
+        Ok(r)
     }
 
     fn store(&mut self, report: &RunReport, tag: TuneProbe) -> Result<u64, TuneError> {
@@ -588,6 +610,24 @@ fn a_latency_floor_above_the_slo_ends_the_trial_as_never_passing_after_two_probe
     );
     let page = crate::report::tune_html::page(&o);
     assert!(page.contains("never passes: p95 floor 72"), "{page}");
+}
+
+#[test]
+fn the_table_shows_the_servers_average_batch_and_cpu_at_capacity() {
+    let cfg = batch_grid(&[8, 32], &[1, 2]);
+    let mut m = Model::new();
+    let o = run(&cfg, &mut m).unwrap();
+    let table = crate::cli::tune::table(&o);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.contains("batch avg") && header.contains("cpu"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("batching.max_batch_size=32, batching.num_batch_threads=2"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" 16.0 ") && row.contains(" 2.00 "), "{row}");
 }
 
 #[test]

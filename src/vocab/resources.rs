@@ -280,6 +280,7 @@ pub const MANAGED_FLAGS: &[&str] = &[
     "model_config_file",
     "enable_batching",
     "batching_parameters_file",
+    "monitoring_config_file",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

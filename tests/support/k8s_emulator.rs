@@ -26,6 +26,20 @@
 //! - A Job's pods, once scheduled and pulled, run for real as processes on this machine (the
 //!   worker program with the container's args and env plus `JOB_COMPLETION_INDEX`), their
 //!   output kept as the pod log.
+//! - The pods/proxy subresource, `GET /api/v1/namespaces/NS/pods/NAME[:PORT]/proxy/PATH`
+//!   (https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#get-connect-get-requests-to-proxy-of-pod,
+//!   https://kubernetes.io/docs/tasks/access-application-cluster/access-cluster-services/#manually-constructing-apiserver-proxy-urls):
+//!   a missing pod is 404 NotFound, a pod that is not Running has no IP to dial (503); a
+//!   running serving pod is backed by the stand-in (`with_stand_in`, every serving pod by the
+//!   one process), which answers the path as TF Serving would, and a pod started without
+//!   `--monitoring_config_file` has no metrics page (404, TF Serving's "Malformed request").
+//! - The nodes/proxy subresource to the kubelet's cAdvisor metrics,
+//!   `GET /api/v1/nodes/NODE/proxy/metrics/cadvisor`
+//!   (https://kubernetes.io/docs/reference/instrumentation/cadvisor-metric-labels/): for every
+//!   container of every running pod on the node, `container_cpu_usage_seconds_total` with
+//!   cAdvisor's `container`, `namespace`, `pod` labels, growing at [`CADVISOR_CORES`] cores,
+//!   and, for a container with a CPU limit (a CFS quota), `container_cpu_cfs_periods_total`
+//!   (100 ms periods) and `container_cpu_cfs_throttled_periods_total` (none throttled).
 //!
 //! Include with `#[path = "support/k8s_emulator.rs"] mod k8s_emulator;`.
 #![allow(dead_code)]
@@ -191,6 +205,8 @@ type OwnedPod = (String, bool, u64);
 
 struct State {
     opts: Options,
+    /// When the emulator started: the clock of the kubelets' emulated CPU counters.
+    started: Instant,
     objects: BTreeMap<Key, Value>,
     /// Reads since the last spec change (Deployments) or since creation (Services).
     polls: HashMap<Key, u32>,
@@ -260,6 +276,7 @@ impl K8sEmulator {
             children: HashMap::new(),
             counter: 0,
             log_dir: tempfile::tempdir().expect("a directory for pod logs"),
+            started: Instant::now(),
         }));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -672,6 +689,11 @@ fn dispatch(
 ) -> Reply {
     // The controllers, scheduler and kubelets take one step between requests.
     reconcile(state);
+    if method == "GET"
+        && let Some(reply) = pod_proxy(state, path).or_else(|| node_proxy(state, path))
+    {
+        return reply;
+    }
     let Some(r) = route(path) else {
         return status_error(
             404,
@@ -717,6 +739,151 @@ fn dispatch(
             r.name.as_deref().unwrap_or(""),
         ),
     }
+}
+
+/// The CPU every emulated container uses, in cores (cAdvisor's usage counter grows by this
+/// many seconds per second).
+pub const CADVISOR_CORES: f64 = 0.5;
+
+/// `GET /api/v1/nodes/NODE/proxy/metrics/cadvisor`, or None for any other path.
+fn node_proxy(state: &Arc<Mutex<State>>, path: &str) -> Option<Reply> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ["api", "v1", "nodes", node, "proxy", "metrics", "cadvisor"] = segs.as_slice() else {
+        return None;
+    };
+    let s = lock(state);
+    if !nodes(&s).iter().any(|n| n.name == *node) {
+        return Some(not_found("nodes", node));
+    }
+    let secs = s.started.elapsed().as_secs_f64();
+    let mut page = String::from(
+        "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.\n# TYPE container_cpu_usage_seconds_total counter\n",
+    );
+    let mut periods = String::from(
+        "# TYPE container_cpu_cfs_periods_total counter\n# TYPE container_cpu_cfs_throttled_periods_total counter\n",
+    );
+    for ((res, ns, name), pod) in &s.objects {
+        if res != "pods"
+            || pod["spec"]["nodeName"].as_str() != Some(*node)
+            || pod["status"]["phase"] != "Running"
+        {
+            continue;
+        }
+        for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+            let container = c["name"].as_str().unwrap_or("");
+            let labels = format!(
+                "container=\"{container}\",cpu=\"total\",id=\"/kubepods/{name}/{container}\",image=\"{}\",namespace=\"{ns}\",pod=\"{name}\"",
+                c["image"].as_str().unwrap_or("")
+            );
+            page.push_str(&format!(
+                "container_cpu_usage_seconds_total{{{labels}}} {:.6} 1700000000000\n",
+                secs * CADVISOR_CORES
+            ));
+            if !c["resources"]["limits"]["cpu"].is_null() {
+                periods.push_str(&format!(
+                    "container_cpu_cfs_periods_total{{{labels}}} {}\ncontainer_cpu_cfs_throttled_periods_total{{{labels}}} 0\n",
+                    (secs * 10.0) as u64
+                ));
+            }
+        }
+    }
+    page.push_str(&periods);
+    Some(Reply {
+        code: 200,
+        content_type: "text/plain; version=0.0.4",
+        body: page,
+    })
+}
+
+/// `GET …/pods/NAME[:PORT]/proxy/PATH`, or None for any other path.
+fn pod_proxy(state: &Arc<Mutex<State>>, path: &str) -> Option<Reply> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let [
+        "api",
+        "v1",
+        "namespaces",
+        ns,
+        "pods",
+        target,
+        "proxy",
+        rest @ ..,
+    ] = segs.as_slice()
+    else {
+        return None;
+    };
+    let (pod, port) = match target.split_once(':') {
+        Some((p, port)) => (p, port.parse::<u16>().ok()),
+        None => (*target, None),
+    };
+    let s = lock(state);
+    let Some(obj) = s.objects.get(&key("pods", ns, pod)) else {
+        return Some(not_found("pods", pod));
+    };
+    if obj["status"]["phase"] != "Running" {
+        return Some(status_error(
+            503,
+            "ServiceUnavailable",
+            format!("pod {pod} is not running: no address to proxy to"),
+            "pods",
+            pod,
+        ));
+    }
+    let args: Vec<String> = obj["spec"]["containers"][0]["args"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ip = s.opts.load_balancer_ip.clone();
+    drop(s);
+    let page = format!("/{}", rest.join("/"));
+    if !args
+        .iter()
+        .any(|a| a.starts_with("--monitoring_config_file="))
+    {
+        return Some(Reply {
+            code: 404,
+            content_type: "application/json",
+            body: json!({"error": format!("Malformed request: GET {page}")}).to_string(),
+        });
+    }
+    // The pod's container answers on its port: the stand-in backing every serving pod.
+    let port = port.unwrap_or(8501);
+    Some(match http_get_blocking(&ip, port, &page) {
+        Ok((code, body)) => Reply {
+            code,
+            content_type: "text/plain",
+            body,
+        },
+        Err(e) => status_error(
+            503,
+            "ServiceUnavailable",
+            format!("error trying to reach service: {e}"),
+            "pods",
+            pod,
+        ),
+    })
+}
+
+/// A plain HTTP/1.0 GET (the stand-in answers it and closes).
+fn http_get_blocking(ip: &str, port: u16, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect((ip, port)).map_err(|e| e.to_string())?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(c, "GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no status")?;
+    Ok((code, body.to_string()))
 }
 
 /// Equality-based label selectors (`a=b,c==d`), which is what benchstack sends.
@@ -2183,11 +2350,19 @@ pub struct StandIn {
     pub ip: String,
     child: Child,
     _stderr: tempfile::NamedTempFile,
+    _monitoring: tempfile::NamedTempFile,
 }
 
 impl StandIn {
     pub fn start(program: &Path, model_name: &str, model_base_path: &Path) -> StandIn {
         let mut last = String::new();
+        // TF Serving's metrics page on, as the rendered serving pods have it.
+        let monitoring = tempfile::NamedTempFile::new().expect("a monitoring config");
+        std::fs::write(
+            monitoring.path(),
+            "prometheus_config { enable: true path: \"/monitoring/prometheus/metrics\" }\n",
+        )
+        .expect("write the monitoring config");
         for _attempt in 0..20 {
             let [a, b, c]: [u8; 3] = rand::random();
             // Stay off 127.0.0.x, where other tests' servers live, and off .0/.255 hosts.
@@ -2206,6 +2381,8 @@ impl StandIn {
                 .args(["--model_name", model_name])
                 .arg("--model_base_path")
                 .arg(model_base_path)
+                .arg("--monitoring_config_file")
+                .arg(monitoring.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(stderr.reopen().expect("reopen stderr file")))
@@ -2220,6 +2397,7 @@ impl StandIn {
                     ip,
                     child,
                     _stderr: stderr,
+                    _monitoring: monitoring,
                 };
             }
             let _ = child.kill();

@@ -16,6 +16,7 @@ use super::{
     env_duration, pause, pods, secs,
 };
 use crate::loadgen::result::{self, RunReport};
+use crate::loadgen::server::{self, Replica, Scraper};
 use crate::loadgen::worker::WorkerSpec;
 use crate::manifest::k8s::{self, FIELD_MANAGER, NAMESPACE, loadtest_job, object_name};
 use crate::provider::retry::{Call, RetryPolicy};
@@ -130,6 +131,22 @@ pub(super) async fn run(
         get_credentials: ClusterConnection::get_credentials(inputs, &l.cluster),
         watch,
     };
+    // The server's side: every serving pod's metrics page through the API server's pod
+    // proxy, as each stage begins on the workers' common schedule and once they are done.
+    let scraper = match serving_replicas(l, inputs).await {
+        Ok(replicas) => {
+            let scraper = Scraper::start(replicas, l.model.clone());
+            let mut boundaries = Vec::with_capacity(spec.stages.len());
+            let mut at = start_at + spec.warmup;
+            for st in &spec.stages {
+                boundaries.push(at);
+                at += st.duration;
+            }
+            scraper.mark_on_schedule(boundaries);
+            Ok(scraper)
+        }
+        Err(why) => Err(why),
+    };
     let outcome = follow.reports().await;
     // The Job goes in every case: a finished Job's pods only hold on to cluster resources.
     let removed = match apis.get().await {
@@ -139,8 +156,17 @@ pub(super) async fn run(
     let reports = outcome?;
     removed?;
 
-    let merged = result::merge(&reports)
+    let mut merged = result::merge(&reports)
         .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))?;
+    let stages = merged.stages.len();
+    let server = match scraper {
+        // The last scrape waits on the API server: off this runtime's threads.
+        Ok(s) => tokio::task::spawn_blocking(move || s.finish(stages))
+            .await
+            .map_err(|e| format!("the scrape thread failed: {e}")),
+        Err(why) => Err(why),
+    };
+    server::attach(&mut merged, server);
     let slos_met = merged.slos_met() || l.slos.is_empty();
     let observed = LoadtestObserved {
         cluster,
@@ -182,6 +208,141 @@ fn measured_images(
         images.insert("loadgen".to_string(), i.clone());
     }
     images
+}
+
+/// The target's serving pods as the scraper reaches them: through the serving cluster's API
+/// server, `GET /api/v1/namespaces/NS/pods/POD:8501/proxy/monitoring/prometheus/metrics`
+/// (the pods/proxy subresource), one per running pod. Err(why) when they cannot be listed.
+async fn serving_replicas(
+    l: &LoadtestConfig,
+    inputs: &Inputs,
+) -> Result<Vec<Box<dyn Replica>>, String> {
+    let observed = inputs
+        .observed
+        .get(&l.target)
+        .ok_or_else(|| format!("not scraped: {} is not in the state", l.target))?;
+    let serving: crate::state::observed::KubernetesServingObserved =
+        serde_json::from_value(observed.clone())
+            .map_err(|_| format!("not scraped: {} records no Kubernetes serving", l.target))?;
+    let client = serving
+        .cluster
+        .client()
+        .await
+        .map_err(|e| format!("connecting to the serving cluster: {e}"))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &serving.namespace);
+    let selector = format!(
+        "{}={},{}=serving",
+        k8s::LABEL_NAME,
+        serving.name,
+        k8s::LABEL_COMPONENT
+    );
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| format!("listing the serving pods ({selector}): {e}"))?;
+    // (pod, node) of each running pod.
+    let mut names: Vec<(String, Option<String>)> = list
+        .items
+        .iter()
+        .filter(|p| pod_phase(p) == "Running")
+        .map(|p| {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            (pod_name(p).to_string(), node)
+        })
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(format!("no running serving pod matches {selector}"));
+    }
+    let handle = tokio::runtime::Handle::current();
+    Ok(names
+        .into_iter()
+        .map(|(pod, node)| {
+            Box::new(PodReplica {
+                client: client.clone(),
+                handle: handle.clone(),
+                path: format!(
+                    "/api/v1/namespaces/{}/pods/{pod}:{}/proxy{}",
+                    serving.namespace,
+                    k8s::REST_PORT,
+                    crate::manifest::METRICS_PATH
+                ),
+                namespace: serving.namespace.clone(),
+                node,
+                pod,
+            }) as Box<dyn Replica>
+        })
+        .collect())
+}
+
+/// One serving pod, reached through the API server's pod proxy on its REST port; its CPU
+/// from its node's kubelet (cAdvisor) through the node proxy.
+struct PodReplica {
+    client: kube::Client,
+    handle: tokio::runtime::Handle,
+    namespace: String,
+    pod: String,
+    node: Option<String>,
+    path: String,
+}
+
+impl PodReplica {
+    /// GET `path` through the API server: the body of a 200, else why not.
+    fn get(&self, path: &str) -> Result<Vec<u8>, String> {
+        use http_body_util::{BodyExt, Limited};
+        // Called from the scraper's own thread, never from one of the runtime's.
+        self.handle.block_on(async {
+            let get = async {
+                let req = http::Request::get(path)
+                    .body(kube::client::Body::empty())
+                    .map_err(|e| format!("building the request: {e}"))?;
+                let resp = self
+                    .client
+                    .send(req)
+                    .await
+                    .map_err(|e| format!("GET {path}: {e}"))?;
+                let status = resp.status().as_u16();
+                let body = Limited::new(resp.into_body(), server::MAX_PAGE_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| format!("reading the reply to GET {path}: {e}"))?
+                    .to_bytes();
+                if status != 200 {
+                    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                    return Err(format!(
+                        "GET {path} answered HTTP {status}: {}",
+                        text.trim()
+                    ));
+                }
+                Ok(body.to_vec())
+            };
+            tokio::time::timeout(server::SCRAPE_TIMEOUT, get)
+                .await
+                .map_err(|_| format!("no answer within {}s", server::SCRAPE_TIMEOUT.as_secs()))?
+        })
+    }
+}
+
+impl Replica for PodReplica {
+    fn label(&self) -> String {
+        format!("pod {}", self.pod)
+    }
+
+    fn fetch(&self) -> Result<Vec<u8>, String> {
+        self.get(&self.path)
+    }
+
+    /// `container_cpu_usage_seconds_total` (and the CFS period counters, with a CPU limit) of
+    /// the serving container, from the kubelet's `/metrics/cadvisor` through the node proxy.
+    fn cpu(&self) -> Option<Result<server::Cpu, String>> {
+        let node = self.node.as_ref()?;
+        let page = format!("/api/v1/nodes/{node}/proxy/metrics/cadvisor");
+        Some(self.get(&page).and_then(|body| {
+            server::read_cadvisor(&body, &self.namespace, &self.pod, k8s::SERVING_CONTAINER)
+                .map(|(seconds, periods)| server::Cpu { seconds, periods })
+                .map_err(|e| format!("node {node}: {e}"))
+        }))
+    }
 }
 
 /// Deletes the Job; it runs also after a cancel (the Job must go), so it does not stop for one.
