@@ -25,7 +25,11 @@ pub enum Command {
     /// The history of operations: who, when, what, result.
     History,
     /// Free the lock left by a benchstack that died; --force frees a live holder's lock too.
+    /// On a GCS state: `unlock ID` breaks exactly the lock with that id (its generation, as
+    /// shown by the refusal), after confirmation (--force skips it).
     Unlock {
+        /// The lock id (GCS states only).
+        id: Option<i64>,
         #[arg(long)]
         force: bool,
     },
@@ -52,9 +56,72 @@ fn require_view(dir: &Path) -> miette::Result<View> {
     })
 }
 
+/// Breaks the GCS lock with generation `id` (only that one: if it was released or taken again
+/// since, nothing changes).
+fn unlock_remote(state_dir: &Path, id: Option<i64>, force: bool) -> miette::Result<super::Outcome> {
+    use state::gcs;
+    let Some(address) = gcs::binding(state_dir) else {
+        return Err(miette!("not a GCS state"));
+    };
+    let g = gcs::Gcs::connect(address.clone()).map_err(|e| miette!("{e}"))?;
+    let lock = gcs::read_lock(&g).map_err(|e| miette!("{e}"))?;
+    let Some((record, current)) = lock.filter(|(r, _)| r.is_held()) else {
+        println!("The state at {address} is not locked.");
+        return Ok(super::Outcome::Success);
+    };
+    let now = procinfo::now_unix();
+    let lease = if record.is_stale(now) {
+        format!(
+            "its lease expired at {} (stale)",
+            procinfo::rfc3339(record.lease_until)
+        )
+    } else {
+        format!(
+            "its lease runs until {}: the holder may still be working",
+            procinfo::rfc3339(record.lease_until)
+        )
+    };
+    let Some(id) = id else {
+        return Err(miette!(
+            "the state at {address} is locked by {} (lock id {current}); {lease}\n  to break it: `benchstack state unlock {current}`",
+            record.holder()
+        ));
+    };
+    println!(
+        "Lock {id} on {address}: held by {}; {lease}.",
+        record.holder()
+    );
+    if !force && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(miette!(
+            "refusing to break the lock without confirmation: there is no terminal to ask on; pass --force"
+        ));
+    }
+    if !force
+        && !super::common::confirm(
+            "Break this lock? A holder still working would have its next write refused.",
+            "break the lock",
+        )?
+    {
+        println!("Unlock cancelled.");
+        return Ok(super::Outcome::Success);
+    }
+    let broken = gcs::break_lock(&g, id).map_err(|e| miette!("{e}"))?;
+    println!("Broke lock {id} of {}.", broken.holder());
+    Ok(super::Outcome::Success)
+}
+
 pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     match args.command {
-        Command::Unlock { force } => {
+        Command::Unlock { id, force } if state::gcs::binding(state_dir).is_some() => {
+            return unlock_remote(state_dir, id, force);
+        }
+        Command::Unlock { id: Some(_), .. } => {
+            return Err(miette!(
+                "a lock id is for a state on GCS; the state in {} is a local directory: run `benchstack state unlock`",
+                state_dir.display()
+            ));
+        }
+        Command::Unlock { id: None, force } => {
             match lock::unlock(state_dir, force).map_err(|e| miette!("{e}"))? {
                 lock::Unlocked::NotLocked => {
                     println!("The state in {} is not locked.", state_dir.display())

@@ -1,0 +1,316 @@
+//! Team state on GCS (`--state gs://BUCKET/PREFIX`), with the real google-cloud-storage client
+//! against fake-gcs-server on loopback: two working directories sharing one state, the lock
+//! (refusal naming the holder, stale leases, `state unlock ID`), and the generation
+//! precondition that refuses a stale writer.
+
+#[path = "support/fake_gcs.rs"]
+mod fake_gcs;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use assert_cmd::prelude::*;
+use benchstack::state::{self, Store, gcs};
+
+use fake_gcs::FakeGcs;
+
+const BUCKET: &str = "team";
+
+/// One emulator for the file. The library reads `STORAGE_EMULATOR_HOST`, as Google's clients
+/// do, so it is set once, before any test uses the client.
+fn emulator() -> &'static FakeGcs {
+    static EMU: OnceLock<FakeGcs> = OnceLock::new();
+    EMU.get_or_init(|| {
+        let emu = FakeGcs::start(&[BUCKET]);
+        // SAFETY: set inside the OnceLock initializer, which every test passes through before
+        // it touches the client; nothing else in this process reads the variable concurrently.
+        unsafe { std::env::set_var("STORAGE_EMULATOR_HOST", emu.host()) };
+        emu
+    })
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A working directory on the remote state `gs://team/PREFIX`.
+struct Workdir {
+    dir: tempfile::TempDir,
+    remote: String,
+}
+
+impl Workdir {
+    fn new(prefix: &str) -> Workdir {
+        emulator();
+        Workdir {
+            dir: tempfile::tempdir().unwrap(),
+            remote: format!("gs://{BUCKET}/{prefix}"),
+        }
+    }
+
+    fn stack(&self) -> PathBuf {
+        self.dir.path().join("stack.hcl")
+    }
+
+    /// The local stack of apply_cli.rs: one serving replica, a tiny REST load test.
+    fn write_stack(&self) {
+        let model = repo().join("examples/model/regression");
+        let request = repo().join("examples/requests/regression.json");
+        let text = format!(
+            r#"
+cluster "local" {{
+  provider = "local"
+}}
+
+model "regression" {{
+  base_path = "{model}"
+}}
+
+serving "tf" {{
+  cluster  = cluster.local
+  replicas = 1
+  models   = [model.regression]
+}}
+
+loadtest "smoke" {{
+  cluster  = cluster.local
+  target   = serving.tf
+  model    = "regression"
+  protocol = "rest"
+  request  = file("{request}")
+  stage {{
+    rate     = 100
+    duration = "1s"
+  }}
+  slo   {{ p99 = "10s" }}
+}}
+"#,
+            model = model.display(),
+            request = request.display(),
+        );
+        std::fs::write(self.stack(), text).unwrap();
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("benchstack").unwrap();
+        c.arg("--state")
+            .arg(&self.remote)
+            .args(args)
+            .env("STORAGE_EMULATOR_HOST", emulator().host())
+            .stdin(Stdio::null())
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// Exit code, stdout, and stderr with miette's frame and line wrapping undone.
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).replace(['│', '×'], " ");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            err.split_whitespace().collect::<Vec<_>>().join(" "),
+        )
+    }
+
+    /// The working copy bound to the remote (where the local provider keeps its files).
+    fn bound(&self) -> PathBuf {
+        gcs::bind_in(self.dir.path(), &gcs::Address::parse(&self.remote).unwrap()).unwrap()
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let needle = self.dir.path().display().to_string();
+        for pid in state::procinfo::find_by_arg(&needle) {
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn client(prefix: &str) -> Arc<gcs::Gcs> {
+    emulator();
+    Arc::new(
+        gcs::Gcs::connect(gcs::Address::parse(&format!("gs://{BUCKET}/{prefix}")).unwrap())
+            .unwrap(),
+    )
+}
+
+fn lock_record(prefix: &str) -> Option<(gcs::LockRecord, i64)> {
+    let (bytes, generation) = emulator().object(BUCKET, &format!("{prefix}/lock.json"))?;
+    Some((serde_json::from_slice(&bytes).unwrap(), generation))
+}
+
+#[test]
+fn a_second_working_directory_plans_no_changes_and_lists_the_first_ones_runs() {
+    let a = Workdir::new("bench");
+    let b = Workdir::new("bench");
+    a.write_stack();
+    b.write_stack();
+
+    let (code, out, err) = a.run(&["apply", "--auto-approve", s(&a.stack())]);
+    assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
+    assert!(out.contains("loadtest.smoke: ran as run #1"), "{out}");
+
+    // The state, its run and a free lock are on GCS.
+    let (body, _) = emulator()
+        .object(BUCKET, "bench/state.json")
+        .expect("state.json");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["runs"], serde_json::json!([1]), "{v}");
+    assert!(emulator().object(BUCKET, "bench/runs/1.json").is_some());
+    let (lock, _) = lock_record("bench").expect("lock.json");
+    assert_eq!(lock.state, "free", "{lock:?}");
+
+    // Another directory (another laptop, CI) sees what exists.
+    let (code, out, err) = b.run(&["plan", "--detailed-exitcode", s(&b.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("No changes."), "{out}");
+    let (code, out, err) = b.run(&["results"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("#1") || out.contains(" 1 "), "{out}");
+    assert!(out.contains("loadtest.smoke"), "{out}");
+    let (code, out, err) = b.run(&["state", "list"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("serving.tf"), "{out}");
+
+    // And can destroy it: the first directory then plans everything again.
+    let (code, out, err) = b.run(&["destroy", "--auto-approve", s(&b.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = a.run(&["plan", "--detailed-exitcode", s(&a.stack())]);
+    assert_eq!(code, 2, "{out}\n{err}");
+}
+
+#[test]
+fn while_one_holds_the_lock_another_apply_is_refused_naming_the_holder() {
+    let w = Workdir::new("held");
+    w.write_stack();
+    let g = client("held");
+    let lock = gcs::RemoteLock::acquire(g, "apply", "").unwrap();
+    let id = lock.id();
+
+    let (code, out, err) = w.run(&["apply", "--auto-approve", s(&w.stack())]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let holder = lock.record();
+    assert!(err.contains("is locked by"), "{err}");
+    assert!(
+        err.contains(&format!("{}@{}", holder.user, holder.host)),
+        "{err}"
+    );
+    assert!(err.contains("running `apply` since"), "{err}");
+    assert!(err.contains(&format!("lock id {id}")), "{err}");
+    assert!(!err.contains("stale"), "{err}");
+    // Nothing was written: no state object.
+    assert!(emulator().object(BUCKET, "held/state.json").is_none());
+
+    // Released by a conditional overwrite with a free record; the apply then goes ahead.
+    drop(lock);
+    let (free, _) = lock_record("held").unwrap();
+    assert_eq!(free.state, "free");
+}
+
+#[test]
+fn an_expired_lease_is_stale_and_state_unlock_breaks_exactly_that_lock() {
+    let w = Workdir::new("stale");
+    w.write_stack();
+    let g = client("stale");
+    let now = state::procinfo::now_unix();
+    let record = gcs::LockRecord {
+        state: "held".into(),
+        user: "ci".into(),
+        host: "runner-7".into(),
+        pid: 4242,
+        operation: "apply".into(),
+        since: now - 600,
+        lineage: String::new(),
+        lease_until: now - 540,
+    };
+    let id = g
+        .write_if("lock.json", serde_json::to_vec(&record).unwrap(), 0)
+        .unwrap();
+
+    let (code, out, err) = w.run(&["apply", "--auto-approve", s(&w.stack())]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("ci@runner-7 (pid 4242) running `apply`"),
+        "{err}"
+    );
+    assert!(err.contains("stale"), "{err}");
+    assert!(
+        err.contains(&format!("benchstack state unlock {id}")),
+        "{err}"
+    );
+
+    // Without a terminal, confirmation is refused; a wrong id changes nothing.
+    let (code, _, err) = w.run(&["state", "unlock", &id.to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("pass --force"), "{err}");
+    let (code, _, err) = w.run(&["state", "unlock", &(id + 1).to_string(), "--force"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("now generation {id}")), "{err}");
+    assert_eq!(lock_record("stale").unwrap(), (record.clone(), id));
+
+    let (code, out, err) = w.run(&["state", "unlock", &id.to_string(), "--force"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("stale"), "{out}");
+    assert!(
+        out.contains(&format!("Broke lock {id} of ci@runner-7")),
+        "{out}"
+    );
+    let (after, generation) = lock_record("stale").unwrap();
+    assert_eq!(after.state, "free");
+    assert_ne!(generation, id);
+
+    // The same id again: that lock no longer exists.
+    let (code, out, _) = w.run(&["state", "unlock", &id.to_string(), "--force"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("is not locked"), "{out}");
+}
+
+#[test]
+fn a_write_whose_generation_precondition_fails_is_refused_and_the_state_object_is_unchanged() {
+    let w = Workdir::new("race");
+    let dir = w.bound();
+    let store = Store::open(&dir, "apply").unwrap();
+    let (first, g1) = emulator()
+        .object(BUCKET, "race/state.json")
+        .expect("written on open");
+
+    // Another writer (one whose lock was broken, or that never took it) replaces the state.
+    let other = client("race");
+    let mut theirs: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    theirs["serial"] = serde_json::json!(99);
+    theirs["meta"]["serial"] = serde_json::json!(99);
+    let g2 = other
+        .write_if("state.json", serde_json::to_vec(&theirs).unwrap(), g1)
+        .unwrap();
+    let before = emulator().object(BUCKET, "race/state.json").unwrap();
+    assert_eq!(before.1, g2);
+
+    // This writer's next write is refused, and names the generation it read.
+    let err = store
+        .record_history(state::history_entry("apply", None, None))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, state::StateError::Gcs(gcs::GcsError::Conflict { .. })),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "the state changed since it was read (generation {g1})"
+        )),
+        "{msg}"
+    );
+    assert_eq!(
+        emulator().object(BUCKET, "race/state.json").unwrap(),
+        before
+    );
+}
