@@ -6,6 +6,7 @@
 #[path = "support/fake_gcs.rs"]
 mod fake_gcs;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
@@ -54,7 +55,7 @@ impl Workdir {
     }
 
     /// The local stack of apply_cli.rs: one serving replica, a tiny REST load test.
-    fn write_stack(&self) {
+    fn write_stack(&self, duration: &str) {
         let model = repo().join("examples/model/regression");
         let request = repo().join("examples/requests/regression.json");
         let text = format!(
@@ -81,7 +82,7 @@ loadtest "smoke" {{
   request  = file("{request}")
   stage {{
     rate     = 100
-    duration = "1s"
+    duration = "{duration}"
   }}
   slo   {{ p99 = "10s" }}
 }}
@@ -152,8 +153,8 @@ fn lock_record(prefix: &str) -> Option<(gcs::LockRecord, i64)> {
 fn a_second_working_directory_plans_no_changes_and_lists_the_first_ones_runs() {
     let a = Workdir::new("bench");
     let b = Workdir::new("bench");
-    a.write_stack();
-    b.write_stack();
+    a.write_stack("1s");
+    b.write_stack("1s");
 
     let (code, out, err) = a.run(&["apply", "--auto-approve", s(&a.stack())]);
     assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
@@ -191,7 +192,7 @@ fn a_second_working_directory_plans_no_changes_and_lists_the_first_ones_runs() {
 #[test]
 fn while_one_holds_the_lock_another_apply_is_refused_naming_the_holder() {
     let w = Workdir::new("held");
-    w.write_stack();
+    w.write_stack("1s");
     let g = client("held");
     let lock = gcs::RemoteLock::acquire(g, "apply", "").unwrap();
     let id = lock.id();
@@ -219,7 +220,7 @@ fn while_one_holds_the_lock_another_apply_is_refused_naming_the_holder() {
 #[test]
 fn an_expired_lease_is_stale_and_state_unlock_breaks_exactly_that_lock() {
     let w = Workdir::new("stale");
-    w.write_stack();
+    w.write_stack("1s");
     let g = client("stale");
     let now = state::procinfo::now_unix();
     let record = gcs::LockRecord {
@@ -313,4 +314,62 @@ fn a_write_whose_generation_precondition_fails_is_refused_and_the_state_object_i
         emulator().object(BUCKET, "race/state.json").unwrap(),
         before
     );
+}
+
+#[test]
+fn after_a_kill_9_of_an_apply_another_directory_breaks_the_stale_lock_and_continues_it() {
+    let a = Workdir::new("killed");
+    let b = Workdir::new("killed");
+    a.write_stack("60s");
+    b.write_stack("1s");
+    let mut child = a
+        .cmd(&["apply", "--auto-approve", s(&a.stack())])
+        .env("BENCHSTACK_LOCK_LEASE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("loadtest.smoke: running") {
+            break;
+        }
+    }
+    assert!(seen.contains("loadtest.smoke: running"), "{seen}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap(); // SIGKILL: no release, no renewal
+    child.wait().unwrap();
+    let servers = state::procinfo::find_by_arg(&a.dir.path().display().to_string());
+    assert_eq!(servers.len(), 1, "serving outlives the killed apply");
+
+    // Its lease runs out: the lock is reported as stale, with the holder, and not taken.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (code, out, err) = b.run(&["plan", s(&b.stack())]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("running `apply` since"), "{err}");
+    assert!(err.contains("the lock is stale"), "{err}");
+    let (_, id) = lock_record("killed").unwrap();
+    let (code, out, err) = b.run(&["state", "unlock", &id.to_string(), "--force"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // The intent the killed apply wrote before its load test is on GCS: the plan continues
+    // it (serving stands, the load test runs again) and the apply does not duplicate serving.
+    let (code, out, err) = b.run(&["plan", "--detailed-exitcode", s(&b.stack())]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(!out.contains("serving.tf will"), "{out}");
+    assert!(out.contains("# loadtest.smoke will run"), "{out}");
+    let (code, out, err) = b.run(&["apply", "--auto-approve", s(&b.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.contains("serving.tf: created"), "{out}");
+    assert_eq!(
+        state::procinfo::find_by_arg(&a.dir.path().display().to_string()),
+        servers,
+        "no second serving process"
+    );
+    assert!(state::procinfo::find_by_arg(&b.dir.path().display().to_string()).is_empty());
+    let (code, out, err) = b.run(&["destroy", "--auto-approve", s(&b.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
 }

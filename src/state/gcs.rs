@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use google_cloud_gax::retry_policy::RetryPolicyExt;
 use google_cloud_storage::client::Storage;
 use serde::{Deserialize, Serialize};
 
@@ -228,7 +229,13 @@ impl Gcs {
             .ok()
             .filter(|h| !h.is_empty());
         let client = run_on(&runtime, async move {
-            let mut builder = Storage::builder();
+            // Transient errors (408, 429, 5xx, resets) are retried with exponential back-off;
+            // conditional writes count as idempotent. One minute, not the client's default
+            // five: a command should fail, naming the object, while its user still waits.
+            let mut builder = Storage::builder().with_retry_policy(
+                google_cloud_storage::retry_policy::RetryableErrors
+                    .with_time_limit(Duration::from_secs(retry_budget_secs())),
+            );
             if let Some(host) = emulator {
                 let endpoint = if host.contains("://") {
                     host
@@ -305,6 +312,7 @@ impl Gcs {
         // object. Without it the client streams it in a third, trailing part, which
         // fake-gcs-server (v1.54) stores as part of the object's content.
         let crc = crc32c::crc32c(&bytes);
+        let body_copy = bytes.clone();
         let result = self.block(async move {
             client
                 .write_object(bucket, obj, bytes::Bytes::from(bytes))
@@ -316,11 +324,20 @@ impl Gcs {
         });
         match result {
             Ok(o) => Ok(o.generation),
-            Err(e) if e.http_status_code() == Some(412) => Err(GcsError::Conflict {
-                bucket: self.address.bucket.clone(),
-                object,
-                generation,
-            }),
+            Err(e) if e.http_status_code() == Some(412) => {
+                // The client retries transient failures; if an earlier attempt landed and
+                // only its answer was lost, the retry meets our own write. That is success.
+                if let Some(now) = self.read(name)?
+                    && now.bytes == body_copy
+                {
+                    return Ok(now.generation);
+                }
+                Err(GcsError::Conflict {
+                    bucket: self.address.bucket.clone(),
+                    object,
+                    generation,
+                })
+            }
             Err(e) => Err(self.client_error(&object, e)),
         }
     }
@@ -383,6 +400,14 @@ impl LockRecord {
             String::new()
         }
     }
+}
+
+/// How long transient errors are retried (`BENCHSTACK_GCS_RETRY_BUDGET`, seconds).
+fn retry_budget_secs() -> u64 {
+    std::env::var("BENCHSTACK_GCS_RETRY_BUDGET")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(60)
 }
 
 pub fn lease_secs() -> u64 {

@@ -340,6 +340,9 @@ impl Store {
         // Republish only when the snapshot is missing or behind: a plan that fails leaves the
         // state directory byte for byte as it was.
         let meta = store.meta()?;
+        if let Some(remote) = &store.remote {
+            remote.lock.set_lineage(&meta.lineage);
+        }
         if !published::is_current(&store.dir, meta.schema_version, &meta.lineage, meta.serial) {
             store.publish()?;
         }
