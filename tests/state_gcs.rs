@@ -5,6 +5,8 @@
 
 #[path = "support/fake_gcs.rs"]
 mod fake_gcs;
+#[path = "support/fault_proxy.rs"]
+mod fault_proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use assert_cmd::prelude::*;
 use benchstack::state::{self, Store, gcs};
 
 use fake_gcs::FakeGcs;
+use fault_proxy::FaultProxy;
 
 const BUCKET: &str = "team";
 
@@ -106,7 +109,11 @@ loadtest "smoke" {{
 
     /// Exit code, stdout, and stderr with miette's frame and line wrapping undone.
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.cmd(args).output().unwrap();
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+        let out = self.cmd(args).envs(envs.iter().copied()).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr).replace(['│', '×'], " ");
         (
             out.status.code().unwrap_or(-1),
@@ -372,4 +379,50 @@ fn after_a_kill_9_of_an_apply_another_directory_breaks_the_stale_lock_and_contin
     assert!(state::procinfo::find_by_arg(&b.dir.path().display().to_string()).is_empty());
     let (code, out, err) = b.run(&["destroy", "--auto-approve", s(&b.stack())]);
     assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[test]
+fn a_503_on_a_state_write_is_retried() {
+    let w = Workdir::new("flaky");
+    w.write_stack("1s");
+    let proxy = FaultProxy::start(emulator().host(), "flaky/state.json", 2);
+    // The first plan creates the state object: its upload fails twice, then lands.
+    let (code, out, err) = w.run_with(
+        &["plan", s(&w.stack())],
+        &[("STORAGE_EMULATOR_HOST", &proxy.host())],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(proxy.failed(), 2);
+    assert!(emulator().object(BUCKET, "flaky/state.json").is_some());
+}
+
+#[test]
+fn a_persistent_503_exits_1_naming_the_object_and_leaves_the_state_readable() {
+    let w = Workdir::new("down");
+    w.write_stack("1s");
+    let (code, out, err) = w.run(&["plan", s(&w.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let before = emulator().object(BUCKET, "down/state.json").unwrap();
+
+    let proxy = FaultProxy::start(emulator().host(), "down/state.json", u32::MAX);
+    let (code, out, err) = w.run_with(
+        &["apply", "--auto-approve", s(&w.stack())],
+        &[
+            ("STORAGE_EMULATOR_HOST", &proxy.host()),
+            ("BENCHSTACK_GCS_RETRY_BUDGET", "2"),
+        ],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(proxy.failed() >= 2, "retried: {}", proxy.failed());
+    assert!(err.contains("gs://team/down/state.json"), "{err}");
+    // The intent could not be recorded, so nothing was started; the state is as it was, and
+    // readable; the lock was released.
+    assert!(state::procinfo::find_by_arg(&w.dir.path().display().to_string()).is_empty());
+    assert_eq!(
+        emulator().object(BUCKET, "down/state.json").unwrap(),
+        before
+    );
+    let (code, out, err) = w.run(&["state", "list"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(lock_record("down").unwrap().0.state, "free");
 }
