@@ -426,3 +426,77 @@ fn a_persistent_503_exits_1_naming_the_object_and_leaves_the_state_readable() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(lock_record("down").unwrap().0.state, "free");
 }
+
+/// `state pull` as JSON.
+fn pull(w: &Workdir) -> serde_json::Value {
+    let (code, out, err) = w.run(&["state", "pull"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn state_migrate_to_gcs_and_back_keeps_lineage_serial_history_and_every_run() {
+    let mut local = Workdir::new("unused");
+    local.remote = local.dir.path().join("state").display().to_string();
+    local.write_stack("1s");
+    let (code, out, err) = local.run(&["apply", "--auto-approve", s(&local.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let original = pull(&local);
+    assert_eq!(original["runs"], serde_json::json!([1]), "{original}");
+
+    let (code, out, err) = local.run(&["state", "migrate", "--to", "gs://team/moved"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let remote = Workdir::new("moved");
+    let on_gcs = pull(&remote);
+    for key in [
+        "lineage",
+        "serial",
+        "history",
+        "runs",
+        "resources",
+        "outputs",
+    ] {
+        assert_eq!(on_gcs[key], original[key], "{key}");
+    }
+    let (code, out, err) = remote.run(&["results"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("loadtest.smoke"), "{out}");
+
+    let back = remote.dir.path().join("back");
+    let (code, out, err) = remote.run(&["state", "migrate", "--to", s(&back)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let mut returned = Workdir::new("unused");
+    returned.remote = back.display().to_string();
+    let again = pull(&returned);
+    for key in [
+        "lineage",
+        "serial",
+        "history",
+        "runs",
+        "resources",
+        "outputs",
+    ] {
+        assert_eq!(again[key], original[key], "{key}");
+    }
+    let (code, out, err) = returned.run(&["results", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // Another state (another lineage) is not poured over it.
+    let mut other = Workdir::new("unused");
+    other.remote = other.dir.path().join("state").display().to_string();
+    std::fs::write(
+        other.stack(),
+        "cluster \"local\" {\n  provider = \"local\"\n}\n",
+    )
+    .unwrap();
+    let (code, out, err) = other.run(&["apply", "--auto-approve", s(&other.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let before = emulator().object(BUCKET, "moved/state.json").unwrap();
+    let (code, out, err) = other.run(&["state", "migrate", "--to", "gs://team/moved"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("holds a different state"), "{err}");
+    assert_eq!(
+        emulator().object(BUCKET, "moved/state.json").unwrap(),
+        before
+    );
+}

@@ -1,4 +1,5 @@
-//! `benchstack state list | show ADDR | rm ADDR | history | unlock [--force]`.
+//! `benchstack state list | show ADDR | rm ADDR | history | pull | migrate --to TARGET |
+//! unlock [ID] [--force]`.
 
 use std::path::Path;
 
@@ -24,6 +25,16 @@ pub enum Command {
     Rm { address: String },
     /// The history of operations: who, when, what, result.
     History,
+    /// Print the state as JSON (the published snapshot, docs/state.md), read without the lock.
+    Pull,
+    /// Copy the state (lineage, serial, history, every run) to another directory or to
+    /// gs://BUCKET/PREFIX; refuses a target that holds a different state. The source is left
+    /// as it was.
+    Migrate {
+        /// The target: a directory or gs://BUCKET/PREFIX.
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
     /// Free the lock left by a benchstack that died; --force frees a live holder's lock too.
     /// On a GCS state: `unlock ID` breaks exactly the lock with that id (its generation, as
     /// shown by the refusal), after confirmation (--force skips it).
@@ -139,6 +150,41 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
                 e.result = if force { "forced".into() } else { "ok".into() };
                 store.record_history(e).map_err(|e| miette!("{e}"))?;
             }
+        }
+        Command::Pull => {
+            let view = require_view(state_dir)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(view.published()).into_diagnostic()?
+            );
+        }
+        Command::Migrate { to } => {
+            require_state(state_dir)?;
+            let target = state::resolve(&to).map_err(|e| miette!("--to: {e}"))?;
+            let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => a == b,
+            };
+            if same(state_dir, &target) {
+                return Err(miette!(
+                    "--to names the state being migrated ({})",
+                    state::describe(state_dir)
+                ));
+            }
+            let source = open_store(state_dir, "state migrate")?;
+            let dest = open_store(&target, "state migrate")?;
+            dest.copy_from(&source).map_err(|e| miette!("{e}"))?;
+            let meta = dest.meta().map_err(|e| miette!("{e}"))?;
+            let runs = dest.runs().map_err(|e| miette!("{e}"))?.len();
+            let history = dest.history().map_err(|e| miette!("{e}"))?.len();
+            println!(
+                "Copied the state (lineage {}, serial {}, {runs} runs, {history} history entries) from {} to {}. The source is unchanged; use --state {} from now on.",
+                meta.lineage,
+                meta.serial,
+                state::describe(state_dir),
+                state::describe(&target),
+                to.display()
+            );
         }
         Command::List => {
             let view = require_view(state_dir)?;

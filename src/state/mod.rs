@@ -66,6 +66,23 @@ pub enum StateError {
     },
     #[error("the state record `{key}` is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error(
+        "{target} holds a different state (lineage {target_lineage}, serial {target_serial}) than this one (lineage {source_lineage}): refusing to replace it"
+    )]
+    OtherLineage {
+        target: String,
+        target_lineage: String,
+        target_serial: u64,
+        source_lineage: String,
+    },
+    #[error(
+        "{target} holds a newer serial ({target_serial}) of this state than the source ({source_serial}): refusing to go back"
+    )]
+    TargetNewer {
+        target: String,
+        target_serial: u64,
+        source_serial: u64,
+    },
     #[error("no resource `{0}` in the state")]
     NoSuchResource(String),
     #[error("no load-test run #{0} in the state")]
@@ -462,6 +479,56 @@ impl Store {
         }
         self.db.flush()?;
         Ok(())
+    }
+
+    /// True when nothing was ever written here beyond the fresh meta.
+    fn is_fresh(&self) -> Result<bool, StateError> {
+        Ok(self.meta()?.serial == 0
+            && ["res/", "intent/", "hist/", "run/", "output/"]
+                .iter()
+                .all(|p| self.db.scan_prefix(p.as_bytes()).next().is_none()))
+    }
+
+    /// `state migrate`: makes this store a copy of `source` (lineage, serial, counters,
+    /// resources, intents, history, outputs, every run), then publishes it (on GCS: the runs,
+    /// then `state.json`, conditionally). Refuses a store that holds another lineage, or a
+    /// later serial of the same one.
+    pub fn copy_from(&self, source: &Store) -> Result<(), StateError> {
+        let src = source.meta()?;
+        let mine = self.meta()?;
+        let target = describe(&self.dir);
+        if mine.lineage != src.lineage && !self.is_fresh()? {
+            return Err(StateError::OtherLineage {
+                target,
+                target_lineage: mine.lineage,
+                target_serial: mine.serial,
+                source_lineage: src.lineage,
+            });
+        }
+        if mine.lineage == src.lineage && mine.serial > src.serial {
+            return Err(StateError::TargetNewer {
+                target,
+                target_serial: mine.serial,
+                source_serial: src.serial,
+            });
+        }
+        let runs = source.runs()?;
+        let state = RemoteState {
+            published: published::Published {
+                schema_version: src.schema_version,
+                lineage: src.lineage.clone(),
+                serial: src.serial,
+                resources: source.scan("res/")?,
+                intents: source.scan("intent/")?,
+                history: source.scan("hist/")?,
+                outputs: source.outputs()?,
+                runs: runs.iter().map(|r| r.id).collect(),
+            },
+            meta: src,
+        };
+        self.db.clear()?;
+        self.import(state, runs)?;
+        self.publish()
     }
 
     /// The remote lock's record and id, when the state is on GCS.

@@ -184,6 +184,11 @@ impl View {
         }))
     }
 
+    /// The snapshot as read (`state pull`).
+    pub fn published(&self) -> &Published {
+        &self.published
+    }
+
     pub fn serial(&self) -> u64 {
         self.published.serial
     }
