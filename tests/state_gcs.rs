@@ -358,6 +358,14 @@ fn after_a_kill_9_of_an_apply_another_directory_breaks_the_stale_lock_and_contin
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(err.contains("running `apply` since"), "{err}");
     assert!(err.contains("the lock is stale"), "{err}");
+    // Readers do not wait for the lock: they read state.json, with the killed apply's intent.
+    let (code, out, err) = b.run(&["state", "list"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("serving.tf"), "{out}");
+    assert!(out.contains("(unsettled run"), "{out}");
+    let (code, out, err) = b.run(&["plan", "--lock=false", s(&b.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("# loadtest.smoke will run"), "{out}");
     let (_, id) = lock_record("killed").unwrap();
     let (code, out, err) = b.run(&["state", "unlock", &id.to_string(), "--force"]);
     assert_eq!(code, 0, "{out}\n{err}");

@@ -79,7 +79,7 @@ pub enum GcsError {
         source: std::io::Error,
     },
     #[error(
-        "the lock at gs://{bucket}/{object} is now generation {now}, not {asked}: it was released or taken again; nothing was changed"
+        "the lock at gs://{bucket}/{object} is now generation {now}, not {asked}: its holder renewed it (it is still working), or it was released or taken again since; nothing was changed"
     )]
     LockMoved {
         bucket: String,
@@ -114,7 +114,13 @@ impl Address {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
         let prefix = prefix.trim_matches('/');
-        if !valid_bucket || prefix.split('/').any(|p| p == "." || p == "..") {
+        // Empty, `.` and `..` segments would name the same working directory for two remotes.
+        if !valid_bucket
+            || (!prefix.is_empty()
+                && prefix
+                    .split('/')
+                    .any(|p| p.is_empty() || p == "." || p == ".."))
+        {
             return Err(GcsError::BadAddress(s.to_string()));
         }
         Ok(Address {
@@ -468,7 +474,7 @@ impl RemoteLock {
             let current = read_lock(&gcs)?;
             let expect = match &current {
                 None => 0,
-                Some((r, _)) if !r.is_held() => current.as_ref().map_or(0, |c| c.1),
+                Some((r, generation)) if !r.is_held() => *generation,
                 Some((r, id)) => {
                     return Err(GcsError::Held {
                         bucket: gcs.address.bucket.clone(),
@@ -639,5 +645,52 @@ pub fn break_lock(gcs: &Gcs, id: i64) -> Result<LockRecord, GcsError> {
             })
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_to_bucket_and_trimmed_prefix() {
+        let a = Address::parse("gs://team/bench/").unwrap();
+        assert_eq!((a.bucket.as_str(), a.prefix.as_str()), ("team", "bench"));
+        assert_eq!(a.object("state.json"), "bench/state.json");
+        let a = Address::parse("gs://team").unwrap();
+        assert_eq!(a.prefix, "");
+        assert_eq!(a.object("lock.json"), "lock.json");
+    }
+
+    #[test]
+    fn bad_addresses_are_refused_not_guessed() {
+        for bad in [
+            "gs://",
+            "gs:///x",
+            "s3://team/x",
+            "gs://Team/x",
+            "gs://team/../x",
+            "gs://te am",
+        ] {
+            assert!(Address::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_lock_is_stale_only_when_held_past_its_lease() {
+        let mut r = LockRecord {
+            state: "held".into(),
+            user: "u".into(),
+            host: "h".into(),
+            pid: 1,
+            operation: "apply".into(),
+            since: 100,
+            lineage: String::new(),
+            lease_until: 160,
+        };
+        assert!(!r.is_stale(160));
+        assert!(r.is_stale(161));
+        r.state = "free".into();
+        assert!(!r.is_stale(1000));
     }
 }
