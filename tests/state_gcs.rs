@@ -508,3 +508,35 @@ fn state_migrate_to_gcs_and_back_keeps_lineage_serial_history_and_every_run() {
         before
     );
 }
+
+#[test]
+fn with_a_kms_key_every_object_is_written_naming_it() {
+    let w = Workdir::new("cmek");
+    w.write_stack("1s");
+    let key = "projects/p/locations/europe-west1/keyRings/bench/cryptoKeys/state";
+    let proxy = FaultProxy::start(emulator().host(), "cmek/state.json", 0);
+    let via_proxy = [
+        ("STORAGE_EMULATOR_HOST", proxy.host()),
+        ("BENCHSTACK_GCS_KMS_KEY", key.to_string()),
+    ];
+    let envs: Vec<(&str, &str)> = via_proxy.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, err) = w.run_with(&["plan", s(&w.stack())], &envs);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let uploads = proxy.uploads.lock().unwrap().clone();
+    // The lock (taken, released) and the state.
+    assert!(uploads.len() >= 3, "{uploads:?}");
+    for q in &uploads {
+        assert!(q.contains(&format!("kmsKeyName={key}")), "{q}");
+    }
+
+    // A malformed key is refused before anything is written.
+    let (code, out, err) = w.run_with(
+        &["plan", s(&w.stack())],
+        &[("BENCHSTACK_GCS_KMS_KEY", "my-key")],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("BENCHSTACK_GCS_KMS_KEY: `my-key` is not a Cloud KMS key name"),
+        "{err}"
+    );
+}

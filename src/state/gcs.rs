@@ -91,6 +91,10 @@ pub enum GcsError {
         "the lock on gs://{bucket}/{prefix} was broken or taken while this command held it: nothing more was written"
     )]
     LockLost { bucket: String, prefix: String },
+    #[error(
+        "BENCHSTACK_GCS_KMS_KEY: `{0}` is not a Cloud KMS key name (projects/P/locations/L/keyRings/R/cryptoKeys/K)"
+    )]
+    BadKmsKey(String),
     #[error("the state at gs://{bucket}/{prefix} is not locked")]
     NotLocked { bucket: String, prefix: String },
 }
@@ -192,6 +196,8 @@ pub fn binding(dir: &Path) -> Option<Address> {
 pub struct Gcs {
     pub address: Address,
     client: Storage,
+    /// The customer-managed key every object is encrypted with (`BENCHSTACK_GCS_KMS_KEY`).
+    kms_key: Option<String>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -231,6 +237,21 @@ impl Gcs {
             .enable_all()
             .build()
             .map_err(|e| client_err(e.to_string()))?;
+        let kms_key = std::env::var("BENCHSTACK_GCS_KMS_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+        if let Some(k) = &kms_key {
+            let parts: Vec<&str> = k.split('/').collect();
+            let shape = parts.len() == 8
+                && parts[0] == "projects"
+                && parts[2] == "locations"
+                && parts[4] == "keyRings"
+                && parts[6] == "cryptoKeys"
+                && parts.iter().all(|p| !p.is_empty());
+            if !shape {
+                return Err(GcsError::BadKmsKey(k.clone()));
+            }
+        }
         let emulator = std::env::var("STORAGE_EMULATOR_HOST")
             .ok()
             .filter(|h| !h.is_empty());
@@ -258,6 +279,7 @@ impl Gcs {
         Ok(Gcs {
             address,
             client,
+            kms_key,
             runtime: Some(runtime),
         })
     }
@@ -319,14 +341,17 @@ impl Gcs {
         // fake-gcs-server (v1.54) stores as part of the object's content.
         let crc = crc32c::crc32c(&bytes);
         let body_copy = bytes.clone();
+        let kms_key = self.kms_key.clone();
         let result = self.block(async move {
-            client
+            let mut write = client
                 .write_object(bucket, obj, bytes::Bytes::from(bytes))
                 .with_known_crc32c(crc)
                 .set_if_generation_match(generation)
-                .set_content_type("application/json")
-                .send_unbuffered()
-                .await
+                .set_content_type("application/json");
+            if let Some(key) = kms_key {
+                write = write.set_kms_key(key);
+            }
+            write.send_unbuffered().await
         });
         match result {
             Ok(o) => Ok(o.generation),

@@ -24,6 +24,8 @@ pub struct FaultProxy {
     remaining: Arc<AtomicU32>,
     /// Uploads of the object answered with 503 so far.
     pub failed: Arc<AtomicU32>,
+    /// The query string of every upload seen (decoded `%2F`).
+    pub uploads: Arc<std::sync::Mutex<Vec<String>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -37,9 +39,10 @@ impl FaultProxy {
         let addr = listener.local_addr().unwrap();
         let remaining = Arc::new(AtomicU32::new(times));
         let failed = Arc::new(AtomicU32::new(0));
+        let uploads = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let object = object.to_string();
-        let (rem, fail) = (remaining.clone(), failed.clone());
+        let (rem, fail, seen) = (remaining.clone(), failed.clone(), uploads.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -54,13 +57,13 @@ impl FaultProxy {
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
                             let (client, upstream, object) = (client.clone(), upstream.clone(), object.clone());
-                            let (rem, fail) = (rem.clone(), fail.clone());
+                            let (rem, fail, seen) = (rem.clone(), fail.clone(), seen.clone());
                             tokio::spawn(async move {
                                 let service = service_fn(move |req| {
                                     let (client, upstream, object) = (client.clone(), upstream.clone(), object.clone());
-                                    let (rem, fail) = (rem.clone(), fail.clone());
+                                    let (rem, fail, seen) = (rem.clone(), fail.clone(), seen.clone());
                                     async move {
-                                        Ok::<_, Infallible>(handle(req, &client, &upstream, &object, &rem, &fail).await)
+                                        Ok::<_, Infallible>(handle(req, &client, &upstream, &object, &rem, &fail, &seen).await)
                                     }
                                 });
                                 let _ = hyper::server::conn::http1::Builder::new()
@@ -76,6 +79,7 @@ impl FaultProxy {
             addr,
             remaining,
             failed,
+            uploads,
             shutdown: Some(tx),
             thread: Some(thread),
         }
@@ -108,6 +112,7 @@ async fn handle(
     object: &str,
     remaining: &AtomicU32,
     failed: &AtomicU32,
+    seen: &std::sync::Mutex<Vec<String>>,
 ) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or("").replace("%2F", "/");
     let is_upload = req.method() == hyper::Method::POST && req.uri().path().starts_with("/upload/");
@@ -115,6 +120,9 @@ async fn handle(
         kv.strip_prefix("name=")
             .is_some_and(|n| n.ends_with(object))
     });
+    if is_upload {
+        seen.lock().unwrap().push(query.clone());
+    }
     let (parts, body) = req.into_parts();
     // Read the whole request first, as a server does before it answers.
     let body = body
