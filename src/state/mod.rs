@@ -227,6 +227,40 @@ fn remote_run_object(id: u64) -> String {
     format!("runs/{id}.json")
 }
 
+/// Reads one run, from the working directory's cache when it holds it: runs are immutable,
+/// so a run of this lineage fetched once is never fetched again (a tune's hundreds of probes
+/// would otherwise be downloaded by every command). The cache is `run-cache/LINEAGE/ID.json`.
+pub fn cached_remote_run(
+    g: &gcs::Gcs,
+    dir: &Path,
+    lineage: &str,
+    id: u64,
+) -> Result<RunRecord, StateError> {
+    let safe = !lineage.is_empty()
+        && lineage
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !safe {
+        return read_remote_run(g, id);
+    }
+    let cache = dir.join("run-cache").join(lineage);
+    let path = cache.join(format!("{id}.json"));
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(run) = serde_json::from_slice::<RunRecord>(&bytes)
+        && run.id == id
+    {
+        return Ok(run);
+    }
+    let run = read_remote_run(g, id)?;
+    // A cache that cannot be written only costs a later download.
+    if private::ensure_private_dir(&dir.join("run-cache")).is_ok()
+        && private::ensure_private_dir(&cache).is_ok()
+    {
+        let _ = private::write_atomic(&path, &encode(&run));
+    }
+    Ok(run)
+}
+
 /// Reads one run object.
 pub fn read_remote_run(g: &gcs::Gcs, id: u64) -> Result<RunRecord, StateError> {
     let name = remote_run_object(id);
@@ -295,7 +329,7 @@ impl Store {
                     .published
                     .runs
                     .iter()
-                    .map(|&id| read_remote_run(&g, id))
+                    .map(|&id| cached_remote_run(&g, dir, &s.meta.lineage, id))
                     .collect::<Result<Vec<_>, _>>()?;
                 imported = Some((s, runs));
             }

@@ -237,7 +237,7 @@ impl View {
             .iter()
             .map(|&id| {
                 if let Some(g) = &self.remote {
-                    return super::read_remote_run(g, id);
+                    return super::cached_remote_run(g, &self.dir, &self.published.lineage, id);
                 }
                 let path = run_path(&self.dir, id);
                 let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;

@@ -24,7 +24,7 @@ pub struct FaultProxy {
     remaining: Arc<AtomicU32>,
     /// Uploads of the object answered with 503 so far.
     pub failed: Arc<AtomicU32>,
-    /// The query string of every upload seen (decoded `%2F`).
+    /// The query string of every upload seen, and `GET path?query` of every read (decoded `%2F`).
     pub uploads: Arc<std::sync::Mutex<Vec<String>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -122,6 +122,9 @@ async fn handle(
     });
     if is_upload {
         seen.lock().unwrap().push(query.clone());
+    } else if req.method() == hyper::Method::GET {
+        let path = req.uri().path().replace("%2F", "/");
+        seen.lock().unwrap().push(format!("GET {path}?{query}"));
     }
     let (parts, body) = req.into_parts();
     // Read the whole request first, as a server does before it answers.
