@@ -553,3 +553,39 @@ fn with_a_kms_key_every_object_is_written_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn an_unreadable_lock_is_reported_with_its_id_and_broken_only_by_that_id() {
+    let w = Workdir::new("garbled");
+    w.write_stack("1s");
+    let g = client("garbled");
+    let id = g
+        .write_if("lock.json", b"\x00not json".to_vec(), 0)
+        .unwrap();
+
+    let (code, out, err) = w.run(&["apply", "--auto-approve", s(&w.stack())]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("(lock id {id}) is unreadable")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("benchstack state unlock {id}")),
+        "{err}"
+    );
+    // Nothing replaced it on the way.
+    assert_eq!(
+        emulator().object(BUCKET, "garbled/lock.json").unwrap().1,
+        id
+    );
+
+    let (code, _, err) = w.run(&["state", "unlock", &(id + 1).to_string(), "--force"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        emulator().object(BUCKET, "garbled/lock.json").unwrap().1,
+        id
+    );
+    let (code, out, err) = w.run(&["state", "unlock", &id.to_string(), "--force"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(lock_record("garbled").unwrap().0.state, "free");
+}

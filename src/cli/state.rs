@@ -75,7 +75,29 @@ fn unlock_remote(state_dir: &Path, id: Option<i64>, force: bool) -> miette::Resu
         return Err(miette!("not a GCS state"));
     };
     let g = gcs::Gcs::connect(address.clone()).map_err(|e| miette!("{e}"))?;
-    let lock = gcs::read_lock(&g).map_err(|e| miette!("{e}"))?;
+    let lock = match gcs::read_lock(&g) {
+        // An unreadable lock is replaced only when its id is named (and still current).
+        Err(gcs::GcsError::CorruptLock { generation, .. }) if id == Some(generation) => {
+            if !force && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                return Err(miette!(
+                    "refusing to break the lock without confirmation: there is no terminal to ask on; pass --force"
+                ));
+            }
+            if !force
+                && !super::common::confirm(
+                    "Break this unreadable lock? A holder still working would have its next write refused.",
+                    "break the lock",
+                )?
+            {
+                println!("Unlock cancelled.");
+                return Ok(super::Outcome::Success);
+            }
+            gcs::break_lock(&g, generation).map_err(|e| miette!("{e}"))?;
+            println!("Broke the unreadable lock {generation} on {address}.");
+            return Ok(super::Outcome::Success);
+        }
+        other => other.map_err(|e| miette!("{e}"))?,
+    };
     let Some((record, current)) = lock.filter(|(r, _)| r.is_held()) else {
         println!("The state at {address} is not locked.");
         return Ok(super::Outcome::Success);
@@ -116,8 +138,10 @@ fn unlock_remote(state_dir: &Path, id: Option<i64>, force: bool) -> miette::Resu
         println!("Unlock cancelled.");
         return Ok(super::Outcome::Success);
     }
-    let broken = gcs::break_lock(&g, id).map_err(|e| miette!("{e}"))?;
-    println!("Broke lock {id} of {}.", broken.holder());
+    match gcs::break_lock(&g, id).map_err(|e| miette!("{e}"))? {
+        Some(broken) => println!("Broke lock {id} of {}.", broken.holder()),
+        None => println!("Broke the unreadable lock {id} on {address}."),
+    }
     Ok(super::Outcome::Success)
 }
 

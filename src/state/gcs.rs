@@ -95,6 +95,15 @@ pub enum GcsError {
         "BENCHSTACK_GCS_KMS_KEY: `{0}` is not a Cloud KMS key name (projects/P/locations/L/keyRings/R/cryptoKeys/K)"
     )]
     BadKmsKey(String),
+    #[error(
+        "the lock gs://{bucket}/{object} (lock id {generation}) is unreadable: {reason}\n  if no benchstack works on this state, break it with `benchstack state unlock {generation}`"
+    )]
+    CorruptLock {
+        bucket: String,
+        object: String,
+        generation: i64,
+        reason: String,
+    },
     #[error("the state at gs://{bucket}/{prefix} is not locked")]
     NotLocked { bucket: String, prefix: String },
 }
@@ -455,9 +464,10 @@ pub fn read_lock(gcs: &Gcs) -> Result<Option<(LockRecord, i64)>, GcsError> {
         return Ok(None);
     };
     let record: LockRecord =
-        serde_json::from_slice(&read.bytes).map_err(|e| GcsError::Corrupt {
+        serde_json::from_slice(&read.bytes).map_err(|e| GcsError::CorruptLock {
             bucket: gcs.address.bucket.clone(),
             object: gcs.address.object(LOCK_OBJECT),
+            generation: read.generation,
             reason: e.to_string(),
         })?;
     Ok(Some((record, read.generation)))
@@ -632,10 +642,36 @@ impl Drop for RemoteLock {
 }
 
 /// `state unlock ID`: frees the lock if its generation is still `id`. Returns the record it
-/// freed.
-pub fn break_lock(gcs: &Gcs, id: i64) -> Result<LockRecord, GcsError> {
+/// freed (None: the lock was unreadable, and is replaced only because its id was named).
+pub fn break_lock(gcs: &Gcs, id: i64) -> Result<Option<LockRecord>, GcsError> {
     let object = gcs.address.object(LOCK_OBJECT);
-    let Some((record, now_id)) = read_lock(gcs)? else {
+    let lock = match read_lock(gcs) {
+        Err(GcsError::CorruptLock { generation, .. }) if generation == id => {
+            let now = procinfo::now_unix();
+            let free = LockRecord {
+                state: "free".into(),
+                user: procinfo::user_name(),
+                host: procinfo::host_name(),
+                pid: std::process::id(),
+                operation: "state unlock".into(),
+                since: now,
+                lineage: String::new(),
+                lease_until: now,
+            };
+            return match gcs.write_if(LOCK_OBJECT, super::encode(&free), id) {
+                Ok(_) => Ok(None),
+                Err(GcsError::Conflict { .. }) => Err(GcsError::LockMoved {
+                    bucket: gcs.address.bucket.clone(),
+                    object,
+                    asked: id,
+                    now: gcs.read(LOCK_OBJECT)?.map_or(0, |r| r.generation),
+                }),
+                Err(e) => Err(e),
+            };
+        }
+        other => other?,
+    };
+    let Some((record, now_id)) = lock else {
         return Err(GcsError::NotLocked {
             bucket: gcs.address.bucket.clone(),
             prefix: gcs.address.prefix.clone(),
@@ -659,7 +695,7 @@ pub fn break_lock(gcs: &Gcs, id: i64) -> Result<LockRecord, GcsError> {
     free.state = "free".into();
     free.lease_until = procinfo::now_unix();
     match gcs.write_if(LOCK_OBJECT, super::encode(&free), id) {
-        Ok(_) => Ok(record),
+        Ok(_) => Ok(Some(record)),
         Err(GcsError::Conflict { .. }) => {
             let now = read_lock(gcs)?.map_or(0, |(_, g)| g);
             Err(GcsError::LockMoved {

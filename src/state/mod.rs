@@ -8,6 +8,12 @@
 //! so scans come back in order). Values are JSON of the records in `schema` (docs/state.md);
 //! the store converts them to and from the library's types at this boundary. After every
 //! write the store publishes a snapshot for lock-free readers (`published`).
+//!
+//! The persistence seam is that publish step. A directory bound to `gs://BUCKET/PREFIX`
+//! (`gcs::bind`) is a working copy: `Store::open` takes the GCS lock, rebuilds the database
+//! from `state.json`, and every publish then writes the new run objects and `state.json` on
+//! the generation last read or written (`Store::remote`); `View` reads `state.json` instead of
+//! the local snapshot. A plain directory (the default) is unchanged.
 
 pub mod gcs;
 pub mod lock;
