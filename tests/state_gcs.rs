@@ -589,3 +589,64 @@ fn an_unreadable_lock_is_reported_with_its_id_and_broken_only_by_that_id() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(lock_record("garbled").unwrap().0.state, "free");
 }
+
+#[test]
+fn the_holder_renews_its_lease_and_once_its_lock_is_broken_writes_nothing_more() {
+    let w = Workdir::new("broken");
+    w.write_stack("4s");
+    let mut child = w
+        .cmd(&["apply", "--auto-approve", s(&w.stack())])
+        .env("BENCHSTACK_LOCK_LEASE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("loadtest.smoke: running") {
+            break;
+        }
+    }
+    assert!(seen.contains("loadtest.smoke: running"), "{seen}");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Seconds after it was taken with a one-second lease, the lock is held and current.
+    let (record, _) = lock_record("broken").unwrap();
+    assert!(record.is_held(), "{record:?}");
+    assert!(
+        !record.is_stale(state::procinfo::now_unix()),
+        "renewed: {record:?}"
+    );
+
+    // Break it (the holder renews meanwhile, changing the id: take the id as it is now).
+    let mut broke = false;
+    for _ in 0..20 {
+        let (_, id) = lock_record("broken").unwrap();
+        let (code, _, _) = w.run(&["state", "unlock", &id.to_string(), "--force"]);
+        if code == 0 {
+            broke = true;
+            break;
+        }
+    }
+    assert!(broke);
+    let out = child.wait_with_output().unwrap();
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let err = String::from_utf8_lossy(&out.stderr).replace(['│', '×'], " ");
+    let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(out.status.code(), Some(1), "{seen}\n{err}");
+    assert!(
+        format!("{seen}{err}").contains("was broken or taken while this command held it"),
+        "{seen}\n{err}"
+    );
+    // The run it measured after losing the lock is not in the state.
+    let (body, _) = emulator().object(BUCKET, "broken/state.json").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["runs"], serde_json::json!([]), "{v}");
+    assert_eq!(lock_record("broken").unwrap().0.state, "free");
+}
