@@ -166,6 +166,12 @@ fn a_second_working_directory_plans_no_changes_and_lists_the_first_ones_runs() {
     let (code, out, err) = a.run(&["apply", "--auto-approve", s(&a.stack())]);
     assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
     assert!(out.contains("loadtest.smoke: ran as run #1"), "{out}");
+    // The way to remove it (printed when an apply stops with things running) names the
+    // bucket, which works from any directory, not the working copy.
+    assert_eq!(
+        benchstack::cli::apply::destroy_command(&a.bound(), None, &[], &[]),
+        "benchstack --state gs://team/bench destroy"
+    );
 
     // The state, its run and a free lock are on GCS.
     let (body, _) = emulator()

@@ -52,7 +52,7 @@ fn require_state(dir: &Path) -> miette::Result<()> {
     } else {
         Err(miette!(
             "no state in {}: nothing has been applied yet",
-            dir.display()
+            crate::state::describe(dir)
         ))
     }
 }
@@ -62,7 +62,7 @@ fn require_view(dir: &Path) -> miette::Result<View> {
     open_view(dir)?.ok_or_else(|| {
         miette!(
             "no state in {}: nothing has been applied yet",
-            dir.display()
+            crate::state::describe(dir)
         )
     })
 }
@@ -153,13 +153,16 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         Command::Unlock { id: Some(_), .. } => {
             return Err(miette!(
                 "a lock id is for a state on GCS; the state in {} is a local directory: run `benchstack state unlock`",
-                state_dir.display()
+                crate::state::describe(state_dir)
             ));
         }
         Command::Unlock { id: None, force } => {
             match lock::unlock(state_dir, force).map_err(|e| miette!("{e}"))? {
                 lock::Unlocked::NotLocked => {
-                    println!("The state in {} is not locked.", state_dir.display())
+                    println!(
+                        "The state in {} is not locked.",
+                        crate::state::describe(state_dir)
+                    )
                 }
                 lock::Unlocked::RemovedStale(h) => {
                     println!("Removed the lock of {h}, which is no longer running.")
