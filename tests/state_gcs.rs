@@ -602,7 +602,7 @@ fn the_holder_renews_its_lease_and_once_its_lock_is_broken_writes_nothing_more()
     w.write_stack("4s");
     let mut child = w
         .cmd(&["apply", "--auto-approve", s(&w.stack())])
-        .env("BENCHSTACK_LOCK_LEASE", "1")
+        .env("BENCHSTACK_LOCK_LEASE", "2")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -619,12 +619,14 @@ fn the_holder_renews_its_lease_and_once_its_lock_is_broken_writes_nothing_more()
     }
     assert!(seen.contains("loadtest.smoke: running"), "{seen}");
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    // Seconds after it was taken with a one-second lease, the lock is held and current.
+    // Seconds after it was taken with a two-second lease, the lock is held, was renewed
+    // (its lease reaches past the first one) and is current.
     let (record, _) = lock_record("broken").unwrap();
     assert!(record.is_held(), "{record:?}");
+    assert!(record.lease_until > record.since + 2, "renewed: {record:?}");
     assert!(
         !record.is_stale(state::procinfo::now_unix()),
-        "renewed: {record:?}"
+        "current: {record:?}"
     );
 
     // Break it (the holder renews meanwhile, changing the id: take the id as it is now).

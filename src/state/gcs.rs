@@ -579,6 +579,28 @@ impl RemoteLock {
             .clone()
     }
 
+    /// Reads the lock object and checks it is still ours (the generation we last wrote);
+    /// called before every state write, so a holder whose lock was broken stops at its next
+    /// write, not at its next renewal. Held across the read so a renewal cannot interleave.
+    pub fn verify(&self) -> Result<bool, GcsError> {
+        if self.lost() {
+            return Ok(false);
+        }
+        let g = self
+            .shared
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ours = match self.gcs.read(LOCK_OBJECT)? {
+            Some(read) => read.generation == g.1,
+            None => false,
+        };
+        if !ours {
+            self.shared.lost.store(true, Ordering::SeqCst);
+        }
+        Ok(ours)
+    }
+
     /// Records the lineage once the state is known (it is in every renewal after).
     pub fn set_lineage(&self, lineage: &str) {
         let mut g = self

@@ -465,7 +465,7 @@ impl Store {
         if written.1 == Some(meta.serial) {
             return Ok(());
         }
-        if remote.lock.lost() {
+        if !remote.lock.verify()? {
             return Err(gcs::GcsError::LockLost {
                 bucket: remote.gcs.address.bucket.clone(),
                 prefix: remote.gcs.address.prefix.clone(),
