@@ -150,11 +150,10 @@ pub fn destroy_command(
         }
     };
     let mut cmd = String::from("benchstack");
-    if state_dir != Path::new("state") {
-        cmd.push_str(&format!(
-            " --state {}",
-            quote(&state_dir.display().to_string())
-        ));
+    // A GCS state is named by its gs:// address, which works from any directory.
+    let state = crate::state::describe(state_dir);
+    if state != "state" {
+        cmd.push_str(&format!(" --state {}", quote(&state)));
     }
     cmd.push_str(" destroy");
     if let Some(p) = stack {

@@ -28,7 +28,8 @@ pub mod worker;
     about = "Plan/apply for TensorFlow Serving benchmark environments"
 )]
 pub struct Cli {
-    /// The state directory (a sled database).
+    /// The state: a directory (a sled database), or gs://BUCKET/PREFIX for a team state on
+    /// Cloud Storage (docs/state.md).
     #[arg(long, global = true, env = "BENCHSTACK_STATE", default_value = "state")]
     pub state: std::path::PathBuf,
 
@@ -134,19 +135,23 @@ pub fn main() -> ExitCode {
 
 fn run_command() -> ExitCode {
     let cli = Cli::parse();
+    // `gs://…` names a remote state; commands get the local directory bound to it.
+    let state = || -> miette::Result<std::path::PathBuf> {
+        crate::state::resolve(&cli.state).map_err(|e| miette::miette!("--state: {e}"))
+    };
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Plan(args) => plan::run(&cli.state, args),
-        Command::Apply(args) => apply::run(&cli.state, args),
-        Command::Destroy(args) => destroy::run(&cli.state, args),
-        Command::Output(args) => output::run(&cli.state, args),
-        Command::Results(args) => results::run(&cli.state, args),
-        Command::State(args) => state::run(&cli.state, args),
+        Command::Plan(args) => state().and_then(|dir| plan::run(&dir, args)),
+        Command::Apply(args) => state().and_then(|dir| apply::run(&dir, args)),
+        Command::Destroy(args) => state().and_then(|dir| destroy::run(&dir, args)),
+        Command::Output(args) => state().and_then(|dir| output::run(&dir, args)),
+        Command::Results(args) => state().and_then(|dir| results::run(&dir, args)),
+        Command::State(args) => state().and_then(|dir| state::run(&dir, args)),
         Command::Validate(args) => validate::run(args),
         Command::Fmt(args) => fmt::run(args),
         Command::Loadtest(args) => loadtest::run(*args),
         Command::Render(args) => render::run(args),
-        Command::Tune(args) => tune::run(&cli.state, args),
+        Command::Tune(args) => state().and_then(|dir| tune::run(&dir, args)),
         Command::Worker(args) => worker::run(args),
     };
     match result {

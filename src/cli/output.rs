@@ -27,7 +27,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
                 let known: Vec<&String> = outputs.keys().collect();
                 miette!(
                     "no output `{name}` in the state in {}{}",
-                    state_dir.display(),
+                    crate::state::describe(state_dir),
                     if known.is_empty() {
                         " (nothing applied yet)".to_string()
                     } else {
@@ -54,7 +54,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         None if outputs.is_empty() => {
             eprintln!(
                 "No outputs: nothing with outputs has been applied to {}.",
-                state_dir.display()
+                crate::state::describe(state_dir)
             )
         }
         None => {

@@ -45,7 +45,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     let view = open_view(state_dir)?.ok_or_else(|| {
         miette!(
             "no state in {}: nothing has been applied yet",
-            state_dir.display()
+            crate::state::describe(state_dir)
         )
     })?;
     let all = view.runs().map_err(|e| miette!("{e}"))?;

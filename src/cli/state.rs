@@ -1,4 +1,5 @@
-//! `benchstack state list | show ADDR | rm ADDR | history | unlock [--force]`.
+//! `benchstack state list | show ADDR | rm ADDR | history | pull | migrate --to TARGET |
+//! unlock [ID] [--force]`.
 
 use std::path::Path;
 
@@ -24,8 +25,22 @@ pub enum Command {
     Rm { address: String },
     /// The history of operations: who, when, what, result.
     History,
+    /// Print the state as JSON (the published snapshot, docs/state.md), read without the lock.
+    Pull,
+    /// Copy the state (lineage, serial, history, every run) to another directory or to
+    /// gs://BUCKET/PREFIX; refuses a target that holds a different state. The source is left
+    /// as it was.
+    Migrate {
+        /// The target: a directory or gs://BUCKET/PREFIX.
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
     /// Free the lock left by a benchstack that died; --force frees a live holder's lock too.
+    /// On a GCS state: `unlock ID` breaks exactly the lock with that id (its generation, as
+    /// shown by the refusal), after confirmation (--force skips it).
     Unlock {
+        /// The lock id (GCS states only).
+        id: Option<i64>,
         #[arg(long)]
         force: bool,
     },
@@ -37,7 +52,7 @@ fn require_state(dir: &Path) -> miette::Result<()> {
     } else {
         Err(miette!(
             "no state in {}: nothing has been applied yet",
-            dir.display()
+            crate::state::describe(dir)
         ))
     }
 }
@@ -47,17 +62,107 @@ fn require_view(dir: &Path) -> miette::Result<View> {
     open_view(dir)?.ok_or_else(|| {
         miette!(
             "no state in {}: nothing has been applied yet",
-            dir.display()
+            crate::state::describe(dir)
         )
     })
 }
 
+/// Breaks the GCS lock with generation `id` (only that one: if it was released or taken again
+/// since, nothing changes).
+fn unlock_remote(state_dir: &Path, id: Option<i64>, force: bool) -> miette::Result<super::Outcome> {
+    use state::gcs;
+    let Some(address) = gcs::binding(state_dir) else {
+        return Err(miette!("not a GCS state"));
+    };
+    let g = gcs::Gcs::connect(address.clone()).map_err(|e| miette!("{e}"))?;
+    let lock = match gcs::read_lock(&g) {
+        // An unreadable lock is replaced only when its id is named (and still current).
+        Err(gcs::GcsError::CorruptLock { generation, .. }) if id == Some(generation) => {
+            if !force && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                return Err(miette!(
+                    "refusing to break the lock without confirmation: there is no terminal to ask on; pass --force"
+                ));
+            }
+            if !force
+                && !super::common::confirm(
+                    "Break this unreadable lock? A holder still working would have its next write refused.",
+                    "break the lock",
+                )?
+            {
+                println!("Unlock cancelled.");
+                return Ok(super::Outcome::Success);
+            }
+            gcs::break_lock(&g, generation).map_err(|e| miette!("{e}"))?;
+            println!("Broke the unreadable lock {generation} on {address}.");
+            return Ok(super::Outcome::Success);
+        }
+        other => other.map_err(|e| miette!("{e}"))?,
+    };
+    let Some((record, current)) = lock.filter(|(r, _)| r.is_held()) else {
+        println!("The state at {address} is not locked.");
+        return Ok(super::Outcome::Success);
+    };
+    let now = procinfo::now_unix();
+    let lease = if record.is_stale(now) {
+        format!(
+            "its lease expired at {} (stale)",
+            procinfo::rfc3339(record.lease_until)
+        )
+    } else {
+        format!(
+            "its lease runs until {}: the holder may still be working",
+            procinfo::rfc3339(record.lease_until)
+        )
+    };
+    let Some(id) = id else {
+        return Err(miette!(
+            "the state at {address} is locked by {} (lock id {current}); {lease}\n  to break it: `benchstack state unlock {current}`",
+            record.holder()
+        ));
+    };
+    println!(
+        "Lock {id} on {address}: held by {}; {lease}.",
+        record.holder()
+    );
+    if !force && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(miette!(
+            "refusing to break the lock without confirmation: there is no terminal to ask on; pass --force"
+        ));
+    }
+    if !force
+        && !super::common::confirm(
+            "Break this lock? A holder still working would have its next write refused.",
+            "break the lock",
+        )?
+    {
+        println!("Unlock cancelled.");
+        return Ok(super::Outcome::Success);
+    }
+    match gcs::break_lock(&g, id).map_err(|e| miette!("{e}"))? {
+        Some(broken) => println!("Broke lock {id} of {}.", broken.holder()),
+        None => println!("Broke the unreadable lock {id} on {address}."),
+    }
+    Ok(super::Outcome::Success)
+}
+
 pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     match args.command {
-        Command::Unlock { force } => {
+        Command::Unlock { id, force } if state::gcs::binding(state_dir).is_some() => {
+            return unlock_remote(state_dir, id, force);
+        }
+        Command::Unlock { id: Some(_), .. } => {
+            return Err(miette!(
+                "a lock id is for a state on GCS; the state in {} is a local directory: run `benchstack state unlock`",
+                crate::state::describe(state_dir)
+            ));
+        }
+        Command::Unlock { id: None, force } => {
             match lock::unlock(state_dir, force).map_err(|e| miette!("{e}"))? {
                 lock::Unlocked::NotLocked => {
-                    println!("The state in {} is not locked.", state_dir.display())
+                    println!(
+                        "The state in {} is not locked.",
+                        crate::state::describe(state_dir)
+                    )
                 }
                 lock::Unlocked::RemovedStale(h) => {
                     println!("Removed the lock of {h}, which is no longer running.")
@@ -72,6 +177,41 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
                 e.result = if force { "forced".into() } else { "ok".into() };
                 store.record_history(e).map_err(|e| miette!("{e}"))?;
             }
+        }
+        Command::Pull => {
+            let view = require_view(state_dir)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(view.published()).into_diagnostic()?
+            );
+        }
+        Command::Migrate { to } => {
+            require_state(state_dir)?;
+            let target = state::resolve(&to).map_err(|e| miette!("--to: {e}"))?;
+            let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => a == b,
+            };
+            if same(state_dir, &target) {
+                return Err(miette!(
+                    "--to names the state being migrated ({})",
+                    state::describe(state_dir)
+                ));
+            }
+            let source = open_store(state_dir, "state migrate")?;
+            let dest = open_store(&target, "state migrate")?;
+            dest.copy_from(&source).map_err(|e| miette!("{e}"))?;
+            let meta = dest.meta().map_err(|e| miette!("{e}"))?;
+            let runs = dest.runs().map_err(|e| miette!("{e}"))?.len();
+            let history = dest.history().map_err(|e| miette!("{e}"))?.len();
+            println!(
+                "Copied the state (lineage {}, serial {}, {runs} runs, {history} history entries) from {} to {}. The source is unchanged; use --state {} from now on.",
+                meta.lineage,
+                meta.serial,
+                state::describe(state_dir),
+                state::describe(&target),
+                to.display()
+            );
         }
         Command::List => {
             let view = require_view(state_dir)?;

@@ -8,7 +8,14 @@
 //! so scans come back in order). Values are JSON of the records in `schema` (docs/state.md);
 //! the store converts them to and from the library's types at this boundary. After every
 //! write the store publishes a snapshot for lock-free readers (`published`).
+//!
+//! The persistence seam is that publish step. A directory bound to `gs://BUCKET/PREFIX`
+//! (`gcs::bind`) is a working copy: `Store::open` takes the GCS lock, rebuilds the database
+//! from `state.json`, and every publish then writes the new run objects and `state.json` on
+//! the generation last read or written (`Store::remote`); `View` reads `state.json` instead of
+//! the local snapshot. A plain directory (the default) is unchanged.
 
+pub mod gcs;
 pub mod lock;
 mod migrate;
 pub mod observed;
@@ -39,6 +46,8 @@ pub const SCHEMA_VERSION: u32 = records::VERSION;
 pub enum StateError {
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Gcs(#[from] gcs::GcsError),
     #[error("cannot open the state database in {dir}: {source}")]
     Open {
         dir: PathBuf,
@@ -63,6 +72,23 @@ pub enum StateError {
     },
     #[error("the state record `{key}` is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error(
+        "{target} holds a different state (lineage {target_lineage}, serial {target_serial}) than this one (lineage {source_lineage}): refusing to replace it"
+    )]
+    OtherLineage {
+        target: String,
+        target_lineage: String,
+        target_serial: u64,
+        source_lineage: String,
+    },
+    #[error(
+        "{target} holds a newer serial ({target_serial}) of this state than the source ({source_serial}): refusing to go back"
+    )]
+    TargetNewer {
+        target: String,
+        target_serial: u64,
+        source_serial: u64,
+    },
     #[error("no resource `{0}` in the state")]
     NoSuchResource(String),
     #[error("no load-test run #{0} in the state")]
@@ -168,6 +194,105 @@ pub struct Store {
     /// Apply writes from several threads: one publishes at a time, each reading the database
     /// as it is then, so the last snapshot written is never older than the last write.
     publishing: std::sync::Mutex<()>,
+    /// Set when the state lives on GCS (the directory is then a working copy: `gcs`).
+    remote: Option<Remote>,
+}
+
+/// The remote side of a store whose directory is bound to GCS: the lock held there, and the
+/// generation of `state.json` this writer last read or wrote (its next write's precondition).
+struct Remote {
+    gcs: std::sync::Arc<gcs::Gcs>,
+    lock: gcs::RemoteLock,
+    /// (generation of state.json, the serial it holds, the runs it lists).
+    written: std::sync::Mutex<(i64, Option<u64>, std::collections::BTreeSet<u64>)>,
+}
+
+/// `state.json` on GCS: the published state and the store's counters.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RemoteState {
+    #[serde(flatten)]
+    pub published: published::Published,
+    pub meta: Meta,
+}
+
+/// Reads `state.json` with its generation.
+pub fn read_remote_state(g: &gcs::Gcs) -> Result<Option<(RemoteState, i64)>, StateError> {
+    let Some(read) = g.read(gcs::STATE_OBJECT)? else {
+        return Ok(None);
+    };
+    let key = format!(
+        "gs://{}/{}",
+        g.address.bucket,
+        g.address.object(gcs::STATE_OBJECT)
+    );
+    let state: RemoteState = decode(&key, &read.bytes)?;
+    Ok(Some((state, read.generation)))
+}
+
+fn remote_run_object(id: u64) -> String {
+    format!("runs/{id}.json")
+}
+
+/// Reads one run, from the working directory's cache when it holds it: runs are immutable,
+/// so a run of this lineage fetched once is never fetched again (a tune's hundreds of probes
+/// would otherwise be downloaded by every command). The cache is `run-cache/LINEAGE/ID.json`.
+pub fn cached_remote_run(
+    g: &gcs::Gcs,
+    dir: &Path,
+    lineage: &str,
+    id: u64,
+) -> Result<RunRecord, StateError> {
+    let safe = !lineage.is_empty()
+        && lineage
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !safe {
+        return read_remote_run(g, id);
+    }
+    let cache = dir.join("run-cache").join(lineage);
+    let path = cache.join(format!("{id}.json"));
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(run) = serde_json::from_slice::<RunRecord>(&bytes)
+        && run.id == id
+    {
+        return Ok(run);
+    }
+    let run = read_remote_run(g, id)?;
+    // A cache that cannot be written only costs a later download.
+    if private::ensure_private_dir(&dir.join("run-cache")).is_ok()
+        && private::ensure_private_dir(&cache).is_ok()
+    {
+        let _ = private::write_atomic(&path, &encode(&run));
+    }
+    Ok(run)
+}
+
+/// Reads one run object.
+pub fn read_remote_run(g: &gcs::Gcs, id: u64) -> Result<RunRecord, StateError> {
+    let name = remote_run_object(id);
+    let key = format!("gs://{}/{}", g.address.bucket, g.address.object(&name));
+    let read = g.read(&name)?.ok_or_else(|| StateError::Corrupt {
+        key: key.clone(),
+        reason: "listed in state.json but missing".into(),
+    })?;
+    decode(&key, &read.bytes)
+}
+
+/// The state directory a `--state` value names: a directory as given, or for
+/// `gs://BUCKET/PREFIX` the local working directory bound to it (`gcs::bind`).
+pub fn resolve(arg: &Path) -> Result<PathBuf, StateError> {
+    match arg.to_str() {
+        Some(s) if s.starts_with("gs://") => Ok(gcs::bind(&gcs::Address::parse(s)?)?),
+        _ => Ok(arg.to_path_buf()),
+    }
+}
+
+/// Where the state lives, for messages: `gs://…` or the directory.
+pub fn describe(dir: &Path) -> String {
+    match gcs::binding(dir) {
+        Some(a) => a.to_string(),
+        None => dir.display().to_string(),
+    }
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StateError>>;
@@ -177,6 +302,49 @@ impl Store {
     pub fn open(dir: &Path, operation: &str) -> Result<Store, StateError> {
         let lock = Lock::acquire(dir, operation)?;
         let db_dir = dir.join("db");
+        // A GCS state: take the remote lock, then read the state under it and rebuild the
+        // working copy from it (the remote is the truth; the copy may be from another run).
+        let mut remote = None;
+        let mut imported = None;
+        if let Some(address) = gcs::binding(dir) {
+            let g = std::sync::Arc::new(gcs::Gcs::connect(address)?);
+            let lineage = read_remote_state(&g)?
+                .map(|(s, _)| s.meta.lineage)
+                .unwrap_or_default();
+            let rlock = gcs::RemoteLock::acquire(g.clone(), operation, &lineage)?;
+            let found = read_remote_state(&g)?;
+            for sub in ["db", published::SNAPSHOT_DIR] {
+                let path = dir.join(sub);
+                if path.exists() {
+                    std::fs::remove_dir_all(&path).map_err(|source| StateError::Private {
+                        dir: path.clone(),
+                        source,
+                    })?;
+                }
+            }
+            let (generation, serial, runs) = match &found {
+                Some((s, generation)) => (
+                    *generation,
+                    Some(s.meta.serial),
+                    s.published.runs.iter().copied().collect(),
+                ),
+                None => (0, None, Default::default()),
+            };
+            if let Some((s, _)) = found {
+                let runs = s
+                    .published
+                    .runs
+                    .iter()
+                    .map(|&id| cached_remote_run(&g, dir, &s.meta.lineage, id))
+                    .collect::<Result<Vec<_>, _>>()?;
+                imported = Some((s, runs));
+            }
+            remote = Some(Remote {
+                gcs: g,
+                lock: rlock,
+                written: std::sync::Mutex::new((generation, serial, runs)),
+            });
+        }
         let private = |source: std::io::Error| StateError::Private {
             dir: db_dir.clone(),
             source,
@@ -196,7 +364,11 @@ impl Store {
             dir: dir.to_path_buf(),
             lock,
             publishing: std::sync::Mutex::new(()),
+            remote,
         };
+        if let Some((state, runs)) = imported {
+            store.import(state, runs)?;
+        }
         match store.get::<Meta>(b"meta")? {
             Some(meta) if meta.schema_version > SCHEMA_VERSION => {
                 return Err(StateError::NewerSchema {
@@ -225,6 +397,9 @@ impl Store {
         // Republish only when the snapshot is missing or behind: a plan that fails leaves the
         // state directory byte for byte as it was.
         let meta = store.meta()?;
+        if let Some(remote) = &store.remote {
+            remote.lock.set_lineage(&meta.lineage);
+        }
         if !published::is_current(&store.dir, meta.schema_version, &meta.lineage, meta.serial) {
             store.publish()?;
         }
@@ -239,6 +414,7 @@ impl Store {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let meta = self.meta()?;
+        let meta_copy = meta.clone();
         let runs_dir = published::snapshot_dir(&self.dir).join("runs");
         let mut runs = Vec::new();
         let mut new_runs = Vec::new();
@@ -267,11 +443,147 @@ impl Store {
             outputs: self.outputs()?,
             runs,
         };
-        published::publish(&self.dir, &p, &new_runs)
+        published::publish(&self.dir, &p, &new_runs)?;
+        if let Some(remote) = &self.remote {
+            self.publish_remote(remote, p, meta_copy)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the new runs (create-only), then `state.json` on the generation last read or
+    /// written: refused, with the object unchanged, if anyone else wrote it since.
+    fn publish_remote(
+        &self,
+        remote: &Remote,
+        published: published::Published,
+        meta: Meta,
+    ) -> Result<(), StateError> {
+        let mut written = remote
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if written.1 == Some(meta.serial) {
+            return Ok(());
+        }
+        if !remote.lock.verify()? {
+            return Err(gcs::GcsError::LockLost {
+                bucket: remote.gcs.address.bucket.clone(),
+                prefix: remote.gcs.address.prefix.clone(),
+            }
+            .into());
+        }
+        for &id in &published.runs {
+            if written.2.contains(&id) {
+                continue;
+            }
+            let body = encode(&self.run(id)?);
+            let name = remote_run_object(id);
+            match remote.gcs.write_if(&name, body.clone(), 0) {
+                Ok(_) => {}
+                // Already there: fine if it is this very run (a retried write), else another
+                // writer's run took the id and our state is stale.
+                Err(gcs::GcsError::Conflict { .. })
+                    if remote.gcs.read(&name)?.is_some_and(|r| r.bytes == body) => {}
+                Err(e) => return Err(e.into()),
+            }
+            written.2.insert(id);
+        }
+        let serial = meta.serial;
+        let body = encode(&RemoteState { published, meta });
+        let generation = remote.gcs.write_if(gcs::STATE_OBJECT, body, written.0)?;
+        written.0 = generation;
+        written.1 = Some(serial);
+        Ok(())
+    }
+
+    /// Fills a fresh working copy with a state read from GCS.
+    fn import(&self, state: RemoteState, runs: Vec<RunRecord>) -> Result<(), StateError> {
+        let p = state.published;
+        self.db.insert(b"meta", encode(&state.meta))?;
+        for r in &p.resources {
+            self.db.insert(res_key(&r.address).as_bytes(), encode(r))?;
+        }
+        for i in &p.intents {
+            self.db
+                .insert(intent_key(&i.address).as_bytes(), encode(i))?;
+        }
+        for h in &p.history {
+            self.db.insert(hist_key(h.id).as_slice(), encode(h))?;
+        }
+        for (name, value) in &p.outputs {
+            self.db
+                .insert(format!("output/{name}").as_bytes(), encode(value))?;
+        }
+        for run in &runs {
+            self.db.insert(run_key(run.id).as_slice(), encode(run))?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// True when nothing was ever written here beyond the fresh meta.
+    fn is_fresh(&self) -> Result<bool, StateError> {
+        Ok(self.meta()?.serial == 0
+            && ["res/", "intent/", "hist/", "run/", "output/"]
+                .iter()
+                .all(|p| self.db.scan_prefix(p.as_bytes()).next().is_none()))
+    }
+
+    /// `state migrate`: makes this store a copy of `source` (lineage, serial, counters,
+    /// resources, intents, history, outputs, every run), then publishes it (on GCS: the runs,
+    /// then `state.json`, conditionally). Refuses a store that holds another lineage, or a
+    /// later serial of the same one.
+    pub fn copy_from(&self, source: &Store) -> Result<(), StateError> {
+        let src = source.meta()?;
+        let mine = self.meta()?;
+        let target = describe(&self.dir);
+        if mine.lineage != src.lineage && !self.is_fresh()? {
+            return Err(StateError::OtherLineage {
+                target,
+                target_lineage: mine.lineage,
+                target_serial: mine.serial,
+                source_lineage: src.lineage,
+            });
+        }
+        if mine.lineage == src.lineage && mine.serial > src.serial {
+            return Err(StateError::TargetNewer {
+                target,
+                target_serial: mine.serial,
+                source_serial: src.serial,
+            });
+        }
+        let runs = source.runs()?;
+        let state = RemoteState {
+            published: published::Published {
+                schema_version: src.schema_version,
+                lineage: src.lineage.clone(),
+                serial: src.serial,
+                resources: source.scan("res/")?,
+                intents: source.scan("intent/")?,
+                history: source.scan("hist/")?,
+                outputs: source.outputs()?,
+                runs: runs.iter().map(|r| r.id).collect(),
+            },
+            meta: src,
+        };
+        self.db.clear()?;
+        self.import(state, runs)?;
+        self.publish()
+    }
+
+    /// The remote lock's record and id, when the state is on GCS.
+    pub fn remote_lock(&self) -> Option<(gcs::LockRecord, i64)> {
+        self.remote.as_ref().map(|r| (r.lock.record(), r.lock.id()))
     }
 
     /// True if `dir` holds no state database yet (nothing to read).
     pub fn exists(dir: &Path) -> bool {
+        if let Some(address) = gcs::binding(dir) {
+            // An unreachable remote counts as existing: opening it then reports why.
+            return gcs::Gcs::connect(address)
+                .and_then(|g| g.read(gcs::STATE_OBJECT))
+                .map_or(true, |r| r.is_some());
+        }
         dir.join("db").exists()
     }
 

