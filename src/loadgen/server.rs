@@ -225,6 +225,8 @@ pub fn read_cadvisor(
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub at: Instant,
+    /// When the server's page had been read: its counters are from at most this moment.
+    pub answered: Instant,
     pub reading: Result<Reading, String>,
     pub cpu: Option<Result<f64, String>>,
     /// (CFS periods, throttled periods) so far.
@@ -241,12 +243,14 @@ pub fn snapshot_all(replicas: &[Box<dyn Replica>], model: &str) -> Vec<Snapshot>
             Ok(c) => c.periods.map(Ok),
             Err(e) => Some(Err(e)),
         });
-        let reading = r
-            .fetch()
+        let page = r.fetch();
+        let answered = Instant::now();
+        let reading = page
             .and_then(|body| read_page(&body, model))
             .map_err(|e| format!("{}: {e}", r.label()));
         Snapshot {
             at,
+            answered,
             reading,
             cpu,
             periods,
@@ -266,6 +270,7 @@ pub fn snapshot_all(replicas: &[Box<dyn Replica>], model: &str) -> Vec<Snapshot>
             .map(|(h, r)| {
                 h.join().unwrap_or_else(|_| Snapshot {
                     at: Instant::now(),
+                    answered: Instant::now(),
                     reading: Err(format!("{}: the scrape thread panicked", r.label())),
                     cpu: None,
                     periods: None,
@@ -480,18 +485,49 @@ enum Mark {
 /// Scrapes the replicas on its own thread at each mark; [`Scraper::finish`] turns the
 /// snapshots into each stage's `server` object or the reason there is none.
 pub struct Scraper {
-    tx: mpsc::Sender<Mark>,
-    thread: std::thread::JoinHandle<Vec<(Mark, Vec<Snapshot>)>>,
+    /// Each mark with the moment it was given.
+    tx: mpsc::Sender<(Mark, Instant)>,
+    thread: std::thread::JoinHandle<Vec<(Mark, Instant, Vec<Snapshot>)>>,
+}
+
+/// How late a stage's scrape may answer after its mark before the stage's figures would mix
+/// in the neighbouring stage's requests: this, or 2% of the stage, whichever is more. A scrape
+/// answers in about a millisecond on loopback; one that waits for a dropped SYN's retransmit
+/// (a server whose listen backlog overflowed as the generator connected) answers a second
+/// late, and its stage is reported without server figures rather than with wrong ones.
+const SCRAPE_LATENESS: Duration = Duration::from_millis(100);
+
+/// Err(why) when `snapshots` answered too late after `mark` for a stage of `length`.
+fn check_lateness(
+    what: &str,
+    mark: Instant,
+    snapshots: &[Snapshot],
+    length: Duration,
+) -> Result<(), String> {
+    let allowed = SCRAPE_LATENESS.max(length / 50);
+    let late = snapshots
+        .iter()
+        .map(|s| s.answered.saturating_duration_since(mark))
+        .max()
+        .unwrap_or_default();
+    if late > allowed {
+        return Err(format!(
+            "the server answered the scrape {} ms after the stage {what} (at most {} ms keeps the stages apart): its counts would mix in the neighbouring stage's requests",
+            late.as_millis(),
+            allowed.as_millis()
+        ));
+    }
+    Ok(())
 }
 
 impl Scraper {
     pub fn start(replicas: Vec<Box<dyn Replica>>, model: String) -> Scraper {
-        let (tx, rx) = mpsc::channel::<Mark>();
+        let (tx, rx) = mpsc::channel::<(Mark, Instant)>();
         let thread = std::thread::spawn(move || {
             let mut out = Vec::new();
-            while let Ok(mark) = rx.recv() {
+            while let Ok((mark, given)) = rx.recv() {
                 let drained = matches!(mark, Mark::Drained);
-                out.push((mark, snapshot_all(&replicas, &model)));
+                out.push((mark, given, snapshot_all(&replicas, &model)));
                 if drained {
                     break;
                 }
@@ -503,20 +539,25 @@ impl Scraper {
 
     /// Per stage (`stages` of them): the server object, or the reason there is none.
     pub fn finish(self, stages: usize) -> Vec<Result<ServerStage, String>> {
-        let _ = self.tx.send(Mark::Drained);
+        let _ = self.tx.send((Mark::Drained, Instant::now()));
         drop(self.tx);
         let marks = self.thread.join().unwrap_or_default();
         (0..stages)
             .map(|i| {
                 let begin = marks
                     .iter()
-                    .position(|(m, _)| matches!(m, Mark::Begin(j) if *j == i))
+                    .position(|(m, _, _)| matches!(m, Mark::Begin(j) if *j == i))
                     .ok_or_else(|| "the stage did not run".to_string())?;
                 // The stage ends where the next mark (the next stage, or the drain) is.
                 let end = marks
                     .get(begin + 1)
                     .ok_or_else(|| "the run ended before the stage's last scrape".to_string())?;
-                summarize(&marks[begin].1, &end.1)
+                let (_, began, first) = &marks[begin];
+                let (_, ended, last) = end;
+                let length = ended.saturating_duration_since(*began);
+                check_lateness("began", *began, first, length)?;
+                check_lateness("ended", *ended, last, length)?;
+                summarize(first, last)
             })
             .collect()
     }
@@ -532,7 +573,7 @@ impl Scraper {
                 if let Ok(wait) = at.duration_since(std::time::SystemTime::now()) {
                     std::thread::sleep(wait);
                 }
-                if tx.send(Mark::Begin(i)).is_err() {
+                if tx.send((Mark::Begin(i), Instant::now())).is_err() {
                     return;
                 }
             }
@@ -572,11 +613,11 @@ pub fn attach(
 
 impl StageMarks for Scraper {
     fn stage_begins(&self, index: usize) {
-        let _ = self.tx.send(Mark::Begin(index));
+        let _ = self.tx.send((Mark::Begin(index), Instant::now()));
     }
 
     fn run_drained(&self) {
-        let _ = self.tx.send(Mark::Drained);
+        let _ = self.tx.send((Mark::Drained, Instant::now()));
     }
 }
 
@@ -614,6 +655,7 @@ mod tests {
     fn snap(text: &str, cpu: f64, at: Instant) -> Snapshot {
         Snapshot {
             at,
+            answered: at,
             reading: read_page(text.as_bytes(), "m"),
             cpu: Some(Ok(cpu)),
             periods: None,
@@ -649,11 +691,33 @@ mod tests {
     }
 
     #[test]
+    fn a_scrape_answered_a_second_late_gives_its_stage_a_reason_not_mixed_counts() {
+        let mark = Instant::now();
+        let stage = Duration::from_secs(2);
+        let on_time = snap(
+            &page(10, 0, 3, 4, 2000),
+            1.0,
+            mark + Duration::from_millis(3),
+        );
+        assert!(check_lateness("began", mark, std::slice::from_ref(&on_time), stage).is_ok());
+        // A dropped SYN is retransmitted after a second: half of a 2 s stage.
+        let late = snap(&page(10, 0, 3, 4, 2000), 1.0, mark + Duration::from_secs(1));
+        let why = check_lateness("began", mark, &[on_time, late.clone()], stage).unwrap_err();
+        assert!(why.contains("1000 ms after the stage began"), "{why}");
+        // A long stage allows 2% of its length.
+        assert!(
+            check_lateness("ended", mark, &[late], Duration::from_secs(60)).is_ok(),
+            "1 s of a 60 s stage is within 2%"
+        );
+    }
+
+    #[test]
     fn an_unreadable_replica_or_a_restart_gives_a_reason_not_numbers() {
         let t = Instant::now();
         let ok = snap(&page(10, 0, 3, 4, 2000), 1.0, t);
         let missing = Snapshot {
             at: t,
+            answered: t,
             reading: Err(
                 "127.0.0.1:1: GET /monitoring/prometheus/metrics answered HTTP 404".into(),
             ),

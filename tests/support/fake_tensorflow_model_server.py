@@ -157,6 +157,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(200, {"predictions": [[0.4213]]})
 
 
+# socketserver listens with a backlog of 5. When the load generator opens its connections
+# at once, the kernel drops the SYNs beyond it and the clients retry a second later: a
+# scrape caught in that burst answered a second into the stage. Real servers listen with
+# far longer backlogs (commonly up to the kernel's somaxconn).
+http.server.ThreadingHTTPServer.request_queue_size = 1024
 server = http.server.ThreadingHTTPServer(("127.0.0.1", rest_port), Handler)
 server.daemon_threads = True
 server.serve_forever()
