@@ -19,7 +19,6 @@
 //! `delete` leaves pushed images in the repository: they are addressed by digest, cost
 //! little, and earlier runs name them.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use google_cloud_artifactregistry_v1::client::ArtifactRegistry;
@@ -32,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::gcp;
 use super::retry::{self, Call, RetryPolicy};
+use super::runtime::ClientRuntime;
 use super::{Applied, Context, ErrorKind, Inputs, Observation, Provider, ProviderError};
 use crate::image_context;
 use crate::state::observed::CloudBuildImageObserved;
@@ -110,7 +110,7 @@ struct ImageIntent {
 pub struct CloudBuildProvider {
     endpoints: Endpoints,
     poll: Option<Duration>,
-    runtime: OnceLock<tokio::runtime::Runtime>,
+    runtime: ClientRuntime,
 }
 
 impl Default for CloudBuildProvider {
@@ -161,7 +161,7 @@ impl CloudBuildProvider {
         CloudBuildProvider {
             endpoints: Endpoints::from_env(),
             poll: None,
-            runtime: OnceLock::new(),
+            runtime: ClientRuntime::new("benchstack-cloudbuild", "Cloud Build client"),
         }
     }
 
@@ -180,21 +180,7 @@ impl CloudBuildProvider {
         &self,
         f: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        if self.runtime.get().is_none() {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("benchstack-cloudbuild")
-                .enable_all()
-                .build()
-                .map_err(ProviderError::io("starting the Cloud Build client runtime"))?;
-            let _ = self.runtime.set(rt);
-        }
-        match self.runtime.get() {
-            Some(rt) => rt.block_on(f),
-            None => Err(ProviderError::other(
-                "the Cloud Build client runtime is not available",
-            )),
-        }
+        self.runtime.block_on(f)
     }
 
     fn poll_interval(&self) -> Result<Duration, ProviderError> {

@@ -11,6 +11,7 @@ pub mod kubernetes;
 pub mod local;
 mod local_loadtest;
 pub mod retry;
+pub mod runtime;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

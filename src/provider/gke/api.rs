@@ -14,33 +14,12 @@ pub(super) fn short_duration(d: Duration) -> String {
 }
 
 impl GkeProvider {
-    pub(super) fn runtime(&self) -> Result<Arc<tokio::runtime::Runtime>, ProviderError> {
-        let mut slot = self
-            .runtime
-            .lock()
-            .map_err(|_| GkeError::Client("runtime lock poisoned".into()))?;
-        if let Some(rt) = slot.as_ref() {
-            return Ok(rt.clone());
-        }
-        let rt = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("benchstack-gke")
-                .enable_all()
-                .build()
-                .map_err(ProviderError::io("starting the GKE client runtime"))?,
-        );
-        *slot = Some(rt.clone());
-        Ok(rt)
-    }
-
     /// Runs `f` with the client on the provider's runtime, from a plain thread.
     pub(super) fn run<T>(
         &self,
         f: impl AsyncFnOnce(&ClusterManager) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
-        let rt = self.runtime()?;
-        rt.block_on(async {
+        self.runtime.block_on(async {
             let client = self.client().await?;
             f(&client).await
         })

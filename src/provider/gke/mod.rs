@@ -24,8 +24,8 @@ use self::spec::*;
 pub use self::spec::{ClusterRef, cluster_labels, cluster_name};
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use google_cloud_container_v1::client::ClusterManager;
@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::gcp::{self, GkeClusterObserved};
 use super::retry::{self, Call, RetryPolicy};
+use super::runtime::ClientRuntime;
 use super::{Applied, Context, ErrorKind, Failure, Inputs, Observation, Provider, ProviderError};
 use crate::state::{Intent, ResourceState};
 use crate::vocab::resources::{
@@ -98,7 +99,7 @@ struct Settings {
 pub struct GkeProvider {
     settings: Settings,
     /// Built on first use: the runtime the async client runs on, and the client.
-    runtime: Mutex<Option<Arc<tokio::runtime::Runtime>>>,
+    runtime: ClientRuntime,
     client: Mutex<Option<ClusterManager>>,
 }
 
@@ -114,7 +115,7 @@ impl GkeProvider {
     pub fn new() -> Self {
         GkeProvider {
             settings: Settings::default(),
-            runtime: Mutex::new(None),
+            runtime: ClientRuntime::new("benchstack-gke", "GKE client"),
             client: Mutex::new(None),
         }
     }

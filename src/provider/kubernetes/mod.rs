@@ -12,7 +12,6 @@ mod loadtest;
 pub mod pods;
 mod serving;
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use base64::Engine as _;
 
 use super::gcp::{self, GkeClusterObserved};
 use super::retry::{self, Call, RetryPolicy};
+use super::runtime::ClientRuntime;
 use super::{Applied, Context, ErrorKind, Failure, Inputs, Observation, Provider, ProviderError};
 use crate::state::{Intent, ResourceState};
 use crate::vocab::resources::{Address, ResourceConfig};
@@ -320,9 +320,8 @@ fn secs(d: Duration) -> u64 {
     d.as_secs()
 }
 
-#[derive(Default)]
 pub struct KubernetesProvider {
-    runtime: OnceLock<tokio::runtime::Runtime>,
+    runtime: ClientRuntime,
     /// Overrides `BENCHSTACK_ROLLOUT_TIMEOUT` (tests: one provider with a short timeout
     /// without changing the process environment for the others).
     rollout_timeout: Option<Duration>,
@@ -330,6 +329,17 @@ pub struct KubernetesProvider {
     retry_budget: Option<Duration>,
     /// Overrides `BENCHSTACK_LB_DELETE_TIMEOUT`.
     lb_delete_timeout: Option<Duration>,
+}
+
+impl Default for KubernetesProvider {
+    fn default() -> Self {
+        KubernetesProvider {
+            runtime: ClientRuntime::new("benchstack-kubernetes", "Kubernetes client"),
+            rollout_timeout: None,
+            retry_budget: None,
+            lb_delete_timeout: None,
+        }
+    }
 }
 
 impl KubernetesProvider {
@@ -377,22 +387,7 @@ impl KubernetesProvider {
         &self,
         f: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        if self.runtime.get().is_none() {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("benchstack-kubernetes")
-                .enable_all()
-                .build()
-                .map_err(ProviderError::io("starting the Kubernetes client runtime"))?;
-            // Another thread may have won the race; its runtime is as good as ours.
-            let _ = self.runtime.set(rt);
-        }
-        match self.runtime.get() {
-            Some(rt) => rt.block_on(f),
-            None => Err(ProviderError::other(
-                "the Kubernetes client runtime is not available",
-            )),
-        }
+        self.runtime.block_on(f)
     }
 }
 
