@@ -270,6 +270,9 @@ pub fn table(o: &Outcome) -> String {
         if let Some(why) = t.reason() {
             out.push_str(&format!("  {}: {why}\n", settings_text(&t.settings)));
         }
+        for w in t.server_warnings() {
+            out.push_str(&format!("  warning: {}: {w}\n", settings_text(&t.settings)));
+        }
     }
     out
 }

@@ -36,7 +36,17 @@ pub struct ProbeResult {
     pub batch_avg: Option<f64>,
     /// CPU the serving processes used during the probe, in cores; null where unknown.
     pub cpu_cores: Option<f64>,
+    /// The share of CFS periods in which the serving containers were throttled (Kubernetes
+    /// with a CPU limit); null where unknown.
+    pub cpu_throttled_ratio: Option<f64>,
 }
+
+/// A trial whose pods were throttled in more than this share of CFS periods at capacity is
+/// flagged: its thread pools likely assume the node's cores, not the container's limit.
+pub const THROTTLED_WARNING: f64 = 0.10;
+/// With batching on, an average batch below this many rows at capacity means batches barely
+/// form at that rate.
+pub const BATCH_NEAR_ONE: f64 = 1.5;
 
 /// One capacity search of one configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -131,6 +141,38 @@ impl Trial {
             .iter()
             .filter(|p| p.passed)
             .max_by(|a, b| a.rate.total_cmp(&b.rate))
+    }
+
+    /// What the server's own figures at capacity say against this configuration: CPU
+    /// throttling, or batches that barely form.
+    pub fn server_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(at) = self.at_capacity() else {
+            return out;
+        };
+        if let Some(t) = at.cpu_throttled_ratio
+            && t > THROTTLED_WARNING
+        {
+            out.push(format!(
+                "throttled in {:.0}% of CPU periods at capacity: size the thread pools (num_batch_threads, tensorflow_intra_op_parallelism) to the container's CPU limit, not the node's cores",
+                t * 100.0
+            ));
+        }
+        let batching = self
+            .serving
+            .batching
+            .as_ref()
+            .is_some_and(|b| b.max_batch_size.unwrap_or(1) > 1);
+        if batching
+            && let Some(b) = at.batch_avg
+            && b < BATCH_NEAR_ONE
+        {
+            out.push(format!(
+                "batches averaged {b:.1} rows at {} req/s: batching barely forms at this rate, so a larger max_batch_size cannot help (a longer batch_timeout_micros or fewer batch threads can)",
+                fmt_rate(at.rate)
+            ));
+        }
+        out
     }
 
     /// Why the trial found no capacity: the invalid reason or the first probe's failure.
@@ -265,6 +307,19 @@ impl Outcome {
                 "; its lead over the runner-up is inside the noise (their measured ranges overlap)",
             );
         }
+        // In the server's terms, when both ends were scraped and their batches differ.
+        if !win.baseline
+            && let (Some(w), Some(b)) = (
+                win.at_capacity().and_then(|p| p.batch_avg),
+                base.at_capacity().and_then(|p| p.batch_avg),
+            )
+            && (w - b).abs() >= 0.5
+            && (w / b.max(f64::MIN_POSITIVE) >= 1.2 || b / w.max(f64::MIN_POSITIVE) >= 1.2)
+        {
+            s.push_str(&format!(
+                "; its batches average {w:.1} rows at capacity against {b:.1} for the current configuration"
+            ));
+        }
         s.push('.');
         s
     }
@@ -288,6 +343,10 @@ impl Outcome {
                 "floor": t.floor(),
                 "never_passes": t.floor().is_some(),
                 "reason": t.reason(),
+                "batch_avg": at.and_then(|p| p.batch_avg),
+                "cpu_cores": at.and_then(|p| p.cpu_cores),
+                "cpu_throttled_ratio": at.and_then(|p| p.cpu_throttled_ratio),
+                "warnings": t.server_warnings(),
             })
         };
         serde_json::json!({

@@ -99,5 +99,6 @@ pub(super) fn probe_result(run: u64, rate: f64, stage: &StageReport, slos: &[Slo
             .and_then(|s| s.batch_size)
             .map(|b| b.avg),
         cpu_cores: stage.server.as_ref().and_then(|s| s.cpu_cores),
+        cpu_throttled_ratio: stage.server.as_ref().and_then(|s| s.cpu_throttled_ratio),
     }
 }

@@ -336,6 +336,77 @@ fn the_grid_names_the_configuration_with_the_most_capacity_within_the_precision(
         s.contains("% more than the current configuration (300"),
         "{s}"
     );
+    // The model's server batches half of max_batch_size: 16 rows for 32, 4 for 8.
+    assert!(
+        s.contains(
+            "its batches average 16.0 rows at capacity against 4.0 for the current configuration"
+        ),
+        "{s}"
+    );
+}
+
+fn passing_probe(batch_avg: Option<f64>, throttled: Option<f64>) -> ProbeResult {
+    ProbeResult {
+        run: 1,
+        rate: 400.0,
+        passed: true,
+        reason: String::new(),
+        latency_ms: Some(10.0),
+        p99_ms: Some(10.0),
+        error_rate: 0.0,
+        requests: 800,
+        duration_s: 2.0,
+        stopped_early: None,
+        short_sample: None,
+        batch_avg,
+        cpu_cores: Some(1.0),
+        cpu_throttled_ratio: throttled,
+    }
+}
+
+fn trial_with(serving: ServingConfig, probe: ProbeResult) -> Trial {
+    Trial {
+        settings: Settings::new(),
+        baseline: false,
+        serving,
+        measurements: vec![Measurement {
+            capacity: Some(probe.rate),
+            probes: vec![probe],
+            invalid: None,
+            floor: None,
+        }],
+    }
+}
+
+#[test]
+fn a_trial_throttled_or_batching_rows_of_one_at_capacity_is_warned_about() {
+    let throttled = trial_with(serving(), passing_probe(Some(4.0), Some(0.25)));
+    let w = throttled.server_warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("throttled in 25% of CPU periods"), "{w:?}");
+
+    let unbatched = trial_with(serving(), passing_probe(Some(1.1), Some(0.02)));
+    let w = unbatched.server_warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("batches averaged 1.1 rows at 400 req/s"),
+        "{w:?}"
+    );
+
+    // Without batching a batch of one is the configuration, not a finding; unknown figures
+    // (a server without metrics) warn about nothing.
+    let mut plain = serving();
+    plain.batching = None;
+    assert!(
+        trial_with(plain, passing_probe(Some(1.0), None))
+            .server_warnings()
+            .is_empty()
+    );
+    assert!(
+        trial_with(serving(), passing_probe(None, None))
+            .server_warnings()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -490,6 +561,10 @@ fn the_json_has_the_documented_shape() {
         "cost_per_million",
         "measurements",
         "reason",
+        "batch_avg",
+        "cpu_cores",
+        "cpu_throttled_ratio",
+        "warnings",
     ] {
         assert!(t.get(k).is_some(), "{k} missing in {t}");
     }
