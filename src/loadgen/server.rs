@@ -470,6 +470,52 @@ pub fn summarize(start: &[Snapshot], end: &[Snapshot]) -> Result<ServerStage, St
     })
 }
 
+/// How long [`wait_until_quiet`] waits between two readings, and at most in all. A server
+/// that still works through a queue completes requests every few milliseconds, so 50 ms
+/// without one is quiet; a quiet server costs a probe one interval.
+pub const QUIET_INTERVAL: Duration = Duration::from_millis(50);
+pub const QUIET_LIMIT: Duration = Duration::from_secs(15);
+
+/// Waits until the replicas' request counters stop moving: two readings `interval` apart with
+/// the same totals, so that a previous probe's queue has drained before the next one starts
+/// (its requests would otherwise be answered, and measured, inside the next probe).
+/// Ok(Some(waited)) once quiet; Ok(None) when the counters cannot be read (a server without
+/// the metrics page: nothing to wait on); Err(why) when they were still moving after `limit`.
+pub fn wait_until_quiet(
+    replicas: &[Box<dyn Replica>],
+    model: &str,
+    interval: Duration,
+    limit: Duration,
+) -> Result<Option<Duration>, String> {
+    let started = Instant::now();
+    let total = |snaps: &[Snapshot]| -> Option<f64> {
+        let mut sum = 0.0;
+        for s in snaps {
+            sum += s.reading.as_ref().ok()?.requests.values().sum::<f64>();
+        }
+        Some(sum)
+    };
+    let Some(mut last) = total(&snapshot_all(replicas, model)) else {
+        return Ok(None);
+    };
+    loop {
+        std::thread::sleep(interval);
+        let Some(now) = total(&snapshot_all(replicas, model)) else {
+            return Ok(None);
+        };
+        if now == last {
+            return Ok(Some(started.elapsed()));
+        }
+        if started.elapsed() >= limit {
+            return Err(format!(
+                "the server was still answering earlier requests after {} s",
+                limit.as_secs_f64()
+            ));
+        }
+        last = now;
+    }
+}
+
 /// Told by the engine when a stage's schedule begins and when the run has drained. Called on
 /// the generator's thread: it must return at once.
 pub trait StageMarks: Sync {
@@ -688,6 +734,58 @@ mod tests {
         // (1 + 3) CPU seconds over 2 s.
         assert_eq!(s.cpu_cores, Some(2.0));
         assert_eq!(s.per_replica_share, vec![0.25, 0.75]);
+    }
+
+    /// A replica whose OK counter grows by `step` on each of its first `moving` reads.
+    struct Draining {
+        reads: std::sync::atomic::AtomicU64,
+        moving: u64,
+    }
+
+    impl Replica for Draining {
+        fn label(&self) -> String {
+            "draining".into()
+        }
+        fn fetch(&self) -> Result<Vec<u8>, String> {
+            let n = self
+                .reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .min(self.moving);
+            Ok(page(10 + n * 7, 0, 1, 1, 100).into_bytes())
+        }
+    }
+
+    #[test]
+    fn the_next_probe_waits_until_the_servers_counters_stop_moving() {
+        let replicas: Vec<Box<dyn Replica>> = vec![Box::new(Draining {
+            reads: Default::default(),
+            moving: 3,
+        })];
+        let tick = Duration::from_millis(1);
+        let waited = wait_until_quiet(&replicas, "m", tick, Duration::from_secs(5));
+        assert!(matches!(waited, Ok(Some(_))), "{waited:?}");
+        // Still moving at the limit: said, not waited on forever.
+        let busy: Vec<Box<dyn Replica>> = vec![Box::new(Draining {
+            reads: Default::default(),
+            moving: u64::MAX,
+        })];
+        let e = wait_until_quiet(&busy, "m", tick, Duration::from_millis(20)).unwrap_err();
+        assert!(e.contains("still answering earlier requests"), "{e}");
+        // A server without the page: nothing to wait on.
+        struct NoPage;
+        impl Replica for NoPage {
+            fn label(&self) -> String {
+                "nopage".into()
+            }
+            fn fetch(&self) -> Result<Vec<u8>, String> {
+                Err("answered HTTP 404".into())
+            }
+        }
+        let none: Vec<Box<dyn Replica>> = vec![Box::new(NoPage)];
+        assert_eq!(
+            wait_until_quiet(&none, "m", tick, Duration::from_secs(5)),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -18,6 +18,20 @@ use crate::vocab::resources::LoadtestConfig;
 pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied, ProviderError> {
     let targets = super::load_test_targets(l, inputs)?;
     let replicas = scrape_targets(l, inputs);
+    // A tune probe starts only once the previous probe's queue has drained on the server
+    // (requests its generator gave up on are still answered there, inside this probe).
+    if inputs.probe
+        && let Ok(r) = &replicas
+    {
+        match server::wait_until_quiet(r, &l.model, server::QUIET_INTERVAL, server::QUIET_LIMIT) {
+            Ok(Some(waited)) if waited > server::QUIET_INTERVAL * 4 => (ctx.progress)(format!(
+                "waited {:.1} s for the server to finish the previous probe's requests",
+                waited.as_secs_f64()
+            )),
+            Ok(_) => {}
+            Err(why) => (ctx.progress)(format!("probing anyway: {why}")),
+        }
+    }
     if l.workers > 1 {
         let started = procinfo::now_unix();
         let report = run_worker_processes(ctx, l, targets.clone(), replicas)?;
