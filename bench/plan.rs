@@ -112,6 +112,7 @@ fn stack(n: usize) -> Stack {
         files: vec![],
         resources,
         outputs: vec![],
+        backend: None,
     }
 }
 

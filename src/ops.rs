@@ -249,3 +249,142 @@ pub fn preflight(stack: &Stack, plan: Option<&Plan>) -> Preflight {
     out.errors.finish();
     out
 }
+
+/// The local state directory when nothing else names one.
+pub const DEFAULT_STATE_DIR: &str = "state";
+
+/// Where a command's state is. In order: `--state` (or `BENCHSTACK_STATE`), which overrides
+/// everything; the stack's `backend "gcs"` block, for commands given a stack, which binds the
+/// working directory to it (`state::workdir`, as `terraform init` does); the working
+/// directory's binding, for commands without a stack; the local `./state`. A stack whose
+/// backend differs from the binding is refused, naming both, until `state migrate` moves the
+/// state (Terraform's "Backend configuration changed").
+#[derive(Debug, Clone, Default)]
+pub struct StateArg {
+    /// `--state` / `BENCHSTACK_STATE`.
+    pub flag: Option<PathBuf>,
+}
+
+impl StateArg {
+    /// True when `--state` or `BENCHSTACK_STATE` named the state.
+    pub fn named(&self) -> bool {
+        self.flag.is_some()
+    }
+
+    /// The state of a command given `stack`.
+    pub fn for_stack(&self, stack: &Stack) -> miette::Result<PathBuf> {
+        if let Some(flag) = &self.flag {
+            // The flag wins; the block's key still applies to the bucket the block names.
+            let kms = match (stack.backend.as_ref(), state_address(flag)?) {
+                (Some(b), Some(a)) if a.bucket == b.bucket && a.prefix == b.prefix => {
+                    b.kms_key_name.clone()
+                }
+                _ => None,
+            };
+            return resolve_flag(flag, kms.as_deref());
+        }
+        let cwd = current_dir()?;
+        let bound = state::workdir::read(&cwd).map_err(|e| miette!("{e}"))?;
+        match (&stack.backend, bound) {
+            (Some(b), Some(d)) if d.gcs.bucket == b.bucket && d.gcs.prefix == b.prefix => {
+                if d.kms_key_name != b.kms_key_name {
+                    // A new key applies to what is written from now on; the state stays put.
+                    state::workdir::write(
+                        &cwd,
+                        &state::workdir::DirBinding {
+                            kms_key_name: b.kms_key_name.clone(),
+                            ..d.clone()
+                        },
+                    )
+                    .map_err(|e| miette!("{e}"))?;
+                }
+                bind_gcs(&d.gcs, b.kms_key_name.as_deref())
+            }
+            (Some(b), Some(d)) => Err(miette!(
+                "Backend configuration changed: the stack's backend (at {}) names {}, but this directory's state is {} (bound by {}, recorded in {}).\n  \
+                 To move the state there: `benchstack state migrate --to {}` (this directory is then bound to it).\n  \
+                 To keep using {} for now: `--state {}`.",
+                b.span,
+                b.url(),
+                d.gcs,
+                d.bound_by,
+                state::workdir::FILE,
+                b.url(),
+                d.gcs,
+                d.gcs,
+            )),
+            (Some(b), None) => {
+                if state::Store::exists(Path::new(DEFAULT_STATE_DIR)) {
+                    return Err(miette!(
+                        "the stack's backend (at {}) names {}, but this directory has a local state in ./{DEFAULT_STATE_DIR}: applying to the bucket would create everything again beside what the local state manages.\n  \
+                         Copy it to the bucket first: `benchstack state migrate --to {}` (this directory is then bound to it), or move ./{DEFAULT_STATE_DIR} away to start from the bucket's state.",
+                        b.span,
+                        b.url(),
+                        b.url(),
+                    ));
+                }
+                let address = gcs_address(&b.url())?;
+                state::workdir::write(
+                    &cwd,
+                    &state::workdir::DirBinding {
+                        gcs: address.clone(),
+                        kms_key_name: b.kms_key_name.clone(),
+                        bound_by: format!("the backend block at {}", b.span),
+                    },
+                )
+                .map_err(|e| miette!("{e}"))?;
+                bind_gcs(&address, b.kms_key_name.as_deref())
+            }
+            (None, Some(d)) => Err(miette!(
+                "Backend configuration changed: the stack has no backend block (its state would be ./{DEFAULT_STATE_DIR}), but this directory's state is {} (bound by {}, recorded in {}).\n  \
+                 Add the backend block back, or move the state here: `benchstack state migrate --to {DEFAULT_STATE_DIR}` (this directory is then unbound).\n  \
+                 For another state just this once: `--state DIR`.",
+                d.gcs,
+                d.bound_by,
+                state::workdir::FILE,
+            )),
+            (None, None) => Ok(PathBuf::from(DEFAULT_STATE_DIR)),
+        }
+    }
+
+    /// The state of a command without a stack: the flag, else the directory's binding, else
+    /// the local `./state`.
+    pub fn without_stack(&self) -> miette::Result<PathBuf> {
+        if let Some(flag) = &self.flag {
+            return resolve_flag(flag, None);
+        }
+        match state::workdir::read(&current_dir()?).map_err(|e| miette!("{e}"))? {
+            Some(d) => bind_gcs(&d.gcs, d.kms_key_name.as_deref()),
+            None => Ok(PathBuf::from(DEFAULT_STATE_DIR)),
+        }
+    }
+}
+
+fn current_dir() -> miette::Result<PathBuf> {
+    std::env::current_dir().map_err(|e| miette!("cannot read the working directory: {e}"))
+}
+
+fn gcs_address(url: &str) -> miette::Result<state::gcs::Address> {
+    state::gcs::Address::parse(url).map_err(|e| miette!("{e}"))
+}
+
+/// The GCS address `flag` names, if it names one.
+fn state_address(flag: &Path) -> miette::Result<Option<state::gcs::Address>> {
+    match flag.to_str() {
+        Some(s) if s.starts_with("gs://") => state::gcs::Address::parse(s)
+            .map(Some)
+            .map_err(|e| miette!("--state: {e}")),
+        _ => Ok(None),
+    }
+}
+
+fn resolve_flag(flag: &Path, kms: Option<&str>) -> miette::Result<PathBuf> {
+    match state_address(flag)? {
+        Some(a) => bind_gcs(&a, kms),
+        None => Ok(flag.to_path_buf()),
+    }
+}
+
+fn bind_gcs(address: &state::gcs::Address, kms: Option<&str>) -> miette::Result<PathBuf> {
+    state::gcs::bind(address, kms).map_err(|e| miette!("{e}"))
+}

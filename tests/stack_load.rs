@@ -230,3 +230,111 @@ fn every_problem_in_a_stack_is_reported_in_one_run() {
         .collect();
     assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
 }
+
+#[test]
+fn a_backend_block_names_the_bucket_and_a_trimmed_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.hcl");
+    std::fs::write(
+        &path,
+        "cluster \"local\" {\n  provider = \"local\"\n}\n\nbackend \"gcs\" {\n  bucket       = \"team-state\"\n  prefix       = \"/bench/prod/\"\n  kms_key_name = \"projects/p/locations/eu/keyRings/r/cryptoKeys/k\"\n}\n",
+    )
+    .unwrap();
+    let s = load(&path, VarInputs::default(), &[]);
+    let b = s.backend.expect("a backend");
+    assert_eq!(b.url(), "gs://team-state/bench/prod");
+    assert_eq!(
+        b.kms_key_name.as_deref(),
+        Some("projects/p/locations/eu/keyRings/r/cryptoKeys/k")
+    );
+    assert_eq!((b.span.line, b.span.col), (5, 1));
+    // Without the block, the state is local.
+    std::fs::write(&path, "cluster \"local\" {\n  provider = \"local\"\n}\n").unwrap();
+    assert_eq!(load(&path, VarInputs::default(), &[]).backend, None);
+}
+
+#[test]
+fn backend_blocks_take_literal_strings_one_per_stack_of_type_gcs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.hcl");
+    std::fs::write(
+        &path,
+        r#"variable "p" {
+  default = "x"
+}
+
+backend "gcs" {
+  bucket       = "Team"
+  prefix       = "a/../b"
+  kms_key_name = "my-key"
+}
+
+backend "gcs" {
+  bucket = "team"
+  prefix = "${var.p}/state"
+}
+
+backend "s3" {
+  bucket = "team"
+}
+"#,
+    )
+    .unwrap();
+    let err = load_with_env(&path, &VarInputs::default(), &[]).unwrap_err();
+    let text = err.to_string();
+    let at = |line: usize, col: usize, what: &str| {
+        assert!(
+            err.items
+                .iter()
+                .any(|d| d.span().is_some_and(|s| (s.line, s.col) == (line, col))
+                    && d.message.contains(what)),
+            "{line}:{col} {what}\n{text}"
+        );
+    };
+    at(6, 18, "bucket: found \"Team\", expected a bucket name");
+    at(7, 18, "prefix: found \"a/../b\"");
+    at(
+        8,
+        18,
+        "kms_key_name: found \"my-key\", expected a Cloud KMS key name",
+    );
+    at(
+        11,
+        1,
+        "found a second backend block, expected one per stack (the first is at",
+    );
+    at(
+        16,
+        9,
+        "found the backend type \"s3\", expected `backend \"gcs\"",
+    );
+}
+
+#[test]
+fn a_backend_block_may_not_use_variables_or_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.hcl");
+    std::fs::write(
+        &path,
+        "variable \"p\" {\n  default = \"x\"\n}\n\nbackend \"gcs\" {\n  bucket = \"team\"\n  prefix = \"${var.p}/state\"\n}\n",
+    )
+    .unwrap();
+    let err = load_with_env(&path, &VarInputs::default(), &[]).unwrap_err();
+    let d = err
+        .items
+        .iter()
+        .find(|d| {
+            d.message
+                .contains("prefix: found a template, expected a literal string")
+        })
+        .unwrap_or_else(|| panic!("{err}"));
+    let span = d.span().unwrap();
+    assert_eq!((span.line, span.col), (7, 12), "{err}");
+    std::fs::write(&path, "backend \"gcs\" {\n  bucket = lower(\"TEAM\")\n}\n").unwrap();
+    let err = load_with_env(&path, &VarInputs::default(), &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("bucket: found a function call, expected a literal string"),
+        "{err}"
+    );
+}

@@ -42,6 +42,9 @@ fn repo() -> PathBuf {
 struct Workdir {
     dir: tempfile::TempDir,
     remote: String,
+    /// Commands run without `--state`: the stack's backend block or the directory's binding
+    /// names the state.
+    bare: bool,
 }
 
 impl Workdir {
@@ -50,7 +53,42 @@ impl Workdir {
         Workdir {
             dir: tempfile::tempdir().unwrap(),
             remote: format!("gs://{BUCKET}/{prefix}"),
+            bare: false,
         }
+    }
+
+    /// A working directory whose commands take no `--state`.
+    fn bare() -> Workdir {
+        let mut w = Workdir::new("unused");
+        w.bare = true;
+        w
+    }
+
+    /// `write_stack`, with `backend "gcs" { bucket = "team"  prefix = PREFIX }` when given.
+    fn write_stack_with_backend(&self, duration: &str, prefix: Option<&str>) {
+        self.write_stack(duration);
+        if let Some(prefix) = prefix {
+            let mut text = std::fs::read_to_string(self.stack()).unwrap();
+            text.push_str(&format!(
+                "\nbackend \"gcs\" {{\n  bucket = \"{BUCKET}\"\n  prefix = \"{prefix}\"\n}}\n"
+            ));
+            std::fs::write(self.stack(), text).unwrap();
+        }
+    }
+
+    /// A stack that starts nothing (a local cluster and a model), with a backend block when
+    /// `prefix` is given.
+    fn write_small_stack(&self, prefix: Option<&str>) {
+        let mut text = format!(
+            "cluster \"local\" {{\n  provider = \"local\"\n}}\n\nmodel \"regression\" {{\n  base_path = \"{}\"\n}}\n",
+            repo().join("examples/model/regression").display()
+        );
+        if let Some(prefix) = prefix {
+            text.push_str(&format!(
+                "\nbackend \"gcs\" {{\n  bucket = \"{BUCKET}\"\n  prefix = \"{prefix}\"\n}}\n"
+            ));
+        }
+        std::fs::write(self.stack(), text).unwrap();
     }
 
     fn stack(&self) -> PathBuf {
@@ -98,9 +136,11 @@ loadtest "smoke" {{
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::cargo_bin("benchstack").unwrap();
-        c.arg("--state")
-            .arg(&self.remote)
-            .args(args)
+        if !self.bare {
+            c.arg("--state").arg(&self.remote);
+        }
+        c.args(args)
+            .env_remove("BENCHSTACK_STATE")
             .env("STORAGE_EMULATOR_HOST", emulator().host())
             .stdin(Stdio::null())
             .current_dir(self.dir.path());
@@ -118,13 +158,22 @@ loadtest "smoke" {{
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
-            err.split_whitespace().collect::<Vec<_>>().join(" "),
+            // miette wraps at 80 columns, also after a `/` inside a gs:// address.
+            err.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace("/ ", "/"),
         )
     }
 
     /// The working copy bound to the remote (where the local provider keeps its files).
     fn bound(&self) -> PathBuf {
-        gcs::bind_in(self.dir.path(), &gcs::Address::parse(&self.remote).unwrap()).unwrap()
+        gcs::bind_in(
+            self.dir.path(),
+            &gcs::Address::parse(&self.remote).unwrap(),
+            None,
+        )
+        .unwrap()
     }
 }
 
@@ -146,8 +195,11 @@ fn s(p: &Path) -> &str {
 fn client(prefix: &str) -> Arc<gcs::Gcs> {
     emulator();
     Arc::new(
-        gcs::Gcs::connect(gcs::Address::parse(&format!("gs://{BUCKET}/{prefix}")).unwrap())
-            .unwrap(),
+        gcs::Gcs::connect(
+            gcs::Address::parse(&format!("gs://{BUCKET}/{prefix}")).unwrap(),
+            None,
+        )
+        .unwrap(),
     )
 }
 
@@ -580,7 +632,7 @@ fn with_a_kms_key_every_object_is_written_naming_it() {
     );
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
-        err.contains("BENCHSTACK_GCS_KMS_KEY: `my-key` is not a Cloud KMS key name"),
+        err.contains("the KMS key `my-key` (BENCHSTACK_GCS_KMS_KEY or the backend's kms_key_name) is not a Cloud KMS key name"),
         "{err}"
     );
 }
@@ -690,4 +742,152 @@ fn the_holder_renews_its_lease_and_once_its_lock_is_broken_writes_nothing_more()
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["runs"], serde_json::json!([]), "{v}");
     assert_eq!(lock_record("broken").unwrap().0.state, "free");
+}
+
+// The stack's `backend "gcs"` block: commands given the stack bind the working directory to
+// it (.benchstack/backend.json), commands without a stack read the binding.
+
+#[test]
+fn two_working_directories_share_the_state_named_by_the_backend_block() {
+    let a = Workdir::bare();
+    let b = Workdir::bare();
+    a.write_stack_with_backend("1s", Some("block"));
+    b.write_stack_with_backend("1s", Some("block"));
+
+    let (code, out, err) = a.run(&["apply", "--auto-approve", s(&a.stack())]);
+    assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
+    assert!(out.contains("loadtest.smoke: ran as run #1"), "{out}");
+    // On the bucket, not in a local ./state.
+    assert!(
+        emulator()
+            .object_generation(BUCKET, "block/runs/1.json")
+            .is_some()
+    );
+    assert!(!a.dir.path().join("state").exists());
+    let binding: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(a.dir.path().join(".benchstack/backend.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(binding["gcs"]["prefix"], "block", "{binding}");
+
+    let (code, out, err) = b.run(&["plan", "--detailed-exitcode", s(&b.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("No changes."), "{out}");
+    // Commands without a stack find the state the directory is bound to.
+    let (code, out, err) = b.run(&["results"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("loadtest.smoke"), "{out}");
+    let (code, out, err) = b.run(&["state", "list"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("serving.tf"), "{out}");
+    // While one applies, the other's apply is refused naming the holder.
+    let lock = gcs::RemoteLock::acquire(client("block"), "apply", "").unwrap();
+    let (code, out, err) = b.run(&["apply", "--auto-approve", s(&b.stack())]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("gs://team/block is locked by"), "{err}");
+    drop(lock);
+
+    // `destroy` without the stack destroys what the bound state holds.
+    let (code, out, err) = b.run(&["destroy", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = a.run(&["plan", "--detailed-exitcode", s(&a.stack())]);
+    assert_eq!(code, 2, "{out}\n{err}");
+}
+
+#[test]
+fn a_changed_backend_is_refused_naming_both_until_state_migrate_moves_the_state() {
+    let w = Workdir::bare();
+    // A state applied locally, then a backend block: refused, pointing at migrate.
+    w.write_small_stack(None);
+    let (code, out, err) = w.run(&["apply", "--auto-approve", s(&w.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    w.write_small_stack(Some("first"));
+    let (code, out, err) = w.run(&["plan", s(&w.stack())]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("has a local state in ./state"), "{err}");
+    assert!(
+        err.contains("benchstack state migrate --to gs://team/first"),
+        "{err}"
+    );
+    assert!(
+        emulator()
+            .object_generation(BUCKET, "first/state.json")
+            .is_none()
+    );
+    let (code, out, err) = w.run(&["state", "migrate", "--to", "gs://team/first"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("now uses gs://team/first"), "{out}");
+    let (code, out, err) = w.run(&["plan", "--detailed-exitcode", s(&w.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // Another bucket path in the block: refused, naming both, and nothing is written there.
+    w.write_small_stack(Some("second"));
+    let (code, out, err) = w.run(&["plan", s(&w.stack())]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("Backend configuration changed"), "{err}");
+    assert!(
+        err.contains("names gs://team/second, but this directory's state is gs://team/first"),
+        "{err}"
+    );
+    assert!(err.contains("stack.hcl:"), "{err}");
+    assert!(
+        err.contains("benchstack state migrate --to gs://team/second"),
+        "{err}"
+    );
+    assert!(
+        emulator()
+            .object_generation(BUCKET, "second/state.json")
+            .is_none()
+    );
+    // Commands without a stack still read the bound state; --state overrides the block.
+    let (code, out, err) = w.run(&["state", "list"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("cluster.local"), "{out}");
+    let (code, out, err) = w.run(&[
+        "--state",
+        "gs://team/first",
+        "plan",
+        "--detailed-exitcode",
+        s(&w.stack()),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    let (code, out, err) = w.run(&["state", "migrate", "--to", "gs://team/second"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = w.run(&["plan", "--detailed-exitcode", s(&w.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let first = pull(&Workdir::new("first"));
+    let second = pull(&Workdir::new("second"));
+    assert_eq!(first["lineage"], second["lineage"]);
+
+    // The block removed: refused too (the directory is bound to the bucket).
+    w.write_small_stack(None);
+    let (code, out, err) = w.run(&["plan", s(&w.stack())]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("the stack has no backend block (its state would be ./state), but this directory's state is gs://team/second"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_backend_block_with_a_variable_is_refused_at_its_line_and_column() {
+    let w = Workdir::bare();
+    w.write_small_stack(None);
+    let mut text = std::fs::read_to_string(w.stack()).unwrap();
+    text.push_str(
+        "\nvariable \"bucket\" {\n  default = \"team\"\n}\n\nbackend \"gcs\" {\n  bucket = var.bucket\n}\n",
+    );
+    std::fs::write(w.stack(), &text).unwrap();
+    let line = text.lines().position(|l| l.contains("var.bucket")).unwrap() + 1;
+    let (code, out, err) = w.run(&["plan", s(&w.stack())]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains(&format!("stack.hcl:{line}:12")), "{err}");
+    assert!(
+        err.contains("bucket: found a reference, expected a literal string"),
+        "{err}"
+    );
+    // Nothing was bound or written.
+    assert!(!w.dir.path().join(".benchstack").exists());
+    assert!(!w.dir.path().join("state").exists());
 }

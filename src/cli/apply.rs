@@ -264,19 +264,25 @@ pub fn finish(
     )
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
-    let providers = Providers::new(state_dir);
+pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Outcome> {
     let from_file = read_plan_file(&args.path).transpose()?;
     let stack = match &from_file {
         Some(_) => None,
         None => {
             parse_addresses("target", &args.flags.targets)?;
             parse_addresses("replace", &args.flags.replace)?;
-            let stack = load_stack(&args.path, &args.flags)?;
-            check_providers(&stack, &providers)?;
-            Some(stack)
+            Some(load_stack(&args.path, &args.flags)?)
         }
     };
+    // A plan file is applied to the state of this directory (its lineage is checked).
+    let state_dir = &match &stack {
+        Some(stack) => state.for_stack(stack)?,
+        None => state.without_stack()?,
+    };
+    let providers = Providers::new(state_dir);
+    if let Some(stack) = &stack {
+        check_providers(stack, &providers)?;
+    }
     let store = open_store(state_dir, "apply")?;
     let plan = match from_file {
         Some(plan) => {

@@ -4,7 +4,7 @@
 //! its resources, and what is destroyed is what the state holds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use miette::miette;
 
@@ -46,7 +46,7 @@ pub struct Args {
     pub parallelism: u32,
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
+pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Outcome> {
     let flags = PlanFlags {
         targets: args.targets.clone(),
         replace: vec![],
@@ -66,6 +66,10 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
             }
             None
         }
+    };
+    let state_dir = &match &stack {
+        Some(stack) => state.for_stack(stack)?,
+        None => state.without_stack()?,
     };
     let providers = Providers::new(state_dir);
     let store = open_store(state_dir, "destroy")?;

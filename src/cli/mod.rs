@@ -29,9 +29,15 @@ pub mod worker;
 )]
 pub struct Cli {
     /// The state: a directory (a sled database), or gs://BUCKET/PREFIX for a team state on
-    /// Cloud Storage (docs/state.md).
-    #[arg(long, global = true, env = "BENCHSTACK_STATE", default_value = "state")]
-    pub state: std::path::PathBuf,
+    /// Cloud Storage (docs/state.md). Overrides the stack's `backend "gcs"` block and the
+    /// working directory's binding to it; without any of them, ./state.
+    #[arg(
+        long,
+        global = true,
+        env = "BENCHSTACK_STATE",
+        value_name = "DIR|gs://BUCKET/PREFIX"
+    )]
+    pub state: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -135,23 +141,25 @@ pub fn main() -> ExitCode {
 
 fn run_command() -> ExitCode {
     let cli = Cli::parse();
-    // `gs://…` names a remote state; commands get the local directory bound to it.
-    let state = || -> miette::Result<std::path::PathBuf> {
-        crate::state::resolve(&cli.state).map_err(|e| miette::miette!("--state: {e}"))
+    // Commands with a stack find their state from it (its backend block); the others from
+    // `--state` or the working directory's binding (ops::StateArg).
+    let arg = crate::ops::StateArg {
+        flag: cli.state.clone(),
     };
+    let bare = || arg.without_stack();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Plan(args) => state().and_then(|dir| plan::run(&dir, args)),
-        Command::Apply(args) => state().and_then(|dir| apply::run(&dir, args)),
-        Command::Destroy(args) => state().and_then(|dir| destroy::run(&dir, args)),
-        Command::Output(args) => state().and_then(|dir| output::run(&dir, args)),
-        Command::Results(args) => state().and_then(|dir| results::run(&dir, args)),
-        Command::State(args) => state().and_then(|dir| state::run(&dir, args)),
+        Command::Plan(args) => plan::run(&arg, args),
+        Command::Apply(args) => apply::run(&arg, args),
+        Command::Destroy(args) => destroy::run(&arg, args),
+        Command::Output(args) => bare().and_then(|dir| output::run(&dir, args)),
+        Command::Results(args) => bare().and_then(|dir| results::run(&dir, args)),
+        Command::State(args) => bare().and_then(|dir| state::run(&dir, arg.named(), args)),
         Command::Validate(args) => validate::run(args),
         Command::Fmt(args) => fmt::run(args),
         Command::Loadtest(args) => loadtest::run(*args),
         Command::Render(args) => render::run(args),
-        Command::Tune(args) => state().and_then(|dir| tune::run(&dir, args)),
+        Command::Tune(args) => tune::run(&arg, args),
         Command::Worker(args) => worker::run(args),
     };
     match result {

@@ -61,10 +61,11 @@ pub fn print_warnings(plan: &Plan) {
     }
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
+pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Outcome> {
     parse_addresses("target", &args.flags.targets)?;
     parse_addresses("replace", &args.flags.replace)?;
     let stack = load_stack(&args.path, &args.flags)?;
+    let state_dir = &state.for_stack(&stack)?;
     let providers = Providers::new(state_dir);
     check_providers(&stack, &providers)?;
     let store = if args.lock {

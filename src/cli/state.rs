@@ -74,7 +74,9 @@ fn unlock_remote(state_dir: &Path, id: Option<i64>, force: bool) -> miette::Resu
     let Some(address) = gcs::binding(state_dir) else {
         return Err(miette!("not a GCS state"));
     };
-    let g = gcs::Gcs::connect(address.clone()).map_err(|e| miette!("{e}"))?;
+    let g = gcs::connect_bound(state_dir)
+        .ok_or_else(|| miette!("not a GCS state"))?
+        .map_err(|e| miette!("{e}"))?;
     let lock = match gcs::read_lock(&g) {
         // An unreadable lock is replaced only when its id is named (and still current).
         Err(gcs::GcsError::CorruptLock { generation, .. }) if id == Some(generation) => {
@@ -145,7 +147,57 @@ fn unlock_remote(state_dir: &Path, id: Option<i64>, force: bool) -> miette::Resu
     Ok(super::Outcome::Success)
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
+/// After `state migrate` of this directory's own state: a GCS target becomes the directory's
+/// binding; a directory target unbinds it (the default `./state` then applies).
+fn rebind(target: &Path, to: &Path) -> miette::Result<()> {
+    let cwd = std::env::current_dir().into_diagnostic()?;
+    match state::gcs::binding(target) {
+        Some(address) => {
+            let kms = state::workdir::read(&cwd)
+                .ok()
+                .flatten()
+                .and_then(|d| d.kms_key_name);
+            state::workdir::write(
+                &cwd,
+                &state::workdir::DirBinding {
+                    gcs: address.clone(),
+                    kms_key_name: kms,
+                    bound_by: "`benchstack state migrate`".into(),
+                },
+            )
+            .map_err(|e| miette!("{e}"))?;
+            println!(
+                "This directory now uses {address} ({}); its stack's backend block should name it.",
+                state::workdir::FILE
+            );
+        }
+        None => {
+            let was = state::workdir::read(&cwd).ok().flatten();
+            state::workdir::remove(&cwd).map_err(|e| miette!("{e}"))?;
+            let default = Path::new(crate::ops::DEFAULT_STATE_DIR);
+            let same = to.canonicalize().ok() == default.canonicalize().ok();
+            match (was, same) {
+                (Some(d), true) => println!(
+                    "This directory no longer uses {}: its state is ./{} again; remove the stack's backend block.",
+                    d.gcs,
+                    crate::ops::DEFAULT_STATE_DIR
+                ),
+                (Some(d), false) => println!(
+                    "This directory no longer uses {}; use --state {} from now on, and remove the stack's backend block.",
+                    d.gcs,
+                    to.display()
+                ),
+                (None, true) => {}
+                (None, false) => println!("Use --state {} from now on.", to.display()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `named`: the state came from `--state`/`BENCHSTACK_STATE`, not from this directory (so
+/// `migrate` leaves the directory's binding alone).
+pub fn run(state_dir: &Path, named: bool, args: Args) -> miette::Result<super::Outcome> {
     match args.command {
         Command::Unlock { id, force } if state::gcs::binding(state_dir).is_some() => {
             return unlock_remote(state_dir, id, force);
@@ -187,7 +239,18 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         }
         Command::Migrate { to } => {
             require_state(state_dir)?;
-            let target = state::resolve(&to).map_err(|e| miette!("--to: {e}"))?;
+            let mut target = state::resolve(&to).map_err(|e| miette!("--to: {e}"))?;
+            // The key of this directory's backend (if any) encrypts the copy too.
+            if let (Some(address), Some(kms)) = (
+                state::gcs::binding(&target),
+                state::workdir::read(&std::env::current_dir().into_diagnostic()?)
+                    .ok()
+                    .flatten()
+                    .and_then(|d| d.kms_key_name),
+            ) {
+                target =
+                    state::gcs::bind(&address, Some(&kms)).map_err(|e| miette!("--to: {e}"))?;
+            }
             let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
                 (Ok(a), Ok(b)) => a == b,
                 _ => a == b,
@@ -205,13 +268,21 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
             let runs = dest.runs().map_err(|e| miette!("{e}"))?.len();
             let history = dest.history().map_err(|e| miette!("{e}"))?.len();
             println!(
-                "Copied the state (lineage {}, serial {}, {runs} runs, {history} history entries) from {} to {}. The source is unchanged; use --state {} from now on.",
+                "Copied the state (lineage {}, serial {}, {runs} runs, {history} history entries) from {} to {}. The source is unchanged.",
                 meta.lineage,
                 meta.serial,
                 state::describe(state_dir),
                 state::describe(&target),
-                to.display()
             );
+            drop(dest);
+            drop(source);
+            if named {
+                println!("Use --state {} from now on.", to.display());
+            } else {
+                // The directory's own state moved: bind the directory to where it went, as
+                // `terraform init -migrate-state` does, so every command here follows it.
+                rebind(&target, &to)?;
+            }
         }
         Command::List => {
             let view = require_view(state_dir)?;

@@ -277,7 +277,7 @@ pub fn table(o: &Outcome) -> String {
     out
 }
 
-pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
+pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Outcome> {
     let (stack, extras) = match crate::stack::load_with_tunes(&args.path, &args.vars.var_inputs()) {
         Ok(x) => x,
         Err(diags) => {
@@ -286,6 +286,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         }
     };
     let cfg = pick_tune(&extras.tunes, args.name.as_deref(), &args.path)?;
+    let state_dir = &state.for_stack(&stack)?;
     let providers = Providers::new(state_dir);
     check_providers(&stack, &providers)?;
     let declared: ServingConfig = stack

@@ -502,6 +502,7 @@ pub fn scope(
         files: vec![],
         resources: vec![],
         outputs: vec![],
+        backend: None,
     };
     let stack = stack.unwrap_or(&empty);
     let graph = Graph::from_stack(stack)?;
@@ -546,6 +547,7 @@ pub fn make(
         files: vec![],
         resources: vec![],
         outputs: vec![],
+        backend: None,
     };
     let stack_ref = stack.unwrap_or(&empty);
     let graph = Graph::from_stack(stack_ref)?;

@@ -111,6 +111,7 @@ pub(crate) fn local_stack(max_batch: u64) -> Stack {
             ),
         ],
         outputs: vec![],
+        backend: None,
     }
 }
 

@@ -1461,8 +1461,54 @@ pub const IMAGE: BlockSchema = BlockSchema {
 "#,
 };
 
+/// `backend "gcs"`: where the stack's state lives (docs/state.md). Read before variables, like
+/// Terraform's backend blocks, so its values are literal strings.
+pub const BACKEND: BlockSchema = BlockSchema {
+    name: "backend",
+    label: Some("gcs"),
+    resource: false,
+    doc: "Where the stack's state lives: a team state on Google Cloud Storage (docs/state.md), instead of the local default `./state`. At most one per stack; `gcs` is the only type. `--state` and `BENCHSTACK_STATE` override it. A command given the stack binds its working directory to this backend (`.benchstack/backend.json`), so `results`, `output` and `state …` run there without the stack find the same state; a later stack whose backend differs from the binding is refused until `benchstack state migrate --to` moves the state. Its values are literal strings: the backend is read before variables are, as in Terraform, so variables, references and functions are refused here.",
+    attrs: &[
+        attr(
+            "bucket",
+            Type::String,
+            Required,
+            DefaultValue::None,
+            Change::Unmanaged,
+            "\"team-bench-state\"",
+            "The bucket (it must exist; enable Object Versioning on it): lowercase letters, digits, `-`, `_` and `.`.",
+        ),
+        attr(
+            "prefix",
+            Type::String,
+            Optional,
+            DefaultValue::Derived("`\"\"` (the bucket's root)"),
+            Change::Unmanaged,
+            "\"bench/prod\"",
+            "The folder the state's objects live under (`PREFIX/state.json`, `PREFIX/lock.json`, `PREFIX/runs/`); one prefix per state.",
+        ),
+        attr(
+            "kms_key_name",
+            Type::String,
+            Optional,
+            DefaultValue::None,
+            Change::Unmanaged,
+            "\"projects/P/locations/L/keyRings/R/cryptoKeys/K\"",
+            "A customer-managed Cloud KMS key that encrypts every object benchstack writes (state, runs, lock); `BENCHSTACK_GCS_KMS_KEY` overrides it. Without it the bucket's default encryption applies.",
+        ),
+    ],
+    blocks: &[],
+    patterns: &[],
+    computed: &[],
+    example: r#"backend "gcs" {
+  bucket = "team-bench-state"
+  prefix = "bench/prod"
+}
+"#,
+};
+
 pub const BLOCKS: &[&BlockSchema] = &[
-    &VARIABLE, &CLUSTER, &MODEL, &IMAGE, &SERVING, &LOADTEST, &OUTPUT, &TUNE,
+    &BACKEND, &VARIABLE, &CLUSTER, &MODEL, &IMAGE, &SERVING, &LOADTEST, &OUTPUT, &TUNE,
 ];
 
 /// The top-level block kind `name`.
@@ -1546,8 +1592,8 @@ pub fn reference_markdown() -> String {
          *update in place*, **forces replacement** (delete, then create), or *re-run* (a load \
          test runs again). A resource that depends on a replaced cluster is replaced with it. \
          *instances / order* (`for_each`, `depends_on`) adds or removes instances or orders \
-         them; — marks what is not part of a resource (variables, outputs, `tune` blocks, a \
-         cluster's `hourly_price`): a change to it plans nothing.\n\n",
+         them; — marks what is not part of a resource (variables, outputs, `tune` blocks, the \
+         `backend`, a cluster's `hourly_price`): a change to it plans nothing.\n\n",
     );
     out.push_str("Top-level blocks: ");
     out.push_str(

@@ -92,7 +92,7 @@ pub enum GcsError {
     )]
     LockLost { bucket: String, prefix: String },
     #[error(
-        "BENCHSTACK_GCS_KMS_KEY: `{0}` is not a Cloud KMS key name (projects/P/locations/L/keyRings/R/cryptoKeys/K)"
+        "the KMS key `{0}` (BENCHSTACK_GCS_KMS_KEY or the backend's kms_key_name) is not a Cloud KMS key name (projects/P/locations/L/keyRings/R/cryptoKeys/K)"
     )]
     BadKmsKey(String),
     #[error(
@@ -122,23 +122,15 @@ impl Address {
             .strip_prefix("gs://")
             .ok_or_else(|| GcsError::BadAddress(s.to_string()))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let valid_bucket = !bucket.is_empty()
-            && bucket
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
-        let prefix = prefix.trim_matches('/');
-        // Empty, `.` and `..` segments would name the same working directory for two remotes.
-        if !valid_bucket
-            || (!prefix.is_empty()
-                && prefix
-                    .split('/')
-                    .any(|p| p.is_empty() || p == "." || p == ".."))
-        {
+        // The same checks as the stack's backend block (vocab::backend).
+        if crate::vocab::backend::bucket_problem(bucket).is_some() {
             return Err(GcsError::BadAddress(s.to_string()));
         }
+        let prefix = crate::vocab::backend::normalize_prefix(prefix)
+            .map_err(|_| GcsError::BadAddress(s.to_string()))?;
         Ok(Address {
             bucket: bucket.to_string(),
-            prefix: prefix.to_string(),
+            prefix,
         })
     }
 
@@ -161,16 +153,23 @@ impl std::fmt::Display for Address {
 /// directory): the lock holder's local working copy and the local provider's files. It is
 /// bound to the remote by `remote.json`; the remote is the truth, the copy is rebuilt from it
 /// each time the lock is taken.
-pub fn bind(address: &Address) -> Result<PathBuf, GcsError> {
+/// `kms_key_name` is the customer-managed key the objects are written with (the backend
+/// block's; `BENCHSTACK_GCS_KMS_KEY` overrides it), kept beside the binding so every command
+/// on this working directory writes with it.
+pub fn bind(address: &Address, kms_key_name: Option<&str>) -> Result<PathBuf, GcsError> {
     let cwd = std::env::current_dir().map_err(|source| GcsError::Binding {
         dir: PathBuf::from("."),
         source,
     })?;
-    bind_in(&cwd, address)
+    bind_in(&cwd, address, kms_key_name)
 }
 
 /// `bind` under `base` (absolute, so the local provider's processes name it unambiguously).
-pub fn bind_in(base: &Path, address: &Address) -> Result<PathBuf, GcsError> {
+pub fn bind_in(
+    base: &Path,
+    address: &Address,
+    kms_key_name: Option<&str>,
+) -> Result<PathBuf, GcsError> {
     let mut dir = base.join(".benchstack").join("gs").join(&address.bucket);
     for part in address.prefix.split('/').filter(|p| !p.is_empty()) {
         dir.push(part);
@@ -181,24 +180,39 @@ pub fn bind_in(base: &Path, address: &Address) -> Result<PathBuf, GcsError> {
     };
     super::private::ensure_state_dir(&dir).map_err(err)?;
     let path = dir.join(BINDING_FILE);
-    let body =
-        serde_json::to_vec_pretty(&serde_json::json!({ "gcs": address })).unwrap_or_default();
+    let body = serde_json::to_vec_pretty(&match kms_key_name {
+        Some(k) => serde_json::json!({ "gcs": address, "kms_key_name": k }),
+        None => serde_json::json!({ "gcs": address }),
+    })
+    .unwrap_or_default();
     if std::fs::read(&path).ok().as_deref() != Some(body.as_slice()) {
         super::private::write_atomic(&path, &body).map_err(err)?;
     }
     Ok(dir)
 }
 
+#[derive(Deserialize)]
+struct Binding {
+    gcs: Address,
+    #[serde(default)]
+    kms_key_name: Option<String>,
+}
+
+fn read_binding(dir: &Path) -> Option<Binding> {
+    let bytes = std::fs::read(dir.join(BINDING_FILE)).ok()?;
+    serde_json::from_slice::<Binding>(&bytes).ok()
+}
+
 /// The remote a state directory is bound to, if any.
 pub fn binding(dir: &Path) -> Option<Address> {
-    #[derive(Deserialize)]
-    struct Binding {
-        gcs: Address,
-    }
-    let bytes = std::fs::read(dir.join(BINDING_FILE)).ok()?;
-    serde_json::from_slice::<Binding>(&bytes)
-        .ok()
-        .map(|b| b.gcs)
+    read_binding(dir).map(|b| b.gcs)
+}
+
+/// Connects to the remote `dir` is bound to (None: a local state), with the key it was bound
+/// with.
+pub fn connect_bound(dir: &Path) -> Option<Result<Gcs, GcsError>> {
+    let b = read_binding(dir)?;
+    Some(Gcs::connect(b.gcs, b.kms_key_name))
 }
 
 /// A connected client for one remote state.
@@ -234,8 +248,9 @@ pub struct Read {
 impl Gcs {
     /// Connects with Application Default Credentials, or anonymously to the emulator named by
     /// `STORAGE_EMULATOR_HOST` (the variable Google's storage clients honour; this client does
-    /// not read it itself).
-    pub fn connect(address: Address) -> Result<Gcs, GcsError> {
+    /// not read it itself). Objects are written with `kms_key` (the backend block's), or the
+    /// key `BENCHSTACK_GCS_KMS_KEY` names, which overrides it.
+    pub fn connect(address: Address, kms_key: Option<String>) -> Result<Gcs, GcsError> {
         let client_err = |reason: String| GcsError::Client {
             bucket: address.bucket.clone(),
             object: address.object(STATE_OBJECT),
@@ -248,18 +263,12 @@ impl Gcs {
             .map_err(|e| client_err(e.to_string()))?;
         let kms_key = std::env::var("BENCHSTACK_GCS_KMS_KEY")
             .ok()
-            .filter(|k| !k.is_empty());
-        if let Some(k) = &kms_key {
-            let parts: Vec<&str> = k.split('/').collect();
-            let shape = parts.len() == 8
-                && parts[0] == "projects"
-                && parts[2] == "locations"
-                && parts[4] == "keyRings"
-                && parts[6] == "cryptoKeys"
-                && parts.iter().all(|p| !p.is_empty());
-            if !shape {
-                return Err(GcsError::BadKmsKey(k.clone()));
-            }
+            .filter(|k| !k.is_empty())
+            .or(kms_key);
+        if let Some(k) = &kms_key
+            && !crate::vocab::backend::is_kms_key_name(k)
+        {
+            return Err(GcsError::BadKmsKey(k.clone()));
         }
         let emulator = std::env::var("STORAGE_EMULATOR_HOST")
             .ok()

@@ -23,6 +23,7 @@ pub mod private;
 pub mod procinfo;
 pub mod published;
 pub mod records;
+pub mod workdir;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -282,7 +283,7 @@ pub fn read_remote_run(g: &gcs::Gcs, id: u64) -> Result<RunRecord, StateError> {
 /// `gs://BUCKET/PREFIX` the local working directory bound to it (`gcs::bind`).
 pub fn resolve(arg: &Path) -> Result<PathBuf, StateError> {
     match arg.to_str() {
-        Some(s) if s.starts_with("gs://") => Ok(gcs::bind(&gcs::Address::parse(s)?)?),
+        Some(s) if s.starts_with("gs://") => Ok(gcs::bind(&gcs::Address::parse(s)?, None)?),
         _ => Ok(arg.to_path_buf()),
     }
 }
@@ -306,8 +307,8 @@ impl Store {
         // working copy from it (the remote is the truth; the copy may be from another run).
         let mut remote = None;
         let mut imported = None;
-        if let Some(address) = gcs::binding(dir) {
-            let g = std::sync::Arc::new(gcs::Gcs::connect(address)?);
+        if let Some(g) = gcs::connect_bound(dir) {
+            let g = std::sync::Arc::new(g?);
             let lineage = read_remote_state(&g)?
                 .map(|(s, _)| s.meta.lineage)
                 .unwrap_or_default();
@@ -578,9 +579,9 @@ impl Store {
 
     /// True if `dir` holds no state database yet (nothing to read).
     pub fn exists(dir: &Path) -> bool {
-        if let Some(address) = gcs::binding(dir) {
+        if let Some(g) = gcs::connect_bound(dir) {
             // An unreachable remote counts as existing: opening it then reports why.
-            return gcs::Gcs::connect(address)
+            return g
                 .and_then(|g| g.read(gcs::STATE_OBJECT))
                 .map_or(true, |r| r.is_some());
         }

@@ -109,9 +109,9 @@ impl View {
     /// written there. A database without a snapshot (written by a benchstack before
     /// snapshots existed) is opened once, under the lock, to publish one.
     pub fn open(dir: &Path) -> Result<Option<View>, StateError> {
-        if let Some(address) = super::gcs::binding(dir) {
+        if let Some(g) = super::gcs::connect_bound(dir) {
             // On GCS the state object is the published snapshot: read it without the lock.
-            let g = super::gcs::Gcs::connect(address)?;
+            let g = g?;
             let Some((state, _)) = super::read_remote_state(&g)? else {
                 return Ok(None);
             };

@@ -3,6 +3,7 @@
 //! `loadgen`, `tune` and `report` consume them. This module imports nothing else from the
 //! crate, so every other module may depend on it without an import circle.
 
+pub mod backend;
 pub mod limits;
 pub mod load;
 pub mod resources;

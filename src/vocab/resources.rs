@@ -144,6 +144,9 @@ pub struct Stack {
     /// Resource instances in a stable order (file order, then for_each key order).
     pub resources: Vec<Resource>,
     pub outputs: Vec<Output>,
+    /// The `backend "gcs"` block: where the state lives (None: the local default).
+    #[serde(default)]
+    pub backend: Option<super::backend::Backend>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

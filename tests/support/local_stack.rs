@@ -97,6 +97,7 @@ pub fn serving_stack(replicas: u32, max_batch: u64) -> Stack {
                 attribute: "rest_endpoint".into(),
             },
         }],
+        backend: None,
     }
 }
 

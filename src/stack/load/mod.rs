@@ -1,7 +1,7 @@
 //! Loading a stack: parse every file, evaluate variables and for_each, decode each block into
 //! its typed configuration, check references, ranges and the graph, and collect every problem.
 //!
-//! One file per block kind (`cluster`, `model`, `image`, `serving`, `loadtest`, `output`; `variable`
+//! One file per block kind (`backend`, `cluster`, `model`, `image`, `serving`, `loadtest`, `output`; `variable`
 //! blocks are evaluated by `stack::vars`, `tune` blocks and a cluster's `hourly_price` are
 //! decoded in `tune`), the shared body checks and typed views in `body`, `for_each`
 //! expansion in `for_each`, and the checks that need several resources in `cross`. What each
@@ -10,6 +10,7 @@
 //! decoder file, and one arm in the top-level dispatch below (and in `Sources::decode` for a
 //! resource).
 
+mod backend;
 mod body;
 mod cluster;
 mod cross;
@@ -111,6 +112,7 @@ pub(crate) fn load_stack_full(
     let mut resources: Vec<(Kind, String, Decl)> = Vec::new();
     let mut outputs: Vec<(String, Decl)> = Vec::new();
     let mut tunes: Vec<tune::TopBlock> = Vec::new();
+    let mut backend_blocks: Vec<(Span, Decl)> = Vec::new();
     let mut seen: HashMap<(String, String), Span> = HashMap::new();
     for (file, body) in &bodies {
         let file = *file;
@@ -144,6 +146,24 @@ pub(crate) fn load_stack_full(
                     ),
                     help,
                 );
+                continue;
+            }
+            // The backend is labelled by its type, not named, and there is one per stack.
+            if ident == "backend" {
+                let label = block_label(b).unwrap_or_default();
+                if b.labels.len() != 1 || label != "gcs" {
+                    let r = b.labels.first().map(range_of).unwrap_or(range_of(&b.ident));
+                    ld.error(file, r, format!("found the backend {}, expected `backend \"gcs\" {{ … }}` (Cloud Storage is the only remote state; without a backend block the state is local)", if b.labels.is_empty() { "without a type".to_string() } else { format!("type {label:?}") }), None);
+                    continue;
+                }
+                let here = ld.span(file, range_of(&b.ident));
+                if let Some((first, _)) = &backend_blocks.first() {
+                    let first: &Span = first;
+                    let first = first.clone();
+                    ld.error(file, header_range(b), format!("found a second backend block, expected one per stack (the first is at {first})"), None);
+                    continue;
+                }
+                backend_blocks.push((here, Decl { file, block: b }));
                 continue;
             }
             if b.labels.len() != 1 {
@@ -273,6 +293,11 @@ pub(crate) fn load_stack_full(
         &resources,
     );
 
+    // 10. The backend (literal values only: read before variables, as in Terraform).
+    let backend = backend_blocks
+        .first()
+        .and_then(|(_, d)| ld.decode_backend(d.file, d.block));
+
     if !ld.diags.is_empty() {
         ld.diags.finish();
         return Err(ld.diags);
@@ -281,6 +306,7 @@ pub(crate) fn load_stack_full(
         files: stack_files,
         resources,
         outputs: outs,
+        backend,
     };
     Ok((stack, extras))
 }
