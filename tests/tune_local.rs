@@ -5,8 +5,11 @@
 //! the load-shedding configuration (fast 503s) does not win, that the configurations whose
 //! latency floor is above the SLO (max_batch_size 128) are reported as never passing with their
 //! floor after a few probes, `plan` clean afterwards, `--write` as a reviewable stack change
-//! (resumed from the state, nothing measured again), and resumption after `kill -9`.
+//! (resumed from the state, nothing measured again), and resumption after `kill -9`, also on a
+//! team state on Cloud Storage (fake-gcs-server) named by the stack's backend block.
 
+#[path = "support/fake_gcs.rs"]
+mod fake_gcs;
 #[path = "support/serve_process.rs"]
 mod serve_process;
 
@@ -409,5 +412,167 @@ fn a_killed_tune_resumes_without_measuring_finished_trials_again() {
     assert_eq!(after.len() as u64, before.len() as u64 + measured);
     // And serving is back to what the stack declares.
     let (code, out, err) = benchstack(server.path(), &state, &["plan", f, "--detailed-exitcode"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+/// `benchstack ARGS` in `work` without `--state` (the stack's backend block names it), against
+/// the emulator.
+fn benchstack_in(server: &Path, work: &Path, emu: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::cargo_bin("benchstack")
+        .unwrap()
+        .timeout(Duration::from_secs(900))
+        .env("PATH", path_with(server))
+        .env("STORAGE_EMULATOR_HOST", emu)
+        .env_remove("BENCHSTACK_STATE")
+        .current_dir(work)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Breaks whatever lock a killed command left, then destroys, even when an assertion fails.
+struct GcsCleanup<'a> {
+    server: &'a Path,
+    work: &'a Path,
+    emu: &'a fake_gcs::FakeGcs,
+    stack: PathBuf,
+}
+
+impl GcsCleanup<'_> {
+    fn break_lock(&self) {
+        if let Some((body, generation)) = self.emu.object_generation("team", "tune/lock.json")
+            && String::from_utf8_lossy(&body).contains("\"held\"")
+        {
+            let _ = benchstack_in(
+                self.server,
+                self.work,
+                &self.emu.host(),
+                &["state", "unlock", &generation.to_string(), "--force"],
+            );
+        }
+    }
+}
+
+impl Drop for GcsCleanup<'_> {
+    fn drop(&mut self) {
+        self.break_lock();
+        let _ = benchstack_in(
+            self.server,
+            self.work,
+            &self.emu.host(),
+            &["destroy", "--auto-approve", self.stack.to_str().unwrap()],
+        );
+    }
+}
+
+#[test]
+fn a_killed_tune_on_a_gcs_state_resumes_from_the_bucket_without_measuring_finished_trials_again() {
+    let _turn = one_tune_at_a_time();
+    let emu = fake_gcs::FakeGcs::with_buckets(&["team"]);
+    let server = server_dir();
+    let work = tempfile::tempdir().unwrap();
+    let file = stack(work.path());
+    // A smaller space than the local test's (the state's behaviour is what is checked here),
+    // on the bucket the stack's backend block names.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("[8, 32, 128]", "[8, 32]")
+        .replace("[1, 2, 4]", "[1, 2]")
+        + "\nbackend \"gcs\" {\n  bucket = \"team\"\n  prefix = \"tune\"\n}\n";
+    std::fs::write(&file, &text).unwrap();
+    let f = file.to_str().unwrap();
+    // A teammate's working directory with the same stack: it resumes the tune.
+    let other = tempfile::tempdir().unwrap();
+    let other_file = other.path().join("stack.hcl");
+    std::fs::write(&other_file, &text).unwrap();
+    let g = other_file.to_str().unwrap();
+    let cleanup = GcsCleanup {
+        server: server.path(),
+        work: work.path(),
+        emu: &emu,
+        stack: file.clone(),
+    };
+    let run = |args: &[&str]| benchstack_in(server.path(), work.path(), &emu.host(), args);
+    let run_other = |args: &[&str]| benchstack_in(server.path(), other.path(), &emu.host(), args);
+    let (code, out, err) = run(&["apply", "--auto-approve", f]);
+    assert_eq!(code, 0, "apply\n{out}\n{err}");
+
+    // Kill -9 the tune once its second trial begins: its probes so far are on the bucket.
+    let mut child = StdCommand::cargo_bin("benchstack")
+        .unwrap()
+        .env("PATH", path_with(server.path()))
+        .env("STORAGE_EMULATOR_HOST", emu.host())
+        .env_remove("BENCHSTACK_STATE")
+        .current_dir(work.path())
+        .args(["tune", f])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("trial 2/") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.contains("trial 2/"),
+        "the tune did not reach trial 2:\n{seen}"
+    );
+    // `results` without the stack reads the bound bucket.
+    let probes = |label: &str| -> Vec<String> {
+        let (code, json, err) = run(&["results", "--json"]);
+        assert_eq!(code, 0, "{label}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v.as_array()
+            .expect("a list of runs")
+            .iter()
+            .filter(|r| r["tune"].is_object())
+            .map(|r| {
+                let t = &r["tune"];
+                format!("{} {} {}", t["settings"], t["measurement"], t["probe"])
+            })
+            .collect()
+    };
+    let before = probes("before");
+    assert!(!before.is_empty(), "{seen}");
+
+    // The killed tune's lease is still running: a new tune is refused naming it; once the
+    // lock is broken, the tune resumes, in the other directory, from the probes on the bucket.
+    let (code, out, err) = run_other(&["tune", g]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("is locked by"), "{err}");
+    cleanup.break_lock();
+    let (code, json, err) = run_other(&["tune", g, "--json"]);
+    assert_eq!(code, 0, "{json}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let total = v["probes"].as_u64().unwrap();
+    let measured = v["probes_measured"].as_u64().unwrap();
+    assert!(
+        measured + before.len() as u64 <= total,
+        "measured {measured} of {total} with {} stored before\n{err}",
+        before.len()
+    );
+    assert!(err.contains("from the state"), "{err}");
+    let after = probes("after");
+    let mut uniq = after.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), after.len(), "a probe was measured twice");
+    assert_eq!(after.len() as u64, before.len() as u64 + measured);
+    let (code, out, err) = run(&["plan", f, "--detailed-exitcode"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = run_other(&["plan", g, "--detailed-exitcode"]);
     assert_eq!(code, 0, "{out}\n{err}");
 }
