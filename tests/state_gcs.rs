@@ -786,6 +786,13 @@ fn two_working_directories_share_the_state_named_by_the_backend_block() {
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(err.contains("gs://team/block is locked by"), "{err}");
     drop(lock);
+    // A plan file is applied to the bound state (a fresh ./state would be another lineage).
+    let planfile = b.dir.path().join("b.plan");
+    let (code, out, err) = b.run(&["plan", "--out", s(&planfile), s(&b.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = b.run(&["apply", s(&planfile)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!b.dir.path().join("state").exists());
 
     // `destroy` without the stack destroys what the bound state holds.
     let (code, out, err) = b.run(&["destroy", "--auto-approve"]);
@@ -868,6 +875,19 @@ fn a_changed_backend_is_refused_naming_both_until_state_migrate_moves_the_state(
         err.contains("the stack has no backend block (its state would be ./state), but this directory's state is gs://team/second"),
         "{err}"
     );
+    // Moved back to ./state (which still holds the older copy of the same lineage): unbound,
+    // and the stack without a block plans clean against it.
+    let (code, out, err) = w.run(&["state", "migrate", "--to", "state"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("no longer uses gs://team/second"), "{out}");
+    assert!(!w.dir.path().join(".benchstack/backend.json").exists());
+    let (code, out, err) = w.run(&["plan", "--detailed-exitcode", s(&w.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = w.run(&["state", "pull"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let local: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(local["lineage"], second["lineage"]);
+    assert_eq!(local["serial"], second["serial"]);
 }
 
 #[test]
