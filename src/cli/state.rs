@@ -29,7 +29,9 @@ pub enum Command {
     Pull,
     /// Copy the state (lineage, serial, history, every run) to another directory or to
     /// gs://BUCKET/PREFIX; refuses a target that holds a different state. The source is left
-    /// as it was.
+    /// as it was. Without --state it copies this directory's own state and then binds the
+    /// directory to the target (a directory target unbinds it), as after a changed backend
+    /// block.
     Migrate {
         /// The target: a directory or gs://BUCKET/PREFIX.
         #[arg(long)]
