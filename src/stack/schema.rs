@@ -1592,8 +1592,9 @@ pub fn reference_markdown() -> String {
          *update in place*, **forces replacement** (delete, then create), or *re-run* (a load \
          test runs again). A resource that depends on a replaced cluster is replaced with it. \
          *instances / order* (`for_each`, `depends_on`) adds or removes instances or orders \
-         them; — marks what is not part of a resource (variables, outputs, `tune` blocks, the \
-         `backend`, a cluster's `hourly_price`): a change to it plans nothing.\n\n",
+         them; — marks what is not part of a resource (variables, outputs, `tune` blocks, a \
+         cluster's `hourly_price`): a change to it plans nothing; in the `backend` block, a \
+         change of place is refused until `benchstack state migrate` moves the state.\n\n",
     );
     out.push_str("Top-level blocks: ");
     out.push_str(
