@@ -763,6 +763,8 @@ mod tests {
             "gs://Team/x",
             "gs://team/../x",
             "gs://te am",
+            "gs://../x",
+            "gs://./x",
         ] {
             assert!(Address::parse(bad).is_err(), "{bad}");
         }

@@ -52,12 +52,20 @@ pub fn read(base: &Path) -> Result<Option<DirBinding>, WorkdirError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(WorkdirError::Read { path, source }),
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| WorkdirError::Corrupt {
-            path,
+    let binding: DirBinding =
+        serde_json::from_slice(&bytes).map_err(|e| WorkdirError::Corrupt {
+            path: path.clone(),
             reason: e.to_string(),
-        })
+        })?;
+    // The address names a directory under .benchstack/gs/: only what `gs://…` accepts.
+    let url = binding.gcs.to_string();
+    if Address::parse(&url).ok().as_ref() != Some(&binding.gcs) {
+        return Err(WorkdirError::Corrupt {
+            path,
+            reason: format!("`{url}` is not a gs://BUCKET/PREFIX address"),
+        });
+    }
+    Ok(Some(binding))
 }
 
 /// Binds `base` to `binding` (rewritten only when it changes).
@@ -102,6 +110,15 @@ mod tests {
         };
         write(dir.path(), &b).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(b));
+        std::fs::write(
+            dir.path().join(FILE),
+            br#"{"gcs": {"bucket": "..", "prefix": "x"}, "bound_by": "?"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            read(dir.path()),
+            Err(WorkdirError::Corrupt { .. })
+        ));
         std::fs::write(dir.path().join(FILE), b"{").unwrap();
         assert!(matches!(
             read(dir.path()),

@@ -27,16 +27,23 @@ impl Backend {
 }
 
 /// What is wrong with a bucket name, if anything. GCS bucket names are lowercase letters,
-/// digits, `-`, `_` and `.` (cloud.google.com/storage/docs/buckets#naming).
+/// digits, `-`, `_` and `.`, start and end with a letter or digit, and are 3 to 63 characters
+/// (up to 222 with dots, 63 between them) (cloud.google.com/storage/docs/buckets#naming). The
+/// name is also a directory under `.benchstack/gs/`, so `.` and `..` must never pass.
 pub fn bucket_problem(bucket: &str) -> Option<&'static str> {
-    if bucket.is_empty() {
-        return Some("a bucket name is not empty");
-    }
     if !bucket
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
     {
         return Some("a bucket name is lowercase letters, digits, `-`, `_` and `.`");
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !alnum(bucket.chars().next()) || !alnum(bucket.chars().last()) {
+        return Some("a bucket name starts and ends with a letter or digit");
+    }
+    let longest = if bucket.contains('.') { 222 } else { 63 };
+    if bucket.len() < 3 || bucket.len() > longest || bucket.split('.').any(|p| p.len() > 63) {
+        return Some("a bucket name is 3 to 63 characters (up to 222 with dots, 63 between them)");
     }
     None
 }
@@ -80,7 +87,17 @@ mod tests {
     fn bucket_names_and_kms_keys_are_checked_by_shape() {
         assert!(bucket_problem("team-bench_1.x").is_none());
         assert!(bucket_problem("Team").is_some());
-        assert!(bucket_problem("").is_some());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "ab",
+            "-team",
+            "team.",
+            "a".repeat(64).as_str(),
+        ] {
+            assert!(bucket_problem(bad).is_some(), "{bad}");
+        }
         assert!(is_kms_key_name(
             "projects/p/locations/us/keyRings/r/cryptoKeys/k"
         ));
