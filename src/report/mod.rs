@@ -1,7 +1,9 @@
 //! Reports of load-test runs: the terminal table, the `ANCHOR` line for the anchors harness,
 //! run-to-run comparison, and a self-contained HTML page with charts.
 
+pub mod documents;
 pub mod html;
+pub mod markdown;
 mod svg;
 pub mod tune_html;
 
@@ -396,19 +398,13 @@ const SERVER_METRICS: [Metric; 5] = [
     ("server cpu cores", |s| s.server.as_ref()?.cpu_cores, false),
 ];
 
-/// Two runs side by side, stage by stage (matched by position), with relative changes.
-pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String {
-    let (la, ra) = a;
-    let (lb, rb) = b;
-    let mut out = String::new();
-    let _ = writeln!(out, "A = {la}: {} {} {}", ra.protocol, ra.target, ra.model);
-    let _ = writeln!(out, "B = {lb}: {} {} {}", rb.protocol, rb.target, rb.model);
-    let mut rows = vec![
-        ["stage", "metric", "A", "B", "change"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
-    ];
+/// One compared quantity: label, A's value, B's value, whether it is a latency in ms.
+pub type Compared = (&'static str, Option<f64>, Option<f64>, bool);
+
+/// Two runs' stages matched by position: the stage's name and its compared quantities (the
+/// server's too when either stage has them).
+pub fn compare_metrics(ra: &RunReport, rb: &RunReport) -> Vec<(String, Vec<Compared>)> {
+    let mut out = Vec::new();
     let n = ra.stages.len().max(rb.stages.len());
     for i in 0..n {
         let (sa, sb) = (ra.stages.get(i), rb.stages.get(i));
@@ -432,12 +428,33 @@ pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String
         if sa.is_some_and(|s| s.server.is_some()) || sb.is_some_and(|s| s.server.is_some()) {
             metrics.extend(SERVER_METRICS);
         }
-        for (k, (label, get, is_ms)) in metrics.iter().enumerate() {
-            let va = sa.and_then(get);
-            let vb = sb.and_then(get);
+        let values = metrics
+            .iter()
+            .map(|(label, get, is_ms)| (*label, sa.and_then(get), sb.and_then(get), *is_ms))
+            .collect();
+        out.push((name, values));
+    }
+    out
+}
+
+/// Two runs side by side, stage by stage (matched by position), with relative changes.
+pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String {
+    let (la, ra) = a;
+    let (lb, rb) = b;
+    let mut out = String::new();
+    let _ = writeln!(out, "A = {la}: {} {} {}", ra.protocol, ra.target, ra.model);
+    let _ = writeln!(out, "B = {lb}: {} {} {}", rb.protocol, rb.target, rb.model);
+    let mut rows = vec![
+        ["stage", "metric", "A", "B", "change"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    ];
+    for (name, metrics) in compare_metrics(ra, rb) {
+        for (k, (label, va, vb, is_ms)) in metrics.into_iter().enumerate() {
             let show = |v: Option<f64>| match v {
                 None => "-".to_string(),
-                Some(x) if *is_ms => f(x),
+                Some(x) if is_ms => f(x),
                 Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
                 Some(x) => format!("{x:.1}"),
             };
