@@ -198,14 +198,14 @@ pub fn plan_document(plan: &Plan, stack: &str, cost: Option<&PlanCost>) -> Docum
             rows: cost
                 .clusters
                 .iter()
-                .map(|c| vec![c.address.to_string(), side(&c.before), side(&c.after)])
+                .map(|c| vec![format!("{}", c.address), side(&c.before), side(&c.after)])
                 .chain(std::iter::once(vec![
                     "total".into(),
                     format!("{}/h", usd(cost.before_per_hour())),
                     format!("{}/h", usd(cost.after_per_hour())),
                 ]))
                 .collect(),
-            code: vec![true, false, false],
+            code: vec![],
         });
         let mut sources: Vec<String> = cost
             .clusters
@@ -416,5 +416,87 @@ pub fn runs_document(a: &(String, RunReport), b: &(String, RunReport), address: 
                 Conclusion::Failure
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::{applied, local_stack, plan_for};
+    use crate::report::markdown::GITHUB_LIMIT;
+    use crate::vocab::resources::{FlagValue, Kind, ResourceConfig};
+
+    #[test]
+    fn a_batching_edit_reads_as_one_update_with_its_attribute_table_and_no_red_line() {
+        let snap = applied(&plan_for(&local_stack(8), &Default::default()));
+        let plan = plan_for(&local_stack(16), &snap);
+        let md = plan_document(&plan, "stack.hcl", None).render(GITHUB_LIMIT);
+        assert!(
+            md.starts_with(
+                "**Plan:** 1 to update, 1 load test to run · `stack.hcl`\n\n| resource |"
+            ),
+            "{md}"
+        );
+        assert!(!md.contains("[!CAUTION]"), "{md}");
+        assert!(
+            md.contains("| batching.max\\_batch\\_size | `8` | `16` |"),
+            "{md}"
+        );
+        assert!(md.contains("```diff\n"), "{md}");
+        assert!(md.contains("+++ b/batching_parameters.txt"), "{md}");
+        let m = Marker::find(&md).unwrap();
+        assert_eq!(
+            (m.kind.as_str(), m.conclusion),
+            ("plan", Conclusion::Success)
+        );
+        assert_eq!(m.digest.len(), 64);
+    }
+
+    #[test]
+    fn a_deletion_is_a_red_line_above_the_tables_and_a_neutral_conclusion() {
+        let stack = local_stack(8);
+        let snap = applied(&plan_for(&stack, &Default::default()));
+        let mut smaller = stack.clone();
+        smaller
+            .resources
+            .retain(|r| r.address.kind != Kind::Loadtest);
+        let plan = plan_for(&smaller, &snap);
+        let md = plan_document(&plan, "stack.hcl", None).render(GITHUB_LIMIT);
+        let caution = md
+            .find("> [!CAUTION]\n> 🔴 **1 resource will be deleted**")
+            .unwrap();
+        assert!(caution < md.find("| resource |").unwrap(), "{md}");
+        assert!(
+            md.contains("`loadtest.lt` will be deleted: no longer in the stack"),
+            "{md}"
+        );
+        assert_eq!(Marker::find(&md).unwrap().conclusion, Conclusion::Neutral);
+    }
+
+    #[test]
+    fn a_huge_plan_is_cut_in_its_fold_only() {
+        let mut stack = local_stack(8);
+        for r in &mut stack.resources {
+            if let ResourceConfig::Serving(s) = &mut r.config {
+                for i in 0..5000 {
+                    s.flags
+                        .insert(format!("flag_number_{i}"), FlagValue::Int(i64::from(i)));
+                }
+            }
+        }
+        let plan = plan_for(&stack, &Default::default());
+        let doc = plan_document(&plan, "stack.hcl", None);
+        assert!(doc.folds[0].body.chars().count() > 2 * GITHUB_LIMIT);
+        let md = doc.render(GITHUB_LIMIT);
+        assert!(md.chars().count() <= GITHUB_LIMIT);
+        assert!(
+            md.starts_with("**Plan:** 3 to create, 1 load test to run"),
+            "{}",
+            &md[..200]
+        );
+        assert!(md.contains("| `serving.tf` | create |"));
+        assert!(md.contains("Shortened to "));
+        assert!(md.contains("`benchstack plan` shows all of it"));
+        assert!(md.trim_end().ends_with("conclusion=success -->"));
     }
 }

@@ -473,7 +473,11 @@ pub fn diff_lines(text: &str) -> String {
         let indent = &line[..line.len() - trimmed.len()];
         let (mark, rest) = if let Some(r) = trimmed.strip_prefix("-/+ ") {
             ('!', format!("-/+ {r}"))
-        } else if trimmed.starts_with("+++") || trimmed.starts_with("---") {
+        } else if ["--- a/", "+++ b/", "--- /dev/null", "+++ /dev/null"]
+            .iter()
+            .any(|h| trimmed.starts_with(h))
+        {
+            // A file diff's header (a removed line can start with `--`: a flag).
             (' ', trimmed.to_string())
         } else if let Some(r) = trimmed.strip_prefix('~') {
             ('!', r.to_string())
@@ -794,7 +798,7 @@ mod tests {
 
     #[test]
     fn plan_markers_move_to_the_first_column_for_diff_highlighting() {
-        let text = "  # serving.tf will be updated in place\n  ~ serving \"tf\" {\n      ~ batching {\n          ~ max_batch_size = 8 -> 16\n        }\n    }\n    --- a/f\n    +++ b/f\n    -max { value: 8 }\n    +max { value: 16 }\n-/+ cluster \"x\" {\n";
+        let text = "  # serving.tf will be updated in place\n  ~ serving \"tf\" {\n      ~ batching {\n          ~ max_batch_size = 8 -> 16\n        }\n    }\n    --- a/f\n    +++ b/f\n    -max { value: 8 }\n    +max { value: 16 }\n-/+ cluster \"x\" {\n    ---enable_batching=true\n";
         let d = diff_lines(text);
         let lines: Vec<&str> = d.lines().collect();
         assert_eq!(lines[1], "!   serving \"tf\" {");
@@ -803,6 +807,7 @@ mod tests {
         assert_eq!(lines[8], "-    max { value: 8 }");
         assert_eq!(lines[9], "+    max { value: 16 }");
         assert_eq!(lines[10], "!-/+ cluster \"x\" {");
+        assert_eq!(lines[11], "-    --enable_batching=true");
     }
 
     #[test]
