@@ -117,7 +117,7 @@ fn plan_markdown_after_a_batching_edit_has_the_pull_request_structure() {
         "{md}"
     );
     assert!(
-        md.contains("| `cluster.local` | 1 × node at $0.500/h = $0.500/h |"),
+        md.contains("| cluster.local | 1 × node at $0.500/h = $0.500/h |"),
         "{md}"
     );
     assert!(

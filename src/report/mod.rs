@@ -651,4 +651,24 @@ mod tests {
         assert_eq!(page.matches("<svg").count(), 3);
         assert!(!page.contains("<script"));
     }
+
+    #[test]
+    fn two_runs_as_markdown_lead_with_the_last_stage_p99_and_go_red_when_the_newer_misses() {
+        let a = ("#1 loadtest.lt".to_string(), run(1));
+        let b = ("#2 loadtest.lt".to_string(), run(20));
+        let md = documents::runs_document(&a, &b, "loadtest.lt").render(markdown::GITHUB_LIMIT);
+        let first = md.lines().next().unwrap();
+        assert!(
+            first.starts_with(
+                "**Runs** \\#1 loadtest.lt → \\#2 loadtest.lt (`loadtest.lt`): stage-2 p99 "
+            ),
+            "{first}"
+        );
+        assert!(first.ends_with(" · SLOs met → MISSED"), "{first}");
+        assert!(md.contains("> [!CAUTION]"), "{md}");
+        assert!(md.contains("| stage-2 p99 |"), "{md}");
+        let m = markdown::Marker::find(&md).unwrap();
+        assert_eq!(m.conclusion, markdown::Conclusion::Failure);
+        assert_eq!(m.kind, "results");
+    }
 }
