@@ -137,13 +137,13 @@ impl Context {
             path: path.clone(),
             message,
         };
-        let bytes = std::fs::read(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-        if bytes.len() > MAX_BODY {
-            return Err(bad(format!(
-                "{} bytes is not an event payload",
-                bytes.len()
-            )));
+        let size = std::fs::metadata(&path)
+            .map_err(|e| bad(format!("cannot read it: {e}")))?
+            .len();
+        if size > MAX_BODY as u64 {
+            return Err(bad(format!("{size} bytes is not an event payload")));
         }
+        let bytes = std::fs::read(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;
         let event: Value =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
         let pull_request = pull_request_of(&event).ok_or_else(|| GithubError::NoPullRequest {

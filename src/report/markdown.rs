@@ -94,18 +94,18 @@ impl Marker {
     /// `<!-- benchstack stack=S kind=K plan=H conclusion=C -->`.
     pub fn render(&self) -> String {
         format!(
-            "{} plan={} conclusion={} -->",
+            "{}plan={} conclusion={} -->",
             self.key(),
             token(&self.digest),
             self.conclusion.as_str()
         )
     }
 
-    /// What identifies the comment across runs (the marker up to the digest): `comment
-    /// --github` updates the comment whose body holds this.
+    /// What identifies the comment across runs (the marker up to the digest, with the space
+    /// that ends the kind): `comment --github` updates the comment whose body holds this.
     pub fn key(&self) -> String {
         format!(
-            "<!-- benchstack stack={} kind={}",
+            "<!-- benchstack stack={} kind={} ",
             token(&self.stack),
             token(&self.kind)
         )
@@ -758,6 +758,13 @@ mod tests {
         let marker = Marker::find(&md).unwrap();
         assert_eq!(marker, doc(3).marker);
         assert!(md.trim_end().ends_with("conclusion=neutral -->"));
+        // The identity ends with the kind: `plan` does not find a `plans` comment.
+        assert!(md.contains(&marker.key()));
+        let other = Marker {
+            kind: "plans".into(),
+            ..marker.clone()
+        };
+        assert!(!other.render().contains(&marker.key()));
     }
 
     #[test]
