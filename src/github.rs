@@ -26,6 +26,8 @@ pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Pages of comments read before giving up (100 per page).
 pub const MAX_PAGES: usize = 100;
 const API_VERSION: &str = "2022-11-28";
+/// Retries after a 5xx on a read, or a `retry-after` (0.2, 0.4, 0.8 s apart for a 5xx).
+const RETRIES: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GithubError {
@@ -57,6 +59,8 @@ pub enum GithubError {
         status: u16,
         message: String,
         hint: String,
+        /// Seconds GitHub asked to wait (`retry-after`, secondary rate limits).
+        retry_after: Option<u64>,
     },
     #[error("{what}: GitHub's answer could not be read: {message}")]
     BadResponse { what: String, message: String },
@@ -221,7 +225,39 @@ impl Client {
     }
 
     /// One request; statuses other than 2xx become [`GithubError::Api`] with a hint.
+    /// One request, again after what GitHub asks to wait (`retry-after` up to a minute:
+    /// secondary rate limits, which reject the request unprocessed) and, for reads only,
+    /// after a 5xx (a write that failed with 5xx may have happened: never repeated).
     fn call(
+        &self,
+        what: &str,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, GithubError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.call_once(what, method.clone(), url, body) {
+                Err(GithubError::Api {
+                    status,
+                    retry_after,
+                    ..
+                }) if attempt < RETRIES
+                    && (retry_after.is_some_and(|s| s <= 60)
+                        || (status >= 500 && method == Method::GET)) =>
+                {
+                    let wait = retry_after
+                        .map(Duration::from_secs)
+                        .unwrap_or(Duration::from_millis(200 << attempt));
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn call_once(
         &self,
         what: &str,
         method: Method,
@@ -276,11 +312,23 @@ impl Client {
                 let message = parsed.as_ref().ok().map(error_message).unwrap_or_else(|| {
                     String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
                 });
+                let retry_after = matches!(status.as_u16(), 403 | 429)
+                    .then(|| {
+                        headers
+                            .get("retry-after")?
+                            .to_str()
+                            .ok()?
+                            .trim()
+                            .parse()
+                            .ok()
+                    })
+                    .flatten();
                 return Err(GithubError::Api {
                     what: what.to_string(),
                     status: status.as_u16(),
                     message,
                     hint: hint(status, &headers),
+                    retry_after,
                 });
             }
             let body = parsed.map_err(|e| GithubError::BadResponse {

@@ -312,3 +312,40 @@ fn a_body_over_github_s_limit_is_a_clear_422_and_hostile_answers_do_not_panic() 
     assert!(e.to_string().contains("over"), "{e}");
     assert!(gh.comments(11).is_empty());
 }
+
+#[test]
+fn a_read_answered_502_is_retried_a_secondary_rate_limit_is_waited_out_and_a_write_never_doubled() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = GitHub::start(REPO, TOKEN);
+    let c = client(&gh, dir.path());
+    // The listing fails twice, then answers.
+    gh.state.lock().unwrap().fail_next = 2;
+    let key = "<!-- benchstack stack=s kind=plan ";
+    let body = "x\n<!-- benchstack stack=s kind=plan plan=a conclusion=success -->\n";
+    c.upsert_comment(key, body).unwrap();
+    assert_eq!(gh.comments(11).len(), 1);
+    // The write is refused once with retry-after: posted once, after the wait.
+    gh.state.lock().unwrap().secondary_limit_next = 1;
+    c.upsert_comment(key, body).unwrap();
+    assert_eq!(gh.comments(11).len(), 1);
+    let patches = gh.requests().iter().filter(|(m, _)| m == "PATCH").count();
+    assert_eq!(patches, 2, "one refused, one done");
+    // A 502 on the write itself is not repeated: it may have been done.
+    gh.state.lock().unwrap().fail_writes_next = 1;
+    let before = gh.requests().len();
+    let e = c.upsert_comment(key, body).unwrap_err().to_string();
+    assert!(e.contains("502"), "{e}");
+    let methods: Vec<String> = gh.requests()[before..]
+        .iter()
+        .map(|(m, _)| m.clone())
+        .collect();
+    assert_eq!(methods, ["GET", "PATCH"]);
+    // A listing that keeps failing gives up after three retries.
+    gh.state.lock().unwrap().fail_next = 10;
+    let before = gh.requests().len();
+    let e = c.upsert_comment(key, body).unwrap_err().to_string();
+    assert!(e.contains("502") && e.contains("Server Error"), "{e}");
+    let after: Vec<_> = gh.requests()[before..].to_vec();
+    assert_eq!(after.len(), 4, "{after:?}");
+    assert!(after.iter().all(|(m, _)| m == "GET"));
+}

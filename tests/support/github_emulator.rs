@@ -75,6 +75,13 @@ pub struct State {
     pub rate_limited: bool,
     /// Answer this raw body with 200 to every GET (hostile responses).
     pub hostile_get: Option<Vec<u8>>,
+    /// Answer the next N requests 502 (GitHub's "Server Error" when a backend times out).
+    pub fail_next: usize,
+    /// Answer the next N writes (POST, PATCH) 502.
+    pub fail_writes_next: usize,
+    /// Answer the next N writes with a secondary rate limit: 403 and `retry-after: 1`
+    /// ("Rate limits for the REST API": "wait for the number of seconds in retry-after").
+    pub secondary_limit_next: usize,
     /// (method, path with query) of every request.
     pub requests: Vec<(String, String)>,
 }
@@ -279,6 +286,24 @@ fn handle(
         h.insert("x-ratelimit-limit", "1000".parse().unwrap());
         h.insert("x-ratelimit-remaining", "0".parse().unwrap());
         h.insert("x-ratelimit-reset", "1796601600".parse().unwrap());
+        return r;
+    }
+    if s.fail_next > 0 {
+        s.fail_next -= 1;
+        return reply(502, json!({"message": "Server Error"}));
+    }
+    if parts.method != "GET" && s.fail_writes_next > 0 {
+        s.fail_writes_next -= 1;
+        return reply(502, json!({"message": "Server Error"}));
+    }
+    if parts.method != "GET" && s.secondary_limit_next > 0 {
+        s.secondary_limit_next -= 1;
+        let mut r = error(
+            403,
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            "overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+        );
+        r.headers_mut().insert("retry-after", "1".parse().unwrap());
         return r;
     }
     if parts.method == "GET"
