@@ -349,8 +349,14 @@ pub fn runs_document(a: &(String, RunReport), b: &(String, RunReport), address: 
     let (la, ra) = a;
     let (lb, rb) = b;
     let mut rows = Vec::new();
+    // The verdict line names the last stage's p99 (the highest rate, as the stacks order
+    // them): the client's, not the server's.
+    let mut headline = None;
     for (stage, metrics) in super::compare_metrics(ra, rb) {
         for (label, va, vb, is_ms) in metrics {
+            if label == "p99 ms" {
+                headline = Some(rows.len());
+            }
             let (name, unit) = match label.strip_suffix(" ms") {
                 Some(n) if is_ms => (n, "ms"),
                 _ => (label, ""),
@@ -367,10 +373,8 @@ pub fn runs_document(a: &(String, RunReport), b: &(String, RunReport), address: 
             });
         }
     }
-    // The verdict line names the last stage's p99 (the highest rate, as the stacks order them).
-    let headline = rows
-        .iter()
-        .rfind(|r| r.name.ends_with(" p99"))
+    let headline = headline
+        .and_then(|i| rows.get(i))
         .map(metric_phrase)
         .unwrap_or_default();
     let met = |r: &RunReport| if r.slos_met() { "met" } else { "MISSED" };

@@ -554,6 +554,7 @@ pub fn number(x: f64) -> String {
     if !x.is_finite() {
         return "-".into();
     }
+    let x = x + 0.0; // -0.0 is 0
     let s = if x.abs() >= 100.0 {
         format!("{x:.0}")
     } else if x.abs() >= 10.0 {

@@ -390,7 +390,9 @@ const SERVER_METRICS: [Metric; 5] = [
                     .iter()
                     .filter(|(k, _)| k.as_str() != "OK")
                     .map(|(_, n)| *n as f64)
-                    .sum(),
+                    // An empty f64 sum is -0.0, which prints "-0".
+                    .sum::<f64>()
+                    + 0.0,
             )
         },
         false,
@@ -655,7 +657,21 @@ mod tests {
     #[test]
     fn two_runs_as_markdown_lead_with_the_last_stage_p99_and_go_red_when_the_newer_misses() {
         let a = ("#1 loadtest.lt".to_string(), run(1));
-        let b = ("#2 loadtest.lt".to_string(), run(20));
+        let mut b = ("#2 loadtest.lt".to_string(), run(20));
+        // With the server's side too: its run p99 is not the headline.
+        b.1.stages[1].server = Some(crate::loadgen::server::ServerStage {
+            replicas: 1,
+            requests: [("OK".to_string(), 400)].into(),
+            batch_size: None,
+            batches: None,
+            padding_ratio: None,
+            queue_wait_ms: None,
+            runtime_ms: Some(crate::loadgen::server::Quantiles { p50: 3.0, p99: 4.0 }),
+            request_ms: None,
+            cpu_cores: None,
+            cpu_throttled_ratio: None,
+            per_replica_share: vec![],
+        });
         let md = documents::runs_document(&a, &b, "loadtest.lt").render(markdown::GITHUB_LIMIT);
         let first = md.lines().next().unwrap();
         assert!(
@@ -667,6 +683,8 @@ mod tests {
         assert!(first.ends_with(" · SLOs met → MISSED"), "{first}");
         assert!(md.contains("> [!CAUTION]"), "{md}");
         assert!(md.contains("| stage-2 p99 |"), "{md}");
+        // No failures counted is 0, not "-0" (an empty f64 sum).
+        assert!(md.contains("| stage-2 server failed | - | 0 | - |"), "{md}");
         let m = markdown::Marker::find(&md).unwrap();
         assert_eq!(m.conclusion, markdown::Conclusion::Failure);
         assert_eq!(m.kind, "results");
