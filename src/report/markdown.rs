@@ -510,6 +510,15 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// What a check run concludes from it: `worse` fails, `inconclusive` is neutral.
+    pub fn conclusion(self) -> Conclusion {
+        match self {
+            Verdict::Better | Verdict::Same => Conclusion::Success,
+            Verdict::Worse => Conclusion::Failure,
+            Verdict::Inconclusive => Conclusion::Neutral,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Better => "better",
