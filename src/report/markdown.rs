@@ -4,8 +4,9 @@
 //! One shape for every command, after what reviewers get from Atlantis, tfcmt, Infracost and
 //! Bencher (../shared/research/review-metrics-batching.md §2):
 //! 1. a verdict line, outside any fold;
-//! 2. a red alert (`> [!CAUTION]`, GitHub's alert syntax) when something is replaced or
-//!    deleted or a metric got worse;
+//! 2. a red alert when something is replaced or deleted or a metric got worse: GitHub's alert
+//!    syntax, `> [!CAUTION]` alone on the first line of a blockquote (docs.github.com, "Basic
+//!    writing and formatting syntax", Alerts), with 🔴 for renderers without alerts;
 //! 3. tables: per changed resource (attribute, before, after), per metric (base, new,
 //!    change, interval, p, rounds, verdict), cost;
 //! 4. folds (`<details>`): the plan in the stack's terms as a `diff` fence, trials, probes;
