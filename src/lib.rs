@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod cli;
 pub mod environment;
+pub mod github;
 pub mod graph;
 pub mod image_context;
 pub mod loadgen;

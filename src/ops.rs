@@ -44,6 +44,14 @@ pub fn parse_addresses(flag: &str, values: &[String]) -> miette::Result<Vec<Addr
 
 /// Loads the stack; a bad stack is reported with file, line and column.
 pub fn load_stack(path: &Path, flags: &PlanFlags) -> miette::Result<Stack> {
+    load_stack_priced(path, flags).map(|(stack, _)| stack)
+}
+
+/// As [`load_stack`], with each cluster's `hourly_price` (the plan's cost).
+pub fn load_stack_priced(
+    path: &Path,
+    flags: &PlanFlags,
+) -> miette::Result<(Stack, BTreeMap<Address, f64>)> {
     let mut vars = Vec::new();
     for v in &flags.vars {
         let (k, val) = v
@@ -55,7 +63,9 @@ pub fn load_stack(path: &Path, flags: &PlanFlags) -> miette::Result<Stack> {
         vars,
         var_files: flags.var_files.clone(),
     };
-    crate::stack::load(path, &inputs).map_err(miette::Report::new)
+    crate::stack::load_with_tunes(path, &inputs)
+        .map(|(stack, extras)| (stack, extras.hourly_prices))
+        .map_err(miette::Report::new)
 }
 
 /// Every resource's provider must exist in this build (checked before anything is touched).

@@ -8,7 +8,7 @@ use miette::miette;
 use super::common::{cancel_on_signals, confirm};
 use super::plan::open_store;
 use crate::apply::{self, ApplyOptions, Event, Outcome, StepResult};
-use crate::ops::{PlanFlags, check_providers, load_stack, make_plan, parse_addresses};
+use crate::ops::{PlanFlags, check_providers, load_stack_priced, make_plan, parse_addresses};
 use crate::plan::{self, Action, Plan};
 use crate::provider::Providers;
 use crate::state::Store;
@@ -266,12 +266,15 @@ pub fn finish(
 
 pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Outcome> {
     let from_file = read_plan_file(&args.path).transpose()?;
+    let mut prices = std::collections::BTreeMap::new();
     let stack = match &from_file {
         Some(_) => None,
         None => {
             parse_addresses("target", &args.flags.targets)?;
             parse_addresses("replace", &args.flags.replace)?;
-            Some(load_stack(&args.path, &args.flags)?)
+            let (stack, declared) = load_stack_priced(&args.path, &args.flags)?;
+            prices = declared;
+            Some(stack)
         }
     };
     // A plan file is applied to the state of this directory (its lineage is checked).
@@ -307,6 +310,9 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
                 }
             }
             print!("{}", plan::render::text(&plan));
+            if let Some(c) = super::plan::plan_cost(&plan, &prices).filter(|_| plan.has_changes()) {
+                println!("\nCost: {}.", c.line());
+            }
             super::plan::print_warnings(&plan);
             if plan.has_changes()
                 && !args.auto_approve

@@ -59,3 +59,42 @@ pub fn print_preflight(checked: &crate::ops::Preflight, without: &str) -> bool {
     );
     false
 }
+
+/// What a command prints: `--format text|json|markdown` (plan, tune, results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For a terminal.
+    Text,
+    /// One JSON document (the command's documented format).
+    Json,
+    /// For a pull request or a job summary (docs/ci.md): a verdict line, tables, the details
+    /// folded, at most 65,536 characters.
+    Markdown,
+}
+
+impl Format {
+    /// `--json` is `--format json`.
+    pub fn of(format: Option<Format>, json: bool) -> Format {
+        if json {
+            Format::Json
+        } else {
+            format.unwrap_or(Format::Text)
+        }
+    }
+}
+
+/// Prints markdown and, in a GitHub Actions job (`GITHUB_STEP_SUMMARY` set), appends the
+/// same text to the job summary.
+pub fn emit_markdown(markdown: &str) -> miette::Result<()> {
+    print!("{markdown}");
+    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        crate::report::markdown::append_step_summary(std::path::Path::new(&path), markdown)
+            .map_err(|e| {
+                miette::miette!(
+                    "GITHUB_STEP_SUMMARY={}: cannot append the summary: {e}",
+                    std::path::Path::new(&path).display()
+                )
+            })?;
+    }
+    Ok(())
+}

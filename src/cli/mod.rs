@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod apply;
+pub mod comment;
 mod common;
 pub mod destroy;
 pub mod fmt;
@@ -51,6 +52,9 @@ pub enum Command {
     Serve(serve::Args),
     /// Show what apply would change.
     Plan(plan::Args),
+    /// Post a `--format markdown` document to the pull request of a GitHub Actions run,
+    /// updating benchstack's earlier comment; --check adds a check run with its verdict.
+    Comment(comment::Args),
     /// Make the running resources match the stack and run its load tests.
     Apply(apply::Args),
     /// Stop and forget everything in the state.
@@ -150,6 +154,7 @@ fn run_command() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Plan(args) => plan::run(&arg, args),
+        Command::Comment(args) => comment::run(args),
         Command::Apply(args) => apply::run(&arg, args),
         Command::Destroy(args) => destroy::run(&arg, args),
         Command::Output(args) => bare().and_then(|dir| output::run(&dir, args)),

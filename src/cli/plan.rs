@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 
 use miette::{IntoDiagnostic, miette};
 
+use super::common::{Format, emit_markdown};
+use crate::plan::cost::{PlanCost, PriceBook};
 use crate::plan::{self, Plan};
 use crate::provider::Providers;
 use crate::state::{self, Store};
 
 use crate::ops::{
-    PlanFlags, check_providers, load_stack, make_plan, open_view, parse_addresses, plan_from,
+    PlanFlags, check_providers, load_stack_priced, make_plan, open_view, parse_addresses, plan_from,
 };
 
 #[derive(Debug, clap::Args)]
@@ -21,9 +23,13 @@ pub struct Args {
     /// Save the plan to FILE, for `benchstack apply FILE`.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Print the plan as JSON (docs/plan-json.md).
-    #[arg(long)]
+    /// Print the plan as JSON (docs/plan-json.md); the same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// text (default), json, or markdown for a pull request (docs/ci.md); markdown is also
+    /// appended to `$GITHUB_STEP_SUMMARY` when that is set.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
@@ -64,7 +70,7 @@ pub fn print_warnings(plan: &Plan) {
 pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Outcome> {
     parse_addresses("target", &args.flags.targets)?;
     parse_addresses("replace", &args.flags.replace)?;
-    let stack = load_stack(&args.path, &args.flags)?;
+    let (stack, prices) = load_stack_priced(&args.path, &args.flags)?;
     let state_dir = &state.for_stack(&stack)?;
     let providers = Providers::new(state_dir);
     check_providers(&stack, &providers)?;
@@ -103,13 +109,30 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
             plan = make()?;
         }
     }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan.to_json()).into_diagnostic()?
-        );
-    } else {
-        print!("{}", plan::render::text(&plan));
+    let cost = plan_cost(&plan, &prices);
+    let format = Format::of(args.format, args.json);
+    match format {
+        Format::Json => {
+            let mut json = plan.to_json();
+            json["cost"] = cost
+                .as_ref()
+                .map_or(serde_json::Value::Null, PlanCost::to_json);
+            println!("{}", serde_json::to_string_pretty(&json).into_diagnostic()?);
+        }
+        Format::Markdown => {
+            let doc = crate::report::documents::plan_document(
+                &plan,
+                &stack_name(&args.path),
+                cost.as_ref(),
+            );
+            emit_markdown(&doc.render(crate::report::markdown::GITHUB_LIMIT))?;
+        }
+        Format::Text => {
+            print!("{}", plan::render::text(&plan));
+            if let Some(c) = &cost {
+                println!("\nCost: {}.", c.line());
+            }
+        }
     }
     print_warnings(&plan);
     if let Some(out) = &args.out {
@@ -117,7 +140,7 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         // 0600: a plan file embeds the stack and the state's lineage.
         crate::state::private::write_private(out, &bytes)
             .map_err(|e| miette!("--out {}: cannot write the plan file: {e}", out.display()))?;
-        if !args.json {
+        if format == Format::Text {
             println!(
                 "\nSaved the plan to {}. Apply exactly this plan with `benchstack apply {}`.",
                 out.display(),
@@ -130,4 +153,30 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     } else {
         super::Outcome::Success
     })
+}
+
+/// The stack's clusters priced before and after (the stack's `hourly_price`, else the dated
+/// list price of a gke machine type).
+pub fn plan_cost(
+    plan: &Plan,
+    prices: &std::collections::BTreeMap<crate::vocab::resources::Address, f64>,
+) -> Option<PlanCost> {
+    let source = format!(
+        "on-demand list price as of {}",
+        crate::tune::prices::PRICES_AS_OF
+    );
+    plan::cost::estimate(
+        plan,
+        &PriceBook {
+            overrides: prices,
+            table: &crate::tune::prices::on_demand,
+            table_source: &source,
+        },
+    )
+}
+
+/// The stack as the command line named it, for the markdown's marker (`stacks/local.hcl`).
+pub fn stack_name(path: &Path) -> String {
+    let s = path.display().to_string();
+    s.strip_prefix("./").map(str::to_string).unwrap_or(s)
 }

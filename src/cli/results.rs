@@ -19,9 +19,13 @@ pub struct Args {
     /// Compare two runs side by side.
     #[arg(long, num_args = 2, value_names = ["RUN", "RUN"])]
     pub compare: Option<Vec<u64>>,
-    /// Print JSON (the stored run records, histograms included).
-    #[arg(long)]
+    /// Print JSON (the stored run records, histograms included); the same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// text (default), json, or markdown (with --compare: the two runs for a pull request,
+    /// docs/ci.md; also appended to `$GITHUB_STEP_SUMMARY` when that is set).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<super::common::Format>,
     /// Write a self-contained HTML report of the selected runs to FILE.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
@@ -91,7 +95,22 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         return Ok(super::Outcome::Success);
     }
 
-    if args.json {
+    let format = super::common::Format::of(args.format, args.json);
+    if format == super::common::Format::Markdown {
+        let [a, b] = selected.as_slice() else {
+            return Err(miette!(
+                "--format markdown shows two runs compared: add --compare RUN RUN"
+            ));
+        };
+        let doc = crate::report::documents::runs_document(
+            &(label(a), report(a)?),
+            &(label(b), report(b)?),
+            &b.address.to_string(),
+        );
+        super::common::emit_markdown(&doc.render(crate::report::markdown::GITHUB_LIMIT))?;
+        return Ok(super::Outcome::Success);
+    }
+    if format == super::common::Format::Json {
         let v = if selected.is_empty() { &all } else { &selected };
         println!("{}", serde_json::to_string_pretty(v).into_diagnostic()?);
         return Ok(super::Outcome::Success);

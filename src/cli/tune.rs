@@ -33,9 +33,14 @@ pub struct Args {
     pub name: Option<String>,
     #[command(flatten)]
     pub vars: VarArgs,
-    /// Print the outcome as JSON (docs/tune-json.md); progress goes to stderr.
-    #[arg(long)]
+    /// Print the outcome as JSON (docs/tune-json.md); progress goes to stderr. The same as
+    /// `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// text (default), json, or markdown for a pull request (docs/ci.md; also appended to
+    /// `$GITHUB_STEP_SUMMARY` when that is set).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<super::common::Format>,
     /// Write an HTML page: capacity per configuration, latency against offered rate.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
@@ -191,64 +196,16 @@ fn printer(start: Instant) -> impl Fn(Event) + Sync {
 
 /// The table of trials.
 pub fn table(o: &Outcome) -> String {
-    let mut rows: Vec<[String; 10]> = vec![[
-        "settings".into(),
-        "capacity req/s".into(),
-        "p99 ms".into(),
-        "errors".into(),
-        "batch avg".into(),
-        "cpu".into(),
-        "$/M pred.".into(),
-        "verdict".into(),
-        "spread req/s".into(),
-        "n".into(),
-    ]];
-    for (i, t) in o.trials.iter().enumerate() {
-        let at = t.at_capacity();
-        let cap = t.capacity();
-        let verdict = if Some(i) == o.winner {
-            "WINNER".to_string()
-        } else if t.invalid().is_some() {
-            "invalid".to_string()
-        } else if t.floor().is_some() {
-            "never passes".to_string()
-        } else if cap.is_some() {
-            "met".to_string()
-        } else {
-            "missed".to_string()
-        };
-        let mut settings = settings_text(&t.settings);
-        if t.baseline {
-            settings.push_str(" (current)");
-        }
-        rows.push([
-            settings,
-            cap.map(fmt_rate).unwrap_or_else(|| "-".into()),
-            at.and_then(|p| p.p99_ms)
-                .map(|v| format!("{v:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            at.map(|p| format!("{:.2}%", p.error_rate * 100.0))
-                .unwrap_or_else(|| "-".into()),
-            // The server's side at capacity (TF Serving's own metrics, the processes' CPU).
-            at.and_then(|p| p.batch_avg)
-                .map(|v| format!("{v:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            at.and_then(|p| p.cpu_cores)
-                .map(|v| format!("{v:.2}"))
-                .unwrap_or_else(|| "-".into()),
-            cap.and_then(|c| o.pricing.as_ref().and_then(|p| p.cost_per_million(c)))
-                .map(|c| format!("{c:.3}"))
-                .unwrap_or_else(|| "-".into()),
-            verdict,
-            t.spread()
-                .filter(|_| t.measurements.len() > 1)
-                .map(|(a, b)| format!("{}–{}", fmt_rate(a), fmt_rate(b)))
-                .unwrap_or_else(|| "-".into()),
-            t.measurements.len().to_string(),
-        ]);
-    }
+    let mut rows: Vec<Vec<String>> =
+        vec![tune::TRIAL_COLUMNS.iter().map(|s| s.to_string()).collect()];
+    rows.extend(o.trial_rows());
     let widths: Vec<usize> = (0..10)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |v| v.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for r in &rows {
@@ -377,48 +334,64 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     })?;
     eprintln!("done in {}", fmt_elapsed(start.elapsed()));
 
-    if args.json {
-        println!(
+    let format = super::common::Format::of(args.format, args.json);
+    // Anything but the document goes to stderr when stdout is JSON or markdown.
+    let quiet = format != super::common::Format::Text;
+    match format {
+        super::common::Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&outcome.to_json()).into_diagnostic()?
-        );
-    } else {
-        println!(
-            "\n{} ({} configurations)\n",
-            outcome.tune,
-            outcome.trials.len()
-        );
-        print!("{}", table(&outcome));
-        println!("\n{}", outcome.sentence());
-        if let Some(p) = &outcome.pricing {
-            println!(
-                "Cost: {} node(s) at ${}/h ({}).",
-                p.nodes, p.hourly_price, p.source
+        ),
+        super::common::Format::Markdown => {
+            let doc = crate::report::documents::tune_document(
+                &outcome,
+                &super::plan::stack_name(&args.path),
             );
+            super::common::emit_markdown(&doc.render(crate::report::markdown::GITHUB_LIMIT))?;
         }
-        if let Some(s) = &outcome.sizing {
-            let cost = s
-                .monthly_cost
-                .map(|c| format!(", about ${c:.0} a month"))
-                .unwrap_or_default();
+        super::common::Format::Text => {
             println!(
-                "For {} req/s: {} replica(s) on {} node(s){cost}.",
-                fmt_rate(s.target_rate),
-                s.replicas,
-                s.nodes
+                "\n{} ({} configurations)\n",
+                outcome.tune,
+                outcome.trials.len()
             );
+            print!("{}", table(&outcome));
+            println!("\n{}", outcome.sentence());
+            if let Some(p) = &outcome.pricing {
+                println!(
+                    "Cost: {} node(s) at ${}/h ({}).",
+                    p.nodes, p.hourly_price, p.source
+                );
+            }
+            if let Some(c) = outcome.cost_sentence() {
+                println!("Cost per prediction: {c}.");
+            }
+            if let Some(s) = &outcome.sizing {
+                let cost = s
+                    .monthly_cost
+                    .map(|c| format!(", about ${c:.0} a month"))
+                    .unwrap_or_default();
+                println!(
+                    "For {} req/s: {} replica(s) on {} node(s){cost}.",
+                    fmt_rate(s.target_rate),
+                    s.replicas,
+                    s.nodes
+                );
+            }
         }
     }
     if let Some(file) = &args.html {
         let page = crate::report::tune_html::page(&outcome);
         std::fs::write(file, page)
             .map_err(|e| miette!("--html {}: cannot write: {e}", file.display()))?;
-        if !args.json {
+        if quiet {
+            eprintln!("Wrote {}.", file.display());
+        } else {
             println!("Wrote {}.", file.display());
         }
     }
     if args.write {
-        write_winner(&outcome, &cfg, &declared, &stack.files, args.json)?;
+        write_winner(&outcome, &cfg, &declared, &stack.files, quiet)?;
     }
     Ok(if outcome.winner.is_some() {
         super::Outcome::Success

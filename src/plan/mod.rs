@@ -3,6 +3,7 @@
 //! no-op — with its reason, attribute diffs and, for serving, the rendered files as unified
 //! diffs. Planning has no side effects; refresh only reads.
 
+pub mod cost;
 pub mod model;
 pub mod render;
 

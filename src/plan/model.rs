@@ -713,15 +713,39 @@ fn output_change(o: &OutputPlan) -> OutputChange {
     }
 }
 
-/// One leaf difference for `--json`: a dotted path in the stack's names (`replicas`,
-/// `batching.max_batch_size`, `stage[1].rate`, `flags.NAME`, `slo.p99`).
-fn leaves(prefix: &str, change: &BodyChange, out: &mut Vec<Json>) {
+/// One leaf difference: a dotted path in the stack's names (`replicas`,
+/// `batching.max_batch_size`, `stage[1].rate`, `flags.NAME`, `slo.p99`) and its value on each
+/// side (`None`: not set there). `--json`'s `attributes` and the markdown tables show these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leaf {
+    pub path: String,
+    pub before: Option<HclValue>,
+    pub after: Option<HclValue>,
+    pub forces_replacement: bool,
+}
+
+impl ResourceChange {
+    /// Every leaf that differs between before and after.
+    pub fn leaves(&self) -> Vec<Leaf> {
+        let mut out = Vec::new();
+        leaves("", &self.body, &mut out);
+        out
+    }
+}
+
+fn leaves(prefix: &str, change: &BodyChange, out: &mut Vec<Leaf>) {
     let path = |name: &str| {
         if prefix.is_empty() {
             name.to_string()
         } else {
             format!("{prefix}.{name}")
         }
+    };
+    let leaf = |path: String, before: Option<&HclValue>, after: Option<&HclValue>, forces| Leaf {
+        path,
+        before: before.cloned(),
+        after: after.cloned(),
+        forces_replacement: forces,
     };
     for a in change.attributes.iter().filter(|a| a.changed()) {
         let p = path(&a.name);
@@ -740,7 +764,7 @@ fn leaves(prefix: &str, change: &BodyChange, out: &mut Vec<Json>) {
             let keys: BTreeSet<&String> = bm.keys().chain(am.keys()).collect();
             for k in keys.into_iter().filter(|k| bm.get(*k) != am.get(*k)) {
                 out.push(leaf(
-                    &format!("{p}.{k}"),
+                    format!("{p}.{k}"),
                     bm.get(k),
                     am.get(k),
                     a.forces_replacement,
@@ -748,7 +772,7 @@ fn leaves(prefix: &str, change: &BodyChange, out: &mut Vec<Json>) {
             }
         } else {
             out.push(leaf(
-                &p,
+                p,
                 a.before.as_ref(),
                 a.after.as_ref(),
                 a.forces_replacement,
@@ -770,12 +794,12 @@ fn leaves(prefix: &str, change: &BodyChange, out: &mut Vec<Json>) {
     }
 }
 
-fn leaf(path: &str, before: Option<&HclValue>, after: Option<&HclValue>, forces: bool) -> Json {
+fn leaf_json(l: &Leaf) -> Json {
     serde_json::json!({
-        "path": path,
-        "before": before.map_or(Json::Null, HclValue::json),
-        "after": after.map_or(Json::Null, HclValue::json),
-        "forces_replacement": forces,
+        "path": l.path,
+        "before": l.before.as_ref().map_or(Json::Null, HclValue::json),
+        "after": l.after.as_ref().map_or(Json::Null, HclValue::json),
+        "forces_replacement": l.forces_replacement,
     })
 }
 
@@ -786,8 +810,7 @@ impl PlanView {
             .changes
             .iter()
             .map(|c| {
-                let mut attributes = Vec::new();
-                leaves("", &c.body, &mut attributes);
+                let attributes: Vec<Json> = c.leaves().iter().map(leaf_json).collect();
                 serde_json::json!({
                     "address": c.address.to_string(),
                     "kind": c.address.kind.as_str(),

@@ -1,7 +1,9 @@
 //! Reports of load-test runs: the terminal table, the `ANCHOR` line for the anchors harness,
 //! run-to-run comparison, and a self-contained HTML page with charts.
 
+pub mod documents;
 pub mod html;
+pub mod markdown;
 mod svg;
 pub mod tune_html;
 
@@ -388,7 +390,9 @@ const SERVER_METRICS: [Metric; 5] = [
                     .iter()
                     .filter(|(k, _)| k.as_str() != "OK")
                     .map(|(_, n)| *n as f64)
-                    .sum(),
+                    // An empty f64 sum is -0.0, which prints "-0".
+                    .sum::<f64>()
+                    + 0.0,
             )
         },
         false,
@@ -396,19 +400,13 @@ const SERVER_METRICS: [Metric; 5] = [
     ("server cpu cores", |s| s.server.as_ref()?.cpu_cores, false),
 ];
 
-/// Two runs side by side, stage by stage (matched by position), with relative changes.
-pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String {
-    let (la, ra) = a;
-    let (lb, rb) = b;
-    let mut out = String::new();
-    let _ = writeln!(out, "A = {la}: {} {} {}", ra.protocol, ra.target, ra.model);
-    let _ = writeln!(out, "B = {lb}: {} {} {}", rb.protocol, rb.target, rb.model);
-    let mut rows = vec![
-        ["stage", "metric", "A", "B", "change"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
-    ];
+/// One compared quantity: label, A's value, B's value, whether it is a latency in ms.
+pub type Compared = (&'static str, Option<f64>, Option<f64>, bool);
+
+/// Two runs' stages matched by position: the stage's name and its compared quantities (the
+/// server's too when either stage has them).
+pub fn compare_metrics(ra: &RunReport, rb: &RunReport) -> Vec<(String, Vec<Compared>)> {
+    let mut out = Vec::new();
     let n = ra.stages.len().max(rb.stages.len());
     for i in 0..n {
         let (sa, sb) = (ra.stages.get(i), rb.stages.get(i));
@@ -432,12 +430,33 @@ pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String
         if sa.is_some_and(|s| s.server.is_some()) || sb.is_some_and(|s| s.server.is_some()) {
             metrics.extend(SERVER_METRICS);
         }
-        for (k, (label, get, is_ms)) in metrics.iter().enumerate() {
-            let va = sa.and_then(get);
-            let vb = sb.and_then(get);
+        let values = metrics
+            .iter()
+            .map(|(label, get, is_ms)| (*label, sa.and_then(get), sb.and_then(get), *is_ms))
+            .collect();
+        out.push((name, values));
+    }
+    out
+}
+
+/// Two runs side by side, stage by stage (matched by position), with relative changes.
+pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String {
+    let (la, ra) = a;
+    let (lb, rb) = b;
+    let mut out = String::new();
+    let _ = writeln!(out, "A = {la}: {} {} {}", ra.protocol, ra.target, ra.model);
+    let _ = writeln!(out, "B = {lb}: {} {} {}", rb.protocol, rb.target, rb.model);
+    let mut rows = vec![
+        ["stage", "metric", "A", "B", "change"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    ];
+    for (name, metrics) in compare_metrics(ra, rb) {
+        for (k, (label, va, vb, is_ms)) in metrics.into_iter().enumerate() {
             let show = |v: Option<f64>| match v {
                 None => "-".to_string(),
-                Some(x) if *is_ms => f(x),
+                Some(x) if is_ms => f(x),
                 Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
                 Some(x) => format!("{x:.1}"),
             };
@@ -633,5 +652,41 @@ mod tests {
         assert!(page.contains("before vs after"));
         assert_eq!(page.matches("<svg").count(), 3);
         assert!(!page.contains("<script"));
+    }
+
+    #[test]
+    fn two_runs_as_markdown_lead_with_the_last_stage_p99_and_go_red_when_the_newer_misses() {
+        let a = ("#1 loadtest.lt".to_string(), run(1));
+        let mut b = ("#2 loadtest.lt".to_string(), run(20));
+        // With the server's side too: its run p99 is not the headline.
+        b.1.stages[1].server = Some(crate::loadgen::server::ServerStage {
+            replicas: 1,
+            requests: [("OK".to_string(), 400)].into(),
+            batch_size: None,
+            batches: None,
+            padding_ratio: None,
+            queue_wait_ms: None,
+            runtime_ms: Some(crate::loadgen::server::Quantiles { p50: 3.0, p99: 4.0 }),
+            request_ms: None,
+            cpu_cores: None,
+            cpu_throttled_ratio: None,
+            per_replica_share: vec![],
+        });
+        let md = documents::runs_document(&a, &b, "loadtest.lt").render(markdown::GITHUB_LIMIT);
+        let first = md.lines().next().unwrap();
+        assert!(
+            first.starts_with(
+                "**Runs** \\#1 loadtest.lt → \\#2 loadtest.lt (`loadtest.lt`): stage-2 p99 "
+            ),
+            "{first}"
+        );
+        assert!(first.ends_with(" · SLOs met → MISSED"), "{first}");
+        assert!(md.contains("> [!CAUTION]"), "{md}");
+        assert!(md.contains("| stage-2 p99 |"), "{md}");
+        // No failures counted is 0, not "-0" (an empty f64 sum).
+        assert!(md.contains("| stage-2 server failed | - | 0 | - |"), "{md}");
+        let m = markdown::Marker::find(&md).unwrap();
+        assert_eq!(m.conclusion, markdown::Conclusion::Failure);
+        assert_eq!(m.kind, "results");
     }
 }

@@ -243,7 +243,103 @@ pub struct Outcome {
     pub sizing: Option<Sizing>,
 }
 
+/// The columns of [`Outcome::trial_rows`].
+pub const TRIAL_COLUMNS: [&str; 10] = [
+    "settings",
+    "capacity req/s",
+    "p99 ms",
+    "errors",
+    "batch avg",
+    "cpu",
+    "$/M pred.",
+    "verdict",
+    "spread req/s",
+    "n",
+];
+
 impl Outcome {
+    /// One row per trial under [`TRIAL_COLUMNS`]: what the terminal table and the markdown
+    /// show.
+    pub fn trial_rows(&self) -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        for (i, t) in self.trials.iter().enumerate() {
+            let at = t.at_capacity();
+            let cap = t.capacity();
+            let verdict = if Some(i) == self.winner {
+                "WINNER".to_string()
+            } else if t.invalid().is_some() {
+                "invalid".to_string()
+            } else if t.floor().is_some() {
+                "never passes".to_string()
+            } else if cap.is_some() {
+                "met".to_string()
+            } else {
+                "missed".to_string()
+            };
+            let mut settings = settings_text(&t.settings);
+            if t.baseline {
+                settings.push_str(" (current)");
+            }
+            rows.push(vec![
+                settings,
+                cap.map(fmt_rate).unwrap_or_else(|| "-".into()),
+                at.and_then(|p| p.p99_ms)
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+                at.map(|p| format!("{:.2}%", p.error_rate * 100.0))
+                    .unwrap_or_else(|| "-".into()),
+                // The server's side at capacity (TF Serving's own metrics, the processes' CPU).
+                at.and_then(|p| p.batch_avg)
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+                at.and_then(|p| p.cpu_cores)
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+                self.cost_per_million(t)
+                    .map(|c| format!("{c:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                verdict,
+                t.spread()
+                    .filter(|_| t.measurements.len() > 1)
+                    .map(|(a, b)| format!("{}–{}", fmt_rate(a), fmt_rate(b)))
+                    .unwrap_or_else(|| "-".into()),
+                t.measurements.len().to_string(),
+            ]);
+        }
+        rows
+    }
+
+    /// USD per million predictions at a trial's measured capacity, when the cluster has a
+    /// price.
+    pub fn cost_per_million(&self, t: &Trial) -> Option<f64> {
+        let cap = t.capacity()?;
+        self.pricing.as_ref()?.cost_per_million(cap)
+    }
+
+    /// The current configuration's and the winner's cost per million predictions, when both
+    /// are known and the winner is another configuration.
+    pub fn cost_change(&self) -> Option<(f64, f64)> {
+        let w = &self.trials[self.winner?];
+        if w.baseline {
+            return None;
+        }
+        let base = self.cost_per_million(self.trials.get(self.baseline)?)?;
+        Some((base, self.cost_per_million(w)?))
+    }
+
+    /// "$0.031 → $0.024 per million predictions at capacity (−23%)".
+    pub fn cost_sentence(&self) -> Option<String> {
+        let (b, w) = self.cost_change()?;
+        let pct = if b > 0.0 {
+            format!(" ({:+.0}%)", (w / b - 1.0) * 100.0).replace('-', "−")
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "${b:.3} → ${w:.3} per million predictions at capacity, current → winner{pct}"
+        ))
+    }
+
     /// The one-sentence summary: "In N probes across M configurations, <settings> carries X
     /// req/s at p99 ≤ 50 ms, Y% more than the current configuration (Z req/s)".
     pub fn sentence(&self) -> String {
@@ -337,7 +433,7 @@ impl Outcome {
                 "p99_ms": at.and_then(|p| p.p99_ms),
                 "latency_ms": at.and_then(|p| p.latency_ms),
                 "error_rate": at.map(|p| p.error_rate),
-                "cost_per_million": cap.and_then(|c| self.pricing.as_ref().and_then(|p| p.cost_per_million(c))),
+                "cost_per_million": self.cost_per_million(t),
                 "spread": t.spread().map(|(a, b)| serde_json::json!({"min": a, "max": b})),
                 "measurements": t.measurements,
                 "floor": t.floor(),
@@ -370,6 +466,10 @@ impl Outcome {
             "probes": self.probes,
             "probes_measured": self.probes_measured,
             "pricing": self.pricing,
+            "cost_change": self.cost_change().map(|(current, winner)| serde_json::json!({
+                "current_per_million": current,
+                "winner_per_million": winner,
+            })),
             "sizing": self.sizing,
             "summary": self.sentence(),
         })

@@ -864,3 +864,50 @@ fn the_time_left_is_estimated_once_a_probe_has_run_and_shrinks_to_the_last_measu
     assert_eq!(lefts[0], None, "nothing measured yet");
     assert!(lefts[1..].iter().all(Option::is_some), "{lefts:?}");
 }
+
+#[test]
+fn with_a_price_the_winner_s_cost_per_million_is_set_against_the_current_one_and_in_markdown() {
+    let cfg = config(Search::Grid, &[1, 2], 1);
+    let mut m = Model::new();
+    let mut o = run(&cfg, &mut m).unwrap();
+    o.pricing = Some(Pricing {
+        hourly_price: 0.198,
+        nodes: 3,
+        source: "test".into(),
+    });
+    let w = o.winner.unwrap();
+    assert!(!o.trials[w].baseline);
+    let (current, winner) = o.cost_change().unwrap();
+    let cap = |t: &Trial| t.capacity().unwrap();
+    let expect = |c: f64| 3.0 * 0.198 * 1e6 / (c * 3600.0);
+    assert!((current - expect(cap(&o.trials[o.baseline]))).abs() < 1e-12);
+    assert!((winner - expect(cap(&o.trials[w]))).abs() < 1e-12);
+    assert!(
+        winner < current,
+        "more capacity on the same nodes is cheaper"
+    );
+    let sentence = o.cost_sentence().unwrap();
+    assert!(
+        sentence.contains("per million predictions at capacity, current → winner (−"),
+        "{sentence}"
+    );
+    assert_eq!(o.to_json()["cost_change"]["winner_per_million"], winner);
+
+    let md = crate::report::documents::tune_document(&o, "stacks/local-tune.hcl")
+        .render(crate::report::markdown::GITHUB_LIMIT);
+    let first = md.lines().next().unwrap();
+    assert!(
+        first.starts_with("**Tune** `tune.batching`: In "),
+        "{first}"
+    );
+    assert!(first.contains("per million predictions"), "{first}");
+    assert!(md.contains("| settings | capacity req/s |"), "{md}");
+    assert!(md.contains("| WINNER |"), "{md}");
+    assert!(md.contains("<details><summary>Every probe"), "{md}");
+    let marker = crate::report::markdown::Marker::find(&md).unwrap();
+    assert_eq!(marker.kind, "tune.batching");
+    assert_eq!(
+        marker.conclusion,
+        crate::report::markdown::Conclusion::Success
+    );
+}

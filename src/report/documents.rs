@@ -1,0 +1,506 @@
+//! The pull-request documents of each command, built from the models the terminal output
+//! uses (the plan's [`model::view`], a tune's [`Outcome`], two runs' [`RunReport`]s) into
+//! the one shape of [`markdown::Document`].
+
+use crate::loadgen::RunReport;
+use crate::plan::cost::{PlanCost, usd};
+use crate::plan::model::{self, HclValue};
+use crate::plan::{Action, Plan, render};
+use crate::tune::{Outcome, TRIAL_COLUMNS, fmt_rate, settings_text};
+
+use super::markdown::{
+    Alert, AlertKind, Conclusion, Document, Fold, Marker, MetricRow, Table, code, escape,
+    metric_phrase, metric_table, sha256_hex,
+};
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "1 to update, 1 load test to run" (Terraform's words, the load tests by name).
+pub fn plan_counts(plan: &Plan) -> String {
+    let s = plan.summary();
+    let mut parts = Vec::new();
+    for (n, what) in [
+        (s.create, "to create"),
+        (s.update, "to update"),
+        (s.replace, "to replace"),
+        (s.delete, "to delete"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if s.run > 0 {
+        parts.push(format!(
+            "{} to run",
+            plural(s.run, "load test", "load tests")
+        ));
+    }
+    if parts.is_empty() {
+        "no changes".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn action_words(a: Action) -> &'static str {
+    match a {
+        Action::Create => "create",
+        Action::Update => "update in place",
+        Action::Replace => "replace",
+        Action::Delete => "delete",
+        Action::Run => "run",
+        Action::NoOp => "no change",
+    }
+}
+
+fn value(v: &Option<HclValue>) -> String {
+    v.as_ref().map(HclValue::hcl).unwrap_or_else(|| "-".into())
+}
+
+/// The plan for a pull request: `stack` names the stack as the command line did.
+pub fn plan_document(plan: &Plan, stack: &str, cost: Option<&PlanCost>) -> Document {
+    let view = model::view(plan);
+    let summary = plan.summary();
+    let mut verdict = format!("**Plan:** {}", plan_counts(plan));
+    if let Some(c) = cost {
+        verdict.push_str(&format!(" · {}", escape(&c.line())));
+    }
+    verdict.push_str(&format!(" · {}", code(stack)));
+
+    let mut alerts = Vec::new();
+    let gone: Vec<&model::ResourceChange> = view
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Replace | Action::Delete))
+        .collect();
+    if !gone.is_empty() {
+        let mut text = format!(
+            "**{}**",
+            match (summary.replace, summary.delete) {
+                (r, 0) => format!(
+                    "{} will be replaced (deleted, then created)",
+                    plural(r, "resource", "resources")
+                ),
+                (0, d) => format!("{} will be deleted", plural(d, "resource", "resources")),
+                (r, d) => format!("{r} to replace and {d} to delete"),
+            }
+        );
+        for c in gone {
+            text.push_str(&format!(
+                "\n{} will be {}{}",
+                code(&c.address.to_string()),
+                if c.action == Action::Replace {
+                    "replaced"
+                } else {
+                    "deleted"
+                },
+                c.reason
+                    .as_deref()
+                    .map(|r| format!(": {}", escape(r)))
+                    .unwrap_or_default()
+            ));
+            // Two spaces end a markdown line without starting a paragraph.
+        }
+        alerts.push(Alert {
+            kind: AlertKind::Caution,
+            text: text.replace('\n', "  \n"),
+        });
+    }
+    if !plan.warnings.is_empty() {
+        alerts.push(Alert {
+            kind: AlertKind::Warning,
+            text: plan
+                .warnings
+                .iter()
+                .map(|w| format!("{}: {}", code(&w.address.to_string()), escape(&w.message)))
+                .collect::<Vec<_>>()
+                .join("  \n"),
+        });
+    }
+
+    let mut tables = Vec::new();
+    let changed: Vec<&model::ResourceChange> = view
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .collect();
+    if !changed.is_empty() {
+        tables.push(Table {
+            title: String::new(),
+            header: vec!["resource".into(), "action".into(), "reason".into()],
+            right: vec![],
+            rows: changed
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.address.to_string(),
+                        action_words(c.action).into(),
+                        c.reason.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect(),
+            code: vec![true, false, false],
+        });
+    }
+    for c in &changed {
+        // What is created or deleted whole is in the fold; a table shows what changes.
+        if c.before.is_none() || c.after.is_none() {
+            continue;
+        }
+        let leaves = c.leaves();
+        if leaves.is_empty() {
+            continue;
+        }
+        tables.push(Table {
+            title: format!(
+                "{} — {}",
+                code(&c.address.to_string()),
+                action_words(c.action)
+            ),
+            header: vec!["attribute".into(), "before".into(), "after".into()],
+            right: vec![],
+            rows: leaves
+                .iter()
+                .map(|l| {
+                    let mut path = l.path.clone();
+                    if l.forces_replacement {
+                        path.push_str(" (forces replacement)");
+                    }
+                    vec![path, value(&l.before), value(&l.after)]
+                })
+                .collect(),
+            code: vec![false, true, true],
+        });
+    }
+    let mut notes = Vec::new();
+    if let Some(cost) = cost {
+        let side = |s: &Option<crate::plan::cost::Side>| match s {
+            None => "-".to_string(),
+            Some(s) => {
+                let what = s.machine_type.as_deref().unwrap_or("node");
+                match s.hourly_price {
+                    Some(p) => format!(
+                        "{} × {what} at {}/h = {}/h",
+                        s.nodes,
+                        usd(p),
+                        usd(p * f64::from(s.nodes))
+                    ),
+                    None => format!("{} × {what}, no price", s.nodes),
+                }
+            }
+        };
+        tables.push(Table {
+            title: "**Cost per hour**".into(),
+            header: vec!["cluster".into(), "before".into(), "after".into()],
+            right: vec![false, true, true],
+            rows: cost
+                .clusters
+                .iter()
+                .map(|c| vec![format!("{}", c.address), side(&c.before), side(&c.after)])
+                .chain(std::iter::once(vec![
+                    "total".into(),
+                    format!("{}/h", usd(cost.before_per_hour())),
+                    format!("{}/h", usd(cost.after_per_hour())),
+                ]))
+                .collect(),
+            code: vec![],
+        });
+        let mut sources: Vec<String> = cost
+            .clusters
+            .iter()
+            .flat_map(|c| [&c.before, &c.after])
+            .filter_map(|s| s.as_ref()?.source.clone())
+            .collect();
+        sources.sort();
+        sources.dedup();
+        if !sources.is_empty() {
+            notes.push(format!("Prices: {}.", escape(&sources.join("; "))));
+        }
+    }
+
+    let text = render::text_of(&view);
+    let json = serde_json::to_vec(&plan.to_json()).unwrap_or_default();
+    Document {
+        verdict,
+        alerts,
+        tables,
+        notes,
+        folds: vec![Fold {
+            summary: "The plan in the stack's terms".into(),
+            lang: "diff".into(),
+            body: super::markdown::diff_lines(&text),
+            whole: "`benchstack plan`".into(),
+        }],
+        marker: Marker {
+            stack: stack.to_string(),
+            kind: "plan".into(),
+            digest: sha256_hex(&json),
+            conclusion: if summary.replace + summary.delete > 0 {
+                Conclusion::Neutral
+            } else {
+                Conclusion::Success
+            },
+        },
+    }
+}
+
+/// A tune's outcome for a pull request.
+pub fn tune_document(o: &Outcome, stack: &str) -> Document {
+    let mut verdict = format!("**Tune** {}: {}", code(&o.tune), escape(&o.sentence()));
+    if let Some(c) = o.cost_sentence() {
+        verdict.push_str(&format!(" · {}", escape(&c)));
+    }
+    let mut alerts = Vec::new();
+    if o.winner.is_none() {
+        alerts.push(Alert {
+            kind: AlertKind::Caution,
+            text: "**No configuration met the SLOs.**".into(),
+        });
+    } else if o.lead_within_noise {
+        alerts.push(Alert {
+            kind: AlertKind::Warning,
+            text: "The winner's lead over the runner-up is inside the noise: their measured ranges overlap.".into(),
+        });
+    }
+    let table = Table {
+        title: String::new(),
+        header: TRIAL_COLUMNS.iter().map(|s| s.to_string()).collect(),
+        right: (0..TRIAL_COLUMNS.len()).map(|i| i > 0 && i != 7).collect(),
+        rows: o.trial_rows(),
+        code: vec![],
+    };
+    let mut notes = Vec::new();
+    if let Some(p) = &o.pricing {
+        notes.push(escape(&format!(
+            "Cost: {} node(s) at ${}/h ({}).",
+            p.nodes, p.hourly_price, p.source
+        )));
+    }
+    if let Some(s) = &o.sizing {
+        let cost = s
+            .monthly_cost
+            .map(|c| format!(", about ${c:.0} a month"))
+            .unwrap_or_default();
+        notes.push(escape(&format!(
+            "For {} req/s: {} replica(s) on {} node(s){cost}.",
+            fmt_rate(s.target_rate),
+            s.replicas,
+            s.nodes
+        )));
+    }
+    let mut probes = String::new();
+    for t in &o.trials {
+        probes.push_str(&settings_text(&t.settings));
+        probes.push_str(if t.baseline { " (current)\n" } else { "\n" });
+        for (k, m) in t.measurements.iter().enumerate() {
+            if let Some(why) = &m.invalid {
+                probes.push_str(&format!("  measurement {}: invalid: {why}\n", k + 1));
+            }
+            for p in &m.probes {
+                probes.push_str(&format!(
+                    "  measurement {} run #{}: {} req/s {:.1}s {}{}\n",
+                    k + 1,
+                    p.run,
+                    fmt_rate(p.rate),
+                    p.duration_s,
+                    if p.passed { "passed" } else { "failed" },
+                    if p.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", p.reason)
+                    }
+                ));
+            }
+        }
+        for w in t.server_warnings() {
+            probes.push_str(&format!("  warning: {w}\n"));
+        }
+    }
+    let json = serde_json::to_vec(&o.to_json()).unwrap_or_default();
+    Document {
+        verdict,
+        alerts,
+        tables: vec![table],
+        notes,
+        folds: vec![Fold {
+            summary: format!("Every probe ({})", o.probes),
+            lang: "text".into(),
+            body: probes,
+            whole: "`benchstack tune --json`".into(),
+        }],
+        marker: Marker {
+            stack: stack.to_string(),
+            kind: format!("tune.{}", o.tune.trim_start_matches("tune.")),
+            digest: sha256_hex(&json),
+            conclusion: if o.winner.is_some() {
+                Conclusion::Success
+            } else {
+                Conclusion::Failure
+            },
+        },
+    }
+}
+
+/// Two stored runs side by side (`results --compare A B --format markdown`): A is the base.
+/// Single runs carry no statistics, so the rows have no interval, p or verdict.
+pub fn runs_document(a: &(String, RunReport), b: &(String, RunReport), address: &str) -> Document {
+    let (la, ra) = a;
+    let (lb, rb) = b;
+    let mut rows = Vec::new();
+    // The verdict line names the last stage's p99 (the highest rate, as the stacks order
+    // them): the client's, not the server's.
+    let mut headline = None;
+    for (stage, metrics) in super::compare_metrics(ra, rb) {
+        for (label, va, vb, is_ms) in metrics {
+            if label == "p99 ms" {
+                headline = Some(rows.len());
+            }
+            let (name, unit) = match label.strip_suffix(" ms") {
+                Some(n) if is_ms => (n, "ms"),
+                _ => (label, ""),
+            };
+            rows.push(MetricRow {
+                name: format!("{stage} {name}"),
+                unit: unit.into(),
+                base: va,
+                new: vb,
+                ci_pct: None,
+                p: None,
+                rounds: None,
+                verdict: None,
+            });
+        }
+    }
+    let headline = headline
+        .and_then(|i| rows.get(i))
+        .map(metric_phrase)
+        .unwrap_or_default();
+    let met = |r: &RunReport| if r.slos_met() { "met" } else { "MISSED" };
+    let verdict = format!(
+        "**Runs** {} → {} ({}): {} · SLOs {} → {}",
+        escape(la),
+        escape(lb),
+        code(address),
+        escape(&headline),
+        met(ra),
+        met(rb)
+    );
+    let mut alerts = Vec::new();
+    if !rb.slos_met() {
+        alerts.push(Alert {
+            kind: AlertKind::Caution,
+            text: format!("**{} missed its SLOs.**", escape(lb)),
+        });
+    }
+    let mut detail = super::compare_table(a, b);
+    for (l, r) in [a, b] {
+        detail.push_str(&format!("\n{l}\n{}", super::stage_table(r)));
+    }
+    let digest = sha256_hex(format!("{la}\n{lb}").as_bytes());
+    Document {
+        verdict,
+        alerts,
+        tables: vec![metric_table("", la, lb, &rows)],
+        notes: vec!["Two single runs: the change has no statistics (`benchstack compare` measures rounds and decides better, same or worse).".into()],
+        folds: vec![Fold {
+            summary: "Both runs, stage by stage".into(),
+            lang: "text".into(),
+            body: detail,
+            whole: "`benchstack results --compare`".into(),
+        }],
+        marker: Marker {
+            stack: address.to_string(),
+            kind: "results".into(),
+            digest,
+            conclusion: if rb.slos_met() {
+                Conclusion::Success
+            } else {
+                Conclusion::Failure
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::{applied, local_stack, plan_for};
+    use crate::report::markdown::GITHUB_LIMIT;
+    use crate::vocab::resources::{FlagValue, Kind, ResourceConfig};
+
+    #[test]
+    fn a_batching_edit_reads_as_one_update_with_its_attribute_table_and_no_red_line() {
+        let snap = applied(&plan_for(&local_stack(8), &Default::default()));
+        let plan = plan_for(&local_stack(16), &snap);
+        let md = plan_document(&plan, "stack.hcl", None).render(GITHUB_LIMIT);
+        assert!(
+            md.starts_with(
+                "**Plan:** 1 to update, 1 load test to run · `stack.hcl`\n\n| resource |"
+            ),
+            "{md}"
+        );
+        assert!(!md.contains("[!CAUTION]"), "{md}");
+        assert!(
+            md.contains("| batching.max\\_batch\\_size | `8` | `16` |"),
+            "{md}"
+        );
+        assert!(md.contains("```diff\n"), "{md}");
+        assert!(md.contains("+++ b/batching_parameters.txt"), "{md}");
+        let m = Marker::find(&md).unwrap();
+        assert_eq!(
+            (m.kind.as_str(), m.conclusion),
+            ("plan", Conclusion::Success)
+        );
+        assert_eq!(m.digest.len(), 64);
+    }
+
+    #[test]
+    fn a_deletion_is_a_red_line_above_the_tables_and_a_neutral_conclusion() {
+        let stack = local_stack(8);
+        let snap = applied(&plan_for(&stack, &Default::default()));
+        let mut smaller = stack.clone();
+        smaller
+            .resources
+            .retain(|r| r.address.kind != Kind::Loadtest);
+        let plan = plan_for(&smaller, &snap);
+        let md = plan_document(&plan, "stack.hcl", None).render(GITHUB_LIMIT);
+        let caution = md
+            .find("> [!CAUTION]\n> 🔴 **1 resource will be deleted**")
+            .unwrap();
+        assert!(caution < md.find("| resource |").unwrap(), "{md}");
+        assert!(
+            md.contains("`loadtest.lt` will be deleted: no longer in the stack"),
+            "{md}"
+        );
+        assert_eq!(Marker::find(&md).unwrap().conclusion, Conclusion::Neutral);
+    }
+
+    #[test]
+    fn a_huge_plan_is_cut_in_its_fold_only() {
+        let mut stack = local_stack(8);
+        for r in &mut stack.resources {
+            if let ResourceConfig::Serving(s) = &mut r.config {
+                for i in 0..5000 {
+                    s.flags
+                        .insert(format!("flag_number_{i}"), FlagValue::Int(i64::from(i)));
+                }
+            }
+        }
+        let plan = plan_for(&stack, &Default::default());
+        let doc = plan_document(&plan, "stack.hcl", None);
+        assert!(doc.folds[0].body.chars().count() > 2 * GITHUB_LIMIT);
+        let md = doc.render(GITHUB_LIMIT);
+        assert!(md.chars().count() <= GITHUB_LIMIT);
+        assert!(
+            md.starts_with("**Plan:** 3 to create, 1 load test to run"),
+            "{}",
+            &md[..200]
+        );
+        assert!(md.contains("| `serving.tf` | create |"));
+        assert!(md.contains("Shortened to "));
+        assert!(md.contains("`benchstack plan` shows all of it"));
+        assert!(md.trim_end().ends_with("conclusion=success -->"));
+    }
+}
