@@ -112,6 +112,7 @@ fn outcome(
             report: serde_json::to_value(&report)
                 .map_err(|e| ProviderError::other(format!("the run report: {e}")))?,
             slos_met,
+            invalid: report.invalid.clone(),
             started,
             finished: procinfo::now_unix(),
         }),
@@ -287,6 +288,12 @@ fn run_worker_processes(
     }
     let mut report = result::merge(&reports)
         .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))?;
+    // Each local worker's own start lateness; the merged stages judged again.
+    report.worker_diagnostics = reports
+        .iter()
+        .flat_map(|r| r.worker_diagnostics.iter().cloned())
+        .collect();
+    crate::loadgen::judge_validity(&mut report);
     let stages = report.stages.len();
     server::attach(
         &mut report,

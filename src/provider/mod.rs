@@ -292,6 +292,8 @@ pub struct Applied {
 pub struct RunOutcome {
     pub report: serde_json::Value,
     pub slos_met: bool,
+    /// Why no verdict may use the run (`RunReport::invalid`), or None.
+    pub invalid: Option<String>,
     pub environment: Environment,
     /// The images the run measured, by role (`serving`, `loadgen`), recorded with the run.
     pub images: BTreeMap<String, String>,

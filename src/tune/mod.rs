@@ -400,12 +400,14 @@ impl<'a, B: Bench> Tuner<'a, B> {
                 .bench
                 .probe(stage.clone(), &self.slos, warmup)
                 .map_err(Some)?;
+            // The generator's verdict on the probe, else the run's own (a distributed
+            // probe whose workers did not start together is no evidence either).
             let invalid_at = |report: &RunReport| match report.stages.first() {
                 Some(st) => match crate::loadgen::probe_verdict(st, rate) {
                     ProbeVerdict::Invalid(why) => Some(why),
-                    ProbeVerdict::Passed | ProbeVerdict::Failed(_) => None,
+                    ProbeVerdict::Passed | ProbeVerdict::Failed(_) => report.invalid.clone(),
                 },
-                None => None,
+                None => report.invalid.clone(),
             };
             // A generator that fell behind far enough to decide the verdict says nothing
             // about the server: try once more.
@@ -416,10 +418,14 @@ impl<'a, B: Bench> Tuner<'a, B> {
             self.live_probes += 1;
             self.measured += 1;
             let bottleneck = invalid_at(&report).map(|why| {
-                format!(
-                    "the load generator was the bottleneck at {} req/s ({why}): give the load test more `workers`, or fewer connections",
-                    fmt_rate(rate),
-                )
+                if report.invalid.as_deref() == Some(why.as_str()) && !why.contains("bottleneck") {
+                    format!("the probe at {} req/s is invalid ({why})", fmt_rate(rate))
+                } else {
+                    format!(
+                        "the load generator was the bottleneck at {} req/s ({why}): give the load test more `workers`, or fewer connections",
+                        fmt_rate(rate),
+                    )
+                }
             });
             let Some(st) = report.stages.first().cloned() else {
                 return Err(Some(TuneError::Probe("the probe reported no stage".into())));

@@ -28,6 +28,9 @@ struct Model {
     stop_after: Option<usize>,
     /// The generator falls behind at and above this rate.
     generator_limit: f64,
+    /// Probes of configurations with this many batch threads come back invalid (a late
+    /// distributed worker).
+    late_worker_threads: Option<u64>,
     /// (capacity, probes, factor): the configuration of that capacity carries only `factor`
     /// of it after that many probes of it (a measurement that does not repeat).
     fade: Option<(f64, usize, f64)>,
@@ -147,6 +150,8 @@ fn report(
         connections: 1,
         slos: slos.to_vec(),
         workers: 1,
+        invalid: None,
+        worker_diagnostics: Vec::new(),
     }
 }
 
@@ -159,6 +164,7 @@ impl Model {
             applies: 0,
             stop_after: None,
             generator_limit: f64::INFINITY,
+            late_worker_threads: None,
             fade: None,
             faded_probes: Cell::new(0),
             rates: Default::default(),
@@ -205,6 +211,10 @@ impl Bench for Model {
         );
         // The server's side as a scrape would give it: batches half full, a core per thread.
         let b = s.batching.clone().unwrap_or_default();
+        if self.late_worker_threads.is_some() && b.num_batch_threads == self.late_worker_threads {
+            r.invalid =
+                Some("worker 1 started 80.0 ms after the common start (bound 50 ms)".into());
+        }
         r.stages[0].server = Some(crate::loadgen::server::ServerStage {
             replicas: 1,
             requests: BTreeMap::new(),
@@ -509,6 +519,29 @@ fn a_generator_bottleneck_makes_the_trial_invalid_with_the_reason() {
     assert!(why.contains("load generator was the bottleneck"), "{why}");
     assert!(why.contains("workers"), "{why}");
     // The winner is the best configuration the generator could measure.
+    assert_eq!(
+        winner_settings(&o),
+        "batching.max_batch_size=32, batching.num_batch_threads=1"
+    );
+}
+
+#[test]
+fn an_invalid_distributed_probe_makes_the_trial_invalid_and_it_cannot_win() {
+    let cfg = config(Search::Grid, &[1, 2], 1);
+    let mut m = Model::new();
+    // Two threads would win (see the bottleneck test) but every probe of them is invalid.
+    m.late_worker_threads = Some(2);
+    let o = run(&cfg, &mut m).unwrap();
+    let two = o
+        .trials
+        .iter()
+        .find(|t| {
+            settings_key(&t.settings).contains("max_batch_size=32,batching.num_batch_threads=2")
+        })
+        .unwrap();
+    let why = two.invalid().unwrap();
+    assert!(why.contains("worker 1 started 80.0 ms"), "{why}");
+    assert!(!why.contains("load generator"), "{why}");
     assert_eq!(
         winner_settings(&o),
         "batching.max_batch_size=32, batching.num_batch_threads=1"
