@@ -5,6 +5,7 @@
 //! intended send time (no coordinated omission), and the report also carries the service time
 //! (from the actual send) and how late the generator itself released requests.
 
+pub mod answers;
 pub mod engine;
 pub mod grpc;
 pub mod http1;
@@ -625,6 +626,7 @@ pub fn run_observed(
         workers: 1,
         invalid: None,
         worker_diagnostics: Vec::new(),
+        answers: None,
     };
     report.invalid = generator_invalid(&report);
     Ok(report)

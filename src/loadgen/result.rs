@@ -55,6 +55,10 @@ pub struct RunReport {
     /// A distributed run's workers, one entry each, in index order (empty for one generator).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub worker_diagnostics: Vec<WorkerDiagnostics>,
+    /// Whether batching changed the server's answers (`loadgen::answers`), checked before the
+    /// run with the server idle; absent when not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<super::answers::AnswerCheck>,
 }
 
 fn one() -> u32 {
@@ -706,6 +710,7 @@ pub fn merge(reports: &[RunReport]) -> Result<RunReport, LoadError> {
             (!why.is_empty()).then(|| why.join("; "))
         },
         worker_diagnostics: Vec::new(),
+        answers: None,
     })
 }
 
@@ -741,6 +746,7 @@ mod tests {
             workers: 1,
             invalid: None,
             worker_diagnostics: Vec::new(),
+            answers: None,
         }
     }
 

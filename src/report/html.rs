@@ -1027,6 +1027,7 @@ mod tests {
             workers: 1,
             invalid: None,
             worker_diagnostics: Vec::new(),
+            answers: None,
         }
     }
 

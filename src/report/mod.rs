@@ -191,6 +191,9 @@ pub fn stage_table(r: &RunReport) -> String {
     if !r.worker_diagnostics.is_empty() {
         out.push_str(&worker_table(r));
     }
+    if let Some(a) = &r.answers {
+        let _ = writeln!(out, "{}", a.summary());
+    }
     if let Some(why) = &r.invalid {
         let _ = writeln!(
             out,
@@ -548,6 +551,7 @@ mod tests {
             workers: 1,
             invalid: None,
             worker_diagnostics: Vec::new(),
+            answers: None,
         }
     }
 

@@ -71,6 +71,28 @@ pub(super) async fn run(
     let watch = pods::Watch::from_env()?;
     spec.start_at_unix_ms = None;
     spec.control_port = Some(k8s::WORKER_CONTROL_PORT);
+    // Answers checked with the server idle, before any worker starts (the check blocks).
+    let answers = if inputs.probe {
+        None
+    } else {
+        let (l2, inputs2) = (l.clone(), inputs.clone());
+        let (check, notes) = tokio::task::spawn_blocking(move || {
+            let notes = std::sync::Mutex::new(Vec::new());
+            let check = crate::provider::answer_check(&l2, &inputs2, &|m| {
+                if let Ok(mut n) = notes.lock() {
+                    n.push(m);
+                }
+            });
+            (check, notes.into_inner().unwrap_or_default())
+        })
+        .await
+        .map_err(|e| ProviderError::other(format!("the answer check failed: {e}")))?;
+        for m in notes {
+            (ctx.progress)(m);
+        }
+        crate::provider::refuse_changed_answers(l, check.as_ref())?;
+        check
+    };
     let spec_json = serde_json::to_string(&spec)
         .map_err(|e| ProviderError::other(format!("the worker spec: {e}")))?;
     let name = job_name(address, procinfo::now_unix());
@@ -165,6 +187,7 @@ pub(super) async fn run(
         result::mark_invalid(&mut merged, why);
     }
     merged.worker_diagnostics = workers;
+    merged.answers = answers;
     crate::loadgen::judge_validity(&mut merged);
     let stages = merged.stages.len();
     let server = match scraper {
