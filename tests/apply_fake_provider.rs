@@ -285,6 +285,7 @@ fn stack_with_loadtest() -> benchstack::vocab::resources::Stack {
             protocol: Protocol::Rest,
             request: RequestSource::Body("{}".into()),
             workers: 1,
+            start_tolerance_ms: 50,
             loadgen_image: None,
             loadgen_image_from: None,
             connections: 1,

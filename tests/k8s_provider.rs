@@ -187,6 +187,7 @@ fn loadtest(workers: u32) -> LoadtestConfig {
             batch_size: 1,
         },
         workers,
+        start_tolerance_ms: 50,
         loadgen_image: Some("gcr.io/test-project/benchstack:test".into()),
         loadgen_image_from: None,
         connections: 6,

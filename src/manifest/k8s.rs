@@ -666,6 +666,7 @@ mod tests {
             protocol: crate::vocab::load::Protocol::Grpc,
             request: crate::vocab::load::RequestSource::Body("{}".into()),
             workers: 2,
+            start_tolerance_ms: 50,
             loadgen_image: Some("img".into()),
             loadgen_image_from: None,
             connections: 8,

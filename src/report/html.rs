@@ -749,6 +749,15 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
                 esc(why)
             );
         }
+        if let Some(a) = &r.answers {
+            let _ = write!(
+                body,
+                r#"<p class="{}">{}: {}</p>"#,
+                if a.differs() { "invalid" } else { "meta" },
+                esc(label),
+                esc(&a.summary())
+            );
+        }
         if !r.worker_diagnostics.is_empty() {
             let _ = write!(
                 body,

@@ -183,7 +183,8 @@ pub(super) async fn run(
     let mut merged = result::merge(&reports)
         .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))?;
     // Complete and on time, or invalid with the reasons: never "n−1 workers".
-    for why in gang::judge(&gang, &workers, gang::START_BOUND) {
+    let bound = Duration::from_millis(l.start_tolerance_ms);
+    for why in gang::judge(&gang, &workers, bound) {
         result::mark_invalid(&mut merged, why);
     }
     merged.worker_diagnostics = workers;
