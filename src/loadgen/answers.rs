@@ -112,7 +112,26 @@ pub fn check(
     bodies.truncate(SAMPLE);
     let path = format!("/v1/models/{model}:predict");
 
-    let alone: Vec<Result<String, String>> = bodies.iter().map(|b| post(&addr, &path, b)).collect();
+    let mut alone: Vec<Result<String, String>> = Vec::with_capacity(bodies.len());
+    for b in &bodies {
+        let answer = post(&addr, &path, b);
+        // A server that cannot be reached at all (a firewall dropping the connection) is
+        // not waited on for every request: nothing can be compared.
+        if let Err(e) = &answer
+            && alone.is_empty()
+            && !e.starts_with("HTTP ")
+        {
+            return Ok(AnswerCheck {
+                sample: bodies.len() as u32,
+                compared: 0,
+                tolerance: TOLERANCE,
+                differing: 0,
+                worst: None,
+                note: Some(format!("the server could not be reached: {e}")),
+            });
+        }
+        alone.push(answer);
+    }
     let barrier = Arc::new(Barrier::new(bodies.len()));
     let handles: Vec<_> = bodies
         .iter()
@@ -291,6 +310,26 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_server_is_noted_after_one_attempt_not_an_error() {
+        // A port nothing listens on: connection refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = check(
+            &format!("http://127.0.0.1:{port}"),
+            "m",
+            None,
+            &RequestSource::Body(r#"{"instances": [[1.0]]}"#.into()),
+            1,
+        )
+        .unwrap();
+        assert_eq!((c.compared, c.differing), (0, 0));
+        assert!(c.note.unwrap().contains("could not be reached"));
+    }
 
     #[test]
     fn answers_within_the_relative_tolerance_agree_and_others_are_named() {
