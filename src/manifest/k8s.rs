@@ -678,7 +678,40 @@ mod tests {
             slos: vec![],
         };
         let a = addr(Kind::Loadtest, "big", None);
-        assert!(loadtest_job(&a, &l, "big", "{}").is_ok());
+        let job = loadtest_job(&a, &l, "big", "{}").unwrap();
+        // The gang start: the worker serves its clock on the control port (its readiness)
+        // bound on its pod IP; one replacement for a worker lost after the start.
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(1));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/clock"));
+        assert_eq!(probe.port, IntOrString::Int(i32::from(WORKER_CONTROL_PORT)));
+        let pod_ip = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == WORKER_POD_IP_ENV)
+            .unwrap();
+        assert_eq!(
+            pod_ip
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "status.podIP"
+        );
         let huge = "x".repeat(MAX_WORKER_SPEC_BYTES + 1);
         assert_eq!(
             loadtest_job(&a, &l, "big", &huge),
