@@ -32,7 +32,7 @@ fn setup() {
     ONCE.call_once(|| unsafe {
         std::env::set_var("BENCHSTACK_POLL_INTERVAL", "20ms");
         // How long the gang waits for every worker to be ready before the common start.
-        std::env::set_var("BENCHSTACK_WORKER_START_DELAY", "3s");
+        std::env::set_var("BENCHSTACK_WORKER_START_DELAY", "5s");
         std::env::set_var("BENCHSTACK_ROLLOUT_TIMEOUT", "60s");
         std::env::set_var("BENCHSTACK_UNSCHEDULABLE_GRACE", "300ms");
         // Providers made with Providers::new (no per-test budget) give up on an unavailable
@@ -1393,8 +1393,8 @@ fn a_worker_pod_that_starts_late_makes_the_run_invalid_with_the_reason() {
     let h = Harness::new();
     let (emu, _stand_in) =
         K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
-    // Past the gang's 3 s wait: the others start without it, and it starts when it can.
-    emu.delay_worker(1, Duration::from_millis(4500));
+    // Past the gang's 5 s wait: the others start without it, and it starts when it can.
+    emu.delay_worker(1, Duration::from_millis(6500));
     let p = KubernetesProvider::new();
     let run = short_distributed_run(&emu, &h, &p).run.unwrap();
     let report: RunReport = serde_json::from_value(run.report).unwrap();
