@@ -92,6 +92,7 @@ fn stack(n: usize) -> Stack {
                 protocol: Protocol::Grpc,
                 request: RequestSource::Body("{}".into()),
                 workers: 1,
+                start_tolerance_ms: 50,
                 loadgen_image: None,
                 loadgen_image_from: None,
                 connections: 8,

@@ -55,6 +55,9 @@ pub enum StepResult {
     Ran {
         run_id: u64,
         slos_met: bool,
+        /// Why no verdict may use the run (`RunReport::invalid`): its SLO result counts
+        /// neither as met nor as missed.
+        invalid: Option<String>,
         report: serde_json::Value,
     },
     Failed(String),
@@ -70,6 +73,8 @@ pub struct Outcome {
     pub not_started: Vec<Address>,
     pub runs: Vec<(Address, u64)>,
     pub slo_failures: Vec<(Address, u64)>,
+    /// Runs stored but invalid (address, run id, why): no SLO verdict.
+    pub invalid_runs: Vec<(Address, u64, String)>,
     pub interrupted: bool,
 }
 
@@ -78,6 +83,7 @@ impl Outcome {
         self.failed.is_empty()
             && self.skipped.is_empty()
             && self.slo_failures.is_empty()
+            && self.invalid_runs.is_empty()
             && !self.interrupted
     }
 }
@@ -358,11 +364,18 @@ pub fn execute(
                     }
                 }
                 StepResult::Ran {
-                    run_id, slos_met, ..
+                    run_id,
+                    slos_met,
+                    invalid,
+                    ..
                 } => {
                     outcome.done.push(c.address.clone());
                     outcome.runs.push((c.address.clone(), *run_id));
-                    if !slos_met {
+                    if let Some(why) = invalid {
+                        outcome
+                            .invalid_runs
+                            .push((c.address.clone(), *run_id, why.clone()));
+                    } else if !slos_met {
                         outcome.slo_failures.push((c.address.clone(), *run_id));
                     }
                 }
@@ -449,13 +462,17 @@ fn step(
     entry.result = match &result {
         Ok(StepResult::Failed(m)) => format!("failed: {m}"),
         Ok(StepResult::Ran {
-            run_id, slos_met, ..
-        }) => {
-            format!(
+            run_id,
+            slos_met,
+            invalid,
+            ..
+        }) => match invalid {
+            Some(why) => format!("run #{run_id}: INVALID ({why})"),
+            None => format!(
                 "run #{run_id}: SLOs {}",
                 if *slos_met { "met" } else { "failed" }
-            )
-        }
+            ),
+        },
         Ok(StepResult::Done) => "ok".into(),
         Err(e) => format!("failed: {e}"),
     };
@@ -567,6 +584,7 @@ fn step_inner(
     match applied.run {
         Some(run) => {
             let slos_met = run.slos_met;
+            let invalid = run.invalid.clone();
             let report = run.report.clone();
             let id = store.put_run(
                 RunRecord {
@@ -591,6 +609,7 @@ fn step_inner(
             Ok(StepResult::Ran {
                 run_id: id,
                 slos_met,
+                invalid,
                 report,
             })
         }

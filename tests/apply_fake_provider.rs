@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use benchstack::plan::{Action, PlanOptions};
 use benchstack::provider::{
     Applied, Context, Inputs, Observation, Provider, ProviderError, ProviderName, Providers,
+    RunOutcome,
 };
 use benchstack::state::{Intent, ResourceState, Store, View};
 use benchstack::vocab::resources::{Address, Kind, ResourceConfig};
@@ -29,6 +30,8 @@ struct Call {
 struct Recorder {
     calls: Arc<Mutex<Vec<Call>>>,
     fail_on: Option<String>,
+    /// Load tests return a run: (SLOs met, why it is invalid).
+    run: Option<(bool, Option<String>)>,
 }
 
 impl Recorder {
@@ -80,9 +83,21 @@ impl Provider for Recorder {
         inputs: &Inputs,
     ) -> Result<Applied, ProviderError> {
         self.record(ctx, "create", address, Some(inputs))?;
+        let run = match (address.kind, &self.run) {
+            (Kind::Loadtest, Some((slos_met, invalid))) => Some(RunOutcome {
+                report: serde_json::json!({"invalid": invalid}),
+                slos_met: *slos_met,
+                invalid: invalid.clone(),
+                environment: benchstack::environment::Environment::detect(),
+                images: Default::default(),
+                started: 1,
+                finished: 2,
+            }),
+            _ => None,
+        };
         Ok(Applied {
             observed: observed_of(address),
-            run: None,
+            run,
         })
     }
     fn update(
@@ -211,6 +226,7 @@ fn destroy_deletes_dependents_first_and_keeps_what_failed_to_delete() {
     let failing = Recorder {
         calls: recorder.calls.clone(),
         fail_on: Some("model.regression".into()),
+        run: None,
     };
     let providers = fake_providers(&failing);
     let destroy = PlanOptions {
@@ -244,5 +260,83 @@ fn destroy_deletes_dependents_first_and_keeps_what_failed_to_delete() {
             "no intent while {} ran: {c:?}",
             c.address
         );
+    }
+}
+
+/// serving_stack plus loadtest.baseline against serving.tf.
+fn stack_with_loadtest() -> benchstack::vocab::resources::Stack {
+    use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
+    use benchstack::vocab::resources::{LoadtestConfig, Resource, Span};
+    use std::time::Duration;
+    let mut stack = serving_stack(1, 8);
+    let a = |kind, name: &str| Address {
+        kind,
+        name: name.into(),
+        key: None,
+    };
+    stack.resources.push(Resource {
+        address: a(Kind::Loadtest, "baseline"),
+        depends_on: vec![a(Kind::Cluster, "local"), a(Kind::Serving, "tf")],
+        config: ResourceConfig::Loadtest(LoadtestConfig {
+            cluster: a(Kind::Cluster, "local"),
+            target: a(Kind::Serving, "tf"),
+            model: "regression".into(),
+            signature: None,
+            protocol: Protocol::Rest,
+            request: RequestSource::Body("{}".into()),
+            workers: 1,
+            start_tolerance_ms: 50,
+            loadgen_image: None,
+            loadgen_image_from: None,
+            connections: 1,
+            arrival: Arrival::Constant,
+            seed: 1,
+            warmup: Duration::ZERO,
+            timeout: Duration::from_secs(1),
+            stages: vec![Stage {
+                name: "s".into(),
+                rate: Rate::PerSecond(10.0),
+                duration: Duration::from_secs(1),
+            }],
+            slos: vec![],
+        }),
+        span: Span::default(),
+    });
+    stack
+}
+
+#[test]
+fn an_invalid_run_is_stored_but_counts_neither_as_an_slo_pass_nor_a_miss() {
+    for (slos_met, invalid) in [(true, Some("worker 1 started 80 ms late")), (false, None)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "apply").unwrap();
+        let recorder = Recorder {
+            run: Some((slos_met, invalid.map(String::from))),
+            ..Default::default()
+        };
+        let providers = fake_providers(&recorder);
+        let p = plan(
+            &store,
+            &providers,
+            Some(&stack_with_loadtest()),
+            &PlanOptions::default(),
+        );
+        let outcome = apply(&store, &providers, &p);
+        assert!(outcome.failed.is_empty(), "{outcome:?}");
+        assert_eq!(outcome.runs.len(), 1, "the run is stored: {outcome:?}");
+        assert_eq!(store.runs().unwrap().len(), 1);
+        match invalid {
+            Some(why) => {
+                // A run that claims its SLOs held, but is invalid: no verdict either way.
+                assert!(outcome.slo_failures.is_empty(), "{outcome:?}");
+                assert_eq!(outcome.invalid_runs.len(), 1);
+                assert_eq!(outcome.invalid_runs[0].2, why);
+                assert!(!outcome.ok(), "an invalid run does not pass");
+            }
+            None => {
+                assert_eq!(outcome.slo_failures.len(), 1, "{outcome:?}");
+                assert!(outcome.invalid_runs.is_empty());
+            }
+        }
     }
 }

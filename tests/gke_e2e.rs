@@ -88,7 +88,7 @@ impl World {
             .stdin(Stdio::null())
             .env("BENCHSTACK_GKE_ENDPOINT", self.gke.url())
             .env("BENCHSTACK_POLL_INTERVAL", "20ms")
-            .env("BENCHSTACK_WORKER_START_DELAY", "1s")
+            .env("BENCHSTACK_WORKER_START_DELAY", "5s")
             .current_dir(self.dir.path());
         if matches!(args.first(), Some(&"plan") | Some(&"apply")) {
             c.arg(&self.stack);

@@ -31,7 +31,8 @@ fn setup() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| unsafe {
         std::env::set_var("BENCHSTACK_POLL_INTERVAL", "20ms");
-        std::env::set_var("BENCHSTACK_WORKER_START_DELAY", "1s");
+        // How long the gang waits for every worker to be ready before the common start.
+        std::env::set_var("BENCHSTACK_WORKER_START_DELAY", "5s");
         std::env::set_var("BENCHSTACK_ROLLOUT_TIMEOUT", "60s");
         std::env::set_var("BENCHSTACK_UNSCHEDULABLE_GRACE", "300ms");
         // Providers made with Providers::new (no per-test budget) give up on an unavailable
@@ -186,6 +187,7 @@ fn loadtest(workers: u32) -> LoadtestConfig {
             batch_size: 1,
         },
         workers,
+        start_tolerance_ms: 50,
         loadgen_image: Some("gcr.io/test-project/benchstack:test".into()),
         loadgen_image_from: None,
         connections: 6,
@@ -1011,6 +1013,26 @@ fn a_distributed_load_test_merges_the_reports_of_three_worker_pods() {
     let workers = worker_reports(&emu, &job);
     assert_eq!(workers.len(), 3);
     assert_eq!(merged.workers, 3);
+    // The gang start: every worker was measured through the pod proxy and handed the start;
+    // all started within the bound, so the run is valid.
+    assert_eq!(run.invalid, None);
+    assert_eq!(merged.invalid, None, "{:?}", merged.worker_diagnostics);
+    assert_eq!(merged.worker_diagnostics.len(), 3);
+    for (i, d) in merged.worker_diagnostics.iter().enumerate() {
+        assert_eq!(d.index, i as u32);
+        assert!(d.start_late_ms.is_some_and(|l| l < 50.0), "{d:?}");
+        assert!(d.clock_offset_ms.is_some_and(|o| o.abs() < 50.0), "{d:?}");
+        assert!(d.clock_rtt_ms.is_some(), "{d:?}");
+        assert_eq!(d.restarts, 0);
+        assert!(d.achieved_rate > 0.0, "{d:?}");
+    }
+    let starts: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.contains(":8089/proxy/start"))
+        .collect();
+    assert_eq!(starts.len(), 3, "one start per worker");
+    assert!(starts.iter().all(|r| r.status == 200), "{starts:?}");
 
     let requests: u64 = workers.iter().map(|w| w.stages[0].requests).sum();
     assert!(requests > 0);
@@ -1346,4 +1368,76 @@ fn a_worker_whose_pod_vanished_fails_the_run_naming_the_missing_index() {
     );
     assert!(msg.contains("no pod for worker 1"), "{msg}");
     assert!(emu.names("jobs").is_empty(), "{:?}", emu.names("jobs"));
+}
+
+/// A 2-worker load test of 40 req/s for a second against one serving replica.
+fn short_distributed_run(emu: &K8sEmulator, h: &Harness, p: &KubernetesProvider) -> Applied {
+    let tf = addr(Kind::Serving, "tf");
+    let inputs = serve_for_load_tests(h, p, emu, &tf, 1);
+    let mut config = loadtest(2);
+    config.stages[0].rate = Rate::PerSecond(40.0);
+    config.stages[0].duration = Duration::from_secs(1);
+    h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Loadtest, "baseline"),
+            &ResourceConfig::Loadtest(config),
+            &inputs,
+        )
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_worker_pod_that_starts_late_makes_the_run_invalid_with_the_reason() {
+    let h = Harness::new();
+    let (emu, _stand_in) =
+        K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
+    // Past the gang's 5 s wait: the others start without it, and it starts when it can.
+    emu.delay_worker(1, Duration::from_millis(6500));
+    let p = KubernetesProvider::new();
+    let run = short_distributed_run(&emu, &h, &p).run.unwrap();
+    let report: RunReport = serde_json::from_value(run.report).unwrap();
+    let why = run.invalid.clone().expect("the run is invalid");
+    assert_eq!(report.invalid.as_deref(), Some(why.as_str()));
+    assert!(
+        why.contains("worker 1 was not ready at the common start"),
+        "{why}"
+    );
+    assert!(!why.contains("worker 0"), "{why}");
+    // Stored and shown: both workers' reports are merged, with worker 1's lateness.
+    assert_eq!(report.workers, 2);
+    let late = report.worker_diagnostics[1].start_late_ms.unwrap();
+    assert!(late > 500.0, "{:?}", report.worker_diagnostics);
+    assert!(report.worker_diagnostics[0].start_late_ms.unwrap() < 50.0);
+    let table = benchstack::report::stage_table(&report);
+    assert!(
+        table.contains("INVALID RUN: worker 1 was not ready"),
+        "{table}"
+    );
+    assert!(emu.names("jobs").is_empty());
+}
+
+#[test]
+fn a_worker_killed_mid_run_is_replaced_and_the_run_is_invalid_as_restarted() {
+    let h = Harness::new();
+    let (emu, _stand_in) =
+        K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
+    // The Job controller's 10 s back-off, scaled down.
+    emu.set_job_backoff(Duration::from_millis(300));
+    emu.kill_worker(1, Duration::from_millis(300));
+    let p = KubernetesProvider::new();
+    let run = short_distributed_run(&emu, &h, &p).run.unwrap();
+    let report: RunReport = serde_json::from_value(run.report).unwrap();
+    let why = run.invalid.expect("the run is invalid");
+    assert!(why.contains("worker 1 restarted 1 time(s)"), "{why}");
+    let pods: Vec<_> = emu
+        .pod_records()
+        .into_iter()
+        .filter(|r| r.index == 1)
+        .collect();
+    assert_eq!(pods.len(), 2, "the Job replaced the killed pod: {pods:?}");
+    assert_eq!(report.worker_diagnostics[1].restarts, 1);
+    assert_eq!(report.worker_diagnostics[1].pod, pods[1].pod);
+    assert_eq!(report.worker_diagnostics[0].restarts, 0);
 }

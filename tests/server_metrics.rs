@@ -194,9 +194,15 @@ fn apply_of_the_local_stack_stores_the_stand_ins_batches_queue_wait_and_cpu_per_
         "server OK over both stages vs the client's",
     );
 
+    // The answer check ran before the stages: its sample, sent alone and then together,
+    // counts on the server's page but in no stage.
+    let answers = &runs[0]["report"]["answers"];
+    assert_eq!(answers["differing"], 0, "{answers}");
+    let checked = 2.0 * answers["compared"].as_f64().unwrap();
+    assert_eq!(checked, 32.0, "{answers}");
     // The stand-in's own counters (still running) agree with the stored stages: with no
-    // warmup, the page's totals are the stages' sums, give or take the few requests before
-    // the first scrape.
+    // warmup, the page's totals are the stages' sums and the check's requests, give or take
+    // the few requests before the first scrape.
     let (code, endpoint, _) = benchstack(None, &[], &state, &["output", "rest_endpoint"]);
     assert_eq!(code, 0);
     let port: u16 = endpoint.trim().rsplit(':').next().unwrap().parse().unwrap();
@@ -212,16 +218,17 @@ fn apply_of_the_local_stack_stores_the_stand_ins_batches_queue_wait_and_cpu_per_
         ":tensorflow:serving:request_count{model_name=\"regression\",status=\"OK\"}",
     );
     assert!(
-        page_ok >= server_ok && page_ok <= server_ok + 10.0,
-        "page OK {page_ok} vs stages {server_ok}"
+        page_ok >= server_ok + checked && page_ok <= server_ok + checked + 10.0,
+        "page OK {page_ok} vs stages {server_ok} and {checked} checked"
     );
     let page_batches = page_value(
         &page,
         ":tensorflow:serving:batching_session:wrapped_run_count{}",
     );
+    // The check's alone pass is 16 batches, its together pass 1 to 16.
     assert!(
-        page_batches >= server_batches && page_batches <= server_batches + 10.0,
-        "page batches {page_batches} vs stages {server_batches}"
+        page_batches >= server_batches + 17.0 && page_batches <= server_batches + checked + 10.0,
+        "page batches {page_batches} vs stages {server_batches} and {checked} checked"
     );
 
     // The terminal shows the second table.

@@ -148,6 +148,54 @@ fn gke_stack_loads_with_interpolated_image() {
     assert_eq!(l.cluster, addr(Kind::Cluster, "loadgen", None));
     assert_eq!(l.workers, 4);
     assert_eq!(l.protocol, Protocol::Grpc);
+    // Not written: the 50 ms bound on a distributed worker's start and clock.
+    assert_eq!(l.start_tolerance_ms, 50);
+}
+
+#[test]
+fn a_loadtest_start_tolerance_is_read_as_milliseconds_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |tolerance: &str| {
+        let path = dir.path().join("stack.hcl");
+        std::fs::write(
+            &path,
+            format!(
+                r#"cluster "local" {{
+  provider = "local"
+}}
+model "m" {{
+  base_path = "{model}"
+}}
+serving "tf" {{
+  cluster = cluster.local
+  models  = [model.m]
+}}
+loadtest "l" {{
+  target          = serving.tf
+  request         = "{{\"instances\": [[1.0]]}}"
+  start_tolerance = "{tolerance}"
+  stage {{
+    rate     = 10
+    duration = "1s"
+  }}
+}}
+"#,
+                model = root().join("examples/model/regression").display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let s = load(&write("250ms"), VarInputs::default(), &[]);
+    let ResourceConfig::Loadtest(l) = config(&s, &addr(Kind::Loadtest, "l", None)) else {
+        panic!()
+    };
+    assert_eq!(l.start_tolerance_ms, 250);
+    let err = match load_with_env(&write("1h"), &VarInputs::default(), &[]) {
+        Ok(_) => panic!("a 1h start_tolerance loaded"),
+        Err(d) => format!("{d}"),
+    };
+    assert!(err.contains("start_tolerance"), "{err}");
 }
 
 #[test]

@@ -576,3 +576,92 @@ fn a_killed_tune_on_a_gcs_state_resumes_from_the_bucket_without_measuring_finish
     let (code, out, err) = run_other(&["plan", g, "--detailed-exitcode"]);
     assert_eq!(code, 0, "{out}\n{err}");
 }
+
+/// `benchstack` with the tunable server corrupting answers under batching from
+/// `max_batch_size` `from` up (its TUNABLE_CORRUPT_FROM_BATCH mode).
+fn benchstack_corrupting(
+    server: &Path,
+    state: &Path,
+    from: u64,
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = Command::cargo_bin("benchstack")
+        .unwrap()
+        .timeout(Duration::from_secs(900))
+        .env("PATH", path_with(server))
+        .env("TUNABLE_CORRUPT_FROM_BATCH", from.to_string())
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn a_configuration_whose_answers_change_under_batching_fails_apply_and_cannot_win_a_tune() {
+    let _turn = one_tune_at_a_time();
+    let server = server_dir();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let file = stack(work.path());
+    // A smaller search: (32, 2) carries the most (960 req/s against 640 for (8, 2)) but
+    // changes answers when batched.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("[8, 32, 128]", "[8, 32]")
+        .replace("[1, 2, 4]", "[2]")
+        .replace("repeats        = 2", "repeats        = 1");
+    std::fs::write(&file, text).unwrap();
+    let f = file.to_str().unwrap();
+    let _cleanup = Cleanup {
+        server: server.path(),
+        state: state.clone(),
+        stack: file.clone(),
+    };
+
+    // max_batch_size 8: the answers hold, and the output says how they were checked.
+    let (code, out, err) =
+        benchstack_corrupting(server.path(), &state, 32, &["apply", "--auto-approve", f]);
+    assert_eq!(code, 0, "apply\n{out}\n{err}");
+    let all = format!("{out}{err}");
+    assert!(
+        all.contains("batched against sent alone, relative tolerance 1e-4: identical"),
+        "{all}"
+    );
+
+    // max_batch_size 32 changes answers: apply's load test fails and says why.
+    let (code, out, err) = benchstack_corrupting(
+        server.path(),
+        &state,
+        32,
+        &["apply", "--auto-approve", f, "--var", "max_batch_size=32"],
+    );
+    assert_eq!(code, 1, "apply\n{out}\n{err}");
+    let all = format!("{out}{err}");
+    assert!(all.contains("answers change under batching"), "{all}");
+    assert!(
+        all.contains("16 DIFFER") || all.contains(" DIFFER"),
+        "{all}"
+    );
+    assert!(all.contains("relative tolerance 1e-4"), "{all}");
+
+    // The tune: (32, 2) is reported with the reason and cannot win.
+    let (code, json, err) =
+        benchstack_corrupting(server.path(), &state, 32, &["tune", f, "--json"]);
+    assert_eq!(code, 0, "tune exits 0 with a winner\n{json}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(settings_of(&v["winner"]), (8, 2), "{json}\n{err}");
+    let corrupt = v["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| settings_of(t) == (32, 2))
+        .expect("the (32, 2) trial");
+    let why = corrupt.to_string();
+    assert!(why.contains("batching changes the answers"), "{why}");
+}

@@ -36,6 +36,7 @@ fn worker_spec(target: String, workers: u32) -> WorkerSpec {
         slos: vec![],
         workers,
         start_at_unix_ms: None,
+        control_port: None,
     }
 }
 

@@ -116,11 +116,16 @@ pub fn print_event(e: Event) {
                 StepResult::Ran {
                     run_id,
                     slos_met,
+                    invalid,
                     report,
                 } => {
                     println!(
                         "{address}: ran as run #{run_id} ({secs:.1}s){}",
-                        if slos_met { "" } else { " — SLO NOT MET" }
+                        match (&invalid, slos_met) {
+                            (Some(why), _) => format!(" — INVALID, no SLO verdict: {why}"),
+                            (None, true) => String::new(),
+                            (None, false) => " — SLO NOT MET".to_string(),
+                        }
                     );
                     if let Ok(r) = serde_json::from_value::<crate::loadgen::RunReport>(report) {
                         println!("{}", crate::report::stage_table(&r));
@@ -209,6 +214,11 @@ pub fn finish(
             "{a}: run #{id} did not meet its SLO (results stored; see `benchstack results --run {id}`)"
         );
     }
+    for (a, id, why) in &outcome.invalid_runs {
+        println!(
+            "{a}: run #{id} is INVALID and gives no SLO verdict: {why} (results stored; see `benchstack results --run {id}`)"
+        );
+    }
     if outcome.interrupted {
         println!("Interrupted: the state is saved.");
         if !outcome.not_started.is_empty() {
@@ -251,10 +261,14 @@ pub fn finish(
             println!("  {k} = {v}");
         }
     }
-    // 1 for anything that did not get done; 2 when everything was applied and stored but a
-    // load test missed an SLO (like `loadtest`), so scripts can tell the two apart.
+    // 1 for anything that did not get done, including a run that measured nothing a verdict
+    // may use (invalid: neither "met" nor "missed"); 2 when everything was applied and
+    // stored but a load test missed an SLO (like `loadtest`), so scripts can tell them apart.
     Ok(
-        if !outcome.failed.is_empty() || !outcome.skipped.is_empty() {
+        if !outcome.failed.is_empty()
+            || !outcome.skipped.is_empty()
+            || !outcome.invalid_runs.is_empty()
+        {
             super::Outcome::Failed
         } else if !outcome.slo_failures.is_empty() {
             super::Outcome::SloMissed

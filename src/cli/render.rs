@@ -89,7 +89,9 @@ pub fn render_stack(stack: &Stack) -> Result<BTreeMap<PathBuf, String>, String> 
                     "{scheme}://{}-known-after-apply:{port}",
                     k8s::object_name(&l.target)
                 );
-                let spec = l.worker_spec(vec![target]).map_err(|e| at(&e))?;
+                let mut spec = l.worker_spec(vec![target]).map_err(|e| at(&e))?;
+                // As apply runs it: a gang start through the workers' control port.
+                spec.control_port = Some(k8s::WORKER_CONTROL_PORT);
                 let json = serde_json::to_string(&spec).map_err(|e| at(&e))?;
                 let name = k8s::object_name(&r.address);
                 let mut l = l.clone();

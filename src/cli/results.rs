@@ -121,7 +121,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
                 println!("No runs yet: `benchstack apply` runs the stack's load tests.");
             }
             println!(
-                "{:>4}  {:<28} {:<20}  {:>8}  {:<4}  config",
+                "{:>4}  {:<28} {:<20}  {:>8}  {:<7}  config",
                 "run", "load test", "finished", "p99 ms", "SLO"
             );
             for r in &all {
@@ -132,12 +132,18 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
                     .map(|v| format!("{v:.2}"))
                     .unwrap_or_else(|| "-".into());
                 println!(
-                    "{:>4}  {:<28} {:<20}  {:>8}  {:<4}  {}",
+                    "{:>4}  {:<28} {:<20}  {:>8}  {:<7}  {}",
                     r.id,
                     r.address.to_string(),
                     procinfo::rfc3339(r.finished),
                     p99,
-                    if r.slos_met { "met" } else { "MISS" },
+                    if !r.report["invalid"].is_null() {
+                        "INVALID"
+                    } else if r.slos_met {
+                        "met"
+                    } else {
+                        "MISS"
+                    },
                     match &r.tune {
                         // A probe of `benchstack tune`: which tune, at what rate, with what.
                         Some(t) => format!(

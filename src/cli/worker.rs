@@ -48,17 +48,45 @@ pub fn run(args: Args) -> miette::Result<super::Outcome> {
         .share(index, scratch.path())
         .map_err(|e| miette!("{e}"))?;
 
-    let (wait, late) = spec.wait_for_start(SystemTime::now());
-    if !wait.is_zero() {
+    // Gang start: serve the clock and wait for the coordinator's start (in this worker's
+    // clock); without a control port, the start in the spec (or at once).
+    let late = match spec.control_port {
+        Some(port) => {
+            let ip = std::env::var(worker::POD_IP_ENV)
+                .ok()
+                .filter(|s| !s.is_empty());
+            let control =
+                worker::Control::serve(ip.as_deref(), port).map_err(|e| miette!("{e}"))?;
+            eprintln!(
+                "worker {index}/{}: ready on {}, waiting for the common start",
+                spec.workers, control.addr
+            );
+            let limit = spec.expected_duration() * 2 + Duration::from_secs(600);
+            let at = control.wait_for_start(limit).ok_or_else(|| {
+                miette!(
+                    "worker {index}: no common start within {} of becoming ready",
+                    humantime::format_duration(limit)
+                )
+            })?;
+            let start = std::time::UNIX_EPOCH + Duration::from_nanos(at);
+            if let Ok(wait) = start.duration_since(SystemTime::now()) {
+                std::thread::sleep(wait);
+            }
+            SystemTime::now()
+                .duration_since(start)
+                .unwrap_or(Duration::ZERO)
+        }
+        None => {
+            let (wait, late) = spec.wait_for_start(SystemTime::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            late
+        }
+    };
+    if late >= Duration::from_millis(1) {
         eprintln!(
-            "worker {index}/{}: starting in {:.1}s",
-            spec.workers,
-            wait.as_secs_f64()
-        );
-        std::thread::sleep(wait);
-    } else if !late.is_zero() {
-        eprintln!(
-            "worker {index}/{}: started {:.1}s after the common start",
+            "worker {index}/{}: started {:.3}s after the common start",
             spec.workers,
             late.as_secs_f64()
         );
@@ -73,7 +101,13 @@ pub fn run(args: Args) -> miette::Result<super::Outcome> {
             eprintln!("worker {index}: {}", p.summary());
         }
     };
-    let report = loadgen::run_blocking(&share, Some(&show)).map_err(|e| miette!("{e}"))?;
+    let mut report = loadgen::run_blocking(&share, Some(&show)).map_err(|e| miette!("{e}"))?;
+    // What only the worker knows; the coordinator adds the rest.
+    report.worker_diagnostics = vec![loadgen::result::WorkerDiagnostics {
+        index,
+        start_late_ms: Some(late.as_secs_f64() * 1000.0),
+        ..Default::default()
+    }];
     let line = serde_json::to_string(&report).into_diagnostic()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").into_diagnostic()?;

@@ -5,6 +5,7 @@
 //! intended send time (no coordinated omission), and the report also carries the service time
 //! (from the actual send) and how late the generator itself released requests.
 
+pub mod answers;
 pub mod engine;
 pub mod grpc;
 pub mod http1;
@@ -612,7 +613,7 @@ pub fn run_observed(
         .into_iter()
         .map(|r| r.into_report(&spec.slos))
         .collect();
-    Ok(RunReport {
+    let mut report = RunReport {
         target: spec.targets.join(","),
         protocol: spec.protocol,
         model: spec.model.clone(),
@@ -623,7 +624,39 @@ pub fn run_observed(
         connections: spec.connections,
         slos: spec.slos.clone(),
         workers: 1,
-    })
+        invalid: None,
+        worker_diagnostics: Vec::new(),
+        answers: None,
+    };
+    report.invalid = generator_invalid(&report);
+    Ok(report)
+}
+
+/// Why a run's own stages make it unusable for a verdict: a stage whose generator was the
+/// bottleneck and whose missed objectives (or missed offered rate) its lag accounts for,
+/// the same rule as a capacity probe's `ProbeVerdict::Invalid`. A stage that met everything
+/// despite lag keeps its pass (lag only makes latency look worse), so it does not count.
+pub fn generator_invalid(report: &RunReport) -> Option<String> {
+    let why: Vec<String> = report
+        .stages
+        .iter()
+        .filter(|s| s.generator_bottleneck)
+        .filter_map(|s| match probe_verdict(s, s.target_rate.unwrap_or(0.0)) {
+            ProbeVerdict::Invalid(why) => Some(format!(
+                "stage {}: the load generator was the bottleneck ({why})",
+                s.name
+            )),
+            _ => None,
+        })
+        .collect();
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// Recomputes a (merged) run's generator verdict and adds it to the reasons it already has.
+pub fn judge_validity(report: &mut RunReport) {
+    if let Some(why) = generator_invalid(report) {
+        result::mark_invalid(report, why);
+    }
 }
 
 /// Why a probe did not hold, or `None` when it did: the stage's verdict
@@ -779,6 +812,9 @@ pub fn find_capacity(
     let found = search_capacity(search, None, |rate| probe(rate, &mut stages))?;
     let mut report = first.ok_or_else(|| LoadError::Invalid("no probe ran".into()))?;
     report.stages = stages;
+    // A probe the generator could not judge is retried and listed as such; the search's
+    // answer is judged by its probes, not by the first probe's run.
+    report.invalid = None;
     report.capacity = Some(Capacity {
         rate: found.capacity,
         probes,

@@ -46,10 +46,63 @@ pub struct RunReport {
     /// How many runs were merged into this one (1 for a single generator).
     #[serde(default = "one")]
     pub workers: u32,
+    /// Why no verdict may use this run (SLO exit status, capacity search, tune ranking,
+    /// baseline), or null for a valid run: a distributed worker missing, restarted, late or
+    /// off-clock beyond the bound, or a stage whose generator was the bottleneck. Reasons are
+    /// joined by "; ". Runs stored before this field read as valid.
+    #[serde(default)]
+    pub invalid: Option<String>,
+    /// A distributed run's workers, one entry each, in index order (empty for one generator).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_diagnostics: Vec<WorkerDiagnostics>,
+    /// Whether batching changed the server's answers (`loadgen::answers`), checked before the
+    /// run with the server idle; absent when not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<super::answers::AnswerCheck>,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// One distributed worker as the coordinator saw it: how well it started and how it ran.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct WorkerDiagnostics {
+    pub index: u32,
+    /// The pod that produced the report (the last one for its index).
+    #[serde(default)]
+    pub pod: String,
+    /// How long after the common start the worker began its first stage (its own clock,
+    /// corrected by the offset); null when it never reported.
+    #[serde(default)]
+    pub start_late_ms: Option<f64>,
+    /// The worker's clock minus the coordinator's, from the round trip with the lowest delay
+    /// (NTP's estimate: worker time − midpoint of send and receive); null when unmeasured.
+    #[serde(default)]
+    pub clock_offset_ms: Option<f64>,
+    /// That round trip's delay: the offset is known to ± half of it.
+    #[serde(default)]
+    pub clock_rtt_ms: Option<f64>,
+    /// Requests sent per second, all stages together.
+    #[serde(default)]
+    pub achieved_rate: f64,
+    /// The worst stage's generator lag p99.
+    #[serde(default)]
+    pub lag_p99_ms: f64,
+    #[serde(default)]
+    pub errors: u64,
+    /// Container restarts (`restartCount`) plus replacement pods for its index.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+/// Adds `why` to a run's reasons for being invalid.
+pub fn mark_invalid(report: &mut RunReport, why: impl Into<String>) {
+    let why = why.into();
+    report.invalid = Some(match report.invalid.take() {
+        Some(prev) if !prev.is_empty() => format!("{prev}; {why}"),
+        _ => why,
+    });
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -646,6 +699,18 @@ pub fn merge(reports: &[RunReport]) -> Result<RunReport, LoadError> {
         connections: reports.iter().map(|r| r.connections).sum(),
         slos: first.slos.clone(),
         workers: reports.iter().map(|r| r.workers).sum(),
+        // The merged stages are judged again by the caller (`super::judge_validity`); a
+        // worker's own reasons are kept.
+        invalid: {
+            let why: Vec<String> = reports
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.invalid.as_ref().map(|w| format!("worker {i}: {w}")))
+                .collect();
+            (!why.is_empty()).then(|| why.join("; "))
+        },
+        worker_diagnostics: Vec::new(),
+        answers: None,
     })
 }
 
@@ -679,6 +744,9 @@ mod tests {
             connections: 1,
             slos: slos.to_vec(),
             workers: 1,
+            invalid: None,
+            worker_diagnostics: Vec::new(),
+            answers: None,
         }
     }
 
@@ -705,6 +773,33 @@ mod tests {
             }
         }
         r.into_report(slos)
+    }
+
+    #[test]
+    fn a_run_whose_generator_accounts_for_a_miss_is_invalid_and_a_pass_with_lag_is_not() {
+        let p99 = [Slo::parse("p99=50ms").unwrap()];
+        let run_of = |stage: StageReport| {
+            let mut r = report_of(&[1_000], &p99);
+            r.stages = vec![stage];
+            r
+        };
+        let stalled = lagged_stage(&[(970, 2_000, 0, false), (30, 60_000, 20_000, false)], &p99);
+        let mut r = run_of(stalled);
+        r.stages[0].target_rate = Some(1000.0);
+        let why = crate::loadgen::generator_invalid(&r).expect("invalid");
+        assert!(why.contains("load generator was the bottleneck"), "{why}");
+        crate::loadgen::judge_validity(&mut r);
+        assert_eq!(r.invalid.as_deref(), Some(why.as_str()));
+        let passed = lagged_stage(&[(970, 2_000, 0, false), (30, 30_000, 20_000, false)], &p99);
+        let mut r = run_of(passed);
+        r.stages[0].target_rate = Some(1000.0);
+        assert_eq!(crate::loadgen::generator_invalid(&r), None);
+        // Runs stored before the field read as valid.
+        let mut old = serde_json::to_value(&r).unwrap();
+        old.as_object_mut().unwrap().remove("invalid");
+        let back: RunReport = serde_json::from_value(old).unwrap();
+        assert_eq!(back.invalid, None);
+        assert!(back.worker_diagnostics.is_empty());
     }
 
     #[test]

@@ -46,9 +46,14 @@ pub struct WorkerSpec {
     #[serde(default)]
     pub slos: Vec<Slo>,
     pub workers: u32,
-    /// When every worker starts its first stage (Unix milliseconds); None: at once.
+    /// When every worker starts its first stage (Unix milliseconds); None: at once, or
+    /// when the coordinator publishes it (`control_port`).
     #[serde(default)]
     pub start_at_unix_ms: Option<u64>,
+    /// Gang start: the worker serves its clock and waits for the common start on this port
+    /// ([`Control`]); the coordinator reaches it through the API server's pod proxy.
+    #[serde(default)]
+    pub control_port: Option<u16>,
 }
 
 impl WorkerSpec {
@@ -81,6 +86,7 @@ impl WorkerSpec {
             slos: spec.slos.clone(),
             workers,
             start_at_unix_ms: None,
+            control_port: None,
         })
     }
 
@@ -157,6 +163,132 @@ impl WorkerSpec {
     }
 }
 
+/// The environment variable a worker's pod gets its own IP in (the downward API's
+/// `status.podIP`); the control port is bound on it, or on every address when unset.
+pub const POD_IP_ENV: &str = "POD_IP";
+
+/// A worker's side of the gang start: a tiny HTTP/1.x server on `control_port` that answers
+///
+/// - `GET /clock`: `{"unix_ns": N, "start_at_unix_ns": S|null}`: this worker's wall clock
+///   when it answered (the coordinator's NTP-style round trips), and the start it holds;
+///   also the pod's readiness probe;
+/// - `POST /start?at_unix_ns=S`: the common start, already in this worker's clock (the
+///   coordinator adds the offset it measured). The first start wins; the same one again is
+///   accepted, another is refused (409).
+///
+/// Anything else is 404; a request larger than 8 KiB or slower than 5 s is dropped.
+pub struct Control {
+    pub addr: std::net::SocketAddr,
+    start: std::sync::Arc<(std::sync::Mutex<Option<u64>>, std::sync::Condvar)>,
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Control {
+    /// Binds `ip:port` (every address when `ip` is None) and serves on its own thread for
+    /// the life of the process.
+    pub fn serve(ip: Option<&str>, port: u16) -> Result<Control, LoadError> {
+        let host = ip.unwrap_or("0.0.0.0");
+        let listener = std::net::TcpListener::bind((host, port)).map_err(|e| {
+            LoadError::Invalid(format!(
+                "cannot listen on {host}:{port} (the control port): {e}"
+            ))
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| LoadError::Invalid(format!("the control port: {e}")))?;
+        let start = std::sync::Arc::new((std::sync::Mutex::new(None), std::sync::Condvar::new()));
+        let shared = start.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let shared = shared.clone();
+                std::thread::spawn(move || answer(conn, &shared));
+            }
+        });
+        Ok(Control { addr, start })
+    }
+
+    /// Waits up to `limit` for the common start (Unix ns, this worker's clock).
+    pub fn wait_for_start(&self, limit: Duration) -> Option<u64> {
+        let (lock, cv) = &*self.start;
+        let guard = lock.lock().ok()?;
+        let (guard, _) = cv.wait_timeout_while(guard, limit, |s| s.is_none()).ok()?;
+        *guard
+    }
+}
+
+type StartCell = (std::sync::Mutex<Option<u64>>, std::sync::Condvar);
+
+fn answer(mut conn: std::net::TcpStream, start: &StartCell) {
+    use std::io::{Read, Write};
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > 8192 {
+            return;
+        }
+    }
+    // Stamped as soon as the request is read: the reply's transit is the other half.
+    let now = now_unix_ns();
+    let head = String::from_utf8_lossy(&buf);
+    let mut words = head.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (code, body) = match (method, path) {
+        ("GET", "/clock") => {
+            let held = start.0.lock().ok().and_then(|g| *g);
+            (
+                200,
+                serde_json::json!({"unix_ns": now, "start_at_unix_ns": held}).to_string(),
+            )
+        }
+        ("POST", "/start") => {
+            let at = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("at_unix_ns="))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (at, start.0.lock()) {
+                (None, _) => (400, r#"{"error":"expected ?at_unix_ns=N"}"#.to_string()),
+                (_, Err(_)) => (500, r#"{"error":"poisoned"}"#.to_string()),
+                (Some(at), Ok(mut held)) => match *held {
+                    Some(h) if h != at => (
+                        409,
+                        serde_json::json!({"error": "a different start is already set", "start_at_unix_ns": h}).to_string(),
+                    ),
+                    _ => {
+                        *held = Some(at);
+                        start.1.notify_all();
+                        (200, serde_json::json!({"start_at_unix_ns": at}).to_string())
+                    }
+                },
+            }
+        }
+        _ => (404, r#"{"error":"not found"}"#.to_string()),
+    };
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        409 => "Conflict",
+        404 => "Not Found",
+        _ => "Internal Server Error",
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
 /// A worker's index from `JOB_COMPLETION_INDEX`.
 pub fn index_from_env() -> Result<u32, LoadError> {
     match std::env::var(INDEX_ENV) {
@@ -205,6 +337,7 @@ mod tests {
             slos: vec![],
             workers,
             start_at_unix_ms: None,
+            control_port: None,
         }
     }
 
@@ -232,6 +365,35 @@ mod tests {
         let s = spec(2);
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<WorkerSpec>(&json).unwrap(), s);
+    }
+
+    fn http(addr: std::net::SocketAddr, req: &str) -> String {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_control_port_serves_the_clock_and_takes_one_start() {
+        let control = Control::serve(Some("127.0.0.1"), 0).unwrap();
+        let clock = http(control.addr, "GET /clock HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(clock.starts_with("HTTP/1.1 200"), "{clock}");
+        assert!(clock.contains(r#""start_at_unix_ns":null"#), "{clock}");
+        assert_eq!(control.wait_for_start(Duration::from_millis(10)), None);
+        let bad = http(control.addr, "POST /start HTTP/1.1\r\n\r\n");
+        assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+        let ok = http(control.addr, "POST /start?at_unix_ns=42 HTTP/1.1\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        let again = http(control.addr, "POST /start?at_unix_ns=42 HTTP/1.1\r\n\r\n");
+        assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+        let other = http(control.addr, "POST /start?at_unix_ns=43 HTTP/1.1\r\n\r\n");
+        assert!(other.starts_with("HTTP/1.1 409"), "{other}");
+        assert_eq!(control.wait_for_start(Duration::from_secs(1)), Some(42));
+        let clock = http(control.addr, "GET /clock HTTP/1.1\r\n\r\n");
+        assert!(clock.contains(r#""start_at_unix_ns":42"#), "{clock}");
     }
 
     #[test]

@@ -10,9 +10,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, Namespace,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, Namespace, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -39,6 +39,12 @@ pub const SERVING_CONTAINER: &str = "tensorflow-serving";
 pub const CONFIG_DIR: &str = "/config";
 pub const DEFAULT_CPU: &str = "1";
 pub const DEFAULT_MEMORY: &str = "1Gi";
+/// The port a worker serves its clock and takes the common start on (gang start, through
+/// the API server's pod proxy); also its readiness probe.
+pub const WORKER_CONTROL_PORT: u16 = 8089;
+/// The environment variable a worker learns its pod IP from (the downward API).
+pub const WORKER_POD_IP_ENV: &str = "POD_IP";
+
 /// The environment variable that carries a worker's spec (JSON) into its pod.
 pub const WORKER_SPEC_ENV: &str = "BENCHSTACK_WORKER_SPEC";
 /// Linux refuses to exec with one environment string over 128 KiB (MAX_ARG_STRLEN); stay
@@ -394,8 +400,11 @@ pub fn loadtest_job(
             completion_mode: Some("Indexed".to_string()),
             completions: Some(workers),
             parallelism: Some(workers),
-            // A failed worker fails the run: its share of the load is missing.
-            backoff_limit: Some(0),
+            // One replacement pod: a worker lost after the common start (evicted, OOM-killed)
+            // is replaced and handed the same start, so the run still completes and is
+            // stored as invalid with the reason, never silently short of a worker. A second
+            // failure fails the Job. (A failure before the start fails the run at once.)
+            backoff_limit: Some(1),
             ttl_seconds_after_finished: Some(3600),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -408,11 +417,42 @@ pub fn loadtest_job(
                         name: "worker".to_string(),
                         image: Some(image),
                         args: Some(vec!["worker".to_string()]),
-                        env: Some(vec![EnvVar {
-                            name: WORKER_SPEC_ENV.to_string(),
-                            value: Some(spec_json.to_string()),
+                        env: Some(vec![
+                            EnvVar {
+                                name: WORKER_SPEC_ENV.to_string(),
+                                value: Some(spec_json.to_string()),
+                                ..Default::default()
+                            },
+                            // The control port is bound on the pod's own address
+                            // (https://kubernetes.io/docs/concepts/workloads/pods/downward-api/).
+                            EnvVar {
+                                name: WORKER_POD_IP_ENV.to_string(),
+                                value_from: Some(EnvVarSource {
+                                    field_ref: Some(ObjectFieldSelector {
+                                        field_path: "status.podIP".to_string(),
+                                        ..Default::default()
+                                    }),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                        ]),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("control".to_string()),
+                            container_port: i32::from(WORKER_CONTROL_PORT),
                             ..Default::default()
                         }]),
+                        // Ready once it serves its clock: the coordinator publishes the
+                        // common start only when every worker is.
+                        readiness_probe: Some(Probe {
+                            http_get: Some(HTTPGetAction {
+                                path: Some("/clock".to_string()),
+                                port: IntOrString::Int(i32::from(WORKER_CONTROL_PORT)),
+                                ..Default::default()
+                            }),
+                            period_seconds: Some(1),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -626,6 +666,7 @@ mod tests {
             protocol: crate::vocab::load::Protocol::Grpc,
             request: crate::vocab::load::RequestSource::Body("{}".into()),
             workers: 2,
+            start_tolerance_ms: 50,
             loadgen_image: Some("img".into()),
             loadgen_image_from: None,
             connections: 8,
@@ -637,7 +678,40 @@ mod tests {
             slos: vec![],
         };
         let a = addr(Kind::Loadtest, "big", None);
-        assert!(loadtest_job(&a, &l, "big", "{}").is_ok());
+        let job = loadtest_job(&a, &l, "big", "{}").unwrap();
+        // The gang start: the worker serves its clock on the control port (its readiness)
+        // bound on its pod IP; one replacement for a worker lost after the start.
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(1));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/clock"));
+        assert_eq!(probe.port, IntOrString::Int(i32::from(WORKER_CONTROL_PORT)));
+        let pod_ip = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == WORKER_POD_IP_ENV)
+            .unwrap();
+        assert_eq!(
+            pod_ip
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "status.podIP"
+        );
         let huge = "x".repeat(MAX_WORKER_SPEC_BYTES + 1);
         assert_eq!(
             loadtest_job(&a, &l, "big", &huge),

@@ -412,6 +412,12 @@ pub fn resource_body(config: &ResourceConfig, base: Option<&Path>) -> Body {
                 }
             }
             b.set("workers", HclValue::int(l.workers));
+            if l.start_tolerance_ms != crate::vocab::resources::DEFAULT_START_TOLERANCE_MS {
+                b.set(
+                    "start_tolerance",
+                    HclValue::Duration(std::time::Duration::from_millis(l.start_tolerance_ms)),
+                );
+            }
             match &l.loadgen_image_from {
                 Some(a) => b.set("loadgen_image", reference(a)),
                 None => b.opt("loadgen_image", &l.loadgen_image, string),

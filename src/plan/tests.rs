@@ -94,6 +94,7 @@ pub(crate) fn local_stack(max_batch: u64) -> Stack {
                     protocol: Protocol::Rest,
                     request: RequestSource::Body("{}".into()),
                     workers: 1,
+                    start_tolerance_ms: 50,
                     loadgen_image: None,
                     loadgen_image_from: None,
                     connections: 2,

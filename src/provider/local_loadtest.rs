@@ -32,9 +32,19 @@ pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied
             Err(why) => (ctx.progress)(format!("probing anyway: {why}")),
         }
     }
+    // Answers checked once per applied configuration, with the server idle (a tune checks
+    // them itself, once per trial, not on every probe).
+    let answers = if inputs.probe {
+        None
+    } else {
+        let check = super::answer_check(l, inputs, ctx.progress);
+        super::refuse_changed_answers(l, check.as_ref())?;
+        check
+    };
     if l.workers > 1 {
         let started = procinfo::now_unix();
-        let report = run_worker_processes(ctx, l, targets.clone(), replicas)?;
+        let mut report = run_worker_processes(ctx, l, targets.clone(), replicas)?;
+        report.answers = answers;
         return outcome(l, targets, report, started);
     }
     let mut spec = l.load_spec(targets);
@@ -58,6 +68,7 @@ pub fn run(ctx: &Context, l: &LoadtestConfig, inputs: &Inputs) -> Result<Applied
             .map(|s| s.finish(stages))
             .ok_or_else(|| why_not.unwrap_or_default()),
     );
+    report.answers = answers;
     outcome(l, spec.targets, report, started)
 }
 
@@ -112,6 +123,7 @@ fn outcome(
             report: serde_json::to_value(&report)
                 .map_err(|e| ProviderError::other(format!("the run report: {e}")))?,
             slos_met,
+            invalid: report.invalid.clone(),
             started,
             finished: procinfo::now_unix(),
         }),
@@ -287,6 +299,12 @@ fn run_worker_processes(
     }
     let mut report = result::merge(&reports)
         .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))?;
+    // Each local worker's own start lateness; the merged stages judged again.
+    report.worker_diagnostics = reports
+        .iter()
+        .flat_map(|r| r.worker_diagnostics.iter().cloned())
+        .collect();
+    crate::loadgen::judge_validity(&mut report);
     let stages = report.stages.len();
     server::attach(
         &mut report,

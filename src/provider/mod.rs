@@ -292,6 +292,8 @@ pub struct Applied {
 pub struct RunOutcome {
     pub report: serde_json::Value,
     pub slos_met: bool,
+    /// Why no verdict may use the run (`RunReport::invalid`), or None.
+    pub invalid: Option<String>,
     pub environment: Environment,
     /// The images the run measured, by role (`serving`, `loadgen`), recorded with the run.
     pub images: BTreeMap<String, String>,
@@ -582,6 +584,60 @@ pub fn load_test_targets(
         )));
     }
     Ok(targets)
+}
+
+/// Checks the target's answers under batching (`loadgen::answers`) against its first REST
+/// endpoint, with the server idle (before a run). None, with the reason as progress, when the
+/// check cannot be made (no REST endpoint, no request to send); requests that fail are noted
+/// in the check, not errors.
+pub fn answer_check(
+    l: &crate::vocab::resources::LoadtestConfig,
+    inputs: &Inputs,
+    progress: &(dyn Fn(String) + Sync),
+) -> Option<crate::loadgen::answers::AnswerCheck> {
+    let observed = inputs.observed.get(&l.target)?;
+    let rest = match crate::state::observed::serving_endpoints(observed) {
+        Ok((rest, _)) => rest,
+        Err(e) => {
+            progress(format!("answers not checked: {e}"));
+            return None;
+        }
+    };
+    let Some(target) = rest.first() else {
+        progress("answers not checked: the target records no REST endpoint".into());
+        return None;
+    };
+    match crate::loadgen::answers::check(
+        target,
+        &l.model,
+        l.signature.as_deref(),
+        &l.request,
+        l.seed,
+    ) {
+        Ok(check) => {
+            progress(check.summary());
+            Some(check)
+        }
+        Err(e) => {
+            progress(format!("answers not checked: {e}"));
+            None
+        }
+    }
+}
+
+/// A load test does not run against a configuration whose answers batching changes.
+pub fn refuse_changed_answers(
+    l: &crate::vocab::resources::LoadtestConfig,
+    check: Option<&crate::loadgen::answers::AnswerCheck>,
+) -> Result<(), ProviderError> {
+    match check {
+        Some(c) if c.differs() => Err(ProviderError::other(format!(
+            "{}'s answers change under batching, so its results would not be trustworthy and the load test did not run: {}. Compare the batching settings with an unbatched configuration (padding can change answers: tensorflow/serving#1279)",
+            l.target,
+            c.summary()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A directory name for an address (`serving.tf["small"]` → `serving.tf-small`).

@@ -740,6 +740,33 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
             esc(&e.version)
         );
     }
+    for (label, r) in runs {
+        if let Some(why) = &r.invalid {
+            let _ = write!(
+                body,
+                r#"<p class="invalid"><b>INVALID RUN</b> ({}): {}. Stored and shown; no verdict, capacity, tune ranking or baseline uses it.</p>"#,
+                esc(label),
+                esc(why)
+            );
+        }
+        if let Some(a) = &r.answers {
+            let _ = write!(
+                body,
+                r#"<p class="{}">{}: {}</p>"#,
+                if a.differs() { "invalid" } else { "meta" },
+                esc(label),
+                esc(&a.summary())
+            );
+        }
+        if !r.worker_diagnostics.is_empty() {
+            let _ = write!(
+                body,
+                "<h2>Workers ({})</h2><pre>{}</pre>",
+                esc(label),
+                esc(&super::worker_table(r))
+            );
+        }
+    }
     body.push_str(&summary_table(runs));
     body.push_str(&server_table(runs));
     body.push_str(&notes(runs));
@@ -930,6 +957,7 @@ pub fn html(runs: &[(String, RunReport)]) -> String {
 body{{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#0f172a;margin:24px auto;max-width:1120px;padding:0 16px}}
 h1{{font-size:20px;margin:0 0 8px}}
 .meta{{color:#475569;margin:4px 0}}
+.invalid{{color:#b91c1c;border:1px solid #b91c1c;padding:6px;margin:6px 0}}
 table{{border-collapse:collapse;margin:14px 0;width:100%;font-variant-numeric:tabular-nums}}
 th,td{{padding:4px 8px;border-bottom:1px solid #e2e8f0;text-align:right;white-space:nowrap}}
 th{{background:#f8fafc;font-weight:600}} th:first-child,td:first-child{{text-align:left}}
@@ -1006,6 +1034,9 @@ mod tests {
             connections: 1,
             slos: slos.to_vec(),
             workers: 1,
+            invalid: None,
+            worker_diagnostics: Vec::new(),
+            answers: None,
         }
     }
 

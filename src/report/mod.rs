@@ -190,6 +190,18 @@ pub fn stage_table(r: &RunReport) -> String {
             );
         }
     }
+    if !r.worker_diagnostics.is_empty() {
+        out.push_str(&worker_table(r));
+    }
+    if let Some(a) = &r.answers {
+        let _ = writeln!(out, "{}", a.summary());
+    }
+    if let Some(why) = &r.invalid {
+        let _ = writeln!(
+            out,
+            "INVALID RUN: {why}. It is stored and shown, but no verdict (SLO exit status, capacity, tune ranking, baseline) uses it."
+        );
+    }
     if let Some(c) = &r.capacity {
         for p in &c.probes {
             let _ = writeln!(
@@ -218,6 +230,36 @@ pub fn stage_table(r: &RunReport) -> String {
         }
     }
     out
+}
+
+/// A distributed run's workers, one row each: start lateness, clock offset (± half the
+/// round trip it was measured with), achieved rate, generator lag p99, errors, restarts.
+pub fn worker_table(r: &RunReport) -> String {
+    let mut rows = vec![
+        [
+            "worker", "pod", "late ms", "clock ms", "req/s", "lag p99", "errors", "restarts",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let opt = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
+    for d in &r.worker_diagnostics {
+        rows.push(vec![
+            d.index.to_string(),
+            d.pod.clone(),
+            opt(d.start_late_ms),
+            match (d.clock_offset_ms, d.clock_rtt_ms) {
+                (Some(o), Some(rtt)) => format!("{o:+.1} ±{:.1}", rtt / 2.0),
+                (Some(o), None) => format!("{o:+.1}"),
+                _ => "-".into(),
+            },
+            format!("{:.1}", d.achieved_rate),
+            f(d.lag_p99_ms),
+            d.errors.to_string(),
+            d.restarts.to_string(),
+        ]);
+    }
+    pad_table(&rows, &[true, false, true, true, true, true, true, true])
 }
 
 /// The server's side, one row per stage: what TF Serving itself counted (requests by status,
@@ -526,6 +568,9 @@ mod tests {
             connections: 8,
             slos: slos.to_vec(),
             workers: 1,
+            invalid: None,
+            worker_diagnostics: Vec::new(),
+            answers: None,
         }
     }
 

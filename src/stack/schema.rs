@@ -1079,6 +1079,18 @@ pub const LOADTEST: BlockSchema = BlockSchema {
             "Load generators sharing the load (processes locally, pods on gke); reports are merged.",
         ),
         attr(
+            "start_tolerance",
+            Type::DurationBetween {
+                min: "1ms",
+                max: "10s",
+            },
+            Optional,
+            DefaultValue::Derived("`\"50ms\"`"),
+            Rerun,
+            "\"50ms\"",
+            "Distributed runs on gke: how late a worker may start after the common start, and how far its clock may be from the coordinator's, before the run is marked invalid (stored and shown, never judged).",
+        ),
+        attr(
             "loadgen_image",
             Type::ImageRef,
             RequiredOnGke,

@@ -267,6 +267,11 @@ pub struct LoadtestRecord {
     pub protocol: String,
     pub request: RequestRecord,
     pub workers: u32,
+    #[serde(
+        default = "crate::vocab::resources::default_start_tolerance_ms",
+        skip_serializing_if = "is_default_start_tolerance"
+    )]
+    pub start_tolerance_ms: u64,
     pub loadgen_image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loadgen_image_from: Option<Address>,
@@ -280,6 +285,10 @@ pub struct LoadtestRecord {
     pub timeout: f64,
     pub stages: Vec<StageRecord>,
     pub slos: Vec<SloRecord>,
+}
+
+fn is_default_start_tolerance(ms: &u64) -> bool {
+    *ms == crate::vocab::resources::DEFAULT_START_TOLERANCE_MS
 }
 
 /// `{"body": "…"}` (a predict body) or `{"data": {"path": …, "batch_size": …}}` (CSV rows).
@@ -416,6 +425,7 @@ impl From<&ResourceConfig> for ConfigRecord {
                     },
                 },
                 workers: l.workers,
+                start_tolerance_ms: l.start_tolerance_ms,
                 loadgen_image: l.loadgen_image.clone(),
                 loadgen_image_from: l.loadgen_image_from.clone(),
                 connections: l.connections,
@@ -542,6 +552,7 @@ impl ConfigRecord {
                     }
                 },
                 workers: l.workers,
+                start_tolerance_ms: l.start_tolerance_ms,
                 loadgen_image: l.loadgen_image,
                 loadgen_image_from: l.loadgen_image_from,
                 connections: l.connections,

@@ -212,6 +212,21 @@ impl Bench for StackBench<'_> {
         Ok(report)
     }
 
+    fn answers(&mut self) -> Result<Option<crate::loadgen::answers::AnswerCheck>, TuneError> {
+        let l = self.loadtest_config()?;
+        let deps = self
+            .current
+            .resources
+            .iter()
+            .find(|r| r.address == self.loadtest)
+            .map(|r| r.depends_on.clone())
+            .unwrap_or_default();
+        let inputs = Inputs::gather(Some(&self.current), &deps, self.store)?;
+        let events = self.events;
+        let progress = |message: String| events(Event::Progress { message });
+        Ok(crate::provider::answer_check(&l, &inputs, &progress))
+    }
+
     fn store(&mut self, report: &RunReport, tag: TuneProbe) -> Result<u64, TuneError> {
         let resource = self
             .store

@@ -74,6 +74,11 @@ pub trait Bench {
     fn store(&mut self, report: &RunReport, tag: TuneProbe) -> Result<u64, TuneError>;
     /// The probes stored earlier for this tune: (run id, tag, report).
     fn stored(&self) -> Result<Vec<(u64, TuneProbe, RunReport)>, TuneError>;
+    /// Checks the applied configuration's answers (`loadgen::answers`) with the server idle;
+    /// None when they cannot be checked.
+    fn answers(&mut self) -> Result<Option<crate::loadgen::answers::AnswerCheck>, TuneError> {
+        Ok(None)
+    }
 }
 
 /// What happens, for the CLI to show.
@@ -134,6 +139,8 @@ pub struct Tuner<'a, B: Bench> {
     stored: Vec<(u64, TuneProbe, RunReport)>,
     /// The settings key now applied, when the tuner applied one.
     applied: Option<String>,
+    /// Why the applied configuration cannot win: batching changed its answers.
+    answers_differ: Option<String>,
     probes: usize,
     measured: usize,
     done: usize,
@@ -181,6 +188,7 @@ impl<'a, B: Bench> Tuner<'a, B> {
             events,
             stored,
             applied: None,
+            answers_differ: None,
             probes: 0,
             measured: 0,
             done: 0,
@@ -388,6 +396,14 @@ impl<'a, B: Bench> Tuner<'a, B> {
                 self.apply_time += began.elapsed();
                 self.applies += 1;
                 self.applied = Some(key.clone());
+                // The server is idle now: do its answers under batching match them sent
+                // alone? A configuration that changes answers cannot win.
+                self.answers_differ = self
+                    .bench
+                    .answers()
+                    .map_err(Some)?
+                    .filter(|c| c.differs())
+                    .map(|c| format!("batching changes the answers: {}", c.summary()));
             }
             let duration = probe_duration(self.cfg, &self.slos, rate);
             let stage = crate::vocab::load::Stage {
@@ -400,12 +416,14 @@ impl<'a, B: Bench> Tuner<'a, B> {
                 .bench
                 .probe(stage.clone(), &self.slos, warmup)
                 .map_err(Some)?;
+            // The generator's verdict on the probe, else the run's own (a distributed
+            // probe whose workers did not start together is no evidence either).
             let invalid_at = |report: &RunReport| match report.stages.first() {
                 Some(st) => match crate::loadgen::probe_verdict(st, rate) {
                     ProbeVerdict::Invalid(why) => Some(why),
-                    ProbeVerdict::Passed | ProbeVerdict::Failed(_) => None,
+                    ProbeVerdict::Passed | ProbeVerdict::Failed(_) => report.invalid.clone(),
                 },
-                None => None,
+                None => report.invalid.clone(),
             };
             // A generator that fell behind far enough to decide the verdict says nothing
             // about the server: try once more.
@@ -415,12 +433,17 @@ impl<'a, B: Bench> Tuner<'a, B> {
             self.probe_time += began.elapsed();
             self.live_probes += 1;
             self.measured += 1;
-            let bottleneck = invalid_at(&report).map(|why| {
-                format!(
-                    "the load generator was the bottleneck at {} req/s ({why}): give the load test more `workers`, or fewer connections",
-                    fmt_rate(rate),
-                )
-            });
+            let answers_differ = self.answers_differ.clone();
+            let bottleneck = answers_differ.or_else(|| invalid_at(&report).map(|why| {
+                if report.invalid.as_deref() == Some(why.as_str()) && !why.contains("bottleneck") {
+                    format!("the probe at {} req/s is invalid ({why})", fmt_rate(rate))
+                } else {
+                    format!(
+                        "the load generator was the bottleneck at {} req/s ({why}): give the load test more `workers`, or fewer connections",
+                        fmt_rate(rate),
+                    )
+                }
+            }));
             let Some(st) = report.stages.first().cloned() else {
                 return Err(Some(TuneError::Probe("the probe reported no stage".into())));
             };

@@ -28,6 +28,12 @@ struct Model {
     stop_after: Option<usize>,
     /// The generator falls behind at and above this rate.
     generator_limit: f64,
+    /// Probes of configurations with this many batch threads come back invalid (a late
+    /// distributed worker).
+    late_worker_threads: Option<u64>,
+    /// Configurations with at least this max_batch_size change answers under batching.
+    corrupt_batch: Option<u64>,
+    answer_checks: u32,
     /// (capacity, probes, factor): the configuration of that capacity carries only `factor`
     /// of it after that many probes of it (a measurement that does not repeat).
     fade: Option<(f64, usize, f64)>,
@@ -147,6 +153,9 @@ fn report(
         connections: 1,
         slos: slos.to_vec(),
         workers: 1,
+        invalid: None,
+        worker_diagnostics: Vec::new(),
+        answers: None,
     }
 }
 
@@ -159,6 +168,9 @@ impl Model {
             applies: 0,
             stop_after: None,
             generator_limit: f64::INFINITY,
+            late_worker_threads: None,
+            corrupt_batch: None,
+            answer_checks: 0,
             fade: None,
             faded_probes: Cell::new(0),
             rates: Default::default(),
@@ -205,6 +217,10 @@ impl Bench for Model {
         );
         // The server's side as a scrape would give it: batches half full, a core per thread.
         let b = s.batching.clone().unwrap_or_default();
+        if self.late_worker_threads.is_some() && b.num_batch_threads == self.late_worker_threads {
+            r.invalid =
+                Some("worker 1 started 80.0 ms after the common start (bound 50 ms)".into());
+        }
         r.stages[0].server = Some(crate::loadgen::server::ServerStage {
             replicas: 1,
             requests: BTreeMap::new(),
@@ -223,6 +239,21 @@ impl Bench for Model {
             per_replica_share: vec![1.0],
         });
         Ok(r)
+    }
+
+    fn answers(&mut self) -> Result<Option<crate::loadgen::answers::AnswerCheck>, TuneError> {
+        self.answer_checks += 1;
+        let s = self.applied.clone().expect("applied before checking");
+        let b = s.batching.and_then(|b| b.max_batch_size).unwrap_or(1);
+        let differing = u32::from(self.corrupt_batch.is_some_and(|c| b >= c));
+        Ok(Some(crate::loadgen::answers::AnswerCheck {
+            sample: 16,
+            compared: 16,
+            tolerance: crate::loadgen::answers::TOLERANCE,
+            differing: differing * 16,
+            worst: None,
+            note: None,
+        }))
     }
 
     fn store(&mut self, report: &RunReport, tag: TuneProbe) -> Result<u64, TuneError> {
@@ -512,6 +543,58 @@ fn a_generator_bottleneck_makes_the_trial_invalid_with_the_reason() {
     assert_eq!(
         winner_settings(&o),
         "batching.max_batch_size=32, batching.num_batch_threads=1"
+    );
+}
+
+#[test]
+fn an_invalid_distributed_probe_makes_the_trial_invalid_and_it_cannot_win() {
+    let cfg = config(Search::Grid, &[1, 2], 1);
+    let mut m = Model::new();
+    // Two threads would win (see the bottleneck test) but every probe of them is invalid.
+    m.late_worker_threads = Some(2);
+    let o = run(&cfg, &mut m).unwrap();
+    let two = o
+        .trials
+        .iter()
+        .find(|t| {
+            settings_key(&t.settings).contains("max_batch_size=32,batching.num_batch_threads=2")
+        })
+        .unwrap();
+    let why = two.invalid().unwrap();
+    assert!(why.contains("worker 1 started 80.0 ms"), "{why}");
+    assert!(!why.contains("load generator"), "{why}");
+    assert_eq!(
+        winner_settings(&o),
+        "batching.max_batch_size=32, batching.num_batch_threads=1"
+    );
+}
+
+#[test]
+fn a_configuration_whose_answers_change_under_batching_cannot_win() {
+    let cfg = config(Search::Grid, &[1, 2], 1);
+    let mut m = Model::new();
+    // max_batch_size 32 would win; its answers differ.
+    m.corrupt_batch = Some(32);
+    let o = run(&cfg, &mut m).unwrap();
+    for t in &o.trials {
+        let key = settings_key(&t.settings);
+        if key.contains("max_batch_size=32") {
+            let why = t
+                .invalid()
+                .unwrap_or_else(|| panic!("{key} should be invalid"));
+            assert!(why.contains("batching changes the answers"), "{why}");
+            assert!(why.contains("relative tolerance 1e-4"), "{why}");
+            // One probe, then no more measuring of a configuration that cannot win.
+            assert_eq!(t.measurements[0].probes.len(), 0, "{key}");
+        } else {
+            assert_eq!(t.invalid(), None, "{key}");
+        }
+    }
+    let w = winner_settings(&o);
+    assert!(w.contains("max_batch_size=8"), "{w}");
+    assert!(
+        m.answer_checks >= 2,
+        "checked once per applied configuration"
     );
 }
 

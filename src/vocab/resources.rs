@@ -328,6 +328,14 @@ pub struct LoadtestConfig {
     pub protocol: Protocol,
     pub request: RequestSource,
     pub workers: u32,
+    /// How late (ms) a distributed worker may start, and how far off its clock may be,
+    /// before the run is invalid. Serialized only when not the default, so older configs
+    /// and states read and hash the same.
+    #[serde(
+        default = "default_start_tolerance_ms",
+        skip_serializing_if = "is_default_start_tolerance_ms"
+    )]
+    pub start_tolerance_ms: u64,
     pub loadgen_image: Option<String>,
     /// `loadgen_image = image.NAME`: the worker image an `image` block builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -341,6 +349,17 @@ pub struct LoadtestConfig {
     pub timeout: Duration,
     pub stages: Vec<Stage>,
     pub slos: Vec<Slo>,
+}
+
+/// `start_tolerance` when a loadtest block does not set it.
+pub const DEFAULT_START_TOLERANCE_MS: u64 = 50;
+
+pub fn default_start_tolerance_ms() -> u64 {
+    DEFAULT_START_TOLERANCE_MS
+}
+
+fn is_default_start_tolerance_ms(ms: &u64) -> bool {
+    *ms == DEFAULT_START_TOLERANCE_MS
 }
 
 /// A container image built from a directory on this machine (`image` block): Cloud Build

@@ -25,13 +25,25 @@
 //!   load balancer is gone (https://kubernetes.io/docs/tasks/access-application-cluster/create-external-load-balancer/#garbage-collecting-load-balancers).
 //! - A Job's pods, once scheduled and pulled, run for real as processes on this machine (the
 //!   worker program with the container's args and env plus `JOB_COMPLETION_INDEX`), their
-//!   output kept as the pod log.
+//!   output kept as the pod log. Each gets its own pod IP, a loopback address 127.a.b.c, and
+//!   env `valueFrom.fieldRef` `status.podIP` resolves to it (the downward API,
+//!   https://kubernetes.io/docs/concepts/workloads/pods/downward-api/). A container with an
+//!   `httpGet` readiness probe is Ready only once the probe answers 2xx on the pod IP
+//!   (https://kubernetes.io/docs/concepts/configuration/liveness-readiness-startup-probes/).
+//!   A worker can be made to start late (`delay_worker`: its container stays `Waiting`,
+//!   `ContainerCreating`, before it turns Running) or to be killed while running
+//!   (`kill_worker`: exit 137, `OOMKilled`). A failed pod of a Job whose `backoffLimit` is not
+//!   yet exceeded is replaced by a new pod for the same completion index after the Job
+//!   controller's back-off (10 s, doubling;
+//!   https://kubernetes.io/docs/concepts/workloads/controllers/job/#pod-backoff-failure-policy;
+//!   `Options::job_backoff` scales it down for tests).
 //! - The pods/proxy subresource, `GET /api/v1/namespaces/NS/pods/NAME[:PORT]/proxy/PATH`
 //!   (https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#get-connect-get-requests-to-proxy-of-pod,
 //!   https://kubernetes.io/docs/tasks/access-application-cluster/access-cluster-services/#manually-constructing-apiserver-proxy-urls):
 //!   a missing pod is 404 NotFound, a pod that is not Running has no IP to dial (503); a
-//!   running serving pod is backed by the stand-in (`with_stand_in`, every serving pod by the
-//!   one process), which answers the path as TF Serving would, and a pod started without
+//!   running Job pod is reached on its own pod IP (GET and POST, as the proxy passes the
+//!   method through), a running serving pod is backed by the stand-in (`with_stand_in`,
+//!   every serving pod by the one process), which answers the path as TF Serving would, and a pod started without
 //!   `--monitoring_config_file` has no metrics page (404, TF Serving's "Malformed request").
 //! - The nodes/proxy subresource to the kubelet's cAdvisor metrics,
 //!   `GET /api/v1/nodes/NODE/proxy/metrics/cadvisor`
@@ -150,6 +162,9 @@ pub struct Options {
     /// Controller steps a Deployment's deleted pod stays terminating (graceful termination:
     /// `deletionTimestamp` set, still on its node).
     pub termination_steps: u32,
+    /// The Job controller's first back-off before it replaces a failed pod (10 s in
+    /// Kubernetes; doubled for each further failure).
+    pub job_backoff: Duration,
 }
 
 impl Options {
@@ -166,6 +181,7 @@ impl Options {
             time_scale: 1.0,
             load_balancer_cleanup: Duration::from_millis(300),
             termination_steps: 2,
+            job_backoff: Duration::from_secs(10),
         }
     }
 }
@@ -218,6 +234,14 @@ struct State {
     vanishing_workers: HashSet<u32>,
     /// Job → succeeded pods whose objects are gone.
     vanished_succeeded: HashMap<String, i64>,
+    /// Worker index → how long its first pod's container waits before it starts.
+    delayed_workers: HashMap<u32, Duration>,
+    /// Worker index → how long its first pod runs before its process is killed (OOM).
+    killed_workers: HashMap<u32, Duration>,
+    /// Pods whose process the emulator killed as the kernel's OOM killer would.
+    oom_killed: HashSet<String>,
+    /// (namespace, Job, index, when): replacement pods the Job controller will create.
+    replacements: Vec<(String, String, u32, Instant)>,
     /// (resource, name) → how many more GETs of it answer 503 (u32::MAX: all).
     unavailable_gets: HashMap<(String, String), u32>,
     requests: Vec<Recorded>,
@@ -266,6 +290,10 @@ impl K8sEmulator {
             failing_workers: HashMap::new(),
             vanishing_workers: HashSet::new(),
             vanished_succeeded: HashMap::new(),
+            delayed_workers: HashMap::new(),
+            killed_workers: HashMap::new(),
+            oom_killed: HashSet::new(),
+            replacements: Vec::new(),
             unavailable_gets: HashMap::new(),
             requests: Vec::new(),
             pods: Vec::new(),
@@ -411,6 +439,23 @@ impl K8sEmulator {
     /// counting them as succeeded.
     pub fn vanish_worker(&self, index: u32) {
         lock(&self.state).vanishing_workers.insert(index);
+    }
+
+    /// The Job controller's first back-off before replacing a failed pod (see `Options`).
+    pub fn set_job_backoff(&self, backoff: Duration) {
+        lock(&self.state).opts.job_backoff = backoff;
+    }
+
+    /// The first pod of worker `index` turns Running only `delay` after it was created (a
+    /// slow image pull or node): its container waits in `ContainerCreating` until then.
+    pub fn delay_worker(&self, index: u32, delay: Duration) {
+        lock(&self.state).delayed_workers.insert(index, delay);
+    }
+
+    /// The first pod of worker `index` is killed `after` it started running (exit 137,
+    /// `OOMKilled`); the Job controller then replaces it if its backoffLimit allows.
+    pub fn kill_worker(&self, index: u32, after: Duration) {
+        lock(&self.state).killed_workers.insert(index, after);
     }
 
     pub fn set_load_balancer_ip(&self, ip: &str) {
@@ -690,7 +735,13 @@ fn dispatch(
     // The controllers, scheduler and kubelets take one step between requests.
     reconcile(state);
     if method == "GET"
-        && let Some(reply) = pod_proxy(state, path).or_else(|| node_proxy(state, path))
+        && let Some(reply) =
+            pod_proxy(state, method, path, query).or_else(|| node_proxy(state, path))
+    {
+        return reply;
+    }
+    if method == "POST"
+        && let Some(reply) = pod_proxy(state, method, path, query)
     {
         return reply;
     }
@@ -796,7 +847,12 @@ fn node_proxy(state: &Arc<Mutex<State>>, path: &str) -> Option<Reply> {
 }
 
 /// `GET …/pods/NAME[:PORT]/proxy/PATH`, or None for any other path.
-fn pod_proxy(state: &Arc<Mutex<State>>, path: &str) -> Option<Reply> {
+fn pod_proxy(
+    state: &Arc<Mutex<State>>,
+    method: &str,
+    path: &str,
+    query: &BTreeMap<String, String>,
+) -> Option<Reply> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let [
         "api",
@@ -837,8 +893,45 @@ fn pod_proxy(state: &Arc<Mutex<State>>, path: &str) -> Option<Reply> {
         })
         .unwrap_or_default();
     let ip = s.opts.load_balancer_ip.clone();
+    let job_pod = obj["metadata"]["labels"]["job-name"].is_string();
+    let pod_ip = obj["status"]["podIP"].as_str().map(String::from);
     drop(s);
-    let page = format!("/{}", rest.join("/"));
+    let mut page = format!("/{}", rest.join("/"));
+    // A Job's pod (a worker) answers on its own IP, whatever the method.
+    if job_pod {
+        let (Some(pod_ip), Some(port)) = (pod_ip, port) else {
+            return Some(status_error(
+                503,
+                "ServiceUnavailable",
+                format!("pod {pod}: no port to proxy to"),
+                "pods",
+                pod,
+            ));
+        };
+        if !query.is_empty() {
+            let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            page = format!("{page}?{}", q.join("&"));
+        }
+        return Some(
+            match http_blocking(&pod_ip, port, method, &page, Duration::from_secs(5)) {
+                Ok((code, body)) => Reply {
+                    code,
+                    content_type: "application/json",
+                    body,
+                },
+                Err(e) => status_error(
+                    503,
+                    "ServiceUnavailable",
+                    format!("error trying to reach service: {e}"),
+                    "pods",
+                    pod,
+                ),
+            },
+        );
+    }
+    if method != "GET" {
+        return None;
+    }
     if !args
         .iter()
         .any(|a| a.starts_with("--monitoring_config_file="))
@@ -869,11 +962,27 @@ fn pod_proxy(state: &Arc<Mutex<State>>, path: &str) -> Option<Reply> {
 
 /// A plain HTTP/1.0 GET (the stand-in answers it and closes).
 fn http_get_blocking(ip: &str, port: u16, path: &str) -> Result<(u16, String), String> {
+    http_blocking(ip, port, "GET", path, Duration::from_secs(5))
+}
+
+/// A plain HTTP/1.0 request without a body; the server answers and closes.
+fn http_blocking(
+    ip: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect((ip, port)).map_err(|e| e.to_string())?;
-    c.set_read_timeout(Some(Duration::from_secs(5)))
+    let addr: SocketAddr = format!("{ip}:{port}").parse().map_err(|e| format!("{e}"))?;
+    let mut c = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    c.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    write!(c, "GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(
+        c,
+        "{method} {path} HTTP/1.0\r\nHost: {ip}:{port}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     c.read_to_end(&mut raw).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&raw);
@@ -1273,9 +1382,28 @@ fn start_job(state: &Arc<Mutex<State>>, namespace: &str, job_name: &str) {
         return;
     };
     let completions = job["spec"]["completions"].as_u64().unwrap_or(1) as u32;
+    for index in 0..completions {
+        create_job_pod(s, namespace, job_name, &job, index, true);
+    }
+    drop(guard);
+    // The new pods are scheduled and started at once, as a real cluster would start them
+    // while the client is still reading the create's answer.
+    reconcile(state);
+    update_job_status(state, namespace, job_name);
+}
+
+/// One pod of a Job for a completion index (`first`: not a replacement).
+fn create_job_pod(
+    s: &mut State,
+    namespace: &str,
+    job_name: &str,
+    job: &Value,
+    index: u32,
+    first: bool,
+) {
     let template = job["spec"]["template"].clone();
     let job_uid = job["metadata"]["uid"].clone();
-    for index in 0..completions {
+    {
         s.counter += 1;
         let pod_name = format!("{job_name}-{index}-{}", pod_suffix(s.counter));
         let mut labels = template["metadata"]["labels"].clone();
@@ -1306,14 +1434,13 @@ fn start_job(state: &Arc<Mutex<State>>, namespace: &str, job_name: &str) {
         admit(s, &route, &pod_name, &mut pod);
         s.objects.insert(key("pods", namespace, &pod_name), pod);
         s.counter += 1;
-        s.sims.insert(
-            pod_name.clone(),
-            PodSim::new(
-                namespace,
-                Owner::Job(job_name.to_string(), index),
-                s.counter,
-            ),
+        let mut sim = PodSim::new(
+            namespace,
+            Owner::Job(job_name.to_string(), index),
+            s.counter,
         );
+        sim.first_of_index = first;
+        s.sims.insert(pod_name.clone(), sim);
         s.pods.push(PodRecord {
             job: job_name.to_string(),
             pod: pod_name.clone(),
@@ -1321,11 +1448,41 @@ fn start_job(state: &Arc<Mutex<State>>, namespace: &str, job_name: &str) {
             log,
         });
     }
-    drop(guard);
-    // The new pods are scheduled and started at once, as a real cluster would start them
-    // while the client is still reading the create's answer.
-    reconcile(state);
-    update_job_status(state, namespace, job_name);
+}
+
+/// The Job controller's replacements that are due: a new pod for the failed index, unless
+/// the Job is gone or already finished.
+fn replacements_step(s: &mut State) {
+    let now = Instant::now();
+    let (due, later): (Vec<_>, Vec<_>) = s
+        .replacements
+        .drain(..)
+        .partition(|(_, _, _, at)| *at <= now);
+    s.replacements = later;
+    for (ns, job_name, index, _) in due {
+        let Some(job) = s.objects.get(&key("jobs", &ns, &job_name)).cloned() else {
+            continue;
+        };
+        let finished = job["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Failed" || c["type"] == "Complete")
+        });
+        if !finished {
+            create_job_pod(s, &ns, &job_name, &job, index, false);
+        }
+    }
+}
+
+/// A 127.a.b.c address of its own for a Job's pod (Linux routes all of 127/8 to loopback),
+/// random so that emulators in parallel test processes do not collide on a port.
+fn pod_ip() -> String {
+    let r = rand::random::<u32>();
+    format!(
+        "127.{}.{}.{}",
+        1 + (r >> 16) as u8 % 250,
+        (r >> 8) as u8,
+        1 + (r as u8) % 250
+    )
 }
 
 /// The kubelet starts a Job's pod: its process runs the worker program (or, for a failing
@@ -1352,19 +1509,24 @@ fn start_job_pod(
                 .collect()
         })
         .unwrap_or_default();
+    let ip = pod_ip();
+    // `valueFrom.fieldRef` from the downward API: the pod's IP is the one field used.
     let env: Vec<(String, String)> = container["env"]
         .as_array()
         .map(|a| {
             a.iter()
                 .filter_map(|e| {
-                    Some((
-                        e["name"].as_str()?.to_string(),
-                        e["value"].as_str().unwrap_or("").to_string(),
-                    ))
+                    let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                        Some("status.podIP") => ip.clone(),
+                        Some(_) => String::new(),
+                        None => e["value"].as_str().unwrap_or("").to_string(),
+                    };
+                    Some((e["name"].as_str()?.to_string(), value))
                 })
                 .collect()
         })
         .unwrap_or_default();
+    let probed = container["readinessProbe"]["httpGet"].is_object();
     let Some(log) = s
         .pods
         .iter()
@@ -1377,14 +1539,19 @@ fn start_job_pod(
     let spawned = spawn_worker(&s.opts.worker_program, &args, &env, index, &log, failing);
     if let Some(p) = s.objects.get_mut(&key("pods", namespace, pod_name)) {
         p["status"]["phase"] = json!(if spawned.is_ok() { "Running" } else { "Failed" });
+        p["status"]["podIP"] = json!(ip);
+        p["status"]["podIPs"] = json!([{"ip": ip}]);
         p["status"]["containerStatuses"] = match &spawned {
             Ok(_) => json!([{"name": container_name, "image": image, "imageID": "",
-                "ready": true, "restartCount": 0, "started": true,
+                "ready": !probed, "restartCount": 0, "started": true,
                 "state": {"running": {"startedAt": "2025-01-01T00:00:00Z"}}}]),
             Err(e) => json!([{"name": container_name, "image": image, "imageID": "",
                 "ready": false, "restartCount": 0,
                 "state": {"terminated": {"exitCode": 128, "reason": "StartError", "message": e}}}]),
         };
+    }
+    if let Some(x) = s.sims.get_mut(pod_name) {
+        x.running_since = Some(Instant::now());
     }
     if let Ok(child) = spawned {
         let child = Arc::new(Mutex::new(child));
@@ -1454,16 +1621,20 @@ fn watch_pod(
     {
         let mut s = lock(&state);
         s.children.remove(&pod_name);
-        let Some(pod) = s.objects.get_mut(&key("pods", &namespace, &pod_name)) else {
+        if !s.objects.contains_key(&key("pods", &namespace, &pod_name)) {
             // Deleted with its Job: nothing to report.
             return;
-        };
+        }
         let ok = code == 0;
+        let oom = s.oom_killed.contains(&pod_name);
+        let Some(pod) = s.objects.get_mut(&key("pods", &namespace, &pod_name)) else {
+            return;
+        };
         pod["status"]["phase"] = json!(if ok { "Succeeded" } else { "Failed" });
         pod["status"]["containerStatuses"][0]["ready"] = json!(false);
         pod["status"]["containerStatuses"][0]["state"] = json!({"terminated": {
             "exitCode": code,
-            "reason": if ok { "Completed" } else { "Error" },
+            "reason": if ok { "Completed" } else if oom { "OOMKilled" } else { "Error" },
             "startedAt": "2025-01-01T00:00:00Z",
             "finishedAt": "2025-01-01T00:00:01Z",
         }});
@@ -1474,6 +1645,34 @@ fn watch_pod(
         if ok && index.is_some_and(|i| s.vanishing_workers.contains(&i)) {
             s.objects.remove(&key("pods", &namespace, &pod_name));
             *s.vanished_succeeded.entry(job_name.clone()).or_default() += 1;
+        }
+        // The Job controller replaces a failed pod while its failures stay within the
+        // backoffLimit, after a back-off that doubles with each failure.
+        if !ok && let Some(index) = index {
+            let job = s.objects.get(&key("jobs", &namespace, &job_name)).cloned();
+            let limit = job
+                .as_ref()
+                .and_then(|j| j["spec"]["backoffLimit"].as_i64())
+                .unwrap_or(6);
+            let failed = s
+                .objects
+                .iter()
+                .filter(|(k, v)| {
+                    k.0 == "pods"
+                        && k.1 == namespace
+                        && v["metadata"]["labels"]["job-name"] == json!(job_name)
+                        && v["status"]["phase"] == "Failed"
+                })
+                .count() as i64;
+            if job.is_some() && failed <= limit {
+                let backoff = s.opts.job_backoff * 2u32.pow((failed - 1).clamp(0, 10) as u32);
+                s.replacements.push((
+                    namespace.clone(),
+                    job_name.clone(),
+                    index,
+                    Instant::now() + backoff,
+                ));
+            }
         }
     }
     update_job_status(&state, &namespace, &job_name);
@@ -1559,6 +1758,11 @@ struct PodSim {
     /// Controller steps since its container started.
     running_steps: u32,
     started: bool,
+    /// When its object was made and when its container started running.
+    created_at: Instant,
+    running_since: Option<Instant>,
+    /// The first pod for its completion index (what `delay_worker`/`kill_worker` affect).
+    first_of_index: bool,
     /// Deleted: controller steps left until the kubelet has stopped it and the object goes.
     /// Until then it holds its node's room, and controllers no longer count it.
     terminating: Option<u32>,
@@ -1573,6 +1777,9 @@ impl PodSim {
             failed_pulls: 0,
             running_steps: 0,
             started: false,
+            created_at: Instant::now(),
+            running_since: None,
+            first_of_index: true,
             terminating: None,
         }
     }
@@ -1885,6 +2092,7 @@ fn reconcile(state: &Arc<Mutex<State>>) {
         for k in deployments {
             deployment_step(s, &k);
         }
+        replacements_step(s);
         let nodes = nodes(s);
         schedule_step(s, &nodes);
         kubelet_step(state, s, &nodes, &mut jobs_touched);
@@ -2178,6 +2386,9 @@ fn kubelet_step(
         let cname = container["name"].as_str().unwrap_or("main").to_string();
         let image = container["image"].as_str().unwrap_or("").to_string();
         if sim.started {
+            if let Owner::Job(_, index) = &sim.owner {
+                job_pod_step(s, &pod_name, &sim, *index, &pod);
+            }
             if let Owner::Deployment(dep) = &sim.owner {
                 let crash = s.crash_looping.contains(dep);
                 let never = s.never_ready.contains(dep);
@@ -2239,6 +2450,22 @@ fn kubelet_step(
             }
             continue;
         }
+        // A worker made slow to start waits in ContainerCreating until its delay is over.
+        if let Owner::Job(_, index) = &sim.owner
+            && sim.first_of_index
+            && let Some(delay) = s.delayed_workers.get(index).copied()
+            && sim.created_at.elapsed() < delay
+        {
+            if let Some(p) = s.objects.get_mut(&k) {
+                p["status"]["phase"] = json!("Pending");
+                p["status"]["containerStatuses"] = json!([{
+                    "name": cname, "image": image, "imageID": "", "ready": false,
+                    "restartCount": 0, "started": false,
+                    "state": {"waiting": {"reason": "ContainerCreating"}},
+                }]);
+            }
+            continue;
+        }
         if let Some(x) = s.sims.get_mut(&pod_name) {
             x.started = true;
         }
@@ -2258,6 +2485,51 @@ fn kubelet_step(
                 }
             }
         }
+    }
+}
+
+/// A running Job pod: its readiness probe (an `httpGet` on its pod IP, answered 2xx) and, for
+/// a worker set to be killed, the OOM kill once it has run long enough.
+fn job_pod_step(s: &mut State, pod_name: &str, sim: &PodSim, index: u32, pod: &Value) {
+    if pod["status"]["phase"] != "Running" {
+        return;
+    }
+    if sim.first_of_index
+        && let (Some(after), Some(since)) = (s.killed_workers.get(&index), sim.running_since)
+        && since.elapsed() >= *after
+        && !s.oom_killed.contains(pod_name)
+    {
+        s.oom_killed.insert(pod_name.to_string());
+        if let Some(child) = s.children.get(pod_name)
+            && let Ok(mut c) = child.lock()
+        {
+            let _ = c.kill();
+        }
+        return;
+    }
+    let probe = &pod["spec"]["containers"][0]["readinessProbe"]["httpGet"];
+    if !probe.is_object() || pod_ready(pod) {
+        return;
+    }
+    let (Some(ip), Some(port)) = (
+        pod["status"]["podIP"].as_str(),
+        probe["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
+    ) else {
+        return;
+    };
+    let path = probe["path"].as_str().unwrap_or("/");
+    let ready = matches!(
+        http_blocking(ip, port, "GET", path, Duration::from_millis(300)),
+        Ok((200..=399, _))
+    );
+    if ready && let Some(p) = s.objects.get_mut(&key("pods", &sim.namespace, pod_name)) {
+        p["status"]["containerStatuses"][0]["ready"] = json!(true);
+        p["status"]["conditions"] = json!([
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": "True"},
+            {"type": "Ready", "status": "True"},
+        ]);
     }
 }
 

@@ -67,6 +67,12 @@ busy_until = S + 1/C and the answer is sent at busy_until + L. Below C the laten
 a predict that would wait more than 5 ms (S - T > 0.005) is answered 503 at once with a JSON
 error and takes no service time, so its latency never grows but its errors do.
 
+Answers under batching (tensorflow/serving#1279: padding changed answers): with the
+environment variable TUNABLE_CORRUPT_FROM_BATCH=N and batching enabled with max_batch_size >= N,
+a predict that arrives while the virtual server is busy (it would share a batch with the one
+in service) is answered with every prediction 1% too large; a predict that finds the server
+idle (sent alone) gets the true answer, as do all predicts of any other configuration.
+
 REST: GET /v1/models/NAME[/versions/1] (version 1 AVAILABLE), POST
 /v1/models/NAME[/versions/1]:predict with `{"instances": [...]}` (answer `{"predictions": [...]}`,
 one per instance) or `{"inputs": ...}` (answer `{"outputs": [...]}`). Models: the names in
@@ -192,6 +198,31 @@ def capacity_model(flags):
     """(capacity req/s, sheds, base latency s) for these flags (and the files they name)."""
     if not flag_bool(flags, "enable_batching"):
         return 150.0, False, 0.001
+    fields = batching_fields(flags)
+    b = fields.get("max_batch_size", 1000)
+    n = fields.get("num_batch_threads", 2)
+    t = fields.get("batch_timeout_micros", 0)
+    base = round(0.001 + t / 1e6 + PAD_MS_PER_ROW * b / 1000.0, 9)
+    if n >= 4:
+        return round(190.0 + 2.5 * math.log2(b), 6), True, base
+    return round(200.0 * batch_factor(b) * THREAD_FACTOR[n], 6), False, base
+
+
+def corrupts(flags):
+    """Whether this configuration corrupts answers under batching (TUNABLE_CORRUPT_FROM_BATCH)."""
+    import os
+    raw = os.environ.get("TUNABLE_CORRUPT_FROM_BATCH", "")
+    if not raw or not flag_bool(flags, "enable_batching"):
+        return False
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ConfigError(f"TUNABLE_CORRUPT_FROM_BATCH={raw!r}: expected a whole number") from None
+    return batching_fields(flags).get("max_batch_size", 1000) >= limit
+
+
+def batching_fields(flags):
+    """The checked integer fields of the batching parameters file (none: defaults)."""
     fields = {}
     path = flags.get("batching_parameters_file")
     if path:
@@ -202,10 +233,7 @@ def capacity_model(flags):
     for name, v, low in (("max_batch_size", b, 1), ("num_batch_threads", n, 1), ("batch_timeout_micros", t, 0)):
         if isinstance(v, bool) or v < low:
             raise ConfigError(f"{path}: `{name}` must be an integer >= {low}, found {v}")
-    base = round(0.001 + t / 1e6 + PAD_MS_PER_ROW * b / 1000.0, 9)
-    if n >= 4:
-        return round(190.0 + 2.5 * math.log2(b), 6), True, base
-    return round(200.0 * batch_factor(b) * THREAD_FACTOR[n], 6), False, base
+    return fields
 
 
 def model_names(flags):
@@ -250,7 +278,8 @@ def error(status, message):
 class Model:
     """The virtual FIFO server shared by every connection."""
 
-    def __init__(self, capacity, sheds, base, names):
+    def __init__(self, capacity, sheds, base, names, corrupt=False):
+        self.corrupt = corrupt
         self.service = 1.0 / capacity
         self.sheds = sheds
         self.base = base
@@ -258,12 +287,14 @@ class Model:
         self.busy_until = 0.0
 
     def admit(self, now):
-        """The time to answer a predict arriving now, or None to shed it."""
+        """(the time to answer a predict arriving now, whether it shares a batch), or None
+        to shed it."""
         start = max(now, self.busy_until)
         if self.sheds and start - now > SHED_WAIT_S:
             return None
+        batched = self.busy_until > now
         self.busy_until = start + self.service
-        return self.busy_until + self.base
+        return self.busy_until + self.base, batched
 
 
 MODEL_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/([^/:]+)|/labels/([^/:]+))?(?::([A-Za-z]+))?$")
@@ -424,9 +455,12 @@ class Connection(asyncio.Protocol):
             answer = predictions(body)
         except ValueError as e:
             return self.answer_now(*error(400, str(e)), keep_alive=keep_alive)
-        when = self.model.admit(self.loop.time())
-        if when is None:
+        admitted = self.model.admit(self.loop.time())
+        if admitted is None:
             return self.answer_now(*error(503, "the batch scheduling queue is full"), keep_alive=keep_alive)
+        when, batched = admitted
+        if batched and self.model.corrupt:
+            answer = {k: [[x * 1.01 for x in row] for row in v] for k, v in answer.items()}
         slot = [None, not keep_alive]
         self.pending.append(slot)
         self.loop.call_at(when, self.fill, slot, response(200, answer, keep_alive))
@@ -510,6 +544,7 @@ def main():
         if rest_port is None:
             raise ConfigError("--rest_api_port is required")
         names = model_names(flags)
+        corrupt = corrupts(flags)
     except ConfigError as e:
         fail(str(e))
     try:
@@ -519,7 +554,7 @@ def main():
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ImportError, ValueError, OSError):
         pass
-    asyncio.run(serve(Model(capacity, sheds, base, names), rest_port, grpc_port))
+    asyncio.run(serve(Model(capacity, sheds, base, names, corrupt), rest_port, grpc_port))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use serde::{Deserialize, Serialize};
 
+use super::gang;
 use super::{
     ClusterConnection, DEFAULT_WORKER_START_DELAY, POLL_CAP, WORKER_START_DELAY_ENV, call,
     env_duration, pause, pods, secs,
@@ -51,12 +52,6 @@ fn job_name(address: &Address, unix_secs: u64) -> String {
     format!("{}{suffix}", base.trim_end_matches('-'))
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// One run: create the Job, follow it, read and merge the reports, delete the Job.
 pub(super) async fn run(
     ctx: &Context<'_>,
@@ -70,10 +65,34 @@ pub(super) async fn run(
     let mut spec = l
         .worker_spec(targets.clone())
         .map_err(|e| ProviderError::other(format!("{address}: {e}")))?;
+    // How long the workers may take to become ready before the common start is published
+    // without the missing ones (the run is then invalid).
     let lead = env_duration(WORKER_START_DELAY_ENV, DEFAULT_WORKER_START_DELAY)?;
     let watch = pods::Watch::from_env()?;
-    let start_at = SystemTime::now() + lead;
-    spec.start_at_unix_ms = Some(unix_ms(start_at));
+    spec.start_at_unix_ms = None;
+    spec.control_port = Some(k8s::WORKER_CONTROL_PORT);
+    // Answers checked with the server idle, before any worker starts (the check blocks).
+    let answers = if inputs.probe {
+        None
+    } else {
+        let (l2, inputs2) = (l.clone(), inputs.clone());
+        let (check, notes) = tokio::task::spawn_blocking(move || {
+            let notes = std::sync::Mutex::new(Vec::new());
+            let check = crate::provider::answer_check(&l2, &inputs2, &|m| {
+                if let Ok(mut n) = notes.lock() {
+                    n.push(m);
+                }
+            });
+            (check, notes.into_inner().unwrap_or_default())
+        })
+        .await
+        .map_err(|e| ProviderError::other(format!("the answer check failed: {e}")))?;
+        for m in notes {
+            (ctx.progress)(m);
+        }
+        crate::provider::refuse_changed_answers(l, check.as_ref())?;
+        check
+    };
     let spec_json = serde_json::to_string(&spec)
         .map_err(|e| ProviderError::other(format!("the worker spec: {e}")))?;
     let name = job_name(address, procinfo::now_unix());
@@ -126,38 +145,51 @@ pub(super) async fn run(
         apis: &apis,
         name: &name,
         spec: &spec,
-        start_at,
+        start_at: std::sync::Mutex::new(None),
         lead,
         get_credentials: ClusterConnection::get_credentials(inputs, &l.cluster),
         watch,
     };
     // The server's side: every serving pod's metrics page through the API server's pod
     // proxy, as each stage begins on the workers' common schedule and once they are done.
-    let scraper = match serving_replicas(l, inputs).await {
-        Ok(replicas) => {
-            let scraper = Scraper::start(replicas, l.model.clone());
+    let scraper = serving_replicas(l, inputs)
+        .await
+        .map(|replicas| Scraper::start(replicas, l.model.clone()));
+    let outcome = async {
+        let mut gang = follow.gang_start().await?;
+        if let Ok(scraper) = &scraper {
             let mut boundaries = Vec::with_capacity(spec.stages.len());
-            let mut at = start_at + spec.warmup;
+            let mut at = gang.start_at() + spec.warmup;
             for st in &spec.stages {
                 boundaries.push(at);
                 at += st.duration;
             }
             scraper.mark_on_schedule(boundaries);
-            Ok(scraper)
         }
-        Err(why) => Err(why),
-    };
-    let outcome = follow.reports().await;
+        let reports = follow.reports(&mut gang).await?;
+        Ok::<_, ProviderError>((gang, reports))
+    }
+    .await;
     // The Job goes in every case: a finished Job's pods only hold on to cluster resources.
     let removed = match apis.get().await {
         Ok((jobs, _)) => delete_job(policy, &jobs, &name).await,
         Err(e) => Err(e),
     };
-    let reports = outcome?;
+    let (gang, reports) = outcome?;
     removed?;
 
+    let workers = gang::diagnostics(&gang, &reports);
+    let reports: Vec<RunReport> = reports.into_iter().map(|(_, _, r)| r).collect();
     let mut merged = result::merge(&reports)
         .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))?;
+    // Complete and on time, or invalid with the reasons: never "n−1 workers".
+    let bound = Duration::from_millis(l.start_tolerance_ms);
+    for why in gang::judge(&gang, &workers, bound) {
+        result::mark_invalid(&mut merged, why);
+    }
+    merged.worker_diagnostics = workers;
+    merged.answers = answers;
+    crate::loadgen::judge_validity(&mut merged);
     let stages = merged.stages.len();
     let server = match scraper {
         // The last scrape waits on the API server: off this runtime's threads.
@@ -184,6 +216,7 @@ pub(super) async fn run(
             report: serde_json::to_value(&merged)
                 .map_err(|e| ProviderError::other(format!("the run report: {e}")))?,
             slos_met,
+            invalid: merged.invalid.clone(),
             started,
             finished: procinfo::now_unix(),
         }),
@@ -476,7 +509,8 @@ struct Follow<'a> {
     apis: &'a Apis<'a>,
     name: &'a str,
     spec: &'a WorkerSpec,
-    start_at: SystemTime,
+    /// The common start once published (for the progress line).
+    start_at: std::sync::Mutex<Option<SystemTime>>,
     lead: Duration,
     get_credentials: Option<String>,
     watch: pods::Watch,
@@ -515,44 +549,191 @@ impl Follow<'_> {
         .await
     }
 
-    /// Follows the Job until every worker succeeded (then returns their reports, in index
-    /// order) or one failed, the run timed out or was cancelled.
-    async fn reports(&self) -> Result<Vec<RunReport>, ProviderError> {
+    /// The Job's pods now, or why the run cannot go on: the Job or a worker failed, or a
+    /// worker cannot start (its image cannot be pulled, it fits on no node).
+    ///
+    /// `strict` (before the common start): any failed pod fails the run. After it, a failed
+    /// pod the Job replaces (within its backoffLimit) is a restart the run records instead.
+    async fn poll(&self, strict: bool) -> Result<(Vec<Pod>, i32), ProviderError> {
+        let (jobs, _) = self.apis.get().await?;
+        let what = format!("reading Job {NAMESPACE}/{}", self.name);
+        let job = call(
+            self.policy,
+            self.ctx.cancel,
+            Call::Idempotent,
+            &what,
+            || jobs.get_status(self.name),
+        )
+        .await?;
+        let status = job.status.unwrap_or_default();
+        let pods = self.list_pods().await?;
+        let job_failed =
+            (strict && status.failed.unwrap_or(0) > 0)
+                || status.conditions.iter().flatten().any(|c| {
+                    (c.type_ == "Failed" || c.type_ == "FailureTarget") && c.status == "True"
+                });
+        if job_failed || (strict && pods.iter().any(|p| pod_phase(p) == "Failed")) {
+            return Err(self.failure(&pods, "a worker failed").await);
+        }
+        if let Some(stuck) = self.watch.verdict(&pods, &pods) {
+            return Err(pods::stuck_error(
+                &format!("load test Job {NAMESPACE}/{}", self.name),
+                &stuck,
+                self.get_credentials.as_deref(),
+            ));
+        }
+        Ok((pods, status.succeeded.unwrap_or(0)))
+    }
+
+    /// Waits until every worker pod is Running, Ready (it serves its clock) and measured,
+    /// or the lead time is over, then publishes the common start to the ready ones, each in
+    /// its own clock. A worker not ready by then is recorded (the run will be invalid); no
+    /// worker ready at all fails the run.
+    async fn gang_start(&self) -> Result<gang::Gang, ProviderError> {
+        let workers = self.spec.workers;
+        let port = k8s::WORKER_CONTROL_PORT;
+        let began = Instant::now();
+        // Readiness is a short wait: poll often, never slower than once a second.
+        let interval = gcp::poll_interval()?.min(Duration::from_secs(1));
+        let mut g = gang::Gang::default();
+        let pods = loop {
+            let (pods, _) = self.poll(true).await?;
+            let client = self.apis.client().await?;
+            for p in &pods {
+                let Some(i) = pod_index(p) else { continue };
+                g.saw(i, p);
+                if g.clocks.contains_key(&i) || !gang::worker_ready(p) {
+                    continue;
+                }
+                // Not answering yet is not an error: the next poll asks again.
+                if let Ok(c) = gang::measure(&client, NAMESPACE, pod_name(p), port).await {
+                    g.clocks.insert(i, c);
+                }
+            }
+            if g.clocks.len() as u32 >= workers || began.elapsed() >= self.lead {
+                break pods;
+            }
+            (self.ctx.progress)(format!(
+                "{}/{workers} workers ready, waiting for all before the common start",
+                g.clocks.len()
+            ));
+            pause(self.ctx, interval).await?;
+        };
+        if g.clocks.is_empty() {
+            return Err(self
+                .failure(
+                    &pods,
+                    &format!(
+                        "no worker became ready within {} ({WORKER_START_DELAY_ENV})",
+                        humantime::format_duration(self.lead)
+                    ),
+                )
+                .await);
+        }
+        for i in 0..workers {
+            if !g.clocks.contains_key(&i) {
+                let state = pods
+                    .iter()
+                    .find(|p| pod_index(p) == Some(i))
+                    .map(|p| format!("pod {} {}", pod_name(p), pod_phase(p)))
+                    .unwrap_or_else(|| "no pod".into());
+                g.not_ready.insert(
+                    i,
+                    format!(
+                        "{state} after {}",
+                        humantime::format_duration(Duration::from_secs(self.lead.as_secs()))
+                    ),
+                );
+            }
+        }
+        let lead = gang::publish_lead(&g.clocks);
+        g.start_unix_ns = (SystemTime::now() + lead)
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        // Every worker at once: a start handed out one after the other would make the last
+        // worker late by the sum of the round trips.
+        let client = self.apis.client().await?;
+        let mut sends = tokio::task::JoinSet::new();
+        for (&i, c) in &g.clocks {
+            let (client, pod, at) = (client.clone(), c.pod.clone(), g.start_for(i));
+            sends.spawn(async move {
+                (
+                    i,
+                    pod.clone(),
+                    gang::publish(&client, NAMESPACE, &pod, port, at).await,
+                )
+            });
+        }
+        while let Some(done) = sends.join_next().await {
+            let Ok((i, pod, sent)) = done else { continue };
+            match sent {
+                Ok(()) => {
+                    g.handed.insert(pod);
+                }
+                Err(e) => {
+                    g.not_ready
+                        .insert(i, format!("the start could not be handed to it: {e}"));
+                }
+            }
+        }
+        if let Ok(mut at) = self.start_at.lock() {
+            *at = Some(g.start_at());
+        }
+        (self.ctx.progress)(format!(
+            "{}/{workers} workers ready, common start in {}",
+            g.clocks.len(),
+            humantime::format_duration(Duration::from_millis(lead.as_millis() as u64))
+        ));
+        Ok(g)
+    }
+
+    /// A worker pod that became ready after the common start was published (it was late,
+    /// or it replaced one): measured and handed the same start, so its report still comes
+    /// (late, and the run invalid).
+    async fn hand_late_starts(
+        &self,
+        g: &mut gang::Gang,
+        pods: &[Pod],
+    ) -> Result<(), ProviderError> {
+        let port = k8s::WORKER_CONTROL_PORT;
+        for p in pods {
+            let Some(i) = pod_index(p) else { continue };
+            g.saw(i, p);
+            let name = pod_name(p);
+            if g.handed.contains(name) || !gang::worker_ready(p) {
+                continue;
+            }
+            let client = self.apis.client().await?;
+            let Ok(c) = gang::measure(&client, NAMESPACE, name, port).await else {
+                continue;
+            };
+            g.clocks.insert(i, c);
+            if gang::publish(&client, NAMESPACE, name, port, g.start_for(i))
+                .await
+                .is_ok()
+            {
+                g.handed.insert(name.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the Job until every worker succeeded (then returns their index, pod and
+    /// report, in index order) or one failed, the run timed out or was cancelled.
+    async fn reports(
+        &self,
+        g: &mut gang::Gang,
+    ) -> Result<Vec<(u32, String, RunReport)>, ProviderError> {
         let workers = self.spec.workers;
         let deadline_after =
             self.lead + self.spec.expected_duration() + RUN_MARGIN + self.spec.timeout;
         let started = Instant::now();
         let mut interval = gcp::poll_interval()?;
         loop {
-            let (jobs, _) = self.apis.get().await?;
-            let what = format!("reading Job {NAMESPACE}/{}", self.name);
-            let job = call(
-                self.policy,
-                self.ctx.cancel,
-                Call::Idempotent,
-                &what,
-                || jobs.get_status(self.name),
-            )
-            .await?;
-            let status = job.status.unwrap_or_default();
-            let pods = self.list_pods().await?;
-            let job_failed = status.failed.unwrap_or(0) > 0
-                || status.conditions.iter().flatten().any(|c| {
-                    (c.type_ == "Failed" || c.type_ == "FailureTarget") && c.status == "True"
-                });
-            if job_failed || pods.iter().any(|p| pod_phase(p) == "Failed") {
-                return Err(self.failure(&pods, "a worker failed").await);
-            }
-            // A worker whose image cannot be pulled or that fits on no node never starts:
-            // say so now rather than after the whole run's time.
-            if let Some(stuck) = self.watch.verdict(&pods, &pods) {
-                return Err(pods::stuck_error(
-                    &format!("load test Job {NAMESPACE}/{}", self.name),
-                    &stuck,
-                    self.get_credentials.as_deref(),
-                ));
-            }
-            if status.succeeded.unwrap_or(0) >= workers as i32 {
+            let (pods, succeeded) = self.poll(false).await?;
+            self.hand_late_starts(g, &pods).await?;
+            if succeeded >= workers as i32 {
                 return self.collect(&pods).await;
             }
             if started.elapsed() >= deadline_after {
@@ -581,7 +762,10 @@ impl Follow<'_> {
             line.push_str(&format!(", {done} done"));
         }
         let total = self.spec.expected_duration();
-        match SystemTime::now().duration_since(self.start_at) {
+        let Some(start_at) = self.start_at.lock().ok().and_then(|g| *g) else {
+            return line;
+        };
+        match SystemTime::now().duration_since(start_at) {
             Err(wait) => line.push_str(&format!(", starting in {}s", secs(wait.duration()))),
             Ok(elapsed) => {
                 line.push_str(&format!(
@@ -596,7 +780,7 @@ impl Follow<'_> {
     }
 
     /// Every worker's report, read from the last line of its pod's log.
-    async fn collect(&self, pods: &[Pod]) -> Result<Vec<RunReport>, ProviderError> {
+    async fn collect(&self, pods: &[Pod]) -> Result<Vec<(u32, String, RunReport)>, ProviderError> {
         let mut by_index: BTreeMap<u32, &Pod> = BTreeMap::new();
         for p in pods.iter().filter(|p| pod_phase(p) == "Succeeded") {
             if let Some(i) = pod_index(p) {
@@ -633,7 +817,7 @@ impl Follow<'_> {
                     "pod {name} (worker {i}): the last log line is not a report ({e}): {line}"
                 ))
             })?;
-            reports.push(report);
+            reports.push((i, name.to_string(), report));
         }
         Ok(reports)
     }
@@ -793,6 +977,7 @@ mod tests {
             slos: vec![],
             workers: 4,
             start_at_unix_ms: None,
+            control_port: None,
         };
         let at = |s| stage_at(&spec, Duration::from_secs(s));
         assert_eq!(at(0), "warmup");

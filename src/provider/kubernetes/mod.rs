@@ -8,6 +8,7 @@
 //! endpoint and CA) is recorded in the observed state, because `read` and `delete` get only the
 //! prior state.
 
+mod gang;
 mod loadtest;
 pub mod pods;
 mod serving;

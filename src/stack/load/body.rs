@@ -274,6 +274,27 @@ impl Sources {
             });
         };
         let d = self.typed(cx, attr, as_duration).ok_or(())?;
+        if let Type::DurationBetween { min, max } = a.ty
+            && let (Ok(lo), Ok(hi)) = (
+                crate::vocab::load::parse_duration(min),
+                crate::vocab::load::parse_duration(max),
+            )
+            && (d < lo || d > hi)
+        {
+            self.error(
+                cx.file,
+                range_of(&attr.value),
+                format!(
+                    "`{}` is {}, expected {}, such as {}",
+                    a.name,
+                    humantime::format_duration(d),
+                    a.ty.expected(),
+                    a.example
+                ),
+                None,
+            );
+            return Err(());
+        }
         if !matches!(a.ty, Type::Duration { nonzero: true }) {
             return Ok(Some(d));
         }

@@ -149,6 +149,13 @@ impl Sources {
             }),
         };
         let workers = self.uint_or_default(cx, c, a("workers")) as u32;
+        let start_tolerance_ms = self
+            .duration(cx, c, a("start_tolerance"))
+            .ok()
+            .flatten()
+            .map_or(crate::vocab::resources::DEFAULT_START_TOLERANCE_MS, |d| {
+                d.as_millis() as u64
+            });
         let (loadgen_image, loadgen_image_from) = self.image_ref(cx, c, a("loadgen_image"));
         let connections = self.uint_or_default(cx, c, a("connections")) as u32;
         let arrival = self
@@ -194,6 +201,7 @@ impl Sources {
             protocol,
             request: request?,
             workers,
+            start_tolerance_ms,
             loadgen_image,
             loadgen_image_from,
             connections,
