@@ -195,6 +195,9 @@ pub struct ImageRecord {
     pub dockerfile: String,
     pub args: BTreeMap<String, String>,
     pub content_hash: String,
+    /// `preset = "serving"`: what the generated context is made of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<crate::vocab::resources::ServingPreset>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -458,6 +461,7 @@ impl From<&ResourceConfig> for ConfigRecord {
                 dockerfile: i.dockerfile.clone(),
                 args: i.args.clone(),
                 content_hash: i.content_hash.clone(),
+                preset: i.preset.clone(),
             }),
         }
     }
@@ -589,6 +593,7 @@ impl ConfigRecord {
                 dockerfile: i.dockerfile,
                 args: i.args,
                 content_hash: i.content_hash,
+                preset: i.preset,
             }),
         })
     }
