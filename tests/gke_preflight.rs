@@ -524,3 +524,98 @@ fn an_image_block_needs_cloud_build_enabled_in_its_repositorys_project() {
     );
     w.assert_no_gke_change();
 }
+
+/// stacks/gke.hcl with `enable_apis = true` on both clusters, in the world's directory.
+fn enabling_stack(w: &World) -> PathBuf {
+    let stack = w.dir.path().join("gke.hcl");
+    let text = std::fs::read_to_string(repo().join("stacks/gke.hcl"))
+        .unwrap()
+        .replace("\"../", &format!("\"{}/", repo().display()))
+        .replace(
+            "  provider     = \"gke\"\n",
+            "  provider     = \"gke\"\n  enable_apis  = true\n",
+        );
+    assert_eq!(text.matches("enable_apis").count(), 2);
+    std::fs::write(&stack, text).unwrap();
+    stack
+}
+
+#[test]
+fn with_enable_apis_a_disabled_api_is_not_an_error_and_apply_enables_it_before_creating_anything() {
+    let w = World::start();
+    w.usage.disable(PROJECT, "container.googleapis.com");
+    w.usage.set_polls_before_done(2);
+    let stack = enabling_stack(&w);
+    let mut c = w.command(&["plan"]);
+    c.arg(&stack).args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        format!("{out}{err}").contains(
+            "container.googleapis.com is not enabled in project bench-test: apply enables it first (enable_apis = true)"
+        ),
+        "{out}\n{err}"
+    );
+    assert!(!err.contains("error"), "{err}");
+    assert!(
+        !w.usage.requests().iter().any(|(m, _)| m == "POST"),
+        "plan enables nothing"
+    );
+    w.assert_no_gke_change();
+
+    let mut c = w.command(&["apply", "--auto-approve", "--target", "cluster.serving"]);
+    c.arg(&stack).args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("APIs: enabled container.googleapis.com in project bench-test"),
+        "{out}"
+    );
+    assert!(w.usage.is_enabled(PROJECT, "container.googleapis.com"));
+    let reqs = w.usage.requests();
+    let batch = reqs
+        .iter()
+        .filter(|(m, p)| m == "POST" && p == "/v1/projects/bench-test/services:batchEnable")
+        .count();
+    assert_eq!(batch, 1, "{reqs:?}");
+    // The operation was followed until done (two reads answered `done: false`).
+    assert!(
+        reqs.iter()
+            .filter(|(m, p)| m == "GET" && p.starts_with("/v1/operations/"))
+            .count()
+            >= 3,
+        "{reqs:?}"
+    );
+    assert_eq!(w.gke.cluster_count(), 1);
+}
+
+#[test]
+fn with_enable_apis_a_refused_enable_stops_apply_before_anything_is_created() {
+    let w = World::start();
+    w.usage.disable(PROJECT, "compute.googleapis.com");
+    w.usage.deny_enable(PROJECT);
+    let stack = enabling_stack(&w);
+    let mut c = w.command(&["apply", "--auto-approve"]);
+    c.arg(&stack).args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 1, "{out}\n{err}");
+    // miette wraps the message: compare it flattened.
+    let err = err
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        err.contains("enabling APIs in project bench-test (enable_apis = true on cluster."),
+        "{err}"
+    );
+    assert!(
+        err.contains("roles/serviceusage.serviceUsageAdmin"),
+        "{err}"
+    );
+    assert!(
+        err.contains("gcloud services enable compute.googleapis.com --project bench-test"),
+        "{err}"
+    );
+    w.assert_no_gke_change();
+}

@@ -318,6 +318,8 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         &args.flags.vars,
         &args.flags.var_files,
     );
+    // `enable_apis = true`: the APIs first, or the first create would be refused.
+    crate::ops::enable_apis(&plan, &|line| println!("APIs: {line}")).map_err(|e| miette!("{e}"))?;
     execute_and_finish(
         &plan,
         &store,

@@ -53,6 +53,7 @@ pub(crate) fn local_stack(max_batch: u64) -> Stack {
                     service_account: None,
                     network: None,
                     subnetwork: None,
+                    enable_apis: false,
                 }),
             ),
             res(

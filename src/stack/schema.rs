@@ -622,6 +622,15 @@ pub const CLUSTER: BlockSchema = BlockSchema {
             "The subnetwork of `network` in the cluster's region.",
         ),
         attr(
+            "enable_apis",
+            Type::Bool,
+            GkeOnly,
+            DefaultValue::Bool(false),
+            InPlace,
+            "true",
+            "`apply` enables, through Service Usage, the APIs the stack needs in this cluster's `project` that are off: Kubernetes Engine and Compute Engine, and Artifact Registry and Cloud Build when the stack has `image` blocks there. It waits for Service Usage's operation and says which it enabled, before anything is created; `plan`'s preflight then reports those APIs as to be enabled, not as errors. Off (the default), the preflight names each disabled API with the `gcloud services enable` command. Enabling needs `serviceusage.services.enable` (`roles/serviceusage.serviceUsageAdmin`). It changes nothing on the cluster: a change plans nothing.",
+        ),
+        attr(
             "labels",
             Type::Labels,
             Optional,

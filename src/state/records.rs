@@ -488,6 +488,8 @@ impl ConfigRecord {
                 service_account: c.service_account,
                 network: c.network,
                 subnetwork: c.subnetwork,
+                // Not recorded: what apply does first, not part of the cluster.
+                enable_apis: false,
             }),
             ConfigRecord::Model(m) => ResourceConfig::Model(ModelConfig {
                 name: m.name,

@@ -230,6 +230,11 @@ pub struct ClusterConfig {
     pub network: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnetwork: Option<String>,
+    /// `enable_apis = true`: apply enables the APIs the stack needs in the cluster's project
+    /// (Service Usage) before it creates anything. Not part of the cluster: a change plans
+    /// nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_apis: bool,
 }
 
 /// The label benchstack puts on every GKE cluster it creates (`managed-by=benchstack`), so
