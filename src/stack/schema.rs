@@ -1481,6 +1481,10 @@ pub const IMAGE: BlockSchema = BlockSchema {
             "reference",
             "`REPOSITORY/NAME@sha256:…`: what serving and load tests deploy.",
         ),
+        (
+            "content_hash",
+            "SHA-256 of what a build sees (shown by `plan`): the context's files, the Dockerfile's path and the args; for `preset = \"serving\"`, the generated files and the models' version folders. A change plans a rebuild.",
+        ),
     ],
     example: r#"image "worker" {
   repository = "us-central1-docker.pkg.dev/my-project/benchstack"
