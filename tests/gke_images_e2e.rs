@@ -231,6 +231,52 @@ impl World {
     }
 }
 
+impl World {
+    /// The files of the uploaded source of `image` (its newest object), with their bytes.
+    fn uploaded_context(&self, image: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        use std::io::Read;
+        let bucket = format!("{PROJECT}_cloudbuild");
+        let list = Command::new("curl")
+            .args([
+                "-s",
+                &format!(
+                    "{}/storage/v1/b/{bucket}/o?prefix=benchstack/source/{image}-",
+                    self.gcs.url()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&list.stdout).unwrap();
+        let items = v["items"].as_array().expect("uploaded sources");
+        assert_eq!(items.len(), 1, "{v}");
+        let name = items[0]["name"].as_str().unwrap().replace('/', "%2F");
+        let body = Command::new("curl")
+            .args([
+                "-s",
+                &format!(
+                    "{}/storage/v1/b/{bucket}/o/{name}?alt=media",
+                    self.gcs.url()
+                ),
+            ])
+            .output()
+            .unwrap()
+            .stdout;
+        let mut files = std::collections::BTreeMap::new();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(body.as_slice()));
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.header().entry_type().is_dir() {
+                continue;
+            }
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            files.insert(path, data);
+        }
+        files
+    }
+}
+
 fn action_of<'a>(plan: &'a [(String, String, String)], a: &str) -> (&'a str, &'a str) {
     plan.iter()
         .find(|(addr, _, _)| addr == a)
@@ -271,6 +317,53 @@ fn the_gke_stack_builds_both_images_deploys_them_by_digest_and_rebuilds_only_wha
         serving.starts_with(&format!("{REPOSITORY}/tf-serving-regression@sha256:")),
         "{serving}"
     );
+    // The serving image's context is the generated Dockerfile, the plan's rendered files
+    // (byte for byte the ConfigMap's) and the model's version folder: nothing else.
+    let ctx = w.uploaded_context("image.serving");
+    assert_eq!(
+        ctx.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "Dockerfile",
+            "config/batching_parameters.txt",
+            "config/models.config",
+            "config/monitoring.config",
+            "models/regression/1/saved_model.pb"
+        ]
+    );
+    let dockerfile = String::from_utf8_lossy(&ctx["Dockerfile"]).into_owned();
+    assert!(
+        dockerfile.contains("\nFROM tensorflow/serving:2.19.0\nCOPY config/ /config/\nCOPY models/regression/ /models/regression/\n"),
+        "{dockerfile}"
+    );
+    let cm = w
+        .k8s
+        .object("configmaps", "benchstack", "tf")
+        .expect("the ConfigMap");
+    for f in [
+        "models.config",
+        "batching_parameters.txt",
+        "monitoring.config",
+    ] {
+        assert_eq!(
+            cm["data"][f].as_str().unwrap().as_bytes(),
+            ctx[&format!("config/{f}")].as_slice(),
+            "{f}: the image and the ConfigMap hold the same bytes"
+        );
+    }
+    // The worker's context: the checkout after .dockerignore (no stacks/).
+    let worker_ctx = w.uploaded_context("image.worker");
+    assert!(
+        worker_ctx.contains_key("deploy/loadgen.Dockerfile"),
+        "{:?}",
+        worker_ctx.keys()
+    );
+    assert!(worker_ctx.contains_key("src/main.rs"));
+    assert!(
+        !worker_ctx.keys().any(|k| k.starts_with("stacks/")),
+        "{:?}",
+        worker_ctx.keys()
+    );
+
     // The run records the digests it measured: what the Deployment and the Job ran.
     let runs = w.run_images();
     assert_eq!(runs.len(), 1, "{runs:?}");

@@ -552,3 +552,42 @@ fn a_serving_preset_refuses_a_context_of_its_own_and_needs_one_serving_resource(
     let e = load_err(&path);
     assert!(e.contains("that no serving resource uses"), "{e}");
 }
+
+#[test]
+fn a_serving_preset_image_is_refused_as_a_worker_image_and_for_two_serving_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_preset_stack(dir.path(), 64, "");
+    let base = std::fs::read_to_string(&path).unwrap();
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data.csv");
+    std::fs::write(
+        &path,
+        format!(
+            "{base}\nloadtest \"lt\" {{\n  target        = serving.tf\n  loadgen_image = image.serving\n  data          = \"{}\"\n  stage {{\n    rate     = 10\n    duration = \"1s\"\n  }}\n}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let e = load_err(&path);
+    assert!(
+        e.contains(
+            "as the `loadgen_image` of loadtest.lt, expected a worker image built from a Dockerfile"
+        ),
+        "{e}"
+    );
+
+    let second = base.replace("serving \"tf\" {", "serving \"tf2\" {");
+    std::fs::write(
+        &path,
+        format!(
+            "{base}\n{}",
+            &second[second.find("serving \"tf2\"").unwrap()..]
+        ),
+    )
+    .unwrap();
+    let e = load_err(&path);
+    assert!(e.contains("used by serving.tf and serving.tf2"), "{e}");
+    assert!(
+        e.contains("one serving resource per serving-preset image"),
+        "{e}"
+    );
+}
