@@ -38,9 +38,8 @@ pub fn checkout(dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
     std::fs::create_dir_all(dir.join("deploy")).unwrap();
     std::fs::create_dir_all(dir.join("src")).unwrap();
     // The model the serving image carries: the small fixture SavedModel (the serving pods are
-    // the stand-in, which serves the example model itself). The example's 19 MB would make
-    // the upload resumable, which fake-gcs-server answers with a Location built from the Host
-    // header, and google-cloud-storage sends that without the emulator's port.
+    // the stand-in, which serves the example model itself), so each serving rebuild uploads
+    // little. gke_images_e2e.rs builds with the example model (a resumable upload).
     let model = dir.join("examples/model/regression/1");
     if !model.exists() {
         std::fs::create_dir_all(&model).unwrap();

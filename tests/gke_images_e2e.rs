@@ -11,6 +11,8 @@
 mod cloudbuild_emulator;
 #[path = "support/fake_gcs.rs"]
 mod fake_gcs;
+#[path = "support/fault_proxy.rs"]
+mod fault_proxy;
 #[path = "support/gke_emulator.rs"]
 mod gke_emulator;
 #[path = "support/k8s_emulator.rs"]
@@ -24,6 +26,7 @@ use std::sync::Arc;
 
 use cloudbuild_emulator::CloudBuildEmulator;
 use fake_gcs::FakeGcs;
+use fault_proxy::FaultProxy;
 use gke_emulator::GkeEmulator;
 use k8s_emulator::{K8sEmulator, NodePool, NodeSource, Options, StandIn};
 use preflight_emulators::ServiceUsageEmulator;
@@ -37,25 +40,15 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A checkout-shaped directory: stacks/gke.hcl (copied), a small model and the request data
-/// under examples/, and the worker's context (`..`): deploy/loadgen.Dockerfile, .dockerignore
-/// and a source file. (The example model's 19 MB would be a resumable upload, which
-/// fake-gcs-server answers with a Location built from the Host header that
-/// google-cloud-storage sends without the port.)
+/// A checkout-shaped directory: stacks/gke.hcl (copied), examples/ (a link to the
+/// repository's: the serving image carries the example model, 17 MiB of context, so the
+/// upload is resumable), and the worker's context (`..`): deploy/loadgen.Dockerfile,
+/// .dockerignore and a source file.
 fn checkout(dir: &Path) -> PathBuf {
-    for d in ["stacks", "deploy", "src", "examples/model/regression/1"] {
+    for d in ["stacks", "deploy", "src"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::copy(
-        repo().join("tests/fixtures/model/regression/1/saved_model.pb"),
-        dir.join("examples/model/regression/1/saved_model.pb"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(
-        repo().join("examples/model/test.csv"),
-        dir.join("examples/model/test.csv"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(repo().join("examples"), dir.join("examples")).unwrap();
     for f in [
         "deploy/loadgen.Dockerfile",
         ".dockerignore",
@@ -71,6 +64,11 @@ struct World {
     gke: Arc<GkeEmulator>,
     k8s: K8sEmulator,
     gcs: FakeGcs,
+    /// Cloud Storage as the client sees it: fake-gcs-server behind a proxy that forwards with
+    /// the server's own Host (google-cloud-storage sends the endpoint's host without its port,
+    /// and fake-gcs-server builds a resumable upload's Location from the Host header; GCS's
+    /// Location is always its own absolute URL).
+    storage: FaultProxy,
     cb: CloudBuildEmulator,
     usage: ServiceUsageEmulator,
     _stand_in: StandIn,
@@ -107,6 +105,7 @@ impl World {
         let k8s = K8sEmulator::start(opts);
         gke.set_cluster_endpoint(&k8s.url());
         let gcs = FakeGcs::start();
+        let storage = FaultProxy::start(gcs.url(), "never-failed", 0);
         let cb = CloudBuildEmulator::start(&gcs.url());
         // A new project: only Compute Engine and Artifact Registry are on.
         let usage = ServiceUsageEmulator::start();
@@ -123,6 +122,7 @@ impl World {
             gke,
             k8s,
             gcs,
+            storage,
             cb,
             usage,
             _stand_in: stand_in,
@@ -142,7 +142,7 @@ impl World {
             .env("BENCHSTACK_SERVICEUSAGE_ENDPOINT", self.usage.url())
             .env("BENCHSTACK_CLOUDBUILD_ENDPOINT", self.cb.url())
             .env("BENCHSTACK_ARTIFACTREGISTRY_ENDPOINT", self.cb.url())
-            .env("BENCHSTACK_STORAGE_ENDPOINT", self.gcs.url())
+            .env("BENCHSTACK_STORAGE_ENDPOINT", self.storage.host())
             .env("BENCHSTACK_POLL_INTERVAL", "20ms")
             .env("BENCHSTACK_WORKER_START_DELAY", "1s")
             .current_dir(self.dir.path());
@@ -284,6 +284,21 @@ fn action_of<'a>(plan: &'a [(String, String, String)], a: &str) -> (&'a str, &'a
         .unwrap_or(("absent", ""))
 }
 
+/// The files under `dir`, `/`-separated and relative to it.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()).into_iter().map(|f| format!("{name}/{f}")));
+        } else {
+            out.push(name);
+        }
+    }
+    out
+}
+
 fn flat(text: &str) -> String {
     text.split_whitespace()
         .filter(|w| *w != "│")
@@ -320,15 +335,34 @@ fn the_gke_stack_builds_both_images_deploys_them_by_digest_and_rebuilds_only_wha
     // The serving image's context is the generated Dockerfile, the plan's rendered files
     // (byte for byte the ConfigMap's) and the model's version folder: nothing else.
     let ctx = w.uploaded_context("image.serving");
+    let mut expected: Vec<String> = [
+        "Dockerfile",
+        "config/batching_parameters.txt",
+        "config/models.config",
+        "config/monitoring.config",
+    ]
+    .map(String::from)
+    .to_vec();
+    let version = repo().join("examples/model/regression/1");
+    for e in walk(&version) {
+        expected.push(format!("models/regression/1/{e}"));
+    }
+    expected.sort();
+    assert_eq!(ctx.keys().cloned().collect::<Vec<_>>(), expected);
     assert_eq!(
-        ctx.keys().map(String::as_str).collect::<Vec<_>>(),
-        [
-            "Dockerfile",
-            "config/batching_parameters.txt",
-            "config/models.config",
-            "config/monitoring.config",
-            "models/regression/1/saved_model.pb"
-        ]
+        ctx["models/regression/1/saved_model.pb"],
+        std::fs::read(version.join("saved_model.pb")).unwrap()
+    );
+    // Over 16 MiB: google-cloud-storage uploaded it with a resumable upload.
+    assert!(
+        w.storage
+            .uploads
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|q| q.contains("uploadType=resumable") && q.contains("image.serving")),
+        "{:?}",
+        w.storage.uploads.lock().unwrap()
     );
     let dockerfile = String::from_utf8_lossy(&ctx["Dockerfile"]).into_owned();
     assert!(
