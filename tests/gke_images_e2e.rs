@@ -219,13 +219,12 @@ impl World {
 
     /// The source objects uploaded to the build bucket (fake-gcs-server's object list).
     fn gcs_objects(&self) -> usize {
-        let url = format!(
-            "{}/storage/v1/b/{PROJECT}_cloudbuild/o?prefix=benchstack/source/",
-            self.gcs.url()
+        let body = http_get(
+            self.gcs.port,
+            &format!("/storage/v1/b/{PROJECT}_cloudbuild/o?prefix=benchstack/source/"),
         );
-        let out = Command::new("curl").args(["-s", &url]).output();
-        out.ok()
-            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+        serde_json::from_slice::<Value>(&body)
+            .ok()
             .and_then(|v| v["items"].as_array().map(Vec::len))
             .unwrap_or(0)
     }
@@ -236,31 +235,18 @@ impl World {
     fn uploaded_context(&self, image: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
         use std::io::Read;
         let bucket = format!("{PROJECT}_cloudbuild");
-        let list = Command::new("curl")
-            .args([
-                "-s",
-                &format!(
-                    "{}/storage/v1/b/{bucket}/o?prefix=benchstack/source/{image}-",
-                    self.gcs.url()
-                ),
-            ])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&list.stdout).unwrap();
+        let list = http_get(
+            self.gcs.port,
+            &format!("/storage/v1/b/{bucket}/o?prefix=benchstack/source/{image}-"),
+        );
+        let v: Value = serde_json::from_slice(&list).unwrap();
         let items = v["items"].as_array().expect("uploaded sources");
         assert_eq!(items.len(), 1, "{v}");
         let name = items[0]["name"].as_str().unwrap().replace('/', "%2F");
-        let body = Command::new("curl")
-            .args([
-                "-s",
-                &format!(
-                    "{}/storage/v1/b/{bucket}/o/{name}?alt=media",
-                    self.gcs.url()
-                ),
-            ])
-            .output()
-            .unwrap()
-            .stdout;
+        let body = http_get(
+            self.gcs.port,
+            &format!("/storage/v1/b/{bucket}/o/{name}?alt=media"),
+        );
         let mut files = std::collections::BTreeMap::new();
         let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(body.as_slice()));
         for e in ar.entries().unwrap() {
@@ -282,6 +268,24 @@ fn action_of<'a>(plan: &'a [(String, String, String)], a: &str) -> (&'a str, &'a
         .find(|(addr, _, _)| addr == a)
         .map(|(_, act, why)| (act.as_str(), why.as_str()))
         .unwrap_or(("absent", ""))
+}
+
+/// The body of `GET path` from the server on loopback `port` (HTTP/1.0: read to the end).
+fn http_get(port: u16, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let at = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&buf[..at]).into_owned();
+    assert!(head.contains(" 200 "), "GET {path}: {head}");
+    buf[at + 4..].to_vec()
 }
 
 /// The files under `dir`, `/`-separated and relative to it.
