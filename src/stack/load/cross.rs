@@ -168,6 +168,8 @@ impl Sources {
                 .filter(|(_, img, _)| img.as_ref() == Some(&address))
                 .collect();
             match users.as_slice() {
+                // A serving block that failed to decode is not a user: its error says why.
+                [] if !self.diags.is_empty() => {}
                 [] => {
                     self.error(d.file, d.block_header.clone(), format!("found {address} with `preset = \"serving\"` that no serving resource uses, expected `image = {address}` in the serving block it is generated for"), None);
                 }
