@@ -44,6 +44,7 @@ fn stack(n: usize) -> Stack {
                 service_account: None,
                 network: None,
                 subnetwork: None,
+                enable_apis: false,
             }),
         },
         Resource {

@@ -1,4 +1,6 @@
-# The serving image: stock TensorFlow Serving plus the example model at /models/regression.
+# The serving image by hand: stock TensorFlow Serving plus the example model at
+# /models/regression. stacks/gke.hcl does not use it: its `image "serving"` block
+# (`preset = "serving"`) has apply generate the same shape from the stack (docs/gke.md).
 # The configuration (models.config, batching_parameters.txt) comes from the ConfigMap that
 # benchstack renders and mounts at /config; the arguments come from the stack.
 #

@@ -51,6 +51,10 @@ pub enum ContextError {
         context: PathBuf,
     },
     #[error(
+        "{dir} has no numbered version folders (TF Serving loads DIR/1, DIR/2, …): nothing to copy into the serving image"
+    )]
+    NoVersions { dir: PathBuf },
+    #[error(
         "{path}: a file name that is not UTF-8 cannot be sent in a build context; rename it or list it in .dockerignore"
     )]
     Name { path: PathBuf },
@@ -288,6 +292,11 @@ pub struct Context {
     pub root: PathBuf,
     pub dockerfile: String,
     pub entries: Vec<Entry>,
+    /// An assembled context (`Context::assemble`): files given as bytes, by path.
+    pub generated: BTreeMap<String, Vec<u8>>,
+    /// An assembled context: directories of this machine placed at a path of the context
+    /// (context path → directory); entries under a path are read from its directory.
+    pub sources: Vec<(String, PathBuf)>,
 }
 
 impl Context {
@@ -365,7 +374,141 @@ impl Context {
             root: root.to_path_buf(),
             dockerfile: df,
             entries,
+            generated: BTreeMap::new(),
+            sources: Vec::new(),
         })
+    }
+
+    /// A context made of generated files (`generated`: path → bytes, the Dockerfile among
+    /// them) and whole directories of this machine placed at a path (`sources`: context path
+    /// → directory; every file under it, symlinks as links, no ignore file). Nothing else
+    /// is in it: a build sees exactly these, and they are what is hashed and uploaded.
+    pub fn assemble(
+        dockerfile: &str,
+        generated: BTreeMap<String, Vec<u8>>,
+        sources: Vec<(String, PathBuf)>,
+    ) -> Result<Context, ContextError> {
+        let df = clean(dockerfile);
+        if !generated.contains_key(&df) {
+            return Err(ContextError::Dockerfile {
+                dockerfile: dockerfile.to_string(),
+                context: PathBuf::from("(generated)"),
+            });
+        }
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut dirs: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let parents = |rel: &str, dirs: &mut std::collections::BTreeSet<String>| {
+            let mut at = 0;
+            while let Some(i) = rel[at..].find('/') {
+                dirs.insert(rel[..at + i].to_string());
+                at += i + 1;
+            }
+        };
+        for (rel, bytes) in &generated {
+            parents(rel, &mut dirs);
+            entries.push(Entry {
+                rel: rel.clone(),
+                kind: EntryKind::File {
+                    executable: false,
+                    size: bytes.len() as u64,
+                },
+            });
+        }
+        for (prefix, dir) in &sources {
+            let prefix = clean(prefix);
+            parents(&prefix, &mut dirs);
+            dirs.insert(prefix.clone());
+            let mut todo: Vec<(PathBuf, String)> = vec![(dir.clone(), prefix.clone())];
+            while let Some((d, rel_dir)) = todo.pop() {
+                for e in std::fs::read_dir(&d).map_err(io(&d))? {
+                    let e = e.map_err(io(&d))?;
+                    let path = e.path();
+                    let name = e
+                        .file_name()
+                        .into_string()
+                        .map_err(|_| ContextError::Name { path: path.clone() })?;
+                    let rel = format!("{rel_dir}/{name}");
+                    let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+                    if meta.is_dir() {
+                        dirs.insert(rel.clone());
+                        todo.push((path, rel));
+                    } else if meta.file_type().is_symlink() {
+                        let target = std::fs::read_link(&path).map_err(io(&path))?;
+                        entries.push(Entry {
+                            rel,
+                            kind: EntryKind::Symlink {
+                                target: target.to_string_lossy().into_owned(),
+                            },
+                        });
+                    } else if meta.is_file() {
+                        entries.push(Entry {
+                            rel,
+                            kind: EntryKind::File {
+                                executable: is_executable(&meta),
+                                size: meta.len(),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        entries.extend(dirs.into_iter().map(|rel| Entry {
+            rel,
+            kind: EntryKind::Dir,
+        }));
+        entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+        entries.dedup_by(|a, b| a.rel == b.rel);
+        Ok(Context {
+            root: PathBuf::new(),
+            dockerfile: df,
+            entries,
+            generated,
+            sources: sources.into_iter().map(|(p, d)| (clean(&p), d)).collect(),
+        })
+    }
+
+    /// A generated serving image's context: the generated text files (the Dockerfile at
+    /// `Dockerfile`) and each model's numbered version folders under `models/NAME/`.
+    pub fn serving(
+        files: &BTreeMap<String, String>,
+        models: &[(String, PathBuf)],
+    ) -> Result<Context, ContextError> {
+        let mut sources = Vec::new();
+        for (name, dir) in models {
+            let found = version_folders(&format!("models/{name}"), dir)?;
+            if found.is_empty() {
+                return Err(ContextError::NoVersions { dir: dir.clone() });
+            }
+            sources.extend(found);
+        }
+        let generated = files
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .collect();
+        Context::assemble("Dockerfile", generated, sources)
+    }
+
+    /// Where the file at `rel` is read from: a source directory's, else the root's.
+    fn path_of(&self, rel: &str) -> PathBuf {
+        for (prefix, dir) in &self.sources {
+            if let Some(rest) = rel.strip_prefix(prefix.as_str())
+                && let Some(rest) = rest.strip_prefix('/')
+            {
+                return dir.join(rest);
+            }
+        }
+        self.root.join(rel)
+    }
+
+    /// The contents of the file at `rel`, and its length.
+    fn open(&self, rel: &str) -> Result<(Box<dyn Read + '_>, u64), ContextError> {
+        if let Some(bytes) = self.generated.get(rel) {
+            return Ok((Box::new(bytes.as_slice()), bytes.len() as u64));
+        }
+        let path = self.path_of(rel);
+        let f = std::fs::File::open(&path).map_err(io(&path))?;
+        let len = f.metadata().map_err(io(&path))?.len();
+        Ok((Box::new(f.take(len)), len))
     }
 
     /// SHA-256 (hex) of what a build sees: each entry's path, kind, executable bit and
@@ -396,8 +539,8 @@ impl Context {
                 EntryKind::File { executable, size } => {
                     h.update(if *executable { b"x\0" } else { b"f\0" });
                     h.update(size.to_le_bytes());
-                    let path = self.root.join(&e.rel);
-                    let mut f = std::fs::File::open(&path).map_err(io(&path))?;
+                    let path = self.path_of(&e.rel);
+                    let (mut f, _) = self.open(&e.rel)?;
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
                         let n = f.read(&mut buf).map_err(io(&path))?;
@@ -419,7 +562,7 @@ impl Context {
         let mut tar = tar::Builder::new(gz);
         let root = &self.root;
         for e in &self.entries {
-            let path = root.join(&e.rel);
+            let path = self.path_of(&e.rel);
             let mut header = tar::Header::new_gnu();
             header.set_mtime(0);
             header.set_uid(0);
@@ -440,19 +583,35 @@ impl Context {
                         .map_err(io(&path))?;
                 }
                 EntryKind::File { executable, .. } => {
-                    let f = std::fs::File::open(&path).map_err(io(&path))?;
-                    let len = f.metadata().map_err(io(&path))?.len();
+                    let (f, len) = self.open(&e.rel)?;
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_mode(if *executable { 0o755 } else { 0o644 });
                     header.set_size(len);
-                    tar.append_data(&mut header, &e.rel, f.take(len))
-                        .map_err(io(&path))?;
+                    tar.append_data(&mut header, &e.rel, f).map_err(io(&path))?;
                 }
             }
         }
         let gz = tar.into_inner().map_err(io(root))?;
         gz.finish().map_err(io(root))
     }
+}
+
+/// The numbered version folders of a TF Serving model directory (`dir/1`, `dir/2`, …), each
+/// placed at `prefix/N` for `Context::assemble`. TF Serving loads only those; anything else in
+/// the directory (an ONNX export beside them, notes) stays out of the image.
+pub fn version_folders(prefix: &str, dir: &Path) -> Result<Vec<(String, PathBuf)>, ContextError> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let is_version = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
+        if is_version && e.path().is_dir() {
+            out.push((format!("{prefix}/{name}"), e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(unix)]

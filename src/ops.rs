@@ -398,3 +398,26 @@ fn resolve_flag(flag: &Path, kms: Option<&str>) -> miette::Result<PathBuf> {
 fn bind_gcs(address: &state::gcs::Address, kms: Option<&str>) -> miette::Result<PathBuf> {
     state::gcs::bind(address, kms).map_err(|e| miette!("{e}"))
 }
+
+/// `enable_apis = true`: enables the disabled APIs the plan's stack needs in those clusters'
+/// projects, before anything is applied (nothing for a destroy, a plan without changes, or a
+/// stack without such a cluster). `progress` hears each step.
+pub fn enable_apis(
+    plan: &Plan,
+    progress: &dyn Fn(String),
+) -> Result<gke::services::Enabled, gke::services::EnableError> {
+    let Some(stack) = plan
+        .stack
+        .as_ref()
+        .filter(|_| !plan.destroy && plan.has_changes())
+    else {
+        return Ok(gke::services::Enabled::default());
+    };
+    let request = preflight_request(stack, Some(plan));
+    gke::services::enable(
+        &request,
+        &gke::preflight::Endpoints::from_env(),
+        std::time::Duration::from_millis(500),
+        progress,
+    )
+}

@@ -2,11 +2,15 @@
 # distributed load generation from a second cluster on e2-highcpu-32 nodes, so the load crosses
 # the same network path real clients do.
 #
-#   benchstack plan stacks/gke.hcl --var project=PROJECT
+#   gcloud auth application-default login
 #   benchstack apply stacks/gke.hcl --var project=PROJECT
+#   benchstack destroy stacks/gke.hcl --var project=PROJECT
 #
-# The images live in an Artifact Registry repository `benchstack` in `registry_location`
-# (Container Registry, gcr.io, is shut down): build and push them first (README, "On GKE").
+# apply enables the APIs the stack needs (enable_apis), builds both images with Cloud Build
+# (the serving image generated from this file, the worker from deploy/loadgen.Dockerfile),
+# pushes them to the Artifact Registry repository `benchstack` in `registry_location`
+# (created when missing) and deploys them by digest. What the project needs once (billing,
+# quota, roles in organisations without default grants): docs/gke.md.
 #
 # The n2-highcpu-8 variant with a 15000 req/s stage:
 #
@@ -22,8 +26,18 @@ variable "location" {
 }
 
 variable "registry_location" {
-  description = "The region of the Artifact Registry repository `benchstack` holding the two images."
+  description = "The region of the Artifact Registry repository `benchstack` the two images are pushed to."
   default     = "us-central1"
+}
+
+variable "enable_apis" {
+  description = "Let apply enable the Kubernetes Engine, Compute Engine, Artifact Registry and Cloud Build APIs in the project (false: the preflight names each disabled one with its gcloud command)."
+  default     = true
+}
+
+variable "tf_serving_image" {
+  description = "The TF Serving release the serving image is built from (at least as new as the TensorFlow that exported the model)."
+  default     = "tensorflow/serving:2.19.0"
 }
 
 variable "serving_machine_type" {
@@ -61,6 +75,7 @@ cluster "serving" {
   location     = var.location
   machine_type = var.serving_machine_type
   node_count   = 3
+  enable_apis  = var.enable_apis
   labels = {
     purpose = "tf-serving-benchmark"
   }
@@ -72,17 +87,35 @@ cluster "loadgen" {
   location     = var.location
   machine_type = "e2-highcpu-32"
   node_count   = 2
+  enable_apis  = var.enable_apis
 }
 
 model "regression" {
   base_path = "../examples/model/regression" # versioned: regression/1/{saved_model.pb, model.onnx}
-  # the serving image carries it at /models/regression (deploy/serving.Dockerfile)
+  # the serving image carries it at /models/regression (image.serving copies the version folders)
   serving_path = "/models/regression"
+}
+
+# The serving image, generated from this file: TF Serving, the model's version folders and the
+# plan's own models.config and batching file (a batching change rebuilds it and rolls serving.tf).
+image "serving" {
+  repository = "${var.registry_location}-docker.pkg.dev/${var.project}/benchstack"
+  name       = "tf-serving-regression"
+  preset     = "serving"
+  base_image = var.tf_serving_image
+}
+
+# The load-generator worker: this repository's benchstack, built by Cloud Build.
+image "worker" {
+  repository = "${var.registry_location}-docker.pkg.dev/${var.project}/benchstack"
+  name       = "benchstack"
+  context    = ".."
+  dockerfile = "deploy/loadgen.Dockerfile"
 }
 
 serving "tf" {
   cluster  = cluster.serving
-  image    = "${var.registry_location}-docker.pkg.dev/${var.project}/benchstack/tf-serving-regression:latest" # deploy/serving.Dockerfile
+  image    = image.serving
   replicas = var.replicas
   models   = [model.regression]
   # One replica per e2-highcpu-8 node: of its 7.91 allocatable CPUs and 6.1 GiB, GKE's system
@@ -111,7 +144,7 @@ loadtest "baseline" {
   data          = "../examples/model/test.csv" # rows sampled per request, as the original locust user did
   batch_size    = 1
   workers       = 4 # distributed: an Indexed Job of 4 worker pods
-  loadgen_image = "${var.registry_location}-docker.pkg.dev/${var.project}/benchstack/benchstack:latest" # deploy/loadgen.Dockerfile
+  loadgen_image = image.worker
   stage {
     rate     = 300 * var.rate_scale
     duration = var.stage_duration
@@ -136,7 +169,7 @@ loadtest "peak" {
   data          = "../examples/model/test.csv"
   batch_size    = 1
   workers       = 8
-  loadgen_image = "${var.registry_location}-docker.pkg.dev/${var.project}/benchstack/benchstack:latest"
+  loadgen_image = image.worker
   stage {
     rate     = each.value * var.rate_scale
     duration = var.stage_duration

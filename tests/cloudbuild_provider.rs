@@ -75,6 +75,7 @@ fn config(ctx: &Path) -> ImageConfig {
         dockerfile: "Dockerfile".into(),
         args,
         content_hash: hash,
+        preset: None,
     }
 }
 

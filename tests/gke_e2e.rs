@@ -5,6 +5,10 @@
 //! are real `benchstack worker` processes; then an empty plan, an in-place update, a
 //! replacement, and destroy.
 
+#[path = "support/cloudbuild_emulator.rs"]
+mod cloudbuild_emulator;
+#[path = "support/fake_gcs.rs"]
+mod fake_gcs;
 #[path = "support/gke_emulator.rs"]
 mod gke_emulator;
 #[path = "support/k8s_emulator.rs"]
@@ -14,15 +18,57 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use cloudbuild_emulator::CloudBuildEmulator;
+use fake_gcs::FakeGcs;
 use gke_emulator::GkeEmulator;
 use k8s_emulator::{K8sEmulator, NodePool, NodeSource, Options, StandIn};
 
 const BIN: &str = env!("CARGO_BIN_EXE_benchstack");
 const PROJECT: &str = "bench-test";
-/// The images stacks/gke.hcl names for project bench-test, as pushed to Artifact Registry.
+/// The images stacks/gke.hcl builds for project bench-test (deployed by digest).
 const SERVING_IMAGE: &str =
-    "us-central1-docker.pkg.dev/bench-test/benchstack/tf-serving-regression:latest";
-const WORKER_IMAGE: &str = "us-central1-docker.pkg.dev/bench-test/benchstack/benchstack:latest";
+    "us-central1-docker.pkg.dev/bench-test/benchstack/tf-serving-regression";
+
+/// A checkout-shaped directory for stacks/gke.hcl: `stacks/gke.hcl` (copied, with `edits`
+/// applied), `examples/model` (a small SavedModel and the request data), and the worker's build context
+/// (`..`): deploy/loadgen.Dockerfile, .dockerignore and a small source file, so that the
+/// worker image's context is this directory, not the repository tests run in.
+pub fn checkout(dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir.join("stacks")).unwrap();
+    std::fs::create_dir_all(dir.join("deploy")).unwrap();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    // The model the serving image carries: the small fixture SavedModel (the serving pods are
+    // the stand-in, which serves the example model itself), so each serving rebuild uploads
+    // little. gke_images_e2e.rs builds with the example model (a resumable upload).
+    let model = dir.join("examples/model/regression/1");
+    if !model.exists() {
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::copy(
+            repo().join("tests/fixtures/model/regression/1/saved_model.pb"),
+            model.join("saved_model.pb"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            repo().join("examples/model/test.csv"),
+            dir.join("examples/model/test.csv"),
+        )
+        .unwrap();
+    }
+    for f in ["deploy/loadgen.Dockerfile", ".dockerignore"] {
+        std::fs::copy(repo().join(f), dir.join(f)).unwrap();
+    }
+    if !dir.join("src/main.rs").exists() {
+        std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+    }
+    let mut text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "stacks/gke.hcl no longer has {from:?}");
+        text = text.replace(from, to);
+    }
+    let stack = dir.join("stacks/gke.hcl");
+    std::fs::write(&stack, text).unwrap();
+    stack
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -31,9 +77,11 @@ fn repo() -> PathBuf {
 struct World {
     gke: Arc<GkeEmulator>,
     k8s: K8sEmulator,
+    gcs: FakeGcs,
+    cb: CloudBuildEmulator,
     _stand_in: StandIn,
     dir: tempfile::TempDir,
-    /// The stack file applied (the shipped one unless a test edits a copy).
+    /// The stack file applied: a copy of the shipped one in a checkout-shaped directory.
     stack: PathBuf,
 }
 
@@ -66,16 +114,21 @@ impl World {
         })));
         opts.placement.insert("Deployment".into(), "serving".into());
         opts.placement.insert("Job".into(), "loadgen".into());
+        // The images are built by apply: the registry holds whatever Cloud Build pushed.
         let k8s = K8sEmulator::start(opts);
-        k8s.push_image(SERVING_IMAGE, true);
-        k8s.push_image(WORKER_IMAGE, true);
         gke.set_cluster_endpoint(&k8s.url());
+        let gcs = FakeGcs::start();
+        let cb = CloudBuildEmulator::start(&gcs.url());
+        let dir = tempfile::tempdir().unwrap();
+        let stack = checkout(&dir.path().join("checkout"), &[]);
         World {
             gke,
             k8s,
+            gcs,
+            cb,
             _stand_in: stand_in,
-            dir: tempfile::tempdir().unwrap(),
-            stack: repo().join("stacks/gke.hcl"),
+            dir,
+            stack,
         }
     }
 
@@ -87,6 +140,9 @@ impl World {
             .args(args)
             .stdin(Stdio::null())
             .env("BENCHSTACK_GKE_ENDPOINT", self.gke.url())
+            .env("BENCHSTACK_CLOUDBUILD_ENDPOINT", self.cb.url())
+            .env("BENCHSTACK_ARTIFACTREGISTRY_ENDPOINT", self.cb.url())
+            .env("BENCHSTACK_STORAGE_ENDPOINT", self.gcs.url())
             .env("BENCHSTACK_POLL_INTERVAL", "20ms")
             .env("BENCHSTACK_WORKER_START_DELAY", "5s")
             .current_dir(self.dir.path());
@@ -112,19 +168,9 @@ impl World {
         )
     }
 
-    /// Applies from now on a copy of stacks/gke.hcl with `from` replaced by `to` (beside a
-    /// link to the examples, so its relative paths resolve as the shipped file's do).
+    /// Applies from now on the copy of stacks/gke.hcl with `from` replaced by `to`.
     fn edit_stack(&mut self, from: &str, to: &str) {
-        let copy = self.dir.path().join("edited");
-        std::fs::create_dir_all(copy.join("stacks")).unwrap();
-        let examples = copy.join("examples");
-        if !examples.exists() {
-            std::os::unix::fs::symlink(repo().join("examples"), &examples).unwrap();
-        }
-        let text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
-        assert!(text.contains(from), "stacks/gke.hcl no longer has {from:?}");
-        self.stack = copy.join("stacks/gke.hcl");
-        std::fs::write(&self.stack, text.replace(from, to)).unwrap();
+        self.stack = checkout(&self.dir.path().join("checkout"), &[(from, to)]);
     }
 }
 
@@ -165,7 +211,13 @@ fn gke_stack_applies_plans_clean_updates_replaces_and_destroys() {
     let mut nodes = std::collections::BTreeSet::new();
     for p in &serving_pods {
         assert_eq!(p["status"]["phase"], "Running", "{p}");
-        assert_eq!(p["status"]["containerStatuses"][0]["image"], SERVING_IMAGE);
+        let image = p["status"]["containerStatuses"][0]["image"]
+            .as_str()
+            .unwrap();
+        assert!(
+            image.starts_with(&format!("{SERVING_IMAGE}@sha256:")),
+            "by the digest Cloud Build pushed: {image}"
+        );
         let node = p["spec"]["nodeName"].as_str().unwrap();
         assert!(node.starts_with("gke-serving-"), "{node}");
         nodes.insert(node.to_string());
@@ -322,13 +374,30 @@ fn a_failed_worker_pod_fails_the_apply_keeps_the_state_and_the_next_plan_reruns_
 
 #[test]
 fn an_image_that_does_not_exist_fails_the_apply_naming_the_image_and_the_pull_error() {
-    let w = World::start();
-    // Images in a registry location nothing was pushed to. The rollout timeout stays at its
-    // default (10 minutes): only the pods' own verdict ends this apply early.
-    let (code, out, err) = w.run(
-        &["apply", "--auto-approve"],
-        &["registry_location=europe-west4"],
+    let mut w = World::start();
+    let _ = &w.gcs;
+    // A serving image given as a reference string nothing was pushed to (the registry holds
+    // only what Cloud Build pushes). The rollout timeout stays at its default (10 minutes):
+    // only the pods' own verdict ends this apply early.
+    w.k8s.push_image(
+        "us-central1-docker.pkg.dev/bench-test/other/unrelated:1",
+        true,
     );
+    w.stack = checkout(
+        &w.dir.path().join("checkout"),
+        &[
+            (
+                "  image    = image.serving",
+                "  image    = \"europe-west4-docker.pkg.dev/bench-test/benchstack/tf-serving-regression:latest\"",
+            ),
+            // image.serving, no longer used by serving.tf, is a plain build.
+            (
+                "  preset     = \"serving\"\n  base_image = var.tf_serving_image",
+                "  context    = \"..\"\n  dockerfile = \"deploy/loadgen.Dockerfile\"",
+            ),
+        ],
+    );
+    let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
     let text = flat(&format!("{out}\n{err}"));
     assert_eq!(code, 1, "{text}");
     assert!(

@@ -1,4 +1,4 @@
-//! `benchstack plan` on stacks/gke.hcl asks Service Usage, Compute Engine and the registry
+//! `benchstack plan` on stacks/gke.hcl (and a copy with its images as reference strings) asks Service Usage, Compute Engine and the registry
 //! (emulated on loopback, driven by the real google-cloud-api-serviceusage-v1 and
 //! google-cloud-compute-v1 clients and reqwest) before anything is created: a disabled API, a
 //! machine type that does not exist, a CPU quota too small and a missing image are errors at
@@ -94,7 +94,7 @@ impl World {
     /// `benchstack plan stacks/gke.hcl --var project=bench-test [--var …] [extra]`.
     fn plan(&self, vars: &[&str], extra: &[&str]) -> (i32, String, String) {
         let mut c = self.command(&["plan"]);
-        c.arg(repo().join("stacks/gke.hcl"))
+        c.arg(literal_stack(self.dir.path()))
             .args(["--var", &format!("project={PROJECT}")]);
         for v in vars {
             c.args(["--var", v]);
@@ -125,10 +125,58 @@ fn run(mut c: Command) -> (i32, String, String) {
     )
 }
 
-/// `gke.hcl:LINE:COL` of the first line of stacks/gke.hcl at or after the line starting
-/// with `block` that contains `needle`, with the column where `needle`'s value starts.
-fn at(block: &str, needle: &str) -> String {
+/// stacks/gke.hcl as it was before its images were `image` blocks: the serving and worker
+/// images as reference strings in the registry (what the registry checks are about), its
+/// paths absolute, and `enable_apis` off (a disabled API is an error). The shipped file with
+/// its image blocks is planned by the `enable_apis` and Cloud Build tests below.
+fn literal_text() -> String {
     let text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if line.starts_with("image \"") {
+            skipping = true;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if skipping && line == "}" {
+            skipping = false;
+        }
+    }
+    let image = "\"${var.registry_location}-docker.pkg.dev/${var.project}/benchstack";
+    let replaced = out
+        .replace("\"../", &format!("\"{}/", repo().display()))
+        .replace(
+            "  image    = image.serving",
+            &format!("  image    = {image}/tf-serving-regression:latest\""),
+        )
+        .replace(
+            "  loadgen_image = image.worker",
+            &format!("  loadgen_image = {image}/benchstack:latest\""),
+        )
+        .replace(
+            "variable \"enable_apis\" {",
+            "variable \"enable_apis\" {\n  type        = bool",
+        );
+    let replaced = replaced.replacen("  default     = true\n", "  default     = false\n", 1);
+    assert!(!replaced.contains("= image."), "{replaced}");
+    assert!(replaced.contains("default     = false"), "{replaced}");
+    replaced
+}
+
+/// The literal-image stack (`literal_text`), written as gke.hcl in the world's directory.
+fn literal_stack(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("gke.hcl");
+    std::fs::write(&path, literal_text()).unwrap();
+    path
+}
+
+/// `gke.hcl:LINE:COL` of the first line of the literal-image stack at or after the line
+/// starting with `block` that contains `needle`, with the column where `needle`'s value starts.
+fn at(block: &str, needle: &str) -> String {
+    let text = literal_text();
     let start = text.lines().position(|l| l.starts_with(block)).unwrap();
     let (i, line) = text
         .lines()
@@ -440,7 +488,7 @@ fn a_public_image_is_checked_with_the_anonymous_token_its_registry_hands_out() {
     let copy = w.dir.path().join("edited");
     std::fs::create_dir_all(copy.join("stacks")).unwrap();
     std::os::unix::fs::symlink(repo().join("examples"), copy.join("examples")).unwrap();
-    let text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
+    let text = literal_text();
     let from = "\"${var.registry_location}-docker.pkg.dev/${var.project}/benchstack/tf-serving-regression:latest\"";
     assert!(text.contains(from));
     let stack = copy.join("stacks/gke.hcl");
@@ -485,27 +533,17 @@ fn a_public_image_is_checked_with_the_anonymous_token_its_registry_hands_out() {
 }
 
 #[test]
-fn an_image_block_needs_cloud_build_enabled_in_its_repositorys_project() {
+fn the_shipped_stacks_image_blocks_need_cloud_build_enabled_in_their_repositorys_project() {
     let w = World::start();
-    // stacks/gke.hcl plus an image block apply would build in the same project; the
-    // project has Artifact Registry on, Cloud Build off (World enables only three APIs).
-    let stack = w.dir.path().join("gke.hcl");
-    let base = std::fs::read_to_string(repo().join("stacks/gke.hcl"))
-        .unwrap()
-        .replace(
-            "\"../examples/",
-            &format!("\"{}/examples/", repo().display()),
-        );
-    let block = format!(
-        "\nimage \"worker\" {{\n  repository = \"us-central1-docker.pkg.dev/{PROJECT}/benchstack\"\n  name       = \"worker\"\n  context    = \"ctx\"\n}}\n"
-    );
-    std::fs::write(&stack, format!("{base}{block}")).unwrap();
-    std::fs::create_dir(w.dir.path().join("ctx")).unwrap();
-    std::fs::write(w.dir.path().join("ctx/Dockerfile"), "FROM scratch\n").unwrap();
-    let repository_line = base.lines().count() + 3;
-
+    // stacks/gke.hcl builds both images in the project; Artifact Registry is on, Cloud Build
+    // off (World enables only three APIs), and apply may not enable it.
     let mut c = w.command(&["plan"]);
-    c.arg(&stack).args(["--var", &format!("project={PROJECT}")]);
+    c.arg(repo().join("stacks/gke.hcl")).args([
+        "--var",
+        &format!("project={PROJECT}"),
+        "--var",
+        "enable_apis=false",
+    ]);
     let (code, out, err) = run(c);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
@@ -514,12 +552,111 @@ fn an_image_block_needs_cloud_build_enabled_in_its_repositorys_project() {
         ),
         "{err}"
     );
+    let text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
+    let block = text
+        .lines()
+        .position(|l| l.starts_with("image \"serving\""))
+        .unwrap();
     assert!(
-        err.contains(&format!("gke.hcl:{repository_line}:")),
-        "located at the image's repository:\n{err}"
+        err.contains(&format!("gke.hcl:{}:", block + 2)),
+        "located at image.serving's repository:\n{err}"
     );
     assert!(
         err.contains("gcloud services enable cloudbuild.googleapis.com --project bench-test"),
+        "{err}"
+    );
+    // No registry is asked: the images do not exist before apply builds them.
+    assert!(w.registry.requests().is_empty());
+    w.assert_no_gke_change();
+}
+
+/// The shipped stack: `enable_apis` is on by default.
+fn enabling_stack(_w: &World) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("stacks/gke.hcl")).unwrap();
+    assert_eq!(text.matches("enable_apis  = var.enable_apis").count(), 2);
+    repo().join("stacks/gke.hcl")
+}
+
+#[test]
+fn with_enable_apis_a_disabled_api_is_not_an_error_and_apply_enables_it_before_creating_anything() {
+    let w = World::start();
+    w.usage.disable(PROJECT, "container.googleapis.com");
+    w.usage.set_polls_before_done(2);
+    let stack = enabling_stack(&w);
+    let mut c = w.command(&["plan"]);
+    c.arg(&stack).args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        format!("{out}{err}").contains(
+            "container.googleapis.com is not enabled in project bench-test: apply enables it first (enable_apis = true)"
+        ),
+        "{out}\n{err}"
+    );
+    assert!(!err.contains("error"), "{err}");
+    assert!(
+        !w.usage.requests().iter().any(|(m, _)| m == "POST"),
+        "plan enables nothing"
+    );
+    w.assert_no_gke_change();
+
+    let mut c = w.command(&["apply", "--auto-approve", "--target", "cluster.serving"]);
+    c.arg(&stack).args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // Container (disabled by the test) and Cloud Build (World never enables it, and the
+    // stack's image blocks build there): one batchEnable.
+    assert!(
+        out.contains(
+            "APIs: enabled cloudbuild.googleapis.com, container.googleapis.com in project bench-test"
+        ),
+        "{out}"
+    );
+    assert!(w.usage.is_enabled(PROJECT, "container.googleapis.com"));
+    assert!(w.usage.is_enabled(PROJECT, "cloudbuild.googleapis.com"));
+    let reqs = w.usage.requests();
+    let batch = reqs
+        .iter()
+        .filter(|(m, p)| m == "POST" && p == "/v1/projects/bench-test/services:batchEnable")
+        .count();
+    assert_eq!(batch, 1, "{reqs:?}");
+    // The operation was followed until done (two reads answered `done: false`).
+    assert!(
+        reqs.iter()
+            .filter(|(m, p)| m == "GET" && p.starts_with("/v1/operations/"))
+            .count()
+            >= 3,
+        "{reqs:?}"
+    );
+    assert_eq!(w.gke.cluster_count(), 1);
+}
+
+#[test]
+fn with_enable_apis_a_refused_enable_stops_apply_before_anything_is_created() {
+    let w = World::start();
+    w.usage.disable(PROJECT, "compute.googleapis.com");
+    w.usage.deny_enable(PROJECT);
+    let stack = enabling_stack(&w);
+    let mut c = w.command(&["apply", "--auto-approve"]);
+    c.arg(&stack).args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 1, "{out}\n{err}");
+    // miette wraps the message: compare it flattened.
+    let err = err
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        err.contains("enabling APIs in project bench-test (enable_apis = true on cluster."),
+        "{err}"
+    );
+    assert!(
+        err.contains("roles/serviceusage.serviceUsageAdmin"),
+        "{err}"
+    );
+    assert!(
+        err.contains("gcloud services enable cloudbuild.googleapis.com compute.googleapis.com --project bench-test"),
         "{err}"
     );
     w.assert_no_gke_change();

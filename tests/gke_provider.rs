@@ -54,6 +54,7 @@ fn config(node_count: u32) -> ClusterConfig {
         service_account: None,
         network: None,
         subnetwork: None,
+        enable_apis: false,
     }
 }
 

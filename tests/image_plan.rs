@@ -351,3 +351,243 @@ fn a_deployment_not_running_the_last_pushed_digest_is_rolled() {
     );
     assert!(reason.contains("the Deployment runs"), "{reason}");
 }
+
+/// A stack whose serving image is generated (`preset = "serving"`) from its own model copy.
+fn write_preset_stack(dir: &Path, batch: u32, extra: &str) -> PathBuf {
+    let model = dir.join("model/regression");
+    std::fs::create_dir_all(model.join("1")).unwrap();
+    std::fs::create_dir_all(model.join("notes")).unwrap();
+    if !model.join("1/saved_model.pb").exists() {
+        std::fs::copy(
+            fixture_model().join("1/saved_model.pb"),
+            model.join("1/saved_model.pb"),
+        )
+        .unwrap();
+    }
+    std::fs::write(model.join("notes/readme.txt"), "not a version folder").unwrap();
+    std::fs::write(dir.join("unrelated.txt"), "never in the image").unwrap();
+    let text = format!(
+        r#"
+cluster "gke" {{
+  provider     = "gke"
+  project      = "p"
+  location     = "us-central1-a"
+  machine_type = "e2-highcpu-8"
+  node_count   = 1
+}}
+
+model "regression" {{
+  base_path = "model/regression"
+}}
+
+image "serving" {{
+  repository = "us-central1-docker.pkg.dev/p/benchstack"
+  name       = "tf-serving"
+  preset     = "serving"
+  {extra}
+}}
+
+serving "tf" {{
+  cluster = cluster.gke
+  image   = image.serving
+  models  = [model.regression]
+  cpu     = "1"
+  memory  = "1Gi"
+  batching {{
+    max_batch_size = {batch}
+  }}
+}}
+"#
+    );
+    let path = dir.join("stack.hcl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn change<'p>(p: &'p Plan, a: &str) -> &'p plan::Change {
+    p.changes
+        .iter()
+        .find(|c| c.address.to_string() == a)
+        .unwrap_or_else(|| panic!("{a} is in the plan"))
+}
+
+#[test]
+fn a_serving_preset_image_is_the_plans_rendered_files_and_the_model_versions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = load(&write_preset_stack(dir.path(), 64, ""));
+    let p = make(&stack, &Snapshot::default());
+    let image = change(&p, "image.serving");
+    let serving = change(&p, "serving.tf");
+    assert_eq!(image.action, Action::Create);
+    let docker = &image.rendered["Dockerfile"];
+    assert!(
+        docker.contains("\nFROM tensorflow/serving:2.19.0\n"),
+        "{docker}"
+    );
+    assert!(docker.contains("\nCOPY config/ /config/\n"), "{docker}");
+    assert!(
+        docker.contains("\nCOPY models/regression/ /models/regression/\n"),
+        "{docker}"
+    );
+    // The same bytes the serving resource's ConfigMap carries.
+    for f in [
+        "models.config",
+        "batching_parameters.txt",
+        "monitoring.config",
+    ] {
+        assert_eq!(
+            image.rendered[&format!("config/{f}")],
+            serving.rendered[f],
+            "{f}"
+        );
+    }
+    assert!(serving.rendered["batching_parameters.txt"].contains("max_batch_size { value: 64 }"));
+    // The context: those files and the version folder, nothing else of the directory.
+    let ResourceConfig::Image(i) = image.after.as_ref().unwrap() else {
+        panic!()
+    };
+    assert_eq!(i.content_hash.len(), 64);
+    let ctx = plan::serving_image_context(i, &image.rendered).unwrap();
+    let files: Vec<&str> = ctx
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.kind, benchstack::image_context::EntryKind::Dir))
+        .map(|e| e.rel.as_str())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "Dockerfile",
+            "config/batching_parameters.txt",
+            "config/models.config",
+            "config/monitoring.config",
+            "models/regression/1/saved_model.pb"
+        ]
+    );
+    assert_eq!(ctx.hash(&BTreeMap::new()).unwrap(), i.content_hash);
+    // The Deployment names the digest to come, as with any image block.
+    assert!(serving.rendered["kubernetes.yaml"].contains(
+        "image: us-central1-docker.pkg.dev/p/benchstack/tf-serving@(digest of image.serving)"
+    ));
+}
+
+#[test]
+fn a_batching_change_rebuilds_the_serving_preset_image_and_rolls_the_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_preset_stack(dir.path(), 64, "");
+    let first = make(&load(&path), &Snapshot::default());
+    let snap = applied(&first, &BTreeMap::from([("serving", "sha256:aaa")]));
+    let again = make(&load(&path), &snap);
+    assert!(!again.has_changes(), "{:?}", again.summary());
+    // A file outside the generated context changes nothing.
+    std::fs::write(dir.path().join("unrelated.txt"), "v2").unwrap();
+    std::fs::write(dir.path().join("model/regression/notes/readme.txt"), "v2").unwrap();
+    assert!(!make(&load(&path), &snap).has_changes());
+
+    let path = write_preset_stack(dir.path(), 128, "");
+    let p = make(&load(&path), &snap);
+    assert_eq!(
+        (
+            change(&p, "image.serving").action,
+            change(&p, "image.serving").reason.clone()
+        ),
+        (
+            Action::Update,
+            Some("config/batching_parameters.txt changed".into())
+        )
+    );
+    let reason = change(&p, "serving.tf").reason.clone().unwrap();
+    assert_eq!(change(&p, "serving.tf").action, Action::Update);
+    assert!(
+        reason.contains("image.serving rebuilt: config/batching_parameters.txt changed"),
+        "{reason}"
+    );
+
+    // A new model version: the image is rebuilt though no rendered file changed.
+    let path = write_preset_stack(dir.path(), 64, "");
+    std::fs::write(dir.path().join("model/regression/1/variables.txt"), "w").unwrap();
+    let p = make(&load(&path), &snap);
+    assert_eq!(
+        change(&p, "image.serving").reason.as_deref(),
+        Some("the models' version folders changed")
+    );
+
+    // The base image is the stack's to choose.
+    std::fs::remove_file(dir.path().join("model/regression/1/variables.txt")).unwrap();
+    let path = write_preset_stack(dir.path(), 64, "base_image = \"tensorflow/serving:2.20.0\"");
+    let p = make(&load(&path), &snap);
+    let image = change(&p, "image.serving");
+    assert_eq!(image.action, Action::Update);
+    assert!(
+        image.rendered["Dockerfile"].contains("FROM tensorflow/serving:2.20.0\n"),
+        "{}",
+        image.rendered["Dockerfile"]
+    );
+}
+
+fn load_err(path: &Path) -> String {
+    match load_with_env(path, &VarInputs::default(), &[]) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(d) => d.to_string(),
+    }
+}
+
+#[test]
+fn a_serving_preset_refuses_a_context_of_its_own_and_needs_one_serving_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_preset_stack(dir.path(), 64, "context = \".\"");
+    let e = load_err(&path);
+    assert!(
+        e.contains("found `context` with `preset = \"serving\"`"),
+        "{e}"
+    );
+    assert!(e.contains("stack.hcl:"), "{e}");
+
+    let path = write_preset_stack(dir.path(), 64, "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "image   = image.serving",
+        "image   = \"tensorflow/serving:2.19.0\"",
+    );
+    std::fs::write(&path, text).unwrap();
+    let e = load_err(&path);
+    assert!(e.contains("that no serving resource uses"), "{e}");
+}
+
+#[test]
+fn a_serving_preset_image_is_refused_as_a_worker_image_and_for_two_serving_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_preset_stack(dir.path(), 64, "");
+    let base = std::fs::read_to_string(&path).unwrap();
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data.csv");
+    std::fs::write(
+        &path,
+        format!(
+            "{base}\nloadtest \"lt\" {{\n  target        = serving.tf\n  loadgen_image = image.serving\n  data          = \"{}\"\n  stage {{\n    rate     = 10\n    duration = \"1s\"\n  }}\n}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let e = load_err(&path);
+    assert!(
+        e.contains(
+            "as the `loadgen_image` of loadtest.lt, expected a worker image built from a Dockerfile"
+        ),
+        "{e}"
+    );
+
+    let second = base.replace("serving \"tf\" {", "serving \"tf2\" {");
+    std::fs::write(
+        &path,
+        format!(
+            "{base}\n{}",
+            &second[second.find("serving \"tf2\"").unwrap()..]
+        ),
+    )
+    .unwrap();
+    let e = load_err(&path);
+    assert!(e.contains("used by serving.tf and serving.tf2"), "{e}");
+    assert!(
+        e.contains("one serving resource per serving-preset image"),
+        "{e}"
+    );
+}

@@ -434,6 +434,7 @@ fn serving_cluster(machine_type: &str, nodes: u32) -> ClusterConfig {
         service_account: None,
         network: None,
         subnetwork: None,
+        enable_apis: false,
     }
 }
 

@@ -20,7 +20,7 @@ fn validate_reports_success_and_the_resource_count_for_each_shipped_stack() {
     for (stack, n, vars) in [
         ("stacks/local.hcl", 4, &[][..]),
         ("stacks/local-sweep.hcl", 8, &[][..]),
-        ("stacks/gke.hcl", 5, &["--var", "project=my-project"][..]),
+        ("stacks/gke.hcl", 7, &["--var", "project=my-project"][..]),
     ] {
         let mut args = vec!["validate", stack];
         args.extend_from_slice(vars);

@@ -141,10 +141,27 @@ fn gke_stack_loads_with_interpolated_image() {
     let ResourceConfig::Loadtest(l) = config(&s, &addr(Kind::Loadtest, "baseline", None)) else {
         panic!()
     };
+    // Built by apply (image.worker) and deployed by digest.
+    assert_eq!(l.loadgen_image, None);
     assert_eq!(
-        l.loadgen_image.as_deref(),
-        Some("us-central1-docker.pkg.dev/my-project/benchstack/benchstack:latest")
+        l.loadgen_image_from,
+        Some(addr(Kind::Image, "worker", None))
     );
+    let ResourceConfig::Image(w) = config(&s, &addr(Kind::Image, "worker", None)) else {
+        panic!()
+    };
+    assert_eq!(
+        w.image_name(),
+        "us-central1-docker.pkg.dev/my-project/benchstack/benchstack"
+    );
+    assert_eq!(w.dockerfile, "deploy/loadgen.Dockerfile");
+    let ResourceConfig::Image(sv) = config(&s, &addr(Kind::Image, "serving", None)) else {
+        panic!()
+    };
+    let preset = sv.preset.as_ref().expect("the serving preset");
+    assert_eq!(preset.base_image, "tensorflow/serving:2.19.0");
+    assert_eq!(preset.serving, Some(addr(Kind::Serving, "tf", None)));
+    assert_eq!(preset.models[0].serving_path, "/models/regression");
     assert_eq!(l.cluster, addr(Kind::Cluster, "loadgen", None));
     assert_eq!(l.workers, 4);
     assert_eq!(l.protocol, Protocol::Grpc);

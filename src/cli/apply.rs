@@ -344,6 +344,8 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         &args.flags.vars,
         &args.flags.var_files,
     );
+    // `enable_apis = true`: the APIs first, or the first create would be refused.
+    crate::ops::enable_apis(&plan, &|line| println!("APIs: {line}")).map_err(|e| miette!("{e}"))?;
     execute_and_finish(
         &plan,
         &store,

@@ -433,6 +433,7 @@ mod tests {
             service_account: None,
             network: None,
             subnetwork: None,
+            enable_apis: false,
         }
     }
 

@@ -264,6 +264,7 @@ mod tests {
             service_account: None,
             network: None,
             subnetwork: None,
+            enable_apis: false,
         };
         stack.resources[0].config = ResourceConfig::Cluster(gke("e2-highcpu-8", 3));
         let none = BTreeMap::new();

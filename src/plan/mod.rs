@@ -233,6 +233,11 @@ pub fn render_resource(
     stack: &Stack,
     provider: ProviderName,
 ) -> Result<BTreeMap<String, String>, PlanError> {
+    if let ResourceConfig::Image(i) = &r.config
+        && let Some(preset) = &i.preset
+    {
+        return serving_image_files(r, preset, stack);
+    }
     let ResourceConfig::Serving(s) = &r.config else {
         return Ok(BTreeMap::new());
     };
@@ -280,6 +285,62 @@ pub fn render_resource(
         );
     }
     Ok(files)
+}
+
+/// A `preset = "serving"` image's generated files: its serving resource's rendered
+/// configuration files (the same call that renders them for the serving resource, so the
+/// bytes are the same) under `config/`, and the Dockerfile.
+fn serving_image_files(
+    r: &Resource,
+    preset: &crate::vocab::resources::ServingPreset,
+    stack: &Stack,
+) -> Result<BTreeMap<String, String>, PlanError> {
+    let serving = preset
+        .serving
+        .as_ref()
+        .and_then(|a| stack.resources.iter().find(|s| &s.address == a))
+        .ok_or_else(|| PlanError::Resource {
+            address: r.address.to_string(),
+            span: r.span.to_string(),
+            message: "no serving resource uses this serving-preset image".into(),
+        })?;
+    let files = render_resource(serving, stack, ProviderName::Kubernetes)?;
+    Ok(manifest::serving_image_files(preset, &files))
+}
+
+/// The build context of a `preset = "serving"` image: the plan's rendered files and the
+/// models' version folders from this machine (what the Cloud Build provider uploads).
+pub fn serving_image_context(
+    i: &crate::vocab::resources::ImageConfig,
+    rendered: &BTreeMap<String, String>,
+) -> Result<crate::image_context::Context, crate::image_context::ContextError> {
+    crate::image_context::Context::serving(rendered, &i.baked_dirs())
+}
+
+/// The resource as planned: a serving-preset image gets the content hash of its generated
+/// context (the loader cannot compute it: the rendered files are the plan's).
+fn with_context_hash(
+    r: &Resource,
+    rendered: &BTreeMap<String, String>,
+) -> Result<Option<Resource>, PlanError> {
+    let ResourceConfig::Image(i) = &r.config else {
+        return Ok(None);
+    };
+    if i.preset.is_none() {
+        return Ok(None);
+    }
+    let hash = serving_image_context(i, rendered)
+        .and_then(|c| c.hash(&i.args))
+        .map_err(|e| PlanError::Resource {
+            address: r.address.to_string(),
+            span: r.span.to_string(),
+            message: e.to_string(),
+        })?;
+    let mut r = r.clone();
+    if let ResourceConfig::Image(i) = &mut r.config {
+        i.content_hash = hash;
+    }
+    Ok(Some(r))
 }
 
 /// How the plan's rendered objects name the image an `image` block builds:
@@ -594,6 +655,8 @@ pub fn make(
                     message: "no provider was chosen for it".into(),
                 })?;
             let rendered = render_resource(r, stack_ref, provider)?;
+            let hashed = with_context_hash(r, &rendered)?;
+            let r = hashed.as_ref().unwrap_or(r);
             let fp = fingerprint(&r.config, &rendered);
             // Replicas that cannot be scheduled are refused whatever the action; how an update
             // rolls is said only when something is applied.
@@ -894,6 +957,22 @@ fn decide(
             } else {
                 (Action::NoOp, None)
             }
+        }
+        ResourceConfig::Image(i) if i.preset.is_some() => {
+            // Generated: name the rendered files that changed, or the models' files.
+            if changed.is_empty() && files_changed.is_empty() {
+                return (Action::NoOp, None);
+            }
+            let mut what: Vec<String> = changed
+                .iter()
+                .filter(|c| c.as_str() != "content_hash")
+                .cloned()
+                .collect();
+            what.extend(files_changed.iter().map(|f| f.to_string()));
+            if what.is_empty() {
+                what.push("the models' version folders".into());
+            }
+            (Action::Update, Some(format!("{} changed", what.join(", "))))
         }
         ResourceConfig::Image(_) => {
             if changed.is_empty() {

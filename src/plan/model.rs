@@ -384,17 +384,22 @@ pub fn resource_body(config: &ResourceConfig, base: Option<&Path>) -> Body {
         ResourceConfig::Image(i) => {
             b.set("repository", HclValue::String(i.repository.clone()));
             b.set("name", HclValue::String(i.name.clone()));
-            b.set("context", HclValue::Path(display_path(&i.context, base)));
-            b.set("dockerfile", HclValue::String(i.dockerfile.clone()));
-            b.set(
-                "args",
-                HclValue::Map(
-                    i.args
-                        .iter()
-                        .map(|(k, v)| (k.clone(), HclValue::String(v.clone())))
-                        .collect(),
-                ),
-            );
+            if let Some(p) = &i.preset {
+                b.set("preset", HclValue::String("serving".into()));
+                b.set("base_image", HclValue::String(p.base_image.clone()));
+            } else {
+                b.set("context", HclValue::Path(display_path(&i.context, base)));
+                b.set("dockerfile", HclValue::String(i.dockerfile.clone()));
+                b.set(
+                    "args",
+                    HclValue::Map(
+                        i.args
+                            .iter()
+                            .map(|(k, v)| (k.clone(), HclValue::String(v.clone())))
+                            .collect(),
+                    ),
+                );
+            }
             // Not written in the stack: what the loader hashed (a change plans a build).
             b.set("content_hash", HclValue::String(i.content_hash.clone()));
         }

@@ -261,19 +261,35 @@ impl CloudBuildProvider {
         ctx: &Context<'_>,
         address: &Address,
         i: &ImageConfig,
+        rendered: &std::collections::BTreeMap<String, String>,
     ) -> Result<Applied, ProviderError> {
         let policy = RetryPolicy::from_env()?;
         let t = target(i)?;
-        // The context as it is now; a change since the plan is refused (plan again).
-        let scanned = image_context::Context::scan(&i.context, &i.dockerfile)
-            .map_err(|e| ProviderError::invalid(format!("{address}: {e}")))?;
+        // The context as it is now; a change since the plan is refused (plan again). A
+        // serving-preset image's context is the plan's rendered files (never re-rendered
+        // here) and the models' version folders.
+        let scanned = if i.preset.is_some() {
+            if !rendered.contains_key("Dockerfile") {
+                return Err(ProviderError::invalid(format!(
+                    "{address}: a serving-preset image is built from the plan's rendered files; apply a plan"
+                )));
+            }
+            image_context::Context::serving(rendered, &i.baked_dirs())
+        } else {
+            image_context::Context::scan(&i.context, &i.dockerfile)
+        }
+        .map_err(|e| ProviderError::invalid(format!("{address}: {e}")))?;
         let hash = scanned
             .hash(&i.args)
             .map_err(|e| ProviderError::invalid(format!("{address}: {e}")))?;
         if hash != i.content_hash {
+            let what = if i.preset.is_some() {
+                "the models' version folders".to_string()
+            } else {
+                i.context.display().to_string()
+            };
             return Err(ProviderError::invalid(format!(
-                "{address}: the context {} changed since the plan was made; plan again",
-                i.context.display()
+                "{address}: the context ({what}) changed since the plan was made; plan again"
             )));
         }
         let tarball = scanned
@@ -817,10 +833,12 @@ impl Provider for CloudBuildProvider {
         ctx: &Context,
         address: &Address,
         config: &ResourceConfig,
-        _inputs: &Inputs,
+        inputs: &Inputs,
     ) -> Result<Applied, ProviderError> {
         match config {
-            ResourceConfig::Image(i) => self.block_on(self.build_image(ctx, address, i)),
+            ResourceConfig::Image(i) => {
+                self.block_on(self.build_image(ctx, address, i, &inputs.rendered))
+            }
             _ => Err(ProviderError::invalid(
                 "the cloudbuild provider builds images only",
             )),

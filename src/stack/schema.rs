@@ -622,6 +622,15 @@ pub const CLUSTER: BlockSchema = BlockSchema {
             "The subnetwork of `network` in the cluster's region.",
         ),
         attr(
+            "enable_apis",
+            Type::Bool,
+            GkeOnly,
+            DefaultValue::Bool(false),
+            InPlace,
+            "true",
+            "`apply` enables, through Service Usage, the APIs the stack needs in this cluster's `project` that are off: Kubernetes Engine and Compute Engine, and Artifact Registry and Cloud Build when the stack has `image` blocks there. It waits for Service Usage's operation and says which it enabled, before anything is created; `plan`'s preflight then reports those APIs as to be enabled, not as errors. Off (the default), the preflight names each disabled API with the `gcloud services enable` command. Enabling needs `serviceusage.services.enable` (`roles/serviceusage.serviceUsageAdmin`). It changes nothing on the cluster: a change plans nothing.",
+        ),
+        attr(
             "labels",
             Type::Labels,
             Optional,
@@ -1425,10 +1434,31 @@ pub const IMAGE: BlockSchema = BlockSchema {
             "The image's name in the repository; it is pushed as `REPOSITORY/NAME` and deployed as `REPOSITORY/NAME@sha256:…`.",
         ),
         attr(
+            "preset",
+            Type::Choice(&[(
+                "serving",
+                "a TF Serving image generated from the serving resource that uses it",
+            )]),
+            Optional,
+            DefaultValue::None,
+            InPlace,
+            "\"serving\"",
+            "`\"serving\"`: no Dockerfile of yours. The image is generated for the one serving resource whose `image` is this block: `FROM base_image`, the version folders of each of its models copied to the model's `serving_path`, and the plan's own rendered `models.config`, `batching_parameters.txt` and `monitoring.config` at `/config`. The context is exactly those files (never a directory of yours), so the image and the plan cannot disagree: a batching change renders a new file, which plans a rebuild (`config/batching_parameters.txt changed`) and rolls the serving resource to the new digest. On the cluster TF Serving reads `/config` from the serving resource's ConfigMap, mounted over the image's copy: both are the same rendered bytes, and the image carries them so its digest names the whole served configuration (`docker run` of it serves the same). Not with `context`, `dockerfile` or `args`.",
+        ),
+        attr(
+            "base_image",
+            Type::String,
+            Optional,
+            DefaultValue::Str("tensorflow/serving:2.19.0"),
+            InPlace,
+            "\"tensorflow/serving:2.19.0\"",
+            "With `preset = \"serving\"`: the TF Serving image the generated Dockerfile starts `FROM` (use a release at least as new as the TensorFlow that exported the model; pin a tag or a digest).",
+        ),
+        attr(
             "context",
             Type::Path { dir: true },
-            Required,
-            DefaultValue::None,
+            Optional,
+            DefaultValue::Derived("none: required unless `preset` is set"),
             InPlace,
             "\"..\"",
             "The build context: a directory, relative to the stack file's directory. Its `.dockerignore` (Docker's rules: patterns from the context root, `**`, `!` exceptions, the last match wins) decides what is uploaded and hashed.",
@@ -1462,6 +1492,10 @@ pub const IMAGE: BlockSchema = BlockSchema {
         (
             "reference",
             "`REPOSITORY/NAME@sha256:…`: what serving and load tests deploy.",
+        ),
+        (
+            "content_hash",
+            "SHA-256 of what a build sees (shown by `plan`): the context's files, the Dockerfile's path and the args; for `preset = \"serving\"`, the generated files and the models' version folders. A change plans a rebuild.",
         ),
     ],
     example: r#"image "worker" {

@@ -195,6 +195,9 @@ pub struct ImageRecord {
     pub dockerfile: String,
     pub args: BTreeMap<String, String>,
     pub content_hash: String,
+    /// `preset = "serving"`: what the generated context is made of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<crate::vocab::resources::ServingPreset>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -468,6 +471,7 @@ impl From<&ResourceConfig> for ConfigRecord {
                 dockerfile: i.dockerfile.clone(),
                 args: i.args.clone(),
                 content_hash: i.content_hash.clone(),
+                preset: i.preset.clone(),
             }),
         }
     }
@@ -494,6 +498,8 @@ impl ConfigRecord {
                 service_account: c.service_account,
                 network: c.network,
                 subnetwork: c.subnetwork,
+                // Not recorded: what apply does first, not part of the cluster.
+                enable_apis: false,
             }),
             ConfigRecord::Model(m) => ResourceConfig::Model(ModelConfig {
                 name: m.name,
@@ -600,6 +606,7 @@ impl ConfigRecord {
                 dockerfile: i.dockerfile,
                 args: i.args,
                 content_hash: i.content_hash,
+                preset: i.preset,
             }),
         })
     }

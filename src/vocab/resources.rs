@@ -233,6 +233,11 @@ pub struct ClusterConfig {
     pub network: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnetwork: Option<String>,
+    /// `enable_apis = true`: apply enables the APIs the stack needs in the cluster's project
+    /// (Service Usage) before it creates anything. Not part of the cluster: a change plans
+    /// nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_apis: bool,
 }
 
 /// The label benchstack puts on every GKE cluster it creates (`managed-by=benchstack`), so
@@ -379,10 +384,49 @@ pub struct ImageConfig {
     pub args: BTreeMap<String, String>,
     /// SHA-256 of what a build would see: the context's files after `.dockerignore` (paths,
     /// modes and contents), the Dockerfile's path and the build args. A change plans a build.
+    /// For a `preset` image the plan computes it from the generated context.
     pub content_hash: String,
+    /// `preset = "serving"`: the Dockerfile and context are generated from the serving
+    /// resource that uses the image (no `context`, `dockerfile` or `args`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<ServingPreset>,
+}
+
+/// What a `preset = "serving"` image is generated from: TF Serving's image, the models of
+/// the serving resource that uses it (filled in when the stack is loaded) and, by the plan,
+/// that serving's rendered models.config and batching_parameters.txt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServingPreset {
+    /// The `FROM` image (`tensorflow/serving:2.19.0`).
+    pub base_image: String,
+    /// The serving resource it is generated for (the one whose `image` names it).
+    pub serving: Option<Address>,
+    /// The models it carries: version folders copied from `base_path` to `serving_path`.
+    pub models: Vec<BakedModel>,
+}
+
+/// A model copied into a serving-preset image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BakedModel {
+    pub name: String,
+    /// The model's directory on this machine (its numbered version folders are copied).
+    pub base_path: PathBuf,
+    /// Where the image holds it (the model's `serving_path`).
+    pub serving_path: String,
 }
 
 impl ImageConfig {
+    /// A serving-preset image's model directories copied into its context, by model name
+    /// (models TF Serving reads from `gs://` are not copied).
+    pub fn baked_dirs(&self) -> Vec<(String, PathBuf)> {
+        self.preset
+            .iter()
+            .flat_map(|p| &p.models)
+            .filter(|m| !m.serving_path.starts_with("gs://"))
+            .map(|m| (m.name.clone(), m.base_path.clone()))
+            .collect()
+    }
+
     /// `repository/name`, without a tag or digest.
     pub fn image_name(&self) -> String {
         format!("{}/{}", self.repository.trim_end_matches('/'), self.name)

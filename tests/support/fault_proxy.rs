@@ -3,6 +3,11 @@
 //! documents 503 (and 429, 408, other 5xx) as transient: "retry using exponential backoff"
 //! (https://cloud.google.com/storage/docs/retry-strategy). fake-gcs-server never fails on its
 //! own, so the fault is injected here.
+//!
+//! It forwards with the upstream's own Host header. google-cloud-storage sends the
+//! endpoint's host without its port, and fake-gcs-server builds a resumable upload's
+//! `Location` from the Host header; through the proxy that Location is a URL that works, as
+//! GCS's own absolute Location always does (uploads over 16 MiB are resumable).
 
 #![allow(dead_code)]
 

@@ -55,6 +55,7 @@ pub fn serving_stack(replicas: u32, max_batch: u64) -> Stack {
                     service_account: None,
                     network: None,
                     subnetwork: None,
+                    enable_apis: false,
                 }),
             ),
             res(

@@ -21,7 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 type Reply = Response<Full<Bytes>>;
-type Handler = Arc<dyn Fn(&Method, &str, &hyper::HeaderMap) -> Reply + Send + Sync>;
+type Handler = Arc<dyn Fn(&Method, &str, &hyper::HeaderMap, &[u8]) -> Reply + Send + Sync>;
 
 /// One loopback HTTP/1.1 server on 127.0.0.1:0 in a thread of its own.
 struct Loopback {
@@ -58,9 +58,12 @@ impl Loopback {
                                     let handler = handler.clone();
                                     let seen = seen.clone();
                                     async move {
+                                        use http_body_util::BodyExt;
                                         let path = req.uri().path().to_string();
                                         seen.lock().unwrap().push((req.method().to_string(), path.clone()));
-                                        Ok::<_, Infallible>(handler(req.method(), &path, req.headers()))
+                                        let (parts, body) = req.into_parts();
+                                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                        Ok::<_, Infallible>(handler(&parts.method, &path, &parts.headers, &body))
                                     }
                                 });
                                 let _ = hyper::server::conn::http1::Builder::new()
@@ -127,6 +130,99 @@ struct UsageState {
     enabled: BTreeSet<(String, String)>,
     /// Projects whose services the caller may not read.
     denied: BTreeSet<String>,
+    /// Projects where the caller may read but not enable services.
+    enable_denied: BTreeSet<String>,
+    /// Enable operations by name: (project, services, polls left before done, batchEnable).
+    operations: BTreeMap<String, (String, Vec<String>, u32, bool)>,
+    /// How many `operations.get` answer `done: false` before an operation ends.
+    polls_before_done: u32,
+    next_operation: u64,
+}
+
+/// Every service name this emulator knows (others are not services: batchEnable refuses them).
+const KNOWN_SERVICES: &[&str] = &[
+    "container.googleapis.com",
+    "compute.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "storage.googleapis.com",
+    "serviceusage.googleapis.com",
+];
+
+/// A Service resource as `services.get` and the enable responses carry it.
+fn service_json(number: u64, service: &str, enabled: bool) -> Value {
+    json!({
+        "name": format!("projects/{number}/services/{service}"),
+        "parent": format!("projects/{number}"),
+        "config": {"name": service, "title": service},
+        "state": if enabled { "ENABLED" } else { "DISABLED" },
+    })
+}
+
+/// Starts an enable operation: the services become ENABLED only when it is done (after
+/// `polls_before_done` reads of it), as the real service does (the state changes when the
+/// operation completes, which takes from seconds to minutes).
+fn start_enable(st: &mut UsageState, project: &str, services: Vec<String>, batch: bool) -> Reply {
+    let Some(number) = st
+        .projects
+        .get(project)
+        .copied()
+        .filter(|_| !st.denied.contains(project))
+    else {
+        return google_error(
+            403,
+            "PERMISSION_DENIED",
+            &format!(
+                "Permission denied to enable service [{}]\nHelp Token: AbCdEf",
+                services.join(",")
+            ),
+        );
+    };
+    if st.enable_denied.contains(project) {
+        return google_error(
+            403,
+            "PERMISSION_DENIED",
+            &format!(
+                "Permission denied to enable service [{}]\nHelp Token: AbCdEf",
+                services.join(",")
+            ),
+        );
+    }
+    // batchEnable: at most 20 services, and an unknown one fails the whole request.
+    if services.is_empty() || services.len() > 20 {
+        return google_error(
+            400,
+            "INVALID_ARGUMENT",
+            "Request contains an invalid argument.",
+        );
+    }
+    if let Some(bad) = services
+        .iter()
+        .find(|s| !KNOWN_SERVICES.contains(&s.as_str()))
+    {
+        return google_error(
+            403,
+            "PERMISSION_DENIED",
+            &format!("Not found or permission denied for service(s): {bad}."),
+        );
+    }
+    st.next_operation += 1;
+    let name = format!("operations/acf.p2-{number}-{:08x}", st.next_operation);
+    let polls = st.polls_before_done;
+    st.operations.insert(
+        name.clone(),
+        (project.to_string(), services.clone(), polls, batch),
+    );
+    json_reply(
+        200,
+        json!({
+            "name": name,
+            "metadata": {
+                "@type": "type.googleapis.com/google.api.serviceusage.v1.OperationMetadata",
+                "resourceNames": services.iter().map(|s| format!("services/{s}/projectSettings/{number}")).collect::<Vec<_>>(),
+            },
+        }),
+    )
 }
 
 /// Service Usage v1 `services.get`
@@ -138,6 +234,24 @@ struct UsageState {
 /// project *number* even when asked by id. Every service of a project that exists has a
 /// state (a service never enabled is DISABLED). A project the caller may not see, or that
 /// does not exist, is 403 PERMISSION_DENIED (Google does not say which).
+///
+/// Enabling (`apply` with `enable_apis = true`):
+/// - `services.batchEnable`
+///   (https://cloud.google.com/service-usage/docs/reference/rest/v1/services/batchEnable):
+///   `POST /v1/projects/P/services:batchEnable` with `{"serviceIds": [...]}` (at most 20; "If
+///   any of the services fails to be enabled, the entire request fails") → an Operation;
+/// - `services.enable`
+///   (https://cloud.google.com/service-usage/docs/reference/rest/v1/services/enable):
+///   `POST /v1/projects/P/services/SERVICE:enable` → an Operation;
+/// - `operations.get`
+///   (https://cloud.google.com/service-usage/docs/reference/rest/v1/operations/get):
+///   `GET /v1/operations/NAME` → the Operation
+///   (https://cloud.google.com/service-usage/docs/reference/rest/Shared.Types/ListOperationsResponse#Operation):
+///   `{"name": "operations/acf.p2-…", "metadata": {...}, "done": bool}` and, once done,
+///   `"response": {"@type": "…BatchEnableServicesResponse", "services": [Service]}` (or
+///   `…EnableServiceResponse` with `"service"`). The services are ENABLED from then on.
+///
+/// Without `serviceusage.services.enable` the POST is 403 PERMISSION_DENIED.
 pub struct ServiceUsageEmulator {
     server: Loopback,
     state: Arc<Mutex<UsageState>>,
@@ -147,8 +261,8 @@ impl ServiceUsageEmulator {
     pub fn start() -> ServiceUsageEmulator {
         let state = Arc::new(Mutex::new(UsageState::default()));
         let shared = state.clone();
-        let server = Loopback::start(Arc::new(move |method, path, _headers| {
-            let st = shared.lock().unwrap();
+        let server = Loopback::start(Arc::new(move |method, path, _headers, body: &[u8]| {
+            let mut st = shared.lock().unwrap();
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match (method, parts.as_slice()) {
                 (&Method::GET, ["v1", "projects", p, "services", service]) => {
@@ -163,13 +277,72 @@ impl ServiceUsageEmulator {
                         );
                     };
                     let enabled = st.enabled.contains(&(p.to_string(), service.to_string()));
+                    if let Some(service) = service.strip_suffix(":enable") {
+                        return google_error(
+                            405,
+                            "METHOD_NOT_ALLOWED",
+                            &format!("GET of {service}:enable"),
+                        );
+                    }
+                    json_reply(200, service_json(*number, service, enabled))
+                }
+                (&Method::POST, ["v1", "projects", p, "services:batchEnable"]) => {
+                    let ids: Vec<String> = serde_json::from_slice::<Value>(body)
+                        .ok()
+                        .and_then(|v| v.get("serviceIds").cloned())
+                        .and_then(|v| serde_json::from_value(v).ok())
+                        .unwrap_or_default();
+                    let p = p.to_string();
+                    start_enable(&mut st, &p, ids, true)
+                }
+                (&Method::POST, ["v1", "projects", p, service]) if service.ends_with(":enable") => {
+                    let service = service.trim_end_matches(":enable").to_string();
+                    let p = p.to_string();
+                    start_enable(&mut st, &p, vec![service], false)
+                }
+                (&Method::GET, ["v1", "operations", op]) => {
+                    let name = format!("operations/{op}");
+                    let Some((project, services, left, batch)) = st.operations.get(&name).cloned()
+                    else {
+                        return google_error(
+                            404,
+                            "NOT_FOUND",
+                            &format!("Operation {name} not found."),
+                        );
+                    };
+                    if left > 0 {
+                        st.operations
+                            .insert(name.clone(), (project, services, left - 1, batch));
+                        return json_reply(
+                            200,
+                            json!({"name": name, "metadata": {"@type": "type.googleapis.com/google.api.serviceusage.v1.OperationMetadata"}}),
+                        );
+                    }
+                    for s in &services {
+                        st.enabled.insert((project.clone(), s.clone()));
+                    }
+                    let number = st.projects.get(&project).copied().unwrap_or_default();
+                    let listed: Vec<Value> = services
+                        .iter()
+                        .map(|s| service_json(number, s, true))
+                        .collect();
                     json_reply(
                         200,
                         json!({
-                            "name": format!("projects/{number}/services/{service}"),
-                            "parent": format!("projects/{number}"),
-                            "config": {"name": service, "title": service},
-                            "state": if enabled { "ENABLED" } else { "DISABLED" },
+                            "name": name,
+                            "metadata": {"@type": "type.googleapis.com/google.api.serviceusage.v1.OperationMetadata"},
+                            "done": true,
+                            "response": if batch {
+                                json!({
+                                    "@type": "type.googleapis.com/google.api.serviceusage.v1.BatchEnableServicesResponse",
+                                    "services": listed,
+                                })
+                            } else {
+                                json!({
+                                    "@type": "type.googleapis.com/google.api.serviceusage.v1.EnableServiceResponse",
+                                    "service": listed[0],
+                                })
+                            },
                         }),
                     )
                 }
@@ -205,6 +378,28 @@ impl ServiceUsageEmulator {
             .unwrap()
             .enabled
             .remove(&(project.into(), service.into()));
+    }
+
+    /// The caller may read but not enable the project's services (403 on enable).
+    pub fn deny_enable(&self, project: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .enable_denied
+            .insert(project.into());
+    }
+
+    /// How many reads of an enable operation answer `done: false` (default 0).
+    pub fn set_polls_before_done(&self, n: u32) {
+        self.state.lock().unwrap().polls_before_done = n;
+    }
+
+    pub fn is_enabled(&self, project: &str, service: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .enabled
+            .contains(&(project.into(), service.into()))
     }
 
     /// The caller may not read the project's services (403).
@@ -300,7 +495,7 @@ impl ComputeEmulator {
         }
         let state = Arc::new(Mutex::new(st));
         let shared = state.clone();
-        let server = Loopback::start(Arc::new(move |method, path, _headers| {
+        let server = Loopback::start(Arc::new(move |method, path, _headers, _body: &[u8]| {
             let st = shared.lock().unwrap();
             if method != Method::GET {
                 return compute_error(404, "notFound", &format!("unknown path {path}"));
@@ -572,7 +767,7 @@ impl RegistryEmulator {
         let shared = state.clone();
         let server_addr: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
         let addr_for_handler = server_addr.clone();
-        let server = Loopback::start(Arc::new(move |method, path, headers| {
+        let server = Loopback::start(Arc::new(move |method, path, headers, _body: &[u8]| {
             let mut st = shared.lock().unwrap();
             let head = method == Method::HEAD;
             if method != Method::GET && method != Method::HEAD {

@@ -16,6 +16,7 @@
 mod api;
 mod error;
 pub mod preflight;
+pub mod services;
 mod spec;
 
 use self::error::*;
@@ -766,6 +767,7 @@ mod tests {
             service_account: None,
             network: None,
             subnetwork: None,
+            enable_apis: false,
         }
     }
 

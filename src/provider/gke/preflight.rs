@@ -231,12 +231,9 @@ pub fn run(request: &Request, endpoints: &Endpoints) -> Report {
     rt.block_on(run_async(request, endpoints))
 }
 
-async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
-    let mut report = Report::default();
-    let mut skipped = Vec::new();
-
-    // 1. APIs. A disabled API is the first problem to fix: the Compute checks below are not
-    //    made in a project whose Compute Engine API is off (they would only say so again).
+/// The APIs the stack needs, by (project, API), each with the resource and attribute that
+/// needs it (where a disabled API is reported).
+pub fn needed_apis(request: &Request) -> BTreeMap<(String, &'static str), (Address, &'static str)> {
     let mut apis: BTreeMap<(String, &'static str), (Address, &'static str)> = BTreeMap::new();
     for c in &request.clusters {
         let Some(project) = c.config.project.as_deref() else {
@@ -259,6 +256,31 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
                 .or_insert((b.address.clone(), "repository"));
         }
     }
+    apis
+}
+
+/// The projects whose APIs apply enables (a gke cluster there has `enable_apis = true`),
+/// each with that cluster.
+pub fn enabling_projects(request: &Request) -> BTreeMap<String, Address> {
+    let mut out = BTreeMap::new();
+    for c in &request.clusters {
+        if let (true, Some(project)) = (c.config.enable_apis, c.config.project.as_deref()) {
+            out.entry(project.to_string())
+                .or_insert_with(|| c.address.clone());
+        }
+    }
+    out
+}
+
+async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
+    let mut report = Report::default();
+    let mut skipped = Vec::new();
+
+    // 1. APIs. A disabled API is the first problem to fix: the Compute checks below are not
+    //    made in a project whose Compute Engine API is off (they would only say so again).
+    //    One apply enables (`enable_apis`) is not a problem: it is said, not refused.
+    let apis = needed_apis(request);
+    let enabling = enabling_projects(request);
     let mut disabled: BTreeSet<(String, &'static str)> = BTreeSet::new();
     match service_usage(endpoints).await {
         Ok(Some(client)) => {
@@ -267,9 +289,17 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
                     Ok(true) => {}
                     Ok(false) => {
                         disabled.insert((project.clone(), api));
-                        report
-                            .findings
-                            .push(disabled_api(address, attribute, project, api));
+                        match enabling.get(project) {
+                            Some(cluster) => report.findings.push(Finding::warning(
+                                Some(cluster),
+                                format!(
+                                    "{api} is not enabled in project {project}: apply enables it first (enable_apis = true)"
+                                ),
+                            )),
+                            None => report
+                                .findings
+                                .push(disabled_api(address, attribute, project, api)),
+                        }
                     }
                     Err(why) => {
                         report.findings.push(Finding::warning(
@@ -554,7 +584,7 @@ fn anonymous() -> google_cloud_auth::credentials::Credentials {
 }
 
 /// The client, or None when GKE is emulated and Service Usage is not.
-async fn service_usage(e: &Endpoints) -> Result<Option<ServiceUsage>, String> {
+pub(super) async fn service_usage(e: &Endpoints) -> Result<Option<ServiceUsage>, String> {
     let builder =
         ServiceUsage::builder().with_retry_policy(google_cloud_gax::retry_policy::NeverRetry);
     let built = match (&e.serviceusage, e.emulated) {
@@ -579,7 +609,11 @@ fn no_credentials(e: &dyn std::fmt::Display) -> String {
 
 /// Whether `api` is enabled in `project` (`GET /v1/projects/P/services/API`, state ENABLED
 /// or DISABLED); Err: the question could not be asked.
-async fn service_state(client: &ServiceUsage, project: &str, api: &str) -> Result<bool, CallError> {
+pub(super) async fn service_state(
+    client: &ServiceUsage,
+    project: &str,
+    api: &str,
+) -> Result<bool, CallError> {
     use google_cloud_api_serviceusage_v1::model::State;
     let call = client
         .get_service()
@@ -591,8 +625,8 @@ async fn service_state(client: &ServiceUsage, project: &str, api: &str) -> Resul
 
 /// Why a preflight call could not be made.
 #[derive(Debug)]
-struct CallError {
-    text: String,
+pub(super) struct CallError {
+    pub(super) text: String,
     /// No usable credentials: the other calls would fail the same way.
     credentials: bool,
 }
@@ -603,7 +637,7 @@ impl std::fmt::Display for CallError {
     }
 }
 
-async fn timed<T>(
+pub(super) async fn timed<T>(
     call: impl std::future::Future<Output = Result<T, google_cloud_gax::error::Error>>,
 ) -> Result<T, CallError> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
@@ -1346,6 +1380,7 @@ mod tests {
             service_account: None,
             network: None,
             subnetwork: None,
+            enable_apis: false,
         }
     }
 

@@ -40,6 +40,7 @@ impl Sources {
         let disk_size_gb = self.uint(cx, c, a("disk_size_gb")).map(|n| n as u32);
         let spot = self.boolean(cx, c, a("spot")).unwrap_or_default();
         let private_nodes = self.boolean(cx, c, a("private_nodes")).unwrap_or_default();
+        let enable_apis = self.boolean(cx, c, a("enable_apis")).unwrap_or_default();
         let service_account = self.string(cx, c, a("service_account"));
         let network = self.string(cx, c, a("network"));
         let subnetwork = self.string(cx, c, a("subnetwork"));
@@ -119,6 +120,7 @@ impl Sources {
             service_account,
             network,
             subnetwork,
+            enable_apis,
         })
     }
 }

@@ -10,7 +10,9 @@ use super::super::sources::Sources;
 use super::super::value::suggest;
 use super::Decoded;
 use crate::graph::Graph;
-use crate::vocab::resources::{Address, ProviderKind, Resource, ResourceConfig, ServingConfig};
+use crate::vocab::resources::{
+    Address, BakedModel, ModelConfig, ProviderKind, Resource, ResourceConfig, ServingConfig,
+};
 
 impl Sources {
     pub(super) fn cross_check(&mut self, decoded: &mut [Decoded]) {
@@ -113,6 +115,82 @@ impl Sources {
             if let (Some(n), true) = (note, self.diags.len() > before) {
                 for x in &mut self.diags.items[before..] {
                     x.note = Some(n.clone());
+                }
+            }
+        }
+    }
+
+    /// A `preset = "serving"` image is generated for exactly one serving resource: its
+    /// models are filled in here (the plan adds the rendered files and the hash).
+    pub(super) fn fill_serving_presets(&mut self, decoded: &mut [Decoded]) {
+        let model_configs: HashMap<Address, ModelConfig> = decoded
+            .iter()
+            .filter_map(|d| match &d.resource.config {
+                ResourceConfig::Model(m) => Some((d.resource.address.clone(), m.clone())),
+                _ => None,
+            })
+            .collect();
+        let servings: Vec<(Address, Option<Address>, Vec<Address>)> = decoded
+            .iter()
+            .filter_map(|d| match &d.resource.config {
+                ResourceConfig::Serving(s) => Some((
+                    d.resource.address.clone(),
+                    s.image_from.clone(),
+                    s.models.clone(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let workers: Vec<(Address, Address)> = decoded
+            .iter()
+            .filter_map(|d| match &d.resource.config {
+                ResourceConfig::Loadtest(l) => l
+                    .loadgen_image_from
+                    .clone()
+                    .map(|i| (d.resource.address.clone(), i)),
+                _ => None,
+            })
+            .collect();
+        for d in decoded.iter_mut() {
+            let address = d.resource.address.clone();
+            let ResourceConfig::Image(i) = &mut d.resource.config else {
+                continue;
+            };
+            let Some(preset) = &mut i.preset else {
+                continue;
+            };
+            if let Some((l, _)) = workers.iter().find(|(_, img)| img == &address) {
+                self.error(d.file, d.block_header.clone(), format!("found {address} (preset = \"serving\") as the `loadgen_image` of {l}, expected a worker image built from a Dockerfile (`context` and `dockerfile`, such as deploy/loadgen.Dockerfile)"), None);
+                continue;
+            }
+            let users: Vec<&(Address, Option<Address>, Vec<Address>)> = servings
+                .iter()
+                .filter(|(_, img, _)| img.as_ref() == Some(&address))
+                .collect();
+            match users.as_slice() {
+                // A serving block that failed to decode is not a user: its error says why.
+                [] if !self.diags.is_empty() => {}
+                [] => {
+                    self.error(d.file, d.block_header.clone(), format!("found {address} with `preset = \"serving\"` that no serving resource uses, expected `image = {address}` in the serving block it is generated for"), None);
+                }
+                [(serving, _, models)] => {
+                    preset.serving = Some(serving.clone());
+                    preset.models = models
+                        .iter()
+                        .filter_map(|m| model_configs.get(m))
+                        .map(|m| BakedModel {
+                            name: m.name.clone(),
+                            base_path: m.base_path.clone(),
+                            serving_path: m
+                                .serving_path
+                                .clone()
+                                .unwrap_or_else(|| format!("/models/{}", m.name)),
+                        })
+                        .collect();
+                }
+                many => {
+                    let names: Vec<String> = many.iter().map(|(a, _, _)| a.to_string()).collect();
+                    self.error(d.file, d.block_header.clone(), format!("found {address} (preset = \"serving\") used by {}, expected one serving resource per serving-preset image (it carries that resource's models.config and batching file): declare one image block for each", names.join(" and ")), None);
                 }
             }
         }

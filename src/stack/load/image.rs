@@ -11,7 +11,7 @@ use super::super::sources::{Sources, range_of};
 use super::super::value::{Reference, Value};
 use super::body::{Checked, Ctx, as_string, expect_ref};
 use crate::image_context::{Context, ContextError};
-use crate::vocab::resources::{Address, ImageConfig, Kind};
+use crate::vocab::resources::{Address, ImageConfig, Kind, ServingPreset};
 
 /// Docker's rule for a repository path component: lowercase alphanumerics separated by
 /// `.`, `_`, `__` or runs of `-` (distribution/reference grammar).
@@ -47,6 +47,7 @@ impl Sources {
                 dockerfile: String::new(),
                 args: BTreeMap::new(),
                 content_hash: String::new(),
+                preset: None,
             };
             if probe.artifact_registry().is_none() {
                 self.error(cx.file, range_of(&attr.value), format!("repository: found {r:?}, expected an Artifact Registry repository such as {} (Cloud Build pushes there; Container Registry, gcr.io, is shut down)", a("repository").example), None);
@@ -61,6 +62,42 @@ impl Sources {
                     _ => Err(name_attr.ty.expected()),
                 })
             });
+        let preset = self.choice(cx, c, a("preset"), |s| (s == "serving").then_some(()));
+        if preset.is_some() {
+            // The context is generated: nothing of the user's may be added to it.
+            for name in ["context", "dockerfile", "args"] {
+                if let Some(found) = c.attrs.get(name) {
+                    self.error(cx.file, range_of(&found.key), format!("found `{name}` with `preset = \"serving\"`, expected no `{name}` (the preset generates the Dockerfile and its context from the serving resource that uses the image)"), None);
+                }
+            }
+            let base_image = self
+                .string(cx, c, a("base_image"))
+                .unwrap_or_else(|| "tensorflow/serving:2.19.0".to_string());
+            if base_image.trim().is_empty() || base_image.chars().any(char::is_whitespace) {
+                if let Some(found) = c.attrs.get("base_image") {
+                    self.error(cx.file, range_of(&found.value), format!("base_image: found {base_image:?}, expected an image reference such as {}", a("base_image").example), None);
+                }
+                return None;
+            }
+            // The models and the hash come later: the models from the serving resource that
+            // uses it (cross-checks), the hash from the plan's rendered files.
+            return Some(ImageConfig {
+                repository: repository?,
+                name: name?,
+                context: Default::default(),
+                dockerfile: "Dockerfile".to_string(),
+                args: BTreeMap::new(),
+                content_hash: String::new(),
+                preset: Some(ServingPreset {
+                    base_image,
+                    serving: None,
+                    models: Vec::new(),
+                }),
+            });
+        }
+        if let Some(found) = c.attrs.get("base_image") {
+            self.error(cx.file, range_of(&found.key), "found `base_image` without `preset = \"serving\"`, expected it only with the preset (your Dockerfile names its own base image)".to_string(), None);
+        }
         let context_attr = self.required(cx, c, block, what, a("context"));
         let context = context_attr.and_then(|attr| {
             let rel = self.typed(cx, attr, as_string)?;
@@ -135,6 +172,7 @@ impl Sources {
             dockerfile,
             args,
             content_hash,
+            preset: None,
         })
     }
 

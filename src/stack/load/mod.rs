@@ -256,6 +256,7 @@ pub(crate) fn load_stack_full(
 
     // 6. Checks across resources.
     ld.cross_check(&mut decoded);
+    ld.fill_serving_presets(&mut decoded);
 
     // 7. Outputs.
     let mut outs = Vec::new();
