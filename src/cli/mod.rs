@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod apply;
 mod common;
+pub mod compare;
 pub mod destroy;
 pub mod fmt;
 pub mod loadtest;
@@ -69,6 +70,9 @@ pub enum Command {
     Tune(tune::Args),
     /// One pod of a distributed load test (run by the Indexed Job apply creates).
     Worker(worker::Args),
+    /// Measure the stack's serving configuration against a base (a git revision or another
+    /// stack) in interleaved rounds: better, same, worse or inconclusive per metric.
+    Compare(Box<compare::Args>),
 }
 
 /// What a command ended with. Each command returns one; [`main`] alone turns it into the
@@ -86,6 +90,10 @@ pub enum Outcome {
     SloMissed,
     /// Exit 2 from `tune`: no configuration met the SLOs.
     NoWinner,
+    /// Exit 3 from `compare` and `apply --gate`: the candidate is worse than the base.
+    Worse,
+    /// Exit 4 from `compare` and `apply --gate`: the rounds could not tell.
+    Inconclusive,
     /// Exit 130: stopped by SIGINT/SIGTERM before it finished (what was done is recorded).
     Interrupted,
 }
@@ -96,6 +104,8 @@ impl Outcome {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::Failed => ExitCode::from(1),
             Outcome::ChangesPending | Outcome::SloMissed | Outcome::NoWinner => ExitCode::from(2),
+            Outcome::Worse => ExitCode::from(3),
+            Outcome::Inconclusive => ExitCode::from(4),
             Outcome::Interrupted => ExitCode::from(130),
         }
     }
@@ -153,6 +163,7 @@ fn run_command() -> ExitCode {
         Command::Render(args) => render::run(args),
         Command::Tune(args) => state().and_then(|dir| tune::run(&dir, args)),
         Command::Worker(args) => worker::run(args),
+        Command::Compare(args) => state().and_then(|dir| compare::run(&dir, *args)),
     };
     match result {
         Ok(outcome) => outcome.exit_code(),
