@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod apply;
+mod baseline;
 mod common;
 pub mod compare;
 pub mod destroy;

@@ -16,6 +16,7 @@
 //! other formats (markdown) can be built on it.
 
 pub mod bench;
+pub mod gate;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
@@ -75,12 +76,36 @@ impl Verdict {
     }
 }
 
-/// The p-value above which samples count as the same, for `n` rounds per side: 0.5 at 5
-/// rounds, shrinking as 2.5/n to 0.1 (Pinpoint's "high threshold" shrinks with the sample
-/// size the same way: with more rounds a real difference drives p down, so a high p says
-/// more). Fewer than 5 rounds never give `same` by p alone: 0.5 is kept.
-pub fn same_threshold(n: usize) -> f64 {
-    (2.5 / n.max(1) as f64).clamp(0.1, 0.5)
+/// The p-value above which samples count as the same, for `n` rounds per side and a minimum
+/// effect of `magnitude` interquartile ranges of the pooled rounds: 0.5 at 5 rounds,
+/// shrinking as 2.5/n to 0.1, then divided by the magnitude when it is above 1, never below
+/// `ALPHA`. Pinpoint's "high threshold" shrinks the same two ways: with more rounds a real
+/// difference drives p down, so a high p says more; and an effect many spreads wide would give
+/// a tiny p, so a moderate p already rules it out. (A metric that barely varies, such as the
+/// achieved rate, is `same` at a moderate p; a noisy p99 needs a high one.)
+pub fn same_threshold(n: usize, magnitude: f64) -> f64 {
+    let by_rounds = (2.5 / n.max(1) as f64).clamp(0.1, 0.5);
+    let m = if magnitude.is_nan() {
+        1.0
+    } else {
+        magnitude.max(1.0)
+    };
+    (by_rounds / m).max(ALPHA)
+}
+
+/// The interquartile range (linear interpolation between order statistics).
+fn iqr(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        let x = p * (s.len() - 1) as f64;
+        let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+        s[lo] + (s[hi] - s[lo]) * (x - lo as f64)
+    };
+    q(0.75) - q(0.25)
 }
 
 /// One metric of a comparison.
@@ -96,10 +121,11 @@ pub struct MetricComparison {
     pub candidate: Vec<f64>,
     pub base_median: f64,
     pub candidate_median: f64,
-    /// (candidate − base) / base median, as a fraction; the Hodges–Lehmann shift over the
-    /// base median. None when the base median is 0 and the shift is not.
+    /// (candidate median − base median) / base median, as a fraction. None when the base
+    /// median is 0 and the candidate's is not.
     pub change: Option<f64>,
-    /// The `CONFIDENCE` interval of `change` (±∞ when the rounds are too few).
+    /// The `CONFIDENCE` interval of the change: the Hodges–Lehmann interval of the shift
+    /// candidate − base over the base median (±∞ when the rounds are too few).
     pub ci_low: Option<f64>,
     pub ci_high: Option<f64>,
     pub p_mann_whitney: f64,
@@ -126,7 +152,14 @@ pub fn judge(
     let ks = stats::kolmogorov_smirnov(base, candidate);
     let hl = stats::hodges_lehmann(base, candidate, CONFIDENCE);
     let n = base.len().min(candidate.len());
-    let threshold = same_threshold(n);
+    let pooled: Vec<f64> = base.iter().chain(candidate).copied().collect();
+    let spread = iqr(&pooled);
+    let magnitude = if spread > 0.0 {
+        min_effect * base_median.abs() / spread
+    } else {
+        f64::INFINITY
+    };
+    let threshold = same_threshold(n, magnitude);
     let (p_mwu, p_ks) = (
         mwu.map(|r| r.p).unwrap_or(1.0),
         ks.map(|r| r.p).unwrap_or(1.0),
@@ -144,9 +177,10 @@ pub fn judge(
             None
         }
     };
-    let (change, ci_low, ci_high) = match hl {
-        Some((est, lo, hi)) => (relative(est), relative(lo), relative(hi)),
-        None => (None, None, None),
+    let change = relative(candidate_median - base_median);
+    let (ci_low, ci_high) = match hl {
+        Some((_, lo, hi)) => (relative(lo), relative(hi)),
+        None => (None, None),
     };
     let valid = mwu.is_some() && ks.is_some() && n >= 2;
     let verdict = if !valid {

@@ -50,7 +50,7 @@ fn overlapping_rounds_with_a_tight_interval_are_the_same() {
     let base = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1, 99.9];
     let cand = [100.3, 99.6, 100.4, 99.7, 100.0, 100.6, 99.4, 100.05, 99.95];
     let m = judge("p99", "ms", Direction::LowerIsBetter, &base, &cand, 0.05);
-    assert!(m.p > same_threshold(9), "{}", m.p);
+    assert!(m.p > m.same_threshold, "{}", m.p);
     assert_eq!(m.verdict, Verdict::Same);
 }
 
@@ -90,11 +90,31 @@ fn zero_error_rates_on_both_sides_are_the_same_and_from_zero_is_worse() {
 }
 
 #[test]
-fn the_same_threshold_shrinks_with_rounds() {
-    assert_eq!(same_threshold(5), 0.5);
-    assert!(same_threshold(9) < same_threshold(7));
-    assert_eq!(same_threshold(100), 0.1);
-    assert_eq!(same_threshold(2), 0.5);
+fn the_same_threshold_shrinks_with_rounds_and_with_the_effect_in_spreads() {
+    assert_eq!(same_threshold(5, 1.0), 0.5);
+    assert!(same_threshold(9, 1.0) < same_threshold(7, 1.0));
+    assert_eq!(same_threshold(100, 0.5), 0.1);
+    assert_eq!(same_threshold(2, 0.2), 0.5);
+    assert_eq!(same_threshold(5, 10.0), 0.05);
+    assert_eq!(same_threshold(5, f64::INFINITY), ALPHA);
+}
+
+#[test]
+fn a_metric_that_barely_varies_is_the_same_at_a_moderate_p() {
+    // An achieved rate: ±0.2 req/s around 800, the minimum effect 40 req/s.
+    let base = [800.0, 800.1, 799.9, 800.2, 799.8];
+    let cand = [800.15, 800.05, 800.25, 800.3, 799.95];
+    let m = judge(
+        "rate",
+        "req/s",
+        Direction::HigherIsBetter,
+        &base,
+        &cand,
+        0.05,
+    );
+    assert!(m.p < 0.9 && m.p > 0.05, "{}", m.p);
+    assert!(m.same_threshold < 0.05);
+    assert_eq!(m.verdict, Verdict::Same);
 }
 
 #[test]
@@ -229,4 +249,84 @@ fn run_figures_mark_a_bottlenecked_stage_invalid() {
     assert_eq!(m.figures.len(), 3);
     assert_eq!(m.figures[0].value, 4.0);
     assert!(m.invalid.unwrap().contains("lag p99 80 ms"));
+}
+
+mod gate_tests {
+    use std::collections::BTreeMap;
+
+    use crate::compare::gate::{baseline_for, common_fingerprint};
+    use crate::state::{BaselineRecord, EnvironmentRecord, Fingerprint, RunRecord};
+    use crate::vocab::resources::Address;
+
+    fn run(id: u64, cpu: &str, image: Option<&str>) -> RunRecord {
+        RunRecord {
+            id,
+            address: Address::parse("loadtest.smoke").unwrap(),
+            started: 0,
+            finished: 0,
+            config_hash: "c".into(),
+            upstream: BTreeMap::new(),
+            environment: EnvironmentRecord {
+                host: "h".into(),
+                cpus: 8,
+                cpu_model: cpu.into(),
+                memory_bytes: 0,
+                version: "v".into(),
+                images: image
+                    .map(|i| BTreeMap::from([("serving".to_string(), i.to_string())]))
+                    .unwrap_or_default(),
+            },
+            slos_met: true,
+            report: serde_json::Value::Null,
+            tune: None,
+        }
+    }
+
+    #[test]
+    fn runs_from_two_environments_are_not_pinned_together() {
+        let runs = [run(1, "Xeon", None), run(2, "EPYC", None)];
+        let err = common_fingerprint(&runs, None).unwrap_err().to_string();
+        assert!(err.contains("CPU model `Xeon` vs `EPYC`"), "{err}");
+    }
+
+    #[test]
+    fn a_baseline_of_another_environment_is_refused_with_the_difference_named() {
+        let address = Address::parse("loadtest.smoke").unwrap();
+        let pinned = common_fingerprint(
+            &[run(1, "Xeon", Some("repo/tf@sha256:aaa"))],
+            Some("n2-highcpu-8".into()),
+        )
+        .unwrap();
+        let baselines = vec![BaselineRecord {
+            address: address.clone(),
+            fingerprint: pinned.clone(),
+            runs: vec![1],
+            pinned_at: 1,
+        }];
+        assert!(baseline_for(&baselines, &address, &pinned).is_ok());
+        let now = Fingerprint {
+            machine_type: Some("n2-highcpu-16".into()),
+            images: BTreeMap::from([("serving".into(), "repo/tf@sha256:bbb".into())]),
+            ..pinned.clone()
+        };
+        let err = baseline_for(&baselines, &address, &now)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("machine type n2-highcpu-8 vs n2-highcpu-16"),
+            "{err}"
+        );
+        assert!(
+            err.contains("serving image repo/tf@sha256:aaa vs repo/tf@sha256:bbb"),
+            "{err}"
+        );
+        let other = Address::parse("loadtest.other").unwrap();
+        let err = baseline_for(&baselines, &other, &pinned)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no baseline is pinned for loadtest.other"),
+            "{err}"
+        );
+    }
 }

@@ -36,7 +36,9 @@ use records::{IntentRecord, ResourceRecord};
 
 pub use lock::{Lock, LockError, LockInfo};
 pub use published::View;
-pub use records::{EnvironmentRecord, HistoryEntry, Meta, RunRecord, TuneProbe};
+pub use records::{
+    BaselineRecord, EnvironmentRecord, Fingerprint, HistoryEntry, Meta, RunRecord, TuneProbe,
+};
 
 /// The layout this build writes (`records::VERSION`). A store with a higher number was written
 /// by a newer benchstack and is refused rather than misread; a lower one is migrated on open.
@@ -442,6 +444,7 @@ impl Store {
             history: self.scan("hist/")?,
             outputs: self.outputs()?,
             runs,
+            baselines: self.baselines()?,
         };
         published::publish(&self.dir, &p, &new_runs)?;
         if let Some(remote) = &self.remote {
@@ -517,6 +520,12 @@ impl Store {
         for run in &runs {
             self.db.insert(run_key(run.id).as_slice(), encode(run))?;
         }
+        for b in &p.baselines {
+            self.db.insert(
+                baseline_key(&b.address, &b.fingerprint).as_bytes(),
+                encode(b),
+            )?;
+        }
         self.db.flush()?;
         Ok(())
     }
@@ -524,7 +533,7 @@ impl Store {
     /// True when nothing was ever written here beyond the fresh meta.
     fn is_fresh(&self) -> Result<bool, StateError> {
         Ok(self.meta()?.serial == 0
-            && ["res/", "intent/", "hist/", "run/", "output/"]
+            && ["res/", "intent/", "hist/", "run/", "output/", "baseline/"]
                 .iter()
                 .all(|p| self.db.scan_prefix(p.as_bytes()).next().is_none()))
     }
@@ -563,6 +572,7 @@ impl Store {
                 history: source.scan("hist/")?,
                 outputs: source.outputs()?,
                 runs: runs.iter().map(|r| r.id).collect(),
+                baselines: source.baselines()?,
             },
             meta: src,
         };
@@ -703,6 +713,40 @@ impl Store {
             .ok_or(StateError::NoSuchRun(id))
     }
 
+    /// Pins `runs` as the baseline of `address` in the environment `fingerprint`, replacing
+    /// that environment's earlier baseline.
+    pub fn set_baseline(&self, baseline: &BaselineRecord) -> Result<u64, StateError> {
+        let key = baseline_key(&baseline.address, &baseline.fingerprint);
+        self.write(|tx, _| {
+            tx.insert(key.as_bytes(), encode(baseline))?;
+            Ok(())
+        })
+    }
+
+    /// Unpins the baselines of `address` (every environment's); returns how many there were.
+    pub fn unset_baseline(&self, address: &Address) -> Result<usize, StateError> {
+        let keys: Vec<String> = self
+            .baselines()?
+            .iter()
+            .filter(|b| &b.address == address)
+            .map(|b| baseline_key(&b.address, &b.fingerprint))
+            .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx, _| {
+            for k in &keys {
+                tx.remove(k.as_bytes())?;
+            }
+            Ok(())
+        })?;
+        Ok(keys.len())
+    }
+
+    pub fn baselines(&self) -> Result<Vec<BaselineRecord>, StateError> {
+        self.scan("baseline/")
+    }
+
     pub fn record_history(&self, entry: HistoryEntry) -> Result<u64, StateError> {
         let (_, id) = self.write_with(|tx, meta| {
             let id = meta.next_history_id;
@@ -815,6 +859,10 @@ impl Store {
 
 fn res_key(a: &Address) -> String {
     format!("res/{a}")
+}
+
+fn baseline_key(a: &Address, f: &Fingerprint) -> String {
+    format!("baseline/{a}/{}", f.key())
 }
 
 fn intent_key(a: &Address) -> String {
