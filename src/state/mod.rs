@@ -940,6 +940,42 @@ mod tests {
     use super::*;
     use crate::vocab::resources::ModelConfig;
 
+    #[test]
+    fn a_published_state_from_before_baselines_reads_with_none_and_a_pin_survives_reopening() {
+        // state.json / current.json as written before baselines existed.
+        let old = serde_json::json!({
+            "schema_version": SCHEMA_VERSION, "lineage": "l", "serial": 3,
+            "resources": [], "intents": [], "history": [], "outputs": {}, "runs": []
+        });
+        let p: published::Published = serde_json::from_value(old).unwrap();
+        assert!(p.baselines.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let pin = BaselineRecord {
+            address: parse_address("loadtest.x").unwrap(),
+            fingerprint: Fingerprint {
+                machine_type: None,
+                cpu_model: "cpu".into(),
+                cpus: 2,
+                images: BTreeMap::new(),
+            },
+            runs: vec![4, 5],
+            pinned_at: 1,
+        };
+        {
+            let store = Store::open(dir.path(), "test").unwrap();
+            store.set_baseline(&pin).unwrap();
+            // Pinning again in the same environment replaces, never duplicates.
+            store.set_baseline(&pin).unwrap();
+        }
+        let store = Store::open(dir.path(), "test").unwrap();
+        assert_eq!(store.baselines().unwrap(), vec![pin.clone()]);
+        let view = View::open(dir.path()).unwrap().unwrap();
+        assert_eq!(view.baselines(), &[pin.clone()]);
+        assert_eq!(store.unset_baseline(&pin.address).unwrap(), 1);
+        assert!(store.baselines().unwrap().is_empty());
+    }
+
     fn model_state(name: &str) -> ResourceState {
         ResourceState {
             address: parse_address(&format!("model.{name}")).unwrap(),
