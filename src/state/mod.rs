@@ -971,7 +971,7 @@ mod tests {
         let store = Store::open(dir.path(), "test").unwrap();
         assert_eq!(store.baselines().unwrap(), vec![pin.clone()]);
         let view = View::open(dir.path()).unwrap().unwrap();
-        assert_eq!(view.baselines(), &[pin.clone()]);
+        assert_eq!(view.baselines(), std::slice::from_ref(&pin));
         assert_eq!(store.unset_baseline(&pin.address).unwrap(), 1);
         assert!(store.baselines().unwrap().is_empty());
     }
