@@ -354,13 +354,13 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         &remove,
     )?;
     match (&stack, outcome) {
-        (Some(stack), super::Outcome::Success | super::Outcome::SloMissed) if args.gate => {
-            let verdict = run_gate(stack, &gated, after, &store, &providers, &args)?;
-            Ok(match verdict {
-                crate::compare::Verdict::Better | crate::compare::Verdict::Same => outcome,
-                v => super::compare::outcome(v),
-            })
-        }
+        (Some(stack), super::Outcome::Success | super::Outcome::SloMissed) if args.gate => Ok(
+            match run_gate(stack, &gated, after, &store, &providers, &args)? {
+                None => super::Outcome::Interrupted,
+                Some(crate::compare::Verdict::Better | crate::compare::Verdict::Same) => outcome,
+                Some(v) => super::compare::outcome(v),
+            },
+        ),
         _ => Ok(outcome),
     }
 }
@@ -395,7 +395,8 @@ fn gated_loadtests(
     Ok(gated)
 }
 
-/// Runs the gate for each load test and prints its comparison; returns the overall verdict.
+/// Runs the gate for each load test and prints its comparison; returns the overall verdict
+/// (None when interrupted).
 fn run_gate(
     stack: &crate::vocab::resources::Stack,
     gated: &[crate::vocab::resources::Address],
@@ -403,12 +404,12 @@ fn run_gate(
     store: &Store,
     providers: &Providers,
     args: &Args,
-) -> miette::Result<crate::compare::Verdict> {
+) -> miette::Result<Option<crate::compare::Verdict>> {
     let cancel = cancel_on_signals();
     let mut verdicts = Vec::new();
     for loadtest in gated {
         println!("\nGate: {loadtest} against its pinned baseline…");
-        let c = crate::compare::gate::gate(
+        let c = match crate::compare::gate::gate(
             stack,
             loadtest,
             after,
@@ -421,12 +422,18 @@ fn run_gate(
             },
             &cancel,
             &print_event,
-        )
-        .map_err(|e| miette!("--gate: {e}"))?;
+        ) {
+            Ok(c) => c,
+            Err(crate::compare::CompareError::Interrupted) => {
+                println!("Interrupted: the runs so far are stored.");
+                return Ok(None);
+            }
+            Err(e) => return Err(miette!("--gate: {e}")),
+        };
         print!("{}", crate::compare::render(&c));
         verdicts.push(c.verdict);
     }
-    Ok(crate::compare::Verdict::overall(verdicts))
+    Ok(Some(crate::compare::Verdict::overall(verdicts)))
 }
 
 /// Executes an approved plan (Ctrl-C stops new work) and prints the outcome; shared by apply

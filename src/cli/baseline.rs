@@ -21,7 +21,7 @@ pub enum Action {
     /// Pin runs of a load test as its baseline in their environment (replacing that
     /// environment's earlier one). Without RUN: the latest run and the earlier valid runs of
     /// the same configuration, at most 9. Runs whose load generator was the bottleneck are
-    /// refused. Pin at least 5 runs: fewer cannot give a verdict.
+    /// refused. Pin at least 5 runs: with fewer the gate cannot say better or worse.
     Set {
         /// The load test (e.g. loadtest.baseline).
         address: String,
@@ -104,7 +104,7 @@ pub fn run(state_dir: &Path, command: Command) -> miette::Result<super::Outcome>
             println!("Pinned {}", describe(&record));
             if record.runs.len() < 5 {
                 eprintln!(
-                    "warning: {} run(s) pinned; with fewer than 5 the gate's verdict is always inconclusive (run the load test again with `benchstack apply --replace {}`, then pin again)",
+                    "warning: {} run(s) pinned; with fewer than 5 the gate can never say better or worse (run the load test again with `benchstack apply --replace {}`, then pin again)",
                     record.runs.len(),
                     record.address
                 );

@@ -220,6 +220,14 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
             args.rounds
         ));
     }
+    if args.max_rounds < 5 {
+        // With 4 + 4 rounds the smallest exact p is 2/70 ≈ 0.029, above the 0.01 a
+        // `better` or `worse` needs.
+        eprintln!(
+            "warning: with at most {} rounds per side no p-value can reach 0.01: the verdict can only be `same` or `inconclusive`",
+            args.max_rounds
+        );
+    }
     let providers = Providers::new(state_dir);
     let candidate = load_stack(&args.path, &args.flags)?;
     check_providers(&candidate, &providers)?;
