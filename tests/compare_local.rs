@@ -65,10 +65,18 @@ loadtest "smoke" {{
     p99 = "200ms"
   }}
 }}
+
+output "rest" {{
+  value = serving.tf.rest_endpoint
+}}
 "#,
         model = repo().join("examples/model/regression").display(),
         request = repo().join("examples/requests/regression.json").display(),
     )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -106,8 +114,8 @@ fn resources(server: &Path, state: &Path) -> Vec<String> {
     let (code, out, err) = benchstack(server, state, &["state", "list"]);
     assert_eq!(code, 0, "{err}");
     out.lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
         .collect()
 }
 
@@ -234,6 +242,22 @@ fn the_base_can_be_a_git_revision_of_the_same_file_and_bad_revisions_are_named()
     let stack = write(work.path(), "stack.hcl", &stack_text(2, 800, "1s"));
     git(&["add", "stack.hcl"]);
     git(&["commit", "-qm", "960 req/s"]);
+    // What is applied stays applied: compare removes only what it deployed.
+    let (code, out, err) = benchstack(
+        server.path(),
+        &state,
+        &["apply", "--auto-approve", s(&stack)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, endpoint, err) = benchstack(server.path(), &state, &["output", "rest"]);
+    assert_eq!(code, 0, "{err}");
+    struct Destroy<'a>(&'a Path, PathBuf, PathBuf);
+    impl Drop for Destroy<'_> {
+        fn drop(&mut self) {
+            let _ = benchstack(self.0, &self.1, &["destroy", "--auto-approve", s(&self.2)]);
+        }
+    }
+    let _cleanup = Destroy(server.path(), state.clone(), stack.clone());
     // The edit under review: one batch thread, 600 req/s.
     write(work.path(), "stack.hcl", &stack_text(1, 800, "1s"));
     let (code, out, err) = benchstack(
@@ -258,6 +282,19 @@ fn the_base_can_be_a_git_revision_of_the_same_file_and_bad_revisions_are_named()
         .filter(|n| n.contains("compare-base"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    let listed = resources(server.path(), &state);
+    assert!(listed.iter().any(|r| r == "serving.tf"), "{listed:?}");
+    assert!(
+        !listed.iter().any(|r| r.contains("compare_base")),
+        "{listed:?}"
+    );
+    let (code, after, err) = benchstack(server.path(), &state, &["output", "rest"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(after.trim().starts_with("http://127.0.0.1:"), "{after}");
+    assert!(
+        endpoint.trim().starts_with("http://127.0.0.1:"),
+        "{endpoint}"
+    );
 
     let (code, _, err) = benchstack(
         server.path(),

@@ -285,7 +285,14 @@ pub fn remove(
         replace: Vec::new(),
         destroy: true,
     };
-    apply_plan(&c.stack, store, providers, &opts, cancel, progress)
+    // A destroy plan clears the recorded outputs; the stack's own resources that stay (the
+    // candidate applied before compare) keep theirs, as the deploy left them.
+    let outputs = store.outputs()?;
+    apply_plan(&c.stack, store, providers, &opts, cancel, progress)?;
+    if store.resource(&c.target)?.is_some() {
+        store.set_outputs(&outputs)?;
+    }
+    Ok(())
 }
 
 /// Measures rounds by running the load test against one side's serving resource.
