@@ -47,8 +47,25 @@ pub struct Args {
     /// Print the comparison as JSON (docs/compare.md) instead of text.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub flags: PlanFlags,
+    /// Set a variable (for both stacks): NAME=VALUE; repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Read variables from a file (for both stacks); repeatable.
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
+}
+
+impl Args {
+    /// The variables as the stack loader takes them (compare plans its own targets).
+    fn flags(&self) -> PlanFlags {
+        PlanFlags {
+            targets: Vec::new(),
+            replace: Vec::new(),
+            refresh: true,
+            vars: self.vars.clone(),
+            var_files: self.var_files.clone(),
+        }
+    }
 }
 
 /// `5`, `5%` or `0.5%` as a fraction.
@@ -229,17 +246,18 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
         );
     }
     let providers = Providers::new(state_dir);
-    let candidate = load_stack(&args.path, &args.flags)?;
+    let flags = args.flags();
+    let candidate = load_stack(&args.path, &flags)?;
     check_providers(&candidate, &providers)?;
     let against = Path::new(&args.against);
     let (base, base_label) = if against.exists() {
         (
-            load_stack(against, &args.flags)?,
+            load_stack(against, &flags)?,
             against.display().to_string(),
         )
     } else {
         (
-            load_at_revision(&args.path, &args.against, &candidate, &args.flags)?,
+            load_at_revision(&args.path, &args.against, &candidate, &flags)?,
             format!("git:{}", args.against),
         )
     };
