@@ -251,10 +251,7 @@ pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
     check_providers(&candidate, &providers)?;
     let against = Path::new(&args.against);
     let (base, base_label) = if against.exists() {
-        (
-            load_stack(against, &flags)?,
-            against.display().to_string(),
-        )
+        (load_stack(against, &flags)?, against.display().to_string())
     } else {
         (
             load_at_revision(&args.path, &args.against, &candidate, &flags)?,

@@ -404,7 +404,9 @@ pub enum CompareError {
 /// Consecutive invalid measurements of one side before the comparison gives up.
 pub const MAX_INVALID_IN_A_ROW: usize = 3;
 
-/// Judges every metric the two sides share, from their figures per valid round.
+/// Judges every metric both sides measured, from their figures per valid round (a metric
+/// only one side has, such as a stage the baseline's runs did not have, is left out; none in
+/// common gives no metric, and so an inconclusive verdict).
 pub fn judge_all(
     base: &[Vec<Figure>],
     candidate: &[Vec<Figure>],
@@ -425,6 +427,7 @@ pub fn judge_all(
     };
     names
         .iter()
+        .filter(|(m, _, _)| !column(base, m).is_empty() && !column(candidate, m).is_empty())
         .map(|(m, unit, dir)| {
             judge(
                 m,
@@ -586,6 +589,11 @@ pub fn render(c: &Comparison) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+    }
+    if c.metrics.is_empty() {
+        out.push_str(
+            "no metric was measured by both sides (did the load test's stages change since the baseline's runs?)\n",
+        );
     }
     let invalid: Vec<&RoundRecord> = c.invalid().collect();
     if !invalid.is_empty() {

@@ -366,3 +366,25 @@ fn identical_configurations_are_called_different_rarely() {
     }
     assert!(different as f64 / n as f64 <= 0.03, "{different} of {n}");
 }
+
+#[test]
+fn a_metric_only_one_side_measured_is_left_out() {
+    let f = |metric: &str, value: f64| Figure {
+        metric: metric.into(),
+        unit: "ms".into(),
+        direction: Direction::LowerIsBetter,
+        value,
+    };
+    let base: Vec<Vec<Figure>> = (0..5)
+        .map(|i| vec![f("p99 @ stage 1 (100 req/s)", 10.0 + i as f64)])
+        .collect();
+    let cand: Vec<Vec<Figure>> = (0..5)
+        .map(|i| vec![f("p99 @ stage 1 (200 req/s)", 10.0 + i as f64)])
+        .collect();
+    let metrics = judge_all(&base, &cand, 0.05);
+    assert!(metrics.is_empty());
+    assert_eq!(
+        Verdict::overall(metrics.iter().map(|m| m.verdict)),
+        Verdict::Inconclusive
+    );
+}
