@@ -214,6 +214,7 @@ pub fn compare_runs(
         capacity: false,
         min_effect,
         rounds: base.len().min(cand.len()),
+        interleaved: false,
         metrics,
         measurements,
         verdict,

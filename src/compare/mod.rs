@@ -371,6 +371,10 @@ pub struct Comparison {
     pub min_effect: f64,
     /// Valid rounds per side.
     pub rounds: usize,
+    /// True when the sides were measured in alternation (compare); false for the gate, whose
+    /// baseline runs were measured earlier.
+    #[serde(default)]
+    pub interleaved: bool,
     pub metrics: Vec<MetricComparison>,
     /// Every measurement, valid or not, in the order taken.
     pub measurements: Vec<RoundRecord>,
@@ -504,6 +508,7 @@ pub fn run_rounds(
                 capacity: labels.3,
                 min_effect: opts.min_effect,
                 rounds: round,
+                interleaved: true,
                 metrics,
                 measurements,
                 verdict,
@@ -543,11 +548,12 @@ fn fmt_pct(v: Option<f64>) -> String {
 pub fn render(c: &Comparison) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{}: {} (candidate) against {} (base), {} rounds each, interleaved; min effect {:.1}%\n\n",
+        "{}: {} (candidate) against {} (base), {} rounds each{}; min effect {:.1}%\n\n",
         c.loadtest,
         c.candidate,
         c.base,
         c.rounds,
+        if c.interleaved { ", interleaved" } else { "" },
         c.min_effect * 100.0
     ));
     let rows: Vec<[String; 7]> = c
