@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod compare;
 pub mod environment;
 pub mod github;
 pub mod graph;

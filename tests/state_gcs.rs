@@ -911,3 +911,32 @@ fn a_backend_block_with_a_variable_is_refused_at_its_line_and_column() {
     assert!(!w.dir.path().join(".benchstack").exists());
     assert!(!w.dir.path().join("state").exists());
 }
+
+#[test]
+fn a_baseline_pinned_in_one_working_directory_is_in_state_json_and_seen_by_another() {
+    let a = Workdir::new("pinned");
+    let b = Workdir::new("pinned");
+    a.write_stack("300ms");
+    let (code, out, err) = a.run(&["apply", "--auto-approve", s(&a.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = a.run(&["results", "baseline", "set", "loadtest.smoke", "1"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (body, _) = emulator()
+        .object_generation(BUCKET, "pinned/state.json")
+        .expect("state.json");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["baselines"][0]["address"], "loadtest.smoke", "{v}");
+    assert_eq!(v["baselines"][0]["runs"], serde_json::json!([1]), "{v}");
+    // A fresh working copy is rebuilt from state.json: the baseline comes with it, and can be
+    // unpinned from there.
+    let (code, out, err) = b.run(&["results", "baseline", "list"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("loadtest.smoke: runs #1"), "{out}");
+    let (code, out, err) = b.run(&["results", "baseline", "unset", "loadtest.smoke"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = a.run(&["results", "baseline", "list"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("No baselines pinned"), "{out}");
+    let (code, out, err) = a.run(&["destroy", "--auto-approve", s(&a.stack())]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}

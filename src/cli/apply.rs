@@ -15,7 +15,7 @@ use crate::state::Store;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit status: 0 applied and every load test met its SLOs, 1 an error (nothing or only part applied), 2 applied and stored but a load test missed an SLO, 130 interrupted (the state is saved)."
+    after_help = "Exit status: 0 applied and every load test met its SLOs, 1 an error (nothing or only part applied), 2 applied and stored but a load test missed an SLO, 130 interrupted (the state is saved). With --gate: 3 worse than the pinned baseline, 4 inconclusive."
 )]
 pub struct Args {
     /// A stack file, a directory of *.hcl files, or a plan file from `plan --out`.
@@ -34,6 +34,17 @@ pub struct Args {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true", value_name = "BOOL")]
     pub preflight: bool,
+    /// After applying, compare the runs of every load test that has a pinned baseline
+    /// (`benchstack results baseline set`) with it, by `compare`'s verdict (docs/compare.md);
+    /// the load test is run again until there are --gate-rounds valid new runs.
+    #[arg(long)]
+    pub gate: bool,
+    /// How many valid new runs the gate compares with the baseline.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=100), requires = "gate")]
+    pub gate_rounds: u32,
+    /// The smallest change the gate counts as better or worse, in percent.
+    #[arg(long, default_value = "5%", value_parser = super::compare::parse_percent, requires = "gate")]
+    pub min_effect: f64,
     #[command(flatten)]
     pub flags: PlanFlags,
 }
@@ -301,6 +312,22 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         check_providers(stack, &providers)?;
     }
     let store = open_store(state_dir, "apply")?;
+    let gated = match (&stack, args.gate) {
+        (_, false) => Vec::new(),
+        (None, true) => {
+            return Err(miette!(
+                "--gate needs the stack (it runs the load tests again), not a plan file"
+            ));
+        }
+        (Some(stack), true) => gated_loadtests(stack, &store)?,
+    };
+    let after = store
+        .runs()
+        .map_err(|e| miette!("{e}"))?
+        .iter()
+        .map(|r| r.id)
+        .max()
+        .unwrap_or(0);
     let plan = match from_file {
         Some(plan) => {
             apply::check_fresh(&plan, &store)
@@ -346,14 +373,95 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     );
     // `enable_apis = true`: the APIs first, or the first create would be refused.
     crate::ops::enable_apis(&plan, &|line| println!("APIs: {line}")).map_err(|e| miette!("{e}"))?;
-    execute_and_finish(
+    let outcome = execute_and_finish(
         &plan,
         &store,
         &providers,
         args.parallelism,
         "apply",
         &remove,
-    )
+    )?;
+    match (&stack, outcome) {
+        (Some(stack), super::Outcome::Success | super::Outcome::SloMissed) if args.gate => Ok(
+            match run_gate(stack, &gated, after, &store, &providers, &args)? {
+                None => super::Outcome::Interrupted,
+                Some(crate::compare::Verdict::Better | crate::compare::Verdict::Same) => outcome,
+                Some(v) => super::compare::outcome(v),
+            },
+        ),
+        _ => Ok(outcome),
+    }
+}
+
+/// The stack's load tests that have a baseline pinned; an error when none has one.
+fn gated_loadtests(
+    stack: &crate::vocab::resources::Stack,
+    store: &Store,
+) -> miette::Result<Vec<crate::vocab::resources::Address>> {
+    let baselines = store.baselines().map_err(|e| miette!("{e}"))?;
+    let loadtests: Vec<_> = stack
+        .resources
+        .iter()
+        .filter(|r| r.address.kind == crate::vocab::resources::Kind::Loadtest)
+        .map(|r| r.address.clone())
+        .collect();
+    let gated: Vec<_> = loadtests
+        .iter()
+        .filter(|a| baselines.iter().any(|b| &b.address == *a))
+        .cloned()
+        .collect();
+    if gated.is_empty() {
+        return Err(miette!(
+            "--gate: none of the stack's load tests ({}) has a pinned baseline; pin one with `benchstack results baseline set ADDRESS`",
+            loadtests
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(gated)
+}
+
+/// Runs the gate for each load test and prints its comparison; returns the overall verdict
+/// (None when interrupted).
+fn run_gate(
+    stack: &crate::vocab::resources::Stack,
+    gated: &[crate::vocab::resources::Address],
+    after: u64,
+    store: &Store,
+    providers: &Providers,
+    args: &Args,
+) -> miette::Result<Option<crate::compare::Verdict>> {
+    let cancel = cancel_on_signals();
+    let mut verdicts = Vec::new();
+    for loadtest in gated {
+        println!("\nGate: {loadtest} against its pinned baseline…");
+        let c = match crate::compare::gate::gate(
+            stack,
+            loadtest,
+            after,
+            store,
+            providers,
+            &crate::compare::Options {
+                rounds: args.gate_rounds as usize,
+                max_rounds: args.gate_rounds as usize,
+                min_effect: args.min_effect,
+            },
+            &cancel,
+            &print_event,
+        ) {
+            Ok(c) => c,
+            Err(crate::compare::CompareError::Interrupted) => {
+                println!("Interrupted: the runs so far are stored.");
+                return Ok(None);
+            }
+            Err(e) => return Err(miette!("--gate: {e}")),
+        };
+        print!("{}", crate::compare::render(&c));
+        verdicts.push(c.verdict);
+    }
+    Ok(Some(crate::compare::Verdict::overall(verdicts)))
 }
 
 /// Executes an approved plan (Ctrl-C stops new work) and prints the outcome; shared by apply

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod apply;
+mod baseline;
 pub mod comment;
 mod common;
+pub mod compare;
 pub mod destroy;
 pub mod fmt;
 pub mod loadtest;
@@ -79,6 +81,9 @@ pub enum Command {
     Tune(tune::Args),
     /// One pod of a distributed load test (run by the Indexed Job apply creates).
     Worker(worker::Args),
+    /// Measure the stack's serving configuration against a base (a git revision or another
+    /// stack) in interleaved rounds: better, same, worse or inconclusive per metric.
+    Compare(Box<compare::Args>),
 }
 
 /// What a command ended with. Each command returns one; [`main`] alone turns it into the
@@ -96,6 +101,10 @@ pub enum Outcome {
     SloMissed,
     /// Exit 2 from `tune`: no configuration met the SLOs.
     NoWinner,
+    /// Exit 3 from `compare` and `apply --gate`: the candidate is worse than the base.
+    Worse,
+    /// Exit 4 from `compare` and `apply --gate`: the rounds could not tell.
+    Inconclusive,
     /// Exit 130: stopped by SIGINT/SIGTERM before it finished (what was done is recorded).
     Interrupted,
 }
@@ -106,6 +115,8 @@ impl Outcome {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::Failed => ExitCode::from(1),
             Outcome::ChangesPending | Outcome::SloMissed | Outcome::NoWinner => ExitCode::from(2),
+            Outcome::Worse => ExitCode::from(3),
+            Outcome::Inconclusive => ExitCode::from(4),
             Outcome::Interrupted => ExitCode::from(130),
         }
     }
@@ -166,6 +177,7 @@ fn run_command() -> ExitCode {
         Command::Render(args) => render::run(args),
         Command::Tune(args) => tune::run(&arg, args),
         Command::Worker(args) => worker::run(args),
+        Command::Compare(args) => compare::run(&arg, *args),
     };
     match result {
         Ok(outcome) => outcome.exit_code(),

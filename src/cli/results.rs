@@ -10,7 +10,11 @@ use crate::ops::open_view;
 use crate::state::{self, RunRecord, procinfo};
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// `baseline set|list|unset`: pin runs as a load test's baseline for `apply --gate`.
+    #[command(subcommand)]
+    pub command: Option<super::baseline::Command>,
     /// The load test whose latest run to show (e.g. loadtest.baseline).
     pub address: Option<String>,
     /// Show this run.
@@ -45,6 +49,9 @@ fn label(r: &RunRecord) -> String {
 }
 
 pub fn run(state_dir: &Path, args: Args) -> miette::Result<super::Outcome> {
+    if let Some(command) = args.command {
+        return super::baseline::run(state_dir, command);
+    }
     // The published snapshot: answers while an apply holds the lock.
     let view = open_view(state_dir)?.ok_or_else(|| {
         miette!(

@@ -37,7 +37,9 @@ use records::{IntentRecord, ResourceRecord};
 
 pub use lock::{Lock, LockError, LockInfo};
 pub use published::View;
-pub use records::{EnvironmentRecord, HistoryEntry, Meta, RunRecord, TuneProbe};
+pub use records::{
+    BaselineRecord, EnvironmentRecord, Fingerprint, HistoryEntry, Meta, RunRecord, TuneProbe,
+};
 
 /// The layout this build writes (`records::VERSION`). A store with a higher number was written
 /// by a newer benchstack and is refused rather than misread; a lower one is migrated on open.
@@ -443,6 +445,7 @@ impl Store {
             history: self.scan("hist/")?,
             outputs: self.outputs()?,
             runs,
+            baselines: self.baselines()?,
         };
         published::publish(&self.dir, &p, &new_runs)?;
         if let Some(remote) = &self.remote {
@@ -518,6 +521,12 @@ impl Store {
         for run in &runs {
             self.db.insert(run_key(run.id).as_slice(), encode(run))?;
         }
+        for b in &p.baselines {
+            self.db.insert(
+                baseline_key(&b.address, &b.fingerprint).as_bytes(),
+                encode(b),
+            )?;
+        }
         self.db.flush()?;
         Ok(())
     }
@@ -525,7 +534,7 @@ impl Store {
     /// True when nothing was ever written here beyond the fresh meta.
     fn is_fresh(&self) -> Result<bool, StateError> {
         Ok(self.meta()?.serial == 0
-            && ["res/", "intent/", "hist/", "run/", "output/"]
+            && ["res/", "intent/", "hist/", "run/", "output/", "baseline/"]
                 .iter()
                 .all(|p| self.db.scan_prefix(p.as_bytes()).next().is_none()))
     }
@@ -564,6 +573,7 @@ impl Store {
                 history: source.scan("hist/")?,
                 outputs: source.outputs()?,
                 runs: runs.iter().map(|r| r.id).collect(),
+                baselines: source.baselines()?,
             },
             meta: src,
         };
@@ -704,6 +714,40 @@ impl Store {
             .ok_or(StateError::NoSuchRun(id))
     }
 
+    /// Pins `runs` as the baseline of `address` in the environment `fingerprint`, replacing
+    /// that environment's earlier baseline.
+    pub fn set_baseline(&self, baseline: &BaselineRecord) -> Result<u64, StateError> {
+        let key = baseline_key(&baseline.address, &baseline.fingerprint);
+        self.write(|tx, _| {
+            tx.insert(key.as_bytes(), encode(baseline))?;
+            Ok(())
+        })
+    }
+
+    /// Unpins the baselines of `address` (every environment's); returns how many there were.
+    pub fn unset_baseline(&self, address: &Address) -> Result<usize, StateError> {
+        let keys: Vec<String> = self
+            .baselines()?
+            .iter()
+            .filter(|b| &b.address == address)
+            .map(|b| baseline_key(&b.address, &b.fingerprint))
+            .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx, _| {
+            for k in &keys {
+                tx.remove(k.as_bytes())?;
+            }
+            Ok(())
+        })?;
+        Ok(keys.len())
+    }
+
+    pub fn baselines(&self) -> Result<Vec<BaselineRecord>, StateError> {
+        self.scan("baseline/")
+    }
+
     pub fn record_history(&self, entry: HistoryEntry) -> Result<u64, StateError> {
         let (_, id) = self.write_with(|tx, meta| {
             let id = meta.next_history_id;
@@ -818,6 +862,10 @@ fn res_key(a: &Address) -> String {
     format!("res/{a}")
 }
 
+fn baseline_key(a: &Address, f: &Fingerprint) -> String {
+    format!("baseline/{a}/{}", f.key())
+}
+
 fn intent_key(a: &Address) -> String {
     format!("intent/{a}")
 }
@@ -892,6 +940,42 @@ pub fn parse_address(s: &str) -> Result<Address, AddressError> {
 mod tests {
     use super::*;
     use crate::vocab::resources::ModelConfig;
+
+    #[test]
+    fn a_published_state_from_before_baselines_reads_with_none_and_a_pin_survives_reopening() {
+        // state.json / current.json as written before baselines existed.
+        let old = serde_json::json!({
+            "schema_version": SCHEMA_VERSION, "lineage": "l", "serial": 3,
+            "resources": [], "intents": [], "history": [], "outputs": {}, "runs": []
+        });
+        let p: published::Published = serde_json::from_value(old).unwrap();
+        assert!(p.baselines.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let pin = BaselineRecord {
+            address: parse_address("loadtest.x").unwrap(),
+            fingerprint: Fingerprint {
+                machine_type: None,
+                cpu_model: "cpu".into(),
+                cpus: 2,
+                images: BTreeMap::new(),
+            },
+            runs: vec![4, 5],
+            pinned_at: 1,
+        };
+        {
+            let store = Store::open(dir.path(), "test").unwrap();
+            store.set_baseline(&pin).unwrap();
+            // Pinning again in the same environment replaces, never duplicates.
+            store.set_baseline(&pin).unwrap();
+        }
+        let store = Store::open(dir.path(), "test").unwrap();
+        assert_eq!(store.baselines().unwrap(), vec![pin.clone()]);
+        let view = View::open(dir.path()).unwrap().unwrap();
+        assert_eq!(view.baselines(), std::slice::from_ref(&pin));
+        assert_eq!(store.unset_baseline(&pin.address).unwrap(), 1);
+        assert!(store.baselines().unwrap().is_empty());
+    }
 
     fn model_state(name: &str) -> ResourceState {
         ResourceState {

@@ -37,6 +37,9 @@ pub struct Published {
     pub outputs: BTreeMap<String, serde_json::Value>,
     /// The runs in `snapshot/runs/`, oldest first.
     pub runs: Vec<u64>,
+    /// Pinned baselines (`results baseline`); absent in states written before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baselines: Vec<super::records::BaselineRecord>,
 }
 
 pub fn snapshot_dir(state_dir: &Path) -> PathBuf {
@@ -231,6 +234,10 @@ impl View {
     }
 
     /// Every run listed in the snapshot, oldest first.
+    pub fn baselines(&self) -> &[super::records::BaselineRecord] {
+        &self.published.baselines
+    }
+
     pub fn runs(&self) -> Result<Vec<RunRecord>, StateError> {
         self.published
             .runs

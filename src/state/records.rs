@@ -144,6 +144,75 @@ pub struct TuneProbe {
     pub invalid: Option<String>,
 }
 
+/// `baseline/ADDR/KEY`: runs of a load test pinned as its baseline for one environment
+/// (`benchstack results baseline set`), which `apply --gate` compares new runs with. Kept
+/// until unset. New in schema 0 states: a state without any reads as having none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineRecord {
+    /// The load test.
+    pub address: Address,
+    /// The environment the runs were measured in.
+    pub fingerprint: Fingerprint,
+    /// The pinned runs, oldest first.
+    pub runs: Vec<u64>,
+    pub pinned_at: u64,
+}
+
+/// What must match for two runs to be compared: the machine type of the serving cluster
+/// (None on a local cluster), the CPU model and count the run saw, and the images it ran
+/// (`serving`, `loadgen` digests, where known).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Fingerprint {
+    #[serde(default)]
+    pub machine_type: Option<String>,
+    pub cpu_model: String,
+    pub cpus: usize,
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
+}
+
+impl Fingerprint {
+    /// A short stable key (hex of SHA-256 over the JSON form) for the state's key.
+    pub fn key(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&json);
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// What differs from `other`, one phrase per field (empty when they match).
+    pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
+        let mut d = Vec::new();
+        let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "none (local)".into());
+        if self.machine_type != other.machine_type {
+            d.push(format!(
+                "machine type {} vs {}",
+                show(&self.machine_type),
+                show(&other.machine_type)
+            ));
+        }
+        if self.cpu_model != other.cpu_model {
+            d.push(format!(
+                "CPU model `{}` vs `{}`",
+                self.cpu_model, other.cpu_model
+            ));
+        }
+        if self.cpus != other.cpus {
+            d.push(format!("{} CPUs vs {}", self.cpus, other.cpus));
+        }
+        for role in self.images.keys().chain(other.images.keys()) {
+            let (a, b) = (self.images.get(role), other.images.get(role));
+            if a != b && !d.iter().any(|x| x.starts_with(&format!("{role} image"))) {
+                d.push(format!(
+                    "{role} image {} vs {}",
+                    a.map(String::as_str).unwrap_or("unknown"),
+                    b.map(String::as_str).unwrap_or("unknown")
+                ));
+            }
+        }
+        d
+    }
+}
+
 /// The machine a run ran on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnvironmentRecord {
