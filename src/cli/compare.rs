@@ -44,9 +44,14 @@ pub struct Args {
     /// Leave both serving configurations running afterwards.
     #[arg(long)]
     pub keep: bool,
-    /// Print the comparison as JSON (docs/compare.md) instead of text.
-    #[arg(long)]
+    /// Print the comparison as JSON (docs/compare.md) instead of text; the same as
+    /// `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// text (default), json, or markdown for a pull request (docs/ci.md); markdown is also
+    /// appended to `$GITHUB_STEP_SUMMARY` when that is set.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<super::common::Format>,
     /// Set a variable (for both stacks): NAME=VALUE; repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
@@ -269,12 +274,14 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     let combined = bench::combine(&candidate, &base, &loadtest).map_err(|e| miette!("{e}"))?;
     let store = open_store(state_dir, "compare")?;
     let cancel = super::common::cancel_on_signals();
+    // JSON and markdown are for a file or a comment: stdout carries the document alone.
+    let quiet = super::common::Format::of(args.format, args.json) != super::common::Format::Text;
     let progress = |m: String| {
-        if !args.json {
+        if !quiet {
             super::progress::resource("compare", &m)
         }
     };
-    if !args.json {
+    if !quiet {
         println!(
             "Deploying {} (candidate) and {} (base, from {base_label}) side by side…",
             combined.target, combined.base_target
@@ -291,9 +298,8 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
             .filter(|a| combined.base_resources.contains(a))
             .collect(),
     };
-    let json = args.json;
     let on_record = |r: &RoundRecord| {
-        if !json {
+        if !quiet {
             print_record(r)
         }
     };
@@ -324,7 +330,7 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     });
     // Remove what compare created, with its own cancel flag: also after an interruption.
     if args.keep {
-        if !json {
+        if !quiet {
             println!(
                 "Kept: {} (remove with `benchstack destroy --target ADDR`).",
                 created
@@ -349,14 +355,22 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         }
         Err(e) => return Err(miette!("{e}")),
     };
-    if args.json {
-        println!(
+    match super::common::Format::of(args.format, args.json) {
+        super::common::Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&comparison).map_err(|e| miette!("{e}"))?
-        );
-    } else {
-        println!();
-        print!("{}", compare::render(&comparison));
+        ),
+        super::common::Format::Markdown => {
+            let doc = crate::report::documents::compare_document(
+                &comparison,
+                &super::plan::stack_name(&args.path),
+            );
+            super::common::emit_markdown(&doc.render(crate::report::markdown::GITHUB_LIMIT))?;
+        }
+        super::common::Format::Text => {
+            println!();
+            print!("{}", compare::render(&comparison));
+        }
     }
     Ok(outcome(comparison.verdict))
 }

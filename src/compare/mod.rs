@@ -313,20 +313,26 @@ pub fn run_figures(report: &RunReport) -> Measured {
             value: s.achieved_rate,
         });
     }
-    let invalid = report
-        .stages
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.generator_bottleneck)
-        .map(|(i, s)| {
-            format!(
-                "stage {}: the load generator was the bottleneck ({})",
-                i + 1,
-                s.bottleneck
-                    .as_deref()
-                    .unwrap_or("it fell behind its schedule")
-            )
-        });
+    // The run's own verdict on itself (a distributed worker late, restarted or off-clock)
+    // first; then any bottlenecked stage, stricter than the run-level rule (which keeps a
+    // stage that met everything despite lag): a figure the generator shaped is not the
+    // server's, whichever way it points.
+    let invalid = report.invalid.clone().or_else(|| {
+        report
+            .stages
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.generator_bottleneck)
+            .map(|(i, s)| {
+                format!(
+                    "stage {}: the load generator was the bottleneck ({})",
+                    i + 1,
+                    s.bottleneck
+                        .as_deref()
+                        .unwrap_or("it fell behind its schedule")
+                )
+            })
+    });
     Measured {
         figures,
         invalid,

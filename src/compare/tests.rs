@@ -251,6 +251,31 @@ fn run_figures_mark_a_bottlenecked_stage_invalid() {
     assert!(m.invalid.unwrap().contains("lag p99 80 ms"));
 }
 
+#[test]
+fn run_figures_take_the_runs_own_invalid_reason_before_any_stage() {
+    let json = serde_json::json!({
+        "target": "http://x", "protocol": "rest", "model": "m", "capacity": null,
+        "invalid": "worker 2 restarted",
+        "environment": {"host": "h", "cpus": 1, "cpu_model": "c", "memory_bytes": 0, "version": "v"},
+        "stages": [{
+            "name": "s", "target_rate": 100.0, "duration_s": 1.0, "requests": 100,
+            "achieved_rate": 99.0, "errors_total": 0, "errors": {}, "error_rate": 0.0,
+            "latency_ms": {"p50": 1.0, "p90": 2.0, "p95": 3.0, "p99": 4.0, "p999": 5.0, "max": 6.0, "mean": 1.0},
+            "service_time_ms": {"p50": 1.0, "p90": 2.0, "p95": 3.0, "p99": 4.0, "p999": 5.0, "max": 6.0, "mean": 1.0},
+            "generator_lag_ms": {"p50": 0.0, "p99": 0.0, "max": 0.0}, "histogram": "",
+            "generator_bottleneck": false
+        }]
+    });
+    let report: RunReport = match serde_json::from_value(json) {
+        Ok(r) => r,
+        Err(e) => panic!("a RunReport: {e}"),
+    };
+    assert_eq!(
+        run_figures(&report).invalid.as_deref(),
+        Some("worker 2 restarted")
+    );
+}
+
 mod gate_tests {
     use std::collections::BTreeMap;
 

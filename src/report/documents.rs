@@ -2,6 +2,7 @@
 //! uses (the plan's [`model::view`], a tune's [`Outcome`], two runs' [`RunReport`]s) into
 //! the one shape of [`markdown::Document`].
 
+use crate::compare::{Comparison, Verdict as CompareVerdict};
 use crate::loadgen::RunReport;
 use crate::plan::cost::{PlanCost, usd};
 use crate::plan::model::{self, HclValue};
@@ -9,7 +10,7 @@ use crate::plan::{Action, Plan, render};
 use crate::tune::{Outcome, TRIAL_COLUMNS, fmt_rate, settings_text};
 
 use super::markdown::{
-    Alert, AlertKind, Conclusion, Document, Fold, Marker, MetricRow, Table, code, escape,
+    Alert, AlertKind, Conclusion, Document, Fold, Marker, MetricRow, Table, Verdict, code, escape,
     metric_phrase, metric_table, sha256_hex,
 };
 
@@ -423,6 +424,119 @@ pub fn runs_document(a: &(String, RunReport), b: &(String, RunReport), address: 
     }
 }
 
+/// A `compare` (or `apply --gate`) result as the pull-request comment: the verdict line with
+/// the metric that decided it, a table of every metric with its statistics, the invalid
+/// rounds and why, and the terminal rendering in a fold.
+pub fn compare_document(c: &Comparison, stack: &str) -> Document {
+    let md_verdict = |v: CompareVerdict| match v {
+        CompareVerdict::Better => Verdict::Better,
+        CompareVerdict::Same => Verdict::Same,
+        CompareVerdict::Worse => Verdict::Worse,
+        CompareVerdict::Inconclusive => Verdict::Inconclusive,
+    };
+    let rows: Vec<MetricRow> = c
+        .metrics
+        .iter()
+        .map(|m| {
+            // An error rate reads as percent; the statistics are unit-free.
+            let (scale, unit) = match m.unit.as_str() {
+                "fraction" => (100.0, "%"),
+                u => (1.0, u),
+            };
+            MetricRow {
+                name: m.metric.clone(),
+                unit: unit.to_string(),
+                base: Some(m.base_median * scale),
+                new: Some(m.candidate_median * scale),
+                ci_pct: m
+                    .ci_low
+                    .zip(m.ci_high)
+                    .filter(|(l, h)| l.is_finite() && h.is_finite())
+                    .map(|(l, h)| (l * 100.0, h * 100.0)),
+                p: Some(m.p),
+                rounds: Some((m.base.len(), m.candidate.len())),
+                verdict: Some(md_verdict(m.verdict)),
+            }
+        })
+        .collect();
+    // The headline is the metric that decided the verdict: the first worse one, else the
+    // first better one, else the first measured.
+    let decided = |v: CompareVerdict| c.metrics.iter().position(|m| m.verdict == v);
+    let headline = decided(CompareVerdict::Worse)
+        .or_else(|| decided(CompareVerdict::Better))
+        .or(if rows.is_empty() { None } else { Some(0) })
+        .and_then(|i| rows.get(i))
+        .map(metric_phrase)
+        .unwrap_or_else(|| "no metric measured".into());
+    let overall = md_verdict(c.verdict);
+    let verdict = format!(
+        "**Compare** {} → {} ({}): {} · **{}**",
+        escape(&c.base),
+        escape(&c.candidate),
+        code(&c.loadtest),
+        escape(&headline),
+        overall.as_str()
+    );
+    let mut alerts = Vec::new();
+    if c.verdict == CompareVerdict::Worse {
+        alerts.push(Alert {
+            kind: AlertKind::Caution,
+            text: format!(
+                "**{} is worse than {}.**",
+                escape(&c.candidate),
+                escape(&c.base)
+            ),
+        });
+    }
+    let mut notes = vec![format!(
+        "{} valid round(s) per side{}; better or worse needs p ≤ 0.01 and a change of at least {}%; p is the smaller of Mann–Whitney U and Kolmogorov–Smirnov; the interval is Hodges–Lehmann's (docs/compare.md).",
+        c.rounds,
+        if c.interleaved {
+            ", measured in alternation"
+        } else {
+            ""
+        },
+        super::markdown::number(c.min_effect * 100.0)
+    )];
+    let invalid: Vec<String> = c
+        .invalid()
+        .map(|r| {
+            format!(
+                "round {} ({:?}): {}",
+                r.round + 1,
+                r.side,
+                r.invalid.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    if !invalid.is_empty() {
+        notes.push(format!(
+            "{} measurement(s) discarded and repeated: {}",
+            invalid.len(),
+            escape(&invalid.join("; "))
+        ));
+    }
+    let digest = sha256_hex(serde_json::to_string(c).unwrap_or_default().as_bytes());
+    Document {
+        verdict,
+        alerts,
+        tables: vec![metric_table("", &c.base, &c.candidate, &rows)],
+        notes,
+        folds: vec![Fold {
+            summary: "Every round".into(),
+            lang: "text".into(),
+            body: crate::compare::render(c),
+            whole: "`benchstack compare --json`".into(),
+        }],
+        marker: Marker {
+            stack: stack.to_string(),
+            kind: "compare".into(),
+            digest,
+            conclusion: overall.conclusion(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,5 +616,77 @@ mod tests {
         assert!(md.contains("Shortened to "));
         assert!(md.contains("`benchstack plan` shows all of it"));
         assert!(md.trim_end().ends_with("conclusion=success -->"));
+    }
+}
+
+#[cfg(test)]
+mod compare_tests {
+    use super::*;
+    use crate::compare::{Direction, RoundRecord, Side, judge};
+
+    fn worse_comparison() -> Comparison {
+        let base = [10.0, 10.2, 9.9, 10.1, 10.0];
+        let slower = [14.0, 14.3, 13.8, 14.1, 14.2];
+        let rate = [400.0, 399.0, 401.0, 400.0, 400.0];
+        Comparison {
+            base: "serving.tf from git:main".into(),
+            candidate: "serving.tf from stacks/local.hcl".into(),
+            loadtest: "loadtest.smoke".into(),
+            capacity: false,
+            min_effect: 0.05,
+            rounds: 5,
+            interleaved: true,
+            metrics: vec![
+                judge(
+                    "achieved rate @ stage 1 (400 req/s)",
+                    "req/s",
+                    Direction::HigherIsBetter,
+                    &rate,
+                    &rate,
+                    0.05,
+                ),
+                judge(
+                    "p99 @ stage 1 (400 req/s)",
+                    "ms",
+                    Direction::LowerIsBetter,
+                    &base,
+                    &slower,
+                    0.05,
+                ),
+            ],
+            measurements: vec![RoundRecord {
+                round: 2,
+                side: Side::Candidate,
+                figures: vec![],
+                invalid: Some("the load generator was the bottleneck".into()),
+                run_id: None,
+            }],
+            verdict: crate::compare::Verdict::Worse,
+        }
+    }
+
+    #[test]
+    fn a_worse_comparison_leads_with_the_metric_that_decided_it_and_fails_the_check() {
+        let doc = compare_document(&worse_comparison(), "local.hcl");
+        let md = doc.render(crate::report::markdown::GITHUB_LIMIT);
+        let first = md.lines().next().unwrap_or_default();
+        assert!(first.starts_with("**Compare** "), "{md}");
+        assert!(
+            first.contains("p99 @ stage 1 (400 req/s) 10 → 14.1 ms"),
+            "{first}"
+        );
+        assert!(first.contains("worse"), "{first}");
+        assert!(first.ends_with("**worse**"), "{first}");
+        assert!(md.contains("[!CAUTION]"), "{md}");
+        assert!(
+            md.contains("1 measurement(s) discarded and repeated"),
+            "{md}"
+        );
+        assert_eq!(doc.marker.conclusion, Conclusion::Failure);
+        assert_eq!(doc.marker.kind, "compare");
+        assert!(
+            md.contains("<!-- benchstack stack=local.hcl kind=compare"),
+            "{md}"
+        );
     }
 }
