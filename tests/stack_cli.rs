@@ -186,3 +186,16 @@ fn shipped_stacks_are_formatted() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn a_bad_flag_exits_1_naming_the_flag_and_help_exits_0() {
+    let out = benchstack(root(), &["plan", "--no-such-flag", "stacks/local.hcl"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--no-such-flag"), "{err}");
+    let out = benchstack(root(), &["compare", "stacks/local.hcl"]);
+    assert_eq!(out.status.code(), Some(1), "a missing required --against");
+    let out = benchstack(root(), &["plan", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+}

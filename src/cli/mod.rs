@@ -155,7 +155,19 @@ pub fn main() -> ExitCode {
 }
 
 fn run_command() -> ExitCode {
-    let cli = Cli::parse();
+    // A bad flag is bad input: exit 1 like every other (clap's own choice is 2, which here
+    // means "changes pending" or "an SLO was missed"); --help and --version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     // Commands with a stack find their state from it (its backend block); the others from
     // `--state` or the working directory's binding (ops::StateArg).
     let arg = crate::ops::StateArg {
