@@ -291,9 +291,12 @@ fn tune_finds_the_winner_refuses_the_shedding_configuration_and_writes_it_for_re
             let reason = t["reason"].as_str().unwrap();
             assert!(reason.starts_with("never passes: p95 floor"), "{reason}");
             let probes = t["measurements"][0]["probes"].as_array().unwrap().len();
-            // Two or three; four for the shedding one, whose first probes (from the warm
+            // A few, never a halving down to 1 req/s (about ten probes from the warm start):
+            // two or three, one more when a loaded machine's first latency above the floor
+            // differs from the floor by more than its tolerance (seen: 106 then 88.8 then
+            // 87.1 ms), and one more for the shedding one, whose first probes (from the warm
             // start at a reachable neighbour's capacity) fail on errors, not latency.
-            let most = if sheds { 4 } else { 3 };
+            let most = if sheds { 5 } else { 4 };
             assert!(probes <= most, "{key:?}: {probes} probes\n{err}");
             continue;
         }
