@@ -8,25 +8,14 @@
 
 #[path = "support/serve_process.rs"]
 mod serve_process;
+#[path = "support/tunable.rs"]
+mod tunable;
 
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
-use std::time::Duration;
 
-use assert_cmd::Command;
 use serve_process::repo;
-
-const SCRIPT: &str = "tests/support/tunable_tensorflow_model_server.py";
-
-/// A directory holding the tunable server as `tensorflow_model_server`.
-fn server_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("tensorflow_model_server");
-    std::fs::copy(repo().join(SCRIPT), &exe).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
+use tunable::{benchstack, server_dir};
 
 /// A stack whose serving resource batches at most 32 rows with `threads` batch threads, and
 /// whose load test offers `rate` req/s for `duration`.
@@ -83,30 +72,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn benchstack(server: &Path, state: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::cargo_bin("benchstack")
-        .unwrap()
-        .timeout(Duration::from_secs(600))
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                server.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 /// What the state holds, by address.

@@ -12,29 +12,19 @@
 mod fake_gcs;
 #[path = "support/serve_process.rs"]
 mod serve_process;
+#[path = "support/tunable.rs"]
+mod tunable;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
-use std::time::Duration;
 
-use assert_cmd::Command;
 use assert_cmd::cargo::CommandCargoExt;
 use serve_process::repo;
+use tunable::{SCRIPT, benchstack, path_with, server_dir};
 
-const SCRIPT: &str = "tests/support/tunable_tensorflow_model_server.py";
 const TIMEOUT_MICROS: u64 = 1000;
-
-/// A directory holding the tunable server as `tensorflow_model_server`.
-fn server_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("tensorflow_model_server");
-    std::fs::copy(repo().join(SCRIPT), &exe).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
 
 /// The script's own account of a configuration: (capacity req/s, sheds load, latency floor ms).
 fn truth(work: &Path, max_batch_size: u64, threads: u64) -> (f64, bool, f64) {
@@ -131,31 +121,6 @@ tune "batching" {{
     let path = dir.join("stack.hcl");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn path_with(server: &Path) -> String {
-    format!(
-        "{}:{}",
-        server.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
-fn benchstack(server: &Path, state: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::cargo_bin("benchstack")
-        .unwrap()
-        .timeout(Duration::from_secs(900))
-        .env("PATH", path_with(server))
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 /// Destroys what the test applied, even when an assertion fails.
@@ -421,20 +386,14 @@ fn a_killed_tune_resumes_without_measuring_finished_trials_again() {
 /// `benchstack ARGS` in `work` without `--state` (the stack's backend block names it), against
 /// the emulator.
 fn benchstack_in(server: &Path, work: &Path, emu: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::cargo_bin("benchstack")
-        .unwrap()
-        .timeout(Duration::from_secs(900))
-        .env("PATH", path_with(server))
-        .env("STORAGE_EMULATOR_HOST", emu)
-        .env_remove("BENCHSTACK_STATE")
-        .current_dir(work)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
+    tunable::run(
+        server,
+        |c| {
+            c.env("STORAGE_EMULATOR_HOST", emu)
+                .env_remove("BENCHSTACK_STATE")
+                .current_dir(work);
+        },
+        args,
     )
 }
 
@@ -588,20 +547,14 @@ fn benchstack_corrupting(
     from: u64,
     args: &[&str],
 ) -> (i32, String, String) {
-    let out = Command::cargo_bin("benchstack")
-        .unwrap()
-        .timeout(Duration::from_secs(900))
-        .env("PATH", path_with(server))
-        .env("TUNABLE_CORRUPT_FROM_BATCH", from.to_string())
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
+    tunable::run(
+        server,
+        |c| {
+            c.env("TUNABLE_CORRUPT_FROM_BATCH", from.to_string())
+                .arg("--state")
+                .arg(state);
+        },
+        args,
     )
 }
 
