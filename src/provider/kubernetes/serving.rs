@@ -1,5 +1,7 @@
 //! A serving resource on Kubernetes: Namespace, ConfigMap, Deployment and LoadBalancer
-//! Service applied server-side, then the rollout and the Service address waited for.
+//! Service applied server-side, then the rollout and the Service address waited for. The
+//! objects are the plan's (its rendered kubernetes.yaml, read back typed), with only an image
+//! block's digest set: plan and cluster cannot disagree.
 
 use std::time::{Duration, Instant};
 
