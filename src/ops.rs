@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use miette::miette;
 
-use crate::plan::{Plan, PlanOptions};
+use crate::plan::{MachineShapes, Plan, PlanOptions};
 use crate::provider::{Observer, Providers, cluster_providers, gke, provider_for};
 use crate::refresh;
 use crate::state::{self, Store};
@@ -85,12 +85,31 @@ pub fn open_view(dir: &Path) -> miette::Result<Option<state::View>> {
     state::View::open(dir).map_err(|e| miette!("{e}"))
 }
 
+/// What a plan is made for, beyond its flags.
+#[derive(Debug, Clone, Default)]
+pub struct Planning {
+    /// A destroy plan.
+    pub destroy: bool,
+    /// The machine shapes the preflight read from Compute Engine (`Preflight::machine_shapes`;
+    /// empty before it ran): the capacity check and the rollout use them.
+    pub machine_shapes: MachineShapes,
+}
+
+impl Planning {
+    pub fn destroy() -> Planning {
+        Planning {
+            destroy: true,
+            ..Planning::default()
+        }
+    }
+}
+
 pub fn make_plan(
     stack: Option<&Stack>,
     store: &Store,
     providers: &Providers,
     flags: &PlanFlags,
-    destroy: bool,
+    planning: &Planning,
 ) -> miette::Result<Plan> {
     let snap = store.snapshot().map_err(|e| miette!("{e}"))?;
     let outputs = store.outputs().map_err(|e| miette!("{e}"))?;
@@ -101,7 +120,7 @@ pub fn make_plan(
         store.dir(),
         providers,
         flags,
-        destroy,
+        planning,
     )
 }
 
@@ -113,12 +132,13 @@ pub fn plan_from(
     state_dir: &Path,
     providers: &Providers,
     flags: &PlanFlags,
-    destroy: bool,
+    planning: &Planning,
 ) -> miette::Result<Plan> {
     let opts = PlanOptions {
         targets: parse_addresses("target", &flags.targets)?,
         replace: parse_addresses("replace", &flags.replace)?,
-        destroy,
+        destroy: planning.destroy,
+        machine_shapes: planning.machine_shapes.clone(),
     };
     let observer = Observer {
         providers,
@@ -137,9 +157,18 @@ pub struct Preflight {
     pub warnings: Vec<String>,
     /// Whether there was anything to check (a gke cluster).
     pub ran: bool,
+    /// The machine types Compute Engine described, for the plan's capacity check
+    /// (`Planning::machine_shapes`).
+    pub machine_shapes: MachineShapes,
+}
+
+impl Preflight {
     /// Compute Engine described a machine type differently from the built-in table (or one
-    /// the table lacks): a plan made before has to be made again for the capacity check.
-    pub reshaped: bool,
+    /// the table lacks): a plan made without its shapes has to be made again with them, so
+    /// the capacity check and the rollout it rendered use them.
+    pub fn reshaped(&self) -> bool {
+        self.machine_shapes.differ_from_table()
+    }
 }
 
 /// The stack's gke clusters (with what `plan` does to each; every one counts as created when
@@ -228,7 +257,7 @@ pub fn preflight(stack: &Stack, plan: Option<&Plan>) -> Preflight {
     };
     let mut out = Preflight {
         ran: true,
-        reshaped: report.reshaped(),
+        machine_shapes: report.machine_types.iter().cloned().collect(),
         ..Preflight::default()
     };
     for f in &report.findings {

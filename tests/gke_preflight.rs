@@ -397,6 +397,47 @@ fn a_machine_type_outside_the_table_is_sized_by_compute_engine_for_the_capacity_
 }
 
 #[test]
+fn the_rollout_the_plan_renders_is_sized_by_the_shape_compute_engine_described() {
+    let w = World::start();
+    // e2-medium (2 vCPUs, 4 GiB) is not in benchstack's table. By its shape three 1.4-CPU
+    // replicas fit 3 nodes (1.93 allocatable CPUs each, less the system pods) but a surge pod
+    // beside them does not: the plan, and the file apply applies, roll one at a time.
+    let stack = w.dir.path().join("gke.hcl");
+    let text = literal_text()
+        .replace("cpu    = \"6\"", "cpu    = \"1400m\"")
+        .replace("memory = \"4Gi\"", "memory = \"1Gi\"");
+    assert!(
+        text.contains("\"1400m\""),
+        "stacks/gke.hcl no longer requests 6 CPUs"
+    );
+    std::fs::write(&stack, text).unwrap();
+    let plan_file = w.dir.path().join("plan.json");
+    let mut c = w.command(&["plan"]);
+    c.arg(&stack)
+        .args(["--var", &format!("project={PROJECT}")])
+        .args(["--var", "serving_machine_type=e2-medium", "--out"])
+        .arg(&plan_file);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!err.contains("not in benchstack's table"), "{err}");
+    assert!(
+        err.contains("updates roll one replica at a time (maxSurge 0, maxUnavailable 1)"),
+        "{err}"
+    );
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&plan_file).unwrap()).unwrap();
+    let serving = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["rendered"]["kubernetes.yaml"].is_string())
+        .expect("a serving change with its objects");
+    let yaml = serving["rendered"]["kubernetes.yaml"].as_str().unwrap();
+    assert!(yaml.contains("maxSurge: 0"), "{yaml}");
+    assert!(yaml.contains("maxUnavailable: 1"), "{yaml}");
+}
+
+#[test]
 fn preflight_false_and_stacks_without_gke_ask_nothing() {
     let w = World::start();
     w.usage.disable(PROJECT, "container.googleapis.com");

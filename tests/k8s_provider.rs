@@ -13,11 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use benchstack::loadgen::result::{RunReport, decode_histogram};
+use benchstack::manifest::capacity::Rollout;
+use benchstack::manifest::k8s::{KUBERNETES_YAML, ServingObjects, serving_objects};
 use benchstack::provider::gcp::GkeClusterObserved;
 use benchstack::provider::kubernetes::KubernetesProvider;
 use benchstack::provider::{
     Applied, Context, ErrorKind, Inputs, Observation, Provider, ProviderError,
 };
+use benchstack::state::observed::CloudBuildImageObserved;
 use benchstack::state::{Intent, ResourceState};
 use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
 use benchstack::vocab::resources::*;
@@ -532,6 +535,80 @@ fn a_batching_change_rolls_one_pod_at_a_time_when_no_node_has_room_for_a_surge_p
         h.progress().iter().any(|m| m.starts_with("rollout 2/3")),
         "{:?}",
         h.progress()
+    );
+}
+
+/// The kubernetes.yaml the plan rendered for `s`, as `Inputs::rendered` carries it.
+fn rendered_yaml(s: &ServingConfig, rollout: Rollout) -> BTreeMap<String, String> {
+    let objects = serving_objects(&addr(Kind::Serving, "tf"), s, &[model()], rollout).unwrap();
+    BTreeMap::from([(KUBERNETES_YAML.to_string(), objects.to_yaml().unwrap())])
+}
+
+#[test]
+fn the_provider_applies_the_plans_rendered_objects_with_only_the_built_images_digest_set() {
+    let h = Harness::new();
+    let emu = highcpu_8_emulator(3);
+    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let tf = addr(Kind::Serving, "tf");
+    let image = addr(Kind::Image, "serving");
+    let digest = format!(
+        "us-central1-docker.pkg.dev/test-project/benchstack/tf@sha256:{}",
+        "ab".repeat(32)
+    );
+    let mut inputs = serving_inputs(&emu);
+    // Small replicas on 3 × e2-highcpu-8: the built-in table alone would roll with a surge
+    // pod. The plan rolled them one at a time (as it does when Compute Engine described the
+    // nodes smaller than the table): the cluster must get what the plan showed.
+    inputs.configs.insert(
+        addr(Kind::Cluster, "serving"),
+        ResourceConfig::Cluster(serving_cluster("e2-highcpu-8", 3)),
+    );
+    inputs.observed.insert(
+        image.clone(),
+        serde_json::to_value(CloudBuildImageObserved {
+            project: "test-project".into(),
+            location: "us-central1".into(),
+            build_id: "b1".into(),
+            log_url: String::new(),
+            source: "gs://b/o.tar.gz".into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            reference: digest.clone(),
+            content_hash: "h".into(),
+        })
+        .unwrap(),
+    );
+    let mut s = serving(3);
+    s.image = None;
+    s.image_from = Some(image.clone());
+    // The plan names the image symbolically (its digest is known only once it is built).
+    let mut planned = s.clone();
+    planned.image = Some(
+        "us-central1-docker.pkg.dev/test-project/benchstack/tf@(digest of image.serving)".into(),
+    );
+    inputs.rendered = rendered_yaml(&planned, Rollout::OneAtATime);
+    let applied = h
+        .with(|ctx| p.create(ctx, &tf, &ResourceConfig::Serving(s), &inputs))
+        .unwrap();
+    assert_eq!(applied.observed["image"], digest.as_str());
+
+    let d = emu.object("deployments", "benchstack", "tf").unwrap();
+    assert_eq!(
+        d["spec"]["strategy"]["rollingUpdate"],
+        serde_json::json!({"maxSurge": 0, "maxUnavailable": 1})
+    );
+    let rendered = ServingObjects::from_yaml(&inputs.rendered[KUBERNETES_YAML]).unwrap();
+    let mut expected = serde_json::to_value(&rendered.deployment.spec).unwrap();
+    expected["template"]["spec"]["containers"][0]["image"] = Value::from(digest.as_str());
+    let got = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(got, &expected["template"]["spec"]["containers"][0]);
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["annotations"],
+        expected["template"]["metadata"]["annotations"]
+    );
+    let cm = emu.object("configmaps", "benchstack", "tf").unwrap();
+    assert_eq!(
+        cm["data"],
+        serde_json::to_value(&rendered.config_map.data).unwrap()
     );
 }
 

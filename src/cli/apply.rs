@@ -8,7 +8,9 @@ use miette::miette;
 use super::common::{cancel_on_signals, confirm};
 use super::plan::open_store;
 use crate::apply::{self, ApplyOptions, Event, Outcome, StepResult};
-use crate::ops::{PlanFlags, check_providers, load_stack_priced, make_plan, parse_addresses};
+use crate::ops::{
+    PlanFlags, Planning, check_providers, load_stack_priced, make_plan, parse_addresses,
+};
 use crate::plan::{self, Action, Plan};
 use crate::provider::Providers;
 use crate::state::Store;
@@ -337,7 +339,13 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         }
         None => {
             apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
-            let mut plan = make_plan(stack.as_ref(), &store, &providers, &args.flags, false)?;
+            let mut plan = make_plan(
+                stack.as_ref(),
+                &store,
+                &providers,
+                &args.flags,
+                &Planning::default(),
+            )?;
             if let Some(stack) = stack
                 .as_ref()
                 .filter(|_| args.preflight && plan.has_changes())
@@ -346,8 +354,13 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
                 if !super::common::print_preflight(&checked, "`--preflight=false`") {
                     return Ok(super::Outcome::Failed);
                 }
-                if checked.reshaped {
-                    plan = make_plan(Some(stack), &store, &providers, &args.flags, false)?;
+                // Compute Engine's shapes for the capacity check and the rollout (see plan).
+                if checked.reshaped() {
+                    let planning = Planning {
+                        machine_shapes: checked.machine_shapes.clone(),
+                        ..Planning::default()
+                    };
+                    plan = make_plan(Some(stack), &store, &providers, &args.flags, &planning)?;
                 }
             }
             print!("{}", plan::render::text(&plan));

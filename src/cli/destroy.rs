@@ -74,7 +74,13 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     let providers = Providers::new(state_dir);
     let store = open_store(state_dir, "destroy")?;
     apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
-    let plan = make_plan(stack.as_ref(), &store, &providers, &flags, true)?;
+    let plan = make_plan(
+        stack.as_ref(),
+        &store,
+        &providers,
+        &flags,
+        &crate::ops::Planning::destroy(),
+    )?;
     if !plan.has_changes() {
         let empty = store.resources().map_err(|e| miette!("{e}"))?.is_empty();
         if let (true, Some(stack)) = (empty, &stack) {

@@ -12,7 +12,8 @@ use crate::provider::Providers;
 use crate::state::{self, Store};
 
 use crate::ops::{
-    PlanFlags, check_providers, load_stack_priced, make_plan, open_view, parse_addresses, plan_from,
+    PlanFlags, Planning, check_providers, load_stack_priced, make_plan, open_view, parse_addresses,
+    plan_from,
 };
 
 #[derive(Debug, clap::Args)]
@@ -79,9 +80,9 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     } else {
         None
     };
-    let make = || -> miette::Result<Plan> {
+    let make = |planning: &Planning| -> miette::Result<Plan> {
         if let Some(store) = &store {
-            return make_plan(Some(&stack), store, &providers, &args.flags, false);
+            return make_plan(Some(&stack), store, &providers, &args.flags, planning);
         }
         let (snap, outputs) = match open_view(state_dir)? {
             Some(view) => (view.snapshot().map_err(|e| miette!("{e}"))?, view.outputs()),
@@ -94,10 +95,10 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
             state_dir,
             &providers,
             &args.flags,
-            false,
+            planning,
         )
     };
-    let mut plan = make()?;
+    let mut plan = make(&Planning::default())?;
     if args.preflight {
         let checked = crate::ops::preflight(&stack, Some(&plan));
         if !crate::cli::common::print_preflight(&checked, "`benchstack plan --preflight=false`") {
@@ -105,8 +106,11 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         }
         // Compute Engine described a machine type the built-in table does not know (or
         // knows otherwise): plan again, so the capacity check and the rollout use its shape.
-        if checked.reshaped {
-            plan = make()?;
+        if checked.reshaped() {
+            plan = make(&Planning {
+                machine_shapes: checked.machine_shapes.clone(),
+                ..Planning::default()
+            })?;
         }
     }
     let cost = plan_cost(&plan, &prices);

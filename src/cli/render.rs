@@ -74,7 +74,14 @@ pub fn render_stack(stack: &Stack) -> Result<BTreeMap<PathBuf, String>, String> 
                 let provider = provider_for(&r.config, &kinds);
                 let dir = PathBuf::from(k8s::object_name(&r.address));
                 for (name, text) in
-                    render_resource(r, stack, provider).map_err(|e| e.to_string())?
+                    // No remote call here: the rollout is sized from the built-in table.
+                    render_resource(
+                        r,
+                        stack,
+                        provider,
+                        &crate::manifest::capacity::MachineShapes::default(),
+                    )
+                    .map_err(|e| e.to_string())?
                 {
                     out.insert(dir.join(name), text);
                 }

@@ -18,6 +18,7 @@
 //!   replicas spread over nodes; metrics-server, kube-dns-autoscaler, konnectivity-agent,
 //!   l7-default-backend), which land on some nodes and not others.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::vocab::resources::{ClusterConfig, ServingConfig};
@@ -131,27 +132,53 @@ pub struct MachineType {
     pub memory_mib: u64,
 }
 
-/// Shapes Compute Engine described in this process (the plan's preflight, `machineTypes.get`):
-/// they win over the built-in table, which stays the offline fallback. A machine type's name
-/// means the same shape in every zone and project, so one map serves them all.
-static LEARNED: std::sync::Mutex<std::collections::BTreeMap<String, MachineType>> =
-    std::sync::Mutex::new(std::collections::BTreeMap::new());
+/// Machine shapes Compute Engine described (the plan's preflight, `machineTypes.get`), by
+/// name. They win over the built-in table, which stays the offline fallback. A machine type's
+/// name means the same shape in every zone and project, so one map serves a whole stack. The
+/// preflight returns them; `ops` hands them to the plan (`PlanOptions::machine_shapes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MachineShapes(BTreeMap<String, MachineType>);
 
-/// Remembers a shape Compute Engine reported, for [`machine_type`].
-pub fn learn(m: MachineType) {
-    if let Ok(mut learned) = LEARNED.lock() {
-        learned.insert(m.name.clone(), m);
+impl MachineShapes {
+    /// Records a shape Compute Engine reported.
+    pub fn insert(&mut self, m: MachineType) {
+        self.0.insert(m.name.clone(), m);
+    }
+
+    /// The shape of a machine type: as Compute Engine described it, else from the built-in
+    /// table ([`table_machine_type`]).
+    pub fn machine_type(&self, name: &str) -> Option<MachineType> {
+        self.0
+            .get(name)
+            .cloned()
+            .or_else(|| table_machine_type(name))
+    }
+
+    /// A shape Compute Engine described differently from the built-in table, or one the
+    /// table lacks: a capacity check made without these shapes used none or another.
+    pub fn differ_from_table(&self) -> bool {
+        self.0
+            .values()
+            .any(|m| table_machine_type(&m.name).as_ref() != Some(m))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &MachineType> {
+        self.0.values()
     }
 }
 
-/// The shape of a machine type: as Compute Engine described it (see [`learn`]), else from
-/// the built-in table ([`table_machine_type`]).
-pub fn machine_type(name: &str) -> Option<MachineType> {
-    LEARNED
-        .lock()
-        .ok()
-        .and_then(|l| l.get(name).cloned())
-        .or_else(|| table_machine_type(name))
+impl FromIterator<MachineType> for MachineShapes {
+    fn from_iter<I: IntoIterator<Item = MachineType>>(iter: I) -> Self {
+        let mut shapes = MachineShapes::default();
+        for m in iter {
+            shapes.insert(m);
+        }
+        shapes
+    }
 }
 
 /// The shape of a common GKE machine type (E2, N2, N2D, C2, C3 predefined types); None for
@@ -321,15 +348,16 @@ fn place(free: &mut [Resources], pod: Resources, count: u32, spread: bool) -> u3
     placed
 }
 
-/// The check for a serving resource on a GKE cluster.
-pub fn check(cluster: &ClusterConfig, serving: &ServingConfig) -> Verdict {
+/// The check for a serving resource on a GKE cluster, with the machine shapes Compute Engine
+/// described (empty: the built-in table alone).
+pub fn check(cluster: &ClusterConfig, serving: &ServingConfig, shapes: &MachineShapes) -> Verdict {
     let Some(name) = cluster.machine_type.as_deref() else {
         return Verdict::Unknown(
             "the cluster names no machine_type, so the replicas' fit on its nodes is not checked"
                 .into(),
         );
     };
-    let Some(m) = machine_type(name) else {
+    let Some(m) = shapes.machine_type(name) else {
         return Verdict::Unknown(format!(
             "machine type {name} is not in benchstack's table (E2, N2, N2D, C2, C3 predefined \
              types) and Compute Engine was not asked (plan's preflight), so the replicas' fit \
@@ -406,8 +434,12 @@ fn insufficient(free: &[Resources], pod: Resources) -> &'static str {
 
 /// The rollout a serving resource's Deployment uses on this cluster: surge unless the check
 /// found no room for a surge pod.
-pub fn rollout_for(cluster: Option<&ClusterConfig>, serving: &ServingConfig) -> Rollout {
-    match cluster.map(|c| check(c, serving)) {
+pub fn rollout_for(
+    cluster: Option<&ClusterConfig>,
+    serving: &ServingConfig,
+    shapes: &MachineShapes,
+) -> Rollout {
+    match cluster.map(|c| check(c, serving, shapes)) {
         Some(Verdict::Fits { rollout, .. }) => rollout,
         _ => Rollout::Surge,
     }
@@ -417,7 +449,6 @@ pub fn rollout_for(cluster: Option<&ClusterConfig>, serving: &ServingConfig) -> 
 mod tests {
     use super::*;
     use crate::vocab::resources::{Address, Kind, ProviderKind};
-    use std::collections::BTreeMap;
 
     fn cluster(machine: &str, nodes: u32) -> ClusterConfig {
         ClusterConfig {
@@ -457,24 +488,30 @@ mod tests {
 
     #[test]
     fn machine_shapes_come_from_the_family_tables() {
-        let m = machine_type("e2-highcpu-8").unwrap();
+        let m = table_machine_type("e2-highcpu-8").unwrap();
         assert_eq!((m.vcpus, m.memory_mib), (8, 8192));
-        assert_eq!(machine_type("n2-standard-4").unwrap().memory_mib, 16384);
-        assert_eq!(machine_type("c3-highcpu-22").unwrap().memory_mib, 44 * 1024);
-        assert_eq!(machine_type("c2-standard-30").unwrap().vcpus, 30);
-        assert_eq!(machine_type("e2-medium"), None);
-        assert_eq!(machine_type("e2-highcpu-7"), None);
-        assert_eq!(machine_type("a2-highgpu-1g"), None);
+        assert_eq!(
+            table_machine_type("n2-standard-4").unwrap().memory_mib,
+            16384
+        );
+        assert_eq!(
+            table_machine_type("c3-highcpu-22").unwrap().memory_mib,
+            44 * 1024
+        );
+        assert_eq!(table_machine_type("c2-standard-30").unwrap().vcpus, 30);
+        assert_eq!(table_machine_type("e2-medium"), None);
+        assert_eq!(table_machine_type("e2-highcpu-7"), None);
+        assert_eq!(table_machine_type("a2-highgpu-1g"), None);
     }
 
     #[test]
     fn allocatable_follows_gkes_reservation_table() {
         // 8 cores: 60 + 10 + 2×5 + 4×2.5 = 90m reserved; 8 GiB: 1024 + 819.2 MiB + 100 MiB.
-        let a = allocatable(&machine_type("e2-highcpu-8").unwrap());
+        let a = allocatable(&table_machine_type("e2-highcpu-8").unwrap());
         assert_eq!(a.cpu_m, 7910);
         assert_eq!(a.memory_mib, 6248);
         // 4 cores / 16 GiB: 80m; 1024 + 819.2 + 819.2 + 100 MiB.
-        let a = allocatable(&machine_type("e2-standard-4").unwrap());
+        let a = allocatable(&table_machine_type("e2-standard-4").unwrap());
         assert_eq!(a.cpu_m, 3920);
         assert_eq!(a.memory_mib, 13621);
     }
@@ -493,7 +530,11 @@ mod tests {
 
     #[test]
     fn seven_cpus_on_e2_highcpu_8_fit_but_leave_no_room_for_a_surge_pod() {
-        match check(&cluster("e2-highcpu-8", 3), &serving(3, "7", "4Gi")) {
+        match check(
+            &cluster("e2-highcpu-8", 3),
+            &serving(3, "7", "4Gi"),
+            &MachineShapes::default(),
+        ) {
             Verdict::Fits {
                 rollout: Rollout::OneAtATime,
                 note: Some(n),
@@ -508,7 +549,11 @@ mod tests {
     #[test]
     fn small_replicas_roll_with_a_surge_pod() {
         assert_eq!(
-            check(&cluster("e2-highcpu-8", 3), &serving(3, "2", "1Gi")),
+            check(
+                &cluster("e2-highcpu-8", 3),
+                &serving(3, "2", "1Gi"),
+                &MachineShapes::default()
+            ),
             Verdict::Fits {
                 rollout: Rollout::Surge,
                 note: None
@@ -518,14 +563,22 @@ mod tests {
 
     #[test]
     fn more_replicas_than_the_nodes_hold_do_not_fit() {
-        match check(&cluster("e2-highcpu-8", 3), &serving(4, "7", "4Gi")) {
+        match check(
+            &cluster("e2-highcpu-8", 3),
+            &serving(4, "7", "4Gi"),
+            &MachineShapes::default(),
+        ) {
             Verdict::DoesNotFit(m) => {
                 assert!(m.contains("only 3 would be scheduled"), "{m}");
                 assert!(m.contains("3 × e2-highcpu-8"), "{m}");
             }
             other => panic!("expected DoesNotFit, got {other:?}"),
         }
-        match check(&cluster("e2-highcpu-8", 3), &serving(1, "8", "1Gi")) {
+        match check(
+            &cluster("e2-highcpu-8", 3),
+            &serving(1, "8", "1Gi"),
+            &MachineShapes::default(),
+        ) {
             Verdict::DoesNotFit(m) => assert!(m.contains("Insufficient cpu"), "{m}"),
             other => panic!("expected DoesNotFit, got {other:?}"),
         }
@@ -534,32 +587,63 @@ mod tests {
     #[test]
     fn an_unknown_machine_type_skips_the_check() {
         assert!(matches!(
-            check(&cluster("e2-medium", 3), &serving(3, "1", "1Gi")),
+            check(
+                &cluster("e2-medium", 3),
+                &serving(3, "1", "1Gi"),
+                &MachineShapes::default()
+            ),
             Verdict::Unknown(_)
         ));
     }
 
     #[test]
     fn a_shape_compute_engine_described_is_used_where_the_table_has_none() {
-        // A name no real family has, so no other test sees it.
-        let name = "zz9-test-3";
+        let name = "e2-medium";
+        let none = MachineShapes::default();
         assert!(matches!(
-            check(&cluster(name, 3), &serving(3, "1", "1Gi")),
+            check(&cluster(name, 3), &serving(3, "1", "1Gi"), &none),
             Verdict::Unknown(_)
         ));
-        learn(MachineType {
+        let described: MachineShapes = [MachineType {
             name: name.into(),
             vcpus: 2,
             memory_mib: 4096,
-        });
+        }]
+        .into_iter()
+        .collect();
+        assert!(described.differ_from_table());
         assert!(matches!(
-            check(&cluster(name, 3), &serving(3, "1", "1Gi")),
+            check(&cluster(name, 3), &serving(3, "1", "1Gi"), &described),
             Verdict::Fits { .. }
         ));
         assert!(matches!(
-            check(&cluster(name, 3), &serving(3, "3", "1Gi")),
+            check(&cluster(name, 3), &serving(3, "3", "1Gi"), &described),
             Verdict::DoesNotFit(_)
         ));
+    }
+
+    #[test]
+    fn compute_engines_shape_wins_over_the_table() {
+        // The table says 8 vCPUs; a shape Compute Engine described otherwise is the one used.
+        let shapes: MachineShapes = [MachineType {
+            name: "e2-highcpu-8".into(),
+            vcpus: 2,
+            memory_mib: 2048,
+        }]
+        .into_iter()
+        .collect();
+        assert!(shapes.differ_from_table());
+        assert_eq!(shapes.machine_type("e2-highcpu-8").unwrap().vcpus, 2);
+        assert!(matches!(
+            check(
+                &cluster("e2-highcpu-8", 3),
+                &serving(3, "2", "1Gi"),
+                &shapes
+            ),
+            Verdict::DoesNotFit(_)
+        ));
+        let same: MachineShapes = table_machine_type("e2-highcpu-8").into_iter().collect();
+        assert!(!same.differ_from_table());
     }
 
     #[test]

@@ -166,6 +166,64 @@ impl ServingObjects {
     }
 }
 
+impl ServingObjects {
+    /// Reads back a kubernetes.yaml that [`ServingObjects::to_yaml`] wrote (the plan's
+    /// rendered file): the provider applies these very objects rather than rendering its own.
+    pub fn from_yaml(text: &str) -> Result<ServingObjects, ManifestError> {
+        let bad = |why: String| ManifestError::Rendered(format!("{KUBERNETES_YAML}: {why}"));
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(text).map_err(|e| bad(e.to_string()))?;
+        let [namespace, config_map, deployment, service] = <[serde_json::Value; 4]>::try_from(docs)
+            .map_err(|d| {
+                bad(format!(
+                    "{} documents where Namespace, ConfigMap, Deployment and Service were rendered",
+                    d.len()
+                ))
+            })?;
+        fn object<T: serde::de::DeserializeOwned>(
+            v: serde_json::Value,
+            kind: &str,
+        ) -> Result<T, ManifestError> {
+            if v["kind"] != kind {
+                return Err(ManifestError::Rendered(format!(
+                    "{KUBERNETES_YAML}: a {} where the {kind} was rendered",
+                    v["kind"].as_str().unwrap_or("document without a kind")
+                )));
+            }
+            serde_json::from_value(v)
+                .map_err(|e| ManifestError::Rendered(format!("{KUBERNETES_YAML}: the {kind}: {e}")))
+        }
+        Ok(ServingObjects {
+            namespace: object(namespace, "Namespace")?,
+            config_map: object(config_map, "ConfigMap")?,
+            deployment: object(deployment, "Deployment")?,
+            service: object(service, "Service")?,
+        })
+    }
+
+    /// Names `image` in the serving container: what only apply knows, the digest an
+    /// `image = image.NAME` reference was built to (the plan rendered it symbolically).
+    pub fn set_image(&mut self, image: &str) -> Result<(), ManifestError> {
+        let container = self
+            .deployment
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .and_then(|p| {
+                p.containers
+                    .iter_mut()
+                    .find(|c| c.name == SERVING_CONTAINER)
+            })
+            .ok_or_else(|| {
+                ManifestError::Rendered(format!(
+                    "{KUBERNETES_YAML}: the Deployment has no {SERVING_CONTAINER} container"
+                ))
+            })?;
+        container.image = Some(image.to_string());
+        Ok(())
+    }
+}
+
 fn to_json<T: Serialize>(object: &T) -> Result<serde_json::Value, ManifestError> {
     serde_json::to_value(object).map_err(|e| ManifestError::Render(e.to_string()))
 }
@@ -595,6 +653,63 @@ mod tests {
             strategy(Rollout::OneAtATime),
             (IntOrString::Int(0), IntOrString::Int(1))
         );
+    }
+
+    #[test]
+    fn the_rendered_yaml_reads_back_as_the_same_objects_and_only_the_image_is_set() {
+        let mut s = original();
+        s.image = Some("us-docker.pkg.dev/p/r/tf@(digest of image.serving)".into());
+        let o = serving_objects(
+            &addr(Kind::Serving, "tf", None),
+            &s,
+            &[model()],
+            Rollout::OneAtATime,
+        )
+        .unwrap();
+        let yaml = o.to_yaml().unwrap();
+        let mut read = ServingObjects::from_yaml(&yaml).unwrap();
+        assert_eq!(read, o);
+        let digest = "us-docker.pkg.dev/p/r/tf@sha256:".to_string() + &"a".repeat(64);
+        read.set_image(&digest).unwrap();
+        let mut expected = o.clone();
+        expected
+            .deployment
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = Some(digest);
+        assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn a_rendered_yaml_that_is_not_four_serving_objects_is_refused() {
+        let o = serving_objects(
+            &addr(Kind::Serving, "tf", None),
+            &original(),
+            &[model()],
+            Rollout::Surge,
+        )
+        .unwrap();
+        let yaml = o.to_yaml().unwrap();
+        let three: String = yaml
+            .split("---\n")
+            .take(4)
+            .collect::<Vec<_>>()
+            .join("---\n");
+        let e = ServingObjects::from_yaml(&three).unwrap_err().to_string();
+        assert!(e.contains("3 documents"), "{e}");
+        let swapped = yaml.replacen("kind: ConfigMap", "kind: Secret", 1);
+        let e = ServingObjects::from_yaml(&swapped).unwrap_err().to_string();
+        assert!(
+            e.contains("a Secret where the ConfigMap was rendered"),
+            "{e}"
+        );
+        assert!(ServingObjects::from_yaml(": [").is_err());
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum ManifestError {
     WorkerSpecTooLarge { bytes: usize },
     #[error("cannot render the Kubernetes objects: {0}")]
     Render(String),
+    #[error("cannot read the plan's rendered objects: {0}")]
+    Rendered(String),
 }
 
 /// Where the model base paths point: this machine's path, or the path inside the serving image.

@@ -15,6 +15,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::graph::{CycleError, Graph};
+pub use crate::manifest::capacity::MachineShapes;
 use crate::manifest::{self, ModelPaths};
 use crate::state::{Intent, ResourceState, Snapshot};
 use crate::vocab::resources::{
@@ -192,6 +193,9 @@ pub struct PlanOptions {
     pub targets: Vec<Address>,
     pub replace: Vec<Address>,
     pub destroy: bool,
+    /// The machine shapes Compute Engine described (the preflight's, through `ops`): the
+    /// capacity check and the Deployment's rollout use them before the built-in table.
+    pub machine_shapes: MachineShapes,
 }
 
 /// Fingerprint of what a resource is applied with: its configuration (in the state's schema
@@ -227,11 +231,13 @@ pub fn forces_replacement(kind: Kind, attribute: &str) -> bool {
     crate::stack::schema::forces_replacement(kind.as_str(), attribute)
 }
 
-/// Renders what a resource is applied with (serving: models.config, batching, flags).
+/// Renders what a resource is applied with (serving: models.config, batching, flags; on
+/// Kubernetes its objects, whose rollout depends on the nodes' `shapes`).
 pub fn render_resource(
     r: &Resource,
     stack: &Stack,
     provider: ProviderName,
+    shapes: &MachineShapes,
 ) -> Result<BTreeMap<String, String>, PlanError> {
     if let ResourceConfig::Image(i) = &r.config
         && let Some(preset) = &i.preset
@@ -276,7 +282,7 @@ pub fn render_resource(
         }
         let s = &s;
         // The objects themselves, so a reviewer sees exactly what the rollout sends.
-        let rollout = manifest::capacity::rollout_for(cluster_of(stack, s), s);
+        let rollout = manifest::capacity::rollout_for(cluster_of(stack, s), s, shapes);
         let objects =
             manifest::k8s::serving_objects(&r.address, s, &models, rollout).map_err(located)?;
         files.insert(
@@ -304,7 +310,13 @@ fn serving_image_files(
             span: r.span.to_string(),
             message: "no serving resource uses this serving-preset image".into(),
         })?;
-    let files = render_resource(serving, stack, ProviderName::Kubernetes)?;
+    // Only the configuration files are taken, which no machine shape changes.
+    let files = render_resource(
+        serving,
+        stack,
+        ProviderName::Kubernetes,
+        &MachineShapes::default(),
+    )?;
     Ok(manifest::serving_image_files(preset, &files))
 }
 
@@ -411,7 +423,11 @@ fn cluster_of<'a>(stack: &'a Stack, s: &ServingConfig) -> Option<&'a ClusterConf
 /// Capacity before rollout: a serving resource on Kubernetes whose replicas cannot all be
 /// scheduled on its cluster's nodes is refused at its block; one whose nodes have no room for
 /// a surge pod is told it rolls one replica at a time; an unknown machine type is a warning.
-pub fn check_capacity(r: &Resource, stack: &Stack) -> Result<Option<Warning>, PlanError> {
+pub fn check_capacity(
+    r: &Resource,
+    stack: &Stack,
+    shapes: &MachineShapes,
+) -> Result<Option<Warning>, PlanError> {
     let ResourceConfig::Serving(s) = &r.config else {
         return Ok(None);
     };
@@ -422,7 +438,7 @@ pub fn check_capacity(r: &Resource, stack: &Stack) -> Result<Option<Warning>, Pl
         address: r.address.clone(),
         message,
     };
-    match manifest::capacity::check(cluster, s) {
+    match manifest::capacity::check(cluster, s, shapes) {
         manifest::capacity::Verdict::Fits { note, .. } => Ok(note.map(warning)),
         manifest::capacity::Verdict::Unknown(why) => Ok(Some(warning(why))),
         manifest::capacity::Verdict::DoesNotFit(message) => Err(PlanError::Resource {
@@ -654,14 +670,15 @@ pub fn make(
                     span: r.span.to_string(),
                     message: "no provider was chosen for it".into(),
                 })?;
-            let rendered = render_resource(r, stack_ref, provider)?;
+            let rendered = render_resource(r, stack_ref, provider, &opts.machine_shapes)?;
             let hashed = with_context_hash(r, &rendered)?;
             let r = hashed.as_ref().unwrap_or(r);
             let fp = fingerprint(&r.config, &rendered);
             // Replicas that cannot be scheduled are refused whatever the action; how an update
             // rolls is said only when something is applied.
             let capacity_note = if provider == ProviderName::Kubernetes && in_scope(&a) {
-                check_capacity(r, stack_ref)?.or_else(|| route_warning(r, stack_ref))
+                check_capacity(r, stack_ref, &opts.machine_shapes)?
+                    .or_else(|| route_warning(r, stack_ref))
             } else {
                 None
             };

@@ -82,6 +82,7 @@ impl<'a> StackBench<'a> {
             targets: vec![self.serving.clone()],
             replace: Vec::new(),
             destroy: false,
+            ..PlanOptions::default()
         };
         let plan = refresh::plan(Some(&stack), &snap, outputs, Some(observe), &opts)
             .map_err(|e| TuneError::Apply(e.to_string()))?;

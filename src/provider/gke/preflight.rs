@@ -6,7 +6,7 @@
 //!   `container.googleapis.com` and `compute.googleapis.com` in each cluster's project,
 //!   `artifactregistry.googleapis.com` in the project of each Artifact Registry image);
 //! - each cluster's machine type exists in its location, and its vCPUs and memory
-//!   (Compute `machineTypes.get`), which the capacity check then uses (`capacity::learn`);
+//!   (Compute `machineTypes.get`), returned in the report for the plan's capacity check;
 //! - the region's and the project's CPU quotas cover the vCPUs of the clusters the plan
 //!   creates (Compute `regions.get` and `projects.get`: `quotas[]` of metric, limit, usage);
 //! - every image the stack names exists in its registry (Docker Registry HTTP API v2,
@@ -127,7 +127,8 @@ impl Finding {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub findings: Vec<Finding>,
-    /// The machine types Compute Engine described (also given to the capacity check).
+    /// The machine types Compute Engine described: `ops` hands them to the plan's capacity
+    /// check (`PlanOptions::machine_shapes`).
     pub machine_types: Vec<MachineType>,
 }
 
@@ -136,14 +137,6 @@ impl Report {
         self.findings
             .iter()
             .filter(|f| f.severity == Severity::Error)
-    }
-
-    /// A machine type Compute Engine described differently from the built-in table, or one
-    /// the table lacks: a capacity check made before this preflight used no shape or another.
-    pub fn reshaped(&self) -> bool {
-        self.machine_types
-            .iter()
-            .any(|m| capacity::table_machine_type(&m.name).as_ref() != Some(m))
     }
 
     pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
@@ -374,7 +367,6 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
                 };
                 match machine_shape(&clients, project, &zones, machine).await {
                     Shape::Found(m) => {
-                        capacity::learn(m.clone());
                         shapes.insert(m.name.clone(), m);
                     }
                     Shape::NoSuchType(why) => report.findings.push(Finding::error(
@@ -419,7 +411,7 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
                 shapes
                     .get(name)
                     .cloned()
-                    .or_else(|| capacity::machine_type(name))
+                    .or_else(|| capacity::table_machine_type(name))
             };
             let needs = quota_needs(&request.clusters, &shape_of);
             report.findings.extend(needs.unknown);

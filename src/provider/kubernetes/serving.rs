@@ -1,5 +1,7 @@
 //! A serving resource on Kubernetes: Namespace, ConfigMap, Deployment and LoadBalancer
-//! Service applied server-side, then the rollout and the Service address waited for.
+//! Service applied server-side, then the rollout and the Service address waited for. The
+//! objects are the plan's (its rendered kubernetes.yaml, read back typed), with only an image
+//! block's digest set: plan and cluster cannot disagree.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,8 @@ use std::sync::atomic::AtomicBool;
 use super::{ClusterConnection, POLL_CAP, call, pause, pods, secs};
 use crate::manifest::capacity;
 use crate::manifest::k8s::{
-    FIELD_MANAGER, GRPC_PORT, LABEL_COMPONENT, LABEL_NAME, NAMESPACE, REST_PORT, serving_objects,
+    FIELD_MANAGER, GRPC_PORT, KUBERNETES_YAML, LABEL_COMPONENT, LABEL_NAME, NAMESPACE, REST_PORT,
+    ServingObjects, serving_objects,
 };
 use crate::provider::gcp;
 use crate::provider::retry::{Call, RetryPolicy};
@@ -102,17 +105,9 @@ pub(super) async fn apply(
     timeout: Duration,
 ) -> Result<Applied, ProviderError> {
     let cluster = ClusterConnection::from_inputs(inputs, &s.cluster)?;
-    let models = super::super::serving_models(s, inputs)?;
     // Read before anything is applied: a bad setting changes nothing.
     let watch = pods::Watch::from_env()?;
-    // The same rollout strategy the plan rendered (it depends on the cluster's nodes).
-    let cluster_config = match inputs.configs.get(&s.cluster) {
-        Some(ResourceConfig::Cluster(c)) => Some(c),
-        _ => None,
-    };
-    let rollout = capacity::rollout_for(cluster_config, s);
-    let objects = serving_objects(address, s, &models, rollout)
-        .map_err(|e| ProviderError::invalid(format!("{address}: {e}")))?;
+    let objects = objects_to_apply(address, s, inputs)?;
     let name = objects.name().to_string();
     (ctx.note)(
         serde_json::to_value(ServingIntent {
@@ -182,6 +177,37 @@ pub(super) async fn apply(
         observed: observed.to_value(),
         run: None,
     })
+}
+
+/// The objects the plan rendered (`Inputs::rendered`'s kubernetes.yaml: the bytes the reviewer
+/// saw, the rollout sized with the machine shapes the plan knew), with the one thing only
+/// apply knows set on the parsed Deployment: the digest of an `image = image.NAME` reference
+/// (`s` comes resolved, `resolve_images`). Rendered here only for a caller that did not plan.
+fn objects_to_apply(
+    address: &Address,
+    s: &ServingConfig,
+    inputs: &Inputs,
+) -> Result<ServingObjects, ProviderError> {
+    let invalid =
+        |e: crate::manifest::ManifestError| ProviderError::invalid(format!("{address}: {e}"));
+    if let Some(yaml) = inputs.rendered.get(KUBERNETES_YAML) {
+        let mut objects = ServingObjects::from_yaml(yaml).map_err(invalid)?;
+        if s.image_from.is_some() {
+            let image = s.image.as_deref().ok_or_else(|| {
+                ProviderError::invalid(format!("{address}: its image's digest is not resolved"))
+            })?;
+            objects.set_image(image).map_err(invalid)?;
+        }
+        return Ok(objects);
+    }
+    let models = super::super::serving_models(s, inputs)?;
+    let cluster_config = match inputs.configs.get(&s.cluster) {
+        Some(ResourceConfig::Cluster(c)) => Some(c),
+        _ => None,
+    };
+    // No plan, no preflight: the built-in table sizes the rollout.
+    let rollout = capacity::rollout_for(cluster_config, s, &capacity::MachineShapes::default());
+    serving_objects(address, s, &models, rollout).map_err(invalid)
 }
 
 /// Where a Deployment's rollout stands.
