@@ -29,13 +29,10 @@
 //!   API").
 #![allow(dead_code)]
 
-#[path = "http_emulator.rs"]
-mod http_emulator;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http_emulator::{Reply, Request, Server};
+use crate::http_emulator::{self, Reply, Request, Server};
 use serde_json::{Value, json};
 
 pub const BODY_LIMIT: usize = 65_536;

@@ -21,14 +21,11 @@
 //! Kubernetes `Status`.
 #![allow(dead_code)]
 
-#[path = "http_emulator.rs"]
-mod http_emulator;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use crate::http_emulator::{self, Reply, Request, Server};
 use base64::Engine;
-use http_emulator::{Reply, Request, Server};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 

@@ -1,7 +1,7 @@
 //! The HTTP plumbing the loopback emulators share, so each emulator file holds only the
-//! service it models. An emulator includes it beside itself with
-//! `#[path = "http_emulator.rs"] mod http_emulator;` (a `#[path]` in a support file is
-//! relative to `tests/support/`), so a test includes just the emulators it uses.
+//! service it models. A test that includes an emulator built on it includes it once, beside
+//! the emulators: `#[path = "support/http_emulator.rs"] mod http_emulator;`; the emulators
+//! use it as `crate::http_emulator`.
 //!
 //! `Server::start` listens on 127.0.0.1:0 and serves HTTP/1.1 with hyper from a thread
 //! with its own current-thread tokio runtime. The handler sees each request with its whole

@@ -7,15 +7,12 @@
 //! handler), and records every request so a test can see what was asked.
 #![allow(dead_code)]
 
-#[path = "http_emulator.rs"]
-mod http_emulator;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use crate::http_emulator::{self, Reply, Server};
 use bytes::Bytes;
 use http_body_util::Full;
-use http_emulator::{Reply, Server};
 use hyper::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
