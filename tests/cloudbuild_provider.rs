@@ -7,6 +7,8 @@
 mod cloudbuild_emulator;
 #[path = "support/fake_gcs.rs"]
 mod fake_gcs;
+#[path = "support/http_emulator.rs"]
+mod http_emulator;
 
 use std::collections::BTreeMap;
 use std::path::Path;

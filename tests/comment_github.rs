@@ -5,6 +5,8 @@
 
 #[path = "support/github_emulator.rs"]
 mod github_emulator;
+#[path = "support/http_emulator.rs"]
+mod http_emulator;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -11,6 +11,8 @@ mod cloudbuild_emulator;
 mod fake_gcs;
 #[path = "support/gke_emulator.rs"]
 mod gke_emulator;
+#[path = "support/http_emulator.rs"]
+mod http_emulator;
 #[path = "support/k8s_emulator.rs"]
 mod k8s_emulator;
 

@@ -15,6 +15,8 @@ mod fake_gcs;
 mod fault_proxy;
 #[path = "support/gke_emulator.rs"]
 mod gke_emulator;
+#[path = "support/http_emulator.rs"]
+mod http_emulator;
 #[path = "support/k8s_emulator.rs"]
 mod k8s_emulator;
 #[path = "support/preflight_emulators.rs"]

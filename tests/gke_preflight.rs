@@ -9,6 +9,8 @@
 mod gke_emulator;
 #[path = "support/google_auth_emulator.rs"]
 mod google_auth_emulator;
+#[path = "support/http_emulator.rs"]
+mod http_emulator;
 #[path = "support/preflight_emulators.rs"]
 mod preflight_emulators;
 

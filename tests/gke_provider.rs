@@ -7,6 +7,8 @@
 mod gke_emulator;
 #[path = "support/google_auth_emulator.rs"]
 mod google_auth_emulator;
+#[path = "support/http_emulator.rs"]
+mod http_emulator;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

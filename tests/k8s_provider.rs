@@ -2,6 +2,8 @@
 //! server-side apply, rollouts, drift, deletion, and distributed load tests whose worker pods
 //! are real `benchstack worker` processes sending load to a real `benchstack serve`.
 
+#[path = "support/http_emulator.rs"]
+mod http_emulator;
 #[path = "support/k8s_emulator.rs"]
 mod k8s_emulator;
 

@@ -7,6 +7,8 @@
 mod fake_gcs;
 #[path = "support/fault_proxy.rs"]
 mod fault_proxy;
+#[path = "support/http_emulator.rs"]
+mod http_emulator;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -5,6 +5,8 @@
 
 #[path = "support/gke_emulator.rs"]
 mod gke_emulator;
+#[path = "support/http_emulator.rs"]
+mod http_emulator;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -41,17 +41,11 @@
 #![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use crate::http_emulator::{self, Reply, Request, Server};
+use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -84,62 +78,29 @@ struct State {
 }
 
 pub struct CloudBuildEmulator {
-    addr: SocketAddr,
+    server: Server,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl CloudBuildEmulator {
     /// `storage`: the Cloud Storage emulator's base URL (`http://127.0.0.1:PORT`).
     pub fn start(storage: &str) -> CloudBuildEmulator {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             storage: storage.trim_end_matches('/').to_string(),
             polls_working: 2,
             ..State::default()
         }));
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let state = shared.clone();
-                            tokio::spawn(async move {
-                                let service = service_fn(move |req| {
-                                    let state = state.clone();
-                                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
+        // Async: a build reads its source from, and writes its log to, Cloud Storage.
+        let server = Server::start_async(move |req| {
+            let state = shared.clone();
+            async move { handle(&state, req).await }
         });
-        CloudBuildEmulator {
-            addr,
-            state,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
+        CloudBuildEmulator { server, state }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// `METHOD path` of every request, in order.
@@ -177,26 +138,11 @@ impl CloudBuildEmulator {
     }
 }
 
-impl Drop for CloudBuildEmulator {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn reply(status: StatusCode, body: Value) -> Reply {
+    http_emulator::json(status, &body)
 }
 
-fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json; charset=UTF-8")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-fn error(code: u16, status: &str, message: &str) -> Response<Full<Bytes>> {
+fn error(code: u16, status: &str, message: &str) -> Reply {
     reply(
         StatusCode::from_u16(code).unwrap(),
         json!({"error": {"code": code, "message": message, "status": status}}),
@@ -259,22 +205,17 @@ fn encode_enums(mut v: Value, ints: bool) -> Value {
     v
 }
 
-async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
+async fn handle(state: &Arc<Mutex<State>>, req: Request) -> Reply {
+    let method = req.method.clone();
+    let path = req.path().to_string();
+    let query = req.query().to_string();
     let ints = percent_decode(&query).contains("enum-encoding=int");
     state
         .lock()
         .unwrap()
         .requests
         .push((method.to_string(), path.clone()));
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = &req.body[..];
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // v1 projects P locations L KIND [ID]
     if parts.len() < 6 || parts[0] != "v1" || parts[1] != "projects" || parts[3] != "locations" {
@@ -282,7 +223,7 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
     }
     let (project, location) = (parts[2].to_string(), parts[4].to_string());
     let r = match (&method, parts[5], parts.get(6)) {
-        (&Method::POST, "builds", None) => create_build(state, &project, &location, &body).await,
+        (&Method::POST, "builds", None) => create_build(state, &project, &location, body).await,
         (&Method::GET, "builds", Some(id)) => get_build(state, id).await,
         (&Method::GET, "operations", Some(op)) => get_operation(state, op).await,
         (&Method::GET, "repositories", Some(r)) => {
@@ -293,7 +234,7 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
             }
         }
         (&Method::POST, "repositories", None) => {
-            create_repository(state, &project, &location, &query, &body)
+            create_repository(state, &project, &location, &query, body)
         }
         _ => Err(error(
             404,
@@ -339,7 +280,7 @@ fn create_repository(
     location: &str,
     query: &str,
     body: &[u8],
-) -> Result<Value, Response<Full<Bytes>>> {
+) -> Result<Value, Reply> {
     let Some(id) = query_param(query, "repositoryId").filter(|s| !s.is_empty()) else {
         return Err(error(400, "INVALID_ARGUMENT", "repository_id is required"));
     };
@@ -495,7 +436,7 @@ async fn create_build(
     project: &str,
     location: &str,
     body: &[u8],
-) -> Result<Value, Response<Full<Bytes>>> {
+) -> Result<Value, Reply> {
     let mut build: Value = serde_json::from_slice(body).map_err(|e| {
         error(
             400,
@@ -723,16 +664,13 @@ async fn advance(state: &Arc<Mutex<State>>, id: &str) -> Option<Value> {
     Some(build)
 }
 
-async fn get_build(state: &Arc<Mutex<State>>, id: &str) -> Result<Value, Response<Full<Bytes>>> {
+async fn get_build(state: &Arc<Mutex<State>>, id: &str) -> Result<Value, Reply> {
     advance(state, id)
         .await
         .ok_or_else(|| error(404, "NOT_FOUND", &format!("build {id} not found")))
 }
 
-async fn get_operation(
-    state: &Arc<Mutex<State>>,
-    op: &str,
-) -> Result<Value, Response<Full<Bytes>>> {
+async fn get_operation(state: &Arc<Mutex<State>>, op: &str) -> Result<Value, Reply> {
     let id = op.strip_prefix("op-").unwrap_or(op).to_string();
     let Some(b) = advance(state, &id).await else {
         return Err(error(

@@ -29,16 +29,10 @@
 //!   API").
 #![allow(dead_code)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use crate::http_emulator::{self, Reply, Request, Server};
 use serde_json::{Value, json};
 
 pub const BODY_LIMIT: usize = 65_536;
@@ -87,21 +81,21 @@ pub struct State {
 }
 
 pub struct GitHub {
-    addr: SocketAddr,
+    server: Server,
     pub state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
-type Reply = Response<Full<Bytes>>;
-
 fn reply(status: u16, body: Value) -> Reply {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header("content-type", "application/json; charset=utf-8")
-        .header("x-github-api-version-selected", "2022-11-28")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
+    let mut r = http_emulator::reply(
+        http_emulator::status(status),
+        "application/json; charset=utf-8",
+        body.to_string(),
+    );
+    r.headers_mut().insert(
+        "x-github-api-version-selected",
+        "2022-11-28".parse().unwrap(),
+    );
+    r
 }
 
 fn error(status: u16, message: &str, doc: &str) -> Reply {
@@ -132,52 +126,13 @@ impl GitHub {
             next_id: 1_000,
             ..Default::default()
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let state = shared.clone();
-                            tokio::spawn(async move {
-                                let service = service_fn(move |req: Request<Incoming>| {
-                                    let state = state.clone();
-                                    async move {
-                                        let (parts, body) = req.into_parts();
-                                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                                        Ok::<_, Infallible>(handle(&state, addr, &parts, &body))
-                                    }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        GitHub {
-            addr,
-            state,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
+        let server = Server::start(move |req| handle(&shared, &req));
+        GitHub { server, state }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     pub fn comments(&self, issue: u64) -> Vec<Comment> {
@@ -212,17 +167,6 @@ impl GitHub {
     }
 }
 
-impl Drop for GitHub {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn comment_json(addr: SocketAddr, repo: &str, c: &Comment) -> Value {
     json!({
         "id": c.id,
@@ -244,31 +188,28 @@ fn query(q: &str, name: &str) -> Option<usize> {
         .and_then(|v| v.parse().ok())
 }
 
-fn handle(
-    state: &Arc<Mutex<State>>,
-    addr: SocketAddr,
-    parts: &http::request::Parts,
-    body: &[u8],
-) -> Reply {
+fn handle(state: &Arc<Mutex<State>>, req: &Request) -> Reply {
+    let addr = req.local_addr;
+    let body = &req.body[..];
     let mut s = state.lock().unwrap();
-    let path = parts.uri.path().to_string();
-    let q = parts.uri.query().unwrap_or("").to_string();
+    let path = req.uri.path().to_string();
+    let q = req.uri.query().unwrap_or("").to_string();
     s.requests.push((
-        parts.method.to_string(),
+        req.method.to_string(),
         if q.is_empty() {
             path.clone()
         } else {
             format!("{path}?{q}")
         },
     ));
-    if parts.headers.get("user-agent").is_none() {
+    if req.headers.get("user-agent").is_none() {
         return error(
             403,
             "Request forbidden by administrative rules. Please make sure your request has a User-Agent header",
             "overview/resources-in-the-rest-api#user-agent-required",
         );
     }
-    let auth = parts
+    let auth = req
         .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -292,11 +233,11 @@ fn handle(
         s.fail_next -= 1;
         return reply(502, json!({"message": "Server Error"}));
     }
-    if parts.method != "GET" && s.fail_writes_next > 0 {
+    if req.method != "GET" && s.fail_writes_next > 0 {
         s.fail_writes_next -= 1;
         return reply(502, json!({"message": "Server Error"}));
     }
-    if parts.method != "GET" && s.secondary_limit_next > 0 {
+    if req.method != "GET" && s.secondary_limit_next > 0 {
         s.secondary_limit_next -= 1;
         let mut r = error(
             403,
@@ -306,14 +247,10 @@ fn handle(
         r.headers_mut().insert("retry-after", "1".parse().unwrap());
         return r;
     }
-    if parts.method == "GET"
+    if req.method == "GET"
         && let Some(raw) = &s.hostile_get
     {
-        return Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(raw.clone())))
-            .unwrap();
+        return http_emulator::reply(http_emulator::status(200), "application/json", raw.clone());
     }
     let repo = s.repo.clone();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -325,7 +262,7 @@ fn handle(
         return error(404, "Not Found", "");
     }
     let json_body = || serde_json::from_slice::<Value>(body).ok();
-    match (parts.method.as_str(), &segs[3..]) {
+    match (req.method.as_str(), &segs[3..]) {
         ("GET", ["issues", n, "comments"]) => {
             let Ok(issue) = n.parse::<u64>() else {
                 return error(404, "Not Found", "");

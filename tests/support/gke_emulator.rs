@@ -30,18 +30,12 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::http_emulator::{self, Reply, Request, Server};
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// What a finished operation does.
@@ -108,10 +102,8 @@ struct State {
 pub const LEGACY_SECRET: &str = "LEGACY-CREDENTIAL-b8e1f0c4";
 
 pub struct GkeEmulator {
-    addr: SocketAddr,
+    server: Server,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 /// A PEM certificate-shaped text; nothing verifies it against an http:// endpoint.
@@ -125,55 +117,20 @@ impl GkeEmulator {
     /// Listens on 127.0.0.1:0 in a background thread. Operations finish after 2 polls;
     /// clusters report the bare endpoint `127.0.0.1` until `set_cluster_endpoint`.
     pub fn start() -> GkeEmulator {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             polls_until_done: 2,
             cluster_endpoint: "127.0.0.1".into(),
             cluster_ca: base64::engine::general_purpose::STANDARD.encode(fake_ca_pem()),
             ..State::default()
         }));
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let state = shared.clone();
-                            tokio::spawn(async move {
-                                let service = service_fn(move |req| {
-                                    let state = state.clone();
-                                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        GkeEmulator {
-            addr,
-            state,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
+        let server = Server::start(move |req| handle(&shared, &req));
+        GkeEmulator { server, state }
     }
 
     /// The base URL to give the client (`BENCHSTACK_GKE_ENDPOINT`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// How many polls an operation stays PENDING/RUNNING (0: DONE at once).
@@ -389,26 +346,11 @@ impl GkeEmulator {
     }
 }
 
-impl Drop for GkeEmulator {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn reply(status: StatusCode, body: Value) -> Reply {
+    http_emulator::json(status, &body)
 }
 
-fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json; charset=UTF-8")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-fn error(code: u16, status: &str, message: &str) -> Response<Full<Bytes>> {
+fn error(code: u16, status: &str, message: &str) -> Reply {
     reply(
         StatusCode::from_u16(code).unwrap(),
         json!({"error": {"code": code, "message": message, "status": status}}),
@@ -426,17 +368,13 @@ fn fingerprint(labels: &Value) -> String {
     format!("{:016x}", h)[..8].to_string()
 }
 
-async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return error(400, "INVALID_ARGUMENT", "unreadable body"),
-    };
-    let body: Value = if body.is_empty() {
+fn handle(state: &Arc<Mutex<State>>, req: &Request) -> Reply {
+    let method = req.method.clone();
+    let path = req.path().to_string();
+    let body: Value = if req.body.is_empty() {
         Value::Null
     } else {
-        match serde_json::from_slice(&body) {
+        match serde_json::from_slice(&req.body) {
             Ok(v) => v,
             Err(e) => return error(400, "INVALID_ARGUMENT", &format!("invalid JSON: {e}")),
         }
@@ -449,7 +387,7 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
     response
 }
 
-fn answer(st: &mut State, method: &Method, path: &str, body: Value) -> Response<Full<Bytes>> {
+fn answer(st: &mut State, method: &Method, path: &str, body: Value) -> Reply {
     if *method == Method::GET
         && let Some(name) = path
             .strip_prefix("/v1/projects/")
@@ -486,7 +424,7 @@ fn answer(st: &mut State, method: &Method, path: &str, body: Value) -> Response<
 /// "Cluster is running incompatible operation operation-…." (rancher/gke-operator#509).
 /// Terraform modules and CI scripts retry on both
 /// (terraform-google-modules/terraform-google-kubernetes-engine#2469).
-fn busy_refusal(st: &mut State, path: &str) -> Option<Response<Full<Bytes>>> {
+fn busy_refusal(st: &mut State, path: &str) -> Option<Reply> {
     let rest = path.strip_prefix("/v1/")?;
     let resource = rest.split(':').next().unwrap_or(rest);
     let parts: Vec<&str> = resource.split('/').collect();
@@ -514,7 +452,7 @@ fn busy_refusal(st: &mut State, path: &str) -> Option<Response<Full<Bytes>>> {
     Some(error(400, "FAILED_PRECONDITION", &message))
 }
 
-fn route(st: &mut State, method: &Method, path: &str, body: Value) -> Response<Full<Bytes>> {
+fn route(st: &mut State, method: &Method, path: &str, body: Value) -> Reply {
     let Some(rest) = path.strip_prefix("/v1/") else {
         return error(404, "NOT_FOUND", &format!("unknown path {path}"));
     };
@@ -630,7 +568,7 @@ fn route(st: &mut State, method: &Method, path: &str, body: Value) -> Response<F
     }
 }
 
-fn not_found_cluster(key: &str) -> Response<Full<Bytes>> {
+fn not_found_cluster(key: &str) -> Reply {
     let name = key.rsplit('/').next().unwrap_or(key);
     error(
         404,
@@ -695,12 +633,7 @@ fn cluster_vcpus(cluster: &Value) -> f64 {
 /// `CPUS` — google/caliban#66, googlecodelabs/feedback#950,
 /// GoogleCloudPlatform/cloud-ops-sandbox#44; project-wide `CPUS_ALL_REGIONS` (as "Insufficient
 /// project quota") — kubeflow/examples#597.
-fn quota_refusal(
-    st: &State,
-    project: &str,
-    location: &str,
-    requested: f64,
-) -> Option<Response<Full<Bytes>>> {
+fn quota_refusal(st: &State, project: &str, location: &str, requested: f64) -> Option<Reply> {
     let region = region_of(location);
     let in_project = |k: &&String| k.starts_with(&format!("projects/{project}/"));
     let used_in = |same_region: bool| -> f64 {
@@ -739,12 +672,7 @@ fn quota_refusal(
     None
 }
 
-fn create_cluster(
-    st: &mut State,
-    project: &str,
-    location: &str,
-    body: Value,
-) -> Response<Full<Bytes>> {
+fn create_cluster(st: &mut State, project: &str, location: &str, body: Value) -> Reply {
     let mut cluster = body["cluster"].clone();
     let Some(name) = cluster["name"].as_str().map(str::to_string) else {
         return error(400, "INVALID_ARGUMENT", "Cluster.name is required");
@@ -892,7 +820,7 @@ fn start_operation(
     cluster: &str,
     location: &str,
     effect: Effect,
-) -> Response<Full<Bytes>> {
+) -> Reply {
     st.next_op += 1;
     let name = format!(
         "operation-{}-{:08x}",
@@ -918,7 +846,7 @@ fn start_operation(
     reply(StatusCode::OK, json)
 }
 
-fn poll_operation(st: &mut State, name: &str) -> Response<Full<Bytes>> {
+fn poll_operation(st: &mut State, name: &str) -> Reply {
     let Some(mut op) = st.operations.get(name).cloned() else {
         return error(
             404,

@@ -22,17 +22,11 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
+use crate::http_emulator::{self, Reply, Request, Server};
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::StatusCode;
 use serde_json::{Value, json};
 
 /// One token request, as the endpoint understood it.
@@ -63,10 +57,8 @@ struct State {
 }
 
 pub struct GoogleAuthEmulator {
-    addr: SocketAddr,
+    server: Server,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 /// A service-account key file's JSON, for a key made here, whose `token_uri` is the
@@ -78,52 +70,16 @@ pub struct ServiceAccountKey {
 
 impl GoogleAuthEmulator {
     pub fn start() -> GoogleAuthEmulator {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            base: format!("http://{addr}"),
-            ..State::default()
-        }));
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let state = shared.clone();
-                            tokio::spawn(async move {
-                                let service = service_fn(move |req| {
-                                    let state = state.clone();
-                                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        GoogleAuthEmulator {
-            addr,
-            state,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
+        let server = Server::start(move |req| handle(&shared, &req));
+        // Set before anyone knows the address, so before any request.
+        state.lock().unwrap().base = server.url();
+        GoogleAuthEmulator { server, state }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// The token endpoint (a key's or a user's `token_uri`).
@@ -202,23 +158,8 @@ impl GoogleAuthEmulator {
     }
 }
 
-impl Drop for GoogleAuthEmulator {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json; charset=utf-8")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
+fn reply(status: StatusCode, body: Value) -> Reply {
+    http_emulator::reply(status, "application/json; charset=utf-8", body.to_string())
 }
 
 /// `application/x-www-form-urlencoded` → pairs.
@@ -249,34 +190,24 @@ fn form(body: &[u8]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn invalid_grant(description: &str) -> Response<Full<Bytes>> {
+fn invalid_grant(description: &str) -> Reply {
     reply(
         StatusCode::BAD_REQUEST,
         json!({"error": "invalid_grant", "error_description": description}),
     )
 }
 
-async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
-    let authorization = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+fn handle(state: &Arc<Mutex<State>>, req: &Request) -> Reply {
+    let path = req.path();
+    let authorization = req.header("authorization").to_string();
+    let body = &req.body[..];
     let mut st = state.lock().unwrap();
-    match path.as_str() {
+    match path {
         "/token" => {
             // Google's endpoint takes form-encoded bodies (RFC 6749) and JSON ones
             // (google-cloud-auth sends its refresh request as JSON, with the scopes in
             // `scopes`).
-            let f = match serde_json::from_slice::<BTreeMap<String, Value>>(&body) {
+            let f = match serde_json::from_slice::<BTreeMap<String, Value>>(body) {
                 Ok(map) => map
                     .into_iter()
                     .map(|(k, v)| {
@@ -293,7 +224,7 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
                         )
                     })
                     .collect(),
-                Err(_) => form(&body),
+                Err(_) => form(body),
             };
             let grant = f.get("grant_type").cloned().unwrap_or_default();
             let (response, scope, claims) = match grant.as_str() {
@@ -365,7 +296,7 @@ async fn handle(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<F
     }
 }
 
-fn issue(st: &mut State, scope: &str) -> Response<Full<Bytes>> {
+fn issue(st: &mut State, scope: &str) -> Reply {
     st.next += 1;
     let token = format!("ya29.emulated-access-token-{}", st.next);
     st.issued.insert(token.clone());
@@ -376,7 +307,7 @@ fn issue(st: &mut State, scope: &str) -> Response<Full<Bytes>> {
 }
 
 /// Checks a JWT-bearer assertion as Google's endpoint does; returns the answer and the claims.
-fn jwt_bearer(st: &mut State, assertion: &str) -> (Response<Full<Bytes>>, Value) {
+fn jwt_bearer(st: &mut State, assertion: &str) -> (Reply, Value) {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let parts: Vec<&str> = assertion.split('.').collect();
     if parts.len() != 3 {

@@ -57,21 +57,17 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use crate::http_emulator::{self, Request, Server};
+use http_body_util::Full;
+use hyper::Response;
+use hyper::body::Bytes;
 use serde_json::{Value, json};
 
 pub const INDEX_LABEL: &str = "batch.kubernetes.io/job-completion-index";
@@ -263,8 +259,7 @@ pub struct K8sEmulator {
     pub url: String,
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: Server,
 }
 
 fn lock(state: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
@@ -306,51 +301,14 @@ impl K8sEmulator {
             log_dir: tempfile::tempdir().expect("a directory for pod logs"),
             started: Instant::now(),
         }));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server_state = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("emulator runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1:0");
-                addr_tx
-                    .send(listener.local_addr().expect("local addr"))
-                    .expect("send addr");
-                let mut shutdown_rx = shutdown_rx;
-                loop {
-                    tokio::select! {
-                        _ = &mut shutdown_rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let state = server_state.clone();
-                            tokio::spawn(async move {
-                                let service = service_fn(move |req| {
-                                    let state = state.clone();
-                                    async move { Ok::<_, Infallible>(handle(state, req).await) }
-                                });
-                                let _ = http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the emulator did not start");
+        let server = Server::start(move |req| handle(&server_state, &req));
+        let addr = server.addr();
         K8sEmulator {
-            url: format!("http://{addr}"),
+            url: server.url(),
             addr,
             state,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -548,12 +506,7 @@ impl Drop for K8sEmulator {
                 let _ = c.wait();
             }
         }
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // The server stops (and its thread is joined) when the `server` field drops.
     }
 }
 
@@ -694,22 +647,14 @@ impl Reply {
     }
 }
 
-async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let query = parse_query(req.uri().query().unwrap_or(""));
-    let content_type = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = match req.into_body().collect().await {
-        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-        Err(_) => String::new(),
-    };
-    let reply = dispatch(&state, &method, &path, &query, &content_type, &body);
-    lock(&state).requests.push(Recorded {
+fn handle(state: &Arc<Mutex<State>>, req: &Request) -> http_emulator::Reply {
+    let method = req.method.to_string();
+    let path = req.path().to_string();
+    let query = parse_query(req.query());
+    let content_type = req.header("content-type").to_string();
+    let body = String::from_utf8_lossy(&req.body).into_owned();
+    let reply = dispatch(state, &method, &path, &query, &content_type, &body);
+    lock(state).requests.push(Recorded {
         method,
         path,
         query,

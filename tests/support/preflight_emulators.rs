@@ -8,83 +8,37 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
+use crate::http_emulator::{self, Reply, Server};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-type Reply = Response<Full<Bytes>>;
 type Handler = Arc<dyn Fn(&Method, &str, &hyper::HeaderMap, &[u8]) -> Reply + Send + Sync>;
 
-/// One loopback HTTP/1.1 server on 127.0.0.1:0 in a thread of its own.
+/// The shared loopback server, recording `(method, path)` of every request.
 struct Loopback {
-    addr: SocketAddr,
+    server: Server,
     requests: Arc<Mutex<Vec<(String, String)>>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Loopback {
     fn start(handler: Handler) -> Loopback {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let handler = handler.clone();
-                            let seen = seen.clone();
-                            tokio::spawn(async move {
-                                let service = service_fn(move |req: Request<Incoming>| {
-                                    let handler = handler.clone();
-                                    let seen = seen.clone();
-                                    async move {
-                                        use http_body_util::BodyExt;
-                                        let path = req.uri().path().to_string();
-                                        seen.lock().unwrap().push((req.method().to_string(), path.clone()));
-                                        let (parts, body) = req.into_parts();
-                                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                                        Ok::<_, Infallible>(handler(&parts.method, &path, &parts.headers, &body))
-                                    }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
+        let server = Server::start(move |req| {
+            seen.lock()
+                .unwrap()
+                .push((req.method.to_string(), req.path().to_string()));
+            handler(&req.method, req.path(), &req.headers, &req.body)
         });
-        Loopback {
-            addr,
-            requests,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
+        Loopback { server, requests }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     fn requests(&self) -> Vec<(String, String)> {
@@ -92,23 +46,8 @@ impl Loopback {
     }
 }
 
-impl Drop for Loopback {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn json_reply(status: u16, body: Value) -> Reply {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header("content-type", "application/json; charset=UTF-8")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
+    http_emulator::json(http_emulator::status(status), &body)
 }
 
 /// Google's API error (https://cloud.google.com/apis/design/errors#http_mapping):
