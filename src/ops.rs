@@ -119,6 +119,7 @@ pub fn plan_from(
         targets: parse_addresses("target", &flags.targets)?,
         replace: parse_addresses("replace", &flags.replace)?,
         destroy,
+        keep_config_only_image_builds: false,
     };
     let observer = Observer {
         providers,

@@ -240,6 +240,7 @@ pub fn deploy(
         targets: vec![c.target.clone(), c.base_target.clone()],
         replace: Vec::new(),
         destroy: false,
+        keep_config_only_image_builds: false,
     };
     let result = apply_plan(&c.stack, store, providers, &opts, cancel, progress);
     // Whatever got created is removed later, even after a failed deploy.
@@ -284,6 +285,7 @@ pub fn remove(
         targets,
         replace: Vec::new(),
         destroy: true,
+        keep_config_only_image_builds: false,
     };
     // A destroy plan clears the recorded outputs; the stack's own resources that stay (the
     // candidate applied before compare) keep theirs, as the deploy left them.

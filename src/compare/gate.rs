@@ -242,6 +242,7 @@ pub fn rerun(
         targets: vec![loadtest.clone()],
         replace: vec![loadtest.clone()],
         destroy: false,
+        keep_config_only_image_builds: false,
     };
     let plan = refresh::plan(Some(stack), &snap, outputs, Some(observe), &opts)
         .map_err(|e| CompareError::Deploy(e.to_string()))?;

@@ -31,6 +31,9 @@ pub struct StackBench<'a> {
     pub events: &'a (dyn Fn(Event) + Sync),
     /// The stack currently applied by this bench (the declared one until a trial is applied).
     current: Stack,
+    /// The images the last probe measured, by role (`serving`: what the Deployment runs,
+    /// the digest last applied), recorded with its run.
+    measured_images: std::collections::BTreeMap<String, String>,
 }
 
 impl<'a> StackBench<'a> {
@@ -55,6 +58,7 @@ impl<'a> StackBench<'a> {
             cancel,
             events,
             current: stack.clone(),
+            measured_images: Default::default(),
         }
     }
 
@@ -82,6 +86,9 @@ impl<'a> StackBench<'a> {
             targets: vec![self.serving.clone()],
             replace: Vec::new(),
             destroy: false,
+            // The ConfigMap carries the trial's settings: a serving-preset image is not
+            // rebuilt for them (its baked copy is mounted over), see the option.
+            keep_config_only_image_builds: true,
         };
         let plan = refresh::plan(Some(&stack), &snap, outputs, Some(observe), &opts)
             .map_err(|e| TuneError::Apply(e.to_string()))?;
@@ -203,6 +210,7 @@ impl Bench for StackBench<'_> {
         let run = applied
             .run
             .ok_or_else(|| TuneError::Probe("the load test reported no run".into()))?;
+        self.measured_images = run.images.clone();
         let report: RunReport = serde_json::from_value(run.report)
             .map_err(|e| TuneError::Probe(format!("the probe's report: {e}")))?;
         // Let the server drain what an overloaded probe left queued before the next one.
@@ -234,6 +242,8 @@ impl Bench for StackBench<'_> {
             .ok_or_else(|| TuneError::Invalid(format!("{} is not in the state", self.serving)))?;
         let now = procinfo::now_unix();
         let duration: f64 = report.stages.iter().map(|s| s.duration_s).sum();
+        let mut environment: crate::state::EnvironmentRecord = (&report.environment).into();
+        environment.images = self.measured_images.clone();
         let record = RunRecord {
             id: 0,
             address: self.serving.clone(),
@@ -241,7 +251,7 @@ impl Bench for StackBench<'_> {
             finished: now,
             config_hash: tag.basis.clone(),
             upstream: Default::default(),
-            environment: (&report.environment).into(),
+            environment,
             slos_met: tag.passed,
             report: serde_json::to_value(report)
                 .map_err(|e| TuneError::Probe(format!("the probe's report: {e}")))?,
