@@ -726,7 +726,8 @@ pub fn make(
             let prior = priors.get(&a);
             if opts.keep_config_only_image_builds
                 && let Some(p) = prior
-                && !health.contains_key(&a)
+                // Running as recorded (a gone or drifted image is built again).
+                && matches!(health.get(&a), None | Some(Health::Ok))
                 && config_only_image_change(r, &rendered, p)
             {
                 // Kept as built (see `PlanOptions::keep_config_only_image_builds`): as
