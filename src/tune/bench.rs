@@ -1,7 +1,9 @@
 //! The tuner's real bench: a trial is the stack with the serving resource's configuration
 //! replaced, planned (targeted at that resource) and applied by the same `refresh::plan` and
 //! `apply::execute` as `benchstack apply`, so the providers restart or roll the servers and
-//! the state is written after each resource. A probe is the load test with one stage at the
+//! the state is written after each resource. A built serving-preset image is not rebuilt for
+//! a trial that changes only its baked configuration (`PlanOptions::
+//! keep_config_only_image_builds`: the ConfigMap carries the trial). A probe is the load test with one stage at the
 //! probe's rate, run by the load test's own provider (the local load generator, or worker pods
 //! on the load cluster), and stored as a run of the serving resource tagged with the tune.
 
