@@ -139,6 +139,7 @@ pub fn plan_from(
         replace: parse_addresses("replace", &flags.replace)?,
         destroy: planning.destroy,
         machine_shapes: planning.machine_shapes.clone(),
+        keep_config_only_image_builds: false,
     };
     let observer = Observer {
         providers,

@@ -148,7 +148,7 @@ impl World {
             .env("BENCHSTACK_POLL_INTERVAL", "20ms")
             .env("BENCHSTACK_WORKER_START_DELAY", "1s")
             .current_dir(self.dir.path());
-        if matches!(args.first(), Some(&"plan") | Some(&"apply")) {
+        if matches!(args.first(), Some(&"plan") | Some(&"apply") | Some(&"tune")) {
             c.arg(&self.stack).args([
                 "--var",
                 &format!("project={PROJECT}"),
@@ -505,4 +505,132 @@ fn the_gke_stack_builds_both_images_deploys_them_by_digest_and_rebuilds_only_wha
     );
     assert_eq!(w.run_images().len(), 2, "no run recorded");
     assert_eq!(w.deployment_image(), serving);
+}
+
+/// Appended to `stacks/gke.hcl` for the tune: a one-worker load test whose objective no
+/// server meets (so each trial ends after the two or three probes that find its floor) and a
+/// grid of two batching-only trials.
+const TUNE_BLOCKS: &str = r#"
+loadtest "tuneprobe" {
+  cluster       = cluster.loadgen
+  target        = serving.tf
+  model         = "regression"
+  protocol      = "grpc"
+  data          = "../examples/model/test.csv"
+  batch_size    = 1
+  workers       = 1
+  loadgen_image = image.worker
+  stage {
+    rate     = 20
+    duration = "1s"
+  }
+  slo {
+    p99 = "1us"
+  }
+}
+
+tune "batching" {
+  serving  = serving.tf
+  loadtest = loadtest.tuneprobe
+  space = {
+    "batching.max_batch_size" = [16, 32]
+  }
+  search         = "grid"
+  start_rate     = 20
+  probe_duration = "200ms"
+  precision      = 0.5
+  repeats        = 1
+}
+"#;
+
+#[test]
+fn a_tune_on_gke_changes_only_the_configmap_per_trial_and_the_next_plan_rebuilds_the_serving_image()
+{
+    let w = World::start();
+    let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let builds = w.cb.builds().len();
+    assert_eq!(builds, 2, "{out}");
+    let serving = w.deployment_image();
+    let runs_before = w.run_images().len();
+
+    let text = std::fs::read_to_string(&w.stack).unwrap();
+    std::fs::write(&w.stack, format!("{text}{TUNE_BLOCKS}")).unwrap();
+    let (code, out, err) = w.run(&["tune"], &[]);
+    assert!(code == 0 || code == 2, "{code}: {out}\n{err}");
+    // Batching-only trials: the ConfigMap carries them; no build, no upload, no new digest.
+    assert_eq!(
+        w.cb.builds().len(),
+        builds,
+        "no Cloud Build for a batching-only trial\n{out}\n{err}"
+    );
+    assert_eq!(w.gcs_objects(), 2, "no context uploaded");
+    assert_eq!(w.deployment_image(), serving);
+
+    // Every probe records the digest it measured (the one last applied) and the trial's
+    // settings; both trials were measured.
+    let (code, json, err) = w.run(&["results", "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let runs: Value = serde_json::from_str(&json).unwrap();
+    let probes: Vec<&Value> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["tune"].is_object())
+        .collect();
+    assert_eq!(probes.len() + runs_before, runs.as_array().unwrap().len());
+    let mut sizes: Vec<i64> = probes
+        .iter()
+        .filter_map(|r| r["tune"]["settings"]["batching.max_batch_size"].as_i64())
+        .collect();
+    sizes.sort();
+    sizes.dedup();
+    assert!(
+        sizes.contains(&16) && sizes.contains(&32),
+        "{sizes:?}\n{out}\n{err}"
+    );
+    for r in &probes {
+        assert_eq!(
+            r["environment"]["images"]["serving"].as_str(),
+            Some(serving.as_str()),
+            "{r}"
+        );
+    }
+
+    // The tune restored the declared batching: the image as built is what the stack says.
+    let p = w.plan(&[]);
+    assert_eq!(action_of(&p, "image.serving").0, "no-op", "{p:?}");
+    assert_eq!(action_of(&p, "serving.tf").0, "no-op", "{p:?}");
+    let cm = w
+        .k8s
+        .object("configmaps", "benchstack", "tf")
+        .expect("the ConfigMap");
+    assert!(
+        cm["data"]["batching_parameters.txt"]
+            .as_str()
+            .unwrap()
+            .contains("max_batch_size { value: 8000 }"),
+        "{cm}"
+    );
+
+    // The stack takes a trial's batching (what `tune --write` does): the plan shows the
+    // rebuild, and one apply builds once and rolls serving to the new digest.
+    let text = std::fs::read_to_string(&w.stack).unwrap();
+    std::fs::write(
+        &w.stack,
+        text.replace("max_batch_size       = 8000", "max_batch_size       = 32"),
+    )
+    .unwrap();
+    let p = w.plan(&[]);
+    assert_eq!(
+        action_of(&p, "image.serving"),
+        ("update", "config/batching_parameters.txt changed")
+    );
+    let (code, out, err) = w.run(&["apply", "--auto-approve", "--target", "serving.tf"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(w.cb.builds().len(), builds + 1, "one build");
+    assert_ne!(w.deployment_image(), serving, "rolled to the new digest");
+    let p = w.plan(&[]);
+    assert_eq!(action_of(&p, "image.serving").0, "no-op", "{p:?}");
+    assert_eq!(action_of(&p, "serving.tf").0, "no-op", "{p:?}");
 }

@@ -591,3 +591,112 @@ fn a_serving_preset_image_is_refused_as_a_worker_image_and_for_two_serving_resou
         "{e}"
     );
 }
+
+/// A `tune` trial's plan: the serving resource targeted, built images kept for a change of
+/// their baked configuration only (`PlanOptions::keep_config_only_image_builds`), after a
+/// refresh that found everything recorded running as recorded.
+fn trial(stack: &Stack, snap: &Snapshot) -> Plan {
+    let mut prior = Prior::unrefreshed(snap);
+    prior.health = snap
+        .resources
+        .keys()
+        .map(|a| (a.clone(), plan::Health::Ok))
+        .collect();
+    plan::make(
+        Some(stack),
+        &providers_for(stack),
+        prior,
+        &PlanOptions {
+            targets: vec![addr(Kind::Serving, "tf")],
+            keep_config_only_image_builds: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_tune_trial_changing_batching_keeps_the_built_serving_image_and_the_next_plan_rebuilds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_preset_stack(dir.path(), 64, "");
+    let first = make(&load(&path), &Snapshot::default());
+    let snap = applied(&first, &BTreeMap::from([("serving", "sha256:aaa")]));
+
+    // The trial's batching: the ConfigMap carries it; the image is not rebuilt and the
+    // Deployment is not rolled to another digest.
+    let trial_stack = load(&write_preset_stack(dir.path(), 128, ""));
+    let p = trial(&trial_stack, &snap);
+    assert!(
+        p.changes
+            .iter()
+            .all(|c| c.address != addr(Kind::Image, "serving") || c.action == Action::NoOp),
+        "{:?}",
+        p.summary()
+    );
+    let serving = change(&p, "serving.tf");
+    assert_eq!(serving.action, Action::Update);
+    let reason = serving.reason.clone().unwrap();
+    assert_eq!(reason, "batching changed");
+    assert!(serving.rendered["batching_parameters.txt"].contains("max_batch_size { value: 128 }"));
+
+    // Applied: the serving resource runs the trial's files on the recorded digest; the image
+    // is still recorded as built from the old files.
+    let mut after = snap.clone();
+    let s = after.resources.get_mut(&addr(Kind::Serving, "tf")).unwrap();
+    s.config = serving.after.clone().unwrap();
+    s.rendered = serving.rendered.clone();
+    s.fingerprint = serving.fingerprint.clone();
+    // The next trial (the same settings) plans nothing at all.
+    assert!(!trial(&trial_stack, &after).has_changes());
+
+    // A plain plan of the trial's stack (what `tune --write` leaves) rebuilds the image once
+    // and rolls the Deployment to it: nothing is silently out of date.
+    let p = make(&trial_stack, &after);
+    assert_eq!(
+        (
+            change(&p, "image.serving").action,
+            change(&p, "image.serving").reason.clone()
+        ),
+        (
+            Action::Update,
+            Some("config/batching_parameters.txt changed".into())
+        )
+    );
+    let reason = change(&p, "serving.tf").reason.clone().unwrap();
+    assert!(
+        reason.contains("image.serving rebuilt: config/batching_parameters.txt changed"),
+        "{reason}"
+    );
+    // The declared stack (what the tune restores) is the image as built.
+    let declared = load(&write_preset_stack(dir.path(), 64, ""));
+    assert!(
+        !make(&declared, &snap).has_changes(),
+        "the declared stack matches the build"
+    );
+
+    // What the ConfigMap does not carry is still built in a trial: a new model version …
+    std::fs::write(dir.path().join("model/regression/1/variables.txt"), "w").unwrap();
+    let p = trial(&load(&write_preset_stack(dir.path(), 128, "")), &snap);
+    assert_eq!(change(&p, "image.serving").action, Action::Update);
+    assert!(
+        change(&p, "serving.tf")
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("image.serving rebuilt"),
+    );
+    std::fs::remove_file(dir.path().join("model/regression/1/variables.txt")).unwrap();
+    // … or another base image.
+    let p = trial(
+        &load(&write_preset_stack(
+            dir.path(),
+            128,
+            "base_image = \"tensorflow/serving:2.20.0\"",
+        )),
+        &snap,
+    );
+    assert_eq!(change(&p, "image.serving").action, Action::Update);
+    // And an image never built is built.
+    let p = trial(&trial_stack, &Snapshot::default());
+    assert_eq!(change(&p, "image.serving").action, Action::Create);
+}

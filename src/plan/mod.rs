@@ -196,6 +196,13 @@ pub struct PlanOptions {
     /// The machine shapes Compute Engine described (the preflight's, through `ops`): the
     /// capacity check and the Deployment's rollout use them before the built-in table.
     pub machine_shapes: MachineShapes,
+    /// A `tune` trial's plan: a built `preset = "serving"` image whose only change is its
+    /// baked configuration files (`config/`: models.config, batching, monitoring) keeps its
+    /// recorded build. The serving resource's ConfigMap, mounted over the image's `/config`,
+    /// carries the trial's settings, so a rebuild would change nothing TF Serving reads; the
+    /// Deployment keeps the digest last applied, and the image stays recorded as built from
+    /// the old files, so the next full plan still shows the rebuild. `apply` never sets it.
+    pub keep_config_only_image_builds: bool,
 }
 
 /// Fingerprint of what a resource is applied with: its configuration (in the state's schema
@@ -353,6 +360,52 @@ fn with_context_hash(
         i.content_hash = hash;
     }
     Ok(Some(r))
+}
+
+/// Whether a `preset = "serving"` image `r` (as planned, with its content hash) differs from
+/// its recorded build `prior` only in its baked configuration files (`config/…`, the bytes
+/// the serving resource's ConfigMap mounts over them): its context with the recorded
+/// `config/` files hashes to the recorded content hash, and nothing else of the block
+/// changed. False for an image never built (no recorded digest) or not a serving preset.
+fn config_only_image_change(
+    r: &Resource,
+    rendered: &BTreeMap<String, String>,
+    prior: &ResourceState,
+) -> bool {
+    let (ResourceConfig::Image(now), ResourceConfig::Image(before)) = (&r.config, &prior.config)
+    else {
+        return false;
+    };
+    if now.preset.is_none()
+        || crate::state::observed::image_reference(&prior.observed).is_none()
+        || now.content_hash == before.content_hash
+    {
+        return false;
+    }
+    // Nothing written in the block changed (base image, models, repository …).
+    let changed = model::changed_names(
+        &model::resource_body(&prior.config, None),
+        &model::resource_body(&r.config, None),
+    );
+    if changed.iter().any(|c| c != "content_hash") {
+        return false;
+    }
+    let is_config = |k: &String| k.starts_with("config/");
+    let mut with_prior_config: BTreeMap<String, String> = rendered
+        .iter()
+        .filter(|(k, _)| !is_config(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    with_prior_config.extend(
+        prior
+            .rendered
+            .iter()
+            .filter(|(k, _)| is_config(k))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    serving_image_context(now, &with_prior_config)
+        .and_then(|c| c.hash(&now.args))
+        .is_ok_and(|h| h == before.content_hash)
 }
 
 /// How the plan's rendered objects name the image an `image` block builds:
@@ -688,6 +741,17 @@ pub fn make(
                 continue;
             }
             let prior = priors.get(&a);
+            if opts.keep_config_only_image_builds
+                && let Some(p) = prior
+                // Running as recorded (a gone or drifted image is built again).
+                && matches!(health.get(&a), None | Some(Health::Ok))
+                && config_only_image_change(r, &rendered, p)
+            {
+                // Kept as built (see `PlanOptions::keep_config_only_image_builds`): as
+                // recorded, like a resource out of scope.
+                planned.insert(a.clone(), (Action::NoOp, p.fingerprint.clone()));
+                continue;
+            }
             let gone = match health.get(&a) {
                 Some(Health::Gone(reason)) => Some(reason.clone()),
                 _ => None,

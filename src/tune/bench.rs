@@ -1,7 +1,9 @@
 //! The tuner's real bench: a trial is the stack with the serving resource's configuration
 //! replaced, planned (targeted at that resource) and applied by the same `refresh::plan` and
 //! `apply::execute` as `benchstack apply`, so the providers restart or roll the servers and
-//! the state is written after each resource. A probe is the load test with one stage at the
+//! the state is written after each resource. A built serving-preset image is not rebuilt for
+//! a trial that changes only its baked configuration (`PlanOptions::
+//! keep_config_only_image_builds`: the ConfigMap carries the trial). A probe is the load test with one stage at the
 //! probe's rate, run by the load test's own provider (the local load generator, or worker pods
 //! on the load cluster), and stored as a run of the serving resource tagged with the tune.
 
@@ -31,6 +33,9 @@ pub struct StackBench<'a> {
     pub events: &'a (dyn Fn(Event) + Sync),
     /// The stack currently applied by this bench (the declared one until a trial is applied).
     current: Stack,
+    /// The images the last probe measured, by role (`serving`: what the Deployment runs,
+    /// the digest last applied), recorded with its run.
+    measured_images: std::collections::BTreeMap<String, String>,
 }
 
 impl<'a> StackBench<'a> {
@@ -55,6 +60,7 @@ impl<'a> StackBench<'a> {
             cancel,
             events,
             current: stack.clone(),
+            measured_images: Default::default(),
         }
     }
 
@@ -82,6 +88,9 @@ impl<'a> StackBench<'a> {
             targets: vec![self.serving.clone()],
             replace: Vec::new(),
             destroy: false,
+            // The ConfigMap carries the trial's settings: a serving-preset image is not
+            // rebuilt for them (its baked copy is mounted over), see the option.
+            keep_config_only_image_builds: true,
             ..PlanOptions::default()
         };
         let plan = refresh::plan(Some(&stack), &snap, outputs, Some(observe), &opts)
@@ -204,6 +213,7 @@ impl Bench for StackBench<'_> {
         let run = applied
             .run
             .ok_or_else(|| TuneError::Probe("the load test reported no run".into()))?;
+        self.measured_images = run.images.clone();
         let report: RunReport = serde_json::from_value(run.report)
             .map_err(|e| TuneError::Probe(format!("the probe's report: {e}")))?;
         // Let the server drain what an overloaded probe left queued before the next one.
@@ -235,6 +245,8 @@ impl Bench for StackBench<'_> {
             .ok_or_else(|| TuneError::Invalid(format!("{} is not in the state", self.serving)))?;
         let now = procinfo::now_unix();
         let duration: f64 = report.stages.iter().map(|s| s.duration_s).sum();
+        let mut environment: crate::state::EnvironmentRecord = (&report.environment).into();
+        environment.images = self.measured_images.clone();
         let record = RunRecord {
             id: 0,
             address: self.serving.clone(),
@@ -242,7 +254,7 @@ impl Bench for StackBench<'_> {
             finished: now,
             config_hash: tag.basis.clone(),
             upstream: Default::default(),
-            environment: (&report.environment).into(),
+            environment,
             slos_met: tag.passed,
             report: serde_json::to_value(report)
                 .map_err(|e| TuneError::Probe(format!("the probe's report: {e}")))?,
