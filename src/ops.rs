@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use miette::miette;
 
 use crate::plan::{MachineShapes, Plan, PlanOptions};
-use crate::provider::{Observer, Providers, cluster_providers, gke, provider_for};
+use crate::provider::{ProviderReader, Providers, cluster_providers, gke, provider_for};
 use crate::refresh;
 use crate::state::{self, Store};
 use crate::vocab::resources::{Address, Stack};
@@ -141,11 +141,11 @@ pub fn plan_from(
         machine_shapes: planning.machine_shapes.clone(),
         keep_config_only_image_builds: false,
     };
-    let observer = Observer {
+    let observer = ProviderReader {
         providers,
         state_dir,
     };
-    let observe: Option<&dyn crate::provider::Observe> =
+    let observe: Option<&dyn crate::provider::LiveReader> =
         if flags.refresh { Some(&observer) } else { None };
     refresh::plan(stack, snap, outputs, observe, &opts).map_err(|e| miette!("{e}"))
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::plan::{self, Health, Plan, PlanError, PlanOptions, Prior, Warning};
-use crate::provider::{Observation, Observe, ProviderError, providers_for};
+use crate::provider::{LiveReader, Observation, ProviderError, providers_for};
 use crate::state::{ResourceState, Snapshot};
 use crate::vocab::resources::{Address, Kind, Stack};
 
@@ -45,7 +45,7 @@ pub enum RefreshError {
 pub fn refresh(
     stack: Option<&Stack>,
     snap: &Snapshot,
-    observe: Option<&dyn Observe>,
+    observe: Option<&dyn LiveReader>,
     opts: &PlanOptions,
 ) -> Result<Prior, RefreshError> {
     let Some(o) = observe else {
@@ -153,7 +153,7 @@ pub fn plan(
     stack: Option<&Stack>,
     snap: &Snapshot,
     outputs: BTreeMap<String, Value>,
-    observe: Option<&dyn Observe>,
+    observe: Option<&dyn LiveReader>,
     opts: &PlanOptions,
 ) -> Result<Plan, RefreshError> {
     let mut prior = refresh(stack, snap, observe, opts)?;

@@ -974,7 +974,7 @@ fn a_recovery_that_cannot_read_the_api_keeps_the_intent_and_stops_the_plan() {
     );
 
     // A plan does not plan over it: it stops, naming the resource.
-    let observer = benchstack::provider::Observer {
+    let observer = benchstack::provider::ProviderReader {
         providers: &providers,
         state_dir: store.dir(),
     };

@@ -14,7 +14,7 @@ use crate::loadgen::search::{CapacitySearch, ProbeSample, search_capacity};
 use crate::loadgen::{ProbeVerdict, RunReport, capacity_slos, probe_verdict};
 use crate::plan::PlanOptions;
 use crate::provider::{
-    Context, Inputs, Observe, Observer, Providers, cluster_providers, provider_for,
+    Context, Inputs, LiveReader, ProviderReader, Providers, cluster_providers, provider_for,
 };
 use crate::refresh;
 use crate::state::Store;
@@ -182,11 +182,11 @@ fn apply_plan(
 ) -> Result<(), CompareError> {
     let snap = store.snapshot()?;
     let outputs = store.outputs()?;
-    let observer = Observer {
+    let observer = ProviderReader {
         providers,
         state_dir: store.dir(),
     };
-    let observe: &dyn Observe = &observer;
+    let observe: &dyn LiveReader = &observer;
     let plan = refresh::plan(Some(stack), &snap, outputs, Some(observe), opts)
         .map_err(|e| CompareError::Deploy(e.to_string()))?;
     let on_event = |e: apply::Event| match e {

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use crate::apply::{self, ApplyOptions};
 use crate::loadgen::RunReport;
 use crate::plan::PlanOptions;
-use crate::provider::{Observe, Observer, Providers};
+use crate::provider::{LiveReader, ProviderReader, Providers};
 use crate::refresh;
 use crate::state::{BaselineRecord, Fingerprint, ResourceState, RunRecord, Store};
 use crate::vocab::resources::{Address, ResourceConfig, Stack};
@@ -233,11 +233,11 @@ pub fn rerun(
 ) -> Result<u64, CompareError> {
     let snap = store.snapshot()?;
     let outputs = store.outputs()?;
-    let observer = Observer {
+    let observer = ProviderReader {
         providers,
         state_dir: store.dir(),
     };
-    let observe: &dyn Observe = &observer;
+    let observe: &dyn LiveReader = &observer;
     let opts = PlanOptions {
         targets: vec![loadtest.clone()],
         replace: vec![loadtest.clone()],

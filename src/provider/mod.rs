@@ -657,12 +657,12 @@ pub fn slug(a: &Address) -> PathBuf {
 }
 
 /// Refresh and recovery for the planner, through the providers (read-only).
-pub struct Observer<'a> {
+pub struct ProviderReader<'a> {
     pub providers: &'a Providers,
     pub state_dir: &'a Path,
 }
 
-impl Observer<'_> {
+impl ProviderReader<'_> {
     fn with_ctx<T>(&self, f: impl FnOnce(&Context) -> T) -> T {
         let cancel = AtomicBool::new(false);
         f(&Context::quiet(self.state_dir, &cancel))
@@ -672,7 +672,7 @@ impl Observer<'_> {
 /// What refresh and recovery need from the providers (read-only).
 /// (Declared here, beside its implementation, so that `refresh` depends on `provider` and not
 /// the other way round.)
-pub trait Observe {
+pub trait LiveReader {
     fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError>;
     /// What an unsettled intent completed, if anything (without cleaning anything up). An
     /// error means "could not tell", never "nothing".
@@ -683,7 +683,7 @@ pub trait Observe {
     ) -> Result<Option<serde_json::Value>, ProviderError>;
 }
 
-impl Observe for Observer<'_> {
+impl LiveReader for ProviderReader<'_> {
     fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError> {
         let p = self.providers.get(&prior.provider)?;
         self.with_ctx(|ctx| p.read(ctx, prior))

@@ -23,7 +23,7 @@ impl FakeObserve {
     }
 }
 
-impl Observe for FakeObserve {
+impl LiveReader for FakeObserve {
     fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError> {
         if prior.address == self.address {
             (self.read)()
@@ -202,7 +202,7 @@ fn a_failed_recovery_stops_the_plan_instead_of_planning_over_the_intent() {
 /// Gone for the cluster; an error for anything read on it.
 struct ClusterGone;
 
-impl Observe for ClusterGone {
+impl LiveReader for ClusterGone {
     fn read(&self, prior: &ResourceState) -> Result<Observation, ProviderError> {
         match prior.address.kind {
             Kind::Cluster => Ok(Observation::Gone("deleted outside benchstack".into())),

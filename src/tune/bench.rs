@@ -12,8 +12,10 @@ use std::sync::atomic::AtomicBool;
 use crate::apply::{self, ApplyOptions};
 use crate::loadgen::RunReport;
 use crate::plan::PlanOptions;
-use crate::provider::Observe;
-use crate::provider::{Context, Inputs, Observer, Providers, cluster_providers, provider_for};
+use crate::provider::LiveReader;
+use crate::provider::{
+    Context, Inputs, ProviderReader, Providers, cluster_providers, provider_for,
+};
 use crate::refresh;
 use crate::state::{RunRecord, Store, TuneProbe, procinfo};
 use crate::vocab::load::{Slo, Stage};
@@ -79,11 +81,11 @@ impl<'a> StackBench<'a> {
     fn apply_stack(&mut self, stack: Stack, cancel: &AtomicBool) -> Result<(), TuneError> {
         let snap = self.store.snapshot()?;
         let outputs = self.store.outputs()?;
-        let observer = Observer {
+        let observer = ProviderReader {
             providers: self.providers,
             state_dir: self.store.dir(),
         };
-        let observe: &dyn Observe = &observer;
+        let observe: &dyn LiveReader = &observer;
         let opts = PlanOptions {
             targets: vec![self.serving.clone()],
             replace: Vec::new(),

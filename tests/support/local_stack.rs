@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use benchstack::apply::{self, ApplyOptions, Outcome};
 use benchstack::plan::{Plan, PlanOptions};
 use benchstack::provider::local::LocalProvider;
-use benchstack::provider::{Observer, ProviderName, Providers};
+use benchstack::provider::{ProviderName, ProviderReader, Providers};
 use benchstack::state::Store;
 use benchstack::vocab::resources::*;
 
@@ -120,7 +120,7 @@ pub fn plan(
     opts: &PlanOptions,
 ) -> Plan {
     let snap = store.snapshot().unwrap();
-    let observer = Observer {
+    let observer = ProviderReader {
         providers,
         state_dir: store.dir(),
     };
