@@ -4,8 +4,8 @@
 //! diffs. Planning has no side effects; refresh only reads.
 
 pub mod cost;
-pub mod model;
 pub mod render;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -162,7 +162,7 @@ impl Plan {
 
     /// The documented `--json` form (docs/plan-json.md), from the same model as the text.
     pub fn to_json(&self) -> Value {
-        model::view(self).to_json()
+        view::view(self).to_json()
     }
 }
 
@@ -383,9 +383,9 @@ fn config_only_image_change(
         return false;
     }
     // Nothing written in the block changed (base image, models, repository …).
-    let changed = model::changed_names(
-        &model::resource_body(&prior.config, None),
-        &model::resource_body(&r.config, None),
+    let changed = view::changed_names(
+        &view::resource_body(&prior.config, None),
+        &view::resource_body(&r.config, None),
     );
     if changed.iter().any(|c| c != "content_hash") {
         return false;
@@ -964,9 +964,9 @@ fn decide(
     if let Some(reason) = d.drifted {
         return (replace, Some(reason));
     }
-    let changed = model::changed_names(
-        &model::resource_body(&prior.config, None),
-        &model::resource_body(&r.config, None),
+    let changed = view::changed_names(
+        &view::resource_body(&prior.config, None),
+        &view::resource_body(&r.config, None),
     );
     let files_changed: Vec<&String> = rendered
         .iter()

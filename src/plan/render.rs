@@ -1,4 +1,4 @@
-//! The plan as people read it, in the stack's own terms (from [`model::view`]): per resource
+//! The plan as people read it, in the stack's own terms (from [`view::view`]): per resource
 //! that changes a `# ADDRESS will …: reason` line and its block as HCL with Terraform's
 //! markers (`+` create, `~` update in place with `old -> new`, `-` delete, `-/+` replace with
 //! `# forces replacement` on the attribute that forces it, `>` a load test run), the rendered
@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use super::model::{self, Body, BodyChange, HclValue, OutputChange, PlanView, ResourceChange};
+use super::view::{self, Body, BodyChange, HclValue, OutputChange, PlanView, ResourceChange};
 use super::{Action, Plan, Summary};
 
 fn symbol(a: Action) -> &'static str {
@@ -52,7 +52,7 @@ pub fn summary_line(s: &Summary) -> String {
 
 /// The human-readable plan.
 pub fn text(plan: &Plan) -> String {
-    text_of(&model::view(plan))
+    text_of(&view::view(plan))
 }
 
 /// The human-readable form of the model.
@@ -109,7 +109,7 @@ fn resource(out: &mut String, c: &ResourceChange) {
     let header = format!(
         "{} {} {{",
         c.address.kind.as_str(),
-        model::quote(&c.address.name)
+        view::quote(&c.address.name)
     );
     match (c.action, &c.before, &c.after) {
         (Action::Delete, Some(before), _) => {
@@ -145,7 +145,7 @@ fn attribute(out: &mut String, depth: usize, marker: &str, name: &str, v: &HclVa
         HclValue::Map(m) if !m.is_empty() => {
             line(out, depth, marker, &format!("{name} = {{"));
             for (k, v) in m {
-                attribute(out, depth + 1, marker, &model::key(k), v);
+                attribute(out, depth + 1, marker, &view::key(k), v);
             }
             line(out, depth, "", "}");
         }
@@ -274,7 +274,7 @@ fn map_entries(
     let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     let mut same = 0;
     for k in keys {
-        let name = model::key(k);
+        let name = view::key(k);
         match (before.get(k), after.get(k)) {
             (b, x) if b == x => same += 1,
             (None, Some(v)) => line(out, depth, "+", &format!("{name} = {}", v.hcl())),

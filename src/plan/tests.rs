@@ -628,19 +628,19 @@ fn paths_are_shown_relative_to_the_stack_directory() {
     use std::path::Path;
     let base = Path::new("/work/repo/stacks");
     assert_eq!(
-        model::display_path(Path::new("/work/repo/examples/model/test.csv"), Some(base)),
+        view::display_path(Path::new("/work/repo/examples/model/test.csv"), Some(base)),
         "../examples/model/test.csv"
     );
     assert_eq!(
-        model::display_path(Path::new("/work/repo/stacks/data/x.csv"), Some(base)),
+        view::display_path(Path::new("/work/repo/stacks/data/x.csv"), Some(base)),
         "data/x.csv"
     );
     assert_eq!(
-        model::display_path(Path::new("/elsewhere/x.csv"), Some(base)),
+        view::display_path(Path::new("/elsewhere/x.csv"), Some(base)),
         "/elsewhere/x.csv"
     );
     assert_eq!(
-        model::display_path(Path::new("/work/repo/x.csv"), None),
+        view::display_path(Path::new("/work/repo/x.csv"), None),
         "/work/repo/x.csv"
     );
 }
@@ -655,7 +655,7 @@ fn durations_are_written_as_the_stack_language_reads_them() {
         (Duration::from_micros(1_250), "1ms250us"),
         (Duration::ZERO, "0s"),
     ] {
-        assert_eq!(model::format_duration(d), text);
+        assert_eq!(view::format_duration(d), text);
         assert_eq!(
             crate::vocab::load::parse_duration(text).unwrap(),
             d,
@@ -669,7 +669,7 @@ fn durations_are_written_as_the_stack_language_reads_them() {
 #[test]
 fn every_attribute_the_plan_shows_is_declared_in_the_stack_schema() {
     use crate::stack::schema::{self, BlockSchema};
-    fn check(what: &str, body: &model::Body, schema: &BlockSchema) {
+    fn check(what: &str, body: &view::Body, schema: &BlockSchema) {
         for (name, _) in &body.attributes {
             let declared = schema.attr_names().contains(&name.as_str())
                 || schema.computed.iter().any(|(c, _)| c == name)
@@ -711,7 +711,7 @@ fn every_attribute_the_plan_shows_is_declared_in_the_stack_schema() {
             let schema = schema::block(kind).expect("every resource kind is declared");
             check(
                 &r.address.to_string(),
-                &model::resource_body(&r.config, None),
+                &view::resource_body(&r.config, None),
                 schema,
             );
             seen.insert(kind);

@@ -1,11 +1,11 @@
 //! The pull-request documents of each command, built from the models the terminal output
-//! uses (the plan's [`model::view`], a tune's [`Outcome`], two runs' [`RunReport`]s) into
+//! uses (the plan's [`view::view`], a tune's [`Outcome`], two runs' [`RunReport`]s) into
 //! the one shape of [`markdown::Document`].
 
 use crate::compare::{Comparison, Verdict as CompareVerdict};
 use crate::loadgen::RunReport;
 use crate::plan::cost::{PlanCost, usd};
-use crate::plan::model::{self, HclValue};
+use crate::plan::view::{self, HclValue};
 use crate::plan::{Action, Plan, render};
 use crate::tune::{Outcome, TRIAL_COLUMNS, fmt_rate, settings_text};
 
@@ -62,7 +62,7 @@ fn value(v: &Option<HclValue>) -> String {
 
 /// The plan for a pull request: `stack` names the stack as the command line did.
 pub fn plan_document(plan: &Plan, stack: &str, cost: Option<&PlanCost>) -> Document {
-    let view = model::view(plan);
+    let view = view::view(plan);
     let summary = plan.summary();
     let mut verdict = format!("**Plan:** {}", plan_counts(plan));
     if let Some(c) = cost {
@@ -71,7 +71,7 @@ pub fn plan_document(plan: &Plan, stack: &str, cost: Option<&PlanCost>) -> Docum
     verdict.push_str(&format!(" · {}", code(stack)));
 
     let mut alerts = Vec::new();
-    let gone: Vec<&model::ResourceChange> = view
+    let gone: Vec<&view::ResourceChange> = view
         .changes
         .iter()
         .filter(|c| matches!(c.action, Action::Replace | Action::Delete))
@@ -122,7 +122,7 @@ pub fn plan_document(plan: &Plan, stack: &str, cost: Option<&PlanCost>) -> Docum
     }
 
     let mut tables = Vec::new();
-    let changed: Vec<&model::ResourceChange> = view
+    let changed: Vec<&view::ResourceChange> = view
         .changes
         .iter()
         .filter(|c| c.action != Action::NoOp)
