@@ -12,7 +12,8 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use benchstack::loadgen::result::{RunReport, decode_histogram};
+use benchstack::loadgen::RunReport;
+use benchstack::loadgen::histogram::decode_histogram;
 use benchstack::provider::gcp::GkeClusterObserved;
 use benchstack::provider::kubernetes::KubernetesProvider;
 use benchstack::provider::{

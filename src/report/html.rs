@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::loadgen::RunReport;
-use crate::loadgen::result::decode_histogram;
+use crate::loadgen::histogram::decode_histogram;
 
 use super::svg::{PALETTE, esc, fmt_num, nice_step};
 
@@ -223,7 +223,7 @@ pub(crate) fn run_timeline(r: &RunReport) -> RunTimeline {
 }
 
 /// The note for a run's per-second timeline that was merged from several workers: what its
-/// per-second percentiles are (see `loadgen::result::merge`), or None for a single generator.
+/// per-second percentiles are (see `loadgen::merge`), or None for a single generator.
 pub(crate) fn merged_timeline_note(label: &str, r: &RunReport) -> Option<String> {
     (r.workers > 1).then(|| {
         format!(
@@ -986,7 +986,7 @@ mod tests {
     use super::*;
     use crate::environment::Environment;
     use crate::loadgen::record::StageRecorder;
-    use crate::loadgen::result::{StageReport, merge};
+    use crate::loadgen::{StageReport, merge};
     use crate::vocab::load::{Protocol, Rate, Slo, Stage};
     use std::time::{Duration, Instant};
 
