@@ -14,12 +14,14 @@ pub const HIST_LOW_US: u64 = 1;
 pub const HIST_HIGH_US: u64 = 60_000_000;
 pub const HIST_SIGFIG: u8 = 3;
 
+/// An empty histogram with the report's bounds, so any two can be added.
 pub fn new_histogram() -> Histogram<u64> {
     // The bounds are constants inside hdrhistogram's accepted range, so this cannot fail.
     Histogram::new_with_bounds(HIST_LOW_US, HIST_HIGH_US, HIST_SIGFIG)
         .expect("constant histogram bounds are valid")
 }
 
+/// Microseconds (the histograms' unit) as milliseconds (the report's).
 pub fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
