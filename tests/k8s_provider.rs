@@ -14,7 +14,8 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use benchstack::loadgen::result::{RunReport, decode_histogram};
+use benchstack::loadgen::RunReport;
+use benchstack::loadgen::histogram::decode_histogram;
 use benchstack::manifest::capacity::Rollout;
 use benchstack::manifest::k8s::{KUBERNETES_YAML, ServingObjects, serving_objects};
 use benchstack::provider::gcp::GkeClusterObserved;

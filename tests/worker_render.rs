@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use benchstack::loadgen::result::{RunReport, merge};
 use benchstack::loadgen::worker::{WorkerRequest, WorkerSpec};
+use benchstack::loadgen::{RunReport, merge};
 use benchstack::vocab::load::{Arrival, Protocol, Rate, Stage};
 use serve_process::{ServeProcess, repo};
 

@@ -8,7 +8,9 @@
 pub mod answers;
 pub mod engine;
 pub mod grpc;
+pub mod histogram;
 pub mod http1;
+pub mod merge;
 pub mod pending;
 pub mod prom;
 pub mod record;
@@ -17,6 +19,7 @@ pub mod result;
 pub mod schedule;
 pub mod search;
 pub mod server;
+pub mod verdict;
 pub mod worker;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -24,11 +27,12 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+pub use merge::merge;
 pub use result::{
     Capacity, LagSummary, Percentiles, Probe, RunReport, SloVerdict, StageReport, TimelinePoint,
-    merge,
 };
 pub use search::{CapacitySearch, Floor, ProbeSample, SearchOutcome, search_capacity};
+pub use verdict::{ProbeVerdict, capacity_slos, generator_invalid, judge_validity, probe_verdict};
 
 use crate::vocab::load as spec;
 use crate::vocab::resources::LoadtestConfig;
@@ -630,118 +634,6 @@ pub fn run_observed(
     };
     report.invalid = generator_invalid(&report);
     Ok(report)
-}
-
-/// Why a run's own stages make it unusable for a verdict: a stage whose generator was the
-/// bottleneck and whose missed objectives (or missed offered rate) its lag accounts for,
-/// the same rule as a capacity probe's `ProbeVerdict::Invalid`. A stage that met everything
-/// despite lag keeps its pass (lag only makes latency look worse), so it does not count.
-pub fn generator_invalid(report: &RunReport) -> Option<String> {
-    let why: Vec<String> = report
-        .stages
-        .iter()
-        .filter(|s| s.generator_bottleneck)
-        .filter_map(|s| match probe_verdict(s, s.target_rate.unwrap_or(0.0)) {
-            ProbeVerdict::Invalid(why) => Some(format!(
-                "stage {}: the load generator was the bottleneck ({why})",
-                s.name
-            )),
-            _ => None,
-        })
-        .collect();
-    (!why.is_empty()).then(|| why.join("; "))
-}
-
-/// Recomputes a (merged) run's generator verdict and adds it to the reasons it already has.
-pub fn judge_validity(report: &mut RunReport) {
-    if let Some(why) = generator_invalid(report) {
-        result::mark_invalid(report, why);
-    }
-}
-
-/// Why a probe did not hold, or `None` when it did: the stage's verdict
-/// (`result::stage_failures`: every SLO with failed requests counted) and the offered rate
-/// actually sent (within 1%). `probe_verdict` decides whether the generator's lag accounts for
-/// it.
-fn probe_failure(stage: &StageReport, rate: f64) -> Option<String> {
-    let mut why = result::stage_failures(stage);
-    if stage.achieved_rate < 0.99 * rate {
-        why.push(format!(
-            "only {:.1} req/s sent of {rate}",
-            stage.achieved_rate
-        ));
-    }
-    (!why.is_empty()).then(|| why.join("; "))
-}
-
-/// What a capacity probe says about the server.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProbeVerdict {
-    /// Every objective held at the offered rate. Generator lag, if any, only made the
-    /// latency look worse (it counts from the intended send time), so the pass stands.
-    Passed,
-    /// The server missed an objective; the reasons.
-    Failed(String),
-    /// The generator fell behind far enough to account for the miss: no verdict on the
-    /// server (retry, or give the load test more workers).
-    Invalid(String),
-}
-
-/// The one verdict of a capacity probe, shared by `--find-capacity` and `benchstack tune`:
-/// `probe_failure`, except that when the generator was the bottleneck and every missed
-/// objective is one its own lag can account for (`result::lag_explains_miss`), the probe is
-/// `Invalid` rather than held against the server; that includes a probe that missed only the
-/// offered rate. A missed error-rate objective is always the server's (lag does not make a
-/// server fail requests), and so is a latency miss beyond the lag, even when fewer requests
-/// were sent than offered: with every connection waiting on a slow server, requests queue for
-/// a connection, and that wait counts in the latency as the server's.
-pub fn probe_verdict(stage: &StageReport, rate: f64) -> ProbeVerdict {
-    let Some(failure) = probe_failure(stage, rate) else {
-        return ProbeVerdict::Passed;
-    };
-    if !stage.generator_bottleneck {
-        return ProbeVerdict::Failed(failure);
-    }
-    let why = stage
-        .bottleneck
-        .clone()
-        .unwrap_or_else(|| "the load generator fell behind its schedule".into());
-    let (Ok(latency), Ok(lag)) = (
-        stage.latency_histogram(),
-        result::decode_histogram(&stage.generator_lag_histogram),
-    ) else {
-        return ProbeVerdict::Invalid(why);
-    };
-    let server_missed = stage.slos.iter().filter(|v| !v.met).any(|v| {
-        v.limit_error_rate.is_some()
-            || (v.percentile > 0.0
-                && !result::lag_explains_miss(
-                    &latency,
-                    stage.errors_total,
-                    &lag,
-                    v.percentile,
-                    Duration::try_from_secs_f64(v.limit_ms.max(0.0) / 1000.0)
-                        .unwrap_or(Duration::MAX),
-                ))
-    });
-    if server_missed {
-        ProbeVerdict::Failed(failure)
-    } else {
-        ProbeVerdict::Invalid(format!(
-            "{why}; the missed objectives ({failure}) are within what that lag accounts for"
-        ))
-    }
-}
-
-/// The objectives a capacity search judges probes by: the given ones, plus `errors=1%` when
-/// none bounds the error rate, so that a configuration that sheds load by failing fast is
-/// never crowned (the added objective is listed in the report like the others).
-pub fn capacity_slos(slos: &[Slo]) -> Vec<Slo> {
-    let mut out = slos.to_vec();
-    if !out.iter().any(|s| matches!(s, Slo::ErrorRate { .. })) {
-        out.push(Slo::ErrorRate { errors: 0.01 });
-    }
-    out
 }
 
 /// The highest rate whose SLOs hold: doubles the rate from `start_rate` until a probe

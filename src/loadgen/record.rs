@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::result::{
-    self, EarlyStop, StageReport, TimelinePoint, bottleneck, encode_histogram, judge, lag_summary,
-    ms, new_histogram, percentiles,
-};
+use super::histogram::{encode_histogram, lag_summary, ms, new_histogram, percentiles};
+use super::result::{EarlyStop, StageReport, TimelinePoint};
+use super::verdict::{self, bottleneck, judge};
 use crate::vocab::load::{Rate, Slo, Stage};
 
 /// Why a request failed. Names (`kind()`) are the keys of `errors` in the report.
@@ -368,7 +367,7 @@ impl StageRecorder {
             (ran.clamp(0.001, planned_s.max(0.001)), reason)
         });
         let duration_s = stopped_early.as_ref().map_or(planned_s, |(ran, _)| *ran);
-        let reason = bottleneck(&self.lag, self.cap_hits, result::late_threshold(slos));
+        let reason = bottleneck(&self.lag, self.cap_hits, verdict::late_threshold(slos));
         StageReport {
             name: self.stage.name.clone(),
             target_rate: match self.stage.rate {
@@ -385,11 +384,11 @@ impl StageRecorder {
             },
             errors_total: self.errors_total,
             errors: self.errors.iter().map(|(k, n)| (k.kind(), *n)).collect(),
-            error_rate: result::error_rate(self.errors_total, self.completed),
+            error_rate: verdict::error_rate(self.errors_total, self.completed),
             latency_ms: percentiles(&self.latency),
             service_time_ms: percentiles(&self.service),
             generator_lag_ms: lag_summary(&self.lag),
-            queue_wait_ms: result::lag_summary(&self.wait),
+            queue_wait_ms: lag_summary(&self.wait),
             histogram: encode_histogram(&self.latency),
             service_time_histogram: encode_histogram(&self.service),
             generator_lag_histogram: encode_histogram(&self.lag),

@@ -1,7 +1,7 @@
 //! Distributed load generation: one `WorkerSpec` describes the whole test; worker `i` of `N`
 //! runs 1/N of every stage's rate with its own seed, from a common start time, and prints its
 //! `RunReport` (with base64 HdrHistograms) as its last line. The coordinator merges the
-//! reports (`result::merge`): histograms are added, never averaged.
+//! reports (`merge::merge`): histograms are added, never averaged.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

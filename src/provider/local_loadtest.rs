@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Applied, Context, Inputs, ProviderError, RunOutcome};
-use crate::loadgen::result::{self, RunReport};
+use crate::loadgen::RunReport;
 use crate::loadgen::server::{self, HttpReplica, Replica, Scraper, StageMarks};
 use crate::loadgen::{self, Progress};
 use crate::state::procinfo;
@@ -297,7 +297,7 @@ fn run_worker_processes(
             failures.join("; ")
         )));
     }
-    let mut report = result::merge(&reports)
+    let mut report = loadgen::merge(&reports)
         .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))?;
     // Each local worker's own start lateness; the merged stages judged again.
     report.worker_diagnostics = reports

@@ -10,7 +10,7 @@
 //! the rate is halved has a floor above the SLO and is reported as never passing after two or
 //! three probes; a probe stops sending once it can no longer pass, and none runs longer than
 //! `MAX_PROBE_FACTOR` × `probe_duration`. A probe passes only by the
-//! load generator's one verdict (`loadgen::probe_verdict` over `result::stage_failures`, with
+//! load generator's one verdict (`loadgen::probe_verdict` over `verdict::stage_failures`, with
 //! failed requests counted against every SLO and an error-rate objective added when the load
 //! test has none); a miss the generator's own lag accounts for is no verdict on the server
 //! (the probe is repeated once, then the trial is invalid). The outer loop is a grid or a coordinate descent, then the best three are

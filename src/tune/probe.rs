@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::ProbeResult;
-use crate::loadgen::result::percentile_counting_failures;
+use crate::loadgen::verdict::percentile_counting_failures;
 use crate::loadgen::{ProbeVerdict, StageReport};
 use crate::stack::tune::TuneConfig;
 use crate::vocab::load::Slo;

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::loadgen::result::{encode_histogram, judge, new_histogram};
+use crate::loadgen::histogram::{encode_histogram, new_histogram};
+use crate::loadgen::verdict::judge;
 use crate::loadgen::{LagSummary, Percentiles};
 use crate::stack::tune::{Dimension, Knob, Objective, Search, TuneConfig};
 use crate::vocab::load::{Arrival, Protocol, Stage};

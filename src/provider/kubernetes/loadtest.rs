@@ -16,8 +16,9 @@ use super::{
     ClusterConnection, DEFAULT_WORKER_START_DELAY, POLL_CAP, WORKER_START_DELAY_ENV, call,
     env_duration, pause, pods, secs,
 };
-use crate::loadgen::result::{self, RunReport};
+use crate::loadgen::RunReport;
 use crate::loadgen::server::{self, Replica, Scraper};
+use crate::loadgen::verdict::mark_invalid;
 use crate::loadgen::worker::WorkerSpec;
 use crate::manifest::k8s::{self, FIELD_MANAGER, NAMESPACE, loadtest_job, object_name};
 use crate::provider::retry::{Call, RetryPolicy};
@@ -180,12 +181,12 @@ pub(super) async fn run(
 
     let workers = gang::diagnostics(&gang, &reports);
     let reports: Vec<RunReport> = reports.into_iter().map(|(_, _, r)| r).collect();
-    let mut merged = result::merge(&reports)
+    let mut merged = crate::loadgen::merge(&reports)
         .map_err(|e| ProviderError::other(format!("merging the workers' reports: {e}")))?;
     // Complete and on time, or invalid with the reasons: never "n−1 workers".
     let bound = Duration::from_millis(l.start_tolerance_ms);
     for why in gang::judge(&gang, &workers, bound) {
-        result::mark_invalid(&mut merged, why);
+        mark_invalid(&mut merged, why);
     }
     merged.worker_diagnostics = workers;
     merged.answers = answers;

@@ -1,476 +1,21 @@
 //! One self-contained HTML page (inline CSS and SVG, no scripts or downloads) for one run or
 //! several side by side: the summary table, the latency percentile spectrum (log axis of
 //! 1/(1−q), as HdrHistogram's plotter draws it), and latency and throughput over time.
+//!
+//! This file is the page; `charts` draws each chart and `timeline` lays the per-second buckets
+//! on the time axis.
+
+mod charts;
+mod timeline;
 
 use std::fmt::Write as _;
 
 use crate::loadgen::RunReport;
-use crate::loadgen::result::decode_histogram;
+use crate::loadgen::histogram::decode_histogram;
 
-use super::svg::{PALETTE, esc, fmt_num, nice_step};
-
-struct Series {
-    label: String,
-    color: String,
-    dash: bool,
-    points: Vec<(f64, f64)>,
-}
-
-enum XAxis {
-    /// x = log10(1/(1−q)); labels 0%, 90%, 99%, …
-    Nines(f64),
-    Seconds(f64),
-}
-
-/// A limit line is drawn on a chart when it is at most this many times the highest plotted
-/// value; further above, a note above the chart names it instead, so the data are not squashed
-/// against the floor of an axis stretched to reach the limit.
-pub(crate) const LIMIT_IN_RANGE_FACTOR: f64 = 1.5;
-
-/// A horizontal reference line, e.g. an SLO: `value` in the chart's y unit.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Limit {
-    pub value: f64,
-    /// What the line is, as the user wrote it: `SLO p99 ≤ 50 ms`.
-    pub label: String,
-}
-
-/// The latency limits of the runs' SLOs (each distinct one once), in milliseconds.
-pub(crate) fn slo_limits<'a>(runs: impl IntoIterator<Item = &'a RunReport>) -> Vec<Limit> {
-    let mut out: Vec<Limit> = Vec::new();
-    for r in runs {
-        for s in &r.slos {
-            if let Some(v) = s.limit_ms() {
-                let l = Limit {
-                    value: v,
-                    label: format!("SLO {} ≤ {} ms", s.label(), fmt_num(v)),
-                };
-                if !out.contains(&l) {
-                    out.push(l);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Which limits a chart whose data reach `data_max` draws, and the notes for those it leaves out.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct PlacedLimits {
-    pub drawn: Vec<Limit>,
-    /// One sentence per limit too far above the data to draw: `SLO p99 ≤ 500 ms is above this
-    /// chart (the highest value shown is 8.2 ms)`.
-    pub notes: Vec<String>,
-}
-
-/// Splits `limits` into those drawn (at most [`LIMIT_IN_RANGE_FACTOR`] × the highest value, or
-/// every one when there are no data) and notes for the rest; `unit` follows numbers in the notes.
-pub(crate) fn place_limits(data_max: f64, limits: &[Limit], unit: &str) -> PlacedLimits {
-    let mut placed = PlacedLimits::default();
-    for l in limits {
-        if data_max <= 0.0 || l.value <= data_max * LIMIT_IN_RANGE_FACTOR {
-            placed.drawn.push(l.clone());
-        } else {
-            placed.notes.push(format!(
-                "{} is above this chart (the highest value shown is {} {unit}).",
-                l.label,
-                fmt_num(data_max)
-            ));
-        }
-    }
-    placed
-}
-
-/// A linear y axis from 0: its top tick and the distance between ticks.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct YAxis {
-    pub max: f64,
-    pub step: f64,
-}
-
-/// The y axis for values up to `top`: about five "nice" ticks, the highest at or just above
-/// `top` (a little headroom so a curve's peak does not run along the frame).
-pub(crate) fn y_axis(top: f64) -> YAxis {
-    let top = if top.is_finite() && top > 0.0 {
-        top * 1.04
-    } else {
-        1.0
-    };
-    let step = nice_step(top, 5.0);
-    YAxis {
-        max: ((top / step).ceil() * step).max(step),
-        step,
-    }
-}
-
-fn nines_label(x: f64) -> String {
-    let q = 1.0 - 10f64.powf(-x);
-    let pct = q * 100.0;
-    let digits = (x - 2.0).max(0.0).round() as usize;
-    format!("{pct:.digits$}%")
-}
-
-/// One second of a run on the report's time axis (stages laid end to end).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Second {
-    /// Seconds since the run's first stage began.
-    pub start: f64,
-    /// Requests (failed ones included) that completed in this second.
-    pub requests: u64,
-    pub errors: u64,
-    /// The second's percentiles of its stage's successful requests; None when none succeeded.
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-}
-
-/// What a run's per-second timeline draws, and what it leaves out.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct RunTimeline {
-    /// Whole seconds inside their stage's schedule, in time order.
-    pub seconds: Vec<Second>,
-    /// Where each stage began, with its name.
-    pub stage_starts: Vec<(f64, String)>,
-    /// Where the last stage's schedule ended.
-    pub end: f64,
-    /// Stages whose duration is not a whole number of seconds: the name, the length of the
-    /// part-second at the end that is not drawn, and the requests completed in it.
-    pub partial: Vec<(String, f64, u64)>,
-    /// Requests (and of them errors) that completed after their stage's schedule ended and fall
-    /// in no drawn second (after the last stage, or not aligned with the next stage's seconds).
-    pub undrawn_requests: u64,
-    pub undrawn_errors: u64,
-}
-
-/// Lays a run's per-second buckets on one time axis. A bucket is drawn only when it is a whole
-/// second inside its stage's schedule, so rates are counts over one second: a stage's last
-/// part-second (a duration like 2.5 s) would otherwise show as a drop. Completions after a
-/// stage's schedule ended (its in-flight requests draining) are added to the next stage's second
-/// that covers the same time, so a stage boundary shows the real completion rate; those after
-/// the last stage, or not aligned with a drawn second, are counted in `undrawn_*`.
-pub(crate) fn run_timeline(r: &RunReport) -> RunTimeline {
-    const EPS: f64 = 1e-6;
-    let mut tl = RunTimeline::default();
-    let mut drained: Vec<(f64, u64, u64)> = Vec::new();
-    let mut offset = 0.0;
-    for st in &r.stages {
-        tl.stage_starts.push((offset, st.name.clone()));
-        let d = st.duration_s.max(0.0);
-        let mut partial_requests = None;
-        for p in &st.timeline {
-            let t = p.t as f64;
-            let start = offset + t;
-            if t + 1.0 <= d + EPS {
-                let ok = p.requests > p.errors;
-                tl.seconds.push(Second {
-                    start,
-                    requests: p.requests,
-                    errors: p.errors,
-                    p50_ms: ok.then_some(p.p50_ms),
-                    p99_ms: ok.then_some(p.p99_ms),
-                });
-            } else if t < d - EPS {
-                // The part-second at the end of the stage's schedule.
-                partial_requests = Some(p.requests);
-            } else {
-                drained.push((start, p.requests, p.errors));
-            }
-        }
-        // A whole second with no completions has no bucket when nothing completed after it:
-        // it is a true zero (the server answered nothing), drawn as one.
-        if !st.timeline.is_empty() {
-            for t in 0..(d + EPS).floor() as u32 {
-                if !st.timeline.iter().any(|p| p.t == t) {
-                    tl.seconds.push(Second {
-                        start: offset + t as f64,
-                        requests: 0,
-                        errors: 0,
-                        p50_ms: None,
-                        p99_ms: None,
-                    });
-                }
-            }
-        }
-        let frac = d - d.floor();
-        if frac > EPS {
-            tl.partial
-                .push((st.name.clone(), frac, partial_requests.unwrap_or(0)));
-        }
-        offset += d;
-    }
-    tl.end = offset;
-    tl.seconds.sort_by(|a, b| {
-        a.start
-            .partial_cmp(&b.start)
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    for (start, requests, errors) in drained {
-        match tl
-            .seconds
-            .iter_mut()
-            .find(|s| (s.start - start).abs() < EPS)
-        {
-            Some(s) => {
-                s.requests += requests;
-                s.errors += errors;
-            }
-            None => {
-                tl.undrawn_requests += requests;
-                tl.undrawn_errors += errors;
-            }
-        }
-    }
-    tl
-}
-
-/// The note for a run's per-second timeline that was merged from several workers: what its
-/// per-second percentiles are (see `loadgen::result::merge`), or None for a single generator.
-pub(crate) fn merged_timeline_note(label: &str, r: &RunReport) -> Option<String> {
-    (r.workers > 1).then(|| {
-        format!(
-            "{}merged from {} workers: each second's p50 and p99 here is the highest of the \
-             workers' values for that second, an upper bound on the percentile of all the \
-             requests completed in that second (per-second histograms are not kept), never \
-             below it. Requests and errors per second are exact sums; seconds count from each \
-             worker's own stage start (the workers start together). The table and the \
-             percentile chart come from the merged histograms and are exact.",
-            if label.is_empty() {
-                "This run is ".to_string()
-            } else {
-                format!("{label} is ")
-            },
-            r.workers
-        )
-    })
-}
-
-/// The note for what a run's time charts leave out, or None when everything is drawn.
-fn undrawn_note(label: &str, tl: &RunTimeline) -> Option<String> {
-    let mut parts = Vec::new();
-    for (stage, len, requests) in &tl.partial {
-        parts.push(format!(
-            "the last {} s of stage {} ({} request{}; a part-second, whose count over a whole \
-             second would read as a drop)",
-            fmt_num((len * 1000.0).round() / 1000.0),
-            esc(stage),
-            requests,
-            if *requests == 1 { "" } else { "s" }
-        ));
-    }
-    if tl.undrawn_requests > 0 {
-        parts.push(format!(
-            "{} request{}{} that completed after their stage's schedule ended (in flight when \
-             it ended)",
-            tl.undrawn_requests,
-            if tl.undrawn_requests == 1 { "" } else { "s" },
-            if tl.undrawn_errors > 0 {
-                format!(" ({} failed)", tl.undrawn_errors)
-            } else {
-                String::new()
-            }
-        ));
-    }
-    if parts.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "{}Not drawn over time: {}. The table and the percentile chart include them.",
-        if label.is_empty() {
-            String::new()
-        } else {
-            format!("{} · ", esc(label))
-        },
-        parts.join("; ")
-    ))
-}
-
-struct Chart<'a> {
-    /// The figure's id (for links and tests).
-    id: &'a str,
-    title: &'a str,
-    y_label: &'a str,
-    /// The unit in notes about limits off the chart.
-    unit: &'a str,
-    x: XAxis,
-    series: &'a [Series],
-    vlines: &'a [(f64, String)],
-    limits: &'a [Limit],
-    /// Sentences shown above the chart (already HTML-escaped).
-    notes: Vec<String>,
-}
-
-fn chart(c: Chart<'_>) -> String {
-    let Chart {
-        id,
-        title,
-        y_label,
-        unit,
-        x,
-        series,
-        vlines,
-        limits,
-        mut notes,
-    } = c;
-    let (w, h) = (1080.0, 340.0);
-    let (ml, mr, mt, mb) = (64.0, 20.0, 16.0, 42.0);
-    let pw = w - ml - mr;
-    let ph = h - mt - mb;
-    let x_max = match x {
-        XAxis::Nines(m) | XAxis::Seconds(m) => m.max(1e-9),
-    };
-    let data_max = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max);
-    let placed = place_limits(data_max, limits, unit);
-    notes.extend(placed.notes.iter().map(|n| esc(n)));
-    let top = placed
-        .drawn
-        .iter()
-        .map(|l| l.value)
-        .fold(data_max, f64::max);
-    let YAxis { max: y_max, step } = y_axis(top);
-    let sx = |v: f64| ml + (v / x_max).clamp(0.0, 1.0) * pw;
-    let sy = |v: f64| mt + ph - (v / y_max).clamp(0.0, 1.0) * ph;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<figure id="{}"><figcaption>{}</figcaption>"#,
-        esc(id),
-        esc(title)
-    );
-    for n in &notes {
-        let _ = write!(s, r#"<p class="chart-note">{n}</p>"#);
-    }
-    let _ = write!(
-        s,
-        r#"<svg viewBox="0 0 {w} {h}" role="img" aria-label="{}" data-y-max="{}">"#,
-        esc(title),
-        fmt_num(y_max)
-    );
-    // Grid and y ticks.
-    let mut k = 0.0;
-    while k * step <= y_max + step * 0.01 {
-        let v = k * step;
-        let y = sy(v);
-        let _ = write!(
-            s,
-            r##"<line x1="{ml}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e5e7eb"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
-            ml + pw,
-            ml - 6.0,
-            y + 4.0,
-            fmt_num(v)
-        );
-        k += 1.0;
-    }
-    // x ticks.
-    match x {
-        XAxis::Nines(m) => {
-            let mut k = 0.0;
-            while k <= m + 1e-9 {
-                let xx = sx(k);
-                let _ = write!(
-                    s,
-                    r##"<line x1="{xx:.1}" y1="{mt}" x2="{xx:.1}" y2="{:.1}" stroke="#e5e7eb"/><text x="{xx:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text>"##,
-                    mt + ph,
-                    mt + ph + 16.0,
-                    nines_label(k)
-                );
-                k += 1.0;
-            }
-        }
-        XAxis::Seconds(m) => {
-            let st = nice_step(m, 10.0);
-            let mut k = 0.0;
-            while k * st <= m + 1e-9 {
-                let t = k * st;
-                let xx = sx(t);
-                let _ = write!(
-                    s,
-                    r##"<line x1="{xx:.1}" y1="{mt}" x2="{xx:.1}" y2="{:.1}" stroke="#f1f5f9"/><text x="{xx:.1}" y="{:.1}" class="tick" text-anchor="middle">{}s</text>"##,
-                    mt + ph,
-                    mt + ph + 16.0,
-                    fmt_num(t)
-                );
-                k += 1.0;
-            }
-        }
-    }
-    let _ = write!(
-        s,
-        r##"<text x="14" y="{:.1}" class="axis" transform="rotate(-90 14 {:.1})" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" class="axis" text-anchor="middle">{}</text>"##,
-        mt + ph / 2.0,
-        mt + ph / 2.0,
-        esc(y_label),
-        ml + pw / 2.0,
-        h - 6.0,
-        match x {
-            XAxis::Nines(_) => "percentile (log scale of 1/(1−q))",
-            XAxis::Seconds(_) => "time since the first stage began",
-        }
-    );
-    for (xv, label) in vlines {
-        let xx = sx(*xv);
-        let _ = write!(
-            s,
-            r##"<line x1="{xx:.1}" y1="{mt}" x2="{xx:.1}" y2="{:.1}" stroke="#94a3b8" stroke-dasharray="4 4"/><text x="{:.1}" y="{:.1}" class="tick">{}</text>"##,
-            mt + ph,
-            xx + 4.0,
-            mt + 12.0,
-            esc(label)
-        );
-    }
-    for l in &placed.drawn {
-        let yy = sy(l.value);
-        let _ = write!(
-            s,
-            r##"<line class="limit" x1="{ml}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#f59e0b" stroke-dasharray="6 3"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end" fill="#b45309">{}</text>"##,
-            ml + pw,
-            ml + pw - 4.0,
-            yy - 4.0,
-            esc(&l.label)
-        );
-    }
-    for se in series {
-        if se.points.is_empty() {
-            continue;
-        }
-        let pts: Vec<String> = se
-            .points
-            .iter()
-            .map(|(a, b)| format!("{:.1},{:.1}", sx(*a), sy(*b)))
-            .collect();
-        let _ = write!(
-            s,
-            r#"<polyline fill="none" stroke="{}" stroke-width="{}" {} points="{}"><title>{}</title></polyline>"#,
-            se.color,
-            if se.dash { "1.5" } else { "2" },
-            if se.dash {
-                r#"stroke-dasharray="5 4""#
-            } else {
-                ""
-            },
-            pts.join(" "),
-            esc(&se.label)
-        );
-    }
-    let _ = write!(
-        s,
-        r##"<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#cbd5e1"/></svg>"##
-    );
-    s.push_str(r#"<div class="legend">"#);
-    for se in series {
-        let _ = write!(
-            s,
-            r#"<span><i style="border-top:3px {} {}"></i>{}</span>"#,
-            if se.dash { "dashed" } else { "solid" },
-            se.color,
-            esc(&se.label)
-        );
-    }
-    s.push_str("</div></figure>");
-    s
-}
+use super::svg::{PALETTE, esc};
+use charts::{Chart, Series, XAxis, chart, slo_limits};
+use timeline::{merged_timeline_note, run_timeline, undrawn_note};
 
 /// Milliseconds, or a dash for a value not measured (negative).
 fn ms(v: f64) -> String {
@@ -981,18 +526,23 @@ code{{background:#f1f5f9;padding:0 3px;border-radius:3px}}
     )
 }
 
+/// Runs built through the real recorder, shared by the tests of the page and `timeline`.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
     use crate::environment::Environment;
     use crate::loadgen::record::StageRecorder;
-    use crate::loadgen::result::{StageReport, merge};
+    use crate::loadgen::{RunReport, StageReport};
     use crate::vocab::load::{Protocol, Rate, Slo, Stage};
     use std::time::{Duration, Instant};
 
     /// A stage of `duration_ms` whose requests, sent at `(sent_ms, latency_us)` after its start,
     /// all succeed after `latency_us`.
-    fn stage(name: &str, duration_ms: u64, sent: &[(u64, u64)], slos: &[Slo]) -> StageReport {
+    pub(crate) fn stage(
+        name: &str,
+        duration_ms: u64,
+        sent: &[(u64, u64)],
+        slos: &[Slo],
+    ) -> StageReport {
         let mut r = StageRecorder::new(Stage {
             name: name.into(),
             rate: Rate::PerSecond(100.0),
@@ -1009,14 +559,14 @@ mod tests {
     }
 
     /// Requests every 10 ms over `[from_ms, to_ms)`, each taking `latency_us`.
-    fn steady(from_ms: u64, to_ms: u64, latency_us: u64) -> Vec<(u64, u64)> {
+    pub(crate) fn steady(from_ms: u64, to_ms: u64, latency_us: u64) -> Vec<(u64, u64)> {
         (from_ms..to_ms)
             .step_by(10)
             .map(|t| (t, latency_us))
             .collect()
     }
 
-    fn run(stages: Vec<StageReport>, slos: &[Slo]) -> RunReport {
+    pub(crate) fn run(stages: Vec<StageReport>, slos: &[Slo]) -> RunReport {
         RunReport {
             target: "http://127.0.0.1:8501".into(),
             protocol: Protocol::Rest,
@@ -1039,6 +589,14 @@ mod tests {
             answers: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{run, stage, steady};
+    use super::*;
+    use crate::loadgen::merge;
+    use crate::vocab::load::Slo;
 
     /// The HTML of the figure with this id.
     fn figure<'a>(page: &'a str, id: &str) -> &'a str {
@@ -1087,24 +645,6 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_placed_by_their_distance_from_the_data() {
-        let l = |v: f64| Limit {
-            value: v,
-            label: format!("SLO p99 ≤ {v} ms"),
-        };
-        let p = place_limits(8.2, &[l(10.0), l(500.0)], "ms");
-        assert_eq!(p.drawn, vec![l(10.0)]);
-        assert_eq!(
-            p.notes,
-            vec!["SLO p99 ≤ 500 ms is above this chart (the highest value shown is 8.2 ms)."]
-        );
-        // No data: the limit sets the axis.
-        assert_eq!(place_limits(0.0, &[l(500.0)], "ms").drawn, vec![l(500.0)]);
-        let y = y_axis(5.0);
-        assert!(y.max >= 5.0 && y.max < 7.5, "{y:?}");
-    }
-
-    #[test]
     fn a_part_second_at_the_end_of_a_stage_is_not_drawn_as_a_drop() {
         // 2.5 s at 100/s: seconds 0 and 1 are whole, [2, 2.5) is not.
         let r = run(vec![stage("ramp", 2500, &steady(0, 2500, 2000), &[])], &[]);
@@ -1134,38 +674,6 @@ mod tests {
             figure(&page, "throughput-over-time")
                 .contains("1 request that completed after their stage")
         );
-    }
-
-    #[test]
-    fn a_stages_last_completions_count_in_the_next_stages_second_that_covers_them() {
-        let mut a = steady(0, 2000, 1000);
-        a.push((1999, 500_000)); // completes at 2.499 s: in the next stage's first second
-        let r = run(
-            vec![
-                stage("a", 2000, &a, &[]),
-                stage("b", 2000, &steady(0, 2000, 1000), &[]),
-            ],
-            &[],
-        );
-        let tl = run_timeline(&r);
-        let counts: Vec<(f64, u64)> = tl.seconds.iter().map(|s| (s.start, s.requests)).collect();
-        assert_eq!(counts, vec![(0.0, 100), (1.0, 100), (2.0, 101), (3.0, 100)]);
-        assert_eq!(tl.undrawn_requests, 0);
-        assert_eq!(
-            tl.stage_starts,
-            vec![(0.0, "a".to_string()), (2.0, "b".to_string())]
-        );
-    }
-
-    #[test]
-    fn seconds_in_which_nothing_completed_are_drawn_as_zero() {
-        // The server stops answering after the first second of a 3 s stage.
-        let r = run(vec![stage("s", 3000, &steady(0, 1000, 1000), &[])], &[]);
-        assert_eq!(r.stages[0].timeline.len(), 1);
-        let tl = run_timeline(&r);
-        let counts: Vec<(f64, u64)> = tl.seconds.iter().map(|s| (s.start, s.requests)).collect();
-        assert_eq!(counts, vec![(0.0, 100), (1.0, 0), (2.0, 0)]);
-        assert!(tl.seconds[1].p99_ms.is_none());
     }
 
     #[test]
