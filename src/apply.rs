@@ -651,9 +651,14 @@ fn inputs_for(plan: &Plan, c: &Change, store: &Store) -> Result<Inputs, StateErr
 /// Stores the outputs: known values as they are, attributes from what the providers observed.
 fn write_outputs(plan: &Plan, store: &Store) -> Result<(), StateError> {
     let mut out = BTreeMap::new();
-    if let Some(stack) = &plan.stack
-        && !plan.destroy
-    {
+    if plan.destroy {
+        // What the plan deletes: every output for a whole destroy, only those reading a
+        // deleted resource for a targeted one (`plan::output_plans`).
+        out = store.outputs()?;
+        for o in plan.outputs.iter().filter(|o| o.action == Action::Delete) {
+            out.remove(&o.name);
+        }
+    } else if let Some(stack) = &plan.stack {
         for o in &stack.outputs {
             let value = match &o.value {
                 OutputValue::Known(v) => Some(v.clone()),
@@ -673,7 +678,7 @@ fn write_outputs(plan: &Plan, store: &Store) -> Result<(), StateError> {
                 out.insert(o.name.clone(), v);
             }
         }
-    } else if !plan.destroy {
+    } else {
         out = store.outputs()?;
     }
     store.set_outputs(&out)?;

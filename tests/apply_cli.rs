@@ -806,3 +806,48 @@ fn a_reader_that_closes_stdout_early_ends_the_command_quietly_with_success() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_targeted_destroy_deletes_only_the_outputs_that_read_what_it_destroyed() {
+    let env = Env::new();
+    env.write_stack(8, "1s");
+    let stack = env.stack();
+    let mut text = std::fs::read_to_string(&stack).unwrap();
+    text.push_str("\noutput \"team\" {\n  value = \"infra\"\n}\n");
+    std::fs::write(&stack, text).unwrap();
+    let (code, out, err) = env.run(&["apply", "--auto-approve", s(&stack)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let outputs = || env.run(&["output"]).1;
+    let before = outputs();
+    assert!(before.contains("rest_endpoint = "), "{before}");
+    assert!(before.contains("team = \"infra\""), "{before}");
+
+    // The load test reads nothing an output shows: every output stays.
+    let (code, out, err) = env.run(&[
+        "destroy",
+        "--auto-approve",
+        "--target",
+        "loadtest.smoke",
+        s(&stack),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(outputs(), before);
+
+    // The serving resource goes, and with it only the output that reads it.
+    let (code, out, err) = env.run(&[
+        "destroy",
+        "--auto-approve",
+        "--target",
+        "serving.tf",
+        s(&stack),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let after = outputs();
+    assert!(!after.contains("rest_endpoint"), "{after}");
+    assert!(after.contains("team = \"infra\""), "{after}");
+
+    // A whole destroy removes the rest.
+    let (code, out, err) = env.run(&["destroy", "--auto-approve", s(&stack)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!outputs().contains("team"), "{}", outputs());
+}

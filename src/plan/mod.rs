@@ -846,7 +846,13 @@ pub fn make(
         Some(s) => stack_hash(&s.files)?,
         None => String::new(),
     };
-    let outputs = output_plans(stack, &prior_outputs, &changes, opts.destroy);
+    let outputs = output_plans(
+        stack,
+        &prior_outputs,
+        &changes,
+        opts.destroy,
+        !opts.targets.is_empty(),
+    );
     Ok(Plan {
         format_version: FORMAT_VERSION,
         lineage,
@@ -868,12 +874,41 @@ pub fn make(
 /// What happens to each output: a value known now is compared with the recorded one; an
 /// attribute of a resource that is created, updated or replaced is only known after apply;
 /// recorded outputs the stack no longer declares (all of them, for destroy) are deleted.
+/// A targeted destroy deletes only the outputs that read a resource it deletes, and keeps
+/// every output when it has no stack to tell which (an output is never lost because what it
+/// reads could not be known).
 fn output_plans(
     stack: Option<&Stack>,
     prior: &BTreeMap<String, Value>,
     changes: &[Change],
     destroy: bool,
+    targeted: bool,
 ) -> Vec<OutputPlan> {
+    if destroy && targeted {
+        let deleted = |a: &Address| {
+            changes
+                .iter()
+                .any(|c| &c.address == a && c.action == Action::Delete)
+        };
+        return prior
+            .iter()
+            .filter(|(name, _)| {
+                stack.is_some_and(|s| {
+                    s.outputs.iter().any(|o| {
+                        &o.name == *name
+                            && matches!(&o.value, OutputValue::Attribute { address, .. } if deleted(address))
+                    })
+                })
+            })
+            .map(|(name, v)| OutputPlan {
+                name: name.clone(),
+                action: Action::Delete,
+                before: Some(v.clone()),
+                after: None,
+                after_unknown: false,
+            })
+            .collect();
+    }
     let mut out = Vec::new();
     let declared: Vec<&crate::vocab::resources::Output> = match stack {
         Some(s) if !destroy => s.outputs.iter().collect(),
