@@ -378,18 +378,35 @@ pub fn runs_document(a: &(String, RunReport), b: &(String, RunReport), address: 
         .and_then(|i| rows.get(i))
         .map(metric_phrase)
         .unwrap_or_default();
-    let met = |r: &RunReport| if r.slos_met() { "met" } else { "MISSED" };
     let verdict = format!(
         "**Runs** {} → {} ({}): {} · SLOs {} → {}",
         escape(la),
         escape(lb),
         code(address),
         escape(&headline),
-        met(ra),
-        met(rb)
+        super::run_standing(ra),
+        super::run_standing(rb)
     );
     let mut alerts = Vec::new();
-    if !rb.slos_met() {
+    for (l, r) in [a, b] {
+        if let Some(why) = &r.invalid {
+            alerts.push(Alert {
+                kind: AlertKind::Warning,
+                text: format!(
+                    "**{} is an invalid run** ({}): its figures are no verdict.",
+                    escape(l),
+                    escape(why)
+                ),
+            });
+        }
+    }
+    let b_answers_differ = rb.answers.as_ref().is_some_and(|x| x.differs());
+    if rb.invalid.is_none() && b_answers_differ {
+        alerts.push(Alert {
+            kind: AlertKind::Caution,
+            text: format!("**{}: batching changed the answers.**", escape(lb)),
+        });
+    } else if rb.invalid.is_none() && !rb.slos_met() {
         alerts.push(Alert {
             kind: AlertKind::Caution,
             text: format!("**{} missed its SLOs.**", escape(lb)),
@@ -415,7 +432,10 @@ pub fn runs_document(a: &(String, RunReport), b: &(String, RunReport), address: 
             stack: address.to_string(),
             kind: "results".into(),
             digest,
-            conclusion: if rb.slos_met() {
+            // An invalid run is neither a pass nor a miss.
+            conclusion: if ra.invalid.is_some() || rb.invalid.is_some() {
+                Conclusion::Neutral
+            } else if rb.slos_met() && !b_answers_differ {
                 Conclusion::Success
             } else {
                 Conclusion::Failure

@@ -525,7 +525,34 @@ pub fn compare_table(a: &(String, RunReport), b: &(String, RunReport)) -> String
         }
         (None, None) => {}
     }
+    // What makes a run's figures no verdict is said beside them, never left to be noticed in
+    // each run's own page.
+    for (letter, r) in [("A", ra), ("B", rb)] {
+        if let Some(why) = &r.invalid {
+            let _ = writeln!(
+                out,
+                "{letter} is an INVALID RUN: {why}. Its figures are shown, but they are no verdict."
+            );
+        }
+        if let Some(answers) = r.answers.as_ref().filter(|a| a.differs()) {
+            let _ = writeln!(out, "{letter}: {}", answers.summary());
+        }
+    }
     out
+}
+
+/// A run's standing in one word for the reader: `invalid` (no verdict may use it),
+/// `answers differ` (batching changed its predictions), else whether its SLOs held.
+pub fn run_standing(r: &RunReport) -> &'static str {
+    if r.invalid.is_some() {
+        "invalid"
+    } else if r.answers.as_ref().is_some_and(|a| a.differs()) {
+        "answers differ"
+    } else if r.slos_met() {
+        "met"
+    } else {
+        "MISSED"
+    }
 }
 
 #[cfg(test)]
@@ -733,5 +760,57 @@ mod tests {
         let m = markdown::Marker::find(&md).unwrap();
         assert_eq!(m.conclusion, markdown::Conclusion::Failure);
         assert_eq!(m.kind, "results");
+    }
+
+    #[test]
+    fn two_runs_compared_say_which_is_invalid_and_an_invalid_run_is_neither_met_nor_missed() {
+        let a = ("#1 loadtest.lt".to_string(), run(1));
+        let mut b = ("#2 loadtest.lt".to_string(), run(20));
+        b.1.invalid = Some("worker 2 restarted".into());
+        let t = compare_table(&a, &b);
+        assert!(
+            t.contains("B is an INVALID RUN: worker 2 restarted."),
+            "{t}"
+        );
+        assert!(!t.contains("A is an INVALID RUN"), "{t}");
+        let md = documents::runs_document(&a, &b, "loadtest.lt").render(markdown::GITHUB_LIMIT);
+        let first = md.lines().next().unwrap();
+        assert!(first.ends_with(" · SLOs met → invalid"), "{first}");
+        assert!(
+            md.contains("> [!WARNING]") && md.contains("worker 2 restarted"),
+            "{md}"
+        );
+        // Its missed SLOs are not a red alert: an invalid run is no verdict.
+        assert!(!md.contains("> [!CAUTION]"), "{md}");
+        let m = markdown::Marker::find(&md).unwrap();
+        assert_eq!(m.conclusion, markdown::Conclusion::Neutral);
+    }
+
+    #[test]
+    fn two_runs_compared_name_answers_that_batching_changed() {
+        let a = ("#1 loadtest.lt".to_string(), run(1));
+        let mut b = ("#2 loadtest.lt".to_string(), run(1));
+        b.1.answers = Some(crate::loadgen::answers::AnswerCheck {
+            sample: 16,
+            compared: 16,
+            tolerance: crate::loadgen::answers::TOLERANCE,
+            differing: 3,
+            worst: None,
+            note: None,
+        });
+        let t = compare_table(&a, &b);
+        assert!(t.contains("B: answers checked: 16 of 16"), "{t}");
+        assert!(t.contains("3 DIFFER"), "{t}");
+        let md = documents::runs_document(&a, &b, "loadtest.lt").render(markdown::GITHUB_LIMIT);
+        assert!(
+            md.lines()
+                .next()
+                .unwrap()
+                .ends_with(" · SLOs met → answers differ"),
+            "{md}"
+        );
+        assert!(md.contains("batching changed the answers"), "{md}");
+        let m = markdown::Marker::find(&md).unwrap();
+        assert_eq!(m.conclusion, markdown::Conclusion::Failure);
     }
 }
