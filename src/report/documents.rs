@@ -181,14 +181,22 @@ pub fn plan_document(plan: &Plan, stack: &str, cost: Option<&PlanCost>) -> Docum
             None => "-".to_string(),
             Some(s) => {
                 let what = s.machine_type.as_deref().unwrap_or("node");
-                match s.hourly_price {
-                    Some(p) => format!(
-                        "{} × {what} at {}/h = {}/h",
+                let fee = s
+                    .management_fee
+                    .map(|f| format!(" + {} fee", usd(f)))
+                    .unwrap_or_default();
+                match (s.hourly_price, s.per_hour()) {
+                    (Some(p), Some(total)) => format!(
+                        "{} × {what} at {}/h{fee} = {}/h",
                         s.nodes,
                         usd(p),
-                        usd(p * f64::from(s.nodes))
+                        usd(total)
                     ),
-                    None => format!("{} × {what}, no price", s.nodes),
+                    _ => format!(
+                        "{} × {what}, no price ({})",
+                        s.nodes,
+                        s.unpriced.as_deref().unwrap_or("unknown")
+                    ),
                 }
             }
         };
@@ -213,6 +221,7 @@ pub fn plan_document(plan: &Plan, stack: &str, cost: Option<&PlanCost>) -> Docum
             .iter()
             .flat_map(|c| [&c.before, &c.after])
             .filter_map(|s| s.as_ref()?.source.clone())
+            .chain(cost.management_fee_source.clone())
             .collect();
         sources.sort();
         sources.dedup();
