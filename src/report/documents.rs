@@ -626,6 +626,52 @@ mod tests {
         assert!(md.contains("`benchstack plan` shows all of it"));
         assert!(md.trim_end().ends_with("conclusion=success -->"));
     }
+
+    #[test]
+    fn the_cost_table_shows_nodes_fee_and_why_a_cluster_has_no_price_with_the_sources_below() {
+        use crate::plan::cost::{ClusterCost, PlanCost, Side};
+        let plan = plan_for(&local_stack(8), &Default::default());
+        let side = |price: Option<f64>, why: Option<&str>| Side {
+            nodes: 3,
+            machine_type: Some("e2-highcpu-8".into()),
+            hourly_price: price,
+            source: price.map(|_| "e2-highcpu-8 in us-central1: list price".into()),
+            unpriced: why.map(str::to_string),
+            management_fee: Some(0.1),
+        };
+        let cost = PlanCost {
+            clusters: vec![
+                ClusterCost {
+                    address: crate::plan::tests::addr(Kind::Cluster, "serving"),
+                    action: crate::plan::Action::Create,
+                    before: None,
+                    after: Some(side(Some(0.198), None)),
+                },
+                ClusterCost {
+                    address: crate::plan::tests::addr(Kind::Cluster, "far"),
+                    action: crate::plan::Action::Create,
+                    before: None,
+                    after: Some(side(None, Some("no list price for E2 machine types in x1"))),
+                },
+            ],
+            management_fee_source: Some("the fee's page".into()),
+        };
+        let md = plan_document(&plan, "stack.hcl", Some(&cost)).render(GITHUB_LIMIT);
+        assert!(
+            md.contains("| 3 × e2-highcpu-8 at $0.198/h + $0.100 fee = $0.694/h |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 3 × e2-highcpu-8, no price (no list price for E2 machine types in x1) |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("Prices: e2-highcpu-8 in us-central1: list price; the fee's page."),
+            "{md}"
+        );
+    }
 }
 
 #[cfg(test)]
