@@ -704,3 +704,108 @@ fn with_enable_apis_a_refused_enable_stops_apply_before_anything_is_created() {
     );
     w.assert_no_gke_change();
 }
+
+/// The cost object of `plan --json`, and a cluster's side in it.
+fn cost_side<'a>(json: &'a serde_json::Value, cluster: &str, side: &str) -> &'a serde_json::Value {
+    json["cost"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == cluster)
+        .unwrap_or_else(|| panic!("{cluster} in {json}"))
+        .get(side)
+        .unwrap()
+}
+
+#[test]
+fn the_plans_cost_prices_each_cluster_in_its_region_with_the_management_fee() {
+    let w = World::start();
+    let (code, out, err) = w.plan(&[], &["--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let serving = cost_side(&json, "cluster.serving", "after");
+    // e2-highcpu-8 in us-central1: 8 × $0.02181159 + 8 × $0.00292353 = $0.19788096.
+    let p = serving["hourly_price"].as_f64().unwrap();
+    assert!((p - 0.19788096).abs() < 1e-9, "{serving}");
+    assert_eq!(serving["management_fee"], 0.1);
+    let per_hour = serving["per_hour"].as_f64().unwrap();
+    assert!(
+        (per_hour - (3.0 * 0.19788096 + 0.1)).abs() < 1e-9,
+        "{serving}"
+    );
+    let source = serving["source"].as_str().unwrap();
+    assert!(source.contains("e2-highcpu-8 in us-central1"), "{source}");
+    assert!(source.contains("2026-07-30"), "{source}");
+    let loadgen = cost_side(&json, "cluster.loadgen", "after");
+    let p = loadgen["hourly_price"].as_f64().unwrap();
+    assert!((p - 0.79152384).abs() < 1e-9, "{loadgen}");
+    let total = json["cost"]["after_per_hour"].as_f64().unwrap();
+    assert!(
+        (total - (3.0 * 0.19788096 + 2.0 * 0.79152384 + 0.2)).abs() < 1e-9,
+        "{total}"
+    );
+    assert!(
+        json["cost"]["management_fee_source"]
+            .as_str()
+            .unwrap()
+            .contains("https://cloud.google.com/kubernetes-engine/pricing")
+    );
+}
+
+#[test]
+fn a_machine_type_outside_the_shapes_table_is_priced_by_the_shape_compute_engine_described() {
+    let w = World::start();
+    // n1-standard-8 is not in benchstack's shapes table: without the preflight it has no
+    // price, and says why…
+    let (code, out, err) = w.plan(
+        &["serving_machine_type=n1-standard-8"],
+        &["--json", "--preflight=false"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let serving = cost_side(&json, "cluster.serving", "after");
+    assert_eq!(
+        serving["hourly_price"],
+        serde_json::Value::Null,
+        "{serving}"
+    );
+    assert_eq!(
+        serving["unpriced"],
+        "the shape of n1-standard-8 is not known (the preflight reads it from Compute Engine)"
+    );
+    // …and with it, Compute Engine's 8 vCPUs and 30 GiB at N1's prices in us-central1:
+    // 8 × $0.031611 + 30 × $0.004237 = $0.379998 (the source's n1-standard-8).
+    let (code, out, err) = w.plan(&["serving_machine_type=n1-standard-8"], &["--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let serving = cost_side(&json, "cluster.serving", "after");
+    let p = serving["hourly_price"].as_f64().unwrap();
+    assert!((p - 0.379998).abs() < 1e-9, "{serving}");
+    assert!(
+        serving["source"]
+            .as_str()
+            .unwrap()
+            .contains("8 vCPU × $0.031611 + 30 GiB × $0.004237"),
+        "{serving}"
+    );
+}
+
+#[test]
+fn a_cluster_in_a_region_without_prices_is_named_not_priced_as_another_region() {
+    let w = World::start();
+    // asia-southeast3 has no E2 figures in the table: both clusters are named, none is priced
+    // at us-central1's prices.
+    let (code, out, err) = w.plan(&["location=asia-southeast3-a"], &["--preflight=false"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Cost: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        line,
+        "Cost: $0.00 → $0.00 per hour, without \
+         cluster.loadgen (no list price for E2 machine types in asia-southeast3), \
+         cluster.serving (no list price for E2 machine types in asia-southeast3): \
+         set `hourly_price`."
+    );
+}

@@ -346,6 +346,7 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
                 &args.flags,
                 &Planning::default(),
             )?;
+            let mut shapes = crate::manifest::capacity::MachineShapes::default();
             if let Some(stack) = stack
                 .as_ref()
                 .filter(|_| args.preflight && plan.has_changes())
@@ -362,9 +363,12 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
                     };
                     plan = make_plan(Some(stack), &store, &providers, &args.flags, &planning)?;
                 }
+                shapes = checked.machine_shapes.clone();
             }
             print!("{}", plan::render::text(&plan));
-            if let Some(c) = super::plan::plan_cost(&plan, &prices).filter(|_| plan.has_changes()) {
+            if let Some(c) =
+                super::plan::plan_cost(&plan, &prices, &shapes).filter(|_| plan.has_changes())
+            {
                 println!("\nCost: {}.", c.line());
             }
             super::plan::print_warnings(&plan);

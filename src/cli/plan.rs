@@ -99,6 +99,7 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         )
     };
     let mut plan = make(&Planning::default())?;
+    let mut shapes = crate::manifest::capacity::MachineShapes::default();
     if args.preflight {
         let checked = crate::ops::preflight(&stack, Some(&plan));
         if !crate::cli::common::print_preflight(&checked, "`benchstack plan --preflight=false`") {
@@ -112,8 +113,9 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
                 ..Planning::default()
             })?;
         }
+        shapes = checked.machine_shapes.clone();
     }
-    let cost = plan_cost(&plan, &prices);
+    let cost = plan_cost(&plan, &prices, &shapes);
     let format = Format::of(args.format, args.json);
     match format {
         Format::Json => {
@@ -159,22 +161,28 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     })
 }
 
-/// The stack's clusters priced before and after (the stack's `hourly_price`, else the dated
-/// list price of a gke machine type).
+/// The stack's clusters priced before and after: the stack's `hourly_price`, else the dated
+/// list price of a gke cluster's machine type in its region (its shape as Compute Engine
+/// described it in the preflight, `shapes`, else the built-in one), plus GKE's management fee.
 pub fn plan_cost(
     plan: &Plan,
     prices: &std::collections::BTreeMap<crate::vocab::resources::Address, f64>,
+    shapes: &crate::manifest::capacity::MachineShapes,
 ) -> Option<PlanCost> {
-    let source = format!(
-        "on-demand list price as of {}",
-        crate::tune::prices::PRICES_AS_OF
-    );
+    use crate::manifest::prices;
+    let list = |c: &crate::vocab::resources::ClusterConfig| {
+        let machine = c.machine_type.as_deref().unwrap_or_default();
+        let location = c.location.as_deref().unwrap_or_default();
+        prices::cluster_node_price(machine, location, c.spot, shapes)
+            .map(|p| (p.per_hour, p.basis))
+            .map_err(|e| e.to_string())
+    };
     plan::cost::estimate(
         plan,
         &PriceBook {
             overrides: prices,
-            table: &crate::tune::prices::on_demand,
-            table_source: &source,
+            list_price: &list,
+            gke_fee: Some((prices::GKE_MANAGEMENT_FEE, prices::GKE_FEE_SOURCE)),
         },
     )
 }

@@ -4,6 +4,7 @@
 
 pub mod capacity;
 pub mod k8s;
+pub mod prices;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -181,14 +181,22 @@ pub fn plan_document(plan: &Plan, stack: &str, cost: Option<&PlanCost>) -> Docum
             None => "-".to_string(),
             Some(s) => {
                 let what = s.machine_type.as_deref().unwrap_or("node");
-                match s.hourly_price {
-                    Some(p) => format!(
-                        "{} × {what} at {}/h = {}/h",
+                let fee = s
+                    .management_fee
+                    .map(|f| format!(" + {} fee", usd(f)))
+                    .unwrap_or_default();
+                match (s.hourly_price, s.per_hour()) {
+                    (Some(p), Some(total)) => format!(
+                        "{} × {what} at {}/h{fee} = {}/h",
                         s.nodes,
                         usd(p),
-                        usd(p * f64::from(s.nodes))
+                        usd(total)
                     ),
-                    None => format!("{} × {what}, no price", s.nodes),
+                    _ => format!(
+                        "{} × {what}, no price ({})",
+                        s.nodes,
+                        s.unpriced.as_deref().unwrap_or("unknown")
+                    ),
                 }
             }
         };
@@ -213,6 +221,7 @@ pub fn plan_document(plan: &Plan, stack: &str, cost: Option<&PlanCost>) -> Docum
             .iter()
             .flat_map(|c| [&c.before, &c.after])
             .filter_map(|s| s.as_ref()?.source.clone())
+            .chain(cost.management_fee_source.clone())
             .collect();
         sources.sort();
         sources.dedup();
@@ -636,6 +645,52 @@ mod tests {
         assert!(md.contains("Shortened to "));
         assert!(md.contains("`benchstack plan` shows all of it"));
         assert!(md.trim_end().ends_with("conclusion=success -->"));
+    }
+
+    #[test]
+    fn the_cost_table_shows_nodes_fee_and_why_a_cluster_has_no_price_with_the_sources_below() {
+        use crate::plan::cost::{ClusterCost, PlanCost, Side};
+        let plan = plan_for(&local_stack(8), &Default::default());
+        let side = |price: Option<f64>, why: Option<&str>| Side {
+            nodes: 3,
+            machine_type: Some("e2-highcpu-8".into()),
+            hourly_price: price,
+            source: price.map(|_| "e2-highcpu-8 in us-central1: list price".into()),
+            unpriced: why.map(str::to_string),
+            management_fee: Some(0.1),
+        };
+        let cost = PlanCost {
+            clusters: vec![
+                ClusterCost {
+                    address: crate::plan::tests::addr(Kind::Cluster, "serving"),
+                    action: crate::plan::Action::Create,
+                    before: None,
+                    after: Some(side(Some(0.198), None)),
+                },
+                ClusterCost {
+                    address: crate::plan::tests::addr(Kind::Cluster, "far"),
+                    action: crate::plan::Action::Create,
+                    before: None,
+                    after: Some(side(None, Some("no list price for E2 machine types in x1"))),
+                },
+            ],
+            management_fee_source: Some("the fee's page".into()),
+        };
+        let md = plan_document(&plan, "stack.hcl", Some(&cost)).render(GITHUB_LIMIT);
+        assert!(
+            md.contains("| 3 × e2-highcpu-8 at $0.198/h + $0.100 fee = $0.694/h |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 3 × e2-highcpu-8, no price (no list price for E2 machine types in x1) |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("Prices: e2-highcpu-8 in us-central1: list price; the fee's page."),
+            "{md}"
+        );
     }
 }
 

@@ -647,11 +647,11 @@ pub const CLUSTER: BlockSchema = BlockSchema {
             },
             Optional,
             DefaultValue::Derived(
-                "gke: the built-in on-demand price of `machine_type`, when listed",
+                "gke: the built-in on-demand list price of `machine_type` in the cluster's region, when known",
             ),
             Change::Unmanaged,
             "0.198",
-            "What one node costs per hour, in USD, for `benchstack tune`'s cost figures. Not part of the cluster's configuration: a change plans nothing.",
+            "What one node costs per hour, in USD, for the plan's cost per hour and `benchstack tune`'s cost figures (a spot, shared-core or custom node, or a region the built-in prices lack, has no other price). Not part of the cluster's configuration: a change plans nothing.",
         ),
     ],
     blocks: &[],

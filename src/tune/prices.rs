@@ -1,59 +1,19 @@
-//! On-demand hourly prices of the GCE machine types the shipped stacks use, for the tuner's
-//! cost per million predictions.
-//!
-//! Source: Google Cloud's published Compute Engine on-demand list prices for us-central1
-//! (https://cloud.google.com/compute/vm-instance-pricing), in USD per VM-hour, Linux, no
-//! sustained- or committed-use discounts, no GKE management fee. As of: PRICES_AS_OF. These
-//! figures were written from the author's knowledge without network access when this table
-//! was made; they need checking against the page above before they are relied on, and prices
-//! differ by region. A cluster's `hourly_price` attribute overrides the table (and is the only
-//! price a local cluster has).
+//! The serving cluster's node price, for the tuner's cost per million predictions: the
+//! stack's `hourly_price` for that cluster (the only price a local cluster has), else for a gke
+//! cluster the dated on-demand list price of its machine type in its region
+//! (`manifest::prices`: sourced per family and region, a region without figures unpriced).
+//! The cost per prediction counts the nodes only, not GKE's per-cluster management fee: the
+//! fee does not grow with the load a configuration carries.
 
+use crate::manifest::capacity::MachineShapes;
+use crate::manifest::prices::cluster_node_price;
 use crate::vocab::resources::{Address, ClusterConfig, ProviderKind, ResourceConfig, Stack};
 
 use super::Pricing;
 
-/// When the table's figures were taken.
-pub const PRICES_AS_OF: &str = "2025-01 (us-central1 on-demand; to be checked)";
-
-/// (machine type, USD per hour).
-const ON_DEMAND_US_CENTRAL1: &[(&str, f64)] = &[
-    ("e2-standard-2", 0.067),
-    ("e2-standard-4", 0.134),
-    ("e2-standard-8", 0.268),
-    ("e2-standard-16", 0.536),
-    ("e2-standard-32", 1.072),
-    ("e2-highcpu-2", 0.049),
-    ("e2-highcpu-4", 0.099),
-    ("e2-highcpu-8", 0.198),
-    ("e2-highcpu-16", 0.396),
-    ("e2-highcpu-32", 0.792),
-    ("n2-standard-2", 0.097),
-    ("n2-standard-4", 0.194),
-    ("n2-standard-8", 0.388),
-    ("n2-standard-16", 0.777),
-    ("n2-standard-32", 1.554),
-    ("n2-highcpu-2", 0.072),
-    ("n2-highcpu-4", 0.143),
-    ("n2-highcpu-8", 0.287),
-    ("n2-highcpu-16", 0.573),
-    ("n2-highcpu-32", 1.147),
-    ("c2-standard-4", 0.209),
-    ("c2-standard-8", 0.418),
-    ("c2-standard-16", 0.835),
-    ("c2-standard-30", 1.566),
-];
-
-/// The table's on-demand price of a machine type, USD per hour.
-pub fn on_demand(machine_type: &str) -> Option<f64> {
-    ON_DEMAND_US_CENTRAL1
-        .iter()
-        .find(|(m, _)| *m == machine_type)
-        .map(|(_, p)| *p)
-}
-
 /// The price of the serving cluster's nodes: the stack's `hourly_price` for that cluster,
-/// else (gke) the table's price of its machine type; none for a local cluster without one.
+/// else (gke) the list price of its machine type in its region (the built-in shape); none for
+/// a local cluster without one, or a gke cluster without a list price.
 pub fn pricing(
     stack: &Stack,
     cluster: &Address,
@@ -76,24 +36,85 @@ pub fn pricing(
     if c.provider == ProviderKind::Local {
         return None;
     }
-    let machine = c.machine_type.as_deref()?;
-    on_demand(machine).map(|p| Pricing {
-        hourly_price: p,
+    let price = cluster_node_price(
+        c.machine_type.as_deref()?,
+        c.location.as_deref()?,
+        c.spot,
+        &MachineShapes::default(),
+    )
+    .ok()?;
+    Some(Pricing {
+        hourly_price: price.per_hour,
         nodes: c.node_count,
-        source: format!("{machine} on-demand list price as of {PRICES_AS_OF}"),
+        source: format!("{}; nodes only, no cluster fee", price.basis),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::resources::{Kind, Resource, Span};
+    use std::collections::BTreeMap;
+
+    fn stack_with(location: &str, machine: &str, spot: bool) -> (Stack, Address) {
+        let address = Address {
+            kind: Kind::Cluster,
+            name: "serving".into(),
+            key: None,
+        };
+        let config = ClusterConfig {
+            provider: ProviderKind::Gke,
+            project: Some("p".into()),
+            location: Some(location.into()),
+            machine_type: Some(machine.into()),
+            node_count: 3,
+            disk_size_gb: None,
+            spot,
+            private_nodes: false,
+            labels: BTreeMap::new(),
+            service_account: None,
+            network: None,
+            subnetwork: None,
+            enable_apis: false,
+        };
+        let stack = Stack {
+            files: vec![],
+            resources: vec![Resource {
+                address: address.clone(),
+                config: ResourceConfig::Cluster(config),
+                depends_on: vec![],
+                span: Span::default(),
+            }],
+            outputs: vec![],
+            backend: None,
+        };
+        (stack, address)
+    }
 
     #[test]
-    fn the_machine_types_of_the_shipped_stacks_have_a_price() {
+    fn the_machine_types_of_the_shipped_stacks_have_a_price_in_their_region() {
         for m in ["e2-highcpu-8", "e2-highcpu-32", "n2-highcpu-8"] {
-            assert!(on_demand(m).is_some_and(|p| p > 0.0), "{m}");
+            let (stack, address) = stack_with("us-central1-a", m, false);
+            let p = pricing(&stack, &address, &BTreeMap::new()).unwrap();
+            assert!(p.hourly_price > 0.0, "{m}");
+            assert!(p.source.contains("in us-central1"), "{}", p.source);
         }
-        assert_eq!(on_demand("no-such-type"), None);
+        let (stack, address) = stack_with("us-central1-a", "e2-highcpu-8", false);
+        let p = pricing(&stack, &address, &BTreeMap::new()).unwrap();
+        assert!((p.hourly_price - 0.19788096).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_unpriced_region_or_spot_nodes_have_no_price_but_hourly_price_gives_one() {
+        let (stack, address) = stack_with("mars-north1-a", "e2-highcpu-8", false);
+        assert_eq!(pricing(&stack, &address, &BTreeMap::new()), None);
+        let (spot, address) = stack_with("us-central1-a", "e2-highcpu-8", true);
+        assert_eq!(pricing(&spot, &address, &BTreeMap::new()), None);
+        let declared = BTreeMap::from([(address.clone(), 0.07)]);
+        assert_eq!(
+            pricing(&spot, &address, &declared).map(|p| p.hourly_price),
+            Some(0.07)
+        );
     }
 
     #[test]

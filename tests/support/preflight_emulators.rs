@@ -384,8 +384,8 @@ struct ComputeState {
 /// 'compute.regions.get' permission for 'projects/P/regions/R'".
 ///
 /// Zones and machine types are a realistic subset: us-central1 (a, b, c, f) and europe-west4
-/// (a, b, c) with the E2 and N2 predefined types GKE stacks use, plus e2-medium (shared core:
-/// 2 vCPUs, 4096 MiB). Quotas default to a project with room for `stacks/gke.hcl`.
+/// (a, b, c) with the E2 and N2 predefined types GKE stacks use, N1 standard types (not in
+/// benchstack's built-in shapes), plus e2-medium (shared core: 2 vCPUs, 4096 MiB). Quotas default to a project with room for `stacks/gke.hcl`.
 pub struct ComputeEmulator {
     server: Loopback,
     state: Arc<Mutex<ComputeState>>,
@@ -422,6 +422,11 @@ impl ComputeEmulator {
             }
         }
         types.insert("e2-medium".into(), (2, 4096));
+        // N1 standard: 3.75 GB (GiB) per vCPU, so memoryMb is 3840 × vCPUs (n1-standard-8:
+        // 30720) (https://cloud.google.com/compute/docs/general-purpose-machines#n1_machines).
+        for n in [1, 2, 4, 8, 16, 32, 64, 96] {
+            types.insert(format!("n1-standard-{n}"), (n, n * 3840));
+        }
         for (region, zones) in [
             ("us-central1", &["a", "b", "c", "f"][..]),
             ("europe-west4", &["a", "b", "c"][..]),

@@ -241,13 +241,9 @@ impl QuotaShortfall {
     }
 }
 
-/// `us-central1-a` → `us-central1`; a region is its own region.
-pub fn region_of(location: &str) -> &str {
-    match location.rsplit_once('-') {
-        Some((region, zone)) if zone.len() == 1 && region.contains('-') => region,
-        _ => location,
-    }
-}
+/// `us-central1-a` → `us-central1`; a region is its own region (the one rule the prices use
+/// too).
+pub use crate::manifest::prices::region_of;
 
 /// A quota refusal, whatever its status: GKE sends 403 PERMISSION_DENIED for Compute Engine
 /// quotas (see [`QuotaShortfall`]); other Google APIs send 429 RESOURCE_EXHAUSTED.

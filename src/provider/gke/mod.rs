@@ -590,15 +590,23 @@ pub fn billing_lines(resources: &[ResourceState], intents: &[Intent]) -> Vec<Str
                         c.machine_type.clone().unwrap_or_default(),
                     ),
                 };
-                let price = crate::tune::prices::on_demand(&machine)
-                    .filter(|_| !c.spot)
-                    .map(|p| {
-                        format!(
-                            ", about ${:.2}/h at us-central1 on-demand prices",
-                            p * f64::from(nodes)
-                        )
-                    })
-                    .unwrap_or_default();
+                use crate::manifest::prices;
+                let price = prices::cluster_node_price(
+                    &machine,
+                    &location,
+                    c.spot,
+                    &crate::manifest::capacity::MachineShapes::default(),
+                )
+                .map(|p| {
+                    format!(
+                        ", about ${:.2}/h (the nodes at {} on-demand list prices of {}, and the ${:.2}/h cluster management fee)",
+                        p.per_hour * f64::from(nodes) + prices::GKE_MANAGEMENT_FEE,
+                        prices::region_of(&location),
+                        prices::PRICES_AS_OF,
+                        prices::GKE_MANAGEMENT_FEE,
+                    )
+                })
+                .unwrap_or_default();
                 lines.push(format!(
                     "{}: GKE cluster {name} (project {project}, location {location}), {nodes} × {machine} nodes{price}",
                     r.address
@@ -928,7 +936,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "cluster.serving: GKE cluster serving (project p, location us-central1-a), 3 × e2-highcpu-8 nodes, about $0.59/h at us-central1 on-demand prices",
+                "cluster.serving: GKE cluster serving (project p, location us-central1-a), 3 × e2-highcpu-8 nodes, about $0.69/h (the nodes at us-central1 on-demand list prices of 2026-07-30, and the $0.10/h cluster management fee)",
                 "cluster.loadgen: GKE create of cluster loadgen (project p, location us-central1-a) was under way and goes on in GKE",
             ]
         );
