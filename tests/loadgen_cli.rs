@@ -414,3 +414,184 @@ fn a_csv_whose_columns_do_not_fit_the_model_is_refused_before_the_run() {
         );
     }
 }
+
+/// The tunable stand-in (tests/support/tunable_tensorflow_model_server.py) on a free
+/// loopback port with batching on (`max_batch_size` 8), in its TUNABLE_CORRUPT_FROM_BATCH
+/// mode when `corrupt`: a predict that arrives while another is in service (it would share a
+/// batch) is answered 1% off; one sent alone gets the true answer. Stopped on drop.
+struct Tunable {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Tunable {
+    fn start(corrupt: bool) -> Tunable {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let params = dir.path().join("batching_parameters.txt");
+        std::fs::write(
+            &params,
+            "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 0 }\n",
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(repo().join("tests/support/tunable_tensorflow_model_server.py"))
+            .arg(format!("--rest_api_port={port}"))
+            .arg("--model_name=regression")
+            .arg("--enable_batching=true")
+            .arg(format!("--batching_parameters_file={}", params.display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        if corrupt {
+            cmd.env("TUNABLE_CORRUPT_FROM_BATCH", "8");
+        }
+        let mut child = cmd.spawn().expect("python3 runs the tunable stand-in");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.contains("REST on"),
+            "the tunable stand-in did not start: {line}"
+        );
+        Tunable {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Tunable {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Stderr without whitespace and miette's frame, which wraps lines where it likes.
+fn squash(out: &[u8]) -> String {
+    String::from_utf8_lossy(out)
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '│' | '×'))
+        .collect()
+}
+
+const IDENTICAL: &str = "answers checked: 16 of 16 sample requests, batched against sent alone, relative tolerance 1e-4: identical";
+
+#[test]
+fn answers_are_checked_before_the_run_over_the_targets_protocol() {
+    let serve = ServeProcess::start_model(&["--enable_batching"]);
+    let grpc = format!("grpc://127.0.0.1:{}", serve.grpc_port);
+    for target in [serve.rest_url(), grpc] {
+        let out = loadtest()
+            .args([&target, "--model", "regression", "--request", &body()])
+            .args(["--rate", "50", "--duration", "1s", "--json"])
+            .assert()
+            .success();
+        let o = out.get_output();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(IDENTICAL), "{target}: {err}");
+        let v = json_of(&o.stdout);
+        let a = &v["answers"];
+        assert_eq!(a["sample"], 16, "{target}: {a}");
+        assert_eq!(a["compared"], 16, "{target}: {a}");
+        assert_eq!(a["differing"], 0, "{target}: {a}");
+        assert_eq!(a["tolerance"], 0.0001, "{target}: {a}");
+        // The check's requests are not the run's.
+        assert_eq!(v["stages"][0]["requests"], 50, "{target}");
+    }
+    // Skipped on request: no line, no field.
+    let out = loadtest()
+        .args([
+            &serve.rest_url(),
+            "--model",
+            "regression",
+            "--request",
+            &body(),
+        ])
+        .args(["--rate", "50", "--duration", "1s", "--json"])
+        .arg("--check-answers=false")
+        .assert()
+        .success();
+    let o = out.get_output();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("answers checked"));
+    assert!(json_of(&o.stdout).get("answers").is_none());
+}
+
+#[test]
+fn answers_that_change_under_batching_stop_loadtest_with_exit_1() {
+    let bad = Tunable::start(true);
+    let out = loadtest()
+        .args([&bad.url(), "--model", "regression", "--request", &body()])
+        .args(["--rate", "50", "--duration", "1s", "--json"])
+        .assert()
+        .code(1);
+    let o = out.get_output();
+    let err = squash(&o.stderr);
+    assert!(err.contains("answerschangeunderbatching"), "{err}");
+    assert!(err.contains("DIFFER"), "{err}");
+    assert!(err.contains("relativedifference9.90e-3"), "{err}");
+    assert!(o.stdout.is_empty(), "the run did not happen");
+
+    // Each target is checked: a good one beside it does not hide it, and the difference
+    // names the target at fault.
+    let good = Tunable::start(false);
+    let out = loadtest()
+        .args([&good.url(), &bad.url(), "--model", "regression"])
+        .args(["--request", &body(), "--rate", "50", "--duration", "1s"])
+        .assert()
+        .code(1);
+    let err = squash(&out.get_output().stderr);
+    // The refusal names the target whose answers differ, not the good one beside it.
+    assert!(
+        err.contains(&squash(
+            format!("{}'s answers change under batching", bad.url()).as_bytes()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains(&squash(good.url().as_bytes())), "{err}");
+    assert!(err.contains("eachof2targetschecked"), "{err}");
+    assert!(
+        err.contains(&squash(
+            format!("(worst: {}: request", bad.url()).as_bytes()
+        )),
+        "{err}"
+    );
+
+    // --find-capacity checks once, before the search.
+    let out = loadtest()
+        .args([&bad.url(), "--model", "regression", "--request", &body()])
+        .args(["--find-capacity", "--slo", "p99=50ms", "--duration", "1s"])
+        .assert()
+        .code(1);
+    let err = squash(&out.get_output().stderr);
+    assert!(err.contains("answerschangeunderbatching"), "{err}");
+    let out = loadtest()
+        .args([&good.url(), "--model", "regression", "--request", &body()])
+        .args(["--find-capacity", "--slo", "p99=200ms", "--rate", "50"])
+        .args(["--duration", "1s", "--json"])
+        .assert()
+        .success();
+    let o = out.get_output();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("answers checked").count(), 1, "{err}");
+    assert_eq!(json_of(&o.stdout)["answers"]["differing"], 0);
+
+    // Skipped, the same server runs (its answers under load are its own business).
+    loadtest()
+        .args([&bad.url(), "--model", "regression", "--request", &body()])
+        .args(["--rate", "50", "--duration", "1s", "--check-answers=false"])
+        .assert()
+        .success();
+}

@@ -125,6 +125,106 @@ fn a_worker_without_its_index_or_spec_says_what_is_missing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("BENCHSTACK_WORKER_SPEC is not set"));
 }
 
+/// A worker process killed when the test ends, however it ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange with the worker's control port: (status, whole reply).
+fn control(port: u16, head: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.write_all(head.as_bytes()).ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, out))
+}
+
+#[test]
+fn a_worker_takes_the_common_start_only_with_the_runs_token() {
+    let serve = ServeProcess::start_model(&[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut spec = worker_spec(serve.rest_url(), 1);
+    spec.control_port = Some(port);
+    let json = serde_json::to_string(&spec).unwrap();
+    let worker = |token: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_benchstack"));
+        c.args(["worker", "--index", "0"])
+            .env("BENCHSTACK_WORKER_SPEC", &json)
+            .env("POD_IP", "127.0.0.1")
+            .env_remove("BENCHSTACK_WORKER_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(t) = token {
+            c.env("BENCHSTACK_WORKER_TOKEN", t);
+        }
+        c
+    };
+
+    // Without a token in its environment a worker with a control port does not serve.
+    let out = worker(None).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BENCHSTACK_WORKER_TOKEN is not set"), "{err}");
+
+    let mut child = Reaped(worker(Some("s3cret-of-this-run")).spawn().unwrap());
+    let clock = "GET /clock HTTP/1.1\r\nHost: w\r\n\r\n";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while control(port, clock).is_none_or(|(code, _)| code != 200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never served its clock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let start = format!("POST /start?at_unix_ns={now_ns} HTTP/1.1\r\nHost: w\r\n");
+    // Any pod of the cluster can reach the port: without the run's token it cannot start.
+    for extra in [
+        "",
+        "X-Benchstack-Token: s3cret-of-this-ruN\r\n",
+        "X-Benchstack-Token: s3cret\r\n",
+        "Authorization: Bearer s3cret-of-this-run\r\n",
+    ] {
+        let (code, reply) = control(port, &format!("{start}{extra}\r\n")).unwrap();
+        assert_eq!(code, 401, "{extra}: {reply}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the worker must still be waiting"
+    );
+    let (_, held) = control(port, clock).unwrap();
+    assert!(held.contains(r#""start_at_unix_ns":null"#), "{held}");
+
+    // The coordinator's start, with the token: it runs its share and reports.
+    let (code, reply) = control(
+        port,
+        &format!("{start}X-Benchstack-Token: s3cret-of-this-run\r\n\r\n"),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{reply}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(child.0.wait().unwrap().success());
+    let report: RunReport =
+        serde_json::from_str(&last_line(out.as_bytes())).expect("the last line is the report");
+    assert_eq!(report.stages[0].requests, 200);
+}
+
 fn render(stack: &Path, out: &Path, extra: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_benchstack"))
         .arg("render")
@@ -179,6 +279,9 @@ fn render_writes_the_original_experiments_deployment_and_the_worker_job() {
         "restartPolicy: Never",
         "- worker",
         "BENCHSTACK_WORKER_SPEC",
+        // The control token is made by apply for each run, never written into a file.
+        "BENCHSTACK_WORKER_TOKEN",
+        "(made by apply for each run)",
     ] {
         assert!(job.contains(field), "{field} missing from\n{job}");
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use miette::{IntoDiagnostic, miette};
 
-use crate::loadgen::{self, CapacitySearch, LoadSpec, Progress, SpecField, request};
+use crate::loadgen::{self, CapacitySearch, LoadSpec, Progress, SpecField, answers, request};
 use crate::report;
 use crate::vocab::load::{self as spec, Arrival, Protocol, Rate, RequestSource, Slo, Stage};
 
@@ -18,7 +18,7 @@ use crate::vocab::load::{self as spec, Arrival, Protocol, Rate, RequestSource, S
   benchstack loadtest http://127.0.0.1:8501 --model regression --request body.json --rate max --connections 64 --duration 10s
   benchstack loadtest http://127.0.0.1:8501 --model regression --request body.json --find-capacity --slo p99=20ms --duration 10s
 
-Exit status: 0 done (all SLOs met), 1 bad input or the run could not start, 2 an SLO was missed.")]
+Exit status: 0 done (all SLOs met), 1 bad input, the run could not start, or the answers change under batching (--check-answers), 2 an SLO was missed.")]
 pub struct Args {
     /// http://HOST:PORT (REST predict) or grpc://HOST:PORT (gRPC Predict); several spread the connections.
     #[arg(required = true, value_name = "TARGET")]
@@ -81,6 +81,18 @@ pub struct Args {
     /// Search the highest rate whose SLOs hold (grow from --rate, default 100, then bisect); each probe runs --duration.
     #[arg(long)]
     pub find_capacity: bool,
+    /// Before the run (once, before a --find-capacity search), send 16 of the requests to each
+    /// target alone, then together, and compare the answers (relative tolerance 1e-4): answers
+    /// that change under batching stop the command with exit 1. `--check-answers=false` skips it.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub check_answers: bool,
     /// Print the report as one JSON object (see docs/loadtest-json.md).
     #[arg(long)]
     pub json: bool,
@@ -291,8 +303,48 @@ fn progress_line(p: &Progress) -> String {
     )
 }
 
+/// The answer check before the run: None when skipped or when it could not be made (said on
+/// stderr, as `apply` says it); an error when the answers differ.
+fn check_answers(args: &Args, spec: &LoadSpec) -> miette::Result<Option<answers::AnswerCheck>> {
+    if !args.check_answers {
+        return Ok(None);
+    }
+    let sample = answers::Sample {
+        model: &spec.model,
+        signature: spec.signature.as_deref(),
+        source: &spec.request,
+        seed: spec.seed,
+        timeout: spec.timeout,
+    };
+    match answers::check_each(&spec.targets, &sample) {
+        Ok(checks) => {
+            let differing: Vec<&str> = checks
+                .iter()
+                .filter(|(_, c)| c.differs())
+                .map(|(t, _)| t.as_str())
+                .collect();
+            let differing = differing.join(", ");
+            let check = answers::combine(checks);
+            if let Some(why) = check.refusal(&differing) {
+                return Err(miette!("{why}"));
+            }
+            if !args.quiet {
+                eprintln!("{}", check.summary());
+            }
+            Ok(Some(check))
+        }
+        Err(e) => {
+            if !args.quiet {
+                eprintln!("answers not checked: {e}");
+            }
+            Ok(None)
+        }
+    }
+}
+
 pub fn run(args: Args) -> miette::Result<super::Outcome> {
     let (spec, search) = build_spec(&args)?;
+    let answers = check_answers(&args, &spec)?;
     let live = !args.quiet && std::io::stderr().is_terminal();
     let show = |p: &Progress| {
         let phase = if p.warmup { "warmup" } else { p.stage.as_str() };
@@ -306,7 +358,7 @@ pub fn run(args: Args) -> miette::Result<super::Outcome> {
     if live {
         super::progress::end_line();
     }
-    let report = result.map_err(|e| match e {
+    let mut report = result.map_err(|e| match e {
         loadgen::LoadError::Request(r) => match (&args.request, &args.data) {
             (Some(p), _) => miette!("--request {}: {r}", p.display()),
             (_, Some(p)) => miette!("--data {}: {r}", p.display()),
@@ -314,6 +366,7 @@ pub fn run(args: Args) -> miette::Result<super::Outcome> {
         },
         other => miette!("{other}"),
     })?;
+    report.answers = answers;
     if args.json {
         println!(
             "{}",

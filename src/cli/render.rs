@@ -15,6 +15,9 @@ use crate::provider::{cluster_providers, provider_for};
 use crate::vocab::load::Protocol;
 use crate::vocab::resources::{Address, ProviderKind, ResourceConfig, Stack};
 
+/// What a rendered Job shows for the control token (`BENCHSTACK_WORKER_TOKEN`).
+pub const RENDERED_TOKEN: &str = "(made by apply for each run)";
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A stack file or a directory of *.hcl files.
@@ -105,7 +108,10 @@ pub fn render_stack(stack: &Stack) -> Result<BTreeMap<PathBuf, String>, String> 
                 if let Some(image) = &l.loadgen_image_from {
                     l.loadgen_image = Some(crate::plan::symbolic_image(stack, image));
                 }
-                let job = k8s::loadtest_job(&r.address, &l, &name, &json).map_err(|e| at(&e))?;
+                // The control token is made by apply for each run; a rendered file is no
+                // place for a secret.
+                let job = k8s::loadtest_job(&r.address, &l, &name, &json, RENDERED_TOKEN)
+                    .map_err(|e| at(&e))?;
                 out.insert(
                     PathBuf::from(format!("loadtest-{name}")).join("job.yaml"),
                     k8s::job_yaml(&job).map_err(|e| at(&e))?,

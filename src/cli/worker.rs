@@ -13,7 +13,7 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 
 use crate::loadgen::worker::{self, WorkerSpec};
 use crate::loadgen::{self, Progress};
-use crate::manifest::k8s::WORKER_SPEC_ENV;
+use crate::manifest::k8s::{WORKER_SPEC_ENV, WORKER_TOKEN_ENV};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -55,8 +55,17 @@ pub fn run(args: Args) -> miette::Result<super::Outcome> {
             let ip = std::env::var(worker::POD_IP_ENV)
                 .ok()
                 .filter(|s| !s.is_empty());
+            // Only the coordinator, which made the token, may start the run.
+            let token = std::env::var(WORKER_TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    miette!(
+                        "{WORKER_TOKEN_ENV} is not set: a worker with a control port takes the common start only with the run's token, which the coordinator puts in the Job"
+                    )
+                })?;
             let control =
-                worker::Control::serve(ip.as_deref(), port).map_err(|e| miette!("{e}"))?;
+                worker::Control::serve(ip.as_deref(), port, &token).map_err(|e| miette!("{e}"))?;
             eprintln!(
                 "worker {index}/{}: ready on {}, waiting for the common start",
                 spec.workers, control.addr

@@ -167,14 +167,46 @@ impl WorkerSpec {
 /// `status.podIP`); the control port is bound on it, or on every address when unset.
 pub const POD_IP_ENV: &str = "POD_IP";
 
+/// The header the coordinator sends the run's control token in. Not `Authorization:
+/// Bearer`: the coordinator reaches a worker through the API server's pod proxy, and the
+/// API server deletes the `Authorization` header of every request it has authenticated
+/// before proxying it (k8s.io/apiserver/pkg/endpoints/filters/authentication.go:
+/// "authorization header is not required anymore in case of a successful authentication");
+/// that header carries the coordinator's own credentials to the API server anyway. Other
+/// request headers are passed through to the pod.
+pub const TOKEN_HEADER: &str = "x-benchstack-token";
+
+/// A new control token for one run: 32 bytes from the thread's CSPRNG (ChaCha, seeded from
+/// the operating system), hex.
+pub fn new_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equal without telling how much of a guess was right: the time taken depends on the
+/// lengths only, never on where the first difference is.
+fn same_token(given: &[u8], token: &[u8]) -> bool {
+    if given.len() != token.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(token)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
 /// A worker's side of the gang start: a tiny HTTP/1.x server on `control_port` that answers
 ///
 /// - `GET /clock`: `{"unix_ns": N, "start_at_unix_ns": S|null}`: this worker's wall clock
 ///   when it answered (the coordinator's NTP-style round trips), and the start it holds;
-///   also the pod's readiness probe;
-/// - `POST /start?at_unix_ns=S`: the common start, already in this worker's clock (the
-///   coordinator adds the offset it measured). The first start wins; the same one again is
-///   accepted, another is refused (409).
+///   also the pod's readiness probe. Open to anyone who can reach the pod: the kubelet's
+///   probe carries no secret, and a clock gives no control over the run;
+/// - `POST /start?at_unix_ns=S` with the run's token in [`TOKEN_HEADER`]: the common start,
+///   already in this worker's clock (the coordinator adds the offset it measured). Without
+///   the token, or with another, 401 and nothing changes. The first start wins; the same one
+///   again is accepted, another is refused (409).
 ///
 /// Anything else is 404; a request larger than 8 KiB or slower than 5 s is dropped.
 pub struct Control {
@@ -191,8 +223,14 @@ fn now_unix_ns() -> u64 {
 
 impl Control {
     /// Binds `ip:port` (every address when `ip` is None) and serves on its own thread for
-    /// the life of the process.
-    pub fn serve(ip: Option<&str>, port: u16) -> Result<Control, LoadError> {
+    /// the life of the process; a start is taken only with `token` (which must not be empty).
+    pub fn serve(ip: Option<&str>, port: u16, token: &str) -> Result<Control, LoadError> {
+        if token.is_empty() {
+            return Err(LoadError::Invalid(
+                "the control port needs the run's token: none was given".into(),
+            ));
+        }
+        let token: std::sync::Arc<[u8]> = token.as_bytes().into();
         let host = ip.unwrap_or("0.0.0.0");
         let listener = std::net::TcpListener::bind((host, port)).map_err(|e| {
             LoadError::Invalid(format!(
@@ -206,8 +244,8 @@ impl Control {
         let shared = start.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let shared = shared.clone();
-                std::thread::spawn(move || answer(conn, &shared));
+                let (shared, token) = (shared.clone(), token.clone());
+                std::thread::spawn(move || answer(conn, &shared, &token));
             }
         });
         Ok(Control { addr, start })
@@ -224,7 +262,16 @@ impl Control {
 
 type StartCell = (std::sync::Mutex<Option<u64>>, std::sync::Condvar);
 
-fn answer(mut conn: std::net::TcpStream, start: &StartCell) {
+/// The value of header `name` in a request's head (not its body), if present.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    let head = head.split("\r\n\r\n").next().unwrap_or("");
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn answer(mut conn: std::net::TcpStream, start: &StartCell, token: &[u8]) {
     use std::io::{Read, Write};
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = Vec::with_capacity(512);
@@ -250,6 +297,14 @@ fn answer(mut conn: std::net::TcpStream, start: &StartCell) {
             (
                 200,
                 serde_json::json!({"unix_ns": now, "start_at_unix_ns": held}).to_string(),
+            )
+        }
+        ("POST", "/start")
+            if !header(&head, TOKEN_HEADER).is_some_and(|t| same_token(t.as_bytes(), token)) =>
+        {
+            (
+                401,
+                format!(r#"{{"error":"the start needs the run's token in {TOKEN_HEADER}"}}"#),
             )
         }
         ("POST", "/start") => {
@@ -278,6 +333,7 @@ fn answer(mut conn: std::net::TcpStream, start: &StartCell) {
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         409 => "Conflict",
         404 => "Not Found",
         _ => "Internal Server Error",
@@ -376,24 +432,61 @@ mod tests {
         out
     }
 
+    const T: &str = "x-benchstack-token: 0123abcd\r\n";
+
     #[test]
     fn the_control_port_serves_the_clock_and_takes_one_start() {
-        let control = Control::serve(Some("127.0.0.1"), 0).unwrap();
+        let control = Control::serve(Some("127.0.0.1"), 0, "0123abcd").unwrap();
         let clock = http(control.addr, "GET /clock HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(clock.starts_with("HTTP/1.1 200"), "{clock}");
         assert!(clock.contains(r#""start_at_unix_ns":null"#), "{clock}");
         assert_eq!(control.wait_for_start(Duration::from_millis(10)), None);
-        let bad = http(control.addr, "POST /start HTTP/1.1\r\n\r\n");
+        let bad = http(control.addr, &format!("POST /start HTTP/1.1\r\n{T}\r\n"));
         assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
-        let ok = http(control.addr, "POST /start?at_unix_ns=42 HTTP/1.1\r\n\r\n");
+        let ok = http(
+            control.addr,
+            &format!("POST /start?at_unix_ns=42 HTTP/1.1\r\n{T}\r\n"),
+        );
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-        let again = http(control.addr, "POST /start?at_unix_ns=42 HTTP/1.1\r\n\r\n");
+        let again = http(
+            control.addr,
+            "POST /start?at_unix_ns=42 HTTP/1.1\r\nX-Benchstack-Token:0123abcd\r\n\r\n",
+        );
         assert!(again.starts_with("HTTP/1.1 200"), "{again}");
-        let other = http(control.addr, "POST /start?at_unix_ns=43 HTTP/1.1\r\n\r\n");
+        let other = http(
+            control.addr,
+            &format!("POST /start?at_unix_ns=43 HTTP/1.1\r\n{T}\r\n"),
+        );
         assert!(other.starts_with("HTTP/1.1 409"), "{other}");
         assert_eq!(control.wait_for_start(Duration::from_secs(1)), Some(42));
         let clock = http(control.addr, "GET /clock HTTP/1.1\r\n\r\n");
         assert!(clock.contains(r#""start_at_unix_ns":42"#), "{clock}");
+    }
+
+    #[test]
+    fn a_start_without_the_runs_token_is_refused_and_nothing_starts() {
+        let control = Control::serve(Some("127.0.0.1"), 0, "0123abcd").unwrap();
+        for req in [
+            "POST /start?at_unix_ns=42 HTTP/1.1\r\n\r\n".to_string(),
+            "POST /start?at_unix_ns=42 HTTP/1.1\r\nx-benchstack-token: 0123abce\r\n\r\n".into(),
+            "POST /start?at_unix_ns=42 HTTP/1.1\r\nx-benchstack-token: 0123abcd0\r\n\r\n".into(),
+            "POST /start?at_unix_ns=42 HTTP/1.1\r\nAuthorization: Bearer 0123abcd\r\n\r\n".into(),
+            // The token in the body or the query is not the header.
+            "POST /start?at_unix_ns=42&token=0123abcd HTTP/1.1\r\n\r\nx-benchstack-token: 0123abcd"
+                .into(),
+        ] {
+            let r = http(control.addr, &req);
+            assert!(r.starts_with("HTTP/1.1 401"), "{req}: {r}");
+        }
+        assert_eq!(control.wait_for_start(Duration::from_millis(50)), None);
+        let clock = http(control.addr, "GET /clock HTTP/1.1\r\n\r\n");
+        assert!(clock.contains(r#""start_at_unix_ns":null"#), "{clock}");
+        assert!(Control::serve(Some("127.0.0.1"), 0, "").is_err());
+        assert!(same_token(b"abc", b"abc"));
+        assert!(!same_token(b"abc", b"abd") && !same_token(b"ab", b"abc"));
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
     }
 
     #[test]

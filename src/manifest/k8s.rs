@@ -45,6 +45,12 @@ pub const WORKER_CONTROL_PORT: u16 = 8089;
 /// The environment variable a worker learns its pod IP from (the downward API).
 pub const WORKER_POD_IP_ENV: &str = "POD_IP";
 
+/// The environment variable that carries the run's control token into every worker pod:
+/// the coordinator makes one per run, and a worker takes the common start only from a
+/// request that carries it. Anyone who can read the Job can read it, the same people who
+/// could create pods in the namespace and so run anything there anyway.
+pub const WORKER_TOKEN_ENV: &str = "BENCHSTACK_WORKER_TOKEN";
+
 /// The environment variable that carries a worker's spec (JSON) into its pod.
 pub const WORKER_SPEC_ENV: &str = "BENCHSTACK_WORKER_SPEC";
 /// Linux refuses to exec with one environment string over 128 KiB (MAX_ARG_STRLEN); stay
@@ -440,6 +446,7 @@ pub fn loadtest_job(
     loadtest: &LoadtestConfig,
     name: &str,
     spec_json: &str,
+    token: &str,
 ) -> Result<Job, ManifestError> {
     let image = loadtest
         .loadgen_image
@@ -479,6 +486,11 @@ pub fn loadtest_job(
                             EnvVar {
                                 name: WORKER_SPEC_ENV.to_string(),
                                 value: Some(spec_json.to_string()),
+                                ..Default::default()
+                            },
+                            EnvVar {
+                                name: WORKER_TOKEN_ENV.to_string(),
+                                value: Some(token.to_string()),
                                 ..Default::default()
                             },
                             // The control port is bound on the pod's own address
@@ -793,7 +805,7 @@ mod tests {
             slos: vec![],
         };
         let a = addr(Kind::Loadtest, "big", None);
-        let job = loadtest_job(&a, &l, "big", "{}").unwrap();
+        let job = loadtest_job(&a, &l, "big", "{}", "t0k3n").unwrap();
         // The gang start: the worker serves its clock on the control port (its readiness)
         // bound on its pod IP; one replacement for a worker lost after the start.
         let spec = job.spec.as_ref().unwrap();
@@ -816,6 +828,13 @@ mod tests {
             .flatten()
             .find(|e| e.name == WORKER_POD_IP_ENV)
             .unwrap();
+        let token = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == WORKER_TOKEN_ENV)
+            .unwrap();
+        assert_eq!(token.value.as_deref(), Some("t0k3n"));
         assert_eq!(
             pod_ip
                 .value_from
@@ -829,7 +848,7 @@ mod tests {
         );
         let huge = "x".repeat(MAX_WORKER_SPEC_BYTES + 1);
         assert_eq!(
-            loadtest_job(&a, &l, "big", &huge),
+            loadtest_job(&a, &l, "big", &huge, "t0k3n"),
             Err(ManifestError::WorkerSpecTooLarge {
                 bytes: MAX_WORKER_SPEC_BYTES + 1
             })

@@ -586,34 +586,32 @@ pub fn load_test_targets(
     Ok(targets)
 }
 
-/// Checks the target's answers under batching (`loadgen::answers`) against its first REST
-/// endpoint, with the server idle (before a run). None, with the reason as progress, when the
-/// check cannot be made (no REST endpoint, no request to send); requests that fail are noted
-/// in the check, not errors.
+/// Checks the target's answers under batching (`loadgen::answers`) against its first
+/// endpoint of the load test's protocol (REST or gRPC: the same requests the run sends),
+/// with the server idle (before a run). One endpoint suffices: a serving resource's replicas
+/// all run the one rendered configuration. None, with the reason as progress, when the check
+/// cannot be made (no endpoint, no request to send); requests that fail are noted in the
+/// check, not errors.
 pub fn answer_check(
     l: &crate::vocab::resources::LoadtestConfig,
     inputs: &Inputs,
     progress: &(dyn Fn(String) + Sync),
 ) -> Option<crate::loadgen::answers::AnswerCheck> {
-    let observed = inputs.observed.get(&l.target)?;
-    let rest = match crate::state::observed::serving_endpoints(observed) {
-        Ok((rest, _)) => rest,
+    let target = match load_test_targets(l, inputs) {
+        Ok(t) => t.into_iter().next()?,
         Err(e) => {
             progress(format!("answers not checked: {e}"));
             return None;
         }
     };
-    let Some(target) = rest.first() else {
-        progress("answers not checked: the target records no REST endpoint".into());
-        return None;
+    let sample = crate::loadgen::answers::Sample {
+        model: &l.model,
+        signature: l.signature.as_deref(),
+        source: &l.request,
+        seed: l.seed,
+        timeout: l.timeout,
     };
-    match crate::loadgen::answers::check(
-        target,
-        &l.model,
-        l.signature.as_deref(),
-        &l.request,
-        l.seed,
-    ) {
+    match crate::loadgen::answers::check(&target, &sample) {
         Ok(check) => {
             progress(check.summary());
             Some(check)
@@ -630,13 +628,9 @@ pub fn refuse_changed_answers(
     l: &crate::vocab::resources::LoadtestConfig,
     check: Option<&crate::loadgen::answers::AnswerCheck>,
 ) -> Result<(), ProviderError> {
-    match check {
-        Some(c) if c.differs() => Err(ProviderError::other(format!(
-            "{}'s answers change under batching, so its results would not be trustworthy and the load test did not run: {}. Compare the batching settings with an unbatched configuration (padding can change answers: tensorflow/serving#1279)",
-            l.target,
-            c.summary()
-        ))),
-        _ => Ok(()),
+    match check.and_then(|c| c.refusal(&l.target.to_string())) {
+        Some(why) => Err(ProviderError::other(why)),
+        None => Ok(()),
     }
 }
 

@@ -42,7 +42,8 @@
 //!   https://kubernetes.io/docs/tasks/access-application-cluster/access-cluster-services/#manually-constructing-apiserver-proxy-urls):
 //!   a missing pod is 404 NotFound, a pod that is not Running has no IP to dial (503); a
 //!   running Job pod is reached on its own pod IP (GET and POST, as the proxy passes the
-//!   method through), a running serving pod is backed by the stand-in (`with_stand_in`,
+//!   method through, with the request's headers but for `Authorization`, which the API
+//!   server deletes once it has authenticated the request, and the hop-by-hop ones), a running serving pod is backed by the stand-in (`with_stand_in`,
 //!   every serving pod by the one process), which answers the path as TF Serving would, and a pod started without
 //!   `--monitoring_config_file` has no metrics page (404, TF Serving's "Malformed request").
 //! - The nodes/proxy subresource to the kubelet's cAdvisor metrics,
@@ -653,7 +654,16 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request) -> http_emulator::Reply {
     let query = parse_query(req.query());
     let content_type = req.header("content-type").to_string();
     let body = String::from_utf8_lossy(&req.body).into_owned();
-    let reply = dispatch(state, &method, &path, &query, &content_type, &body);
+    let forwarded = proxied_headers(&req.headers);
+    let reply = dispatch(
+        state,
+        &method,
+        &path,
+        &query,
+        &content_type,
+        &body,
+        &forwarded,
+    );
     lock(state).requests.push(Recorded {
         method,
         path,
@@ -669,6 +679,37 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request) -> http_emulator::Reply {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+/// The request headers the pods/proxy subresource passes on to the pod. The API server
+/// deletes `Authorization` once it has authenticated the request
+/// (k8s.io/apiserver/pkg/endpoints/filters/authentication.go: "authorization header is not
+/// required anymore in case of a successful authentication") and the impersonation headers
+/// (filters/impersonation.go); its proxy (k8s.io/apimachinery/pkg/util/proxy,
+/// UpgradeAwareHandler over net/http/httputil.ReverseProxy) drops the hop-by-hop headers
+/// (RFC 9110 §7.6.1) and passes the others through.
+fn proxied_headers(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    const DROPPED: [&str; 11] = [
+        "authorization",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    ];
+    headers
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            !DROPPED.contains(&k) && !k.starts_with("impersonate-")
+        })
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
 fn dispatch(
     state: &Arc<Mutex<State>>,
     method: &str,
@@ -676,17 +717,18 @@ fn dispatch(
     query: &BTreeMap<String, String>,
     content_type: &str,
     body: &str,
+    forwarded: &[(String, String)],
 ) -> Reply {
     // The controllers, scheduler and kubelets take one step between requests.
     reconcile(state);
     if method == "GET"
         && let Some(reply) =
-            pod_proxy(state, method, path, query).or_else(|| node_proxy(state, path))
+            pod_proxy(state, method, path, query, forwarded).or_else(|| node_proxy(state, path))
     {
         return reply;
     }
     if method == "POST"
-        && let Some(reply) = pod_proxy(state, method, path, query)
+        && let Some(reply) = pod_proxy(state, method, path, query, forwarded)
     {
         return reply;
     }
@@ -797,6 +839,7 @@ fn pod_proxy(
     method: &str,
     path: &str,
     query: &BTreeMap<String, String>,
+    forwarded: &[(String, String)],
 ) -> Option<Reply> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let [
@@ -858,7 +901,14 @@ fn pod_proxy(
             page = format!("{page}?{}", q.join("&"));
         }
         return Some(
-            match http_blocking(&pod_ip, port, method, &page, Duration::from_secs(5)) {
+            match http_blocking(
+                &pod_ip,
+                port,
+                method,
+                &page,
+                forwarded,
+                Duration::from_secs(5),
+            ) {
                 Ok((code, body)) => Reply {
                     code,
                     content_type: "application/json",
@@ -907,15 +957,16 @@ fn pod_proxy(
 
 /// A plain HTTP/1.0 GET (the stand-in answers it and closes).
 fn http_get_blocking(ip: &str, port: u16, path: &str) -> Result<(u16, String), String> {
-    http_blocking(ip, port, "GET", path, Duration::from_secs(5))
+    http_blocking(ip, port, "GET", path, &[], Duration::from_secs(5))
 }
 
-/// A plain HTTP/1.0 request without a body; the server answers and closes.
+/// A plain HTTP/1.0 request without a body, with `headers`; the server answers and closes.
 fn http_blocking(
     ip: &str,
     port: u16,
     method: &str,
     path: &str,
+    headers: &[(String, String)],
     timeout: Duration,
 ) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
@@ -923,9 +974,13 @@ fn http_blocking(
     let mut c = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     c.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         c,
-        "{method} {path} HTTP/1.0\r\nHost: {ip}:{port}\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {ip}:{port}\r\n{extra}Content-Length: 0\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
@@ -2464,7 +2519,7 @@ fn job_pod_step(s: &mut State, pod_name: &str, sim: &PodSim, index: u32, pod: &V
     };
     let path = probe["path"].as_str().unwrap_or("/");
     let ready = matches!(
-        http_blocking(ip, port, "GET", path, Duration::from_millis(300)),
+        http_blocking(ip, port, "GET", path, &[], Duration::from_millis(300)),
         Ok((200..=399, _))
     );
     if ready && let Some(p) = s.objects.get_mut(&key("pods", &sim.namespace, pod_name)) {

@@ -5,7 +5,9 @@
 //! does. The coordinator reaches every pod through the API server's pod proxy, measures its
 //! clock offset with a few NTP-style round trips, and only when every worker of the Job is
 //! Running, Ready and measured publishes one common start, handed to each worker in its own
-//! clock (the coordinator's start plus the worker's offset).
+//! clock (the coordinator's start plus the worker's offset). A worker takes the start only
+//! with the run's control token (made per run, given to the pods in the Job's environment):
+//! another pod of the cluster can reach the control port but cannot start the run.
 //!
 //! Why the coordinator and not the API server's `Date` header: `Date` has one-second
 //! resolution (RFC 9110 §5.6.7, IMF-fixdate), far coarser than the 50 ms bound, and a worker
@@ -121,17 +123,21 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// One request through the API server's pod proxy: (status, body).
+/// One request through the API server's pod proxy: (status, body). `token`: the run's
+/// control token, in the header the worker reads it from (the proxy passes it through).
 async fn proxy(
     client: &kube::Client,
     method: http::Method,
     path: &str,
+    token: Option<&str>,
 ) -> Result<(u16, Vec<u8>), String> {
     use http_body_util::{BodyExt, Limited};
     let send = async {
-        let req = http::Request::builder()
-            .method(method.clone())
-            .uri(path)
+        let mut req = http::Request::builder().method(method.clone()).uri(path);
+        if let Some(t) = token {
+            req = req.header(crate::loadgen::worker::TOKEN_HEADER, t);
+        }
+        let req = req
             .body(kube::client::Body::empty())
             .map_err(|e| format!("building the request: {e}"))?;
         let resp = client
@@ -173,7 +179,7 @@ pub async fn measure(
     for _ in 0..ROUND_TRIPS {
         let sent = now_ns();
         let t0 = Instant::now();
-        let (status, body) = proxy(client, http::Method::GET, &path).await?;
+        let (status, body) = proxy(client, http::Method::GET, &path, None).await?;
         let rtt = t0.elapsed();
         if status != 200 {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
@@ -200,13 +206,14 @@ pub async fn measure(
     best.ok_or_else(|| format!("GET {path}: no round trip"))
 }
 
-/// Hands a worker its start (in its own clock).
+/// Hands a worker its start (in its own clock), with the run's token.
 pub async fn publish(
     client: &kube::Client,
     namespace: &str,
     pod: &str,
     port: u16,
     at_unix_ns: u64,
+    token: &str,
 ) -> Result<(), String> {
     let path = control_path(
         namespace,
@@ -214,7 +221,7 @@ pub async fn publish(
         port,
         &format!("/start?at_unix_ns={at_unix_ns}"),
     );
-    let (status, body) = proxy(client, http::Method::POST, &path).await?;
+    let (status, body) = proxy(client, http::Method::POST, &path, Some(token)).await?;
     if status == 200 {
         Ok(())
     } else {

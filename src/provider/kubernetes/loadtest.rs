@@ -97,7 +97,9 @@ pub(super) async fn run(
     let spec_json = serde_json::to_string(&spec)
         .map_err(|e| ProviderError::other(format!("the worker spec: {e}")))?;
     let name = job_name(address, procinfo::now_unix());
-    let job = loadtest_job(address, l, &name, &spec_json)
+    // Who may start the workers: this run only.
+    let token = crate::loadgen::worker::new_token();
+    let job = loadtest_job(address, l, &name, &spec_json, &token)
         .map_err(|e| ProviderError::other(format!("{address}: {e}")))?;
 
     (ctx.note)(
@@ -148,6 +150,7 @@ pub(super) async fn run(
         spec: &spec,
         start_at: std::sync::Mutex::new(None),
         lead,
+        token: &token,
         get_credentials: ClusterConnection::get_credentials(inputs, &l.cluster),
         watch,
     };
@@ -513,6 +516,8 @@ struct Follow<'a> {
     /// The common start once published (for the progress line).
     start_at: std::sync::Mutex<Option<SystemTime>>,
     lead: Duration,
+    /// The run's control token (in the Job's environment), sent with every start.
+    token: &'a str,
     get_credentials: Option<String>,
     watch: pods::Watch,
 }
@@ -658,11 +663,12 @@ impl Follow<'_> {
         let mut sends = tokio::task::JoinSet::new();
         for (&i, c) in &g.clocks {
             let (client, pod, at) = (client.clone(), c.pod.clone(), g.start_for(i));
+            let token = self.token.to_string();
             sends.spawn(async move {
                 (
                     i,
                     pod.clone(),
-                    gang::publish(&client, NAMESPACE, &pod, port, at).await,
+                    gang::publish(&client, NAMESPACE, &pod, port, at, &token).await,
                 )
             });
         }
@@ -710,7 +716,7 @@ impl Follow<'_> {
                 continue;
             };
             g.clocks.insert(i, c);
-            if gang::publish(&client, NAMESPACE, name, port, g.start_for(i))
+            if gang::publish(&client, NAMESPACE, name, port, g.start_for(i), self.token)
                 .await
                 .is_ok()
             {
