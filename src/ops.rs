@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use miette::miette;
 
 use crate::plan::{MachineShapes, Plan, PlanOptions};
-use crate::provider::{ProviderReader, Providers, cluster_providers, gke, provider_for};
+use crate::provider::{ProviderReader, Providers, cluster_providers, gcp, gke, provider_for};
 use crate::refresh;
 use crate::state::{self, Store};
 use crate::vocab::resources::{Address, Stack};
@@ -243,12 +243,12 @@ pub fn preflight_request(stack: &Stack, plan: Option<&Plan>) -> gke::preflight::
 /// disabled API, a machine type or zone that does not exist, a CPU quota too small for the
 /// clusters it creates, an image that is not in its registry. A stack without gke clusters
 /// asks nothing.
-pub fn preflight(stack: &Stack, plan: Option<&Plan>) -> Preflight {
+pub fn preflight(stack: &Stack, plan: Option<&Plan>, apis: &gcp::Apis) -> Preflight {
     let request = preflight_request(stack, plan);
     if request.clusters.is_empty() {
         return Preflight::default();
     }
-    let report = gke::preflight::run(&request, &gke::preflight::Endpoints::from_env());
+    let report = gke::preflight::run(&request, apis);
     let span_of = |a: &Address| {
         stack
             .resources
@@ -434,6 +434,7 @@ fn bind_gcs(address: &state::gcs::Address, kms: Option<&str>) -> miette::Result<
 /// stack without such a cluster). `progress` hears each step.
 pub fn enable_apis(
     plan: &Plan,
+    apis: &gcp::Apis,
     progress: &dyn Fn(String),
 ) -> Result<gke::services::Enabled, gke::services::EnableError> {
     let Some(stack) = plan
@@ -446,7 +447,7 @@ pub fn enable_apis(
     let request = preflight_request(stack, Some(plan));
     gke::services::enable(
         &request,
-        &gke::preflight::Endpoints::from_env(),
+        apis,
         std::time::Duration::from_millis(500),
         progress,
     )
