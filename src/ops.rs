@@ -80,9 +80,15 @@ pub fn check_providers(stack: &Stack, providers: &Providers) -> miette::Result<(
     Ok(())
 }
 
+/// Where a state on GCS is reached, from the one reading of the environment
+/// ([`gcp::Apis::from_env`]: `STORAGE_EMULATOR_HOST` names an emulator).
+pub fn storage() -> state::gcs::Endpoint {
+    gcp::Apis::from_env().state_storage()
+}
+
 /// The state as last published, read without the lock (None: nothing applied yet).
 pub fn open_view(dir: &Path) -> miette::Result<Option<state::View>> {
-    state::View::open(dir).map_err(|e| miette!("{e}"))
+    state::View::open(dir, &storage()).map_err(|e| miette!("{e}"))
 }
 
 /// What a plan is made for, beyond its flags.
@@ -354,7 +360,7 @@ impl StateArg {
                 d.gcs,
             )),
             (Some(b), None) => {
-                if state::Store::exists(Path::new(DEFAULT_STATE_DIR)) {
+                if state::Store::exists(Path::new(DEFAULT_STATE_DIR), &storage()) {
                     return Err(miette!(
                         "the stack's backend (at {}) names {}, but this directory has a local state in ./{DEFAULT_STATE_DIR}: applying to the bucket would create everything again beside what the local state manages.\n  \
                          Copy it to the bucket first: `benchstack state migrate --to {}` (this directory is then bound to it), or move ./{DEFAULT_STATE_DIR} away to start from the bucket's state.",

@@ -947,7 +947,12 @@ fn a_recovery_that_cannot_read_the_api_keeps_the_intent_and_stops_the_plan() {
         KubernetesProvider::new(&emulated()).create(ctx, &tf, &config, &serving_inputs(&emu))
     })
     .unwrap();
-    let store = benchstack::state::Store::open(h.dir.path(), "test").unwrap();
+    let store = benchstack::state::Store::open(
+        h.dir.path(),
+        "test",
+        &benchstack::state::gcs::Endpoint::Google,
+    )
+    .unwrap();
     store
         .put_intent(&Intent {
             address: tf.clone(),

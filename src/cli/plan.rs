@@ -53,7 +53,7 @@ pub struct Args {
 
 /// Opens the state for `operation`, noting a lock taken over from a dead holder.
 pub fn open_store(dir: &Path, operation: &str) -> miette::Result<Store> {
-    let store = Store::open(dir, operation).map_err(|e| miette!("{e}"))?;
+    let store = Store::open(dir, operation, &crate::ops::storage()).map_err(|e| miette!("{e}"))?;
     if let Some(old) = &store.lock().took_over {
         eprintln!("note: took over the lock left by {old}, which is no longer running");
     }

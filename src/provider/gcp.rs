@@ -219,6 +219,14 @@ impl Apis {
         }
     }
 
+    /// Where a state on GCS is reached: the Cloud Storage emulator, anonymously, or Google.
+    pub fn state_storage(&self) -> crate::state::gcs::Endpoint {
+        match &self.storage {
+            Some(url) => crate::state::gcs::Endpoint::Emulator(url.clone()),
+            None => crate::state::gcs::Endpoint::Google,
+        }
+    }
+
     /// The registry base URL for `host`, when one is configured.
     pub fn registry(&self, host: &str) -> Option<String> {
         self.registries
