@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use miette::miette;
 
 use crate::plan::{MachineShapes, Plan, PlanOptions};
-use crate::provider::{ProviderReader, Providers, cluster_providers, gke, provider_for};
+use crate::provider::{ProviderReader, Providers, cluster_providers, gcp, gke, provider_for};
 use crate::refresh;
 use crate::state::{self, Store};
 use crate::vocab::resources::{Address, Stack};
@@ -80,9 +80,15 @@ pub fn check_providers(stack: &Stack, providers: &Providers) -> miette::Result<(
     Ok(())
 }
 
+/// Where a state on GCS is reached, from the one reading of the environment
+/// ([`gcp::Apis::from_env`]: `STORAGE_EMULATOR_HOST` names an emulator).
+pub fn storage() -> state::gcs::Endpoint {
+    gcp::Apis::from_env().state_storage()
+}
+
 /// The state as last published, read without the lock (None: nothing applied yet).
 pub fn open_view(dir: &Path) -> miette::Result<Option<state::View>> {
-    state::View::open(dir).map_err(|e| miette!("{e}"))
+    state::View::open(dir, &storage()).map_err(|e| miette!("{e}"))
 }
 
 /// What a plan is made for, beyond its flags.
@@ -243,12 +249,12 @@ pub fn preflight_request(stack: &Stack, plan: Option<&Plan>) -> gke::preflight::
 /// disabled API, a machine type or zone that does not exist, a CPU quota too small for the
 /// clusters it creates, an image that is not in its registry. A stack without gke clusters
 /// asks nothing.
-pub fn preflight(stack: &Stack, plan: Option<&Plan>) -> Preflight {
+pub fn preflight(stack: &Stack, plan: Option<&Plan>, apis: &gcp::Apis) -> Preflight {
     let request = preflight_request(stack, plan);
     if request.clusters.is_empty() {
         return Preflight::default();
     }
-    let report = gke::preflight::run(&request, &gke::preflight::Endpoints::from_env());
+    let report = gke::preflight::run(&request, apis);
     let span_of = |a: &Address| {
         stack
             .resources
@@ -354,7 +360,7 @@ impl StateArg {
                 d.gcs,
             )),
             (Some(b), None) => {
-                if state::Store::exists(Path::new(DEFAULT_STATE_DIR)) {
+                if state::Store::exists(Path::new(DEFAULT_STATE_DIR), &storage()) {
                     return Err(miette!(
                         "the stack's backend (at {}) names {}, but this directory has a local state in ./{DEFAULT_STATE_DIR}: applying to the bucket would create everything again beside what the local state manages.\n  \
                          Copy it to the bucket first: `benchstack state migrate --to {}` (this directory is then bound to it), or move ./{DEFAULT_STATE_DIR} away to start from the bucket's state.",
@@ -434,6 +440,7 @@ fn bind_gcs(address: &state::gcs::Address, kms: Option<&str>) -> miette::Result<
 /// stack without such a cluster). `progress` hears each step.
 pub fn enable_apis(
     plan: &Plan,
+    apis: &gcp::Apis,
     progress: &dyn Fn(String),
 ) -> Result<gke::services::Enabled, gke::services::EnableError> {
     let Some(stack) = plan
@@ -446,7 +453,7 @@ pub fn enable_apis(
     let request = preflight_request(stack, Some(plan));
     gke::services::enable(
         &request,
-        &gke::preflight::Endpoints::from_env(),
+        apis,
         std::time::Duration::from_millis(500),
         progress,
     )

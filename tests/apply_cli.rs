@@ -322,7 +322,12 @@ fn a_stale_plan_file_is_refused() {
 fn a_second_writer_is_told_who_holds_the_lock() {
     let env = Env::new();
     env.write_stack(8, "1s");
-    let held = benchstack::state::Store::open(&env.state(), "apply").unwrap();
+    let held = benchstack::state::Store::open(
+        &env.state(),
+        "apply",
+        &benchstack::state::gcs::Endpoint::Google,
+    )
+    .unwrap();
     let (code, _, err) = env.run(&["plan", s(&env.stack())]);
     assert_eq!(code, 1);
     assert!(err.contains("locked by"), "{err}");

@@ -12,6 +12,7 @@ use benchstack::provider::{
     Applied, Context, Inputs, Observation, Provider, ProviderError, ProviderName, Providers,
     RunOutcome,
 };
+use benchstack::state::gcs::Endpoint;
 use benchstack::state::{Intent, ResourceState, Store, View};
 use benchstack::vocab::resources::{Address, Kind, ResourceConfig};
 use local_stack::{apply, plan, serving_stack};
@@ -42,7 +43,7 @@ impl Recorder {
         address: &Address,
         inputs: Option<&Inputs>,
     ) -> Result<(), ProviderError> {
-        let intent_recorded = View::open(ctx.state_dir)
+        let intent_recorded = View::open(ctx.state_dir, &Endpoint::Google)
             .ok()
             .flatten()
             .and_then(|v| v.intents().ok())
@@ -168,7 +169,7 @@ fn pair(op: &str, address: &str) -> (String, String) {
 #[test]
 fn apply_creates_in_dependency_order_with_an_intent_recorded_before_each_call() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), "apply").unwrap();
+    let store = Store::open(dir.path(), "apply", &Endpoint::Google).unwrap();
     let recorder = Recorder::default();
     let providers = fake_providers(&recorder);
     let stack = serving_stack(2, 32);
@@ -213,7 +214,7 @@ fn apply_creates_in_dependency_order_with_an_intent_recorded_before_each_call() 
 #[test]
 fn destroy_deletes_dependents_first_and_keeps_what_failed_to_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), "apply").unwrap();
+    let store = Store::open(dir.path(), "apply", &Endpoint::Google).unwrap();
     let recorder = Recorder::default();
     let providers = fake_providers(&recorder);
     let stack = serving_stack(1, 16);
@@ -309,7 +310,7 @@ fn stack_with_loadtest() -> benchstack::vocab::resources::Stack {
 fn an_invalid_run_is_stored_but_counts_neither_as_an_slo_pass_nor_a_miss() {
     for (slos_met, invalid) in [(true, Some("worker 1 started 80 ms late")), (false, None)] {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), "apply").unwrap();
+        let store = Store::open(dir.path(), "apply", &Endpoint::Google).unwrap();
         let recorder = Recorder {
             run: Some((slos_met, invalid.map(String::from))),
             ..Default::default()

@@ -8,6 +8,7 @@ use benchstack::apply;
 use benchstack::plan::{Action, PlanOptions};
 use benchstack::provider::local::models_available;
 use benchstack::state::Store;
+use benchstack::state::gcs::Endpoint;
 use benchstack::vocab::resources::Kind;
 use local_stack::*;
 use std::time::Duration;
@@ -23,7 +24,7 @@ fn action(plan: &benchstack::plan::Plan, a: &str) -> Action {
 #[test]
 fn serving_is_created_updated_with_new_processes_refreshed_and_destroyed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), "test").unwrap();
+    let store = Store::open(dir.path(), "test", &Endpoint::Google).unwrap();
     let providers = providers(dir.path());
     let serving = addr(Kind::Serving, "tf");
     let opts = PlanOptions::default();
@@ -116,7 +117,7 @@ fn serving_is_created_updated_with_new_processes_refreshed_and_destroyed() {
 #[test]
 fn the_files_the_server_reads_are_the_bytes_the_plan_showed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), "test").unwrap();
+    let store = Store::open(dir.path(), "test", &Endpoint::Google).unwrap();
     let providers = providers(dir.path());
     let serving = addr(Kind::Serving, "tf");
     let p = plan(
@@ -146,7 +147,7 @@ fn the_files_the_server_reads_are_the_bytes_the_plan_showed() {
 #[test]
 fn a_server_started_but_not_recorded_is_adopted_not_started_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), "test").unwrap();
+    let store = Store::open(dir.path(), "test", &Endpoint::Google).unwrap();
     let providers = providers(dir.path());
     let serving = addr(Kind::Serving, "tf");
     let stack = serving_stack(1, 8);

@@ -17,7 +17,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use benchstack::image_context::Context as BuildContext;
-use benchstack::provider::cloudbuild::{CloudBuildProvider, Endpoints};
+use benchstack::provider::cloudbuild::CloudBuildProvider;
+use benchstack::provider::gcp::Apis;
 use benchstack::provider::{Context, Inputs, Provider, ProviderError};
 use benchstack::vocab::resources::{Address, ImageConfig, Kind, ResourceConfig};
 use cloudbuild_emulator::CloudBuildEmulator;
@@ -43,13 +44,13 @@ impl World {
     }
 
     fn provider(&self) -> CloudBuildProvider {
-        CloudBuildProvider::new()
-            .with_endpoints(Endpoints {
-                cloudbuild: Some(self.cb.url()),
-                artifactregistry: Some(self.cb.url()),
-                storage: Some(self.gcs.url()),
-            })
-            .with_poll_interval(Duration::from_millis(10))
+        CloudBuildProvider::new(&Apis {
+            cloud_build: Some(self.cb.url()),
+            artifact_registry: Some(self.cb.url()),
+            storage: Some(self.gcs.url()),
+            ..Apis::emulated()
+        })
+        .with_poll_interval(Duration::from_millis(10))
     }
 
     /// An image whose context holds `dockerfile` and an app file.

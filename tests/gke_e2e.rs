@@ -11,6 +11,8 @@ mod cloudbuild_emulator;
 mod fake_gcs;
 #[path = "support/gke_emulator.rs"]
 mod gke_emulator;
+#[path = "support/google_auth_emulator.rs"]
+mod google_auth_emulator;
 #[path = "support/http_emulator.rs"]
 mod http_emulator;
 #[path = "support/k8s_emulator.rs"]
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use cloudbuild_emulator::CloudBuildEmulator;
 use fake_gcs::FakeGcs;
 use gke_emulator::GkeEmulator;
+use google_auth_emulator::GoogleAuthEmulator;
 use k8s_emulator::{K8sEmulator, NodePool, NodeSource, Options, StandIn};
 
 const BIN: &str = env!("CARGO_BIN_EXE_benchstack");
@@ -82,6 +85,10 @@ struct World {
     gcs: FakeGcs,
     cb: CloudBuildEmulator,
     _stand_in: StandIn,
+    /// The token endpoint of the key `GOOGLE_APPLICATION_CREDENTIALS` names: with every API
+    /// emulated, nothing may ask it for a token.
+    google: GoogleAuthEmulator,
+    key: PathBuf,
     dir: tempfile::TempDir,
     /// The stack file applied: a copy of the shipped one in a checkout-shaped directory.
     stack: PathBuf,
@@ -118,12 +125,18 @@ impl World {
         opts.placement.insert("Job".into(), "loadgen".into());
         // The images are built by apply: the registry holds whatever Cloud Build pushed.
         let k8s = K8sEmulator::start(opts);
-        gke.set_cluster_endpoint(&k8s.url());
+        gke.set_cluster_endpoint(&k8s.endpoint());
         let gcs = FakeGcs::start();
         let cb = CloudBuildEmulator::start(&gcs.url());
         let dir = tempfile::tempdir().unwrap();
         let stack = checkout(&dir.path().join("checkout"), &[]);
+        let google = GoogleAuthEmulator::start();
+        let key = dir.path().join("key.json");
+        let key_json = google.service_account_key("bench@bench-test.iam.gserviceaccount.com");
+        std::fs::write(&key, key_json.json.to_string()).unwrap();
         World {
+            google,
+            key,
             gke,
             k8s,
             gcs,
@@ -147,6 +160,7 @@ impl World {
             .env("BENCHSTACK_STORAGE_ENDPOINT", self.gcs.url())
             .env("BENCHSTACK_POLL_INTERVAL", "20ms")
             .env("BENCHSTACK_WORKER_START_DELAY", "5s")
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &self.key)
             .current_dir(self.dir.path());
         if matches!(args.first(), Some(&"plan") | Some(&"apply")) {
             c.arg(&self.stack);
@@ -343,6 +357,10 @@ fn gke_stack_applies_plans_clean_updates_replaces_and_destroys() {
         list.trim().is_empty() || !list.contains("cluster."),
         "{list}"
     );
+    // Emulated APIs are anonymous: the key at hand was never exchanged for a token (the
+    // clusters' Kubernetes API included: plain HTTP, no credentials).
+    assert!(w.google.token_requests().is_empty());
+    assert!(w.k8s.requests().iter().all(|r| r.authorization.is_none()));
 }
 
 #[test]

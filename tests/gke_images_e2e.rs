@@ -105,7 +105,7 @@ impl World {
         opts.placement.insert("Deployment".into(), "serving".into());
         opts.placement.insert("Job".into(), "loadgen".into());
         let k8s = K8sEmulator::start(opts);
-        gke.set_cluster_endpoint(&k8s.url());
+        gke.set_cluster_endpoint(&k8s.endpoint());
         let gcs = FakeGcs::start();
         let storage = FaultProxy::start(gcs.url(), "never-failed", 0);
         let cb = CloudBuildEmulator::start(&gcs.url());

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use assert_cmd::prelude::*;
-use benchstack::provider::gcp::GkeClusterObserved;
+use benchstack::provider::gcp::{Apis, GkeClusterObserved};
 use benchstack::provider::gke::GkeProvider;
 use benchstack::provider::{Context, ErrorKind, Inputs, Observation, Provider, ProviderError};
 use benchstack::state::{Intent, ResourceState};
@@ -29,9 +29,11 @@ const PROJECT: &str = "bench-proj";
 const LOCATION: &str = "us-central1-a";
 
 fn provider(emu: &GkeEmulator) -> GkeProvider {
-    GkeProvider::new()
-        .with_emulator(emu.url())
-        .with_poll_interval(Duration::from_millis(20))
+    GkeProvider::new(&Apis {
+        gke: Some(emu.url()),
+        ..Apis::emulated()
+    })
+    .with_poll_interval(Duration::from_millis(20))
 }
 
 fn address(name: &str) -> Address {
@@ -124,7 +126,7 @@ fn create(
 #[test]
 fn cluster_is_created_refreshed_resized_relabelled_drifts_and_is_deleted() {
     let emu = GkeEmulator::start();
-    emu.set_cluster_endpoint("http://127.0.0.1:6443");
+    emu.set_cluster_endpoint("127.0.0.1:6443");
     let p = provider(&emu);
     let a = address("serving");
     let rec = Recorder::default();
@@ -136,7 +138,7 @@ fn cluster_is_created_refreshed_resized_relabelled_drifts_and_is_deleted() {
         (o.project.as_str(), o.location.as_str(), o.name.as_str()),
         (PROJECT, LOCATION, "serving")
     );
-    assert_eq!(o.endpoint, "http://127.0.0.1:6443");
+    assert_eq!(o.endpoint, "127.0.0.1:6443");
     assert!(!o.ca_certificate.is_empty());
     assert_eq!(o.status, "RUNNING");
     assert_eq!((o.node_pool.as_str(), o.node_count), ("benchstack", 3));

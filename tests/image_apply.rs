@@ -45,7 +45,7 @@ impl World {
         let (k8s, stand_in) =
             K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
         let gke = GkeEmulator::start();
-        gke.set_cluster_endpoint(&k8s.url());
+        gke.set_cluster_endpoint(&k8s.endpoint());
         let gcs = FakeGcs::start();
         let cb = CloudBuildEmulator::start(&gcs.url());
         let dir = tempfile::tempdir().unwrap();

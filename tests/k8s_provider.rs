@@ -2,6 +2,8 @@
 //! server-side apply, rollouts, drift, deletion, and distributed load tests whose worker pods
 //! are real `benchstack worker` processes sending load to a real `benchstack serve`.
 
+#[path = "support/google_auth_emulator.rs"]
+mod google_auth_emulator;
 #[path = "support/http_emulator.rs"]
 mod http_emulator;
 #[path = "support/k8s_emulator.rs"]
@@ -18,7 +20,7 @@ use benchstack::loadgen::RunReport;
 use benchstack::loadgen::histogram::decode_histogram;
 use benchstack::manifest::capacity::Rollout;
 use benchstack::manifest::k8s::{KUBERNETES_YAML, ServingObjects, serving_objects};
-use benchstack::provider::gcp::GkeClusterObserved;
+use benchstack::provider::gcp::{Apis, AuthEnv, GkeClusterObserved};
 use benchstack::provider::kubernetes::KubernetesProvider;
 use benchstack::provider::{
     Applied, Context, ErrorKind, Inputs, Observation, Provider, ProviderError,
@@ -27,6 +29,7 @@ use benchstack::state::observed::CloudBuildImageObserved;
 use benchstack::state::{Intent, ResourceState};
 use benchstack::vocab::load::{Arrival, Protocol, Rate, RequestSource, Stage};
 use benchstack::vocab::resources::*;
+use google_auth_emulator::GoogleAuthEmulator;
 use k8s_emulator::{K8sEmulator, NodePool, Options};
 use serde_json::Value;
 
@@ -44,10 +47,25 @@ fn setup() {
         // Providers made with Providers::new (no per-test budget) give up on an unavailable
         // API after this long.
         std::env::set_var("BENCHSTACK_RETRY_BUDGET", "1s");
-        // Anonymous credentials: no test asks Application Default Credentials for a token
-        // (no GKE client is made in this binary, so the URL itself is never contacted).
+        // As a test drives the binary: GKE emulated, and a key at hand whose token endpoint
+        // counts what is asked of it (`Apis::from_env` must leave it alone).
         std::env::set_var("BENCHSTACK_GKE_ENDPOINT", "http://127.0.0.1:9");
+        std::env::set_var(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            key_file(&SHARED_GOOGLE.0, SHARED_GOOGLE.1.path()),
+        );
     });
+}
+
+/// The token endpoint behind the process's `GOOGLE_APPLICATION_CREDENTIALS`, and the key's
+/// directory.
+static SHARED_GOOGLE: std::sync::LazyLock<(GoogleAuthEmulator, tempfile::TempDir)> =
+    std::sync::LazyLock::new(|| (GoogleAuthEmulator::start(), tempfile::tempdir().unwrap()));
+
+/// Every Google API emulated: the clusters' Kubernetes APIs are plain HTTP, and no test asks
+/// Application Default Credentials for a token.
+fn emulated() -> Apis {
+    Apis::emulated()
 }
 
 fn repo() -> PathBuf {
@@ -113,7 +131,7 @@ fn gke_cluster(emu: &K8sEmulator, name: &str) -> Value {
         project: "test-project".into(),
         location: "us-central1-a".into(),
         name: name.into(),
-        endpoint: emu.url(),
+        endpoint: emu.endpoint(),
         ca_certificate: String::new(),
         status: "RUNNING".into(),
         node_pool: "default-pool".into(),
@@ -223,7 +241,7 @@ fn serving_is_applied_rolled_out_refreshed_scaled_outside_updated_and_deleted() 
     let mut opts = Options::new(BIN);
     opts.load_balancer_ip = "127.31.41.59".into();
     let emu = K8sEmulator::start(opts);
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     let tf = addr(Kind::Serving, "tf");
     let inputs = serving_inputs(&emu);
 
@@ -243,7 +261,7 @@ fn serving_is_applied_rolled_out_refreshed_scaled_outside_updated_and_deleted() 
     );
     assert_eq!(o["namespace"], "benchstack");
     assert_eq!(o["name"], "tf");
-    assert_eq!(o["cluster"]["endpoint"], emu.url());
+    assert_eq!(o["cluster"]["endpoint"], emu.endpoint());
     let first_generation = o["generation"].as_i64().unwrap();
 
     // The four objects went out by server-side apply, forced, as field manager benchstack.
@@ -369,7 +387,7 @@ fn a_rollout_that_never_becomes_ready_times_out_saying_what_is_stuck() {
     let h = Harness::new();
     let emu = K8sEmulator::start(Options::new(BIN));
     emu.never_ready("tf");
-    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(1));
+    let p = KubernetesProvider::new(&emulated()).with_rollout_timeout(Duration::from_secs(1));
     let msg = failed_message(h.with(|ctx| {
         p.create(
             ctx,
@@ -407,7 +425,7 @@ fn a_rollout_past_its_progress_deadline_fails_then_not_at_the_timeout() {
     opts.time_scale = 1000.0;
     let emu = K8sEmulator::start(opts);
     emu.never_ready("tf");
-    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let p = KubernetesProvider::new(&emulated()).with_rollout_timeout(Duration::from_secs(60));
     let msg = failed_message(h.with(|ctx| {
         p.create(
             ctx,
@@ -462,7 +480,7 @@ fn highcpu_8_emulator(nodes: u32) -> K8sEmulator {
 fn replicas_that_fit_no_node_fail_the_rollout_at_once_with_the_schedulers_message() {
     let h = Harness::new();
     let emu = highcpu_8_emulator(3);
-    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let p = KubernetesProvider::new(&emulated()).with_rollout_timeout(Duration::from_secs(60));
     let msg = failed_message(h.with(|ctx| {
         p.create(
             ctx,
@@ -485,7 +503,7 @@ fn replicas_that_fit_no_node_fail_the_rollout_at_once_with_the_schedulers_messag
 fn a_batching_change_rolls_one_pod_at_a_time_when_no_node_has_room_for_a_surge_pod() {
     let h = Harness::new();
     let emu = highcpu_8_emulator(3);
-    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let p = KubernetesProvider::new(&emulated()).with_rollout_timeout(Duration::from_secs(60));
     let tf = addr(Kind::Serving, "tf");
     let mut inputs = serving_inputs(&emu);
     inputs.configs.insert(
@@ -551,7 +569,7 @@ fn rendered_yaml(s: &ServingConfig, rollout: Rollout) -> BTreeMap<String, String
 fn the_provider_applies_the_plans_rendered_objects_with_only_the_built_images_digest_set() {
     let h = Harness::new();
     let emu = highcpu_8_emulator(3);
-    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let p = KubernetesProvider::new(&emulated()).with_rollout_timeout(Duration::from_secs(60));
     let tf = addr(Kind::Serving, "tf");
     let image = addr(Kind::Image, "serving");
     let digest = format!(
@@ -620,7 +638,7 @@ fn a_surge_pod_that_fits_no_node_fails_the_update_with_the_schedulers_message() 
     let h = Harness::new();
     let emu = highcpu_8_emulator(3);
     // No cluster configuration among the inputs: the default surge strategy.
-    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let p = KubernetesProvider::new(&emulated()).with_rollout_timeout(Duration::from_secs(60));
     let tf = addr(Kind::Serving, "tf");
     let inputs = serving_inputs(&emu);
     let first = big_serving(3);
@@ -651,7 +669,7 @@ fn an_image_that_does_not_exist_fails_the_rollout_at_once_naming_the_image_and_t
     let h = Harness::new();
     let emu = K8sEmulator::start(Options::new(BIN));
     emu.push_image("tensorflow/serving:2.19.0", false);
-    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let p = KubernetesProvider::new(&emulated()).with_rollout_timeout(Duration::from_secs(60));
     let mut s = serving(2);
     s.image = Some("us-central1-docker.pkg.dev/test-project/benchstack/tf-serving:nope".into());
     let msg = failed_message(h.with(|ctx| {
@@ -688,7 +706,7 @@ fn a_private_image_on_nodes_without_a_storage_scope_fails_with_the_registrys_403
     let emu = K8sEmulator::start(opts);
     let image = "us-central1-docker.pkg.dev/test-project/benchstack/tf-serving-regression:latest";
     emu.push_image(image, true);
-    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let p = KubernetesProvider::new(&emulated()).with_rollout_timeout(Duration::from_secs(60));
     let mut s = serving(1);
     s.image = Some(image.into());
     let msg = failed_message(h.with(|ctx| {
@@ -711,7 +729,7 @@ fn a_crash_looping_container_fails_the_rollout_at_once() {
     let h = Harness::new();
     let emu = K8sEmulator::start(Options::new(BIN));
     emu.crash_loop("tf");
-    let p = KubernetesProvider::new().with_rollout_timeout(Duration::from_secs(60));
+    let p = KubernetesProvider::new(&emulated()).with_rollout_timeout(Duration::from_secs(60));
     let msg = failed_message(h.with(|ctx| {
         p.create(
             ctx,
@@ -734,7 +752,7 @@ fn a_worker_image_that_does_not_exist_fails_the_load_test_at_once_and_the_job_is
     let h = Harness::new();
     let emu = K8sEmulator::start(Options::new(BIN));
     emu.push_image("tensorflow/serving:2.19.0", false);
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     let mut l = loadtest(2);
     // Minutes of stages: only a fail-fast ends this run quickly.
     l.stages[0].duration = Duration::from_secs(600);
@@ -765,7 +783,7 @@ fn deleting_serving_waits_until_the_load_balancer_service_is_gone() {
     let mut opts = Options::new(BIN);
     opts.load_balancer_cleanup = Duration::from_millis(800);
     let emu = K8sEmulator::start(opts);
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     let tf = addr(Kind::Serving, "tf");
     let config = ResourceConfig::Serving(serving(1));
     let applied = h
@@ -794,7 +812,7 @@ fn a_load_balancer_that_is_not_removed_in_time_fails_the_delete_with_the_gcloud_
     let mut opts = Options::new(BIN);
     opts.load_balancer_cleanup = Duration::from_secs(3600);
     let emu = K8sEmulator::start(opts);
-    let p = KubernetesProvider::new().with_lb_delete_timeout(Duration::from_millis(300));
+    let p = KubernetesProvider::new(&emulated()).with_lb_delete_timeout(Duration::from_millis(300));
     let tf = addr(Kind::Serving, "tf");
     let config = ResourceConfig::Serving(serving(1));
     let applied = h
@@ -820,7 +838,7 @@ fn a_load_balancer_that_is_not_removed_in_time_fails_the_delete_with_the_gcloud_
 fn an_interrupted_create_is_adopted_once_its_deployment_is_ready() {
     let h = Harness::new();
     let emu = K8sEmulator::start(Options::new(BIN));
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     let tf = addr(Kind::Serving, "tf");
     let config = ResourceConfig::Serving(serving(1));
     let applied = h
@@ -856,12 +874,14 @@ fn a_503_reading_a_deployment_is_retried_and_a_persistent_one_is_an_error_never_
     let tf = addr(Kind::Serving, "tf");
     let config = ResourceConfig::Serving(serving(1));
     let applied = h
-        .with(|ctx| KubernetesProvider::new().create(ctx, &tf, &config, &serving_inputs(&emu)))
+        .with(|ctx| {
+            KubernetesProvider::new(&emulated()).create(ctx, &tf, &config, &serving_inputs(&emu))
+        })
         .unwrap();
     let prior = state_of(tf.clone(), config.clone(), &applied.observed);
 
     // Once: the retry gets the answer and the refresh is clean.
-    let p = KubernetesProvider::new().with_retry_budget(Duration::from_secs(20));
+    let p = KubernetesProvider::new(&emulated()).with_retry_budget(Duration::from_secs(20));
     emu.unavailable_gets("deployments", "tf", 1);
     let before = emu.request_count();
     match h.with(|ctx| p.read(ctx, &prior)).unwrap() {
@@ -876,7 +896,7 @@ fn a_503_reading_a_deployment_is_retried_and_a_persistent_one_is_an_error_never_
     assert_eq!(reads, [503, 200]);
 
     // Persistently: an unavailable error naming the Deployment with the API's message.
-    let p = KubernetesProvider::new().with_retry_budget(Duration::from_millis(600));
+    let p = KubernetesProvider::new(&emulated()).with_retry_budget(Duration::from_millis(600));
     emu.unavailable_gets("deployments", "tf", u32::MAX);
     let before = emu.request_count();
     let err = h.with(|ctx| p.read(ctx, &prior)).unwrap_err();
@@ -923,9 +943,16 @@ fn a_recovery_that_cannot_read_the_api_keeps_the_intent_and_stops_the_plan() {
     let emu = K8sEmulator::start(Options::new(BIN));
     let tf = addr(Kind::Serving, "tf");
     let config = ResourceConfig::Serving(serving(1));
-    h.with(|ctx| KubernetesProvider::new().create(ctx, &tf, &config, &serving_inputs(&emu)))
-        .unwrap();
-    let store = benchstack::state::Store::open(h.dir.path(), "test").unwrap();
+    h.with(|ctx| {
+        KubernetesProvider::new(&emulated()).create(ctx, &tf, &config, &serving_inputs(&emu))
+    })
+    .unwrap();
+    let store = benchstack::state::Store::open(
+        h.dir.path(),
+        "test",
+        &benchstack::state::gcs::Endpoint::Google,
+    )
+    .unwrap();
     store
         .put_intent(&Intent {
             address: tf.clone(),
@@ -940,7 +967,7 @@ fn a_recovery_that_cannot_read_the_api_keeps_the_intent_and_stops_the_plan() {
             started: 0,
         })
         .unwrap();
-    let providers = benchstack::provider::Providers::new(h.dir.path());
+    let providers = benchstack::provider::Providers::new(h.dir.path(), &emulated());
     emu.unavailable_gets("deployments", "tf", u32::MAX);
     let before = emu.request_count();
 
@@ -1052,7 +1079,7 @@ fn a_distributed_load_test_merges_the_reports_of_three_worker_pods() {
     let h = Harness::new();
     let (emu, stand_in) =
         K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
 
     let tf = addr(Kind::Serving, "tf");
     let inputs = serve_for_load_tests(&h, &p, &emu, &tf, 2);
@@ -1223,7 +1250,7 @@ fn a_failed_worker_fails_the_run_naming_its_pod_and_last_log_line_and_the_job_is
     let h = Harness::new();
     let emu = K8sEmulator::start(Options::new(BIN));
     emu.fail_worker(1, "worker 1: cannot reach the target: connection refused");
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     // Nothing listens there: the run must fail on the broken worker, not on the others.
     let inputs = unreachable_target_inputs(&emu);
     let msg = failed_message(h.with(|ctx| {
@@ -1274,7 +1301,7 @@ fn a_cancelled_load_test_stops_between_polls_and_deletes_its_job() {
     let mut h = Harness::new();
     h.cancel_on = Some("workers running");
     let emu = K8sEmulator::start(Options::new(BIN));
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     let result = h.with(|ctx| {
         p.create(
             ctx,
@@ -1299,7 +1326,7 @@ fn a_cancelled_rollout_wait_stops_with_interrupted_and_recovery_adopts_nothing_u
     h.cancel_on = Some("rollout");
     let emu = K8sEmulator::start(Options::new(BIN));
     emu.never_ready("tf");
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     let tf = addr(Kind::Serving, "tf");
     let config = ResourceConfig::Serving(serving(2));
     let result = h.with(|ctx| p.create(ctx, &tf, &config, &serving_inputs(&emu)));
@@ -1338,22 +1365,39 @@ fn a_cancelled_rollout_wait_stops_with_interrupted_and_recovery_adopts_nothing_u
     assert_eq!(emu.object("services", "benchstack", "tf"), None);
 }
 
+/// A key file for `google`'s token endpoint, in `dir`.
+fn key_file(google: &GoogleAuthEmulator, dir: &Path) -> PathBuf {
+    let key = google.service_account_key("bench@test-project.iam.gserviceaccount.com");
+    let path = dir.join("key.json");
+    std::fs::write(&path, key.json.to_string()).unwrap();
+    path
+}
+
 #[test]
-fn a_bare_gke_endpoint_is_reached_over_https_trusting_the_cluster_ca() {
+fn with_google_credentials_a_loopback_endpoint_is_still_reached_over_https_trusting_the_cluster_ca()
+{
     use base64::Engine as _;
     let h = Harness::new();
     let emu = K8sEmulator::start(Options::new(BIN));
+    let google = GoogleAuthEmulator::start();
+    let keys = tempfile::tempdir().unwrap();
     let mut cluster: GkeClusterObserved =
         serde_json::from_value(gke_cluster(&emu, "serving")).unwrap();
-    // Real GKE records a bare address: https is implied, and the emulator speaks only http.
-    cluster.endpoint = emu.addr.to_string();
+    // Real GKE records a bare address (here the emulator's, on loopback): with Google's
+    // credentials that is https, and the emulator speaks only http.
+    assert!(!cluster.endpoint.contains("://"), "{}", cluster.endpoint);
     cluster.ca_certificate = base64::engine::general_purpose::STANDARD.encode(TEST_CA_PEM);
     let mut inputs = serving_inputs(&emu);
     inputs.observed.insert(
         addr(Kind::Cluster, "serving"),
         serde_json::to_value(&cluster).unwrap(),
     );
-    let p = KubernetesProvider::new();
+    let google_apis = Apis::google(AuthEnv {
+        // No gke-gcloud-auth-plugin there: the key is exchanged for a token.
+        path: Some(keys.path().as_os_str().to_owned()),
+        credentials_file: Some(key_file(&google, keys.path())),
+    });
+    let p = KubernetesProvider::new(&google_apis);
     let msg = failed_message(h.with(|ctx| {
         p.create(
             ctx,
@@ -1370,6 +1414,7 @@ fn a_bare_gke_endpoint_is_reached_over_https_trusting_the_cluster_ca() {
         0,
         "a TLS handshake is not an HTTP request"
     );
+    assert_eq!(google.token_requests().len(), 1, "the key was exchanged");
 
     // A damaged CA is refused before anything is sent.
     cluster.ca_certificate = "not base64!".into();
@@ -1389,11 +1434,35 @@ fn a_bare_gke_endpoint_is_reached_over_https_trusting_the_cluster_ca() {
 }
 
 #[test]
+fn apis_from_an_emulated_environment_reach_the_cluster_over_plain_http_and_ask_no_token() {
+    let h = Harness::new();
+    let emu = K8sEmulator::start(Options::new(BIN));
+    // The environment names an emulator and a key (see `setup`): everything is anonymous.
+    let apis = Apis::from_env();
+    let p = KubernetesProvider::new(&apis);
+    h.with(|ctx| {
+        p.create(
+            ctx,
+            &addr(Kind::Serving, "tf"),
+            &ResourceConfig::Serving(serving(1)),
+            &serving_inputs(&emu),
+        )
+    })
+    .unwrap();
+    assert!(emu.request_count() > 0, "plain HTTP reached the emulator");
+    assert!(
+        emu.requests().iter().all(|r| r.authorization.is_none()),
+        "no credentials were sent"
+    );
+    assert!(SHARED_GOOGLE.0.token_requests().is_empty());
+}
+
+#[test]
 fn a_grpc_load_test_sends_to_the_service_grpc_port() {
     let h = Harness::new();
     let (emu, stand_in) =
         K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     let tf = addr(Kind::Serving, "tf");
     let inputs = serve_for_load_tests(&h, &p, &emu, &tf, 1);
     let mut config = loadtest(2);
@@ -1429,7 +1498,7 @@ fn a_worker_whose_pod_vanished_fails_the_run_naming_the_missing_index() {
     let (emu, _stand_in) =
         K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
     emu.vanish_worker(1);
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     let tf = addr(Kind::Serving, "tf");
     let inputs = serve_for_load_tests(&h, &p, &emu, &tf, 1);
     let mut config = loadtest(2);
@@ -1476,7 +1545,7 @@ fn a_worker_pod_that_starts_late_makes_the_run_invalid_with_the_reason() {
         K8sEmulator::with_stand_in(Path::new(BIN), &repo().join("examples/model/regression"));
     // Past the gang's 5 s wait: the others start without it, and it starts when it can.
     emu.delay_worker(1, Duration::from_millis(6500));
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     let run = short_distributed_run(&emu, &h, &p).run.unwrap();
     let report: RunReport = serde_json::from_value(run.report).unwrap();
     let why = run.invalid.clone().expect("the run is invalid");
@@ -1507,7 +1576,7 @@ fn a_worker_killed_mid_run_is_replaced_and_the_run_is_invalid_as_restarted() {
     // The Job controller's 10 s back-off, scaled down.
     emu.set_job_backoff(Duration::from_millis(300));
     emu.kill_worker(1, Duration::from_millis(300));
-    let p = KubernetesProvider::new();
+    let p = KubernetesProvider::new(&emulated());
     let run = short_distributed_run(&emu, &h, &p).run.unwrap();
     let report: RunReport = serde_json::from_value(run.report).unwrap();
     let why = run.invalid.expect("the run is invalid");

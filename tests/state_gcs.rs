@@ -23,8 +23,8 @@ use fault_proxy::FaultProxy;
 
 const BUCKET: &str = "team";
 
-/// One emulator for the file. The library reads `STORAGE_EMULATOR_HOST`, as Google's clients
-/// do, so it is set once, before any test uses the client.
+/// One emulator for the file. The binary reads `STORAGE_EMULATOR_HOST`, as Google's clients
+/// do (set once here, and on each command); the library is given it as an `Endpoint`.
 fn emulator() -> &'static FakeGcs {
     static EMU: OnceLock<FakeGcs> = OnceLock::new();
     EMU.get_or_init(|| {
@@ -194,12 +194,17 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The emulator, as the library is told where Cloud Storage is.
+fn endpoint() -> gcs::Endpoint {
+    gcs::Endpoint::Emulator(emulator().url())
+}
+
 fn client(prefix: &str) -> Arc<gcs::Gcs> {
-    emulator();
     Arc::new(
         gcs::Gcs::connect(
             gcs::Address::parse(&format!("gs://{BUCKET}/{prefix}")).unwrap(),
             None,
+            &endpoint(),
         )
         .unwrap(),
     )
@@ -368,7 +373,7 @@ fn an_expired_lease_is_stale_and_state_unlock_breaks_exactly_that_lock() {
 fn a_write_whose_generation_precondition_fails_is_refused_and_the_state_object_is_unchanged() {
     let w = Workdir::new("race");
     let dir = w.bound();
-    let store = Store::open(&dir, "apply").unwrap();
+    let store = Store::open(&dir, "apply", &endpoint()).unwrap();
     let (first, g1) = emulator()
         .object_generation(BUCKET, "race/state.json")
         .expect("written on open");

@@ -309,7 +309,9 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         Some(stack) => state.for_stack(stack)?,
         None => state.without_stack()?,
     };
-    let providers = Providers::new(state_dir);
+    // The composition root: where Google's APIs are, read from the environment once.
+    let apis = crate::provider::gcp::Apis::from_env();
+    let providers = Providers::new(state_dir, &apis);
     if let Some(stack) = &stack {
         check_providers(stack, &providers)?;
     }
@@ -351,7 +353,7 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
                 .as_ref()
                 .filter(|_| args.preflight && plan.has_changes())
             {
-                let checked = crate::ops::preflight(stack, Some(&plan));
+                let checked = crate::ops::preflight(stack, Some(&plan), &apis);
                 if !super::common::print_preflight(&checked, "`--preflight=false`") {
                     return Ok(super::Outcome::Failed);
                 }
@@ -389,7 +391,8 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         &args.flags.var_files,
     );
     // `enable_apis = true`: the APIs first, or the first create would be refused.
-    crate::ops::enable_apis(&plan, &|line| println!("APIs: {line}")).map_err(|e| miette!("{e}"))?;
+    crate::ops::enable_apis(&plan, &apis, &|line| println!("APIs: {line}"))
+        .map_err(|e| miette!("{e}"))?;
     let outcome = execute_and_finish(
         &plan,
         &store,

@@ -253,7 +253,9 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     let flags = args.flags();
     let candidate = load_stack(&args.path, &flags)?;
     let state_dir = &state.for_stack(&candidate)?;
-    let providers = Providers::new(state_dir);
+    // The composition root: where Google's APIs are, read from the environment once.
+    let apis = crate::provider::gcp::Apis::from_env();
+    let providers = Providers::new(state_dir, &apis);
     check_providers(&candidate, &providers)?;
     let against = Path::new(&args.against);
     let (base, base_label) = if against.exists() {

@@ -71,7 +71,9 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         Some(stack) => state.for_stack(stack)?,
         None => state.without_stack()?,
     };
-    let providers = Providers::new(state_dir);
+    // The composition root: where Google's APIs are, read from the environment once.
+    let apis = crate::provider::gcp::Apis::from_env();
+    let providers = Providers::new(state_dir, &apis);
     let store = open_store(state_dir, "destroy")?;
     apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
     let plan = make_plan(
@@ -84,7 +86,7 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     if !plan.has_changes() {
         let empty = store.resources().map_err(|e| miette!("{e}"))?.is_empty();
         if let (true, Some(stack)) = (empty, &stack) {
-            return destroy_unrecorded(stack, &targets, &store, args.auto_approve);
+            return destroy_unrecorded(stack, &targets, &store, &apis, args.auto_approve);
         }
         println!("Nothing to destroy: the state is empty.");
         if stack.is_none() {
@@ -120,11 +122,12 @@ fn destroy_unrecorded(
     stack: &Stack,
     targets: &[Address],
     store: &Store,
+    apis: &crate::provider::gcp::Apis,
     auto_approve: bool,
 ) -> miette::Result<super::Outcome> {
     // The registry's providers know resources; finding unrecorded clusters is the GKE
-    // provider's own question (same endpoint and credentials as the registered one).
-    let gke = gke::GkeProvider::new();
+    // provider's own question (the same `Apis` as the registered one).
+    let gke = gke::GkeProvider::new(apis);
     let mut places: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     // `--target` narrows it to the clusters named (a target that is no cluster names none).
     for r in stack

@@ -53,7 +53,7 @@ pub struct Args {
 
 /// Opens the state for `operation`, noting a lock taken over from a dead holder.
 pub fn open_store(dir: &Path, operation: &str) -> miette::Result<Store> {
-    let store = Store::open(dir, operation).map_err(|e| miette!("{e}"))?;
+    let store = Store::open(dir, operation, &crate::ops::storage()).map_err(|e| miette!("{e}"))?;
     if let Some(old) = &store.lock().took_over {
         eprintln!("note: took over the lock left by {old}, which is no longer running");
     }
@@ -73,7 +73,9 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     parse_addresses("replace", &args.flags.replace)?;
     let (stack, prices) = load_stack_priced(&args.path, &args.flags)?;
     let state_dir = &state.for_stack(&stack)?;
-    let providers = Providers::new(state_dir);
+    // The composition root: where Google's APIs are, read from the environment once.
+    let apis = crate::provider::gcp::Apis::from_env();
+    let providers = Providers::new(state_dir, &apis);
     check_providers(&stack, &providers)?;
     let store = if args.lock {
         Some(open_store(state_dir, "plan")?)
@@ -101,7 +103,7 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     let mut plan = make(&Planning::default())?;
     let mut shapes = crate::manifest::capacity::MachineShapes::default();
     if args.preflight {
-        let checked = crate::ops::preflight(&stack, Some(&plan));
+        let checked = crate::ops::preflight(&stack, Some(&plan), &apis);
         if !crate::cli::common::print_preflight(&checked, "`benchstack plan --preflight=false`") {
             return Ok(super::Outcome::Failed);
         }

@@ -49,7 +49,7 @@ pub enum Command {
 }
 
 fn require_state(dir: &Path) -> miette::Result<()> {
-    if Store::exists(dir) {
+    if Store::exists(dir, &crate::ops::storage()) {
         Ok(())
     } else {
         Err(miette!(
@@ -76,7 +76,7 @@ fn unlock_remote(state_dir: &Path, id: Option<i64>, force: bool) -> miette::Resu
     let Some(address) = gcs::binding(state_dir) else {
         return Err(miette!("not a GCS state"));
     };
-    let g = gcs::connect_bound(state_dir)
+    let g = gcs::connect_bound(state_dir, &crate::ops::storage())
         .ok_or_else(|| miette!("not a GCS state"))?
         .map_err(|e| miette!("{e}"))?;
     let lock = match gcs::read_lock(&g) {
@@ -225,7 +225,7 @@ pub fn run(state_dir: &Path, named: bool, args: Args) -> miette::Result<super::O
                     "Removed the lock of {h}. That process still runs: two writers may now corrupt the state."
                 ),
             }
-            if Store::exists(state_dir) {
+            if Store::exists(state_dir, &crate::ops::storage()) {
                 let store = open_store(state_dir, "state unlock")?;
                 let mut e = state::history_entry("state unlock", None, None);
                 e.result = if force { "forced".into() } else { "ok".into() };

@@ -244,7 +244,9 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     };
     let cfg = pick_tune(&extras.tunes, args.name.as_deref(), &args.path)?;
     let state_dir = &state.for_stack(&stack)?;
-    let providers = Providers::new(state_dir);
+    // The composition root: where Google's APIs are, read from the environment once.
+    let apis = crate::provider::gcp::Apis::from_env();
+    let providers = Providers::new(state_dir, &apis);
     check_providers(&stack, &providers)?;
     let declared: ServingConfig = stack
         .resources

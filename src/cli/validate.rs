@@ -48,7 +48,8 @@ pub fn run(args: Args) -> miette::Result<super::Outcome> {
     match stack::load(&args.path, &args.vars.var_inputs()) {
         Ok(stack) => {
             if args.remote {
-                let checked = crate::ops::preflight(&stack, None);
+                let checked =
+                    crate::ops::preflight(&stack, None, &crate::provider::gcp::Apis::from_env());
                 if !super::common::print_preflight(
                     &checked,
                     "`benchstack validate` without `--remote`",

@@ -38,14 +38,6 @@ use crate::state::observed::CloudBuildImageObserved;
 use crate::state::{Intent, ResourceState};
 use crate::vocab::resources::{Address, ImageConfig, ResourceConfig};
 
-/// Base URLs of the three APIs (emulators); any of them set switches every client to
-/// anonymous credentials, so nothing reaches Google or the metadata server.
-pub const CLOUDBUILD_ENDPOINT_ENV: &str = "BENCHSTACK_CLOUDBUILD_ENDPOINT";
-pub const ARTIFACTREGISTRY_ENDPOINT_ENV: &str = "BENCHSTACK_ARTIFACTREGISTRY_ENDPOINT";
-/// The Cloud Storage base URL; `STORAGE_EMULATOR_HOST` (what gcloud and the Go, Python and
-/// Java clients read; google-cloud-storage does not) is honoured too.
-pub const STORAGE_ENDPOINT_ENV: &str = "BENCHSTACK_STORAGE_ENDPOINT";
-pub const STORAGE_EMULATOR_HOST_ENV: &str = "STORAGE_EMULATOR_HOST";
 /// The bucket the contexts are uploaded to (default `PROJECT_cloudbuild`).
 pub const BUILD_BUCKET_ENV: &str = "BENCHSTACK_BUILD_BUCKET";
 /// How long a build may run (humantime; default 30m): Cloud Build's own `timeout`.
@@ -60,42 +52,6 @@ const DOCKER_BUILDER: &str = "gcr.io/cloud-builders/docker";
 /// Lines of the build log shown with a failure.
 const LOG_TAIL_LINES: usize = 20;
 
-/// Where the three APIs are.
-#[derive(Debug, Clone, Default)]
-pub struct Endpoints {
-    pub cloudbuild: Option<String>,
-    pub artifactregistry: Option<String>,
-    pub storage: Option<String>,
-}
-
-impl Endpoints {
-    pub fn from_env() -> Endpoints {
-        let var = |n: &str| {
-            std::env::var(n)
-                .ok()
-                .map(|s| s.trim().trim_end_matches('/').to_string())
-                .filter(|s| !s.is_empty())
-        };
-        Endpoints {
-            cloudbuild: var(CLOUDBUILD_ENDPOINT_ENV),
-            artifactregistry: var(ARTIFACTREGISTRY_ENDPOINT_ENV),
-            storage: var(STORAGE_ENDPOINT_ENV).or_else(|| {
-                var(STORAGE_EMULATOR_HOST_ENV).map(|h| {
-                    if h.contains("://") {
-                        h
-                    } else {
-                        format!("http://{h}")
-                    }
-                })
-            }),
-        }
-    }
-
-    fn emulated(&self) -> bool {
-        self.cloudbuild.is_some() || self.artifactregistry.is_some() || self.storage.is_some()
-    }
-}
-
 /// What is recorded before the upload and the build, so an interrupted apply can find the
 /// build it started.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,15 +64,11 @@ struct ImageIntent {
 }
 
 pub struct CloudBuildProvider {
-    endpoints: Endpoints,
+    /// Where Cloud Build, Artifact Registry and Cloud Storage are, and the credentials
+    /// (given at construction).
+    apis: gcp::Apis,
     poll: Option<Duration>,
     runtime: ClientRuntime,
-}
-
-impl Default for CloudBuildProvider {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// Where the image goes and is built, from its repository.
@@ -157,18 +109,13 @@ fn short(d: Duration) -> String {
 }
 
 impl CloudBuildProvider {
-    pub fn new() -> Self {
+    /// The three APIs where `apis` says they are, with its credentials.
+    pub fn new(apis: &gcp::Apis) -> Self {
         CloudBuildProvider {
-            endpoints: Endpoints::from_env(),
+            apis: apis.clone(),
             poll: None,
             runtime: ClientRuntime::new("benchstack-cloudbuild", "Cloud Build client"),
         }
-    }
-
-    /// Points every client at these emulators (tests), with anonymous credentials.
-    pub fn with_endpoints(mut self, endpoints: Endpoints) -> Self {
-        self.endpoints = endpoints;
-        self
     }
 
     pub fn with_poll_interval(mut self, d: Duration) -> Self {
@@ -191,9 +138,9 @@ impl CloudBuildProvider {
     }
 
     async fn clients(&self) -> Result<Clients, ProviderError> {
-        let e = &self.endpoints;
-        let anonymous = e.emulated();
-        let creds = || google_cloud_auth::credentials::anonymous::Builder::new().build();
+        let e = &self.apis;
+        let anonymous = e.anonymous();
+        let creds = gcp::anonymous_credentials;
         let no_retry = google_cloud_gax::retry_policy::NeverRetry;
         let client_error = |what: &'static str| {
             move |err: google_cloud_gax::client_builder::Error| {
@@ -201,7 +148,7 @@ impl CloudBuildProvider {
             }
         };
         let mut b = CloudBuild::builder().with_retry_policy(no_retry.clone());
-        if let Some(url) = &e.cloudbuild {
+        if let Some(url) = &e.cloud_build {
             b = b.with_endpoint(url);
         }
         if anonymous {
@@ -212,7 +159,7 @@ impl CloudBuildProvider {
             .await
             .map_err(client_error("creating the Cloud Build client"))?;
         let mut b = ArtifactRegistry::builder().with_retry_policy(no_retry.clone());
-        if let Some(url) = &e.artifactregistry {
+        if let Some(url) = &e.artifact_registry {
             b = b.with_endpoint(url);
         }
         if anonymous {
@@ -233,11 +180,7 @@ impl CloudBuildProvider {
             .build()
             .await
             .map_err(client_error("creating the Cloud Storage client"))?;
-        let token = if anonymous {
-            None
-        } else {
-            gcp::access_token().await?
-        };
+        let token = e.access_token().await?;
         Ok(Clients {
             build,
             registry,

@@ -1,6 +1,8 @@
-//! What the `gke` and `kubernetes` providers share: where the Google APIs are (or the
-//! emulators that stand in for them), credentials, polling cadence, and what a GKE cluster
-//! records as observed (the kubernetes provider builds its client from it).
+//! What the `gke`, `kubernetes` and `cloudbuild` providers share: where the Google APIs are
+//! (or the emulators that stand in for them) and how to authenticate ([`Apis`], read from the
+//! environment once, by [`Apis::from_env`], and handed to each client at construction),
+//! credentials, polling cadence, and what a GKE cluster records as observed (the kubernetes
+//! provider builds its client from it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,16 +16,229 @@ use super::{ErrorKind, ProviderError};
 /// Points the GKE client at another base URL (an emulator) and switches to anonymous
 /// credentials, so nothing reaches Google or the metadata server.
 pub const GKE_ENDPOINT_ENV: &str = "BENCHSTACK_GKE_ENDPOINT";
+/// Service Usage at another base URL (an emulator).
+pub const SERVICEUSAGE_ENDPOINT_ENV: &str = "BENCHSTACK_SERVICEUSAGE_ENDPOINT";
+/// Compute Engine at another base URL (an emulator).
+pub const COMPUTE_ENDPOINT_ENV: &str = "BENCHSTACK_COMPUTE_ENDPOINT";
+/// Registries at other base URLs: `URL` (every registry) or `HOST=URL,HOST=URL`.
+pub const REGISTRY_ENDPOINT_ENV: &str = "BENCHSTACK_REGISTRY_ENDPOINT";
+/// Cloud Build and Artifact Registry at other base URLs (emulators).
+pub const CLOUDBUILD_ENDPOINT_ENV: &str = "BENCHSTACK_CLOUDBUILD_ENDPOINT";
+pub const ARTIFACTREGISTRY_ENDPOINT_ENV: &str = "BENCHSTACK_ARTIFACTREGISTRY_ENDPOINT";
+/// The Cloud Storage base URL; `STORAGE_EMULATOR_HOST` (what gcloud and the Go, Python and
+/// Java clients read; google-cloud-storage does not) is honoured too.
+pub const STORAGE_ENDPOINT_ENV: &str = "BENCHSTACK_STORAGE_ENDPOINT";
+pub const STORAGE_EMULATOR_HOST_ENV: &str = "STORAGE_EMULATOR_HOST";
 /// The first interval between polls of a long-running operation, rollout or Job (humantime,
 /// e.g. `50ms`); it backs off from there. Default 2 s.
 pub const POLL_INTERVAL_ENV: &str = "BENCHSTACK_POLL_INTERVAL";
 
-/// The emulator base URL when one is configured.
-pub fn emulator_endpoint() -> Option<String> {
-    std::env::var(GKE_ENDPOINT_ENV)
+/// Where Google's APIs are and how benchstack authenticates to them. Decided once, by the
+/// composition root ([`Apis::from_env`], called by the commands, which pass it to
+/// `Providers::new`, `ops::preflight` and `ops::enable_apis`), and passed to every client at
+/// construction: no provider reads an endpoint from the environment or guesses from a URL's
+/// text that it talks to an emulator.
+#[derive(Debug, Clone)]
+pub struct Apis {
+    /// Base URLs; None: Google's own endpoint for the API.
+    pub gke: Option<String>,
+    pub service_usage: Option<String>,
+    pub compute: Option<String>,
+    /// Registry host → base URL; `"*"` for every host. A host without one is
+    /// `https://HOST`, or, with [`Credentials::Anonymous`], not asked.
+    pub registries: BTreeMap<String, String>,
+    pub cloud_build: Option<String>,
+    pub artifact_registry: Option<String>,
+    pub storage: Option<String>,
+    pub credentials: Credentials,
+}
+
+/// How the clients authenticate.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// Google's: Application Default Credentials (or gke-gcloud-auth-plugin for a cluster's
+    /// Kubernetes API) as `AuthEnv` finds them.
+    Google(AuthEnv),
+    /// Emulators: every client is anonymous, nothing looks for credentials or reaches the
+    /// metadata server, and an API without an endpoint of its own is not asked. A
+    /// service-account key named explicitly (`GOOGLE_APPLICATION_CREDENTIALS`) is still
+    /// exchanged at its own `token_uri` for the bearer token a Google registry is asked
+    /// with (a test's token emulator).
+    Anonymous { registry_key: Option<PathBuf> },
+}
+
+/// How a cluster's Kubernetes API is reached. The recorded endpoint is always what GKE
+/// reports (`host` or `host:port`, no scheme): the scheme comes from here.
+#[derive(Debug, Clone)]
+pub enum KubeAccess {
+    /// `https://ENDPOINT`, the server verified against the cluster's recorded CA
+    /// (`masterAuth.clusterCaCertificate`), authenticated as kubectl is
+    /// ([`cluster_auth_info_with`] in `auth`).
+    Https { auth: AuthEnv },
+    /// `http://ENDPOINT` without credentials: an emulated control plane on loopback.
+    PlainHttp,
+}
+
+impl KubeAccess {
+    /// The API server's URL for the endpoint a cluster records.
+    pub fn url(&self, endpoint: &str) -> String {
+        match self {
+            KubeAccess::Https { .. } => format!("https://{endpoint}"),
+            KubeAccess::PlainHttp => format!("http://{endpoint}"),
+        }
+    }
+}
+
+/// A base URL from the environment variable `name`, trimmed of a trailing `/`.
+fn env_url(name: &str) -> Option<String> {
+    std::env::var(name)
         .ok()
         .map(|s| s.trim().trim_end_matches('/').to_string())
         .filter(|s| !s.is_empty())
+}
+
+/// `STORAGE_EMULATOR_HOST` as a base URL: Google's clients accept both `host:port` and a URL
+/// there, and a bare host is plain HTTP.
+pub fn storage_emulator_url(host: &str) -> String {
+    let host = host.trim().trim_end_matches('/');
+    if host.starts_with("http://") || host.starts_with("https://") {
+        host.to_string()
+    } else {
+        format!("http://{host}")
+    }
+}
+
+impl Apis {
+    /// Google's endpoints with the credentials `auth` finds.
+    pub fn google(auth: AuthEnv) -> Apis {
+        Apis {
+            gke: None,
+            service_usage: None,
+            compute: None,
+            registries: BTreeMap::new(),
+            cloud_build: None,
+            artifact_registry: None,
+            storage: None,
+            credentials: Credentials::Google(auth),
+        }
+    }
+
+    /// Emulators only, anonymously; each API at the URL its field is then given (tests).
+    pub fn emulated() -> Apis {
+        Apis {
+            credentials: Credentials::Anonymous { registry_key: None },
+            ..Apis::google(AuthEnv::default())
+        }
+    }
+
+    /// The one place the environment says where the APIs are: the `BENCHSTACK_*_ENDPOINT`
+    /// variables and `STORAGE_EMULATOR_HOST`. Any of them set means emulators: every client
+    /// is anonymous (nothing may look for credentials off loopback); none set means Google's
+    /// endpoints with [`AuthEnv::from_process`].
+    pub fn from_env() -> Apis {
+        let mut registries = BTreeMap::new();
+        if let Some(v) = env_url(REGISTRY_ENDPOINT_ENV) {
+            for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match part.split_once('=') {
+                    Some((host, url)) => registries.insert(
+                        host.trim().to_string(),
+                        url.trim().trim_end_matches('/').to_string(),
+                    ),
+                    None => registries.insert("*".into(), part.trim_end_matches('/').to_string()),
+                };
+            }
+        }
+        let mut apis = Apis {
+            gke: env_url(GKE_ENDPOINT_ENV),
+            service_usage: env_url(SERVICEUSAGE_ENDPOINT_ENV),
+            compute: env_url(COMPUTE_ENDPOINT_ENV),
+            registries,
+            cloud_build: env_url(CLOUDBUILD_ENDPOINT_ENV),
+            artifact_registry: env_url(ARTIFACTREGISTRY_ENDPOINT_ENV),
+            storage: env_url(STORAGE_ENDPOINT_ENV)
+                .or_else(|| env_url(STORAGE_EMULATOR_HOST_ENV).map(|h| storage_emulator_url(&h))),
+            credentials: Credentials::Google(AuthEnv::default()),
+        };
+        apis.credentials = if apis.any_endpoint() {
+            Credentials::Anonymous {
+                registry_key: std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from),
+            }
+        } else {
+            Credentials::Google(AuthEnv::from_process())
+        };
+        apis
+    }
+
+    fn any_endpoint(&self) -> bool {
+        [
+            &self.gke,
+            &self.service_usage,
+            &self.compute,
+            &self.cloud_build,
+            &self.artifact_registry,
+            &self.storage,
+        ]
+        .iter()
+        .any(|e| e.is_some())
+            || !self.registries.is_empty()
+    }
+
+    pub fn anonymous(&self) -> bool {
+        matches!(self.credentials, Credentials::Anonymous { .. })
+    }
+
+    /// How a cluster's Kubernetes API is reached: over TLS with Google's credentials, or, when
+    /// every API is emulated, over plain HTTP without any.
+    pub fn kube_access(&self) -> KubeAccess {
+        match &self.credentials {
+            Credentials::Google(auth) => KubeAccess::Https { auth: auth.clone() },
+            Credentials::Anonymous { .. } => KubeAccess::PlainHttp,
+        }
+    }
+
+    /// A Google access token with [`CLUSTER_SCOPES`]; None with anonymous credentials
+    /// (nothing is asked).
+    pub async fn access_token(&self) -> Result<Option<String>, ProviderError> {
+        match &self.credentials {
+            Credentials::Google(auth) => access_token_with(auth).await.map(Some),
+            Credentials::Anonymous { .. } => Ok(None),
+        }
+    }
+
+    /// The credentials a Google registry's bearer token comes from: Google's, or with
+    /// emulators only a key named explicitly; None: no token is asked for.
+    pub fn registry_auth(&self) -> Option<AuthEnv> {
+        match &self.credentials {
+            Credentials::Google(auth) => Some(auth.clone()),
+            Credentials::Anonymous { registry_key } => registry_key.as_ref().map(|k| AuthEnv {
+                path: None,
+                credentials_file: Some(k.clone()),
+            }),
+        }
+    }
+
+    /// Where a state on GCS is reached: the Cloud Storage emulator, anonymously, or Google.
+    pub fn state_storage(&self) -> crate::state::gcs::Endpoint {
+        match &self.storage {
+            Some(url) => crate::state::gcs::Endpoint::Emulator(url.clone()),
+            None => crate::state::gcs::Endpoint::Google,
+        }
+    }
+
+    /// The registry base URL for `host`, when one is configured.
+    pub fn registry(&self, host: &str) -> Option<String> {
+        self.registries
+            .get(host)
+            .or_else(|| self.registries.get("*"))
+            .cloned()
+    }
+}
+
+/// Anonymous credentials for a client pointed at an emulator.
+pub fn anonymous_credentials() -> google_cloud_auth::credentials::Credentials {
+    google_cloud_auth::credentials::anonymous::Builder::new().build()
 }
 
 /// The first poll interval (see [`POLL_INTERVAL_ENV`]).
@@ -92,20 +307,7 @@ pub fn find_plugin(path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
 }
 
 /// How to authenticate to the Kubernetes API of the cluster at `server` (its URL) with CA
-/// `ca_base64_pem` (`masterAuth.clusterCaCertificate`); None against emulators.
-pub async fn cluster_auth_info(
-    server: &str,
-    ca_base64_pem: &str,
-) -> Result<Option<kube::config::AuthInfo>, ProviderError> {
-    if emulator_endpoint().is_some() {
-        return Ok(None);
-    }
-    cluster_auth_info_with(&AuthEnv::from_process(), server, ca_base64_pem)
-        .await
-        .map(Some)
-}
-
-/// As [`cluster_auth_info`] in `env`: exactly kubectl's authentication when
+/// `ca_base64_pem` (`masterAuth.clusterCaCertificate`), in `env`: exactly kubectl's authentication when
 /// gke-gcloud-auth-plugin is on the PATH (kube runs it as an exec credential plugin and runs
 /// it again when its token expires); otherwise an OAuth access token from Application
 /// Default Credentials with [`CLUSTER_SCOPES`].
@@ -156,15 +358,6 @@ pub fn plugin_auth_info(
         exec: Some(exec),
         ..Default::default()
     }
-}
-
-/// A Google access token for the Kubernetes API of a GKE cluster, from Application Default
-/// Credentials; None against emulators (anonymous).
-pub async fn access_token() -> Result<Option<String>, ProviderError> {
-    if emulator_endpoint().is_some() {
-        return Ok(None);
-    }
-    access_token_with(&AuthEnv::from_process()).await.map(Some)
 }
 
 fn no_credentials(detail: impl std::fmt::Display) -> ProviderError {
@@ -420,3 +613,108 @@ fn is_rate_limit(message: &str) -> bool {
 
 /// What the gke provider records for a cluster (its `observed` state).
 pub use crate::state::observed::GkeClusterObserved;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A token endpoint that counts the requests it gets and refuses each (400
+    /// `invalid_grant`, which nobody retries).
+    fn counting_token_endpoint() -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 8192];
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.read(&mut buf);
+                let body = r#"{"error":"invalid_grant","error_description":"refused by the test"}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (url, count)
+    }
+
+    /// Credentials a user's `gcloud auth application-default login` would leave, refreshed
+    /// at `token_uri`.
+    fn user_credentials(dir: &Path, token_uri: &str) -> AuthEnv {
+        let file = dir.join("adc.json");
+        let json = serde_json::json!({
+            "type": "authorized_user",
+            "client_id": "id.apps.googleusercontent.com",
+            "client_secret": "secret",
+            "refresh_token": "1//refresh",
+            "token_uri": token_uri,
+        });
+        std::fs::write(&file, json.to_string()).unwrap();
+        AuthEnv {
+            path: Some(dir.as_os_str().to_owned()),
+            credentials_file: Some(file),
+        }
+    }
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn anonymous_credentials_ask_no_token_where_google_credentials_ask_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (token_uri, count) = counting_token_endpoint();
+        let google = Apis::google(user_credentials(dir.path(), &token_uri));
+        assert!(block_on(google.access_token()).is_err(), "refused");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "the endpoint counts");
+
+        let emulated = Apis::emulated();
+        assert_eq!(block_on(emulated.access_token()).unwrap(), None);
+        assert!(emulated.registry_auth().is_none());
+        assert_eq!(count.load(Ordering::SeqCst), 1, "no token was asked for");
+    }
+
+    #[test]
+    fn the_kube_access_follows_the_credentials() {
+        let google = Apis::google(AuthEnv::default());
+        assert!(matches!(google.kube_access(), KubeAccess::Https { .. }));
+        assert_eq!(
+            google.kube_access().url("127.0.0.1:6443"),
+            "https://127.0.0.1:6443"
+        );
+        let emulated = Apis::emulated();
+        assert!(matches!(emulated.kube_access(), KubeAccess::PlainHttp));
+        assert_eq!(
+            emulated.kube_access().url("127.0.0.1:6443"),
+            "http://127.0.0.1:6443"
+        );
+    }
+
+    #[test]
+    fn storage_emulator_host_takes_a_host_or_a_url() {
+        assert_eq!(
+            storage_emulator_url("localhost:4443"),
+            "http://localhost:4443"
+        );
+        assert_eq!(
+            storage_emulator_url(" https://gcs.test:4443/ "),
+            "https://gcs.test:4443"
+        );
+        assert_eq!(
+            storage_emulator_url("http://127.0.0.1:9"),
+            "http://127.0.0.1:9"
+        );
+    }
+}

@@ -408,21 +408,21 @@ pub struct Providers {
 
 impl Providers {
     /// This build's providers: local processes, GKE clusters, Kubernetes workloads, images
-    /// built by Cloud Build.
-    pub fn new(state_dir: &Path) -> Self {
+    /// built by Cloud Build; the Google ones reach the APIs where `apis` says they are.
+    pub fn new(state_dir: &Path, apis: &gcp::Apis) -> Self {
         Providers::empty()
             .register(
                 ProviderName::Local,
                 Box::new(local::LocalProvider::new(state_dir)),
             )
-            .register(ProviderName::Gke, Box::new(gke::GkeProvider::new()))
+            .register(ProviderName::Gke, Box::new(gke::GkeProvider::new(apis)))
             .register(
                 ProviderName::Kubernetes,
-                Box::new(kubernetes::KubernetesProvider::new()),
+                Box::new(kubernetes::KubernetesProvider::new(apis)),
             )
             .register(
                 ProviderName::CloudBuild,
-                Box::new(cloudbuild::CloudBuildProvider::new()),
+                Box::new(cloudbuild::CloudBuildProvider::new(apis)),
             )
     }
 

@@ -208,11 +208,21 @@ pub fn binding(dir: &Path) -> Option<Address> {
     read_binding(dir).map(|b| b.gcs)
 }
 
+/// Where Cloud Storage is: Google's endpoint with Application Default Credentials, or an
+/// emulator at a base URL, anonymously. The caller decides (`provider::gcp::Apis`, from
+/// `STORAGE_EMULATOR_HOST`, through `ops::storage`); nothing here reads the environment for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Endpoint {
+    #[default]
+    Google,
+    Emulator(String),
+}
+
 /// Connects to the remote `dir` is bound to (None: a local state), with the key it was bound
-/// with.
-pub fn connect_bound(dir: &Path) -> Option<Result<Gcs, GcsError>> {
+/// with, at `endpoint`.
+pub fn connect_bound(dir: &Path, endpoint: &Endpoint) -> Option<Result<Gcs, GcsError>> {
     let b = read_binding(dir)?;
-    Some(Gcs::connect(b.gcs, b.kms_key_name))
+    Some(Gcs::connect(b.gcs, b.kms_key_name, endpoint))
 }
 
 /// A connected client for one remote state.
@@ -246,11 +256,14 @@ pub struct Read {
 }
 
 impl Gcs {
-    /// Connects with Application Default Credentials, or anonymously to the emulator named by
-    /// `STORAGE_EMULATOR_HOST` (the variable Google's storage clients honour; this client does
-    /// not read it itself). Objects are written with `kms_key` (the backend block's), or the
-    /// key `BENCHSTACK_GCS_KMS_KEY` names, which overrides it.
-    pub fn connect(address: Address, kms_key: Option<String>) -> Result<Gcs, GcsError> {
+    /// Connects with Application Default Credentials, or anonymously to an emulator, as
+    /// `endpoint` says. Objects are written with `kms_key` (the backend block's), or the key
+    /// `BENCHSTACK_GCS_KMS_KEY` names, which overrides it.
+    pub fn connect(
+        address: Address,
+        kms_key: Option<String>,
+        endpoint: &Endpoint,
+    ) -> Result<Gcs, GcsError> {
         let client_err = |reason: String| GcsError::Client {
             bucket: address.bucket.clone(),
             object: address.object(STATE_OBJECT),
@@ -270,9 +283,10 @@ impl Gcs {
         {
             return Err(GcsError::BadKmsKey(k.clone()));
         }
-        let emulator = std::env::var("STORAGE_EMULATOR_HOST")
-            .ok()
-            .filter(|h| !h.is_empty());
+        let emulator = match endpoint {
+            Endpoint::Google => None,
+            Endpoint::Emulator(url) => Some(url.clone()),
+        };
         let client = run_on(&runtime, async move {
             // Transient errors (408, 429, 5xx, resets) are retried with exponential back-off;
             // conditional writes count as idempotent. One minute, not the client's default
@@ -281,13 +295,8 @@ impl Gcs {
                 google_cloud_storage::retry_policy::RetryableErrors
                     .with_time_limit(Duration::from_secs(retry_budget_secs())),
             );
-            if let Some(host) = emulator {
-                let endpoint = if host.contains("://") {
-                    host
-                } else {
-                    format!("http://{host}")
-                };
-                builder = builder.with_endpoint(endpoint).with_credentials(
+            if let Some(url) = emulator {
+                builder = builder.with_endpoint(url).with_credentials(
                     google_cloud_auth::credentials::anonymous::Builder::new().build(),
                 );
             }

@@ -301,15 +301,16 @@ pub fn describe(dir: &Path) -> String {
 type TxResult<T> = Result<T, ConflictableTransactionError<StateError>>;
 
 impl Store {
-    /// Takes the lock for `operation`, then opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path, operation: &str) -> Result<Store, StateError> {
+    /// Takes the lock for `operation`, then opens (or creates) the store in `dir`; a state
+    /// bound to GCS is reached at `storage`.
+    pub fn open(dir: &Path, operation: &str, storage: &gcs::Endpoint) -> Result<Store, StateError> {
         let lock = Lock::acquire(dir, operation)?;
         let db_dir = dir.join("db");
         // A GCS state: take the remote lock, then read the state under it and rebuild the
         // working copy from it (the remote is the truth; the copy may be from another run).
         let mut remote = None;
         let mut imported = None;
-        if let Some(g) = gcs::connect_bound(dir) {
+        if let Some(g) = gcs::connect_bound(dir, storage) {
             let g = std::sync::Arc::new(g?);
             let lineage = read_remote_state(&g)?
                 .map(|(s, _)| s.meta.lineage)
@@ -588,8 +589,8 @@ impl Store {
     }
 
     /// True if `dir` holds no state database yet (nothing to read).
-    pub fn exists(dir: &Path) -> bool {
-        if let Some(g) = gcs::connect_bound(dir) {
+    pub fn exists(dir: &Path, storage: &gcs::Endpoint) -> bool {
+        if let Some(g) = gcs::connect_bound(dir, storage) {
             // An unreachable remote counts as existing: opening it then reports why.
             return g
                 .and_then(|g| g.read(gcs::STATE_OBJECT))
@@ -964,14 +965,16 @@ mod tests {
             pinned_at: 1,
         };
         {
-            let store = Store::open(dir.path(), "test").unwrap();
+            let store = Store::open(dir.path(), "test", &gcs::Endpoint::Google).unwrap();
             store.set_baseline(&pin).unwrap();
             // Pinning again in the same environment replaces, never duplicates.
             store.set_baseline(&pin).unwrap();
         }
-        let store = Store::open(dir.path(), "test").unwrap();
+        let store = Store::open(dir.path(), "test", &gcs::Endpoint::Google).unwrap();
         assert_eq!(store.baselines().unwrap(), vec![pin.clone()]);
-        let view = View::open(dir.path()).unwrap().unwrap();
+        let view = View::open(dir.path(), &gcs::Endpoint::Google)
+            .unwrap()
+            .unwrap();
         assert_eq!(view.baselines(), std::slice::from_ref(&pin));
         assert_eq!(store.unset_baseline(&pin.address).unwrap(), 1);
         assert!(store.baselines().unwrap().is_empty());
@@ -999,14 +1002,16 @@ mod tests {
     #[test]
     fn writes_from_several_threads_all_reach_the_published_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), "apply").unwrap();
+        let s = Store::open(dir.path(), "apply", &gcs::Endpoint::Google).unwrap();
         std::thread::scope(|scope| {
             for name in ["a", "b", "c", "d"] {
                 let s = &s;
                 scope.spawn(move || s.put_resource(&model_state(name)).unwrap());
             }
         });
-        let view = View::open(dir.path()).unwrap().expect("published");
+        let view = View::open(dir.path(), &gcs::Endpoint::Google)
+            .unwrap()
+            .expect("published");
         assert_eq!(view.resources().unwrap().len(), 4);
         assert_eq!(view.serial(), s.meta().unwrap().serial);
     }
@@ -1015,14 +1020,14 @@ mod tests {
     fn every_write_grows_the_serial_and_the_lineage_persists() {
         let dir = tempfile::tempdir().unwrap();
         let (lineage, serial) = {
-            let s = Store::open(dir.path(), "test").unwrap();
+            let s = Store::open(dir.path(), "test", &gcs::Endpoint::Google).unwrap();
             let m0 = s.meta().unwrap();
             let s1 = s.put_resource(&model_state("a")).unwrap();
             let s2 = s.remove_resource(&model_state("a").address).unwrap();
             assert_eq!((s1, s2), (m0.serial + 1, m0.serial + 2));
             (m0.lineage, s2)
         };
-        let s = Store::open(dir.path(), "test").unwrap();
+        let s = Store::open(dir.path(), "test", &gcs::Endpoint::Google).unwrap();
         let m = s.meta().unwrap();
         assert_eq!((m.lineage, m.serial), (lineage, serial));
     }
@@ -1030,7 +1035,7 @@ mod tests {
     #[test]
     fn a_resource_write_settles_its_intent() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), "test").unwrap();
+        let s = Store::open(dir.path(), "test", &gcs::Endpoint::Google).unwrap();
         let r = model_state("a");
         s.put_intent(&Intent {
             address: r.address.clone(),
@@ -1056,13 +1061,15 @@ mod tests {
     fn a_newer_schema_is_refused_with_both_versions() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path(), "test").unwrap();
+            let s = Store::open(dir.path(), "test", &gcs::Endpoint::Google).unwrap();
             let mut m = s.meta().unwrap();
             m.schema_version = SCHEMA_VERSION + 1;
             s.db.insert(b"meta", encode(&m)).unwrap();
             s.db.flush().unwrap();
         }
-        let err = Store::open(dir.path(), "test").err().expect("refused");
+        let err = Store::open(dir.path(), "test", &gcs::Endpoint::Google)
+            .err()
+            .expect("refused");
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("schema {}", SCHEMA_VERSION + 1)),
@@ -1078,7 +1085,7 @@ mod tests {
     #[test]
     fn an_observed_state_its_provider_type_does_not_describe_is_not_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), "test").unwrap();
+        let s = Store::open(dir.path(), "test", &gcs::Endpoint::Google).unwrap();
         let mut r = model_state("a");
         r.observed = serde_json::json!({"versions": "one"});
         let err = s.put_resource(&r).unwrap_err().to_string();
@@ -1089,11 +1096,13 @@ mod tests {
     #[test]
     fn readers_see_every_write_without_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), "apply").unwrap();
+        let s = Store::open(dir.path(), "apply", &gcs::Endpoint::Google).unwrap();
         let r = model_state("a");
         s.put_resource(&r).unwrap();
         // The writer still holds the lock (and sled its database).
-        let view = View::open(dir.path()).unwrap().expect("published");
+        let view = View::open(dir.path(), &gcs::Endpoint::Google)
+            .unwrap()
+            .expect("published");
         assert_eq!(view.resources().unwrap(), std::slice::from_ref(&r));
         assert_eq!(view.serial(), s.meta().unwrap().serial);
         let run = RunRecord {
@@ -1109,7 +1118,9 @@ mod tests {
             tune: None,
         };
         let id = s.put_run(run, r.clone()).unwrap();
-        let view = View::open(dir.path()).unwrap().expect("published");
+        let view = View::open(dir.path(), &gcs::Endpoint::Google)
+            .unwrap()
+            .expect("published");
         assert_eq!(
             view.runs()
                 .unwrap()
@@ -1133,13 +1144,15 @@ mod tests {
     #[test]
     fn a_newer_published_snapshot_is_refused_by_readers() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Store::open(dir.path(), "test").unwrap());
+        drop(Store::open(dir.path(), "test", &gcs::Endpoint::Google).unwrap());
         let path = published::snapshot_dir(dir.path()).join("current.json");
         let mut v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         v["schema_version"] = serde_json::json!(SCHEMA_VERSION + 1);
         std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
-        let err = View::open(dir.path()).unwrap_err().to_string();
+        let err = View::open(dir.path(), &gcs::Endpoint::Google)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&format!("schema {}", SCHEMA_VERSION + 1)),
             "{err}"
@@ -1149,7 +1162,7 @@ mod tests {
     #[test]
     fn run_and_history_ids_count_up_from_one() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), "test").unwrap();
+        let s = Store::open(dir.path(), "test", &gcs::Endpoint::Google).unwrap();
         let r = model_state("a");
         let run = RunRecord {
             id: 0,

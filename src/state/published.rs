@@ -108,11 +108,11 @@ pub struct View {
 }
 
 impl View {
-    /// Reads the published snapshot of the state in `dir`; None when nothing was ever
+    /// Reads the published snapshot of the state in `dir` (on GCS: at `storage`); None when nothing was ever
     /// written there. A database without a snapshot (written by a benchstack before
     /// snapshots existed) is opened once, under the lock, to publish one.
-    pub fn open(dir: &Path) -> Result<Option<View>, StateError> {
-        if let Some(g) = super::gcs::connect_bound(dir) {
+    pub fn open(dir: &Path, storage: &super::gcs::Endpoint) -> Result<Option<View>, StateError> {
+        if let Some(g) = super::gcs::connect_bound(dir, storage) {
             // On GCS the state object is the published snapshot: read it without the lock.
             let g = g?;
             let Some((state, _)) = super::read_remote_state(&g)? else {
@@ -131,7 +131,7 @@ impl View {
                 remote: Some(std::sync::Arc::new(g)),
             }));
         }
-        if !super::Store::exists(dir) {
+        if !super::Store::exists(dir, storage) {
             return Ok(None);
         }
         let path = snapshot_dir(dir).join(CURRENT);
@@ -151,7 +151,7 @@ impl View {
         {
             // No snapshot yet, or one of an older schema: the store publishes (and migrates)
             // when it is opened, which needs the lock.
-            match super::Store::open(dir, "publish a snapshot") {
+            match super::Store::open(dir, "publish a snapshot", storage) {
                 Ok(store) => drop(store),
                 Err(StateError::Lock(super::LockError::Held { holder, .. })) => {
                     return Err(StateError::NotPublished {

@@ -138,9 +138,17 @@ impl GkeEmulator {
         self.state.lock().unwrap().polls_until_done = polls;
     }
 
-    /// The endpoint new clusters report (e.g. `http://127.0.0.1:PORT` of a Kubernetes
-    /// emulator).
+    /// The endpoint new clusters report (e.g. `127.0.0.1:PORT` of a Kubernetes emulator).
+    /// GKE reports the control plane's IP address, never a URL (`Cluster.endpoint`: "The IP
+    /// address of this cluster's master endpoint. The endpoint can be accessed from the
+    /// internet at https://username:password@endpoint/",
+    /// https://cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters#Cluster);
+    /// the port is the emulator's only addition.
     pub fn set_cluster_endpoint(&self, endpoint: &str) {
+        assert!(
+            !endpoint.contains("://"),
+            "GKE reports an address, not a URL: {endpoint}"
+        );
         self.state.lock().unwrap().cluster_endpoint = endpoint.to_string();
     }
 

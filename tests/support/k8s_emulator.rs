@@ -193,6 +193,8 @@ pub struct Recorded {
     pub content_type: String,
     pub body: String,
     pub status: u16,
+    /// The `Authorization` header, if one was sent.
+    pub authorization: Option<String>,
 }
 
 /// Where a pod of a Job ran, kept after the pod is deleted.
@@ -315,6 +317,12 @@ impl K8sEmulator {
 
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// `127.0.0.1:PORT`: what a GKE cluster records as its endpoint (no scheme; the
+    /// provider is told how to reach it).
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -664,6 +672,7 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request) -> http_emulator::Reply {
         &body,
         &forwarded,
     );
+    let authorization = Some(req.header("authorization").to_string()).filter(|a| !a.is_empty());
     lock(state).requests.push(Recorded {
         method,
         path,
@@ -671,6 +680,7 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request) -> http_emulator::Reply {
         content_type,
         body,
         status: reply.code,
+        authorization,
     });
     Response::builder()
         .status(reply.code)

@@ -104,7 +104,7 @@ pub fn serving_stack(replicas: u32, max_batch: u64) -> Stack {
 
 /// Providers whose local serving runs the built `benchstack serve`.
 pub fn providers(state: &Path) -> Providers {
-    Providers::new(state).register(
+    Providers::new(state, &benchstack::provider::gcp::Apis::emulated()).register(
         ProviderName::Local,
         Box::new(LocalProvider::new(state).with_server(
             PathBuf::from(env!("CARGO_BIN_EXE_benchstack")),

@@ -34,32 +34,20 @@ impl GkeProvider {
         {
             return Ok(c.clone());
         }
-        let endpoint = self
-            .settings
-            .endpoint
-            .clone()
-            .or_else(gcp::emulator_endpoint);
         // The client's own retries are off in every case: `retry::retry` is the one loop, with
         // one budget, that also honours a cancel (two nested loops would multiply).
-        let built = match endpoint {
-            Some(url) => {
-                // An emulator: nothing may look for credentials off loopback.
-                ClusterManager::builder()
-                    .with_endpoint(url)
-                    .with_credentials(
-                        google_cloud_auth::credentials::anonymous::Builder::new().build(),
-                    )
-                    .with_retry_policy(google_cloud_gax::retry_policy::NeverRetry)
-                    .build()
-                    .await
-            }
-            None => {
-                ClusterManager::builder()
-                    .with_retry_policy(google_cloud_gax::retry_policy::NeverRetry)
-                    .build()
-                    .await
-            }
+        let mut builder =
+            ClusterManager::builder().with_retry_policy(google_cloud_gax::retry_policy::NeverRetry);
+        if let Some(url) = &self.apis.gke {
+            builder = builder.with_endpoint(url);
         }
+        // Emulators: nothing may look for credentials off loopback.
+        if self.apis.anonymous() {
+            builder = builder.with_credentials(gcp::anonymous_credentials());
+        }
+        let built = builder
+            .build()
+            .await
         .map_err(|e| {
             GkeError::Client(format!(
                 "{e} (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)"

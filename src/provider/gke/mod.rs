@@ -87,10 +87,9 @@ struct GkeIntent {
     operation: Option<String>,
 }
 
-/// Where and how the provider talks to GKE; `None` fields come from the environment.
+/// Polling and retry settings; `None` fields come from the environment.
 #[derive(Debug, Clone, Default)]
 struct Settings {
-    endpoint: Option<String>,
     poll_interval: Option<Duration>,
     timeout: Option<Duration>,
     retry_budget: Option<Duration>,
@@ -98,34 +97,23 @@ struct Settings {
 }
 
 pub struct GkeProvider {
+    /// Where GKE is and how to authenticate (given at construction).
+    apis: gcp::Apis,
     settings: Settings,
     /// Built on first use: the runtime the async client runs on, and the client.
     runtime: ClientRuntime,
     client: Mutex<Option<ClusterManager>>,
 }
 
-impl Default for GkeProvider {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl GkeProvider {
-    /// Google's endpoint with Application Default Credentials, or the emulator named by
-    /// `BENCHSTACK_GKE_ENDPOINT` with anonymous credentials.
-    pub fn new() -> Self {
+    /// GKE where `apis` says it is (`apis.gke`, else Google's endpoint), with its credentials.
+    pub fn new(apis: &gcp::Apis) -> Self {
         GkeProvider {
+            apis: apis.clone(),
             settings: Settings::default(),
             runtime: ClientRuntime::new("benchstack-gke", "GKE client"),
             client: Mutex::new(None),
         }
-    }
-
-    /// Talks to an emulator at `url` (anonymous credentials, no retries) regardless of the
-    /// environment.
-    pub fn with_emulator(mut self, url: impl Into<String>) -> Self {
-        self.settings.endpoint = Some(url.into().trim_end_matches('/').to_string());
-        self
     }
 
     /// The first interval between operation polls, instead of `BENCHSTACK_POLL_INTERVAL`.

@@ -30,15 +30,12 @@ use super::QuotaShortfall;
 use super::error::region_of;
 use crate::manifest::capacity::{self, MachineType};
 use crate::provider::ErrorKind;
-use crate::provider::gcp;
+use crate::provider::gcp::{self, Apis};
 use crate::vocab::resources::{Address, ClusterConfig};
 
-/// Service Usage at another base URL (an emulator), with anonymous credentials.
-pub const SERVICEUSAGE_ENDPOINT_ENV: &str = "BENCHSTACK_SERVICEUSAGE_ENDPOINT";
-/// Compute Engine at another base URL (an emulator), with anonymous credentials.
-pub const COMPUTE_ENDPOINT_ENV: &str = "BENCHSTACK_COMPUTE_ENDPOINT";
-/// Registries at other base URLs: `URL` (every registry) or `HOST=URL,HOST=URL`.
-pub const REGISTRY_ENDPOINT_ENV: &str = "BENCHSTACK_REGISTRY_ENDPOINT";
+pub use crate::provider::gcp::{
+    COMPUTE_ENDPOINT_ENV, REGISTRY_ENDPOINT_ENV, SERVICEUSAGE_ENDPOINT_ENV,
+};
 
 /// How long one preflight request may take before it is given up (a warning).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -146,66 +143,8 @@ impl Report {
     }
 }
 
-/// Where each API is: Google's endpoints with Application Default Credentials, or emulators.
-#[derive(Debug, Clone, Default)]
-pub struct Endpoints {
-    pub serviceusage: Option<String>,
-    pub compute: Option<String>,
-    /// Registry host → base URL; `"*"` for every host.
-    pub registries: BTreeMap<String, String>,
-    /// GKE itself is an emulator (`BENCHSTACK_GKE_ENDPOINT`): an API without its own
-    /// endpoint is not asked (nothing may reach Google from a test), and credentials come
-    /// only from `GOOGLE_APPLICATION_CREDENTIALS`.
-    pub emulated: bool,
-}
-
-fn env_url(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|s| s.trim().trim_end_matches('/').to_string())
-        .filter(|s| !s.is_empty())
-}
-
-impl Endpoints {
-    pub fn from_env() -> Endpoints {
-        let mut registries = BTreeMap::new();
-        if let Some(v) = env_url(REGISTRY_ENDPOINT_ENV) {
-            for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                match part.split_once('=') {
-                    Some((host, url)) => registries.insert(
-                        host.trim().to_string(),
-                        url.trim().trim_end_matches('/').to_string(),
-                    ),
-                    None => registries.insert("*".into(), part.trim_end_matches('/').to_string()),
-                };
-            }
-        }
-        Endpoints {
-            serviceusage: env_url(SERVICEUSAGE_ENDPOINT_ENV),
-            compute: env_url(COMPUTE_ENDPOINT_ENV),
-            registries,
-            emulated: gcp::emulator_endpoint().is_some(),
-        }
-    }
-
-    fn registry(&self, host: &str) -> Option<String> {
-        self.registries
-            .get(host)
-            .or_else(|| self.registries.get("*"))
-            .cloned()
-    }
-
-    /// Any endpoint points away from Google.
-    fn any_emulated(&self) -> bool {
-        self.emulated
-            || self.serviceusage.is_some()
-            || self.compute.is_some()
-            || !self.registries.is_empty()
-    }
-}
-
 /// Runs every check `request` calls for, on a runtime of its own (from a plain thread).
-pub fn run(request: &Request, endpoints: &Endpoints) -> Report {
+pub fn run(request: &Request, apis: &Apis) -> Report {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -221,7 +160,7 @@ pub fn run(request: &Request, endpoints: &Endpoints) -> Report {
             };
         }
     };
-    rt.block_on(run_async(request, endpoints))
+    rt.block_on(run_async(request, apis))
 }
 
 /// The APIs the stack needs, by (project, API), each with the resource and attribute that
@@ -265,7 +204,7 @@ pub fn enabling_projects(request: &Request) -> BTreeMap<String, Address> {
     out
 }
 
-async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
+async fn run_async(request: &Request, google: &Apis) -> Report {
     let mut report = Report::default();
     let mut skipped = Vec::new();
 
@@ -275,7 +214,7 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
     let apis = needed_apis(request);
     let enabling = enabling_projects(request);
     let mut disabled: BTreeSet<(String, &'static str)> = BTreeSet::new();
-    match service_usage(endpoints).await {
+    match service_usage(google).await {
         Ok(Some(client)) => {
             for ((project, api), (address, attribute)) in &apis {
                 match service_state(&client, project, api).await {
@@ -318,7 +257,7 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
 
     // 2. Machine types and 3. quotas (Compute Engine).
     let compute_on = |project: &str| !disabled.contains(&(project.to_string(), COMPUTE_API));
-    match compute(endpoints).await {
+    match compute(google).await {
         Ok(Some(clients)) => {
             let mut shapes: BTreeMap<String, MachineType> = BTreeMap::new();
             let mut regions: BTreeMap<(String, String), Result<RegionInfo, String>> =
@@ -495,9 +434,9 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
         {
             continue;
         }
-        let base = match endpoints.registry(&image.host) {
+        let base = match google.registry(&image.host) {
             Some(url) => url,
-            None if endpoints.emulated => {
+            None if google.anonymous() => {
                 skipped.push(format!("image {} ({REGISTRY_ENDPOINT_ENV})", i.image));
                 continue;
             }
@@ -515,7 +454,7 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
         };
         let bearer = if image.is_google() {
             if token.is_none() {
-                token = Some(google_token(endpoints).await);
+                token = Some(google_token(google).await);
             }
             match token.as_ref() {
                 Some(Ok(t)) => t.clone(),
@@ -556,12 +495,11 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
             )),
         }
     }
-    if !skipped.is_empty() && endpoints.emulated {
+    if !skipped.is_empty() && google.anonymous() {
         report.findings.push(Finding::warning(
             None,
             format!(
-                "preflight: {} names an emulator, so these are not checked (no endpoint given): {}",
-                gcp::GKE_ENDPOINT_ENV,
+                "preflight: Google's APIs are emulated (BENCHSTACK_*_ENDPOINT), so these are not checked (no endpoint given): {}",
                 skipped.join(", ")
             ),
         ));
@@ -571,19 +509,15 @@ async fn run_async(request: &Request, endpoints: &Endpoints) -> Report {
 
 // ---- Service Usage -------------------------------------------------------------------
 
-fn anonymous() -> google_cloud_auth::credentials::Credentials {
-    google_cloud_auth::credentials::anonymous::Builder::new().build()
-}
-
-/// The client, or None when GKE is emulated and Service Usage is not.
-pub(super) async fn service_usage(e: &Endpoints) -> Result<Option<ServiceUsage>, String> {
+/// The client, or None when the APIs are emulated and Service Usage is not.
+pub(super) async fn service_usage(e: &Apis) -> Result<Option<ServiceUsage>, String> {
     let builder =
         ServiceUsage::builder().with_retry_policy(google_cloud_gax::retry_policy::NeverRetry);
-    let built = match (&e.serviceusage, e.emulated) {
+    let built = match (&e.service_usage, e.anonymous()) {
         (Some(url), _) => {
             builder
                 .with_endpoint(url)
-                .with_credentials(anonymous())
+                .with_credentials(gcp::anonymous_credentials())
                 .build()
                 .await
         }
@@ -693,8 +627,8 @@ struct ComputeClients {
     projects: Projects,
 }
 
-async fn compute(e: &Endpoints) -> Result<Option<ComputeClients>, String> {
-    let url = match (&e.compute, e.emulated) {
+async fn compute(e: &Apis) -> Result<Option<ComputeClients>, String> {
+    let url = match (&e.compute, e.anonymous()) {
         (Some(url), _) => Some(url.clone()),
         (None, true) => return Ok(None),
         (None, false) => None,
@@ -705,7 +639,7 @@ async fn compute(e: &Endpoints) -> Result<Option<ComputeClients>, String> {
             match &url {
                 Some(u) => {
                     b.with_endpoint(u)
-                        .with_credentials(anonymous())
+                        .with_credentials(gcp::anonymous_credentials())
                         .build()
                         .await
                 }
@@ -1125,16 +1059,10 @@ impl ImageRef {
 
 /// A Google access token for Artifact Registry; None against emulators without explicit
 /// credentials (nothing may look for credentials off loopback).
-async fn google_token(e: &Endpoints) -> Result<Option<String>, String> {
-    let mut env = gcp::AuthEnv::from_process();
-    if e.any_emulated() {
-        env.credentials_file = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")
-            .filter(|v| !v.is_empty())
-            .map(std::path::PathBuf::from);
-        if env.credentials_file.is_none() {
-            return Ok(None);
-        }
-    }
+async fn google_token(e: &Apis) -> Result<Option<String>, String> {
+    let Some(env) = e.registry_auth() else {
+        return Ok(None);
+    };
     gcp::access_token_with(&env)
         .await
         .map(Some)

@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::preflight::{self, Endpoints, Request, enabling_projects, needed_apis};
+use super::preflight::{self, Request, enabling_projects, needed_apis};
+use crate::provider::gcp::Apis;
 
 /// How long enabling may take before apply gives up (Google: "usually a few seconds, some
 /// services can take several minutes").
@@ -32,11 +33,11 @@ pub struct EnableError {
 }
 
 /// Enables the disabled APIs the stack needs in every project with an `enable_apis` cluster;
-/// `progress` hears what is being done. Nothing is asked when no cluster sets it, or when GKE
-/// is emulated and Service Usage is not (as the preflight).
+/// `progress` hears what is being done. Nothing is asked when no cluster sets it, or when the APIs
+/// are emulated and Service Usage is not (as the preflight).
 pub fn enable(
     request: &Request,
-    endpoints: &Endpoints,
+    apis: &Apis,
     poll: Duration,
     progress: &dyn Fn(String),
 ) -> Result<Enabled, EnableError> {
@@ -56,12 +57,12 @@ pub fn enable(
                 .unwrap_or_default(),
             message: format!("cannot start the client runtime: {e}"),
         })?;
-    rt.block_on(enable_async(request, endpoints, poll, progress))
+    rt.block_on(enable_async(request, apis, poll, progress))
 }
 
 async fn enable_async(
     request: &Request,
-    endpoints: &Endpoints,
+    apis: &Apis,
     poll: Duration,
     progress: &dyn Fn(String),
 ) -> Result<Enabled, EnableError> {
@@ -73,7 +74,7 @@ async fn enable_async(
         }
     }
     let mut out = Enabled::default();
-    let client = match preflight::service_usage(endpoints).await {
+    let client = match preflight::service_usage(apis).await {
         Ok(Some(c)) => c,
         Ok(None) => return Ok(out),
         Err(message) => {

@@ -21,6 +21,7 @@ use crate::loadgen::server::{self, Replica, Scraper};
 use crate::loadgen::verdict::mark_invalid;
 use crate::loadgen::worker::WorkerSpec;
 use crate::manifest::k8s::{self, FIELD_MANAGER, NAMESPACE, loadtest_job, object_name};
+use crate::provider::gcp::KubeAccess;
 use crate::provider::retry::{Call, RetryPolicy};
 use crate::provider::{Applied, Context, Inputs, ProviderError, RunOutcome, gcp};
 use crate::state::procinfo;
@@ -57,6 +58,7 @@ fn job_name(address: &Address, unix_secs: u64) -> String {
 pub(super) async fn run(
     ctx: &Context<'_>,
     policy: &RetryPolicy,
+    access: &KubeAccess,
     address: &Address,
     l: &LoadtestConfig,
     inputs: &Inputs,
@@ -110,7 +112,7 @@ pub(super) async fn run(
         })
         .unwrap_or_default(),
     )?;
-    let apis = Apis::new(&cluster).await?;
+    let apis = Apis::new(&cluster, access).await?;
     // The load-generation cluster may never have run anything of benchstack's.
     let namespaces = Api::<Namespace>::all(apis.client().await?);
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -156,7 +158,7 @@ pub(super) async fn run(
     };
     // The server's side: every serving pod's metrics page through the API server's pod
     // proxy, as each stage begins on the workers' common schedule and once they are done.
-    let scraper = serving_replicas(l, inputs)
+    let scraper = serving_replicas(l, inputs, access)
         .await
         .map(|replicas| Scraper::start(replicas, l.model.clone()));
     let outcome = async {
@@ -253,6 +255,7 @@ fn measured_images(
 async fn serving_replicas(
     l: &LoadtestConfig,
     inputs: &Inputs,
+    access: &KubeAccess,
 ) -> Result<Vec<Box<dyn Replica>>, String> {
     let observed = inputs
         .observed
@@ -263,7 +266,7 @@ async fn serving_replicas(
             .map_err(|_| format!("not scraped: {} records no Kubernetes serving", l.target))?;
     let client = serving
         .cluster
-        .client()
+        .client(access)
         .await
         .map_err(|e| format!("connecting to the serving cluster: {e}"))?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &serving.namespace);
@@ -411,13 +414,14 @@ async fn delete_job(
 pub(super) async fn delete_leftover(
     _ctx: &Context<'_>,
     policy: &RetryPolicy,
+    access: &KubeAccess,
     recorded: &serde_json::Value,
 ) -> Result<(), ProviderError> {
     let Ok(r) = serde_json::from_value::<JobRef>(recorded.clone()) else {
         // No Job was ever created (or nothing was recorded): nothing to remove.
         return Ok(());
     };
-    let client = r.cluster.client().await?;
+    let client = r.cluster.client(access).await?;
     let jobs: Api<Job> = Api::namespaced(client, &r.namespace);
     delete_job(policy, &jobs, &r.job).await
 }
@@ -473,14 +477,19 @@ const CLIENT_MAX_AGE: Duration = Duration::from_secs(30 * 60);
 /// than `CLIENT_MAX_AGE`.
 struct Apis<'a> {
     cluster: &'a ClusterConnection,
+    access: &'a KubeAccess,
     current: std::sync::Mutex<(kube::Client, Instant)>,
 }
 
 impl<'a> Apis<'a> {
-    async fn new(cluster: &'a ClusterConnection) -> Result<Apis<'a>, ProviderError> {
-        let client = cluster.client().await?;
+    async fn new(
+        cluster: &'a ClusterConnection,
+        access: &'a KubeAccess,
+    ) -> Result<Apis<'a>, ProviderError> {
+        let client = cluster.client(access).await?;
         Ok(Apis {
             cluster,
+            access,
             current: std::sync::Mutex::new((client, Instant::now())),
         })
     }
@@ -493,7 +502,7 @@ impl<'a> Apis<'a> {
                 return Ok(cur.0.clone());
             }
         }
-        let client = self.cluster.client().await?;
+        let client = self.cluster.client(self.access).await?;
         *self.current.lock().map_err(|_| poisoned())? = (client.clone(), Instant::now());
         Ok(client)
     }

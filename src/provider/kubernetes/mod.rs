@@ -6,7 +6,8 @@
 //! The apply engine calls providers from plain threads, so the provider owns a tokio runtime
 //! (built on first use) and blocks on it. Everything needed to reach the cluster again (its
 //! endpoint and CA) is recorded in the observed state, because `read` and `delete` get only the
-//! prior state.
+//! prior state; how it is reached (TLS with Google's credentials, or plain HTTP to an emulated
+//! control plane) is the `KubeAccess` the provider was built with.
 
 mod gang;
 mod loadtest;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::gcp::{self, GkeClusterObserved};
+use super::gcp::{self, GkeClusterObserved, KubeAccess};
 use super::retry::{self, Call, RetryPolicy};
 use super::runtime::ClientRuntime;
 use super::{Applied, Context, ErrorKind, Failure, Inputs, Observation, Provider, ProviderError};
@@ -85,18 +86,19 @@ impl ClusterConnection {
         ))
     }
 
-    /// True for an endpoint that carries its own scheme (an emulator or a proxy on loopback).
-    fn has_scheme(&self) -> bool {
-        self.endpoint.contains("://")
+    /// A kube client for this cluster, reached as `access` says: the endpoint is what GKE
+    /// records (`host` or `host:port`); the scheme, the CA and the credentials come from
+    /// `access`, never from the endpoint's text.
+    async fn client(&self, access: &KubeAccess) -> Result<kube::Client, ProviderError> {
+        let config = self.kube_config(access).await?;
+        let url = config.cluster_url.to_string();
+        kube::Client::try_from(config).map_err(|e| {
+            ProviderError::invalid(format!("cannot make a Kubernetes client for {url}: {e}"))
+        })
     }
 
-    /// A kube client for this cluster.
-    async fn client(&self) -> Result<kube::Client, ProviderError> {
-        let url = if self.has_scheme() {
-            self.endpoint.clone()
-        } else {
-            format!("https://{}", self.endpoint)
-        };
+    async fn kube_config(&self, access: &KubeAccess) -> Result<kube::Config, ProviderError> {
+        let url = access.url(self.endpoint.trim());
         let uri: http::Uri = url.parse().map_err(|e| {
             ProviderError::invalid(format!("the cluster endpoint {url:?} is not a URL: {e}"))
         })?;
@@ -110,21 +112,20 @@ impl ClusterConnection {
         // the one budget (two nested loops would multiply it).
         config.default_retry = false;
         config.reset_reader_on_write = true;
-        // Plain HTTP (an emulator) has no TLS to trust a CA for.
-        if url.starts_with("https://") && !self.ca_certificate.trim().is_empty() {
-            config.root_cert = Some(ca_der_certificates(&self.ca_certificate)?);
+        match access {
+            // kubectl's own: gke-gcloud-auth-plugin when it is on the PATH, else an OAuth
+            // access token (never a self-signed JWT, which an API server refuses).
+            KubeAccess::Https { auth } => {
+                if !self.ca_certificate.trim().is_empty() {
+                    config.root_cert = Some(ca_der_certificates(&self.ca_certificate)?);
+                }
+                config.auth_info =
+                    gcp::cluster_auth_info_with(auth, &url, &self.ca_certificate).await?;
+            }
+            // An emulated control plane: no TLS to trust a CA for, no credentials asked for.
+            KubeAccess::PlainHttp => {}
         }
-        // An endpoint with its own scheme is an emulator: no Google credentials are asked for.
-        // Otherwise kubectl's own: gke-gcloud-auth-plugin when it is on the PATH, else an
-        // OAuth access token (never a self-signed JWT, which an API server refuses).
-        if !self.has_scheme()
-            && let Some(auth) = gcp::cluster_auth_info(&url, &self.ca_certificate).await?
-        {
-            config.auth_info = auth;
-        }
-        kube::Client::try_from(config).map_err(|e| {
-            ProviderError::invalid(format!("cannot make a Kubernetes client for {url}: {e}"))
-        })
+        Ok(config)
     }
 }
 
@@ -323,6 +324,8 @@ fn secs(d: Duration) -> u64 {
 
 pub struct KubernetesProvider {
     runtime: ClientRuntime,
+    /// How clusters' Kubernetes APIs are reached (given at construction).
+    access: KubeAccess,
     /// Overrides `BENCHSTACK_ROLLOUT_TIMEOUT` (tests: one provider with a short timeout
     /// without changing the process environment for the others).
     rollout_timeout: Option<Duration>,
@@ -332,20 +335,16 @@ pub struct KubernetesProvider {
     lb_delete_timeout: Option<Duration>,
 }
 
-impl Default for KubernetesProvider {
-    fn default() -> Self {
+impl KubernetesProvider {
+    /// Reaches each cluster's Kubernetes API as `apis` says ([`gcp::Apis::kube_access`]).
+    pub fn new(apis: &gcp::Apis) -> Self {
         KubernetesProvider {
             runtime: ClientRuntime::new("benchstack-kubernetes", "Kubernetes client"),
+            access: apis.kube_access(),
             rollout_timeout: None,
             retry_budget: None,
             lb_delete_timeout: None,
         }
-    }
-}
-
-impl KubernetesProvider {
-    pub fn new() -> Self {
-        Self::default()
     }
 
     pub fn with_rollout_timeout(mut self, timeout: Duration) -> Self {
@@ -414,7 +413,7 @@ impl Provider for KubernetesProvider {
         match &prior.config {
             ResourceConfig::Serving(s) => {
                 let policy = self.retry_policy()?;
-                self.block_on(serving::read(ctx, &policy, prior, s))
+                self.block_on(serving::read(ctx, &policy, &self.access, prior, s))
             }
             // A load test's results stand; nothing of it lives between runs.
             ResourceConfig::Loadtest(_) => Ok(Observation::Present(prior.observed.clone())),
@@ -435,11 +434,26 @@ impl Provider for KubernetesProvider {
             ResourceConfig::Serving(s) => {
                 let timeout = self.rollout_timeout()?;
                 let policy = self.retry_policy()?;
-                self.block_on(serving::apply(ctx, &policy, address, s, inputs, timeout))
+                self.block_on(serving::apply(
+                    ctx,
+                    &policy,
+                    &self.access,
+                    address,
+                    s,
+                    inputs,
+                    timeout,
+                ))
             }
             ResourceConfig::Loadtest(l) => {
                 let policy = self.retry_policy()?;
-                self.block_on(loadtest::run(ctx, &policy, address, l, inputs))
+                self.block_on(loadtest::run(
+                    ctx,
+                    &policy,
+                    &self.access,
+                    address,
+                    l,
+                    inputs,
+                ))
             }
             other => Err(unsupported(other)),
         }
@@ -461,11 +475,20 @@ impl Provider for KubernetesProvider {
         match &prior.config {
             ResourceConfig::Serving(_) => {
                 let lb = self.lb_delete_timeout()?;
-                self.block_on(serving::delete(ctx, &policy, &prior.observed, lb))
+                self.block_on(serving::delete(
+                    ctx,
+                    &policy,
+                    &self.access,
+                    &prior.observed,
+                    lb,
+                ))
             }
-            ResourceConfig::Loadtest(_) => {
-                self.block_on(loadtest::delete_leftover(ctx, &policy, &prior.observed))
-            }
+            ResourceConfig::Loadtest(_) => self.block_on(loadtest::delete_leftover(
+                ctx,
+                &policy,
+                &self.access,
+                &prior.observed,
+            )),
             other => Err(unsupported(other)),
         }
     }
@@ -481,12 +504,25 @@ impl Provider for KubernetesProvider {
         match &intent.config {
             Some(ResourceConfig::Serving(_)) => {
                 let lb = self.lb_delete_timeout()?;
-                self.block_on(serving::recover(ctx, &policy, intent, prior, clean_up, lb))
+                self.block_on(serving::recover(
+                    ctx,
+                    &policy,
+                    &self.access,
+                    intent,
+                    prior,
+                    clean_up,
+                    lb,
+                ))
             }
             Some(ResourceConfig::Loadtest(_)) => {
                 // An interrupted run is re-run: adopt nothing, remove its Job.
                 if clean_up {
-                    self.block_on(loadtest::delete_leftover(ctx, &policy, &intent.data))?;
+                    self.block_on(loadtest::delete_leftover(
+                        ctx,
+                        &policy,
+                        &self.access,
+                        &intent.data,
+                    ))?;
                 }
                 Ok(None)
             }
@@ -504,6 +540,57 @@ impl Provider for KubernetesProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// A loopback endpoint as an emulator's would be recorded, with a CA.
+    fn loopback_cluster() -> ClusterConnection {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            b64.encode([0x30u8, 0x82, 0x01, 0x0a, 0x02])
+        );
+        ClusterConnection {
+            endpoint: "127.0.0.1:6443".into(),
+            ca_certificate: b64.encode(pem),
+        }
+    }
+
+    #[test]
+    fn google_credentials_never_make_a_plain_http_client_even_for_a_loopback_endpoint() {
+        use std::os::unix::fs::PermissionsExt;
+        // gke-gcloud-auth-plugin on the PATH: its exec credentials, run only when a request is
+        // sent (none is here).
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join(gcp::AUTH_PLUGIN);
+        std::fs::write(&plugin, "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let apis = gcp::Apis::google(gcp::AuthEnv {
+            path: Some(dir.path().as_os_str().to_owned()),
+            credentials_file: None,
+        });
+        let config = block_on(loopback_cluster().kube_config(&apis.kube_access())).unwrap();
+        assert_eq!(config.cluster_url.scheme_str(), Some("https"));
+        assert_eq!(config.cluster_url.to_string(), "https://127.0.0.1:6443/");
+        assert!(config.root_cert.is_some(), "the cluster's CA is trusted");
+        assert!(config.auth_info.exec.is_some(), "kubectl's credentials");
+    }
+
+    #[test]
+    fn anonymous_access_is_plain_http_without_credentials_or_a_ca() {
+        let apis = gcp::Apis::emulated();
+        let config = block_on(loopback_cluster().kube_config(&apis.kube_access())).unwrap();
+        assert_eq!(config.cluster_url.scheme_str(), Some("http"));
+        assert!(config.root_cert.is_none());
+        assert!(config.auth_info.exec.is_none());
+        assert!(config.auth_info.token.is_none());
+    }
 
     #[test]
     fn a_base64_pem_ca_becomes_der_certificates() {

@@ -18,7 +18,7 @@ use crate::manifest::k8s::{
     FIELD_MANAGER, GRPC_PORT, KUBERNETES_YAML, LABEL_COMPONENT, LABEL_NAME, NAMESPACE, REST_PORT,
     ServingObjects, serving_objects,
 };
-use crate::provider::gcp;
+use crate::provider::gcp::{self, KubeAccess};
 use crate::provider::retry::{Call, RetryPolicy};
 use crate::provider::{Applied, Context, Inputs, Observation, ProviderError};
 use crate::state::{Intent, ResourceState};
@@ -80,8 +80,12 @@ struct Apis {
 }
 
 impl Apis {
-    async fn new(cluster: &ClusterConnection, namespace: &str) -> Result<Self, ProviderError> {
-        Ok(Self::with(cluster.client().await?, namespace))
+    async fn new(
+        cluster: &ClusterConnection,
+        access: &KubeAccess,
+        namespace: &str,
+    ) -> Result<Self, ProviderError> {
+        Ok(Self::with(cluster.client(access).await?, namespace))
     }
 
     fn with(client: kube::Client, namespace: &str) -> Self {
@@ -99,6 +103,7 @@ impl Apis {
 pub(super) async fn apply(
     ctx: &Context<'_>,
     policy: &RetryPolicy,
+    access: &KubeAccess,
     address: &Address,
     s: &ServingConfig,
     inputs: &Inputs,
@@ -124,7 +129,7 @@ pub(super) async fn apply(
         .unwrap_or_default(),
     )?;
 
-    let client = cluster.client().await?;
+    let client = cluster.client(access).await?;
     let apis = Apis::with(client.clone(), NAMESPACE);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     (ctx.progress)(format!(
@@ -524,11 +529,12 @@ fn parse_observed(observed: &serde_json::Value) -> Result<ServingObserved, Provi
 pub(super) async fn read(
     ctx: &Context<'_>,
     policy: &RetryPolicy,
+    access: &KubeAccess,
     prior: &ResourceState,
     s: &ServingConfig,
 ) -> Result<Observation, ProviderError> {
     let o = parse_observed(&prior.observed)?;
-    let apis = Apis::new(&o.cluster, &o.namespace).await?;
+    let apis = Apis::new(&o.cluster, access, &o.namespace).await?;
     let what = |kind: &str| format!("reading {kind} {}/{}", o.namespace, o.name);
     let Some(deployment) = call(
         policy,
@@ -595,13 +601,14 @@ pub(super) async fn read(
 async fn delete_objects(
     ctx: &Context<'_>,
     policy: &RetryPolicy,
+    access: &KubeAccess,
     cluster: &ClusterConnection,
     namespace: &str,
     name: &str,
     lb_timeout: Duration,
 ) -> Result<(), ProviderError> {
     let cancel: &AtomicBool = ctx.cancel;
-    let apis = Apis::new(cluster, namespace).await?;
+    let apis = Apis::new(cluster, access, namespace).await?;
     let params = DeleteParams::background();
     // Deleting twice is harmless (the second is a 404, which means done).
     let ignore_missing = |r: Result<(), ProviderError>| match r {
@@ -692,6 +699,7 @@ async fn wait_until_service_gone(
 pub(super) async fn delete(
     ctx: &Context<'_>,
     policy: &RetryPolicy,
+    access: &KubeAccess,
     observed: &serde_json::Value,
     lb_timeout: Duration,
 ) -> Result<(), ProviderError> {
@@ -700,7 +708,16 @@ pub(super) async fn delete(
         "deleting Service, Deployment and ConfigMap {}/{}",
         o.namespace, o.name
     ));
-    delete_objects(ctx, policy, &o.cluster, &o.namespace, &o.name, lb_timeout).await
+    delete_objects(
+        ctx,
+        policy,
+        access,
+        &o.cluster,
+        &o.namespace,
+        &o.name,
+        lb_timeout,
+    )
+    .await
 }
 
 /// An interrupted create or update: adopt the Deployment when it is rolled out and its
@@ -709,6 +726,7 @@ pub(super) async fn delete(
 pub(super) async fn recover(
     ctx: &Context<'_>,
     policy: &RetryPolicy,
+    access: &KubeAccess,
     intent: &Intent,
     prior: Option<&ResourceState>,
     clean_up: bool,
@@ -716,7 +734,7 @@ pub(super) async fn recover(
 ) -> Result<Option<serde_json::Value>, ProviderError> {
     if intent.operation == "delete" {
         if clean_up && let Some(p) = prior {
-            delete(ctx, policy, &p.observed, lb_timeout).await?;
+            delete(ctx, policy, access, &p.observed, lb_timeout).await?;
         }
         return Ok(None);
     }
@@ -724,7 +742,7 @@ pub(super) async fn recover(
         // The provider never got as far as recording what it would apply.
         return Ok(None);
     };
-    let apis = Apis::new(&data.cluster, &data.namespace).await?;
+    let apis = Apis::new(&data.cluster, access, &data.namespace).await?;
     let read = |kind: &str| format!("reading {kind} {}/{}", data.namespace, data.name);
     let deployment = call(
         policy,
@@ -764,6 +782,7 @@ pub(super) async fn recover(
         delete_objects(
             ctx,
             policy,
+            access,
             &data.cluster,
             &data.namespace,
             &data.name,
