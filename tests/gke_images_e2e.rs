@@ -717,3 +717,36 @@ fn a_tune_on_gke_sizes_every_trial_by_the_shape_compute_engine_describes_and_ski
     let p = w.plan(&[]);
     assert_eq!(action_of(&p, "serving.tf").0, "no-op", "{p:?}");
 }
+
+#[test]
+fn apply_gate_re_runs_the_load_test_with_the_shape_compute_engine_describes() {
+    let mut w = World::start();
+    w.ask_compute = true;
+    // As above: by Compute Engine's shape no surge pod fits beside three 3-CPU replicas.
+    w.compute.describe("e2-highcpu-8", 4, 4096);
+    let text = std::fs::read_to_string(&w.stack)
+        .unwrap()
+        .replace("cpu    = \"6\"", "cpu    = \"3\"")
+        .replace("memory = \"4Gi\"", "memory = \"2Gi\"");
+    std::fs::write(&w.stack, &text).unwrap();
+    let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(rollout(&w), (Value::from(0), Value::from(1)));
+    let (code, out, err) = w.run(&["results", "baseline", "set", "loadtest.baseline"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // Nothing changed: the gate's re-runs plan the load test with its serving resource in
+    // scope, rendered by the same shape as apply's, so the Deployment is left as applied.
+    let (code, out, err) = w.run(
+        &["apply", "--auto-approve", "--gate", "--gate-rounds", "2"],
+        &[],
+    );
+    assert!([0, 2, 3, 4].contains(&code), "{code}: {out}\n{err}");
+    assert!(out.contains("Gate: loadtest.baseline"), "{out}\n{err}");
+    assert!(!out.contains("serving.tf: update"), "{out}");
+    assert_eq!(
+        rollout(&w),
+        (Value::from(0), Value::from(1)),
+        "{out}\n{err}"
+    );
+}
