@@ -43,7 +43,7 @@ pub struct StackBench<'a> {
     /// The machine shapes the preflight read from Compute Engine (empty: the built-in table):
     /// every trial's plan, and [`Bench::fits`], size the node pool by them.
     pub machine_shapes: MachineShapes,
-    /// A trial was applied (or its apply begun): there is something to put back.
+    /// A trial was applied (or its apply begun) by this bench.
     touched: bool,
 }
 
@@ -161,10 +161,11 @@ impl<'a> StackBench<'a> {
     /// Puts the serving resource back to what the stack declares (with its own cancel
     /// flag: it runs after an interrupted tune too).
     pub fn restore(&mut self, cancel: &AtomicBool) -> Result<(), TuneError> {
-        // No trial was applied (every one was refused before its plan, or none ran): the
-        // serving resource is as it was, and a declared configuration that does not fit
-        // must not be planned into an error, nor created, here.
-        if !self.touched {
+        // Nothing applied and nothing to put back (every trial was refused before its plan
+        // and the serving resource was never created): a declared configuration that does
+        // not fit is not planned into an error, nor its cluster created, here. One in the
+        // state is put back even so (an earlier tune killed mid-trial left its settings).
+        if !self.touched && self.store.resource(&self.serving)?.is_none() {
             return Ok(());
         }
         (self.events)(Event::Restoring);
