@@ -5,7 +5,10 @@
 //! deploys both images by digest, and the run records the digests; a second plan builds
 //! nothing; a batching change plans a rebuild of the generated serving image; a changed file
 //! in the worker's context plans one rebuild and re-runs only what uses it; a failing build
-//! exits 1 with its step and log tail and creates no workload that depends on it.
+//! exits 1 with its step and log tail and creates no workload that depends on it. With
+//! Compute Engine (emulated) describing the serving machine type smaller than benchstack's
+//! table, `tune`, `compare` and `apply --gate` render every Deployment's rollout by its shape
+//! and a tune skips the replica count that cannot be scheduled.
 
 #[path = "support/cloudbuild_emulator.rs"]
 mod cloudbuild_emulator;
@@ -157,7 +160,10 @@ impl World {
         if self.ask_compute {
             c.env("BENCHSTACK_COMPUTE_ENDPOINT", self.compute.url());
         }
-        if matches!(args.first(), Some(&"plan") | Some(&"apply") | Some(&"tune")) {
+        if matches!(
+            args.first(),
+            Some(&"plan") | Some(&"apply") | Some(&"tune") | Some(&"compare")
+        ) {
             c.arg(&self.stack).args([
                 "--var",
                 &format!("project={PROJECT}"),
@@ -744,6 +750,53 @@ fn apply_gate_re_runs_the_load_test_with_the_shape_compute_engine_describes() {
     assert!([0, 2, 3, 4].contains(&code), "{code}: {out}\n{err}");
     assert!(out.contains("Gate: loadtest.baseline"), "{out}\n{err}");
     assert!(!out.contains("serving.tf: update"), "{out}");
+    assert_eq!(
+        rollout(&w),
+        (Value::from(0), Value::from(1)),
+        "{out}\n{err}"
+    );
+}
+
+#[test]
+fn compare_on_gke_deploys_both_sides_by_the_shape_compute_engine_describes() {
+    let mut w = World::start();
+    w.ask_compute = true;
+    // As above: by Compute Engine's shape no surge pod fits beside three 3-CPU replicas.
+    w.compute.describe("e2-highcpu-8", 4, 4096);
+    let text = std::fs::read_to_string(&w.stack)
+        .unwrap()
+        .replace("cpu    = \"6\"", "cpu    = \"3\"")
+        .replace("memory = \"4Gi\"", "memory = \"2Gi\"");
+    std::fs::write(&w.stack, &text).unwrap();
+    let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let base = w.checkout.join("stacks/base.hcl");
+    std::fs::write(&base, &text).unwrap();
+    let base = base.display().to_string();
+    let (code, out, err) = w.run(
+        &[
+            "compare",
+            "--against",
+            &base,
+            "--rounds",
+            "2",
+            "--max-rounds",
+            "2",
+            "--keep",
+        ],
+        &[],
+    );
+    assert!([0, 3, 4].contains(&code), "{code}: {out}\n{err}");
+    let d = w
+        .k8s
+        .object("deployments", "benchstack", "tf-compare-base")
+        .unwrap_or_else(|| panic!("the base's Deployment, kept\n{out}\n{err}"));
+    let ru = &d["spec"]["strategy"]["rollingUpdate"];
+    assert_eq!(
+        (ru["maxSurge"].clone(), ru["maxUnavailable"].clone()),
+        (Value::from(0), Value::from(1)),
+        "{out}\n{err}"
+    );
     assert_eq!(
         rollout(&w),
         (Value::from(0), Value::from(1)),
