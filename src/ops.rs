@@ -250,9 +250,47 @@ pub fn preflight_request(stack: &Stack, plan: Option<&Plan>) -> gke::preflight::
 /// clusters it creates, an image that is not in its registry. A stack without gke clusters
 /// asks nothing.
 pub fn preflight(stack: &Stack, plan: Option<&Plan>, apis: &gcp::Apis) -> Preflight {
-    let request = preflight_request(stack, plan);
+    preflight_with(stack, plan, None, apis)
+}
+
+/// Images a command may run besides the ones the stack declares: a tune space's `image`
+/// values, run on `serving`, reported at `attribute` of the block at `span` (named `label`).
+#[derive(Debug, Clone)]
+pub struct ExtraImages {
+    pub serving: Address,
+    pub images: Vec<String>,
+    pub label: String,
+    pub span: crate::vocab::resources::Span,
+    pub attribute: &'static str,
+}
+
+/// As [`preflight`], with `extra` images checked too (and located at their own block).
+pub fn preflight_with(
+    stack: &Stack,
+    plan: Option<&Plan>,
+    extra: Option<&ExtraImages>,
+    apis: &gcp::Apis,
+) -> Preflight {
+    let mut request = preflight_request(stack, plan);
     if request.clusters.is_empty() {
         return Preflight::default();
+    }
+    // Only a serving resource on a gke cluster pulls from the registries asked here.
+    let on_gke = |serving: &Address| {
+        stack.resources.iter().any(|r| {
+            &r.address == serving
+                && matches!(&r.config, crate::vocab::resources::ResourceConfig::Serving(s)
+                    if request.clusters.iter().any(|c| c.address == s.cluster))
+        })
+    };
+    if let Some(x) = extra.filter(|x| on_gke(&x.serving)) {
+        for image in &x.images {
+            request.images.push(gke::preflight::ImageItem {
+                address: x.serving.clone(),
+                attribute: x.attribute,
+                image: image.clone(),
+            });
+        }
     }
     let report = gke::preflight::run(&request, apis);
     let span_of = |a: &Address| {
@@ -262,13 +300,29 @@ pub fn preflight(stack: &Stack, plan: Option<&Plan>, apis: &gcp::Apis) -> Prefli
             .find(|r| &r.address == a)
             .map(|r| r.span.clone())
     };
+    // A finding about an extra image: at its own block, under its own name.
+    let extra_at = |f: &gke::preflight::Finding| {
+        extra.filter(|x| f.address.as_ref() == Some(&x.serving) && f.attribute == Some(x.attribute))
+    };
     let mut out = Preflight {
         ran: true,
         machine_shapes: report.machine_types.iter().cloned().collect(),
         ..Preflight::default()
     };
     for f in &report.findings {
-        let at = f.address.as_ref().map(|a| a.to_string());
+        if let (gke::preflight::Severity::Error, Some(x)) = (f.severity, extra_at(f)) {
+            out.errors.push(crate::stack::attribute_diagnostic(
+                &x.span,
+                Some(x.attribute),
+                format!("{}: {}", x.label, f.message),
+                f.fix.clone(),
+            ));
+            continue;
+        }
+        let at = match extra_at(f) {
+            Some(x) => Some(x.label.clone()),
+            None => f.address.as_ref().map(|a| a.to_string()),
+        };
         match (f.severity, f.address.as_ref().and_then(span_of)) {
             (gke::preflight::Severity::Error, Some(span)) => {
                 out.errors.push(crate::stack::attribute_diagnostic(
@@ -294,6 +348,57 @@ pub fn preflight(stack: &Stack, plan: Option<&Plan>, apis: &gcp::Apis) -> Prefli
     }
     out.errors.finish();
     out
+}
+
+/// The preflight of a command that applies serving configurations of its own through
+/// targeted plans (`tune`'s trials, `compare`'s two sides): what it checks the quotas against
+/// is the plan of what those serving resources stand on (their clusters, models and images;
+/// the serving resources themselves are left out, so that a configuration that does not fit
+/// its nodes is the command's to report, not a failed plan here). `None` when the stack has
+/// no gke cluster (nothing is asked, no plan is made).
+pub fn preflight_servings(
+    stack: &Stack,
+    store: &Store,
+    providers: &Providers,
+    servings: &[Address],
+    extra: Option<&ExtraImages>,
+    apis: &gcp::Apis,
+) -> miette::Result<Option<Preflight>> {
+    if preflight_request(stack, None).clusters.is_empty() {
+        return Ok(None);
+    }
+    let mut targets: Vec<Address> = Vec::new();
+    for r in stack
+        .resources
+        .iter()
+        .filter(|r| servings.contains(&r.address))
+    {
+        for d in &r.depends_on {
+            if !servings.contains(d) && !targets.contains(d) {
+                targets.push(d.clone());
+            }
+        }
+    }
+    let plan = if targets.is_empty() {
+        None
+    } else {
+        let snap = store.snapshot().map_err(|e| miette!("{e}"))?;
+        let outputs = store.outputs().map_err(|e| miette!("{e}"))?;
+        let observer = ProviderReader {
+            providers,
+            state_dir: store.dir(),
+        };
+        let observe: &dyn crate::provider::LiveReader = &observer;
+        let opts = PlanOptions {
+            targets,
+            ..PlanOptions::default()
+        };
+        Some(
+            refresh::plan(Some(stack), &snap, outputs, Some(observe), &opts)
+                .map_err(|e| miette!("{e}"))?,
+        )
+    };
+    Ok(Some(preflight_with(stack, plan.as_ref(), extra, apis)))
 }
 
 /// The local state directory when nothing else names one.

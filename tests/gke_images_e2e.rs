@@ -5,7 +5,10 @@
 //! deploys both images by digest, and the run records the digests; a second plan builds
 //! nothing; a batching change plans a rebuild of the generated serving image; a changed file
 //! in the worker's context plans one rebuild and re-runs only what uses it; a failing build
-//! exits 1 with its step and log tail and creates no workload that depends on it.
+//! exits 1 with its step and log tail and creates no workload that depends on it. With
+//! Compute Engine (emulated) describing the serving machine type smaller than benchstack's
+//! table, `tune`, `compare` and `apply --gate` render every Deployment's rollout by its shape
+//! and a tune skips the replica count that cannot be scheduled.
 
 #[path = "support/cloudbuild_emulator.rs"]
 mod cloudbuild_emulator;
@@ -31,7 +34,7 @@ use fake_gcs::FakeGcs;
 use fault_proxy::FaultProxy;
 use gke_emulator::GkeEmulator;
 use k8s_emulator::{K8sEmulator, NodePool, NodeSource, Options, StandIn};
-use preflight_emulators::ServiceUsageEmulator;
+use preflight_emulators::{ComputeEmulator, ServiceUsageEmulator};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_benchstack");
@@ -73,6 +76,10 @@ struct World {
     storage: FaultProxy,
     cb: CloudBuildEmulator,
     usage: ServiceUsageEmulator,
+    /// Compute Engine, asked by the preflight only when `ask_compute` is set (else its
+    /// machine-type and quota checks are skipped, as against any emulated GKE).
+    compute: ComputeEmulator,
+    ask_compute: bool,
     _stand_in: StandIn,
     dir: tempfile::TempDir,
     checkout: PathBuf,
@@ -127,6 +134,8 @@ impl World {
             storage,
             cb,
             usage,
+            compute: ComputeEmulator::start(),
+            ask_compute: false,
             _stand_in: stand_in,
             dir,
             checkout: checkout_dir,
@@ -148,7 +157,13 @@ impl World {
             .env("BENCHSTACK_POLL_INTERVAL", "20ms")
             .env("BENCHSTACK_WORKER_START_DELAY", "1s")
             .current_dir(self.dir.path());
-        if matches!(args.first(), Some(&"plan") | Some(&"apply") | Some(&"tune")) {
+        if self.ask_compute {
+            c.env("BENCHSTACK_COMPUTE_ENDPOINT", self.compute.url());
+        }
+        if matches!(
+            args.first(),
+            Some(&"plan") | Some(&"apply") | Some(&"tune") | Some(&"compare")
+        ) {
             c.arg(&self.stack).args([
                 "--var",
                 &format!("project={PROJECT}"),
@@ -633,4 +648,158 @@ fn a_tune_on_gke_changes_only_the_configmap_per_trial_and_the_next_plan_rebuilds
     let p = w.plan(&[]);
     assert_eq!(action_of(&p, "image.serving").0, "no-op", "{p:?}");
     assert_eq!(action_of(&p, "serving.tf").0, "no-op", "{p:?}");
+}
+
+/// The Deployment's rolling update: (maxSurge, maxUnavailable).
+fn rollout(w: &World) -> (Value, Value) {
+    let d = w
+        .k8s
+        .object("deployments", "benchstack", "tf")
+        .expect("the Deployment");
+    let ru = &d["spec"]["strategy"]["rollingUpdate"];
+    (ru["maxSurge"].clone(), ru["maxUnavailable"].clone())
+}
+
+#[test]
+fn a_tune_on_gke_sizes_every_trial_by_the_shape_compute_engine_describes_and_skips_what_cannot_fit()
+{
+    let mut w = World::start();
+    w.ask_compute = true;
+    // Compute Engine describes e2-highcpu-8 smaller than benchstack's table (4 vCPUs, 4 GiB
+    // against 8 and 8): three 3-CPU replicas fit one per node, but no surge pod beside them,
+    // and a fourth replica fits nowhere. By the table, a surge pod and a fourth replica fit.
+    w.compute.describe("e2-highcpu-8", 4, 4096);
+    let text = std::fs::read_to_string(&w.stack)
+        .unwrap()
+        .replace("cpu    = \"6\"", "cpu    = \"3\"")
+        .replace("memory = \"4Gi\"", "memory = \"2Gi\"");
+    assert!(text.contains("cpu    = \"3\""), "stacks/gke.hcl changed");
+    std::fs::write(&w.stack, &text).unwrap();
+    let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        rollout(&w),
+        (Value::from(0), Value::from(1)),
+        "apply's plan"
+    );
+
+    let tune = TUNE_BLOCKS.replace(
+        "\"batching.max_batch_size\" = [16, 32]",
+        "\"batching.max_batch_size\" = [16]\n    \"replicas\"                = [3, 4]",
+    );
+    assert!(tune.contains("[3, 4]"));
+    std::fs::write(&w.stack, format!("{text}{tune}")).unwrap();
+    let (code, out, err) = w.run(&["tune", "--json"], &[]);
+    assert!(code == 0 || code == 2, "{code}: {out}\n{err}");
+    // Reported before the first trial, by Compute Engine's shape.
+    let fit = err
+        .find("does not fit: replicas=4 (1 trial not run): 4 replicas requesting 3 CPU")
+        .unwrap_or_else(|| panic!("no does-not-fit line:\n{err}"));
+    let first = err.find("trial 1/").expect("a trial ran");
+    assert!(fit < first, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let trials = v["trials"].as_array().unwrap();
+    let four: Vec<&Value> = trials
+        .iter()
+        .filter(|t| t["settings"]["replicas"] == 4)
+        .collect();
+    assert_eq!(four.len(), 1, "{v}");
+    assert!(
+        four[0]["not_run"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("does not fit: 4 replicas")),
+        "{v}"
+    );
+    assert_eq!(four[0]["measurements"], serde_json::json!([]));
+    // Never scaled to 4, and every plan of the tune (its trials, the restore) rendered the
+    // rollout by Compute Engine's shape: the Deployment still rolls one at a time.
+    let d = w
+        .k8s
+        .object("deployments", "benchstack", "tf")
+        .expect("the Deployment");
+    assert_eq!(d["spec"]["replicas"], 3, "{err}");
+    assert_eq!(rollout(&w), (Value::from(0), Value::from(1)), "{err}");
+    // The stack as declared is what runs: nothing to change.
+    let p = w.plan(&[]);
+    assert_eq!(action_of(&p, "serving.tf").0, "no-op", "{p:?}");
+}
+
+#[test]
+fn apply_gate_re_runs_the_load_test_with_the_shape_compute_engine_describes() {
+    let mut w = World::start();
+    w.ask_compute = true;
+    // As above: by Compute Engine's shape no surge pod fits beside three 3-CPU replicas.
+    w.compute.describe("e2-highcpu-8", 4, 4096);
+    let text = std::fs::read_to_string(&w.stack)
+        .unwrap()
+        .replace("cpu    = \"6\"", "cpu    = \"3\"")
+        .replace("memory = \"4Gi\"", "memory = \"2Gi\"");
+    std::fs::write(&w.stack, &text).unwrap();
+    let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(rollout(&w), (Value::from(0), Value::from(1)));
+    let (code, out, err) = w.run(&["results", "baseline", "set", "loadtest.baseline"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // Nothing changed: the gate's re-runs plan the load test with its serving resource in
+    // scope, rendered by the same shape as apply's, so the Deployment is left as applied.
+    let (code, out, err) = w.run(
+        &["apply", "--auto-approve", "--gate", "--gate-rounds", "2"],
+        &[],
+    );
+    assert!([0, 2, 3, 4].contains(&code), "{code}: {out}\n{err}");
+    assert!(out.contains("Gate: loadtest.baseline"), "{out}\n{err}");
+    assert!(!out.contains("serving.tf: update"), "{out}");
+    assert_eq!(
+        rollout(&w),
+        (Value::from(0), Value::from(1)),
+        "{out}\n{err}"
+    );
+}
+
+#[test]
+fn compare_on_gke_deploys_both_sides_by_the_shape_compute_engine_describes() {
+    let mut w = World::start();
+    w.ask_compute = true;
+    // As above: by Compute Engine's shape no surge pod fits beside three 3-CPU replicas.
+    w.compute.describe("e2-highcpu-8", 4, 4096);
+    let text = std::fs::read_to_string(&w.stack)
+        .unwrap()
+        .replace("cpu    = \"6\"", "cpu    = \"3\"")
+        .replace("memory = \"4Gi\"", "memory = \"2Gi\"");
+    std::fs::write(&w.stack, &text).unwrap();
+    let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let base = w.checkout.join("stacks/base.hcl");
+    std::fs::write(&base, &text).unwrap();
+    let base = base.display().to_string();
+    let (code, out, err) = w.run(
+        &[
+            "compare",
+            "--against",
+            &base,
+            "--rounds",
+            "2",
+            "--max-rounds",
+            "2",
+            "--keep",
+        ],
+        &[],
+    );
+    assert!([0, 3, 4].contains(&code), "{code}: {out}\n{err}");
+    let d = w
+        .k8s
+        .object("deployments", "benchstack", "tf-compare-base")
+        .unwrap_or_else(|| panic!("the base's Deployment, kept\n{out}\n{err}"));
+    let ru = &d["spec"]["strategy"]["rollingUpdate"];
+    assert_eq!(
+        (ru["maxSurge"].clone(), ru["maxUnavailable"].clone()),
+        (Value::from(0), Value::from(1)),
+        "{out}\n{err}"
+    );
+    assert_eq!(
+        rollout(&w),
+        (Value::from(0), Value::from(1)),
+        "{out}\n{err}"
+    );
 }

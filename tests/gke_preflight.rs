@@ -809,3 +809,168 @@ fn a_cluster_in_a_region_without_prices_is_named_not_priced_as_another_region() 
          set `hourly_price`."
     );
 }
+
+/// A tune of serving.tf's replicas (and, with `images`, its image) by the stack's load test,
+/// appended to the literal-image stack.
+fn tune_block(replicas: &[u32], images: &[&str]) -> String {
+    let replicas: Vec<String> = replicas.iter().map(u32::to_string).collect();
+    let images = if images.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = images.iter().map(|i| format!("\"{i}\"")).collect();
+        format!("    \"image\"    = [{}]\n", list.join(", "))
+    };
+    format!(
+        r#"
+tune "size" {{
+  serving  = serving.tf
+  loadtest = loadtest.baseline
+  space = {{
+    "replicas" = [{}]
+{images}  }}
+  search         = "grid"
+  probe_duration = "1s"
+  repeats        = 1
+}}
+"#,
+        replicas.join(", ")
+    )
+}
+
+impl World {
+    /// `benchstack tune gke.hcl --var project=bench-test [--var …] [extra]` on the literal-image
+    /// stack with `tune` appended.
+    fn tune(&self, tune: &str, vars: &[&str], extra: &[&str]) -> (i32, String, String) {
+        let path = self.dir.path().join("gke.hcl");
+        std::fs::write(&path, format!("{}{tune}", literal_text())).unwrap();
+        let mut c = self.command(&["tune"]);
+        c.arg(&path).args(["--var", &format!("project={PROJECT}")]);
+        for v in vars {
+            c.args(["--var", v]);
+        }
+        c.args(extra);
+        run(c)
+    }
+}
+
+#[test]
+fn a_tune_short_of_cpu_quota_stops_at_the_preflight_before_its_first_trial() {
+    let w = World::start();
+    // The tune creates cluster.serving (3 × e2-highcpu-8 = 24 vCPUs) for its first trial;
+    // the load cluster is not its to create.
+    w.compute
+        .set_region_quota(PROJECT, "us-central1", "CPUS", 16.0, 0.0);
+    let (code, out, err) = w.tune(&tune_block(&[1, 2], &[]), &[], &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(
+            "the plan creates 24 vCPUs counted by CPUS in region us-central1 of project bench-test"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(&at("cluster \"serving\"", "node_count")),
+        "{err}"
+    );
+    assert!(err.contains("`--preflight=false`"), "{err}");
+    assert!(!err.contains("trial 1/"), "no trial ran:\n{err}");
+    w.assert_no_gke_change();
+}
+
+#[test]
+fn a_tune_checks_every_image_of_its_space_in_the_registry_at_the_tune_block() {
+    let w = World::start();
+    let missing = format!("{REGISTRY}/bench-test/benchstack/tf-serving-regression:nightly");
+    let present = format!("{REGISTRY}/{SERVING_IMAGE}");
+    let (code, out, err) = w.tune(&tune_block(&[3], &[&present, &missing]), &[], &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("tune.size: image {missing} does not exist")),
+        "{err}"
+    );
+    // Located at the tune block's `space`, where the value is written.
+    let text = literal_text() + &tune_block(&[3], &[&present, &missing]);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("  space = {"))
+        .unwrap();
+    assert!(err.contains(&format!("gke.hcl:{}:", line + 1)), "{err}");
+    let heads: Vec<String> = w
+        .registry
+        .requests()
+        .into_iter()
+        .filter(|(m, _)| m == "HEAD")
+        .map(|(_, p)| p)
+        .collect();
+    assert!(
+        heads.contains(&"/v2/bench-test/benchstack/tf-serving-regression/manifests/nightly".into()),
+        "{heads:?}"
+    );
+    w.assert_no_gke_change();
+}
+
+#[test]
+fn a_tune_sizes_its_trials_by_the_machine_shape_compute_engine_describes_and_runs_none_that_cannot_fit()
+ {
+    let w = World::start();
+    // e2-medium (2 vCPUs, 4 GiB) is not in benchstack's table: by Compute Engine's shape no
+    // 6-CPU replica fits a node, so no trial can be scheduled. Each is reported up front and
+    // none is applied: nothing is created (without the shape, the first trial's plan would
+    // only warn, and create the cluster).
+    let (code, out, err) = w.tune(
+        &tune_block(&[1, 2], &[]),
+        &["serving_machine_type=e2-medium"],
+        &["--json"],
+    );
+    assert_eq!(code, 2, "no winner\n{out}\n{err}");
+    assert!(
+        err.contains("does not fit: replicas=1 (1 trial not run): 1 replicas requesting 6 CPU"),
+        "{err}"
+    );
+    assert!(
+        err.contains("does not fit: replicas=2 (1 trial not run)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("does not fit: replicas=3 [current configuration] (1 trial not run)"),
+        "{err}"
+    );
+    assert!(err.contains("on 3 × e2-medium"), "{err}");
+    assert!(!err.contains("not in benchstack's table"), "{err}");
+    assert!(!err.contains("trial 1/"), "no trial ran:\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let trials = v["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 3, "{v}");
+    for t in trials {
+        assert!(
+            t["not_run"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("does not fit: ")),
+            "{t}"
+        );
+        assert_eq!(t["measurements"], serde_json::json!([]), "{t}");
+    }
+    assert_eq!(v["winner"], serde_json::Value::Null);
+    w.assert_no_gke_change();
+}
+
+#[test]
+fn compare_stops_at_the_preflight_before_deploying_either_side() {
+    let w = World::start();
+    w.compute
+        .set_region_quota(PROJECT, "us-central1", "CPUS", 16.0, 0.0);
+    let stack = literal_stack(w.dir.path());
+    let mut c = w.command(&["compare"]);
+    c.arg(&stack)
+        .arg("--against")
+        .arg(&stack)
+        .args(["--var", &format!("project={PROJECT}")]);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("the plan creates 24 vCPUs counted by CPUS in region us-central1"),
+        "{err}"
+    );
+    assert!(err.contains("`--preflight=false`"), "{err}");
+    w.assert_no_gke_change();
+}

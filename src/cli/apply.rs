@@ -332,6 +332,9 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         .map(|r| r.id)
         .max()
         .unwrap_or(0);
+    // The machine shapes the preflight read: the gate's re-runs plan with them too (a plan
+    // made without them would render another rollout and update the serving resource).
+    let mut machine_shapes = crate::plan::MachineShapes::default();
     let plan = match from_file {
         Some(plan) => {
             apply::check_fresh(&plan, &store)
@@ -348,15 +351,17 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
                 &args.flags,
                 &Planning::default(),
             )?;
+            // With --gate the load tests run again even when nothing else changes.
             let mut shapes = crate::manifest::capacity::MachineShapes::default();
             if let Some(stack) = stack
                 .as_ref()
-                .filter(|_| args.preflight && plan.has_changes())
+                .filter(|_| args.preflight && (plan.has_changes() || args.gate))
             {
                 let checked = crate::ops::preflight(stack, Some(&plan), &apis);
                 if !super::common::print_preflight(&checked, "`--preflight=false`") {
                     return Ok(super::Outcome::Failed);
                 }
+                machine_shapes = checked.machine_shapes.clone();
                 // Compute Engine's shapes for the capacity check and the rollout (see plan).
                 if checked.reshaped() {
                     let planning = Planning {
@@ -403,7 +408,15 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     )?;
     match (&stack, outcome) {
         (Some(stack), super::Outcome::Success | super::Outcome::SloMissed) if args.gate => Ok(
-            match run_gate(stack, &gated, after, &store, &providers, &args)? {
+            match run_gate(
+                stack,
+                &gated,
+                after,
+                &store,
+                &providers,
+                &machine_shapes,
+                &args,
+            )? {
                 None => super::Outcome::Interrupted,
                 Some(crate::compare::Verdict::Better | crate::compare::Verdict::Same) => outcome,
                 Some(v) => super::compare::outcome(v),
@@ -451,6 +464,7 @@ fn run_gate(
     after: u64,
     store: &Store,
     providers: &Providers,
+    machine_shapes: &crate::plan::MachineShapes,
     args: &Args,
 ) -> miette::Result<Option<crate::compare::Verdict>> {
     let cancel = cancel_on_signals();
@@ -463,6 +477,7 @@ fn run_gate(
             after,
             store,
             providers,
+            machine_shapes,
             &crate::compare::Options {
                 rounds: args.gate_rounds as usize,
                 max_rounds: args.gate_rounds as usize,

@@ -44,6 +44,13 @@ pub struct Args {
     /// Leave both serving configurations running afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Before deploying on a stack with gke clusters, run plan's preflight (docs/gke.md,
+    /// "Preflight") over both configurations: a disabled API, a missing machine type or
+    /// image, a CPU quota too small stops the compare before anything is created, and both
+    /// are sized by the machine shapes Compute Engine describes. `--preflight=false` skips it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub preflight: bool,
     /// Print the comparison as JSON (docs/compare.md) instead of text; the same as
     /// `--format json`.
     #[arg(long, conflicts_with = "format")]
@@ -275,6 +282,25 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     let loadtest = bench::pick_loadtest(&candidate, chosen.as_ref()).map_err(|e| miette!("{e}"))?;
     let combined = bench::combine(&candidate, &base, &loadtest).map_err(|e| miette!("{e}"))?;
     let store = open_store(state_dir, "compare")?;
+    // What apply checks before creating anything, over both sides (the base's image too);
+    // the machine shapes it read size the deploy's plan.
+    let mut machine_shapes = crate::plan::MachineShapes::default();
+    if args.preflight {
+        let servings = [combined.target.clone(), combined.base_target.clone()];
+        if let Some(checked) = crate::ops::preflight_servings(
+            &combined.stack,
+            &store,
+            &providers,
+            &servings,
+            None,
+            &apis,
+        )? {
+            if !super::common::print_preflight(&checked, "`--preflight=false`") {
+                return Ok(super::Outcome::Failed);
+            }
+            machine_shapes = checked.machine_shapes;
+        }
+    }
     let cancel = super::common::cancel_on_signals();
     // JSON and markdown are for a file or a comment: stdout carries the document alone.
     let quiet = super::common::Format::of(args.format, args.json) != super::common::Format::Text;
@@ -289,7 +315,14 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
             combined.target, combined.base_target
         );
     }
-    let deployed = bench::deploy(&combined, &store, &providers, &cancel, &progress);
+    let deployed = bench::deploy(
+        &combined,
+        &store,
+        &providers,
+        &machine_shapes,
+        &cancel,
+        &progress,
+    );
     let created = match &deployed {
         Ok(c) => c.clone(),
         Err(_) => store

@@ -13,7 +13,7 @@ use super::apply::print_event;
 use super::common::cancel_on_signals;
 use super::plan::open_store;
 use super::validate::VarArgs;
-use crate::ops::check_providers;
+use crate::ops::{ExtraImages, check_providers};
 use crate::provider::Providers;
 use crate::stack::tune::{Knob, TuneConfig};
 use crate::tune::bench::StackBench;
@@ -47,6 +47,14 @@ pub struct Args {
     /// Edit the stack file so that the serving resource declares the winner's settings.
     #[arg(long)]
     pub write: bool,
+    /// Before the first trial on a stack with gke clusters, run plan's preflight (docs/gke.md,
+    /// "Preflight"), with every `image` of the space: a disabled API, a missing machine type
+    /// or image, a CPU quota too small stops the tune before anything is created, and every
+    /// trial is sized by the machine shapes Compute Engine describes. `--preflight=false`
+    /// skips it (the built-in machine table sizes the trials).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub preflight: bool,
 }
 
 fn pick_tune(tunes: &[TuneConfig], name: Option<&str>, path: &Path) -> miette::Result<TuneConfig> {
@@ -187,6 +195,37 @@ fn printer(start: Instant) -> impl Fn(Event) + Sync {
                 (None, None, Some(f)) => eprintln!("  never passes: {}", f.text()),
                 (None, None, None) => eprintln!("  no probed rate met the SLOs"),
             },
+            Event::DoesNotFit {
+                settings,
+                trials,
+                baseline,
+                reason,
+            } => {
+                let what = if settings.is_empty() {
+                    "the current configuration".to_string()
+                } else if baseline {
+                    format!("{} [current configuration]", settings_text(&settings))
+                } else {
+                    settings_text(&settings)
+                };
+                let skips = match trials {
+                    Some(1) => " (1 trial not run)".to_string(),
+                    Some(n) => format!(" ({n} trials not run)"),
+                    None => " (not run where the search reaches it)".to_string(),
+                };
+                eprintln!("does not fit: {what}{skips}: {reason}");
+            }
+            Event::NotRun { settings, baseline } => {
+                let base = if baseline {
+                    " [current configuration]"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "not run: {}{base} — does not fit (above)",
+                    settings_text(&settings)
+                );
+            }
             Event::Restoring => {
                 eprintln!("putting the serving resource back to what the stack declares…")
             }
@@ -278,6 +317,42 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
 
     let store = open_store(state_dir, "tune")?;
     crate::apply::recover(&store, &providers, &print_event).map_err(|e| miette!("{e}"))?;
+    // What apply checks before creating anything, once, before the first trial: the APIs,
+    // machine types, CPU quotas and every image the space can run; the machine shapes it
+    // read size every trial's plan (capacity check and rollout) and the fit check below.
+    let mut machine_shapes = crate::plan::MachineShapes::default();
+    if args.preflight {
+        let images = ExtraImages {
+            serving: cfg.serving.clone(),
+            images: cfg
+                .space
+                .iter()
+                .filter(|d| d.knob == Knob::Image)
+                .flat_map(|d| d.values.iter())
+                .filter_map(|v| match v {
+                    crate::vocab::resources::FlagValue::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            label: cfg.address(),
+            span: cfg.span.clone(),
+            attribute: "space",
+        };
+        let servings = [cfg.serving.clone()];
+        if let Some(checked) = crate::ops::preflight_servings(
+            &stack,
+            &store,
+            &providers,
+            &servings,
+            Some(&images),
+            &apis,
+        )? {
+            if !super::common::print_preflight(&checked, "`--preflight=false`") {
+                return Ok(super::Outcome::Failed);
+            }
+            machine_shapes = checked.machine_shapes;
+        }
+    }
     let cancel = cancel_on_signals();
     let start = Instant::now();
     let events = printer(start);
@@ -291,6 +366,7 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         &cancel,
         &events,
     );
+    bench.machine_shapes = machine_shapes;
     let result = Tuner::new(
         &cfg,
         declared.clone(),

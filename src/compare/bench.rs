@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use crate::apply::{self, ApplyOptions};
 use crate::loadgen::search::{CapacitySearch, ProbeSample, search_capacity};
 use crate::loadgen::{ProbeVerdict, RunReport, capacity_slos, probe_verdict};
-use crate::plan::PlanOptions;
+use crate::plan::{MachineShapes, PlanOptions};
 use crate::provider::{
     Context, Inputs, LiveReader, ProviderReader, Providers, cluster_providers, provider_for,
 };
@@ -232,6 +232,7 @@ pub fn deploy(
     c: &Combined,
     store: &Store,
     providers: &Providers,
+    machine_shapes: &MachineShapes,
     cancel: &AtomicBool,
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<Vec<Address>, CompareError> {
@@ -240,6 +241,8 @@ pub fn deploy(
         targets: vec![c.target.clone(), c.base_target.clone()],
         replace: Vec::new(),
         destroy: false,
+        // The shapes the preflight read: the capacity check and both Deployments' rollout.
+        machine_shapes: machine_shapes.clone(),
         ..PlanOptions::default()
     };
     let result = apply_plan(&c.stack, store, providers, &opts, cancel, progress);

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::apply::{self, ApplyOptions};
 use crate::loadgen::RunReport;
-use crate::plan::PlanOptions;
+use crate::plan::{MachineShapes, PlanOptions};
 use crate::provider::{LiveReader, ProviderReader, Providers};
 use crate::refresh;
 use crate::state::{BaselineRecord, Fingerprint, ResourceState, RunRecord, Store};
@@ -228,6 +228,7 @@ pub fn rerun(
     loadtest: &Address,
     store: &Store,
     providers: &Providers,
+    machine_shapes: &MachineShapes,
     cancel: &AtomicBool,
     on_event: &(dyn Fn(apply::Event) + Sync),
 ) -> Result<u64, CompareError> {
@@ -242,6 +243,9 @@ pub fn rerun(
         targets: vec![loadtest.clone()],
         replace: vec![loadtest.clone()],
         destroy: false,
+        // As apply planned: its serving resource renders the same rollout, so it is left
+        // as applied.
+        machine_shapes: machine_shapes.clone(),
         ..PlanOptions::default()
     };
     let plan = refresh::plan(Some(stack), &snap, outputs, Some(observe), &opts)
@@ -281,6 +285,7 @@ pub fn gate(
     after: u64,
     store: &Store,
     providers: &Providers,
+    machine_shapes: &MachineShapes,
     opts: &Options,
     cancel: &AtomicBool,
     on_event: &(dyn Fn(apply::Event) + Sync),
@@ -307,7 +312,15 @@ pub fn gate(
         } else {
             in_a_row = 0;
         }
-        rerun(stack, loadtest, store, providers, cancel, on_event)?;
+        rerun(
+            stack,
+            loadtest,
+            store,
+            providers,
+            machine_shapes,
+            cancel,
+            on_event,
+        )?;
     }
     let runs = new_runs()?;
     let resources = store.resources()?;

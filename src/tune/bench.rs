@@ -6,12 +6,14 @@
 //! keep_config_only_image_builds`: the ConfigMap carries the trial). A probe is the load test with one stage at the
 //! probe's rate, run by the load test's own provider (the local load generator, or worker pods
 //! on the load cluster), and stored as a run of the serving resource tagged with the tune.
+//! Every plan is sized by the machine shapes the CLI's preflight read (`machine_shapes`), and
+//! [`Bench::fits`] is the plan's own capacity check with them.
 
 use std::sync::atomic::AtomicBool;
 
 use crate::apply::{self, ApplyOptions};
 use crate::loadgen::RunReport;
-use crate::plan::PlanOptions;
+use crate::plan::{MachineShapes, PlanOptions};
 use crate::provider::LiveReader;
 use crate::provider::{
     Context, Inputs, ProviderReader, Providers, cluster_providers, provider_for,
@@ -38,6 +40,11 @@ pub struct StackBench<'a> {
     /// The images the last probe measured, by role (`serving`: what the Deployment runs,
     /// the digest last applied), recorded with its run.
     measured_images: std::collections::BTreeMap<String, String>,
+    /// The machine shapes the preflight read from Compute Engine (empty: the built-in table):
+    /// every trial's plan, and [`Bench::fits`], size the node pool by them.
+    pub machine_shapes: MachineShapes,
+    /// A trial was applied (or its apply begun) by this bench.
+    touched: bool,
 }
 
 impl<'a> StackBench<'a> {
@@ -63,6 +70,8 @@ impl<'a> StackBench<'a> {
             events,
             current: stack.clone(),
             measured_images: Default::default(),
+            machine_shapes: MachineShapes::default(),
+            touched: false,
         }
     }
 
@@ -93,7 +102,9 @@ impl<'a> StackBench<'a> {
             // The ConfigMap carries the trial's settings: a serving-preset image is not
             // rebuilt for them (its baked copy is mounted over), see the option.
             keep_config_only_image_builds: true,
-            ..PlanOptions::default()
+            // The capacity check and the rollout (maxSurge) by the shapes Compute Engine
+            // described, as `apply` plans after its preflight.
+            machine_shapes: self.machine_shapes.clone(),
         };
         let plan = refresh::plan(Some(&stack), &snap, outputs, Some(observe), &opts)
             .map_err(|e| TuneError::Apply(e.to_string()))?;
@@ -150,6 +161,13 @@ impl<'a> StackBench<'a> {
     /// Puts the serving resource back to what the stack declares (with its own cancel
     /// flag: it runs after an interrupted tune too).
     pub fn restore(&mut self, cancel: &AtomicBool) -> Result<(), TuneError> {
+        // Nothing applied and nothing to put back (every trial was refused before its plan
+        // and the serving resource was never created): a declared configuration that does
+        // not fit is not planned into an error, nor its cluster created, here. One in the
+        // state is put back even so (an earlier tune killed mid-trial left its settings).
+        if !self.touched && self.store.resource(&self.serving)?.is_none() {
+            return Ok(());
+        }
         (self.events)(Event::Restoring);
         self.apply_stack(self.stack.clone(), cancel)
     }
@@ -170,7 +188,28 @@ impl<'a> StackBench<'a> {
 impl Bench for StackBench<'_> {
     fn apply(&mut self, serving: &ServingConfig) -> Result<(), TuneError> {
         let stack = self.with_serving(serving);
+        self.touched = true;
         self.apply_stack(stack, self.cancel)
+    }
+
+    /// The plan's own capacity check (`plan::check_capacity`), so a trial skipped here is
+    /// exactly one its plan would refuse.
+    fn fits(&self, serving: &ServingConfig) -> Result<(), String> {
+        let Some(r) = self
+            .stack
+            .resources
+            .iter()
+            .find(|r| r.address == self.serving)
+        else {
+            return Ok(());
+        };
+        let mut r = r.clone();
+        r.config = ResourceConfig::Serving(serving.clone());
+        match crate::plan::check_capacity(&r, self.stack, &self.machine_shapes) {
+            Ok(_) => Ok(()),
+            Err(crate::plan::PlanError::Resource { message, .. }) => Err(message),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn probe(&mut self, stage: Stage, slos: &[Slo], warmup: bool) -> Result<RunReport, TuneError> {

@@ -14,7 +14,9 @@
 //! failed requests counted against every SLO and an error-rate objective added when the load
 //! test has none); a miss the generator's own lag accounts for is no verdict on the server
 //! (the probe is repeated once, then the trial is invalid). The outer loop is a grid or a coordinate descent, then the best three are
-//! measured again and ranked by the median.
+//! measured again and ranked by the median. A configuration whose replicas cannot all be
+//! scheduled on the serving nodes ([`Bench::fits`]) is listed before the first trial and
+//! recorded as not run, never ranked.
 //!
 //! Nothing here prints: the CLI is told what happens through [`Event`]s.
 
@@ -79,6 +81,12 @@ pub trait Bench {
     fn answers(&mut self) -> Result<Option<crate::loadgen::answers::AnswerCheck>, TuneError> {
         Ok(None)
     }
+    /// Whether all of `serving`'s replicas can be scheduled on its nodes (the plan's capacity
+    /// check, with the machine shapes the preflight read): `Err` says why not. A bench that
+    /// cannot tell answers `Ok`.
+    fn fits(&self, _serving: &ServingConfig) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What happens, for the CLI to show.
@@ -121,6 +129,18 @@ pub enum Event {
         /// No rate can pass: the floor the search found.
         floor: Option<Floor>,
     },
+    /// Before the first trial: the configurations with these settings of `replicas`, `cpu`
+    /// and `memory` cannot all be scheduled on the serving nodes, so they are not run.
+    /// `trials`: how many of the grid's trials that is (None for `auto`, which skips them
+    /// wherever the search reaches them); `baseline`: the stack's own configuration is one.
+    DoesNotFit {
+        settings: Settings,
+        trials: Option<usize>,
+        baseline: bool,
+        reason: String,
+    },
+    /// A trial not run: it does not fit (reported up front by [`Event::DoesNotFit`]).
+    NotRun { settings: Settings, baseline: bool },
     /// Putting the serving resource back to what the stack declares.
     Restoring,
 }
@@ -247,6 +267,73 @@ impl<'a, B: Bench> Tuner<'a, B> {
             baseline,
             serving,
             measurements: Vec::new(),
+            not_run: None,
+        }
+    }
+
+    /// The trial of `settings`, measured, or recorded as not run when it does not fit.
+    fn run_trial(&mut self, settings: Settings, baseline: bool) -> Result<Trial, TuneError> {
+        let mut t = self.new_trial(settings, baseline);
+        match self.bench.fits(&t.serving) {
+            Ok(()) => self.measure(&mut t)?,
+            Err(why) => {
+                (self.events)(Event::NotRun {
+                    settings: t.settings.clone(),
+                    baseline,
+                });
+                t.not_run = Some(format!("does not fit: {why}"));
+            }
+        }
+        Ok(t)
+    }
+
+    /// Before the first trial: every combination of the space's `replicas`, `cpu` and
+    /// `memory` values (the settings that decide whether the pods can be scheduled) that
+    /// does not fit, and the stack's own configuration when it does not, each reported once
+    /// ([`Event::DoesNotFit`]). `points`: the grid, to count the trials each one rules out.
+    fn report_unfit(&self, points: Option<&[Settings]>) {
+        use crate::stack::tune::Knob;
+        let sizing = |k: &Knob| matches!(k, Knob::Replicas | Knob::Cpu | Knob::Memory);
+        let mut combos: Vec<Settings> = vec![Settings::new()];
+        for d in self.cfg.space.iter().filter(|d| sizing(&d.knob)) {
+            combos = combos
+                .iter()
+                .flat_map(|c| {
+                    d.values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.insert(d.knob.clone(), Some(v.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        let base: Settings = baseline_settings(self.cfg, &self.declared)
+            .into_iter()
+            .filter(|(k, _)| sizing(k))
+            .collect();
+        let base_in_space = combos
+            .iter()
+            .any(|c| settings_key(c) == settings_key(&base));
+        let matches =
+            |combo: &Settings, p: &Settings| combo.iter().all(|(k, v)| p.get(k) == Some(v));
+        for combo in &combos {
+            let serving = trial_serving(&self.declared, combo);
+            if let Err(reason) = self.bench.fits(&serving) {
+                (self.events)(Event::DoesNotFit {
+                    settings: combo.clone(),
+                    trials: points.map(|ps| ps.iter().filter(|p| matches(combo, p)).count()),
+                    baseline: settings_key(combo) == settings_key(&base),
+                    reason,
+                });
+            }
+        }
+        if !base_in_space && let Err(reason) = self.bench.fits(&self.declared) {
+            (self.events)(Event::DoesNotFit {
+                settings: base,
+                trials: Some(1),
+                baseline: true,
+                reason,
+            });
         }
     }
 
@@ -531,29 +618,40 @@ impl<'a, B: Bench> Tuner<'a, B> {
         match self.cfg.search {
             Search::Grid => {
                 let points = grid(self.cfg);
+                self.report_unfit(Some(&points));
                 let base_key = settings_key(&base_settings);
-                let base_in_grid = points.iter().any(|p| settings_key(p) == base_key);
-                self.total = points.len() + usize::from(!base_in_grid) + extra;
+                let fits = |s: &Settings, baseline: bool| {
+                    let serving = if baseline {
+                        self.declared.clone()
+                    } else {
+                        trial_serving(&self.declared, s)
+                    };
+                    self.bench.fits(&serving).is_ok()
+                };
+                // Only what will run counts towards the measurements planned.
+                let runnable = points
+                    .iter()
+                    .filter(|p| settings_key(p) != base_key && fits(p, false))
+                    .count();
+                self.total = runnable + usize::from(fits(&base_settings, true)) + extra;
                 // The baseline first, then every other point.
-                let mut base = self.new_trial(base_settings.clone(), true);
-                self.measure(&mut base)?;
+                let base = self.run_trial(base_settings.clone(), true)?;
                 trials.push(base);
                 for p in points {
                     if settings_key(&p) == base_key {
                         continue;
                     }
-                    let mut t = self.new_trial(p, false);
-                    self.measure(&mut t)?;
+                    let t = self.run_trial(p, false)?;
                     trials.push(t);
                 }
             }
             Search::Auto => {
+                self.report_unfit(None);
                 self.total = (self.cfg.max_trials as usize) + extra;
-                let mut base = self.new_trial(base_settings.clone(), true);
-                self.measure(&mut base)?;
+                let base = self.run_trial(base_settings.clone(), true)?;
                 trials.push(base);
                 self.descend(&mut trials, &base_settings)?;
-                self.total = trials.len() + extra;
+                self.total = trials.iter().filter(|t| t.not_run.is_none()).count() + extra;
             }
         }
         // Measure the best three again until each has `repeats` measurements. A
@@ -620,9 +718,10 @@ impl<'a, B: Bench> Tuner<'a, B> {
             let k = settings_key(s);
             trials.iter().position(|t| t.key() == k)
         };
-        if find(trials, &point).is_none() && trials.len() < max {
-            let mut t = self.new_trial(point.clone(), false);
-            self.measure(&mut t)?;
+        // Configurations not run (they do not fit) do not count towards `max_trials`.
+        let run = |trials: &Vec<Trial>| trials.iter().filter(|t| t.not_run.is_none()).count();
+        if find(trials, &point).is_none() && run(trials) < max {
+            let t = self.run_trial(point.clone(), false)?;
             trials.push(t);
         }
         loop {
@@ -637,11 +736,10 @@ impl<'a, B: Bench> Tuner<'a, B> {
                     if find(trials, &cand).is_some() {
                         continue;
                     }
-                    if trials.len() >= max {
+                    if run(trials) >= max {
                         return Ok(());
                     }
-                    let mut t = self.new_trial(cand, false);
-                    self.measure(&mut t)?;
+                    let t = self.run_trial(cand, false)?;
                     trials.push(t);
                 }
                 // Move along this dimension to its best value.

@@ -70,6 +70,10 @@ pub struct Trial {
     pub baseline: bool,
     pub serving: ServingConfig,
     pub measurements: Vec<Measurement>,
+    /// Why the configuration was not run (`does not fit: …`: its replicas cannot all be
+    /// scheduled on the serving node pool). Such a trial has no measurement and is never
+    /// ranked.
+    pub not_run: Option<String>,
 }
 
 impl Trial {
@@ -175,8 +179,12 @@ impl Trial {
         out
     }
 
-    /// Why the trial found no capacity: the invalid reason or the first probe's failure.
+    /// Why the trial found no capacity: why it was not run, the invalid reason or the first
+    /// probe's failure.
     pub fn reason(&self) -> Option<String> {
+        if let Some(n) = &self.not_run {
+            return Some(n.clone());
+        }
         if let Some(i) = self.invalid() {
             return Some(i.to_string());
         }
@@ -267,6 +275,8 @@ impl Outcome {
             let cap = t.capacity();
             let verdict = if Some(i) == self.winner {
                 "WINNER".to_string()
+            } else if t.not_run.is_some() {
+                "not run".to_string()
             } else if t.invalid().is_some() {
                 "invalid".to_string()
             } else if t.floor().is_some() {
@@ -356,10 +366,16 @@ impl Outcome {
             })
             .collect::<Vec<_>>()
             .join(" and ");
+        let not_run = self.trials.iter().filter(|t| t.not_run.is_some()).count();
         let head = format!(
-            "In {} probes across {} configurations",
+            "In {} probes across {} configurations{}",
             self.probes,
-            self.trials.len()
+            self.trials.len() - not_run,
+            match not_run {
+                0 => String::new(),
+                1 => " (1 more not run: it does not fit the serving nodes)".to_string(),
+                n => format!(" ({n} more not run: they do not fit the serving nodes)"),
+            }
         );
         let Some(w) = self.winner else {
             return format!("{head}, no configuration met the SLOs ({slo}).");
@@ -439,6 +455,7 @@ impl Outcome {
                 "floor": t.floor(),
                 "never_passes": t.floor().is_some(),
                 "reason": t.reason(),
+                "not_run": t.not_run,
                 "batch_avg": at.and_then(|p| p.batch_avg),
                 "cpu_cores": at.and_then(|p| p.cpu_cores),
                 "cpu_throttled_ratio": at.and_then(|p| p.cpu_throttled_ratio),

@@ -41,6 +41,10 @@ struct Model {
     faded_probes: Cell<usize>,
     /// Every live probe: (rate, duration).
     rates: std::cell::RefCell<Vec<(f64, Duration)>>,
+    /// The node pool holds at most this many replicas (`Bench::fits`).
+    max_replicas: Option<u32>,
+    /// The replica count of every configuration applied.
+    applied_replicas: Vec<u32>,
 }
 
 fn capacity_of(s: &ServingConfig) -> f64 {
@@ -175,6 +179,8 @@ impl Model {
             fade: None,
             faded_probes: Cell::new(0),
             rates: Default::default(),
+            max_replicas: None,
+            applied_replicas: Vec::new(),
         }
     }
 }
@@ -183,7 +189,18 @@ impl Bench for Model {
     fn apply(&mut self, serving: &ServingConfig) -> Result<(), TuneError> {
         self.applies += 1;
         self.applied = Some(serving.clone());
+        self.applied_replicas.push(serving.replicas);
         Ok(())
+    }
+
+    fn fits(&self, serving: &ServingConfig) -> Result<(), String> {
+        match self.max_replicas {
+            Some(max) if serving.replicas > max => Err(format!(
+                "{} replicas do not fit on the model's {max}",
+                serving.replicas
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn probe(&mut self, stage: Stage, slos: &[Slo], _warmup: bool) -> Result<RunReport, TuneError> {
@@ -407,6 +424,7 @@ fn trial_with(serving: ServingConfig, probe: ProbeResult) -> Trial {
             invalid: None,
             floor: None,
         }],
+        not_run: None,
     }
 }
 
@@ -994,4 +1012,149 @@ fn with_a_price_the_winner_s_cost_per_million_is_set_against_the_current_one_and
         marker.conclusion,
         crate::report::markdown::Conclusion::Success
     );
+}
+
+/// The grid of `batching.max_batch_size` [8, 32] × `replicas` `replicas`.
+fn replicas_grid(search: Search, replicas: &[i64]) -> TuneConfig {
+    let mut cfg = config(search, &[1], 1);
+    cfg.space.push(Dimension {
+        knob: Knob::Replicas,
+        values: replicas.iter().map(|r| FlagValue::Int(*r)).collect(),
+    });
+    cfg
+}
+
+/// Runs `cfg` on `m`, returning the outcome and each event's line as the CLI would key it.
+fn run_with_events(cfg: &TuneConfig, m: &mut Model) -> (Outcome, Vec<String>) {
+    let seen = std::cell::RefCell::new(Vec::new());
+    let events = |e: Event| {
+        seen.borrow_mut().push(match e {
+            Event::DoesNotFit {
+                settings,
+                trials,
+                baseline,
+                reason,
+            } => format!(
+                "does not fit: {} trials={trials:?} baseline={baseline}: {reason}",
+                settings_text(&settings)
+            ),
+            Event::NotRun { settings, .. } => format!("not run: {}", settings_text(&settings)),
+            Event::Measuring { settings, .. } => format!("measuring: {}", settings_text(&settings)),
+            _ => String::new(),
+        })
+    };
+    let o = Tuner::new(cfg, serving(), &slos(), "basis".into(), None, m, &events)
+        .unwrap()
+        .run()
+        .unwrap();
+    let lines = seen
+        .into_inner()
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .collect();
+    (o, lines)
+}
+
+#[test]
+fn replicas_that_do_not_fit_are_reported_before_the_first_trial_and_never_run_or_ranked() {
+    let cfg = replicas_grid(Search::Grid, &[1, 2, 4]);
+    let mut m = Model::new();
+    m.max_replicas = Some(2);
+    let (o, lines) = run_with_events(&cfg, &mut m);
+    // One line up front, for the replica count, naming how many trials it rules out.
+    assert_eq!(
+        lines[0],
+        "does not fit: replicas=4 trials=Some(2) baseline=false: 4 replicas do not fit on the model's 2",
+        "{lines:?}"
+    );
+    assert!(lines[1].starts_with("measuring: "), "{lines:?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("does not fit"))
+            .count(),
+        1
+    );
+    // Recorded, not run: no apply, no probe, no measurement, never the winner.
+    assert!(!m.applied_replicas.contains(&4), "{:?}", m.applied_replicas);
+    let skipped: Vec<&Trial> = o.trials.iter().filter(|t| t.not_run.is_some()).collect();
+    assert_eq!(skipped.len(), 2);
+    for t in &skipped {
+        assert_eq!(t.serving.replicas, 4);
+        assert!(t.measurements.is_empty());
+        assert_eq!(
+            t.reason().as_deref(),
+            Some("does not fit: 4 replicas do not fit on the model's 2")
+        );
+    }
+    assert_eq!(o.trials.len(), 6, "every grid point is in the outcome");
+    assert_ne!(o.trials[o.winner.unwrap()].serving.replicas, 4);
+    let rows = o.trial_rows();
+    assert_eq!(rows.iter().filter(|r| r[7] == "not run").count(), 2);
+    let j = o.to_json();
+    let not_run: Vec<&serde_json::Value> = j["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["not_run"].is_string())
+        .collect();
+    assert_eq!(not_run.len(), 2, "{j}");
+    assert_eq!(not_run[0]["capacity"], serde_json::Value::Null);
+    let s = o.sentence();
+    assert!(
+        s.contains("across 4 configurations (2 more not run: they do not fit the serving nodes)"),
+        "{s}"
+    );
+}
+
+#[test]
+fn auto_skips_configurations_that_do_not_fit_without_counting_them_as_trials() {
+    // Replicas first: the descent reaches replicas=8 before a larger max_batch_size.
+    let mut cfg = config(Search::Auto, &[1], 1);
+    cfg.space.insert(
+        0,
+        Dimension {
+            knob: Knob::Replicas,
+            values: vec![FlagValue::Int(1), FlagValue::Int(8)],
+        },
+    );
+    cfg.max_trials = 2;
+    let mut m = Model::new();
+    m.max_replicas = Some(2);
+    let (o, lines) = run_with_events(&cfg, &mut m);
+    assert!(
+        lines[0].starts_with("does not fit: replicas=8 trials=None baseline=false"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("not run: ") && l.contains("replicas=8")),
+        "{lines:?}"
+    );
+    assert!(!m.applied_replicas.contains(&8));
+    let run = o.trials.iter().filter(|t| t.not_run.is_none()).count();
+    assert_eq!(run, 2, "max_trials counts the trials run");
+    assert_eq!(
+        o.trials[o.winner.unwrap()]
+            .settings
+            .get(&knob("batching.max_batch_size")),
+        Some(&Some(FlagValue::Int(32))),
+        "the trial after the skipped one was still run"
+    );
+}
+
+#[test]
+fn a_current_configuration_that_does_not_fit_is_not_run_and_said_so() {
+    let cfg = replicas_grid(Search::Grid, &[1]);
+    let mut m = Model::new();
+    m.max_replicas = Some(0);
+    let (o, lines) = run_with_events(&cfg, &mut m);
+    assert!(
+        lines[0].starts_with("does not fit: replicas=1 trials=Some(2) baseline=true"),
+        "{lines:?}"
+    );
+    assert_eq!(m.applies, 0);
+    assert!(o.trials.iter().all(|t| t.not_run.is_some()));
+    assert_eq!(o.winner, None);
 }

@@ -593,6 +593,15 @@ impl ComputeEmulator {
             .insert(metric.into(), (limit, usage));
     }
 
+    /// machineTypes.get describes `name` with this shape in every zone (guestCpus, memoryMb
+    /// in MiB): Compute Engine's description is the truth a plan sizes nodes by, whatever
+    /// benchstack's built-in table says.
+    pub fn describe(&self, name: &str, guest_cpus: i64, memory_mb: i64) {
+        for types in self.state.lock().unwrap().machine_types.values_mut() {
+            types.insert(name.into(), (guest_cpus, memory_mb));
+        }
+    }
+
     /// regions.get of this region answers 403 (an account without compute.regions.get).
     pub fn deny_region(&self, project: &str, region: &str) {
         self.state
