@@ -44,6 +44,20 @@ pub struct Combined {
     pub base_target: Address,
     /// The resources added for the base.
     pub base_resources: Vec<Address>,
+    /// What the base side's requests are: the base's own version of the load test's model,
+    /// signature and request (a pull request that changes the request data or renames the
+    /// model is measured with each side's own). None when the base has no such load test.
+    /// The load itself (stages, SLOs, connections, arrival) is the candidate's on both sides,
+    /// so that the rounds measure the same load.
+    pub base_requests: Option<BaseRequests>,
+}
+
+/// The base's own requests (see [`Combined::base_requests`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseRequests {
+    pub model: String,
+    pub signature: Option<String>,
+    pub request: crate::vocab::load::RequestSource,
 }
 
 /// The load test to compare by: `chosen`, else the stack's only one.
@@ -162,12 +176,25 @@ pub fn combine(
         config: ResourceConfig::Serving(cfg),
     });
     added.push(base_target.clone());
+    let base_requests = base
+        .resources
+        .iter()
+        .find(|r| &r.address == loadtest)
+        .and_then(|r| match &r.config {
+            ResourceConfig::Loadtest(b) => Some(BaseRequests {
+                model: b.model.clone(),
+                signature: b.signature.clone(),
+                request: b.request.clone(),
+            }),
+            _ => None,
+        });
     Ok(Combined {
         stack,
         loadtest: loadtest.clone(),
         target,
         base_target,
         base_resources: added,
+        base_requests,
     })
 }
 
@@ -326,6 +353,11 @@ impl StackMeasure<'_> {
         let mut deps = r.depends_on.clone();
         if side == Side::Base {
             l.target = self.combined.base_target.clone();
+            if let Some(b) = &self.combined.base_requests {
+                l.model = b.model.clone();
+                l.signature = b.signature.clone();
+                l.request = b.request.clone();
+            }
             for d in &mut deps {
                 if *d == self.combined.target {
                     *d = self.combined.base_target.clone();
