@@ -433,6 +433,17 @@ loadtest "smoke" {
         let candidate = load_stack(&stack, &flags()).unwrap();
         assert!(candidate.resources.iter().any(|r| matches!(&r.config,
             ResourceConfig::Loadtest(l) if l.request == RequestSource::Body(r#"{"instances": ["B"]}"#.into()))));
+        // Each side of the comparison sends its own requests, at the candidate's load.
+        let lt = bench::pick_loadtest(&candidate, None).unwrap();
+        let combined = bench::combine(&candidate, &base, &lt).unwrap();
+        let body = |side| match combined.loadtest_for(side).unwrap().0.request {
+            RequestSource::Body(b) => b,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(body(compare::Side::Base), r#"{"instances": ["A"]}"#);
+        assert_eq!(body(compare::Side::Candidate), r#"{"instances": ["B"]}"#);
+        let (base_lt, _) = combined.loadtest_for(compare::Side::Base).unwrap();
+        assert_eq!(base_lt.target, combined.base_target);
         // The tree is removed when dropped, kept when asked.
         let root = tree.root().to_path_buf();
         drop(tree);

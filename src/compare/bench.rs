@@ -60,6 +60,38 @@ pub struct BaseRequests {
     pub request: crate::vocab::load::RequestSource,
 }
 
+impl Combined {
+    /// The load test as one side runs it, with what it depends on: the candidate's, aimed at
+    /// the base's serving resource and sending the base's requests for the base.
+    pub fn loadtest_for(&self, side: Side) -> Result<(LoadtestConfig, Vec<Address>), CompareError> {
+        let r = self
+            .stack
+            .resources
+            .iter()
+            .find(|r| r.address == self.loadtest)
+            .ok_or_else(|| CompareError::Invalid("the load test left the stack".into()))?;
+        let ResourceConfig::Loadtest(l) = &r.config else {
+            return Err(CompareError::Invalid("not a load test".into()));
+        };
+        let mut l = l.clone();
+        let mut deps = r.depends_on.clone();
+        if side == Side::Base {
+            l.target = self.base_target.clone();
+            if let Some(b) = &self.base_requests {
+                l.model = b.model.clone();
+                l.signature = b.signature.clone();
+                l.request = b.request.clone();
+            }
+            for d in &mut deps {
+                if *d == self.target {
+                    *d = self.base_target.clone();
+                }
+            }
+        }
+        Ok((l, deps))
+    }
+}
+
 /// The load test to compare by: `chosen`, else the stack's only one.
 pub fn pick_loadtest(stack: &Stack, chosen: Option<&Address>) -> Result<Address, CompareError> {
     let all: Vec<&Address> = stack
@@ -339,32 +371,7 @@ pub struct StackMeasure<'a> {
 
 impl StackMeasure<'_> {
     fn loadtest(&self, side: Side) -> Result<(LoadtestConfig, Vec<Address>), CompareError> {
-        let r = self
-            .combined
-            .stack
-            .resources
-            .iter()
-            .find(|r| r.address == self.combined.loadtest)
-            .ok_or_else(|| CompareError::Invalid("the load test left the stack".into()))?;
-        let ResourceConfig::Loadtest(l) = &r.config else {
-            return Err(CompareError::Invalid("not a load test".into()));
-        };
-        let mut l = l.clone();
-        let mut deps = r.depends_on.clone();
-        if side == Side::Base {
-            l.target = self.combined.base_target.clone();
-            if let Some(b) = &self.combined.base_requests {
-                l.model = b.model.clone();
-                l.signature = b.signature.clone();
-                l.request = b.request.clone();
-            }
-            for d in &mut deps {
-                if *d == self.combined.target {
-                    *d = self.combined.base_target.clone();
-                }
-            }
-        }
-        Ok((l, deps))
+        self.combined.loadtest_for(side)
     }
 
     /// One run of `l` by its provider.
