@@ -1,18 +1,23 @@
 //! GitHub's REST API, for `benchstack comment --github`: the pull request of the current
-//! Actions run (from the event payload), its issue comments (listed page by page through the
+//! Actions run (from the event payload; for a comment on a pull request, from the API), its
+//! issue comments (listed page by page through the
 //! `Link` header, the one holding our marker updated in place), and check runs.
 //!
 //! Sources: "Variables" (docs.github.com/en/actions/reference/variables-reference:
 //! `GITHUB_API_URL`, `GITHUB_REPOSITORY`, `GITHUB_EVENT_PATH`, `GITHUB_EVENT_NAME`,
 //! `GITHUB_SHA`); the `pull_request` webhook payload (`number`, `pull_request.head.sha`,
-//! `pull_request.head.repo.full_name`, `pull_request.base.repo.full_name`); REST "Issue
+//! `pull_request.head.repo.full_name`, `pull_request.base.repo.full_name`); the
+//! `issue_comment` payload (`issue.number`; `issue.pull_request`, present only when the issue
+//! is a pull request; no head commit) and REST "Get a pull request" (GET
+//! `/repos/{owner}/{repo}/pulls/{n}`: `head.sha`, `head.repo` (null when the fork was
+//! deleted), `base.repo`; 404 for an unknown number); REST "Issue
 //! comments" (GET/POST `/repos/{owner}/{repo}/issues/{n}/comments`, PATCH
 //! `/repos/{owner}/{repo}/issues/comments/{id}`), "Check runs" (POST
 //! `/repos/{owner}/{repo}/check-runs`), "Using pagination in the REST API" (`per_page` ≤ 100,
 //! `Link: <…>; rel="next"`), "Rate limits" (403/429 with `x-ratelimit-remaining: 0` and
 //! `x-ratelimit-reset`), API version header `X-GitHub-Api-Version: 2022-11-28`.
 //!
-//! Nothing here reads the environment or prints: [`Context::from_vars`] takes the variables,
+//! Nothing here reads the environment or prints: [`Client::from_vars`] takes the variables,
 //! the command prints. Responses are bounded ([`MAX_BODY`]) and parsed without panicking.
 
 use std::time::Duration;
@@ -36,9 +41,13 @@ pub enum GithubError {
     #[error("GITHUB_EVENT_PATH {path}: {message}")]
     Event { path: String, message: String },
     #[error(
-        "this {event} event has no pull request: `comment --github` comments on pull requests (run it from a `pull_request` workflow)"
+        "this {event} event has no pull request: `comment --github` comments on pull requests (run it from a `pull_request` workflow, or an `issue_comment` one on a pull request)"
     )]
     NoPullRequest { event: String },
+    #[error(
+        "issue #{number} is not a pull request: this {event} event is a comment on a plain issue, and `comment --github` comments on pull requests (run the workflow only for pull requests: `if: github.event.issue.pull_request`)"
+    )]
+    NotAPullRequest { number: u64, event: String },
     #[error(
         "refusing to comment on pull request #{number}: it comes from the fork {head}, not {base}. A workflow that runs a fork's code with a token that can write is how \"pwn requests\" happen; pass --allow-fork if this workflow is safe for forks"
     )]
@@ -102,6 +111,11 @@ pub fn pull_request_of(event: &Value) -> Option<PullRequest> {
         .get("number")
         .or_else(|| event.get("number"))
         .and_then(Value::as_u64)?;
+    pull_request_from(pr, number)
+}
+
+/// A pull request object (as in a `pull_request` payload and "Get a pull request").
+fn pull_request_from(pr: &Value, number: u64) -> Option<PullRequest> {
     let head_sha = pr.pointer("/head/sha")?.as_str()?.to_string();
     let head_repo = pr
         .pointer("/head/repo/full_name")
@@ -116,13 +130,68 @@ pub fn pull_request_of(event: &Value) -> Option<PullRequest> {
     })
 }
 
-impl Context {
+/// What an event payload is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A `pull_request` or `pull_request_target` event: the pull request as the payload has it.
+    PullRequest(PullRequest),
+    /// An `issue_comment` event on a pull request: its number only (the payload has no head
+    /// commit), the rest read from the API.
+    CommentOnPullRequest(u64),
+}
+
+/// What `event` (named `event_name`) is about: a pull request, a comment on one, or nothing
+/// `comment --github` can post to.
+pub fn subject_of(event: &Value, event_name: &str) -> Result<Subject, GithubError> {
+    if let Some(pr) = pull_request_of(event) {
+        return Ok(Subject::PullRequest(pr));
+    }
+    let no = || GithubError::NoPullRequest {
+        event: event_name.to_string(),
+    };
+    let issue = event
+        .get("issue")
+        .filter(|i| i.is_object())
+        .ok_or_else(no)?;
+    let number = issue.get("number").and_then(Value::as_u64).ok_or_else(no)?;
+    // "issue.pull_request": present (an object of URLs) only when the issue is a pull request.
+    match issue.get("pull_request") {
+        Some(Value::Object(_)) => Ok(Subject::CommentOnPullRequest(number)),
+        _ => Err(GithubError::NotAPullRequest {
+            number,
+            event: event_name.to_string(),
+        }),
+    }
+}
+
+/// A pull request from a fork, refused unless `allow_fork`.
+fn refuse_fork(pr: &PullRequest, allow_fork: bool) -> Result<(), GithubError> {
+    if pr.is_fork() && !allow_fork {
+        return Err(GithubError::Fork {
+            number: pr.number,
+            head: pr
+                .head_repo
+                .clone()
+                .unwrap_or_else(|| "a deleted repository".into()),
+            base: pr.base_repo.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The Actions variables and what the event is about, before any request.
+struct Run {
+    api_url: String,
+    repository: String,
+    token: String,
+    event_name: String,
+    subject: Subject,
+}
+
+impl Run {
     /// From the Actions variables (`var` reads one; empty counts as unset) and the event
-    /// file they name. A pull request from a fork is refused unless `allow_fork`.
-    pub fn from_vars(
-        var: &dyn Fn(&str) -> Option<String>,
-        allow_fork: bool,
-    ) -> Result<Context, GithubError> {
+    /// file they name.
+    fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Run, GithubError> {
         let get = |name: &'static str| {
             var(name)
                 .filter(|v| !v.is_empty())
@@ -150,25 +219,13 @@ impl Context {
         let bytes = std::fs::read(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;
         let event: Value =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let pull_request = pull_request_of(&event).ok_or_else(|| GithubError::NoPullRequest {
-            event: event_name.clone(),
-        })?;
-        if pull_request.is_fork() && !allow_fork {
-            return Err(GithubError::Fork {
-                number: pull_request.number,
-                head: pull_request
-                    .head_repo
-                    .clone()
-                    .unwrap_or_else(|| "a deleted repository".into()),
-                base: pull_request.base_repo.clone(),
-            });
-        }
-        Ok(Context {
+        let subject = subject_of(&event, &event_name)?;
+        Ok(Run {
             api_url,
             repository,
             token,
             event_name,
-            pull_request,
+            subject,
         })
     }
 }
@@ -214,6 +271,53 @@ impl Client {
                 message: e.to_string(),
             })?;
         Ok(Client { http, runtime, ctx })
+    }
+
+    /// The client for the run the Actions variables describe (`var` reads one; empty counts
+    /// as unset): its pull request from the event payload, or, for an `issue_comment` event,
+    /// read from the API (GET `/repos/{owner}/{repo}/pulls/{n}`). A pull request from a fork
+    /// is refused unless `allow_fork`, before anything is written.
+    pub fn from_vars(
+        var: &dyn Fn(&str) -> Option<String>,
+        allow_fork: bool,
+    ) -> Result<Client, GithubError> {
+        let run = Run::from_vars(var)?;
+        let (pull_request, fetch) = match run.subject {
+            Subject::PullRequest(pr) => (pr, None),
+            // Only the number until the API answers.
+            Subject::CommentOnPullRequest(number) => (
+                PullRequest {
+                    number,
+                    head_sha: String::new(),
+                    head_repo: None,
+                    base_repo: String::new(),
+                },
+                Some(number),
+            ),
+        };
+        let mut client = Client::new(Context {
+            api_url: run.api_url,
+            repository: run.repository,
+            token: run.token,
+            event_name: run.event_name,
+            pull_request,
+        })?;
+        if let Some(number) = fetch {
+            client.ctx.pull_request = client.pull_request(number)?;
+        }
+        refuse_fork(&client.ctx.pull_request, allow_fork)?;
+        Ok(client)
+    }
+
+    /// Pull request `number` as the API describes it ("Get a pull request").
+    pub fn pull_request(&self, number: u64) -> Result<PullRequest, GithubError> {
+        let what = format!("reading pull request #{number}");
+        let url = self.url(&format!("/repos/{}/pulls/{number}", self.ctx.repository));
+        let a = self.call(&what, Method::GET, &url, None)?;
+        pull_request_from(&a.body, number).ok_or_else(|| GithubError::BadResponse {
+            what,
+            message: "expected a pull request with head.sha and base.repo.full_name".into(),
+        })
     }
 
     pub fn context(&self) -> &Context {
@@ -576,6 +680,42 @@ mod tests {
         assert!(pull_request_of(&gone).unwrap().is_fork());
         assert_eq!(pull_request_of(&json!({"ref": "refs/heads/main"})), None);
         assert_eq!(pull_request_of(&json!({"pull_request": "x"})), None);
+    }
+
+    #[test]
+    fn an_issue_comment_event_is_a_pull_request_only_with_issue_pull_request() {
+        let on_pr = json!({
+            "action": "created",
+            "issue": {"number": 12, "pull_request": {"url": "https://api.github.com/repos/o/r/pulls/12"}},
+            "comment": {"body": "/benchstack compare"}
+        });
+        assert_eq!(
+            subject_of(&on_pr, "issue_comment").unwrap(),
+            Subject::CommentOnPullRequest(12)
+        );
+        let plain = json!({"action": "created", "issue": {"number": 5}, "comment": {}});
+        let e = subject_of(&plain, "issue_comment").unwrap_err();
+        assert!(
+            e.to_string().starts_with("issue #5 is not a pull request"),
+            "{e}"
+        );
+        for hostile in [
+            json!({"issue": {"number": "12", "pull_request": {}}}),
+            json!({"issue": {"number": -1, "pull_request": {}}}),
+            json!({"issue": 7}),
+            json!([]),
+        ] {
+            assert!(matches!(
+                subject_of(&hostile, "issue_comment"),
+                Err(GithubError::NoPullRequest { .. })
+            ));
+        }
+        // A null pull_request is a plain issue.
+        let null = json!({"issue": {"number": 5, "pull_request": null}});
+        assert!(matches!(
+            subject_of(&null, "issue_comment"),
+            Err(GithubError::NotAPullRequest { number: 5, .. })
+        ));
     }
 
     #[test]

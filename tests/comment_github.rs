@@ -38,6 +38,39 @@ fn event(dir: &Path, number: u64, head_repo: &str) -> PathBuf {
     path
 }
 
+/// An `issue_comment` event payload ("/benchstack compare" written on issue `number`), as
+/// GitHub writes it (docs.github.com/en/webhooks/webhook-events-and-payloads#issue_comment):
+/// `issue.pull_request` is present only when the issue is a pull request, and nothing in it
+/// names the head commit.
+fn comment_event(dir: &Path, number: u64, on_pull_request: bool) -> PathBuf {
+    let path = dir.join("comment-event.json");
+    let mut issue = serde_json::json!({
+        "url": format!("https://api.github.com/repos/{REPO}/issues/{number}"),
+        "number": number,
+        "title": "A change under review",
+        "state": "open",
+        "user": {"login": "author", "type": "User"},
+    });
+    if on_pull_request {
+        issue["pull_request"] = serde_json::json!({
+            "url": format!("https://api.github.com/repos/{REPO}/pulls/{number}"),
+            "html_url": format!("https://github.com/{REPO}/pull/{number}"),
+            "diff_url": format!("https://github.com/{REPO}/pull/{number}.diff"),
+            "patch_url": format!("https://github.com/{REPO}/pull/{number}.patch"),
+            "merged_at": null
+        });
+    }
+    let v = serde_json::json!({
+        "action": "created",
+        "issue": issue,
+        "comment": {"id": 1, "body": "/benchstack compare", "user": {"login": "reviewer", "type": "User"}},
+        "repository": {"full_name": REPO},
+        "sender": {"login": "reviewer", "type": "User"}
+    });
+    std::fs::write(&path, v.to_string()).unwrap();
+    path
+}
+
 fn benchstack(dir: &Path, gh: &GitHub, event: &Path, token: &str) -> Command {
     let mut c = Command::cargo_bin("benchstack").unwrap();
     c.current_dir(dir)
@@ -205,6 +238,111 @@ fn a_pull_request_from_a_fork_is_refused_unless_allowed() {
     assert_eq!(gh.comments(9).len(), 1);
 }
 
+fn plan_doc(dir: &Path) -> PathBuf {
+    let doc = dir.join("d.md");
+    std::fs::write(
+        &doc,
+        "**Plan:** no changes\n\n<!-- benchstack stack=s kind=plan plan=x conclusion=success -->\n",
+    )
+    .unwrap();
+    doc
+}
+
+const HEAD: &str = "89abcdef0123456789abcdef0123456789abcdef";
+
+#[test]
+fn a_comment_on_a_pull_request_posts_to_it_and_checks_its_head_read_from_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = GitHub::start(REPO, TOKEN);
+    gh.add_pull(12, HEAD, Some(REPO));
+    let ev = comment_event(dir.path(), 12, true);
+    let doc = plan_doc(dir.path());
+    let mut c = benchstack(dir.path(), &gh, &ev, TOKEN);
+    c.env("GITHUB_EVENT_NAME", "issue_comment")
+        .args(["comment", "--github", "--check"])
+        .arg(&doc);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Commented on pull request #12"), "{out}");
+    assert_eq!(gh.comments(12).len(), 1);
+    let runs = gh.check_runs();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].head_sha, HEAD);
+    let reqs = gh.requests();
+    assert_eq!(
+        reqs[0],
+        ("GET".to_string(), format!("/repos/{REPO}/pulls/12"))
+    );
+}
+
+#[test]
+fn a_comment_on_a_plain_issue_or_an_unknown_pull_request_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = GitHub::start(REPO, TOKEN);
+    let doc = plan_doc(dir.path());
+    let ev = comment_event(dir.path(), 5, false);
+    let mut c = benchstack(dir.path(), &gh, &ev, TOKEN);
+    c.env("GITHUB_EVENT_NAME", "issue_comment")
+        .args(["comment", "--github"])
+        .arg(&doc);
+    let (code, _, err) = run(c);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&squash(
+            "issue #5 is not a pull request: this issue_comment event"
+        )),
+        "{err}"
+    );
+    assert!(gh.requests().is_empty());
+
+    // The event says pull request, GitHub does not know it: 404, nothing posted.
+    let ev = comment_event(dir.path(), 99, true);
+    let mut c = benchstack(dir.path(), &gh, &ev, TOKEN);
+    c.env("GITHUB_EVENT_NAME", "issue_comment")
+        .args(["comment", "--github"])
+        .arg(&doc);
+    let (code, _, err) = run(c);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&squash("reading pull request #99: GitHub answered 404")),
+        "{err}"
+    );
+    assert!(gh.requests().iter().all(|(m, _)| m == "GET"));
+}
+
+#[test]
+fn a_comment_on_a_pull_request_from_a_fork_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh = GitHub::start(REPO, TOKEN);
+    gh.add_pull(13, HEAD, Some("stranger/repo"));
+    // A deleted fork: head.repo is null, still a fork.
+    gh.add_pull(14, HEAD, None);
+    let doc = plan_doc(dir.path());
+    for (n, head) in [(13, "fork stranger/repo"), (14, "a deleted repository")] {
+        let ev = comment_event(dir.path(), n, true);
+        let mut c = benchstack(dir.path(), &gh, &ev, TOKEN);
+        c.env("GITHUB_EVENT_NAME", "issue_comment")
+            .args(["comment", "--github", "--check"])
+            .arg(&doc);
+        let (code, _, err) = run(c);
+        assert_eq!(code, 1);
+        assert!(err.contains(&squash(head)), "{err}");
+        assert!(err.contains(&squash("--allow-fork")), "{err}");
+    }
+    assert!(gh.requests().iter().all(|(m, _)| m == "GET"));
+    assert!(gh.check_runs().is_empty());
+
+    let ev = comment_event(dir.path(), 13, true);
+    let mut c = benchstack(dir.path(), &gh, &ev, TOKEN);
+    c.env("GITHUB_EVENT_NAME", "issue_comment")
+        .args(["comment", "--github", "--check", "--allow-fork"])
+        .arg(&doc);
+    let (code, out, err) = run(c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(gh.comments(13).len(), 1);
+    assert_eq!(gh.check_runs()[0].head_sha, HEAD);
+}
+
 #[test]
 fn github_s_refusals_are_explained_and_nothing_is_posted() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,8 +413,7 @@ fn client(gh: &GitHub, dir: &Path) -> benchstack::github::Client {
         "GITHUB_EVENT_PATH" => Some(ev.display().to_string()),
         _ => None,
     };
-    let ctx = benchstack::github::Context::from_vars(&var, false).unwrap();
-    benchstack::github::Client::new(ctx).unwrap()
+    benchstack::github::Client::from_vars(&var, false).unwrap()
 }
 
 #[test]

@@ -225,9 +225,13 @@ fn the_base_can_be_a_git_revision_of_the_same_file_and_bad_revisions_are_named()
     let _cleanup = Destroy(server.path(), state.clone(), stack.clone());
     // The edit under review: one batch thread, 600 req/s.
     write(work.path(), "stack.hcl", &stack_text(1, 800, "1s"));
-    let (code, out, err) = benchstack(
+    // The revision's tree is unpacked under TMPDIR: watched to see it removed afterwards.
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, out, err) = tunable::run(
         server.path(),
-        &state,
+        |c| {
+            c.arg("--state").arg(&state).env("TMPDIR", tmp.path());
+        },
         &[
             "compare",
             stack.to_str().unwrap(),
@@ -240,9 +244,10 @@ fn the_base_can_be_a_git_revision_of_the_same_file_and_bad_revisions_are_named()
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(out.contains("Verdict: worse"), "{out}");
     assert!(out.contains("git:HEAD"), "{out}");
-    // The base's copy of the file was removed after loading.
-    let left: Vec<String> = std::fs::read_dir(work.path())
-        .unwrap()
+    // Nothing of the base is left: no copy beside the stack, no unpacked tree.
+    let left: Vec<String> = [work.path(), tmp.path()]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains("compare-base"))
         .collect();

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 
 use miette::miette;
 
-use crate::github::{Client, Context, Posted};
+use crate::github::{Client, Posted};
 use crate::report::markdown::Marker;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Reads GITHUB_API_URL, GITHUB_REPOSITORY, GITHUB_EVENT_PATH (a pull_request event) and GITHUB_TOKEN, as a GitHub Actions job sets them (the token needs `permissions: pull-requests: write`, and `checks: write` for --check).\n\nExample:\n  benchstack plan --format markdown stacks/gke.hcl > plan.md\n  benchstack comment --github plan.md"
+    after_help = "Reads GITHUB_API_URL, GITHUB_REPOSITORY, GITHUB_EVENT_PATH (a pull_request event, or an issue_comment event on a pull request: its head is then read from the API) and GITHUB_TOKEN, as a GitHub Actions job sets them (the token needs `permissions: pull-requests: write`, and `checks: write` for --check).\n\nExample:\n  benchstack plan --format markdown stacks/gke.hcl > plan.md\n  benchstack comment --github plan.md"
 )]
 pub struct Args {
     /// Post to the pull request of the current GitHub Actions run (the only target so far).
@@ -76,9 +76,8 @@ pub fn run(args: Args) -> miette::Result<super::Outcome> {
         ));
     }
     let var = |n: &str| std::env::var(n).ok();
-    let ctx = Context::from_vars(&var, args.allow_fork).map_err(|e| miette!("{e}"))?;
-    let number = ctx.pull_request.number;
-    let client = Client::new(ctx).map_err(|e| miette!("{e}"))?;
+    let client = Client::from_vars(&var, args.allow_fork).map_err(|e| miette!("{e}"))?;
+    let number = client.context().pull_request.number;
     match client
         .upsert_comment(&marker.key(), &markdown)
         .map_err(|e| miette!("{e}"))?

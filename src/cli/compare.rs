@@ -3,12 +3,13 @@
 //! the verdict per metric (docs/compare.md). The logic is `crate::compare`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::sync::atomic::AtomicBool;
 
 use miette::miette;
 
 use super::plan::open_store;
 use crate::compare::bench::{self, StackMeasure};
+use crate::compare::revision::{RevisionError, RevisionTree};
 use crate::compare::{self, Comparison, Options, RoundRecord, Verdict};
 use crate::ops::{PlanFlags, check_providers, load_stack};
 use crate::provider::Providers;
@@ -22,8 +23,8 @@ pub struct Args {
     /// The candidate: a stack file or a directory of *.hcl files.
     #[arg(default_value = ".")]
     pub path: PathBuf,
-    /// The base: a git revision of the same stack files (read with `git show REV:PATH`), or
-    /// another stack file or directory.
+    /// The base: a git revision (its whole tree: the stack's files and every model, request
+    /// file and build context they read, as committed), or another stack file or directory.
     #[arg(long, value_name = "REF|OTHER.hcl")]
     pub against: String,
     /// The load test to measure by (when the stack has several).
@@ -41,7 +42,8 @@ pub struct Args {
     /// Each round a capacity search under the load test's SLOs instead of its fixed stages.
     #[arg(long)]
     pub capacity: bool,
-    /// Leave both serving configurations running afterwards.
+    /// Leave both serving configurations running afterwards (and, for a revision, the
+    /// unpacked tree the base reads its models from).
     #[arg(long)]
     pub keep: bool,
     /// Before deploying on a stack with gke clusters, run plan's preflight (docs/gke.md,
@@ -91,123 +93,43 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Files written for the base's stack, removed when dropped.
-struct BaseFiles {
-    paths: Vec<PathBuf>,
-}
-
-impl Drop for BaseFiles {
-    fn drop(&mut self) {
-        for p in self.paths.iter().rev() {
-            if p.is_dir() {
-                let _ = std::fs::remove_dir_all(p);
-            } else {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) -> miette::Result<Vec<u8>> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .map_err(|e| miette!("--against: running git: {e}"))?;
-    if !out.status.success() {
-        return Err(miette!(
-            "--against: git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(out.stdout)
-}
-
-/// Loads the stack as it was at git revision `rev`: each of the candidate's files read with
-/// `git show REV:PATH` and written beside the original (a hidden sibling file, or a hidden
-/// sibling directory for a directory stack), so relative paths in it resolve as they do in the
-/// working tree. Files the stack reads (models, requests) come from the working tree.
-fn load_at_revision(
+/// The base stack as it is at git revision `rev`: the revision's whole tree unpacked in a
+/// temporary directory (`crate::compare::revision`) and the stack loaded from the same
+/// relative path inside it, so models, request files and build contexts are the revision's.
+/// The tree is returned with the stack: the deployed base reads from it until it is removed.
+pub fn load_at_revision(
     path: &Path,
     rev: &str,
-    candidate: &Stack,
     flags: &PlanFlags,
-) -> miette::Result<Stack> {
-    let pid = std::process::id();
-    let top_dir = if path.is_dir() {
-        path.to_path_buf()
-    } else {
-        path.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
+    cancel: &AtomicBool,
+) -> miette::Result<Option<(Stack, RevisionTree)>> {
+    let tree = match RevisionTree::checkout(path, rev, cancel) {
+        Ok(t) => t,
+        Err(RevisionError::Interrupted) => return Ok(None),
+        Err(e) => return Err(miette!("{e}")),
     };
-    let toplevel = String::from_utf8_lossy(&git(&top_dir, &["rev-parse", "--show-toplevel"])?)
-        .trim()
-        .to_string();
-    let toplevel = std::fs::canonicalize(&toplevel)
-        .map_err(|e| miette!("--against: the repository at {toplevel}: {e}"))?;
-    // Resolve the revision once, so every file comes from the same commit.
-    let commit = String::from_utf8_lossy(&git(
-        &toplevel,
-        &["rev-parse", "--verify", &format!("{rev}^{{commit}}")],
-    )?)
-    .trim()
-    .to_string();
-    let show = |file: &Path| -> miette::Result<Vec<u8>> {
-        let abs = std::fs::canonicalize(file)
-            .map_err(|e| miette!("--against: {}: {e}", file.display()))?;
-        let rel = abs.strip_prefix(&toplevel).map_err(|_| {
-            miette!(
-                "--against {rev}: {} is outside the git repository at {}",
-                file.display(),
-                toplevel.display()
-            )
-        })?;
-        git(&toplevel, &["show", &format!("{commit}:{}", rel.display())])
-    };
-    let mut guard = BaseFiles { paths: Vec::new() };
-    let load_path = if path.is_dir() {
-        let name = path
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "stack".into());
-        let parent = std::fs::canonicalize(path)
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .ok_or_else(|| miette!("--against: {} has no parent directory", path.display()))?;
-        let dir = parent.join(format!(".{name}.compare-base-{pid}"));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| miette!("--against: creating {}: {e}", dir.display()))?;
-        guard.paths.push(dir.clone());
-        for f in &candidate.files {
-            let bytes = show(f)?;
-            let fname = f
-                .file_name()
-                .ok_or_else(|| miette!("--against: {} has no file name", f.display()))?;
-            std::fs::write(dir.join(fname), bytes)
-                .map_err(|e| miette!("--against: writing {}: {e}", dir.display()))?;
+    let stack = match load_stack(&tree.stack_path, flags) {
+        Ok(s) => s,
+        Err(e) => {
+            let why = tree.explain(&e.to_string());
+            return Err(match why {
+                Some(why) => e.wrap_err(format!(
+                    "--against {rev}: the stack at that revision reads what the revision does not hold:\n{why}\nCommit what it reads, or compare against another stack file (--against OTHER.hcl). The paths below are in the revision's tree, unpacked in {} (removed).",
+                    tree.root().display()
+                )),
+                None => e.wrap_err(format!(
+                    "--against {rev}: the stack at that revision (its tree unpacked in {})",
+                    tree.root().display()
+                )),
+            });
         }
-        dir
-    } else {
-        let bytes = show(path)?;
-        let stem = path
-            .file_stem()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "stack".into());
-        let file = top_dir.join(format!(".{stem}.compare-base-{pid}.hcl"));
-        std::fs::write(&file, bytes)
-            .map_err(|e| miette!("--against: writing {}: {e}", file.display()))?;
-        guard.paths.push(file.clone());
-        file
     };
-    let stack = load_stack(&load_path, flags)
-        .map_err(|e| e.wrap_err(format!("--against {rev}: the stack at that revision")))?;
-    drop(guard);
-    Ok(stack)
+    tree.check_reads(&stack).map_err(|e| miette!("{e}"))?;
+    Ok(Some((stack, tree)))
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
 }
 
 fn print_record(r: &RoundRecord) {
@@ -264,14 +186,26 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
     let apis = crate::provider::gcp::Apis::from_env();
     let providers = Providers::new(state_dir, &apis);
     check_providers(&candidate, &providers)?;
+    // Ctrl-C from here on cancels: what was unpacked or deployed is still removed.
+    let cancel = super::common::cancel_on_signals();
     let against = Path::new(&args.against);
-    let (base, base_label) = if against.exists() {
-        (load_stack(against, &flags)?, against.display().to_string())
-    } else {
+    let (base, base_label, tree) = if against.exists() {
         (
-            load_at_revision(&args.path, &args.against, &candidate, &flags)?,
-            format!("git:{}", args.against),
+            load_stack(against, &flags)?,
+            against.display().to_string(),
+            None,
         )
+    } else {
+        match load_at_revision(&args.path, &args.against, &flags, &cancel)? {
+            Some((stack, tree)) => {
+                let label = format!("git:{} ({})", args.against, short(&tree.commit));
+                (stack, label, Some(tree))
+            }
+            None => {
+                println!("Interrupted.");
+                return Ok(super::Outcome::Interrupted);
+            }
+        }
     };
     let chosen = args
         .loadtest
@@ -301,7 +235,6 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
             machine_shapes = checked.machine_shapes;
         }
     }
-    let cancel = super::common::cancel_on_signals();
     // JSON and markdown are for a file or a comment: stdout carries the document alone.
     let quiet = super::common::Format::of(args.format, args.json) != super::common::Format::Text;
     let progress = |m: String| {
@@ -375,11 +308,26 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
                     .join(", ")
             );
         }
+        // The kept base serves the revision's models from its tree: it stays too.
+        if let Some(tree) = tree {
+            let line = format!(
+                "Kept the base's tree of {} at {} (the kept base reads from it; delete it after destroying the base).",
+                args.against,
+                tree.keep().display()
+            );
+            if quiet {
+                eprintln!("{line}")
+            } else {
+                println!("{line}")
+            }
+        }
     } else {
-        let quiet = std::sync::atomic::AtomicBool::new(false);
+        let quiet = AtomicBool::new(false);
         if let Err(e) = bench::remove(&combined, &created, &store, &providers, &quiet, &progress) {
             eprintln!("warning: removing what compare deployed: {e}");
         }
+        // Only now: the base read its models and requests from the tree until removed.
+        drop(tree);
     }
     super::progress::end_line();
     let comparison = match result {
@@ -408,4 +356,181 @@ pub fn run(state: &crate::ops::StateArg, args: Args) -> miette::Result<super::Ou
         }
     }
     Ok(outcome(comparison.verdict))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::load::RequestSource;
+    use crate::vocab::resources::ResourceConfig;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    const STACK: &str = r#"cluster "local" {
+  provider = "local"
+}
+
+model "m" {
+  base_path = "../models/m"
+}
+
+serving "tf" {
+  cluster = cluster.local
+  models  = [model.m]
+}
+
+loadtest "smoke" {
+  target  = serving.tf
+  request = file("../requests/body.json")
+  stage {
+    rate     = 10
+    duration = "1s"
+  }
+}
+"#;
+
+    /// A repository whose first commit has request body A and model version file "old"; the
+    /// working tree then has body B and "new".
+    fn repository() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        write(&root.join("stacks/bench.hcl"), STACK);
+        write(&root.join("requests/body.json"), r#"{"instances": ["A"]}"#);
+        write(&root.join("models/m/1/saved_model.pb"), "old");
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "base"]);
+        write(&root.join("requests/body.json"), r#"{"instances": ["B"]}"#);
+        write(&root.join("models/m/1/saved_model.pb"), "new");
+        let stack = root.join("stacks/bench.hcl");
+        (dir, stack)
+    }
+
+    fn flags() -> PlanFlags {
+        PlanFlags {
+            targets: Vec::new(),
+            replace: Vec::new(),
+            refresh: true,
+            vars: Vec::new(),
+            var_files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn against_a_revision_the_base_reads_the_revision_s_requests_and_models() {
+        let (_repo, stack) = repository();
+        let cancel = AtomicBool::new(false);
+        let (base, tree) = load_at_revision(&stack, "HEAD", &flags(), &cancel)
+            .unwrap()
+            .unwrap();
+        let mut saw_model = false;
+        let mut saw_request = false;
+        for r in &base.resources {
+            match &r.config {
+                ResourceConfig::Model(m) => {
+                    assert!(m.base_path.starts_with(tree.root()), "{m:?}");
+                    let pb = std::fs::read_to_string(m.base_path.join("1/saved_model.pb"));
+                    assert_eq!(pb.unwrap(), "old");
+                    saw_model = true;
+                }
+                ResourceConfig::Loadtest(l) => {
+                    assert_eq!(
+                        l.request,
+                        RequestSource::Body(r#"{"instances": ["A"]}"#.into())
+                    );
+                    saw_request = true;
+                }
+                _ => {}
+            }
+        }
+        assert!(saw_model && saw_request);
+        // The candidate (the working tree) still reads B.
+        let candidate = load_stack(&stack, &flags()).unwrap();
+        assert!(candidate.resources.iter().any(|r| matches!(&r.config,
+            ResourceConfig::Loadtest(l) if l.request == RequestSource::Body(r#"{"instances": ["B"]}"#.into()))));
+        // Each side of the comparison sends its own requests, at the candidate's load.
+        let lt = bench::pick_loadtest(&candidate, None).unwrap();
+        let combined = bench::combine(&candidate, &base, &lt).unwrap();
+        let body = |side| match combined.loadtest_for(side).unwrap().0.request {
+            RequestSource::Body(b) => b,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(body(compare::Side::Base), r#"{"instances": ["A"]}"#);
+        assert_eq!(body(compare::Side::Candidate), r#"{"instances": ["B"]}"#);
+        let (base_lt, _) = combined.loadtest_for(compare::Side::Base).unwrap();
+        assert_eq!(base_lt.target, combined.base_target);
+        // The tree is removed when dropped, kept when asked.
+        let root = tree.root().to_path_buf();
+        drop(tree);
+        assert!(!root.exists());
+        let (_, tree) = load_at_revision(&stack, "HEAD", &flags(), &cancel)
+            .unwrap()
+            .unwrap();
+        let kept = tree.keep();
+        assert!(kept.join("models/m/1/saved_model.pb").is_file());
+        std::fs::remove_dir_all(kept).unwrap();
+    }
+
+    #[test]
+    fn a_file_the_revision_does_not_hold_is_named_with_the_revision_not_read_from_the_working_tree()
+    {
+        let (repo, stack) = repository();
+        let root = repo.path();
+        // A model directory that git ignores: in the working tree, never in a commit.
+        write(&root.join(".gitignore"), "big/\n");
+        write(&root.join("big/m/1/saved_model.pb"), "large");
+        write(&stack, &STACK.replace("../models/m", "../big/m"));
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "a model git ignores"]);
+        let cancel = AtomicBool::new(false);
+        let e = load_at_revision(&stack, "HEAD", &flags(), &cancel).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("big/m is not in HEAD ("), "{text}");
+        assert!(text.contains("the working tree has it"), "{text}");
+        // Only what is missing: the stack's own file, named at a position, is not.
+        assert_eq!(text.matches(" is not in HEAD (").count(), 1, "{text}");
+        // A revision that does not exist is refused by name.
+        let e = load_at_revision(&stack, "no-such-rev", &flags(), &cancel).unwrap_err();
+        assert!(format!("{e}").contains("--against no-such-rev"), "{e}");
+    }
+
+    #[test]
+    fn a_git_lfs_pointer_at_the_revision_is_refused() {
+        let (repo, stack) = repository();
+        let root = repo.path();
+        write(
+            &root.join("models/m/1/variables/variables.data-00000-of-00001"),
+            "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n",
+        );
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "pointer"]);
+        let cancel = AtomicBool::new(false);
+        let e = load_at_revision(&stack, "HEAD", &flags(), &cancel).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("models/m/1/variables/variables.data-00000-of-00001 at HEAD ("),
+            "{text}"
+        );
+        assert!(text.contains("Git LFS pointer"), "{text}");
+    }
 }

@@ -44,6 +44,52 @@ pub struct Combined {
     pub base_target: Address,
     /// The resources added for the base.
     pub base_resources: Vec<Address>,
+    /// What the base side's requests are: the base's own version of the load test's model,
+    /// signature and request (a pull request that changes the request data or renames the
+    /// model is measured with each side's own). None when the base has no such load test.
+    /// The load itself (stages, SLOs, connections, arrival) is the candidate's on both sides,
+    /// so that the rounds measure the same load.
+    pub base_requests: Option<BaseRequests>,
+}
+
+/// The base's own requests (see [`Combined::base_requests`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseRequests {
+    pub model: String,
+    pub signature: Option<String>,
+    pub request: crate::vocab::load::RequestSource,
+}
+
+impl Combined {
+    /// The load test as one side runs it, with what it depends on: the candidate's, aimed at
+    /// the base's serving resource and sending the base's requests for the base.
+    pub fn loadtest_for(&self, side: Side) -> Result<(LoadtestConfig, Vec<Address>), CompareError> {
+        let r = self
+            .stack
+            .resources
+            .iter()
+            .find(|r| r.address == self.loadtest)
+            .ok_or_else(|| CompareError::Invalid("the load test left the stack".into()))?;
+        let ResourceConfig::Loadtest(l) = &r.config else {
+            return Err(CompareError::Invalid("not a load test".into()));
+        };
+        let mut l = l.clone();
+        let mut deps = r.depends_on.clone();
+        if side == Side::Base {
+            l.target = self.base_target.clone();
+            if let Some(b) = &self.base_requests {
+                l.model = b.model.clone();
+                l.signature = b.signature.clone();
+                l.request = b.request.clone();
+            }
+            for d in &mut deps {
+                if *d == self.target {
+                    *d = self.base_target.clone();
+                }
+            }
+        }
+        Ok((l, deps))
+    }
 }
 
 /// The load test to compare by: `chosen`, else the stack's only one.
@@ -162,12 +208,25 @@ pub fn combine(
         config: ResourceConfig::Serving(cfg),
     });
     added.push(base_target.clone());
+    let base_requests = base
+        .resources
+        .iter()
+        .find(|r| &r.address == loadtest)
+        .and_then(|r| match &r.config {
+            ResourceConfig::Loadtest(b) => Some(BaseRequests {
+                model: b.model.clone(),
+                signature: b.signature.clone(),
+                request: b.request.clone(),
+            }),
+            _ => None,
+        });
     Ok(Combined {
         stack,
         loadtest: loadtest.clone(),
         target,
         base_target,
         base_resources: added,
+        base_requests,
     })
 }
 
@@ -315,27 +374,7 @@ pub struct StackMeasure<'a> {
 
 impl StackMeasure<'_> {
     fn loadtest(&self, side: Side) -> Result<(LoadtestConfig, Vec<Address>), CompareError> {
-        let r = self
-            .combined
-            .stack
-            .resources
-            .iter()
-            .find(|r| r.address == self.combined.loadtest)
-            .ok_or_else(|| CompareError::Invalid("the load test left the stack".into()))?;
-        let ResourceConfig::Loadtest(l) = &r.config else {
-            return Err(CompareError::Invalid("not a load test".into()));
-        };
-        let mut l = l.clone();
-        let mut deps = r.depends_on.clone();
-        if side == Side::Base {
-            l.target = self.combined.base_target.clone();
-            for d in &mut deps {
-                if *d == self.combined.target {
-                    *d = self.combined.base_target.clone();
-                }
-            }
-        }
-        Ok((l, deps))
+        self.combined.loadtest_for(side)
     }
 
     /// One run of `l` by its provider.

@@ -17,6 +17,7 @@
 
 pub mod bench;
 pub mod gate;
+pub mod revision;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};

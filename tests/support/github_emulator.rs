@@ -20,6 +20,12 @@
 //!   `conclusion` (required when status is `completed`; one of action_required, cancelled,
 //!   failure, neutral, success, skipped, stale, timed_out), `output.{title, summary}`
 //!   (summary at most 65,535 characters); 201 with the check run; 422 on a bad value.
+//! - Pull requests (docs.github.com/en/rest/pulls/pulls#get-a-pull-request):
+//!   `GET /repos/{owner}/{repo}/pulls/{pull_number}` answers 200 with the pull request: `url`,
+//!   `id`, `node_id`, `html_url`, `number`, `state`, `title`, `user`, `draft`, and `head` /
+//!   `base` each with `label`, `ref`, `sha`, `user` and `repo` (a repository object with
+//!   `full_name` and `fork`; `head.repo` is null when the fork was deleted); 404 "Not Found"
+//!   for a number that is not a pull request of the repository (a plain issue included).
 //! - Authentication (docs.github.com/en/rest/authentication): `Authorization: Bearer TOKEN`;
 //!   a wrong token is 401 `{"message": "Bad credentials", "documentation_url": …}`. A token
 //!   without the permission is 403 "Resource not accessible by integration". Rate limits
@@ -56,8 +62,18 @@ pub struct CheckRun {
     pub summary: String,
 }
 
+/// A pull request of the repository (`head_repo` None: the fork was deleted).
+#[derive(Debug, Clone)]
+pub struct Pull {
+    pub number: u64,
+    pub head_sha: String,
+    pub head_ref: String,
+    pub head_repo: Option<String>,
+}
+
 #[derive(Default)]
 pub struct State {
+    pub pulls: Vec<Pull>,
     pub repo: String,
     pub token: String,
     pub comments: Vec<Comment>,
@@ -158,6 +174,17 @@ impl GitHub {
         id
     }
 
+    /// A pull request whose head is `head_sha` on `head_repo` (the repository itself, a fork,
+    /// or None for a deleted fork).
+    pub fn add_pull(&self, number: u64, head_sha: &str, head_repo: Option<&str>) {
+        self.state.lock().unwrap().pulls.push(Pull {
+            number,
+            head_sha: head_sha.into(),
+            head_ref: "feature".into(),
+            head_repo: head_repo.map(str::to_string),
+        });
+    }
+
     pub fn check_runs(&self) -> Vec<CheckRun> {
         self.state.lock().unwrap().check_runs.clone()
     }
@@ -179,6 +206,64 @@ fn comment_json(addr: SocketAddr, repo: &str, c: &Comment) -> Value {
         "author_association": "NONE",
         "created_at": "2026-12-07T00:00:00Z",
         "updated_at": "2026-12-07T00:00:00Z",
+    })
+}
+
+fn repo_json(addr: SocketAddr, full_name: &str, base: &str) -> Value {
+    let (owner, name) = full_name.split_once('/').unwrap_or((full_name, full_name));
+    json!({
+        "id": 1,
+        "node_id": format!("R_{full_name}"),
+        "name": name,
+        "full_name": full_name,
+        "owner": {"login": owner, "type": "User"},
+        "private": false,
+        "fork": full_name != base,
+        "html_url": format!("https://github.com/{full_name}"),
+        "url": format!("http://{addr}/repos/{full_name}"),
+        "default_branch": "main",
+    })
+}
+
+fn pull_json(addr: SocketAddr, repo: &str, p: &Pull) -> Value {
+    let head_owner = p
+        .head_repo
+        .as_deref()
+        .and_then(|r| r.split_once('/'))
+        .map(|(o, _)| o)
+        .unwrap_or("ghost");
+    let base_owner = repo.split_once('/').map(|(o, _)| o).unwrap_or(repo);
+    json!({
+        "url": format!("http://{addr}/repos/{repo}/pulls/{}", p.number),
+        "id": 100_000 + p.number,
+        "node_id": format!("PR_{}", p.number),
+        "html_url": format!("https://github.com/{repo}/pull/{}", p.number),
+        "issue_url": format!("http://{addr}/repos/{repo}/issues/{}", p.number),
+        "number": p.number,
+        "state": "open",
+        "locked": false,
+        "title": "A change under review",
+        "user": {"login": head_owner, "type": "User"},
+        "body": null,
+        "draft": false,
+        "merged": false,
+        "mergeable": null,
+        "created_at": "2026-12-07T00:00:00Z",
+        "updated_at": "2026-12-07T00:00:00Z",
+        "head": {
+            "label": format!("{head_owner}:{}", p.head_ref),
+            "ref": p.head_ref,
+            "sha": p.head_sha,
+            "user": {"login": head_owner, "type": "User"},
+            "repo": p.head_repo.as_deref().map(|r| repo_json(addr, r, repo)),
+        },
+        "base": {
+            "label": format!("{base_owner}:main"),
+            "ref": "main",
+            "sha": "fedcba9876543210fedcba9876543210fedcba98",
+            "user": {"login": base_owner, "type": "User"},
+            "repo": repo_json(addr, repo, repo),
+        },
     })
 }
 
@@ -263,6 +348,16 @@ fn handle(state: &Arc<Mutex<State>>, req: &Request) -> Reply {
     }
     let json_body = || serde_json::from_slice::<Value>(body).ok();
     match (req.method.as_str(), &segs[3..]) {
+        ("GET", ["pulls", n]) => {
+            let pull = n
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| s.pulls.iter().find(|p| p.number == n));
+            match pull {
+                Some(p) => reply(200, pull_json(addr, &repo, p)),
+                None => error(404, "Not Found", "pulls/pulls#get-a-pull-request"),
+            }
+        }
         ("GET", ["issues", n, "comments"]) => {
             let Ok(issue) = n.parse::<u64>() else {
                 return error(404, "Not Found", "");
