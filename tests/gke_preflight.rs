@@ -924,7 +924,7 @@ fn a_tune_sizes_its_trials_by_the_machine_shape_compute_engine_describes_and_run
     );
     assert_eq!(code, 2, "no winner\n{out}\n{err}");
     assert!(
-        err.contains("does not fit: replicas=1 (1 trial not run): 1 replicas requesting 6 CPU"),
+        err.contains("does not fit: replicas=1 (1 trial not run): 1 replica requesting 6 CPU"),
         "{err}"
     );
     assert!(

@@ -169,13 +169,7 @@ pub fn late_threshold(slos: &[Slo]) -> Duration {
 /// the `--max-in-flight` cap held requests back.
 pub fn bottleneck(lag: &Histogram<u64>, cap_hits: u64, late: Duration) -> Option<String> {
     let mut why = Vec::new();
-    let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
-    // Whole histogram buckets above the threshold (3 significant digits: within 0.1%).
-    let over: u64 = lag
-        .iter_recorded()
-        .filter(|v| lag.lowest_equivalent(v.value_iterated_to()) > late_us)
-        .map(|v| v.count_at_value())
-        .sum();
+    let over = released_late(lag, late);
     let total = lag.len();
     if total > 0 && over as f64 > LATE_SHARE * total as f64 {
         why.push(format!(
@@ -192,6 +186,27 @@ pub fn bottleneck(lag: &Histogram<u64>, cap_hits: u64, late: Duration) -> Option
         ));
     }
     (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// How many requests were released more than `late` after their intended send time (whole
+/// histogram buckets above it: 3 significant digits, within 0.1%).
+fn released_late(lag: &Histogram<u64>, late: Duration) -> u64 {
+    let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+    lag.iter_recorded()
+        .filter(|v| lag.lowest_equivalent(v.value_iterated_to()) > late_us)
+        .map(|v| v.count_at_value())
+        .sum()
+}
+
+/// A stage's late-release threshold from its judged objectives (`late_threshold`'s rule).
+fn stage_late_threshold(stage: &StageReport) -> Duration {
+    stage
+        .slos
+        .iter()
+        .filter(|v| v.percentile > 0.0 && v.limit_ms > 0.0)
+        .filter_map(|v| Duration::try_from_secs_f64(v.limit_ms / 1000.0 / 10.0).ok())
+        .min()
+        .unwrap_or(LATE_WITHOUT_SLO)
 }
 
 /// Whether the generator's late releases can account for a missed latency objective.
@@ -346,7 +361,16 @@ pub fn probe_verdict(stage: &StageReport, rate: f64) -> ProbeVerdict {
                         .unwrap_or(Duration::MAX),
                 ))
     });
-    if server_missed {
+    // The generator can have cost the window one sent request per request it never released
+    // and per late release. Requests missing beyond those were released on time and waited
+    // for a connection: the server (or its connections) held them, not the generator.
+    let rate_missed_by_server = rate > 0.0 && stage.achieved_rate < 0.99 * rate && {
+        let offered = rate * stage.duration_s;
+        let shortfall = (offered - stage.achieved_rate * stage.duration_s).floor();
+        let unreleased = (offered - lag.len() as f64).max(0.0).ceil();
+        shortfall > unreleased + released_late(&lag, stage_late_threshold(stage)) as f64
+    };
+    if server_missed || rate_missed_by_server {
         ProbeVerdict::Failed(failure)
     } else {
         ProbeVerdict::Invalid(format!(
@@ -425,6 +449,55 @@ mod tests {
         let back: RunReport = serde_json::from_value(old).unwrap();
         assert_eq!(back.invalid, None);
         assert!(back.worker_diagnostics.is_empty());
+    }
+
+    /// A one-second stage at 20/s: `sent` of its requests sent within the window, every
+    /// release `lag` late except `on_time` of them, all 20 timing out.
+    fn queued_stage(sent: u64, on_time: u64, lag: Duration) -> StageReport {
+        let mut r = StageRecorder::new(Stage {
+            name: "s".into(),
+            rate: Rate::PerSecond(20.0),
+            duration: Duration::from_secs(1),
+        });
+        let t0 = Instant::now();
+        r.begin(t0);
+        for k in 0..20 {
+            r.record_lag(if k < on_time { Duration::ZERO } else { lag });
+        }
+        for _ in 0..sent {
+            r.record_sent(t0, t0);
+        }
+        for _ in 0..20 {
+            r.record_done(
+                t0,
+                t0,
+                t0 + Duration::from_secs(1),
+                Err(crate::loadgen::record::ErrorKind::Timeout),
+            );
+        }
+        r.into_report(&[])
+    }
+
+    #[test]
+    fn a_rate_the_server_held_back_is_its_miss_however_noisy_the_generator() {
+        // One connection to a server that never answers: one request sent, 19 waiting for
+        // the connection; one release 6 ms late (a loaded machine) makes a bottleneck of 1
+        // in 20, but it cannot have kept 19 requests off the wire.
+        let held = queued_stage(1, 19, Duration::from_millis(6));
+        assert!(held.generator_bottleneck);
+        match probe_verdict(&held, 20.0) {
+            ProbeVerdict::Failed(why) => assert!(why.contains("req/s sent of 20"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+        let mut run = report_of(&[20], &[]);
+        run.stages = vec![held];
+        assert_eq!(generator_invalid(&run), None);
+        // Every release 300 ms late and ten requests missing: the lag accounts for them.
+        let stalled = queued_stage(10, 0, Duration::from_millis(300));
+        assert!(matches!(
+            probe_verdict(&stalled, 20.0),
+            ProbeVerdict::Invalid(_)
+        ));
     }
 
     #[test]

@@ -393,9 +393,17 @@ pub fn check(cluster: &ClusterConfig, serving: &ServingConfig, shapes: &MachineS
          pods request {} on every node, plus kube-dns and metrics-server on some)",
         alloc, DAEMONSET_SHARE
     );
+    let (asking, fit) = if replicas == 1 {
+        (format!("1 replica requesting {pod}"), "does not fit")
+    } else {
+        (
+            format!("{replicas} replicas requesting {pod} each"),
+            "do not fit",
+        )
+    };
     if placed < replicas {
         return Verdict::DoesNotFit(format!(
-            "{replicas} replicas requesting {pod} each do not fit on {shape}: only {placed} \
+            "{asking} {fit} on {shape}: only {placed} \
              would be scheduled and the rest would stay Pending (Insufficient {}). Lower `cpu` \
              or `memory`, run fewer `replicas`, or give the cluster more or larger nodes",
             insufficient(&free, pod)
@@ -411,9 +419,11 @@ pub fn check(cluster: &ClusterConfig, serving: &ServingConfig, shapes: &MachineS
             rollout: Rollout::OneAtATime,
             note: Some(format!(
                 "updates roll one replica at a time (maxSurge 0, maxUnavailable 1): the \
-                 {replicas} replicas requesting {pod} each fit on {shape}, but a surge pod \
-                 beside them would not (Insufficient {}), so during a rollout {} of {replicas} \
-                 replicas serve",
+                 {asking} fit{} on {shape}, but a surge pod \
+                 beside {} would not (Insufficient {}), so during a rollout {} of {replicas} \
+                 serve",
+                if replicas == 1 { "s" } else { "" },
+                if replicas == 1 { "it" } else { "them" },
                 insufficient(&free, pod),
                 replicas.saturating_sub(1)
             )),
