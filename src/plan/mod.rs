@@ -327,6 +327,48 @@ fn serving_image_files(
     Ok(manifest::serving_image_files(preset, &files))
 }
 
+/// The content hash of the `preset = "serving"` image `r` as the plan computes it, except
+/// that its generated Dockerfile names `named` as the serving resource it is for (by
+/// default its own): `compare` asks whether the base's image would build the same bytes
+/// as the candidate's, whose Dockerfile names the candidate's serving resource.
+pub fn serving_image_hash(
+    r: &Resource,
+    stack: &Stack,
+    named: Option<&Address>,
+) -> Result<String, PlanError> {
+    let located = |message: String| PlanError::Resource {
+        address: r.address.to_string(),
+        span: r.span.to_string(),
+        message,
+    };
+    let ResourceConfig::Image(i) = &r.config else {
+        return Err(located("not an image".into()));
+    };
+    let Some(preset) = &i.preset else {
+        return Err(located("not a serving-preset image".into()));
+    };
+    // As `serving_image_files` renders them, with the Dockerfile naming `named`.
+    let serving = preset
+        .serving
+        .as_ref()
+        .and_then(|a| stack.resources.iter().find(|s| &s.address == a))
+        .ok_or_else(|| located("no serving resource uses this serving-preset image".into()))?;
+    let rendered = render_resource(
+        serving,
+        stack,
+        ProviderName::Kubernetes,
+        &MachineShapes::default(),
+    )?;
+    let mut as_named = preset.clone();
+    if let Some(n) = named {
+        as_named.serving = Some(n.clone());
+    }
+    let files = manifest::serving_image_files(&as_named, &rendered);
+    serving_image_context(i, &files)
+        .and_then(|c| c.hash(&i.args))
+        .map_err(|e| located(e.to_string()))
+}
+
 /// The build context of a `preset = "serving"` image: the plan's rendered files and the
 /// models' version folders from this machine (what the Cloud Build provider uploads).
 pub fn serving_image_context(
