@@ -567,4 +567,71 @@ loadtest "smoke" {
             .count();
         assert_eq!(builds, 1);
     }
+
+    /// A stack in `dir` whose serving image is built from `dir/ctx` with `dockerfile`.
+    fn dockerfile_stack(dir: &Path, dockerfile: &str) -> Stack {
+        std::fs::create_dir_all(dir.join("model/m/1")).unwrap();
+        std::fs::write(dir.join("model/m/1/saved_model.pb"), "m").unwrap();
+        std::fs::create_dir_all(dir.join("ctx")).unwrap();
+        std::fs::write(dir.join("ctx/Dockerfile"), dockerfile).unwrap();
+        let text = STACK.replace(
+            "preset     = \"serving\"",
+            "context    = \"ctx\"\n  dockerfile = \"Dockerfile\"",
+        );
+        assert_ne!(text, STACK);
+        let path = dir.join("stack.hcl");
+        std::fs::write(&path, text).unwrap();
+        crate::stack::load(&path, &Default::default()).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    #[test]
+    fn a_dockerfile_image_of_the_base_is_built_from_the_base_s_context() {
+        let combine = |candidate: &str, base: &str| {
+            let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let candidate = dockerfile_stack(a.path(), candidate);
+            let base = dockerfile_stack(b.path(), base);
+            let lt = bench::pick_loadtest(&candidate, None).unwrap();
+            let c = bench::combine(&candidate, &base, &lt).unwrap();
+            (c, b)
+        };
+        let (c, base_dir) = combine(
+            "FROM tensorflow/serving:2.19.0\n",
+            "FROM tensorflow/serving:2.18.0\n",
+        );
+        let own = serving_image_of(&c, &c.base_target).unwrap();
+        assert_eq!(own.to_string(), "image.serving_compare_base");
+        let config = |a: &Address| match &c
+            .stack
+            .resources
+            .iter()
+            .find(|r| &r.address == a)
+            .unwrap()
+            .config
+        {
+            ResourceConfig::Image(i) => i.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (base_image, candidate_image) =
+            (config(&own), config(&"image.serving".parse().unwrap()));
+        assert!(
+            base_image.context.starts_with(base_dir.path()),
+            "{base_image:?}"
+        );
+        assert_ne!(base_image.content_hash, candidate_image.content_hash);
+        // The same context: one build for both.
+        let (c, _dir) = combine(
+            "FROM tensorflow/serving:2.19.0\n",
+            "FROM tensorflow/serving:2.19.0\n",
+        );
+        assert_eq!(
+            serving_image_of(&c, &c.base_target).unwrap().to_string(),
+            "image.serving"
+        );
+        assert!(
+            !c.stack
+                .resources
+                .iter()
+                .any(|r| r.address.name == "serving_compare_base")
+        );
+    }
 }
