@@ -2,8 +2,9 @@
 //! side on the stack's cluster (the base one under `serving.NAME_compare_base`, its models
 //! under `model.NAME_compare_base`, so the state marks it as the base by its address; its
 //! `image = image.NAME` built from the base as `image.NAME_compare_base`, a serving-preset one
-//! generated for the base's serving resource, unless it would build the same bytes as the
-//! candidate's, which then serves both sides), each
+//! generated for the base's serving resource, unless the candidate's build can serve it:
+//! the same bytes, or for a serving preset only other `config/` files, which the base's
+//! ConfigMap carries), each
 //! round the stack's load test run against one of them by the load test's own provider, as
 //! `tune` probes do; with `capacity`, a capacity search under the SLOs judged by loadgen's
 //! `probe_verdict` (the one verdict). Deploy and removal go through `refresh::plan` and
@@ -224,7 +225,7 @@ pub fn combine(
     if let (Some(b), Some(own)) = (base_image, image_from) {
         stack.resources.push(b);
         if let Some(same) = same_build(&stack, &own) {
-            // Built from the same bytes: the candidate's build serves both sides (one build).
+            // The candidate's build can serve the base (see `same_build`): built once.
             stack.resources.retain(|r| r.address != own);
             for r in &mut stack.resources {
                 if r.address != base_target {
@@ -305,9 +306,10 @@ fn serving_image(r: &crate::vocab::resources::Resource) -> Option<&Address> {
     }
 }
 
-/// The candidate's image the base image `own` (in `stack`) would build the same bytes as:
-/// the image at the base's original address, when both content hashes are known and equal
-/// (a serving-preset image's is computed as the plan does, over its generated context).
+/// The candidate's image (the one at the base image `own`'s original address in `stack`)
+/// when it can serve the base: a Dockerfile image with the same content hash, a serving
+/// preset differing at most in its `config/` files (the hashes computed as the plan does,
+/// over the generated context).
 fn same_build(stack: &Stack, own: &Address) -> Option<Address> {
     let original = Address {
         kind: own.kind,
@@ -322,13 +324,13 @@ fn same_build(stack: &Stack, own: &Address) -> Option<Address> {
     };
     let same = match (&t.preset, &o.preset) {
         (None, None) => t.content_hash == o.content_hash,
-        // Hashed as the plan does, the base's Dockerfile naming the candidate's serving
-        // resource (its one line that names a resource); unknown when it cannot be computed
-        // (the plan says why).
-        (Some(p), Some(_)) => {
-            let theirs = crate::plan::serving_image_hash(theirs, stack, None).ok()?;
-            let ours = crate::plan::serving_image_hash(ours, stack, p.serving.as_ref()).ok()?;
-            theirs == ours
+        // The same models and base image: the candidate's build serves the base as well,
+        // the base's ConfigMap mounted over its `/config` (the files that differ by config
+        // alone). Unknown when a hash cannot be computed (the plan says why).
+        (Some(_), Some(_)) => {
+            let candidate = crate::plan::serving_image_hash(theirs, stack, None).ok()?;
+            let base = crate::plan::serving_image_hash(ours, stack, Some(theirs)).ok()?;
+            candidate == base
         }
         _ => false,
     };

@@ -461,23 +461,30 @@ loadtest "smoke" {
 }
 "#;
 
-    /// A stack in `dir` whose model's version 1 holds `model`.
-    fn stack(dir: &Path, model: &str) -> Stack {
+    /// A stack in `dir` whose model's version 1 holds `model`, batching by `batch` if given.
+    fn stack(dir: &Path, model: &str, batch: Option<u32>) -> Stack {
         std::fs::create_dir_all(dir.join("model/m/1")).unwrap();
         std::fs::write(dir.join("model/m/1/saved_model.pb"), model).unwrap();
         let path: PathBuf = dir.join("stack.hcl");
-        std::fs::write(&path, STACK).unwrap();
+        let text = match batch {
+            None => STACK.to_string(),
+            Some(n) => STACK.replace(
+                "memory  = \"1Gi\"",
+                &format!("memory  = \"1Gi\"\n  batching {{\n    max_batch_size = {n}\n  }}"),
+            ),
+        };
+        std::fs::write(&path, text).unwrap();
         crate::stack::load(&path, &Default::default()).unwrap_or_else(|d| panic!("{d:?}"))
     }
 
     /// The two stacks combined and planned (with the directories they read from).
     fn combined(
-        candidate_model: &str,
-        base_model: &str,
+        candidate: (&str, Option<u32>),
+        base: (&str, Option<u32>),
     ) -> (bench::Combined, Plan, [tempfile::TempDir; 2]) {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let candidate = stack(a.path(), candidate_model);
-        let base = stack(b.path(), base_model);
+        let candidate = stack(a.path(), candidate.0, candidate.1);
+        let base = stack(b.path(), base.0, base.1);
         let lt = bench::pick_loadtest(&candidate, None).unwrap();
         let c = bench::combine(&candidate, &base, &lt).unwrap();
         let plan = crate::refresh::plan(
@@ -516,9 +523,9 @@ loadtest "smoke" {
     }
 
     #[test]
-    fn a_base_with_another_model_is_served_from_its_own_image_and_an_identical_one_shares_the_build()
+    fn a_base_with_another_model_is_served_from_its_own_image_and_one_differing_only_in_config_shares_the_build()
      {
-        let (c, plan, _dirs) = combined("new", "old");
+        let (c, plan, _dirs) = combined(("new", None), ("old", None));
         let own = serving_image_of(&c, &c.base_target).unwrap();
         assert_eq!(own.to_string(), "image.serving_compare_base");
         assert!(c.base_resources.contains(&own), "{:?}", c.base_resources);
@@ -552,20 +559,28 @@ loadtest "smoke" {
             "{yaml}"
         );
 
-        // The same model and files: the candidate's build serves both sides, built once.
-        let (c, plan, _dirs) = combined("same", "same");
-        assert_eq!(
-            serving_image_of(&c, &c.base_target).unwrap().to_string(),
-            "image.serving"
-        );
-        assert!(image(&plan, "serving_compare_base").is_none());
-        assert!(!c.base_resources.iter().any(|a| a.kind == Kind::Image));
-        let builds = plan
-            .changes
-            .iter()
-            .filter(|x| x.address.kind == Kind::Image && x.action == Action::Create)
-            .count();
-        assert_eq!(builds, 1);
+        // The same model and files: the candidate's build serves both sides, built once. So
+        // does a base that differs only in its configuration files (its ConfigMap, mounted
+        // over the image's `/config`, carries them).
+        for base_batch in [None, Some(16)] {
+            let (c, plan, _dirs) = combined(("same", Some(32)), ("same", base_batch));
+            assert_eq!(
+                serving_image_of(&c, &c.base_target).unwrap().to_string(),
+                "image.serving",
+                "{base_batch:?}"
+            );
+            assert!(image(&plan, "serving_compare_base").is_none());
+            assert!(!c.base_resources.iter().any(|a| a.kind == Kind::Image));
+            let builds = plan
+                .changes
+                .iter()
+                .filter(|x| x.address.kind == Kind::Image && x.action == Action::Create)
+                .count();
+            assert_eq!(builds, 1);
+            let change = |a: &Address| plan.changes.iter().find(|x| &x.address == a).unwrap();
+            let files = |a: &Address| change(a).rendered.get("batching_parameters.txt").cloned();
+            assert_ne!(files(&c.target), files(&c.base_target));
+        }
     }
 
     /// A stack in `dir` whose serving image is built from `dir/ctx` with `dockerfile`.

@@ -327,14 +327,16 @@ fn serving_image_files(
     Ok(manifest::serving_image_files(preset, &files))
 }
 
-/// The content hash of the `preset = "serving"` image `r` as the plan computes it, except
-/// that its generated Dockerfile names `named` as the serving resource it is for (by
-/// default its own): `compare` asks whether the base's image would build the same bytes
-/// as the candidate's, whose Dockerfile names the candidate's serving resource.
+/// The content hash of the `preset = "serving"` image `r` as the plan computes it or, with
+/// `as_for` (another serving-preset image), as if generated for `as_for`'s serving resource
+/// with `as_for`'s configuration files: its Dockerfile naming that resource and its `config/`
+/// files `as_for`'s. Equal to `as_for`'s own hash when the two differ at most in what the
+/// serving resource's ConfigMap, mounted over `/config`, carries anyway: `compare` then lets
+/// the candidate's build serve the base too.
 pub fn serving_image_hash(
     r: &Resource,
     stack: &Stack,
-    named: Option<&Address>,
+    as_for: Option<&Resource>,
 ) -> Result<String, PlanError> {
     let located = |message: String| PlanError::Resource {
         address: r.address.to_string(),
@@ -347,23 +349,25 @@ pub fn serving_image_hash(
     let Some(preset) = &i.preset else {
         return Err(located("not a serving-preset image".into()));
     };
-    // As `serving_image_files` renders them, with the Dockerfile naming `named`.
-    let serving = preset
-        .serving
-        .as_ref()
-        .and_then(|a| stack.resources.iter().find(|s| &s.address == a))
-        .ok_or_else(|| located("no serving resource uses this serving-preset image".into()))?;
-    let rendered = render_resource(
-        serving,
-        stack,
-        ProviderName::Kubernetes,
-        &MachineShapes::default(),
-    )?;
-    let mut as_named = preset.clone();
-    if let Some(n) = named {
-        as_named.serving = Some(n.clone());
-    }
-    let files = manifest::serving_image_files(&as_named, &rendered);
+    let files = match as_for {
+        None => serving_image_files(r, preset, stack)?,
+        Some(other) => {
+            let Some(other_preset) = (match &other.config {
+                ResourceConfig::Image(o) => o.preset.as_ref(),
+                _ => None,
+            }) else {
+                return Err(located(format!(
+                    "{} is not a serving-preset image",
+                    other.address
+                )));
+            };
+            // Generated for `as_for`'s serving resource: the Dockerfile names it and
+            // `config/` holds its rendered files; the models and the base image stay `r`'s.
+            let mut as_named = preset.clone();
+            as_named.serving = other_preset.serving.clone();
+            serving_image_files(r, &as_named, stack)?
+        }
+    };
     serving_image_context(i, &files)
         .and_then(|c| c.hash(&i.args))
         .map_err(|e| located(e.to_string()))
