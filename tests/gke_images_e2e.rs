@@ -770,6 +770,7 @@ fn compare_on_gke_deploys_both_sides_by_the_shape_compute_engine_describes() {
     std::fs::write(&w.stack, &text).unwrap();
     let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
+    let builds = w.cb.builds().len();
     let base = w.checkout.join("stacks/base.hcl");
     std::fs::write(&base, &text).unwrap();
     let base = base.display().to_string();
@@ -801,5 +802,110 @@ fn compare_on_gke_deploys_both_sides_by_the_shape_compute_engine_describes() {
         rollout(&w),
         (Value::from(0), Value::from(1)),
         "{out}\n{err}"
+    );
+    // The base's serving image has the candidate's bytes: the candidate's build serves it.
+    assert_eq!(w.cb.builds().len(), builds, "{out}\n{err}");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        Value::from(w.deployment_image())
+    );
+}
+
+#[test]
+fn compare_on_gke_builds_the_base_s_serving_image_from_the_base_s_model_and_runs_each_side_on_its_own_digest()
+ {
+    let w = World::start();
+    // Both sides side by side: 3-CPU replicas, so the serving nodes hold two each.
+    let text = std::fs::read_to_string(&w.stack)
+        .unwrap()
+        .replace("cpu    = \"6\"", "cpu    = \"3\"")
+        .replace("memory = \"4Gi\"", "memory = \"2Gi\"");
+    std::fs::write(&w.stack, &text).unwrap();
+    let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let builds = w.cb.builds().len();
+    let candidate = w.deployment_image();
+    // The base: the same stack serving another version of the model (version 2).
+    let version = repo().join("examples/model/regression/1");
+    let base_model = w.checkout.join("base-model/regression/2");
+    for f in walk(&version) {
+        let to = base_model.join(&f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(version.join(&f), &to).unwrap();
+    }
+    let base_text = text.replace(
+        "base_path = \"../examples/model/regression\"",
+        "base_path = \"../base-model/regression\"",
+    );
+    assert_ne!(text, base_text);
+    let base = w.checkout.join("stacks/base.hcl");
+    std::fs::write(&base, &base_text).unwrap();
+    let base = base.display().to_string();
+    let compare = |keep: bool| {
+        let mut args = vec![
+            "compare",
+            "--against",
+            &base,
+            "--rounds",
+            "2",
+            "--max-rounds",
+            "2",
+        ];
+        if keep {
+            args.push("--keep");
+        }
+        let (code, out, err) = w.run(&args, &[]);
+        assert!([0, 3, 4].contains(&code), "{code}: {out}\n{err}");
+        format!("{out}\n{err}")
+    };
+    let said = compare(true);
+
+    // One more build: the base's image, from the base's model; the candidate's is as applied.
+    let all = w.cb.builds();
+    assert_eq!(all.len(), builds + 1, "{said}");
+    let ctx = w.uploaded_context("image.serving_compare_base");
+    assert!(
+        ctx.contains_key("models/regression/2/saved_model.pb"),
+        "{:?}",
+        ctx.keys()
+    );
+    assert!(
+        !ctx.keys().any(|k| k.starts_with("models/regression/1/")),
+        "{:?}",
+        ctx.keys()
+    );
+    let dockerfile = String::from_utf8_lossy(&ctx["Dockerfile"]).into_owned();
+    assert!(
+        dockerfile.contains("for serving.tf_compare_base"),
+        "{dockerfile}"
+    );
+    // Each side runs its own digest.
+    assert_eq!(w.deployment_image(), candidate);
+    let d = w
+        .k8s
+        .object("deployments", "benchstack", "tf-compare-base")
+        .unwrap_or_else(|| panic!("the base's Deployment, kept\n{said}"));
+    let base_image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        base_image.starts_with(&format!("{REPOSITORY}/tf-serving-regression@sha256:")),
+        "{base_image}"
+    );
+    assert_ne!(base_image, candidate, "{said}");
+
+    // Run again without --keep: nothing is rebuilt, and the base's image leaves the state
+    // with the rest of what compare created.
+    let said = compare(false);
+    assert_eq!(w.cb.builds().len(), builds + 1, "{said}");
+    let (code, listed, err) = w.run(&["state", "list"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!listed.contains("compare_base"), "{listed}\n{said}");
+    assert!(listed.contains("image.serving"), "{listed}");
+    assert!(
+        w.k8s
+            .object("deployments", "benchstack", "tf-compare-base")
+            .is_none()
     );
 }

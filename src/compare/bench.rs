@@ -1,6 +1,10 @@
 //! The real measurer of `benchstack compare`: both serving configurations deployed side by
 //! side on the stack's cluster (the base one under `serving.NAME_compare_base`, its models
-//! under `model.NAME_compare_base`, so the state marks it as the base by its address), each
+//! under `model.NAME_compare_base`, so the state marks it as the base by its address; its
+//! `image = image.NAME` built from the base as `image.NAME_compare_base`, a serving-preset one
+//! generated for the base's serving resource, unless the candidate's build can serve it:
+//! the same bytes, or for a serving preset only other `config/` files, which the base's
+//! ConfigMap carries), each
 //! round the stack's load test run against one of them by the load test's own provider, as
 //! `tune` probes do; with `capacity`, a capacity search under the SLOs judged by loadgen's
 //! `probe_verdict` (the one verdict). Deploy and removal go through `refresh::plan` and
@@ -176,13 +180,12 @@ pub fn combine(
         added.push(renamed.clone());
         *m = renamed;
     }
-    // The cluster and any image it uses are the candidate's: both run side by side there.
-    for needed in std::iter::once(&cfg.cluster).chain(cfg.image_from.as_ref()) {
-        if !taken.contains(needed) {
-            return Err(CompareError::Invalid(format!(
-                "the base's {target} uses {needed}, which the stack does not declare: both configurations must run on the stack's cluster"
-            )));
-        }
+    // The cluster is the candidate's: both run side by side there.
+    if !taken.contains(&cfg.cluster) {
+        return Err(CompareError::Invalid(format!(
+            "the base's {target} uses {}, which the stack does not declare: both configurations must run on the stack's cluster",
+            cfg.cluster
+        )));
     }
     let base_target = base_address(&target);
     if taken.contains(&base_target) {
@@ -190,17 +193,28 @@ pub fn combine(
             "{base_target} is already in the stack: compare names the base's resources with the suffix {BASE_SUFFIX}"
         )));
     }
+    // The base's image is built from the base: a serving-preset image bakes in the models
+    // (and a Dockerfile image's context is the base's), so the candidate's would run the
+    // candidate's models on both sides.
+    let base_image = match &cfg.image_from {
+        Some(image) => Some(base_image(base, image, &base_target, &taken)?),
+        None => None,
+    };
+    if let Some(b) = &base_image {
+        cfg.image_from = Some(b.address.clone());
+    }
     let depends_on = serving
         .depends_on
         .iter()
-        .map(|d| {
-            if d.kind == Kind::Model {
+        .map(|d| match d.kind {
+            Kind::Model => base_address(d),
+            Kind::Image if base_image.is_some() && Some(d) == serving_image(serving) => {
                 base_address(d)
-            } else {
-                d.clone()
             }
+            _ => d.clone(),
         })
         .collect();
+    let image_from = cfg.image_from.clone();
     stack.resources.push(crate::vocab::resources::Resource {
         address: base_target.clone(),
         span: serving.span.clone(),
@@ -208,6 +222,28 @@ pub fn combine(
         config: ResourceConfig::Serving(cfg),
     });
     added.push(base_target.clone());
+    if let (Some(b), Some(own)) = (base_image, image_from) {
+        stack.resources.push(b);
+        if let Some(same) = same_build(&stack, &own) {
+            // The candidate's build can serve the base (see `same_build`): built once.
+            stack.resources.retain(|r| r.address != own);
+            for r in &mut stack.resources {
+                if r.address != base_target {
+                    continue;
+                }
+                for d in &mut r.depends_on {
+                    if *d == own {
+                        *d = same.clone();
+                    }
+                }
+                if let ResourceConfig::Serving(s) = &mut r.config {
+                    s.image_from = Some(same.clone());
+                }
+            }
+        } else {
+            added.push(own);
+        }
+    }
     let base_requests = base
         .resources
         .iter()
@@ -228,6 +264,77 @@ pub fn combine(
         base_resources: added,
         base_requests,
     })
+}
+
+/// The image `image` of the base's serving resource as the base builds it, under its base
+/// address: a serving-preset image generated for `base_target` (the base's models and
+/// files), a Dockerfile image with the base's context.
+fn base_image(
+    base: &Stack,
+    image: &Address,
+    base_target: &Address,
+    taken: &BTreeSet<Address>,
+) -> Result<crate::vocab::resources::Resource, CompareError> {
+    let found = base
+        .resources
+        .iter()
+        .find(|r| &r.address == image)
+        .ok_or_else(|| CompareError::Invalid(format!("the base has no {image}")))?;
+    let ResourceConfig::Image(i) = &found.config else {
+        return Err(CompareError::Invalid(format!("{image} is not an image")));
+    };
+    let renamed = base_address(image);
+    if taken.contains(&renamed) {
+        return Err(CompareError::Invalid(format!(
+            "{renamed} is already in the stack: compare names the base's resources with the suffix {BASE_SUFFIX}"
+        )));
+    }
+    let mut i = i.clone();
+    if let Some(p) = &mut i.preset {
+        p.serving = Some(base_target.clone());
+    }
+    let mut r = found.clone();
+    r.address = renamed;
+    r.config = ResourceConfig::Image(i);
+    Ok(r)
+}
+
+fn serving_image(r: &crate::vocab::resources::Resource) -> Option<&Address> {
+    match &r.config {
+        ResourceConfig::Serving(s) => s.image_from.as_ref(),
+        _ => None,
+    }
+}
+
+/// The candidate's image (the one at the base image `own`'s original address in `stack`)
+/// when it can serve the base: a Dockerfile image with the same content hash, a serving
+/// preset differing at most in its `config/` files (the hashes computed as the plan does,
+/// over the generated context).
+fn same_build(stack: &Stack, own: &Address) -> Option<Address> {
+    let original = Address {
+        kind: own.kind,
+        name: own.name.strip_suffix(BASE_SUFFIX)?.to_string(),
+        key: own.key.clone(),
+    };
+    let find = |a: &Address| stack.resources.iter().find(|r| &r.address == a);
+    let (theirs, ours) = (find(&original)?, find(own)?);
+    let (ResourceConfig::Image(t), ResourceConfig::Image(o)) = (&theirs.config, &ours.config)
+    else {
+        return None;
+    };
+    let same = match (&t.preset, &o.preset) {
+        (None, None) => t.content_hash == o.content_hash,
+        // The same models and base image: the candidate's build serves the base as well,
+        // the base's ConfigMap mounted over its `/config` (the files that differ by config
+        // alone). Unknown when a hash cannot be computed (the plan says why).
+        (Some(_), Some(_)) => {
+            let candidate = crate::plan::serving_image_hash(theirs, stack, None).ok()?;
+            let base = crate::plan::serving_image_hash(ours, stack, Some(theirs)).ok()?;
+            candidate == base
+        }
+        _ => false,
+    };
+    same.then_some(original)
 }
 
 /// Plans and applies `opts` against `stack` (events as progress lines).

@@ -413,3 +413,240 @@ fn a_metric_only_one_side_measured_is_left_out() {
         Verdict::Inconclusive
     );
 }
+
+/// Stacks whose serving image is generated (`preset = "serving"`) from their own model.
+mod serving_images {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use super::super::bench;
+    use crate::plan::{Action, Plan, PlanOptions};
+    use crate::vocab::resources::{Address, ImageConfig, Kind, ResourceConfig, Stack};
+
+    const STACK: &str = r#"
+cluster "gke" {
+  provider     = "gke"
+  project      = "p"
+  location     = "us-central1-a"
+  machine_type = "e2-highcpu-8"
+  node_count   = 1
+}
+
+model "m" {
+  base_path = "model/m"
+}
+
+image "serving" {
+  repository = "us-central1-docker.pkg.dev/p/benchstack"
+  name       = "tf-serving"
+  preset     = "serving"
+}
+
+serving "tf" {
+  cluster = cluster.gke
+  image   = image.serving
+  models  = [model.m]
+  cpu     = "1"
+  memory  = "1Gi"
+}
+
+loadtest "smoke" {
+  target        = serving.tf
+  loadgen_image = "us-central1-docker.pkg.dev/p/benchstack/benchstack:1"
+  request       = "{\"instances\": [1.0]}"
+  stage {
+    rate     = 10
+    duration = "1s"
+  }
+}
+"#;
+
+    /// A stack in `dir` whose model's version 1 holds `model`, batching by `batch` if given.
+    fn stack(dir: &Path, model: &str, batch: Option<u32>) -> Stack {
+        std::fs::create_dir_all(dir.join("model/m/1")).unwrap();
+        std::fs::write(dir.join("model/m/1/saved_model.pb"), model).unwrap();
+        let path: PathBuf = dir.join("stack.hcl");
+        let text = match batch {
+            None => STACK.to_string(),
+            Some(n) => STACK.replace(
+                "memory  = \"1Gi\"",
+                &format!("memory  = \"1Gi\"\n  batching {{\n    max_batch_size = {n}\n  }}"),
+            ),
+        };
+        std::fs::write(&path, text).unwrap();
+        crate::stack::load(&path, &Default::default()).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    /// The two stacks combined and planned (with the directories they read from).
+    fn combined(
+        candidate: (&str, Option<u32>),
+        base: (&str, Option<u32>),
+    ) -> (bench::Combined, Plan, [tempfile::TempDir; 2]) {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let candidate = stack(a.path(), candidate.0, candidate.1);
+        let base = stack(b.path(), base.0, base.1);
+        let lt = bench::pick_loadtest(&candidate, None).unwrap();
+        let c = bench::combine(&candidate, &base, &lt).unwrap();
+        let plan = crate::refresh::plan(
+            Some(&c.stack),
+            &Default::default(),
+            BTreeMap::new(),
+            None,
+            &PlanOptions {
+                targets: vec![c.target.clone(), c.base_target.clone()],
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap();
+        (c, plan, [a, b])
+    }
+
+    fn image(plan: &Plan, name: &str) -> Option<ImageConfig> {
+        plan.changes
+            .iter()
+            .find(|c| c.address.kind == Kind::Image && c.address.name == name)
+            .and_then(|c| match &c.after {
+                Some(ResourceConfig::Image(i)) => Some(i.clone()),
+                _ => None,
+            })
+    }
+
+    fn serving_image_of(c: &bench::Combined, a: &Address) -> Option<Address> {
+        c.stack
+            .resources
+            .iter()
+            .find(|r| &r.address == a)
+            .and_then(|r| match &r.config {
+                ResourceConfig::Serving(s) => s.image_from.clone(),
+                _ => None,
+            })
+    }
+
+    #[test]
+    fn a_base_with_another_model_is_served_from_its_own_image_and_one_differing_only_in_config_shares_the_build()
+     {
+        let (c, plan, _dirs) = combined(("new", None), ("old", None));
+        let own = serving_image_of(&c, &c.base_target).unwrap();
+        assert_eq!(own.to_string(), "image.serving_compare_base");
+        assert!(c.base_resources.contains(&own), "{:?}", c.base_resources);
+        let base_serving = c
+            .stack
+            .resources
+            .iter()
+            .find(|r| r.address == c.base_target)
+            .unwrap();
+        assert!(base_serving.depends_on.contains(&own));
+        assert!(!base_serving.depends_on.iter().any(|d| d.name == "serving"));
+        // Generated for the base's serving resource, from the base's model folders.
+        let base_image = image(&plan, "serving_compare_base").expect("the base's image planned");
+        let preset = base_image.preset.clone().unwrap();
+        assert_eq!(preset.serving.as_ref(), Some(&c.base_target));
+        let dir = &preset.models[0].base_path;
+        assert_eq!(
+            std::fs::read_to_string(dir.join("1/saved_model.pb")).unwrap(),
+            "old"
+        );
+        // Two builds of different bytes: the candidate's models are not baked into the base's.
+        let candidate_image = image(&plan, "serving").expect("the candidate's image planned");
+        assert_ne!(base_image.content_hash, candidate_image.content_hash);
+        let change = |a: &Address| plan.changes.iter().find(|x| &x.address == a).unwrap();
+        assert_eq!(change(&own).action, Action::Create);
+        // The Deployment names the base's image (YAML folds the long line).
+        let yaml = &change(&c.base_target).rendered["kubernetes.yaml"];
+        let flat = yaml.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains("(digest of image.serving_compare_base)"),
+            "{yaml}"
+        );
+
+        // The same model and files: the candidate's build serves both sides, built once. So
+        // does a base that differs only in its configuration files (its ConfigMap, mounted
+        // over the image's `/config`, carries them).
+        for base_batch in [None, Some(16)] {
+            let (c, plan, _dirs) = combined(("same", Some(32)), ("same", base_batch));
+            assert_eq!(
+                serving_image_of(&c, &c.base_target).unwrap().to_string(),
+                "image.serving",
+                "{base_batch:?}"
+            );
+            assert!(image(&plan, "serving_compare_base").is_none());
+            assert!(!c.base_resources.iter().any(|a| a.kind == Kind::Image));
+            let builds = plan
+                .changes
+                .iter()
+                .filter(|x| x.address.kind == Kind::Image && x.action == Action::Create)
+                .count();
+            assert_eq!(builds, 1);
+            let change = |a: &Address| plan.changes.iter().find(|x| &x.address == a).unwrap();
+            let files = |a: &Address| change(a).rendered.get("batching_parameters.txt").cloned();
+            assert_ne!(files(&c.target), files(&c.base_target));
+        }
+    }
+
+    /// A stack in `dir` whose serving image is built from `dir/ctx` with `dockerfile`.
+    fn dockerfile_stack(dir: &Path, dockerfile: &str) -> Stack {
+        std::fs::create_dir_all(dir.join("model/m/1")).unwrap();
+        std::fs::write(dir.join("model/m/1/saved_model.pb"), "m").unwrap();
+        std::fs::create_dir_all(dir.join("ctx")).unwrap();
+        std::fs::write(dir.join("ctx/Dockerfile"), dockerfile).unwrap();
+        let text = STACK.replace(
+            "preset     = \"serving\"",
+            "context    = \"ctx\"\n  dockerfile = \"Dockerfile\"",
+        );
+        assert_ne!(text, STACK);
+        let path = dir.join("stack.hcl");
+        std::fs::write(&path, text).unwrap();
+        crate::stack::load(&path, &Default::default()).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    #[test]
+    fn a_dockerfile_image_of_the_base_is_built_from_the_base_s_context() {
+        let combine = |candidate: &str, base: &str| {
+            let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let candidate = dockerfile_stack(a.path(), candidate);
+            let base = dockerfile_stack(b.path(), base);
+            let lt = bench::pick_loadtest(&candidate, None).unwrap();
+            let c = bench::combine(&candidate, &base, &lt).unwrap();
+            (c, b)
+        };
+        let (c, base_dir) = combine(
+            "FROM tensorflow/serving:2.19.0\n",
+            "FROM tensorflow/serving:2.18.0\n",
+        );
+        let own = serving_image_of(&c, &c.base_target).unwrap();
+        assert_eq!(own.to_string(), "image.serving_compare_base");
+        let config = |a: &Address| match &c
+            .stack
+            .resources
+            .iter()
+            .find(|r| &r.address == a)
+            .unwrap()
+            .config
+        {
+            ResourceConfig::Image(i) => i.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (base_image, candidate_image) =
+            (config(&own), config(&"image.serving".parse().unwrap()));
+        assert!(
+            base_image.context.starts_with(base_dir.path()),
+            "{base_image:?}"
+        );
+        assert_ne!(base_image.content_hash, candidate_image.content_hash);
+        // The same context: one build for both.
+        let (c, _dir) = combine(
+            "FROM tensorflow/serving:2.19.0\n",
+            "FROM tensorflow/serving:2.19.0\n",
+        );
+        assert_eq!(
+            serving_image_of(&c, &c.base_target).unwrap().to_string(),
+            "image.serving"
+        );
+        assert!(
+            !c.stack
+                .resources
+                .iter()
+                .any(|r| r.address.name == "serving_compare_base")
+        );
+    }
+}

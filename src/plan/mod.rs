@@ -327,6 +327,52 @@ fn serving_image_files(
     Ok(manifest::serving_image_files(preset, &files))
 }
 
+/// The content hash of the `preset = "serving"` image `r` as the plan computes it or, with
+/// `as_for` (another serving-preset image), as if generated for `as_for`'s serving resource
+/// with `as_for`'s configuration files: its Dockerfile naming that resource and its `config/`
+/// files `as_for`'s. Equal to `as_for`'s own hash when the two differ at most in what the
+/// serving resource's ConfigMap, mounted over `/config`, carries anyway: `compare` then lets
+/// the candidate's build serve the base too.
+pub fn serving_image_hash(
+    r: &Resource,
+    stack: &Stack,
+    as_for: Option<&Resource>,
+) -> Result<String, PlanError> {
+    let located = |message: String| PlanError::Resource {
+        address: r.address.to_string(),
+        span: r.span.to_string(),
+        message,
+    };
+    let ResourceConfig::Image(i) = &r.config else {
+        return Err(located("not an image".into()));
+    };
+    let Some(preset) = &i.preset else {
+        return Err(located("not a serving-preset image".into()));
+    };
+    let files = match as_for {
+        None => serving_image_files(r, preset, stack)?,
+        Some(other) => {
+            let Some(other_preset) = (match &other.config {
+                ResourceConfig::Image(o) => o.preset.as_ref(),
+                _ => None,
+            }) else {
+                return Err(located(format!(
+                    "{} is not a serving-preset image",
+                    other.address
+                )));
+            };
+            // Generated for `as_for`'s serving resource: the Dockerfile names it and
+            // `config/` holds its rendered files; the models and the base image stay `r`'s.
+            let mut as_named = preset.clone();
+            as_named.serving = other_preset.serving.clone();
+            serving_image_files(r, &as_named, stack)?
+        }
+    };
+    serving_image_context(i, &files)
+        .and_then(|c| c.hash(&i.args))
+        .map_err(|e| located(e.to_string()))
+}
+
 /// The build context of a `preset = "serving"` image: the plan's rendered files and the
 /// models' version folders from this machine (what the Cloud Build provider uploads).
 pub fn serving_image_context(
