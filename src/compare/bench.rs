@@ -421,7 +421,8 @@ pub fn deploy(
         .collect();
     result.map(|()| created.clone()).map_err(|e| match e {
         CompareError::Deploy(m) => CompareError::Deploy(format!(
-            "{m} (created so far, removed again: {})",
+            // Removed afterwards, or kept with --keep: the command says which.
+            "{m} (created before it failed: {})",
             created
                 .iter()
                 .map(|a| a.to_string())
