@@ -248,6 +248,23 @@ impl World {
 }
 
 impl World {
+    /// Asks the Compute Engine emulator for machine shapes, which describes e2-highcpu-8
+    /// smaller than benchstack's table (4 vCPUs, 4 GiB against 8 and 8), and gives the stack's
+    /// serving 3-CPU replicas: three fit one per node, but no surge pod beside them, and a
+    /// fourth fits nowhere (by the table, a surge pod and a fourth replica fit). Returns the
+    /// stack's new text.
+    fn use_compute_shape_without_room_to_surge(&mut self) -> String {
+        self.ask_compute = true;
+        self.compute.describe("e2-highcpu-8", 4, 4096);
+        let text = std::fs::read_to_string(&self.stack)
+            .unwrap()
+            .replace("cpu    = \"6\"", "cpu    = \"3\"")
+            .replace("memory = \"4Gi\"", "memory = \"2Gi\"");
+        assert!(text.contains("cpu    = \"3\""), "stacks/gke.hcl changed");
+        std::fs::write(&self.stack, &text).unwrap();
+        text
+    }
+
     /// The files of the uploaded source of `image` (its newest object), with their bytes.
     fn uploaded_context(&self, image: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
         use std::io::Read;
@@ -664,17 +681,7 @@ fn rollout(w: &World) -> (Value, Value) {
 fn a_tune_on_gke_sizes_every_trial_by_the_shape_compute_engine_describes_and_skips_what_cannot_fit()
 {
     let mut w = World::start();
-    w.ask_compute = true;
-    // Compute Engine describes e2-highcpu-8 smaller than benchstack's table (4 vCPUs, 4 GiB
-    // against 8 and 8): three 3-CPU replicas fit one per node, but no surge pod beside them,
-    // and a fourth replica fits nowhere. By the table, a surge pod and a fourth replica fit.
-    w.compute.describe("e2-highcpu-8", 4, 4096);
-    let text = std::fs::read_to_string(&w.stack)
-        .unwrap()
-        .replace("cpu    = \"6\"", "cpu    = \"3\"")
-        .replace("memory = \"4Gi\"", "memory = \"2Gi\"");
-    assert!(text.contains("cpu    = \"3\""), "stacks/gke.hcl changed");
-    std::fs::write(&w.stack, &text).unwrap();
+    let text = w.use_compute_shape_without_room_to_surge();
     let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(
@@ -727,14 +734,8 @@ fn a_tune_on_gke_sizes_every_trial_by_the_shape_compute_engine_describes_and_ski
 #[test]
 fn apply_gate_re_runs_the_load_test_with_the_shape_compute_engine_describes() {
     let mut w = World::start();
-    w.ask_compute = true;
     // As above: by Compute Engine's shape no surge pod fits beside three 3-CPU replicas.
-    w.compute.describe("e2-highcpu-8", 4, 4096);
-    let text = std::fs::read_to_string(&w.stack)
-        .unwrap()
-        .replace("cpu    = \"6\"", "cpu    = \"3\"")
-        .replace("memory = \"4Gi\"", "memory = \"2Gi\"");
-    std::fs::write(&w.stack, &text).unwrap();
+    w.use_compute_shape_without_room_to_surge();
     let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(rollout(&w), (Value::from(0), Value::from(1)));
@@ -760,14 +761,8 @@ fn apply_gate_re_runs_the_load_test_with_the_shape_compute_engine_describes() {
 #[test]
 fn compare_on_gke_deploys_both_sides_by_the_shape_compute_engine_describes() {
     let mut w = World::start();
-    w.ask_compute = true;
     // As above: by Compute Engine's shape no surge pod fits beside three 3-CPU replicas.
-    w.compute.describe("e2-highcpu-8", 4, 4096);
-    let text = std::fs::read_to_string(&w.stack)
-        .unwrap()
-        .replace("cpu    = \"6\"", "cpu    = \"3\"")
-        .replace("memory = \"4Gi\"", "memory = \"2Gi\"");
-    std::fs::write(&w.stack, &text).unwrap();
+    let text = w.use_compute_shape_without_room_to_surge();
     let (code, out, err) = w.run(&["apply", "--auto-approve"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     let builds = w.cb.builds().len();
